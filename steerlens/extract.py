@@ -1,0 +1,194 @@
+"""Extract steering directions from paired activations (DESIGN.md "Extraction methods").
+
+Each method is a pure function ``(pos, neg) -> direction`` of (n, d) activation rows:
+
+- ``mean``: v = mean(pos) − mean(neg);
+- ``pca``: û = first right singular vector of the uncentered paired differences
+  D = pos − neg, sign chosen so mean(D·û) > 0; v = mean(D·û) û;
+- ``probe``: û = coefficient of an L2 logistic regression pos-vs-neg (sklearn), normalised;
+  v = (mean(pos) − mean(neg))·û û.
+
+``pca`` and ``probe`` are scaled by the mean difference's projection on their unit direction,
+so every method returns a vector in activation units and α means the same thing for all three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from steerlens.activations import record_activations
+from steerlens.models import as_model
+from steerlens.prompts import PositionSpec, PromptLike, check_prompts, position_name, prompt_set_hash
+from steerlens.vectors import SteeringVector, cosine
+
+Aggregator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def mean_diff(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Difference of means: v = mean_i pos_i − mean_j neg_j."""
+    return pos.double().mean(0).float() - neg.double().mean(0).float()
+
+
+def pca_diff(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """First principal component of the uncentered paired differences D = pos − neg, signed so
+    the mean projection is positive and scaled by it: v = mean(D·û) û."""
+    if pos.shape != neg.shape:
+        raise ValueError(
+            f"pca needs paired rows: got {pos.shape[0]} positive and {neg.shape[0]} negative"
+        )
+    diffs = (pos - neg).double()
+    _, _, vh = torch.linalg.svd(diffs, full_matrices=False)
+    u = vh[0]
+    proj = float((diffs @ u).mean())
+    if proj < 0:
+        u, proj = -u, -proj
+    return (u * proj).float()
+
+
+def logistic_probe(
+    pos: torch.Tensor, neg: torch.Tensor, *, seed: int = 0, c: float = 1.0
+) -> torch.Tensor:
+    """Logistic-regression direction û (normalised coefficient, inputs standardised by a shared
+    scale) scaled by the mean difference's projection on it."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = torch.cat([pos, neg]).double().numpy()
+    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    scale = float(x.std()) or 1.0
+    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    clf.fit(x / scale, y)
+    u = torch.from_numpy(clf.coef_[0]).double()
+    u = u / u.norm()
+    md = pos.double().mean(0) - neg.double().mean(0)
+    return (u * float(md @ u)).float()
+
+
+METHODS: dict[str, Aggregator] = {"mean": mean_diff, "pca": pca_diff, "probe": logistic_probe}
+
+
+def _aggregator(method: str | Aggregator) -> tuple[str, Aggregator]:
+    if callable(method):
+        return getattr(method, "__name__", "custom"), method
+    try:
+        return method, METHODS[method]
+    except KeyError:
+        raise ValueError(f"unknown method {method!r}: use one of {sorted(METHODS)} or a function")
+
+
+def split_half_reliability(
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    method: str | Aggregator = "mean",
+    *,
+    n_boot: int = 20,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Split-half reliability: cos(v(half A), v(half B)) over ``n_boot`` random splits of the
+    prompt pairs (DESIGN.md "Extraction methods"); returns mean, 2.5% and 97.5% quantiles."""
+    _, agg = _aggregator(method)
+    n = min(len(pos), len(neg))
+    if n < 4:
+        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n_boot": 0}
+    gen = torch.Generator().manual_seed(seed)
+    cos = []
+    for _ in range(n_boot):
+        perm = torch.randperm(n, generator=gen)
+        a, b = perm[: n // 2], perm[n // 2 : 2 * (n // 2)]
+        cos.append(cosine(agg(pos[a], neg[a]), agg(pos[b], neg[b])))
+    arr = np.array(cos)
+    return {
+        "mean": float(arr.mean()),
+        "lo": float(np.quantile(arr, 0.025)),
+        "hi": float(np.quantile(arr, 0.975)),
+        "n_boot": n_boot,
+    }
+
+
+def method_agreement(pos: torch.Tensor, neg: torch.Tensor, seed: int = 0) -> dict[str, float]:
+    """Pairwise cosine between the mean, pca and probe directions of the same rows."""
+    v = {"mean": mean_diff(pos, neg), "probe": logistic_probe(pos, neg, seed=seed)}
+    if pos.shape == neg.shape:
+        v["pca"] = pca_diff(pos, neg)
+    names = sorted(v)
+    return {
+        f"{a}~{b}": cosine(v[a], v[b]) for i, a in enumerate(names) for b in names[i + 1 :]
+    }
+
+
+def vector_from_rows(
+    pos_rows: dict[int, torch.Tensor],
+    neg_rows: dict[int, torch.Tensor],
+    method: str | Aggregator = "mean",
+    *,
+    seed: int = 0,
+    n_boot: int = 20,
+    diagnostics: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> SteeringVector:
+    """Build a SteeringVector from per-layer paired rows, with reliability diagnostics."""
+    name, agg = _aggregator(method)
+    dirs: dict[int, torch.Tensor] = {}
+    diag: dict[str, Any] = {"split_half": {}, "agreement": {}, "n_pos": 0, "n_neg": 0}
+    for layer in sorted(pos_rows):
+        pos, neg = pos_rows[layer].float(), neg_rows[layer].float()
+        dirs[layer] = agg(pos, neg) if name != "probe" else logistic_probe(pos, neg, seed=seed)
+        diag["n_pos"], diag["n_neg"] = len(pos), len(neg)
+        if diagnostics:
+            diag["split_half"][layer] = split_half_reliability(
+                pos, neg, agg, n_boot=n_boot, seed=seed
+            )
+            diag["agreement"][layer] = method_agreement(pos, neg, seed=seed)
+    return SteeringVector(dirs, dict(meta or {}, method=name, seed=seed), diag)
+
+
+def extract_vector(
+    model: Any,
+    pos_prompts: Sequence[PromptLike],
+    neg_prompts: Sequence[PromptLike],
+    layers: int | Sequence[int] | str = "all",
+    method: str | Aggregator = "mean",
+    *,
+    position: PositionSpec = "last",
+    batch_size: int = 32,
+    seed: int = 0,
+    n_boot: int = 20,
+    diagnostics: bool = True,
+    progress: bool | None = None,
+    name: str | None = None,
+) -> SteeringVector:
+    """Per-layer steering direction of ``pos_prompts`` against ``neg_prompts``.
+
+    Records both sets in one batched, early-stopped pass, applies ``method`` (``"mean"``,
+    ``"pca"``, ``"probe"`` or a function ``(pos, neg) -> vector``), and attaches split-half
+    reliability and method agreement per layer (DESIGN.md "Extraction methods").
+    """
+    lm = as_model(model)
+    pos_items = check_prompts(pos_prompts, "pos_prompts")
+    neg_items = check_prompts(neg_prompts, "neg_prompts")
+    acts = record_activations(
+        lm, [*pos_items, *neg_items], layers, position,
+        batch_size=batch_size, keep_rows=True, progress=progress, desc="extract",
+    )  # fmt: skip
+    assert acts.rows is not None
+    n = len(pos_items)
+    pos_rows = {k: r[:n] for k, r in acts.rows.items()}
+    neg_rows = {k: r[n:] for k, r in acts.rows.items()}
+    meta = {
+        "name": name,
+        "model": lm.name,
+        "model_source": lm.source,
+        "model_fingerprint": lm.fingerprint,
+        "position": position_name(position),
+        "pos_prompts_hash": prompt_set_hash(pos_items),
+        "neg_prompts_hash": prompt_set_hash(neg_items),
+        "n_pos": len(pos_items),
+        "n_neg": len(neg_items),
+        "kind": "contrast",
+    }
+    return vector_from_rows(
+        pos_rows, neg_rows, method, seed=seed, n_boot=n_boot, diagnostics=diagnostics, meta=meta
+    )

