@@ -6,11 +6,13 @@ to create. ``tiny_model("llama" | "gpt2" | "gpt_neox" | "qwen2")``.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 
 from steerlens.models import LoadedModel, private_tokenizer
+from steerlens.sites import find_layers
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -86,3 +88,34 @@ def tiny_model(
     model.eval()
     return LoadedModel(model, private_tokenizer(tiny_tokenizer(**kwargs)), f"tiny-{arch}-s{seed}",
                        f"config:{arch}:seed={seed}")  # fmt: skip
+
+
+def plant_vector(lm: LoadedModel, layer: int, vector: torch.Tensor, *, name: str | None = None) -> LoadedModel:
+    """A copy of ``lm`` whose block ``layer`` outputs h + vector at every position, planted in
+    the weights (an MLP output bias), so it survives ``save_pretrained``/``from_pretrained``.
+
+    Supported: llama (via ``mlp_bias``), gpt2, gpt_neox. The original model is untouched.
+    """
+    from transformers import AutoModelForCausalLM
+
+    cfg = copy.deepcopy(lm.model.config)  # type: ignore[union-attr]
+    arch = cfg.model_type
+    if arch == "llama":
+        cfg.mlp_bias = True
+    elif arch not in ("gpt2", "gpt_neox"):
+        raise ValueError(f"plant_vector supports llama, gpt2 and gpt_neox, not {arch!r}")
+    new = AutoModelForCausalLM.from_config(cfg)
+    state = lm.model.state_dict()
+    missing, unexpected = new.load_state_dict(state, strict=False)
+    if unexpected or any(not k.endswith(".bias") for k in missing):
+        raise RuntimeError(f"unexpected state mismatch: missing={missing}, unexpected={unexpected}")
+    with torch.no_grad():
+        for k in missing:
+            new.get_parameter(k).zero_()
+        blocks = find_layers(new).blocks
+        mlp = blocks[layer].mlp  # type: ignore[union-attr]
+        out_proj = {"llama": "down_proj", "gpt2": "c_proj", "gpt_neox": "dense_4h_to_h"}[arch]
+        bias = getattr(mlp, out_proj).bias
+        bias += vector.to(bias.dtype)
+    new.eval()
+    return LoadedModel(new, lm.tokenizer, name or f"{lm.name}+plant@{layer}", f"planted:{lm.source}")
