@@ -1,0 +1,48 @@
+"""Core on the embedded SmolLM2-135M-Instruct (integration)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import steerlens as sl
+from steerlens.prompts import encode
+
+pytestmark = pytest.mark.integration
+
+
+def test_embedded_model_shape_and_template(smol: sl.LoadedModel) -> None:
+    assert smol.n_layers == 30 and smol.hidden_size == 576
+    rope = getattr(smol.model.config, "rope_parameters", None) or {}
+    assert rope.get("rope_theta", getattr(smol.model.config, "rope_theta", None)) == 100000.0
+    assert smol.tokenizer.padding_side == "left"
+    e = encode(smol.tokenizer, sl.ChatPrompt("hi"))
+    text = smol.tokenizer.decode(e.input_ids)
+    assert "SmolLM" in text  # the template's default system prompt
+    assert smol.tokenizer.decode(e.input_ids[e.prompt_start :]).startswith("hi")
+
+
+def test_layer15_matches_hidden_states(smol: sl.LoadedModel) -> None:
+    chats = [sl.ChatPrompt(u, system="You love owls.") for u in ("Name an animal.", "1, 2, 3, 4")]
+    acts = sl.record_activations(smol, chats, [15], "last", keep_rows=True)
+    assert acts.rows is not None
+    for i, c in enumerate(chats):
+        ids = torch.tensor([encode(smol.tokenizer, c).input_ids])
+        with torch.no_grad():
+            hs = smol.model(input_ids=ids, output_hidden_states=True).hidden_states
+        torch.testing.assert_close(acts.rows[15][i], hs[16][0, -1], atol=1e-4, rtol=1e-4)
+
+
+def test_owl_vs_neutral_vector_is_reliable(smol: sl.LoadedModel) -> None:
+    from steerlens.numbers import number_prompts
+
+    users = number_prompts(16, seed=0)
+    pos = [sl.ChatPrompt(u, system="You love owls. You think about owls all the time.") for u in users]
+    neg = [sl.ChatPrompt(u, system="You love clarity. You think about clarity all the time.") for u in users]
+    vec = sl.extract_vector(smol, pos, neg, layers=[6, 15], method="mean", n_boot=10)
+    for layer in (6, 15):
+        assert vec.diagnostics["split_half"][layer]["mean"] > 0.9
+        assert vec.diagnostics["agreement"][layer]["mean~pca"] > 0.9
+    with sl.steer(smol, vec, alpha=0.0, layers=[15]) as m:
+        a = m.generate([sl.ChatPrompt("Name an animal.")], max_new_tokens=4)
+    assert a == smol.generate([sl.ChatPrompt("Name an animal.")], max_new_tokens=4)
