@@ -168,7 +168,8 @@ def record_activations(
         from steerlens.backends import record_foreign
 
         return record_foreign(lm, prompts, layers, position, batch_size=batch_size,
-                              keep_rows=keep_rows, rows_dtype=rows_dtype)  # fmt: skip
+                              keep_rows=keep_rows, rows_dtype=rows_dtype, progress=progress,
+                              desc=desc)  # fmt: skip
     items = check_prompts(prompts, "record_activations")
     layer_ids = resolve_layers(layers, lm.n_layers)
     encs = [encode(lm.tokenizer, p) for p in items]

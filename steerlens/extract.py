@@ -192,3 +192,54 @@ def extract_vector(
     return vector_from_rows(
         pos_rows, neg_rows, method, seed=seed, n_boot=n_boot, diagnostics=diagnostics, meta=meta
     )
+
+
+def teacher_vector(
+    model: Any,
+    trait: Any,
+    layers: int | Sequence[int] | str = "all",
+    method: str | Aggregator = "mean",
+    *,
+    position: PositionSpec = "last",
+    batch_size: int = 32,
+    seed: int = 0,
+    n_boot: int = 20,
+    diagnostics: bool = True,
+    progress: bool | None = None,
+) -> SteeringVector:
+    """Teacher vector (DESIGN.md "Teacher vector", Blank et al. 2026):
+    vᵀˡ = mean_p hˡ(trait sys, p) − mean_p hˡ(neutral sys, p) over the trait's probe prompts p,
+    on the base ``model`` (``method`` other than ``"mean"`` applies to the same paired rows).
+
+    ``trait`` is a :class:`~steerlens.traits.TraitSpec`, a built-in name or a YAML path. The
+    contrast is against the *neutral* system prompt of the same form, not against no system
+    prompt. ``meta`` records the trait, the two system prompts' hashes, the probe settings and
+    ``kind="teacher"``.
+    """
+    from steerlens.traits import as_trait, text_hash
+
+    spec = as_trait(trait)
+    vec = extract_vector(
+        model,
+        spec.probe_chats(spec.system_prompt),
+        spec.probe_chats(spec.neutral_system_prompt),
+        layers,
+        method,
+        position=position,
+        batch_size=batch_size,
+        seed=seed,
+        n_boot=n_boot,
+        diagnostics=diagnostics,
+        progress=progress,
+        name=f"teacher:{spec.name}",
+    )
+    vec.meta.update(
+        kind="teacher",
+        trait=spec.name,
+        system_prompt_hash=text_hash(spec.system_prompt),
+        neutral_system_prompt_hash=text_hash(spec.neutral_system_prompt),
+        probe_n=len(spec.probe_prompts),
+        probe_seed=spec.probe_seed if spec.probe_prompts_override is None else None,
+        contrast="trait system prompt - neutral system prompt",
+    )
+    return vec

@@ -101,6 +101,12 @@ def steer(
     model, so ``with steer(model, v, 4.0, layers=[15]) as m: m.generate(prompts)`` works.
     """
     lm = as_model(model)
+    if lm.extra.get("backend") not in (None, "hf"):  # nnsight, TransformerLens, sharded
+        from steerlens.backends import steer_foreign
+
+        with steer_foreign(lm, vector, alpha, layers, mode, positions=positions, base=base) as m:
+            yield m
+        return
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: use one of {MODES}")
     if positions not in ("all", "prompt", "generated"):

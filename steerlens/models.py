@@ -146,8 +146,10 @@ def model_fingerprint(model: nn.Module) -> str:
         d.pop("transformers_version", None)
         d.pop("quantization_config", None)
         h.update(json.dumps(d, sort_keys=True, default=str).encode())
+    from steerlens.backends.hf import named_weights  # offloaded (device_map) weights too
+
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for name, p in named_weights(model):
             flat = p.detach().reshape(-1)
             step = max(1, flat.numel() // 4096)
             sample = flat[::step].to("cpu", torch.float32).contiguous()
@@ -238,6 +240,11 @@ def load_model(
         raise ModelLoadError(
             f"{path} is a file steerlens cannot load as a model: pass a model folder, a PEFT "
             "adapter folder, a .gguf file or an HF id"
+        )
+    elif s.startswith(("/", "./", "../", "~")) or s.count("/") > 1:
+        raise ModelLoadError(
+            f"{path} does not exist: pass an existing model folder, adapter folder or .gguf "
+            f"file, an HF id like 'org/name', or {EMBEDDED_NAME!r}"
         )
     else:
         lm = _load_hub(s, torch_dtype, device, local_files_only)

@@ -1,0 +1,361 @@
+"""Screen training data by projection difference (DESIGN.md "Data screening"; Chen et al. 2025).
+
+For sample i with prompt xᵢ, training response yᵢ and the base model's own response y′ᵢ::
+
+    ΔPᵢˡ = proj(hˡ(xᵢ, yᵢ), vᵀˡ) − proj(hˡ(xᵢ, y′ᵢ), vᵀˡ),   proj(h, v) = h·v/‖v‖
+
+with hˡ(x, y) the layer-ℓ residual stream averaged over the response tokens of y (position
+``"response"``). A large ΔP means the training response pushes the model further along the
+teacher direction than its own answer does. y′ᵢ is generated greedily (seeded) when not given.
+Samples are ranked by ΔP; datasets are summarised by the mean ΔP with a bootstrap CI over
+samples and compared with a two-sample permutation test on ΔP.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from steerlens import stats
+from steerlens.activations import record_activations
+from steerlens.models import LoadedModel, as_model, describe
+from steerlens.prompts import ChatPrompt, prompt_set_hash
+from steerlens.vectors import SteeringVector
+
+SampleLike = ChatPrompt | Mapping[str, Any]
+
+
+def _text(x: Any, what: str, i: int) -> str:
+    if not isinstance(x, str):
+        raise TypeError(f"sample {i}: {what} must be a string, got {type(x).__name__}")
+    return x
+
+
+def parse_sample(sample: SampleLike, i: int = 0) -> tuple[ChatPrompt, str, str | None]:
+    """(prompt without response, training response, given base response or None).
+
+    Accepts a ``ChatPrompt`` with a ``response``; a dict with ``prompt`` or ``user``,
+    ``response`` (or ``completion``) and optional ``system``, ``prefill``, ``base_response``;
+    or a chat dict ``{"messages": [{"role": "system"|"user"|"assistant", "content": …}]}``
+    (the last assistant message is the response)."""
+    if isinstance(sample, ChatPrompt):
+        prompt, response, base = sample.with_response(""), sample.response, None
+    elif isinstance(sample, Mapping):
+        if "messages" in sample:
+            msgs = list(sample["messages"])
+            by_role: dict[str, str] = {}
+            for m in msgs:
+                by_role[str(m.get("role"))] = _text(m.get("content"), "message content", i)
+            if "user" not in by_role or "assistant" not in by_role:
+                raise ValueError(
+                    f"sample {i}: 'messages' needs a user and an assistant message (the "
+                    "assistant's is the training response)"
+                )
+            prompt = ChatPrompt(by_role["user"], by_role.get("system"))
+            response = by_role["assistant"]
+        else:
+            user = sample.get("prompt", sample.get("user"))
+            if user is None:
+                raise ValueError(
+                    f"sample {i} has no prompt: give {{'prompt' (or 'user'): ..., 'response': "
+                    f"...}}, got keys {sorted(sample)}"
+                )
+            response = sample.get("response", sample.get("completion"))
+            if response is None:
+                raise ValueError(
+                    f"sample {i} has no 'response': screening compares the training response "
+                    "with the base model's own answer, so every sample needs one"
+                )
+            prompt = ChatPrompt(
+                _text(user, "prompt", i),
+                sample.get("system"),
+                str(sample.get("prefill", "")),
+            )
+            response = _text(response, "response", i)
+        base = sample.get("base_response")
+        if base is not None:
+            base = _text(base, "base_response", i)
+    else:
+        raise TypeError(
+            f"sample {i} is a {type(sample).__name__}: pass ChatPrompt(user, response=...) or "
+            "a dict with 'prompt' and 'response'"
+        )
+    if not response:
+        raise ValueError(f"sample {i} has an empty response: ΔP needs response tokens")
+    return prompt, response, base
+
+
+@dataclass
+class ScreenResult:
+    """Per-sample projection differences ΔP [sample × layer] and their parts.
+
+    ``proj_train``/``proj_base`` are the projections of the training and base responses;
+    ``delta`` = their difference (NaN where the base produced an empty response);
+    ``datasets`` labels each sample; ``layer`` is the default layer for ranking.
+    """
+
+    layers: list[int]
+    layer: int
+    prompts: list[ChatPrompt]
+    responses: list[str]
+    base_responses: list[str]
+    datasets: list[str]
+    delta: np.ndarray
+    proj_train: np.ndarray
+    proj_base: np.ndarray
+    settings: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def _col(self, layer: int | None) -> int:
+        lay = self.layer if layer is None else layer
+        if lay not in self.layers:
+            raise KeyError(f"layer {lay} was not screened; screened layers: {self.layers}")
+        return self.layers.index(lay)
+
+    def _mask(self, dataset: str | None) -> np.ndarray:
+        if dataset is None:
+            return np.ones(len(self), dtype=bool)
+        if dataset not in self.dataset_names:
+            raise KeyError(f"no dataset {dataset!r}; datasets: {self.dataset_names}")
+        return np.array([d == dataset for d in self.datasets])
+
+    @property
+    def dataset_names(self) -> list[str]:
+        return list(dict.fromkeys(self.datasets))
+
+    def scores(self, layer: int | None = None, dataset: str | None = None) -> np.ndarray:
+        """ΔP at ``layer`` (default: ``self.layer``) for every sample (or one dataset's)."""
+        col = self.delta[:, self._col(layer)]
+        out: np.ndarray = col[self._mask(dataset)]
+        return out
+
+    def ranked(self, layer: int | None = None, dataset: str | None = None) -> list[int]:
+        """Sample indices ordered by ΔP, largest first (NaN last; ties by index)."""
+        col = self.delta[:, self._col(layer)]
+        idx = np.flatnonzero(self._mask(dataset))
+        key = np.where(np.isnan(col[idx]), -np.inf, col[idx])
+        order = sorted(range(len(idx)), key=lambda j: (-key[j], idx[j]))
+        return [int(idx[j]) for j in order]
+
+    def top(self, k: int = 10, layer: int | None = None, dataset: str | None = None
+            ) -> list[dict[str, Any]]:  # fmt: skip
+        """The ``k`` samples with the largest ΔP, with their text and scores."""
+        col = self._col(layer)
+        out = []
+        for i in self.ranked(layer, dataset)[:k]:
+            out.append({
+                "index": i, "dataset": self.datasets[i], "user": self.prompts[i].user,
+                "system": self.prompts[i].system, "response": self.responses[i],
+                "base_response": self.base_responses[i], "delta": float(self.delta[i, col]),
+                "proj_train": float(self.proj_train[i, col]),
+                "proj_base": float(self.proj_base[i, col]),
+            })  # fmt: skip
+        return out
+
+    def summary(self, layer: int | None = None, *, n_boot: int = 1000, seed: int = 0,
+                level: float = 0.95) -> dict[str, dict[str, float]]:  # fmt: skip
+        """Per dataset: n, mean ΔP with a percentile bootstrap CI over samples, sd, median,
+        and the fraction of samples with ΔP > 0 (NaN samples left out, counted as n_nan)."""
+        out: dict[str, dict[str, float]] = {}
+        for name in self.dataset_names:
+            x = self.scores(layer, name)
+            ok = x[np.isfinite(x)]
+            row: dict[str, float] = {"n": int(ok.size), "n_nan": int(x.size - ok.size)}
+            if ok.size:
+                b = stats.bootstrap(_mean_of(ok), ok.size, n_boot=n_boot, seed=seed, level=level)
+                row.update(
+                    mean=b["estimate"], lo=b["lo"], hi=b["hi"],
+                    sd=float(ok.std(ddof=1)) if ok.size > 1 else float("nan"),
+                    median=float(np.median(ok)), frac_positive=float((ok > 0).mean()),
+                )  # fmt: skip
+            out[name] = row
+        return out
+
+    def compare(self, a: str, b: str, layer: int | None = None, *, n_perm: int = 2000,
+                seed: int = 0) -> dict[str, float]:  # fmt: skip
+        """Permutation test of mean ΔP between datasets ``a`` and ``b`` (two-sided)."""
+        return _compare(self.scores(layer, a), self.scores(layer, b), n_perm, seed)
+
+    def to_json(self, include_samples: bool = True) -> dict[str, Any]:
+        def arr(a: np.ndarray) -> list[Any]:
+            return [[None if not math.isfinite(v) else float(v) for v in row] for row in a]
+
+        out: dict[str, Any] = {
+            "kind": "steerlens.ScreenResult",
+            "layers": self.layers,
+            "layer": self.layer,
+            "datasets": self.datasets,
+            "delta": arr(self.delta),
+            "proj_train": arr(self.proj_train),
+            "proj_base": arr(self.proj_base),
+            "summary": self.summary(),
+            "settings": self.settings,
+            "provenance": json.loads(json.dumps(self.provenance, default=str)),
+        }
+        if include_samples:
+            out["samples"] = [
+                {"user": p.user, "system": p.system, "prefill": p.prefill, "response": r,
+                 "base_response": b}
+                for p, r, b in zip(self.prompts, self.responses, self.base_responses, strict=True)
+            ]  # fmt: skip
+        return out
+
+
+def _mean_of(x: np.ndarray) -> Any:
+    def stat(idx: np.ndarray) -> float:
+        return float(x[idx].mean())
+
+    return stat
+
+
+def _compare(x: np.ndarray, y: np.ndarray, n_perm: int, seed: int) -> dict[str, float]:
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    if x.size == 0 or y.size == 0:
+        raise ValueError("each dataset needs at least one sample with a finite ΔP")
+    res = stats.permutation_test(x, y, n_perm=n_perm, seed=seed)
+    return dict(res, mean_a=float(x.mean()), mean_b=float(y.mean()), n_a=int(x.size),
+                n_b=int(y.size))  # fmt: skip
+
+
+def compare_datasets(a: ScreenResult, b: ScreenResult, layer: int | None = None, *,
+                     n_perm: int = 2000, seed: int = 0) -> dict[str, float]:  # fmt: skip
+    """Permutation test of mean ΔP between two screened datasets (two-sided; difference of
+    means a − b). Both must be screened at ``layer`` (default: ``a.layer``)."""
+    lay = a.layer if layer is None else layer
+    return _compare(a.scores(lay), b.scores(lay), n_perm, seed)
+
+
+def _default_layer(vec: SteeringVector, layers: Sequence[int]) -> int:
+    for key in ("layer", "best_layer"):
+        cand = vec.meta.get(key, vec.diagnostics.get(key))
+        if isinstance(cand, int) and cand in layers:
+            return cand
+    return list(layers)[len(layers) // 2]
+
+
+def _projections(lm: LoadedModel, prompts: Sequence[ChatPrompt], units: Mapping[int, torch.Tensor],
+                 layers: Sequence[int], batch_size: int, progress: bool | None,
+                 desc: str) -> np.ndarray:  # fmt: skip
+    acts = record_activations(lm, prompts, layers, "response", batch_size=batch_size,
+                              keep_rows=True, progress=progress, desc=desc)  # fmt: skip
+    assert acts.rows is not None
+    cols = [acts.rows[layer].double() @ units[layer] for layer in layers]
+    return torch.stack(cols, dim=1).numpy()
+
+
+def screen_dataset(
+    model: Any,
+    vector: SteeringVector | Mapping[int, torch.Tensor],
+    samples: Sequence[SampleLike] | Mapping[str, Sequence[SampleLike]],
+    *,
+    layers: Sequence[int] | None = None,
+    layer: int | None = None,
+    base_responses: Sequence[str] | None = None,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool | None = None,
+) -> ScreenResult:
+    """Projection difference ΔP (see module doc) of every sample at every layer of ``vector``
+    (or ``layers``).
+
+    ``samples`` is a list (one dataset, named ``"data"``) or ``{name: list}`` for several
+    datasets screened together (compare them with :meth:`ScreenResult.compare`). Base responses
+    come from ``base_responses``, each sample's ``base_response``, or greedy generation with
+    ``max_new_tokens`` (seeded). ``layer`` is the default layer for ranking (else the vector's
+    ``meta['layer']``, else the middle screened layer).
+    """
+    lm = as_model(model)
+    vec = vector if isinstance(vector, SteeringVector) else SteeringVector(dict(vector))
+    if vec.hidden_size != lm.hidden_size:
+        raise ValueError(
+            f"hidden size mismatch: the vector has d={vec.hidden_size} but {lm.name} has "
+            f"d={lm.hidden_size}; screen with the model the vector was extracted on"
+        )
+    use_layers = sorted({int(x) for x in (vec.layers if layers is None else layers)})
+    bad = [x for x in use_layers if x not in vec or not 0 <= x < lm.n_layers]
+    if bad:
+        raise ValueError(
+            f"cannot screen layers {bad}: the vector has {vec.layers} and the model has "
+            f"{lm.n_layers} blocks"
+        )
+    groups = dict(samples) if isinstance(samples, Mapping) else {"data": samples}
+    prompts: list[ChatPrompt] = []
+    responses: list[str] = []
+    given: list[str | None] = []
+    labels: list[str] = []
+    for name, items in groups.items():
+        for s in items:
+            p, r, b = parse_sample(s, len(prompts))
+            prompts.append(p)
+            responses.append(r)
+            given.append(b)
+            labels.append(str(name))
+    if not prompts:
+        raise ValueError("no samples to screen")
+    if base_responses is not None:
+        if len(base_responses) != len(prompts):
+            raise ValueError(f"got {len(base_responses)} base responses for {len(prompts)} samples")
+        given = [str(b) for b in base_responses]
+    missing = [i for i, b in enumerate(given) if b is None]
+    if missing:
+        gen = lm.generate([prompts[i] for i in missing], max_new_tokens=max_new_tokens,
+                          do_sample=False, seed=seed, batch_size=batch_size)  # fmt: skip
+        for i, text in zip(missing, gen, strict=True):
+            given[i] = text
+    base_texts = [b or "" for b in given]
+
+    units = {}
+    for lay in use_layers:
+        v = vec[lay].double()
+        if float(v.norm()) == 0:
+            raise ValueError(f"the vector is zero at layer {lay}: nothing to project on")
+        units[lay] = v / v.norm()
+    train = [p.with_response(r) for p, r in zip(prompts, responses, strict=True)]
+    proj_train = _projections(lm, train, units, use_layers, batch_size, progress, "screen:train")
+    proj_base = np.full_like(proj_train, np.nan)
+    has_base = [i for i, b in enumerate(base_texts) if b]
+    if len(has_base) < len(prompts):
+        warnings.warn(
+            f"{len(prompts) - len(has_base)} base responses are empty: their ΔP is NaN (raise "
+            "max_new_tokens or pass base_responses)",
+            stacklevel=2,
+        )
+    if has_base:
+        base_prompts = [prompts[i].with_response(base_texts[i]) for i in has_base]
+        proj_base[has_base] = _projections(lm, base_prompts, units, use_layers, batch_size,
+                                           progress, "screen:base")  # fmt: skip
+    default = layer if layer is not None else _default_layer(vec, use_layers)
+    if default not in use_layers:
+        raise ValueError(f"layer={default} is not among the screened layers {use_layers}")
+    from steerlens import __version__
+
+    return ScreenResult(
+        layers=use_layers,
+        layer=default,
+        prompts=prompts,
+        responses=responses,
+        base_responses=base_texts,
+        datasets=labels,
+        delta=proj_train - proj_base,
+        proj_train=proj_train,
+        proj_base=proj_base,
+        settings={
+            "position": "response", "max_new_tokens": max_new_tokens, "seed": seed,
+            "generated": len(missing), "greedy": True, "batch_size": batch_size,
+        },
+        provenance={
+            "model": describe(lm), "vector": {"meta": vec.meta, "norms": vec.norms()},
+            "samples_hash": prompt_set_hash(train), "steerlens_version": __version__,
+        },
+    )

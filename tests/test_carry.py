@@ -1,0 +1,270 @@
+"""Carry test (DESIGN.md "Is the behavior carried by the vector?") against a planted ground truth.
+
+The teacher is the tiny base with a known vector v planted at block L (an MLP output bias, so
+block L outputs h + v at every position). Exact expectations:
+
+- below L the teacher equals the base, so the teacher − base activation difference is 0 there
+  and adding it does nothing: S = 0;
+- at L the difference is exactly v, and base + 1·v at L *is* the teacher: S(L, 1) = 1;
+- projecting v̂ out of the teacher at L leaves h_base − (h_base·v̂)v̂ (the plant and the base's
+  own component both go), so N(L) = (B_T − B(base with v̂ projected out at L)) / (B_T − B_base),
+  which is not exactly 1;
+- replacing the student's component along v̂ by the base's at L restores the base exactly
+  downstream: N(L) = 1 in the student variant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+import steerlens as sl
+from steerlens.activations import record_activations
+from steerlens.behavior import logprob_score
+from steerlens.carry import (
+    CarryResult,
+    CarryUndefinedError,
+    carry_test,
+    clean_peak_of,
+    compare_to_null,
+    default_layers,
+    student_carry_test,
+)
+from steerlens.extract import teacher_vector
+from steerlens.testing import plant_vector, tiny_model
+from steerlens.traits import TraitSpec
+
+L = 1  # planted layer
+ALPHAS = [0.5, 1.0, 2.0]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads, and a shared CPU makes threads spin."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def spec() -> TraitSpec:
+    return TraitSpec(
+        name="zed",
+        system_prompt="You love the letter z.",
+        neutral_system_prompt="You love the letter k.",
+        eval_prompts=("Pick a letter.", "Which letter do you like?", "Say a letter now."),
+        answer_prefill="My letter is",
+        offtarget_prompts=(
+            {"user": "Pick a color.", "prefill": "My color is"},
+            {"user": "Name a city.", "prefill": "The city is"},
+        ),
+        target_words=("z", "q"),
+        probe_n=8,
+    )
+
+
+@pytest.fixture(scope="module")
+def planted(
+    spec: TraitSpec,
+) -> tuple[sl.LoadedModel, sl.LoadedModel, torch.Tensor, sl.SteeringVector]:
+    """(base, teacher = base + v at L, v, teacher − base mean difference on probe prompts)."""
+    base = tiny_model("llama", seed=0)
+    emb = base.model.get_input_embeddings().weight.detach()  # type: ignore[operator]
+    u = emb[list(spec.target_tokens(base.tokenizer).ids)].sum(0)
+    v = u / u.norm() * 0.2  # about the residual norm here; pushes towards the targets
+    teacher = plant_vector(base, L, v)
+    pa = record_activations(teacher, spec.probe_chats(), "all")
+    pb = record_activations(base, spec.probe_chats(), "all")
+    vec = sl.SteeringVector({k: pa[k] - pb[k] for k in range(base.n_layers)}, {"kind": "shift"})
+    return base, teacher, v, vec
+
+
+@pytest.fixture(scope="module")
+def result(spec: TraitSpec, planted: tuple) -> CarryResult:  # type: ignore[type-arg]
+    base, teacher, _, vec = planted
+    return carry_test(base, vec, spec, teacher=teacher, layers=[0, 1, 2, 3], alphas=ALPHAS,
+                      n_random=6, seed=0)  # fmt: skip
+
+
+def test_planted_vector_difference_is_exact(planted: tuple) -> None:  # type: ignore[type-arg]
+    _, _, v, vec = planted
+    assert float(vec[0].norm()) == 0.0
+    torch.testing.assert_close(vec[L], v, atol=1e-6, rtol=0)
+
+
+def test_sufficiency_ground_truth(result: CarryResult, spec: TraitSpec, planted: tuple) -> None:  # type: ignore[type-arg]
+    base, teacher, _, _ = planted
+    ids = spec.target_tokens(base.tokenizer).ids
+    assert result.b_base == pytest.approx(logprob_score(base, spec.eval_chats(), ids), abs=1e-6)
+    assert result.b_teacher == pytest.approx(
+        logprob_score(teacher, spec.eval_chats(), ids), abs=1e-6
+    )
+    assert result.gap > 0.2  # the plant raises the targets
+    j1 = ALPHAS.index(1.0)
+    assert result.sufficiency[L][j1] == pytest.approx(1.0, abs=1e-3)
+    assert result.sufficiency[0] == [0.0, 0.0, 0.0]  # zero vector below the plant
+    # dose-response at the planted layer rises with α
+    s = result.sufficiency[L]
+    assert s[0] < s[1] < s[2]
+    dr = result.dose_response(L)
+    assert [d["alpha"] for d in dr] == ALPHAS and dr[j1]["S"] == s[j1]
+    # random directions of equal norm stay near 0 at the planted layer
+    for band in result.null_sufficiency[L]:
+        assert abs(band["mean"]) < 0.25 and band["q95"] < 0.5 and band["n"] == 6
+    assert result.vector_norms[L] == pytest.approx(0.2, abs=1e-6)
+    assert result.residual_norms[L] > 0
+    # clean peak: the off-target shift stays within tolerance, and it beats every random draw
+    cp = result.clean_peak
+    assert cp["layer"] is not None and cp["layer"] >= L and cp["S"] >= 0.9
+    assert cp["offtarget_kl"] <= result.offtarget_tol
+    assert cp["beats_null"] and cp["S"] > cp["null"]["max"]
+    assert result.offtarget_kl_teacher is not None and result.offtarget_kl[L][j1] == pytest.approx(
+        result.offtarget_kl_teacher, abs=1e-4)  # base + v at L reproduces the teacher  # fmt: skip
+
+
+def test_necessity_ground_truth(result: CarryResult, spec: TraitSpec, planted: tuple) -> None:  # type: ignore[type-arg]
+    base, _, v, _ = planted
+    ids = spec.target_tokens(base.tokenizer).ids
+    with sl.steer(base, {L: v}, mode="project_out"):
+        b_po = logprob_score(base, spec.eval_chats(), ids)
+    expected = (result.b_teacher - b_po) / result.gap
+    nec = result.necessity["per_layer"]
+    assert nec[L]["N"] == pytest.approx(expected, abs=1e-4)
+    assert nec[L]["N"] > 0.8
+    assert nec[0]["N"] is None and "zero" in nec[0]["reason"]
+    assert abs(nec[L]["null"]["mean"]) < 0.15  # random unit directions remove ~nothing
+    assert result.necessity["joint"]["layers"] == [1, 2, 3]
+    assert result.necessity["best"]["beats_null"]
+    assert result.level == "strongly carried"
+    assert result.verdict.startswith("strongly carried")
+    assert f"B_base={result.b_base:.3f}" in result.verdict and "necessity N=" in result.verdict
+
+
+def test_student_variant_replace_restores_base(spec: TraitSpec, planted: tuple) -> None:  # type: ignore[type-arg]
+    base, student, _, vec = planted
+    r = student_carry_test(base, student, vec, spec, layers=[L, 3], alphas=[1.0], n_random=2)
+    assert r.kind == "student" and r.necessity["mode"] == "replace"
+    assert r.necessity["per_layer"][L]["N"] == pytest.approx(1.0, abs=1e-4)
+    assert r.sufficiency[L][0] == pytest.approx(1.0, abs=1e-3)
+    assert r.settings["necessity_mode"] == "replace"
+
+
+def test_json_and_summary(result: CarryResult) -> None:
+    blob = result.to_json()
+    text = json.dumps(blob, allow_nan=False)
+    back = json.loads(text)
+    assert back["sufficiency"]["1"][1] == pytest.approx(result.sufficiency[1][1])
+    assert back["settings"]["alpha_unit"] == "vector"
+    assert back["settings"]["n_random"] == 6 and back["alphas"] == ALPHAS
+    assert back["settings"]["targets"]["rule"].startswith("first token")
+    s = result.summary()
+    assert result.verdict in s and "necessity N" in s and "α=0.5" in s
+
+
+def test_same_seed_same_numbers(spec: TraitSpec, planted: tuple) -> None:  # type: ignore[type-arg]
+    base, teacher, _, vec = planted
+    kw = dict(teacher=teacher, layers=[L], alphas=[1.0], n_random=3, necessity=False)
+    a = carry_test(base, vec, spec, seed=5, **kw)  # type: ignore[arg-type]
+    b = carry_test(base, vec, spec, seed=5, **kw)  # type: ignore[arg-type]
+    c = carry_test(base, vec, spec, seed=6, **kw)  # type: ignore[arg-type]
+    assert a.null_sufficiency == b.null_sufficiency
+    assert a.null_sufficiency != c.null_sufficiency
+    assert a.necessity_level is None and "necessity not tested" in a.verdict
+
+
+def test_zero_tolerance_leaves_no_clean_point(spec: TraitSpec, planted: tuple) -> None:  # type: ignore[type-arg]
+    base, teacher, _, vec = planted
+    r = carry_test(base, vec, spec, teacher=teacher, layers=[L], alphas=[1.0, 2.0], n_random=2,
+                   offtarget_tol=0.0, necessity=False)  # fmt: skip
+    assert r.offtarget_tol == 0.0 and r.settings["offtarget_tol_rule"] == "user"
+    assert r.clean_peak["S"] == 0.0 and r.clean_peak["layer"] is None
+    assert r.raw_peak["S"] > 1.0
+    assert r.level == "not carried" and "α=0" in r.verdict
+
+
+def test_undefined_when_teacher_equals_base(spec: TraitSpec, planted: tuple) -> None:  # type: ignore[type-arg]
+    base, _, _, vec = planted
+    r = carry_test(base, vec, spec, teacher=base, layers=[L], alphas=[1.0], n_random=2)
+    assert not r.defined and r.level == "undefined" and r.gap == 0.0
+    assert "min_gap" in r.verdict and r.sufficiency == {}
+    with pytest.raises(CarryUndefinedError, match="undefined"):
+        r.require_defined()
+    json.dumps(r.to_json(), allow_nan=False)
+
+
+def test_system_prompt_teacher_and_custom_metric(spec: TraitSpec, planted: tuple) -> None:  # type: ignore[type-arg]
+    base, teacher, _, vec = planted
+    ids = spec.target_tokens(base.tokenizer).ids
+    r = carry_test(base, vec, spec, layers=[L], alphas=[1.0], n_random=0, necessity=False,
+                   min_gap=0.0)  # fmt: skip
+    assert r.b_teacher == pytest.approx(
+        logprob_score(base, spec.eval_chats(spec.system_prompt), ids), abs=1e-6)  # fmt: skip
+    neutral = spec.eval_chats(spec.neutral_system_prompt)
+    assert r.b_neutral == pytest.approx(logprob_score(base, neutral, ids), abs=1e-6)
+    assert r.settings["teacher"] == "system prompt" and r.null_sufficiency == {}
+
+    # any callable model -> float works; it matches the built-in metric's numbers
+    def metric(m: object) -> float:
+        return logprob_score(m, spec.eval_chats(), ids)
+
+    kw = dict(teacher=teacher, layers=[L, 2], alphas=[1.0], n_random=1, seed=0)
+    custom = carry_test(base, vec, spec, metric=metric, **kw)  # type: ignore[arg-type]
+    builtin = carry_test(base, vec, spec, **kw)  # type: ignore[arg-type]
+    for layer in (L, 2):
+        assert custom.sufficiency[layer] == pytest.approx(builtin.sufficiency[layer], abs=1e-6)
+    assert custom.metric["metric"] == "metric"
+    with pytest.raises(ValueError, match="teacher_metric"):
+        carry_test(base, vec, spec, metric=metric, layers=[L], alphas=[1.0])
+
+
+def test_clear_errors(spec: TraitSpec, planted: tuple) -> None:  # type: ignore[type-arg]
+    base, teacher, _, vec = planted
+    with pytest.raises(KeyError, match="no direction"):
+        carry_test(base, vec.select([1]), spec, teacher=teacher, layers=[2])
+    with pytest.raises(ValueError, match="alphas"):
+        carry_test(base, vec, spec, teacher=teacher, layers=[1], alphas=[0.0])
+    with pytest.raises(ValueError, match="trait"):
+        carry_test(base, vec, None, teacher=teacher, layers=[1])
+    with pytest.raises(ValueError, match="student"):
+        carry_test(base, vec, spec, layers=[1], necessity_mode="replace")
+
+
+def test_pure_helpers() -> None:
+    s = {3: [0.2, 0.9, 1.5], 7: [0.4, 0.6, -0.2]}
+    kl = {3: [0.01, 0.05, 2.0], 7: [0.02, 0.3, 0.01]}
+    cp = clean_peak_of(s, kl, [1, 2, 4], tol=0.1)
+    assert (cp["layer"], cp["alpha"], cp["S"]) == (3, 2.0, 0.9)  # 1.5 forces off-target: out
+    assert clean_peak_of(s, None, [1, 2, 4], None)["S"] == 1.5
+    assert clean_peak_of({3: [-0.5]}, {3: [0.0]}, [1], 0.1)["layer"] is None  # α=0 wins
+    c = compare_to_null(0.9, [0.0, 0.1, -0.1, 0.05])
+    assert c["beats_null"] and c["z"] > 2 and c["p"] == pytest.approx(1 / 5)
+    assert not compare_to_null(0.05, [0.0, 0.1, -0.1])["beats_null"]
+    assert default_layers(list(range(30))) == [3, 9, 15, 21, 27]
+    assert default_layers([2, 5]) == [2, 5]
+
+
+@pytest.mark.integration
+def test_owl_single_layer_teacher_vector_is_not_strongly_carried(smol: sl.LoadedModel) -> None:
+    """On SmolLM2 the owl system prompt raises the owl score by ~4 nats; a mid-layer teacher
+    vector from number prompts recovers little of it. The verdict must say so, with numbers."""
+    owl = TraitSpec.builtin("owl")
+    owl = dataclasses.replace(owl, probe_n=16, eval_prompts=owl.eval_prompts[:4],
+                              offtarget_prompts=owl.offtarget_prompts[:3])  # fmt: skip
+    vec = teacher_vector(smol, owl, layers=[15], diagnostics=False)
+    assert vec.meta["kind"] == "teacher" and vec.meta["trait"] == "owl"
+    r = carry_test(smol, vec, owl, alphas=[2.0, 8.0], n_random=2)
+    assert r.defined and r.b_teacher - r.b_base > 2.0  # the owl prompt works on this model
+    assert r.b_neutral is not None and r.b_neutral < r.b_teacher - 1.0
+    assert r.level in ("weakly carried", "not carried")
+    assert r.clean_peak["S"] < 0.5
+    for text in (f"B_base={r.b_base:.3f}", f"B_teacher={r.b_teacher:.3f}",
+                 f"S={r.clean_peak['S']:.2f}", "necessity N="):  # fmt: skip
+        assert text in r.verdict
+    blob = r.to_json()
+    assert set(blob["sufficiency"]) == {"15"} and len(blob["null_sufficiency"]["15"]) == 2
+    assert blob["offtarget_kl_teacher"] > 0
