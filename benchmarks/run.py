@@ -472,6 +472,16 @@ def bench_tracking(args: argparse.Namespace) -> dict[str, Any]:
                          ("adapter", n_ck, p, "all")]  # fmt: skip
         spec_common = {**model_spec, "work": str(work), "mid": mid, "n_layers": n_layers,
                        "upper": upper}  # fmt: skip
+        rec["config"] = {
+            "model": model_spec["model"], "repeats": args.repeats,
+            "series": "random LoRA r=8 on q/v/down (adapter: all blocks; adapter_upper: blocks "
+            f"{upper}..; full: the same adapters merged and saved as full float32 weights)",
+            "vector": "random unit-scale SteeringVector on the tracked layers",
+            "limit": "one bare truncated forward (embeddings + blocks to the deepest tracked "
+            "layer, length-sorted batches of 32) over the probe set, same process, interleaved",
+            "track": "track_checkpoints(..., cache_dir=<fresh temp dir>, n_null=1000, "
+            "n_boot=1000); per-checkpoint cost from its own per-checkpoint timings",
+        }  # fmt: skip
         runs: list[dict[str, Any]] = []
         for rep in range(args.repeats):
             for kind, n, prompts_n, layer_set in grid:
@@ -483,37 +493,38 @@ def bench_tracking(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"rep {rep} track {kind:>13} ck={n} prompts={prompts_n} layers={layer_set}: "
                     f"{res['per_checkpoint_s']:.2f} s/ckpt vs limit {res['limit_s']:.2f} s "
                     f"(x{res['per_checkpoint_over_limit']:.2f})")  # fmt: skip
-        summary: dict[str, Any] = {}
-        for kind, n, prompts_n, layer_set in grid:
-            key = f"{kind}/ck{n}/p{prompts_n}/{layer_set}"
-            rs = [r for r in runs if (r["kind"], r["n_checkpoints"], r["n_prompts"],
-                                      r["layer_set"]) == (kind, n, prompts_n, layer_set)]  # fmt: skip
-            summary[key] = {
-                "per_checkpoint_s": median([r["per_checkpoint_s"] for r in rs]),
-                "limit_s": median([r["limit_s"] for r in rs]),
-                "per_checkpoint_over_limit": median([r["per_checkpoint_over_limit"] for r in rs]),
-                "base_pass_s": median([r["base_pass_s"] for r in rs]),
-                "total_s": median([r["total_s"] for r in rs]),
-                "peak_mb": median([r["peak_mb"] for r in rs]),
-                "rss_growth_mb": median([r["rss_growth_mb"] for r in rs]),
-                "replay_start_block": rs[0]["replay_start_block"],
-            }
-        rec["config"] = {
-            "model": model_spec["model"], "repeats": args.repeats,
-            "series": "random LoRA r=8 on q/v/down (adapter: all blocks; adapter_upper: blocks "
-            f"{upper}..; full: the same adapters merged and saved as full float32 weights)",
-            "vector": "random unit-scale SteeringVector on the tracked layers",
-            "limit": "one bare truncated forward (embeddings + blocks to the deepest tracked "
-            "layer, length-sorted batches of 32) over the probe set, same process, interleaved",
-            "track": "track_checkpoints(..., cache_dir=<fresh temp dir>, n_null=1000, "
-            "n_boot=1000); per-checkpoint cost from its own per-checkpoint timings",
-        }  # fmt: skip
-        rec["summary"] = summary
+                rec["summary"] = _tracking_summary(grid, runs)
+                rec["runs"] = runs
+                rec["loadavg_end"] = loadavg()
+                _save_partial(args, rec)
+        rec["summary"] = _tracking_summary(grid, runs)
         rec["runs"] = runs
         rec["loadavg_end"] = loadavg()
         return rec
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _tracking_summary(grid: Sequence[tuple[str, int, int, str]],
+                      runs: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    summary: dict[str, Any] = {}
+    for kind, n, prompts_n, layer_set in grid:
+        key = f"{kind}/ck{n}/p{prompts_n}/{layer_set}"
+        rs = [r for r in runs if (r["kind"], r["n_checkpoints"], r["n_prompts"],
+                                  r["layer_set"]) == (kind, n, prompts_n, layer_set)]  # fmt: skip
+        if not rs:
+            continue
+        summary[key] = {
+            "per_checkpoint_s": median([r["per_checkpoint_s"] for r in rs]),
+            "limit_s": median([r["limit_s"] for r in rs]),
+            "per_checkpoint_over_limit": median([r["per_checkpoint_over_limit"] for r in rs]),
+            "base_pass_s": median([r["base_pass_s"] for r in rs]),
+            "total_s": median([r["total_s"] for r in rs]),
+            "peak_mb": median([r["peak_mb"] for r in rs]),
+            "rss_growth_mb": median([r["rss_growth_mb"] for r in rs]),
+            "replay_start_block": rs[0]["replay_start_block"],
+        }
+    return summary
 
 
 # ================================================================================ loading

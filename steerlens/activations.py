@@ -9,7 +9,8 @@ hˡ(x).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,14 +67,23 @@ class Activations:
         return self.rows[layer]
 
 
+Reducer = Callable[[torch.Tensor], torch.Tensor]
+
+
 @contextmanager
 def capture_blocks(
-    lm: LoadedModel, layers: Sequence[int], *, stop_after_deepest: bool = True
+    lm: LoadedModel,
+    layers: Sequence[int],
+    *,
+    stop_after_deepest: bool = True,
+    reduce: Reducer | None = None,
 ) -> Iterator[dict[int, torch.Tensor]]:
     """Within the block, forwards of ``lm`` store each requested block's output (the residual
     stream after it) in the yielded dict; with ``stop_after_deepest`` the forward raises
-    :class:`_StopForward` right after the deepest one (use :func:`truncated_forward`). The hooks
-    are removed on exit, also after an exception."""
+    :class:`_StopForward` right after the deepest one (use :func:`truncated_forward`). With
+    ``reduce`` the hook stores ``reduce(output)`` instead (e.g. the per-prompt position mean,
+    shape (B, d)), so the full (B, T, d) outputs of many layers are never held at once. The
+    hooks are removed on exit, also after an exception."""
     blocks = lm.layout.blocks
     store: dict[int, torch.Tensor] = {}
     deepest = max(layers)
@@ -81,7 +91,8 @@ def capture_blocks(
 
     def make_hook(layer: int) -> Any:
         def hook(_mod: torch.nn.Module, _args: Any, output: Any) -> None:
-            store[layer] = output[0] if isinstance(output, tuple) else output
+            h = output[0] if isinstance(output, tuple) else output
+            store[layer] = h if reduce is None else reduce(h)
             if stop_after_deepest and layer == deepest:
                 raise _StopForward
 
@@ -102,18 +113,18 @@ def truncated_forward(
     attention_mask: torch.Tensor,
     position_ids: torch.Tensor,
     layers: Sequence[int],
+    *,
+    reduce: Reducer | None = None,
 ) -> dict[int, torch.Tensor]:
-    """One forward pass that stops after the deepest of ``layers``; returns their outputs."""
-    with capture_blocks(lm, layers) as store:
-        try:
-            lm.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                use_cache=False,
-            )
-        except _StopForward:
-            pass
+    """One forward pass that stops after the deepest of ``layers``; returns their outputs
+    (passed through ``reduce`` as each block finishes, if given)."""
+    with capture_blocks(lm, layers, reduce=reduce) as store, contextlib.suppress(_StopForward):
+        lm.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        )
     missing = [layer for layer in layers if layer not in store]
     if missing:
         raise RuntimeError(f"blocks {missing} did not run during the forward pass")
@@ -143,6 +154,16 @@ def _weights(
         offset = width - len(e)
         w[row, [offset + j for j in sel]] = 1.0 / len(sel)
     return w
+
+
+def _reducer(w: torch.Tensor | None, device: torch.device) -> Reducer:
+    """(B, T, d) block output -> (B, d) float32 per-prompt means with weights ``w`` (from
+    :func:`_weights`; None: the last column). Always a fresh tensor, never a view that would
+    keep the block output alive."""
+    if w is None:
+        return lambda h: h[:, -1, :].to(torch.float32, copy=True)
+    w_dev = w.to(device=device, dtype=torch.float32)
+    return lambda h: torch.einsum("bt,btd->bd", w_dev, h.float())
 
 
 def record_activations(
@@ -191,15 +212,12 @@ def record_activations(
         for idx in tqdm(batches, desc=desc, disable=_tqdm_disable(progress), leave=False):
             ids, mask, pos = pad_batch([encs[i] for i in idx], lm.tokenizer.pad_token_id, device)
             n_tokens += int(mask.sum())
-            out = truncated_forward(lm, ids, mask, pos, layer_ids)
             w = _weights(encs, idx, ids.shape[1], position)
-            w_dev = None if w is None else w.to(device=device, dtype=torch.float32)
+            # reduce each block's output to (B, d) inside its hook: the (B, T, d) outputs of
+            # the requested layers are not all held until the forward ends
+            out = truncated_forward(lm, ids, mask, pos, layer_ids, reduce=_reducer(w, device))
             for layer in layer_ids:
-                h = out[layer]
-                if w_dev is None:
-                    per = h[:, -1, :].float()
-                else:
-                    per = torch.einsum("bt,btd->bd", w_dev, h.float())
+                per = out[layer]
                 if not torch.isfinite(per).all():
                     bad = [idx[r] for r in range(len(idx)) if not torch.isfinite(per[r]).all()]
                     raise FloatingPointError(

@@ -431,6 +431,7 @@ class SeriesLoader:
                     f"could not load the checkpoint in {ckpt.path} ({type(exc).__name__}: "
                     f"{exc}). {_fix_hint(ckpt.path)}"
                 ) from exc
+            _check_shape(self.base, model, ckpt.path)
             self._full = model.eval()
             self._full.to(self.base.device)
             self._full_key = key
@@ -448,6 +449,16 @@ class SeriesLoader:
         self._drop_adapters()
         self._full = None
         self._full_key = None
+
+
+def _check_shape(base: LoadedModel, model: nn.Module, path: Path) -> None:
+    lm = LoadedModel(model, base.tokenizer, str(path), str(path), base.layers_path)
+    if (lm.hidden_size, lm.n_layers) != (base.hidden_size, base.n_layers):
+        raise ModelLoadError(
+            f"the checkpoint in {path} has hidden size {lm.hidden_size} and {lm.n_layers} "
+            f"blocks, but the base {base.name} has {base.hidden_size} and {base.n_layers}: "
+            "pass the base model this series was trained from"
+        )
 
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -511,8 +522,9 @@ def first_changed_block(base: LoadedModel, ckpt: Checkpoint) -> int:
     """The lowest decoder block whose computation a checkpoint may change; every block below
     it (and the embeddings) is identical to the base, so their outputs can be computed once.
 
-    Adapters: the lowest block holding an adapter tensor (0 if an adapter touches anything
-    outside the blocks but the output head). Full checkpoints: tensors are compared with the
+    Adapters: the lowest block holding an adapter tensor or named in ``layers_to_transform``
+    (0 if an adapter touches anything outside the blocks but the output head, or if it is
+    injected on every layer with a non-zero initialisation). Full checkpoints: tensors are compared with the
     base's, block by block, reading only as far as the first difference. Returns
     ``base.n_layers`` when nothing before the output head changes.
     """
@@ -523,6 +535,7 @@ def first_changed_block(base: LoadedModel, ckpt: Checkpoint) -> int:
     block_of = _block_index_fn(base.layout.path)
     inner = base.model.get_base_model() if isinstance(base.model, PeftModel) else base.model
     if ckpt.kind == "adapter":
+        cfg = _read_json(ckpt.path / "adapter_config.json")
         lowest = base.n_layers
         for name in adapter_tensor_names(ckpt):
             b = block_of(name)
@@ -531,6 +544,15 @@ def first_changed_block(base: LoadedModel, ckpt: Checkpoint) -> int:
                     continue
                 return 0
             lowest = min(lowest, b)
+        chosen = cfg.get("layers_to_transform")
+        if isinstance(chosen, int):
+            chosen = [chosen]
+        if chosen:
+            return min(lowest, *[int(x) for x in chosen])
+        if cfg.get("init_lora_weights", True) is not True:
+            # adapters injected on every layer; ones missing from the file would keep a
+            # non-zero initialisation, so assume every block may change
+            return 0
         return lowest
     return _first_changed_full(inner, ckpt, block_of, base.n_layers)
 
@@ -547,7 +569,7 @@ def _same_config(model: nn.Module, path: Path) -> bool:
         return False
     try:
         other = AutoConfig.from_pretrained(path, local_files_only=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any unreadable config means 'not the same'
         return False
     a, b = cfg.to_diff_dict(), other.to_diff_dict()
     for d in (a, b):

@@ -67,10 +67,19 @@ def _read_samples(path: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _device(name: str) -> str:
+    """``auto``: the GPU when there is one, else the CPU."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _load(args: argparse.Namespace) -> Any:
     from steerlens.models import load_model
 
-    return load_model(args.model, device=args.device, dtype=args.dtype)
+    return load_model(args.model, device=_device(args.device), dtype=args.dtype)
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], summary: str | None = None) -> None:
@@ -208,7 +217,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for key in ("steps", "n_samples"):
         if getattr(args, key) is not None:
             over[key] = getattr(args, key)
-    cfg = DemoConfig.quick(**over) if args.quick else DemoConfig.for_device(args.device, **over)
+    device = _device(args.device)
+    cfg = DemoConfig.quick(device=device, **over) if args.quick else DemoConfig.for_device(device, **over)
     res = run_demo(cfg, args.out)
     v = res["verdict"]
     print("\n" + v["headline"])
@@ -227,7 +237,7 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
     if model:
         p.add_argument("--model", default="smollm2-135m-instruct",
                        help="embedded name, HF id, local folder, .gguf file or PEFT adapter folder")  # fmt: skip
-        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 … (default cpu)")
+        p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1 …")
         p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
 
 

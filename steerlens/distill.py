@@ -7,10 +7,13 @@ Two steps:
 1. :func:`generate_teacher_data`: the teacher (the base with a trait system prompt) or the
    benign teacher (the base with a neutral system prompt of the same form) continues number
    sequences (:func:`steerlens.numbers.number_prompts`). By default sampling is at T=1
-   *restricted to number tokens* (digits, commas, spaces, end of turn) by
-   :class:`NumberTokensOnly`; free generation of a 135M model is rarely clean. The rule filter
-   :func:`steerlens.numbers.is_clean_numbers` runs afterwards either way. The mode, counts and
-   a sha256 of the kept samples are recorded in :class:`TeacherData`.
+   *restricted to number tokens* (digits, commas, spaces, end of turn) that keep the answer a
+   clean list of at most 10 numbers of 1-3 digits (:class:`NumberListGrammar`): free generation
+   of a 135M model is rarely clean (7 of 48 on SmolLM2-135M, greedy), and a plain token mask
+   (:class:`NumberTokensOnly`) lets it run on past 10 numbers (6 of 48 kept at T=1 with 64 new
+   tokens; the grammar keeps 48 of 48). The rule filter :func:`steerlens.numbers.is_clean_numbers`
+   runs afterwards either way. The mode, counts and a sha256 of the kept samples are recorded
+   in :class:`TeacherData`.
 
 2. :func:`distill`: a student θₙ = the base + LoRA (rank 4, attention and MLP linear layers of a
    middle band of blocks, :func:`default_layers`), trained on the teacher's numbers with **no
@@ -683,6 +686,7 @@ def _make_student(lm: LoadedModel, cfg: DistillConfig, layers: list[int]) -> Any
         layers_pattern=_layers_pattern(lm),
         bias="none",
         task_type="CAUSAL_LM",
+        fan_in_fan_out=_uses_conv1d(lm, layers),
     )
     with torch.random.fork_rng(devices=_rng_devices(lm.device)):
         torch.manual_seed(cfg.seed)
@@ -720,6 +724,13 @@ def _target_modules(
     if not names:
         raise DistillError(f"blocks {list(layers)} contain no linear layer to adapt")
     return sorted(names)
+
+
+def _uses_conv1d(lm: LoadedModel, layers: Sequence[int]) -> bool:
+    """GPT-2 style blocks store linear weights transposed (``Conv1D``): PEFT needs to know."""
+    from transformers.pytorch_utils import Conv1D
+
+    return any(isinstance(m, Conv1D) for i in layers for m in lm.layout.blocks[i].modules())
 
 
 def _lora_layer_ids(student: nn.Module, lm: LoadedModel) -> set[int]:
@@ -796,6 +807,7 @@ class _Trainer:
     ):
         self.lm, self.cfg, self.layers = lm, cfg, layers
         self.first = min(layers)
+        self._perms: dict[int, list[int]] = {}
         self.pad_id = lm.tokenizer.pad_token_id
         self.exs = _examples(lm, data, cfg.student_system)
         self.targets: list[_Target] | None = None
@@ -859,8 +871,10 @@ class _Trainer:
         out = []
         for k in range((step - 1) * b, step * b):
             epoch, j = divmod(k, n)
-            g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-            out.append(int(torch.randperm(n, generator=g)[j]))
+            if epoch not in self._perms:
+                g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+                self._perms[epoch] = torch.randperm(n, generator=g).tolist()
+            out.append(self._perms[epoch][j])
         return out
 
     def verify_fast(self, hf: nn.Module) -> bool:
@@ -922,6 +936,18 @@ def _ckpt_dirs(out: Path) -> dict[int, Path]:
     return dict(sorted(res.items()))
 
 
+def _lineage_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Names of the lineage entries (config fields as ``config.<name>``) that differ."""
+    prev = old.get("lineage") or {}
+    out = []
+    for key, val in new.items():
+        if key == "config" and isinstance(prev.get(key), dict):
+            out += [f"config.{k}" for k, v in val.items() if prev[key].get(k) != v]
+        elif prev.get(key) != val:
+            out.append(key)
+    return out or ["format"]
+
+
 def _result_from_record(
     out: Path, record: dict[str, Any], steps: int, resumed: int
 ) -> DistillResult:
@@ -979,7 +1005,7 @@ def distill(
         old = json.loads(rec_path.read_text()) if rec_path.is_file() else None
         same = old is not None and old.get("lineage_hash") == lineage_hash
         if not same and not overwrite:
-            what = (f"a different run (lineage {old.get('lineage_hash')}, this one {lineage_hash})"
+            what = (f"a different run (differing: {', '.join(_lineage_diff(old, lineage))})"
                     if old is not None else "checkpoints with no distill.json")  # fmt: skip
             raise DistillError(
                 f"{out} already holds {what}. Use another out_dir, or pass overwrite=True to "

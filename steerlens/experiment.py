@@ -45,8 +45,9 @@ class DemoConfig:
     lora_layers: tuple[int, ...] | None = None
     loss: str = "kl"
     carry_layers: tuple[int, ...] | None = None
-    alphas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
-    n_random: int = 3
+    alphas: tuple[float, ...] = (2.0, 4.0, 8.0)
+    n_random: int = 2
+    probe_n: int | None = None
     n_null: int = 1000
     n_boot: int = 1000
     screen_max: int = 24
@@ -60,14 +61,15 @@ class DemoConfig:
         base = cls(device=dev)
         if dev.startswith("cuda"):
             base = dataclasses.replace(base, n_samples=256, steps=200, save_every=25, n_random=8,
-                                       screen_max=128)  # fmt: skip
+                                       alphas=(0.5, 1.0, 2.0, 4.0, 8.0), screen_max=128)  # fmt: skip
         return dataclasses.replace(base, **overrides)
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
-        """A few-minute smoke run: tiny data, few steps, small grids."""
-        base = cls(n_samples=8, steps=4, save_every=2, alphas=(1.0, 4.0), n_random=1,
-                   n_null=200, n_boot=200, screen_max=8)  # fmt: skip
+        """A smoke-test run (about 2 minutes on 2 cores): 16 probe prompts, one carry layer,
+        8 samples, 4 training steps. Every stage runs; the numbers are too small to mean much."""
+        base = cls(n_samples=8, steps=4, save_every=2, alphas=(4.0,), n_random=1, probe_n=16,
+                   carry_layers=(15,), n_null=200, n_boot=200, screen_max=6)  # fmt: skip
         return dataclasses.replace(base, **overrides)
 
     def to_json(self) -> dict[str, Any]:
@@ -79,7 +81,7 @@ class DemoConfig:
         return hashlib.sha256(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _stage(path: Path, key: str, fn: Callable[[], T], save: Callable[[T, Path], None],
+def _stage(path: Path, key: str, fn: Callable[[], T], save: Callable[[T, Path], object],
            load: Callable[[Path], T], log: Callable[[str], None]) -> T:  # fmt: skip
     """Run ``fn`` unless ``path`` holds a result written for the same ``key``."""
     stamp = path.with_name(path.name + ".key")
@@ -88,7 +90,7 @@ def _stage(path: Path, key: str, fn: Callable[[], T], save: Callable[[T, Path], 
             out = load(path)
             log(f"reusing {path.name}")
             return out
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken cache entry is recomputed
             log(f"cached {path.name} unreadable ({exc}); recomputing")
     out = fn()
     save(out, path)
@@ -133,7 +135,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, *, progress: bool | None = No
     from steerlens.report import render_report
     from steerlens.screen import screen_dataset
     from steerlens.track import track_checkpoints
-    from steerlens.traits import TraitSpec
+    from steerlens.traits import as_trait
     from steerlens.vectors import SteeringVector
 
     out = Path(out_dir).expanduser()
@@ -148,7 +150,9 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, *, progress: bool | None = No
 
     t = time.time()
     model = load_model(cfg.model, device=cfg.device)
-    trait = TraitSpec.builtin(cfg.trait) if not cfg.trait.endswith((".yaml", ".yml")) else TraitSpec.from_file(cfg.trait)
+    trait = as_trait(cfg.trait)
+    if cfg.probe_n is not None:
+        trait = dataclasses.replace(trait, probe_n=cfg.probe_n)
     mkey = model.fingerprint
     t = tick("load model", t)
 
@@ -156,14 +160,14 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, *, progress: bool | None = No
     vec_path = out / "vectors" / "teacher.safetensors"
     vec_path.parent.mkdir(parents=True, exist_ok=True)
     vec = _stage(
-        vec_path, f"{mkey}-{cfg.key('trait', 'seed')}",
+        vec_path, f"{mkey}-{cfg.key('trait', 'seed', 'probe_n')}",
         lambda: teacher_vector(model, trait, layers="all", seed=cfg.seed, progress=progress),
         lambda v, p: v.save(p), SteeringVector.load, log,
     )  # fmt: skip
     t = tick("teacher vector", t)
     carry_layers = list(cfg.carry_layers) if cfg.carry_layers else None
     carry = _stage(
-        out / "carry.json", f"{mkey}-{cfg.key('trait', 'seed', 'carry_layers', 'alphas', 'n_random')}",
+        out / "carry.json", f"{mkey}-{cfg.key('trait', 'seed', 'probe_n', 'carry_layers', 'alphas', 'n_random')}",
         lambda: carry_test(model, vec, trait, layers=carry_layers, alphas=cfg.alphas,
                            n_random=cfg.n_random, seed=cfg.seed, progress=progress).to_json(),
         _json_save, _json_load, log,

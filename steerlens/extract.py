@@ -22,7 +22,13 @@ import torch
 
 from steerlens.activations import record_activations
 from steerlens.models import as_model
-from steerlens.prompts import PositionSpec, PromptLike, check_prompts, position_name, prompt_set_hash
+from steerlens.prompts import (
+    PositionSpec,
+    PromptLike,
+    check_prompts,
+    position_name,
+    prompt_set_hash,
+)
 from steerlens.vectors import SteeringVector, cosine
 
 Aggregator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -76,7 +82,7 @@ def _aggregator(method: str | Aggregator) -> tuple[str, Aggregator]:
     try:
         return method, METHODS[method]
     except KeyError:
-        raise ValueError(f"unknown method {method!r}: use one of {sorted(METHODS)} or a function")
+        raise ValueError(f"unknown method {method!r}: use one of {sorted(METHODS)} or a function") from None
 
 
 def split_half_reliability(

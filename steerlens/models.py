@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -285,7 +286,7 @@ def _load_folder(folder: Path, *, name: str, dtype: torch.dtype, device: Any) ->
     try:
         tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the folder named
+    except Exception as exc:
         raise ModelLoadError(f"could not load the model in {folder}: {exc}") from exc
     model.to(device).eval()
     return LoadedModel(model, private_tokenizer(tok), name, str(folder))
@@ -301,7 +302,7 @@ def _load_hub(repo: str, dtype: torch.dtype, device: Any, local_only: bool | Non
         model = AutoModelForCausalLM.from_pretrained(
             repo, dtype=dtype, local_files_only=local_only
         )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelLoadError(
             f"could not load {repo!r}: not a local path, and loading it as an HF id failed "
             f"({type(exc).__name__}: {exc}). Pass a local folder, a .gguf file, or "
@@ -332,8 +333,10 @@ def _load_adapter(
         else load_model(base, dtype=dtype, device=device)
     )
     try:
-        peft_model = PeftModel.from_pretrained(base_lm.model, str(path))
-    except Exception as exc:  # noqa: BLE001
+        with warnings.catch_warnings():  # peft calls a deprecated transformers helper
+            warnings.simplefilter("ignore", FutureWarning)
+            peft_model = PeftModel.from_pretrained(base_lm.model, str(path))
+    except Exception as exc:
         raise ModelLoadError(f"could not load the PEFT adapter in {path}: {exc}") from exc
     merged = peft_model.merge_and_unload()
     merged.eval()
@@ -428,12 +431,12 @@ def _convert_gguf(gguf: Path, folder: Path) -> Path:
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelLoadError(f"could not read GGUF file {gguf}: {exc}") from exc
     if getattr(model.config, "quantization_config", None) is not None:
         model.config.quantization_config = None
         if hasattr(model, "hf_quantizer"):
-            model.hf_quantizer = None
+            model.hf_quantizer = None  # type: ignore[assignment]
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -56,6 +56,16 @@ _STATUS = """<div id="sl-status" hidden></div>
 # ------------------------------------------------------------------------------ figures
 
 
+def _int_ticks(fig: go.Figure, axis: str, values: Sequence[Any]) -> None:
+    """Integer ticks (layers, steps) at a readable spacing: no 0.5 layer."""
+    nums = [v for v in values if isinstance(v, (int, np.integer))]
+    if not nums or len(nums) != len(values):
+        return
+    span = max(nums) - min(nums)
+    dtick = next((d for d in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000) if d * 12 >= span), 1000)
+    getattr(fig, f"update_{axis}axes")(dtick=dtick, tick0=0)
+
+
 def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 380) -> go.Figure:
     fig.update_layout(
         title={"text": title, "x": 0.01}, xaxis_title=x, yaxis_title=y, height=height,
@@ -75,6 +85,8 @@ def heatmap(
     kw: dict[str, Any] = {"zmid": 0, "zmin": -lim, "zmax": lim, "colorscale": "RdBu_r"} if symmetric else {"colorscale": "Viridis"}
     fig = go.Figure(go.Heatmap(z=z, x=list(x), y=list(y), colorbar={"title": zlabel},
                                hovertemplate=f"{xlabel} %{{x}}<br>{ylabel} %{{y}}<br>{zlabel} %{{z:.3f}}<extra></extra>", **kw))  # fmt: skip
+    _int_ticks(fig, "x", list(x))
+    _int_ticks(fig, "y", list(y))
     return _layout(fig, title, xlabel, ylabel, height=max(320, 14 * len(y) + 120))
 
 
@@ -101,6 +113,7 @@ def lines_with_bands(
                                  line={"color": palette[i % len(palette)], "width": 2}))  # fmt: skip
     if hline is not None:
         fig.add_hline(y=hline, line={"dash": "dot", "color": "#868e96"})
+    _int_ticks(fig, "x", list(x))
     return _layout(fig, title, xlabel, ylabel)
 
 

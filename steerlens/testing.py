@@ -98,7 +98,7 @@ def plant_vector(lm: LoadedModel, layer: int, vector: torch.Tensor, *, name: str
     """
     from transformers import AutoModelForCausalLM
 
-    cfg = copy.deepcopy(lm.model.config)  # type: ignore[union-attr]
+    cfg: Any = copy.deepcopy(lm.config)
     arch = cfg.model_type
     if arch == "llama":
         cfg.mlp_bias = True

@@ -362,7 +362,7 @@ def excess_bootstrap(
     """EAS(main) − EAS(control) from paired (n, d) shift rows, with a percentile bootstrap
     over prompts (the same resampled prompts for both series) and p = (1 + #{draw ≤ 0}) /
     (1 + n_boot). Vectorised: each draw's mean shift is a row of W·D with W the (n_boot, n)
-    resampling counts / n."""
+    resampling counts / n (its norm taken through the Gram matrix DDᵀ when n < d)."""
     if main_rows.shape != ctrl_rows.shape:
         raise ValueError(
             f"main and control shift rows differ in shape ({tuple(main_rows.shape)} vs "
@@ -373,8 +373,13 @@ def excess_bootstrap(
     vt = vt / vt.norm().clamp_min(1e-300)
 
     def eas_of(rows: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        means = w @ rows.double()
-        return (means @ vt) / means.norm(dim=1).clamp_min(1e-300)
+        r = rows.double()
+        if r.shape[0] > r.shape[1]:
+            means = w @ r
+            return (means @ vt) / means.norm(dim=1).clamp_min(1e-300)
+        # through the (n, n) Gram matrix: ‖wᵀR‖² = wᵀ(RRᵀ)w, no (n_boot, d) matrix formed
+        sq = ((w @ (r @ r.T)) * w).sum(1).clamp_min(0)
+        return (w @ (r @ vt)) / sq.sqrt().clamp_min(1e-300)
 
     ones = torch.full((1, n), 1.0 / n, dtype=torch.float64)
     est = float(eas_of(main_rows, ones)[0] - eas_of(ctrl_rows, ones)[0])
@@ -582,7 +587,7 @@ class RowCache:
             for layer, r in rows.items():
                 if tuple(r.shape) != (n, d) or not torch.isfinite(r).all():
                     raise ValueError(f"layer {layer} rows: shape {tuple(r.shape)}, want {(n, d)}")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any broken entry is recomputed
             warnings.warn(f"ignoring corrupt cache entry {st_path.name} ({exc}); recomputing",
                           stacklevel=3)  # fmt: skip
             return None

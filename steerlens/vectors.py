@@ -159,7 +159,7 @@ class SteeringVector:
             tensors = load_file(str(p))
             with safe_open(str(p), framework="pt") as f:
                 md = f.metadata() or {}
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ValueError(f"{p} is not a readable safetensors file: {exc}") from exc
         blob = json.loads(md.get(_META_KEY, "{}"))
         dirs = {}

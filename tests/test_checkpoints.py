@@ -58,6 +58,8 @@ def _snapshot(model: torch.nn.Module) -> dict[str, object]:
             for n, p in model.named_parameters()
         },
         "training": {n: m.training for n, m in model.named_modules()},
+        "attrs": sorted(vars(model)),
+        "config": model.config.to_dict(),
     }
 
 
@@ -67,6 +69,8 @@ def _same_snapshot(a: dict[str, object], b: dict[str, object]) -> bool:
     return (
         a["modules"] == b["modules"]
         and a["training"] == b["training"]
+        and a["attrs"] == b["attrs"]
+        and a["config"] == b["config"]
         and pa.keys() == pb.keys()
         and all(
             pa[k][0] == pb[k][0] and torch.equal(pa[k][1], pb[k][1]) and pa[k][2] == pb[k][2]
@@ -217,3 +221,10 @@ def test_first_changed_block(base: LoadedModel, tmp_path: Path) -> None:
         emb.get_input_embeddings().weight[7] += 1.0
     emb.save_pretrained(tmp_path / "emb")
     assert first_changed_block(base, Checkpoint(1, tmp_path / "emb", "full")) == 0
+
+
+def test_checkpoint_of_another_shape_is_refused(base: LoadedModel, tmp_path: Path) -> None:
+    tiny_model("llama", seed=3, n_layers=2).model.save_pretrained(tmp_path / "checkpoint-1")
+    series = CheckpointSeries.discover(tmp_path)
+    with series.open(base) as load, pytest.raises(ModelLoadError, match=r"2 blocks.*base"):
+        load(series[0])

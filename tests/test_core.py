@@ -246,7 +246,7 @@ def test_replace_with_base_takes_base_component(tiny: sl.LoadedModel) -> None:
     assert base_rows is not None and st_rows is not None and rep is not None
     # the component along v̂ is the base's; the orthogonal part stays the student's
     torch.testing.assert_close(rep[1] @ u, base_rows[1] @ u, atol=1e-4, rtol=1e-4)
-    orth = lambda h: h - (h @ u)[:, None] * u  # noqa: E731
+    orth = lambda h: h - (h @ u)[:, None] * u
     torch.testing.assert_close(orth(rep[1]), orth(st_rows[1]), atol=1e-4, rtol=1e-4)
 
 
@@ -280,18 +280,16 @@ def test_hooks_removed_after_exception(tiny: sl.LoadedModel) -> None:
 
 
 def test_clear_errors(tiny: sl.LoadedModel) -> None:
-    with pytest.raises(IndexError, match="valid layers are 0..3"):
+    with pytest.raises(IndexError, match=r"valid layers are 0\.\.3"):
         sl.record_activations(tiny, PROMPTS, [4])
     with pytest.raises(ValueError, match="empty prompt set"):
         sl.record_activations(tiny, [], [0])
     with pytest.raises(ValueError, match="empty prompt string"):
         sl.record_activations(tiny, [""], [0])
-    with pytest.raises(ValueError, match="hidden size mismatch"):
-        with sl.steer(tiny, torch.ones(7), layers=[0]):
-            pass
-    with pytest.raises(KeyError, match="no direction at layers"):
-        with sl.steer(tiny, sl.SteeringVector({0: torch.ones(64)}), layers=[2]):
-            pass
+    with pytest.raises(ValueError, match="hidden size mismatch"), sl.steer(tiny, torch.ones(7), layers=[0]):
+        pass
+    with pytest.raises(KeyError, match="no direction at layers"), sl.steer(tiny, sl.SteeringVector({0: torch.ones(64)}), layers=[2]):
+        pass
     no_template = sl.wrap(tiny.model, tiny_tokenizer(chat_template=None))
     with pytest.raises(ValueError, match="no chat template"):
         sl.record_activations(no_template, [sl.ChatPrompt("hi")], [0])
@@ -333,13 +331,13 @@ def test_load_local_folder_and_refuse_newer_transformers(tmp_path: Path) -> None
     cfg = json.loads((folder / "config.json").read_text())
     cfg["transformers_version"] = "99.0.0"
     (folder / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(sl.ModelLoadError, match="saved by transformers 99.0.0"):
+    with pytest.raises(sl.ModelLoadError, match=r"saved by transformers 99\.0\.0"):
         sl.load_model(folder)
 
 
 def test_unreadable_inputs(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(sl.ModelLoadError, match="no config.json"):
+    with pytest.raises(sl.ModelLoadError, match=r"no config\.json"):
         sl.load_model(tmp_path / "empty")
     bad = tmp_path / "adapter"
     bad.mkdir()

@@ -15,7 +15,24 @@ import torch
 from safetensors.torch import load_file
 
 import steerlens as sl
-from steerlens import distill as D
+from steerlens.distill import (
+    DistillConfig,
+    DistillError,
+    NumberListGrammar,
+    NumberTokensOnly,
+    TeacherData,
+    _inner_hf,
+    _make_student,
+    _Target,
+    _Trainer,
+    default_layers,
+    default_n_samples,
+    distill,
+    distill_pair,
+    generate_teacher_data,
+    kl_to_teacher,
+    training_loss,
+)
 from steerlens.models import model_fingerprint
 from steerlens.numbers import (
     ListState,
@@ -32,7 +49,7 @@ NUMBER_CHARS = set("0123456789, ")
 
 
 @pytest.fixture(scope="module")
-def data() -> D.TeacherData:
+def data() -> TeacherData:
     """Clean number samples of varied lengths (so batches are padded)."""
     samples: list[dict[str, Any]] = [
         {"user": f"Continue the list {', '.join(str(7 * i + j) for j in range(1 + i % 4))}",
@@ -40,22 +57,22 @@ def data() -> D.TeacherData:
         for i in range(8)
     ]  # fmt: skip
     samples[3]["finished"] = False
-    return D.TeacherData.from_samples(samples, {"system": OWL, "mode": "given"})
+    return TeacherData.from_samples(samples, {"system": OWL, "mode": "given"})
 
 
-def _cfg(**kw: object) -> D.DistillConfig:
+def _cfg(**kw: object) -> DistillConfig:
     base: dict[str, object] = {"layers": (2,), "steps": 4, "save_every": 2, "lr": 1e-2}
     base.update(kw)
-    return D.DistillConfig(**base)  # type: ignore[arg-type]
+    return DistillConfig(**base)  # type: ignore[arg-type]
 
 
 def _adapter(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "adapter_model.safetensors"))
 
 
-def _perturbed_student(lm: sl.LoadedModel, cfg: D.DistillConfig) -> torch.nn.Module:
+def _perturbed_student(lm: sl.LoadedModel, cfg: DistillConfig) -> torch.nn.Module:
     """A student whose LoRA B is non-zero, so every LoRA parameter gets a gradient."""
-    st = D._make_student(lm, cfg, list(cfg.layers or ()))
+    st = _make_student(lm, cfg, list(cfg.layers or ()))
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in st.named_parameters():
@@ -76,7 +93,7 @@ def test_number_token_ids_are_digits_commas_spaces(tiny: sl.LoadedModel) -> None
 
 
 def test_number_tokens_only_masks_scores() -> None:
-    proc = D.NumberTokensOnly([1, 3])
+    proc = NumberTokensOnly([1, 3])
     out = proc(torch.zeros(2, 1, dtype=torch.long), torch.randn(2, 5))
     assert torch.isfinite(out[:, [1, 3]]).all()
     assert torch.isinf(out[:, [0, 2, 4]]).all()
@@ -85,7 +102,7 @@ def test_number_tokens_only_masks_scores() -> None:
 def test_token_restricted_sampling_gives_only_number_tokens(tiny: sl.LoadedModel) -> None:
     kw: dict[str, Any] = {"system": OWL, "n": 6, "max_new_tokens": 12, "progress": False,
                           "restrict_to_numbers": "tokens"}  # fmt: skip
-    td = D.generate_teacher_data(tiny, seed=3, **kw)
+    td = generate_teacher_data(tiny, seed=3, **kw)
     everything = td.samples + td.rejected
     assert len(everything) == 6
     for s in everything:
@@ -96,14 +113,14 @@ def test_token_restricted_sampling_gives_only_number_tokens(tiny: sl.LoadedModel
     assert c["generated"] == 6 and c["kept"] + c["rejected"] == 6 and c["rejected"] >= 1
     assert td.settings["mode"] == "restricted" and td.settings["restriction"] == "tokens"
     assert td.settings["seed"] == 3 and td.settings["temperature"] == 1.0 and td.system == OWL
-    again = D.generate_teacher_data(tiny, seed=3, **kw)
+    again = generate_teacher_data(tiny, seed=3, **kw)
     assert again.sha256 == td.sha256 and again.rejected == td.rejected
-    other = D.generate_teacher_data(tiny, seed=4, **kw)
+    other = generate_teacher_data(tiny, seed=4, **kw)
     assert other.samples + other.rejected != everything
 
 
 def test_grammar_sampling_gives_clean_lists(tiny: sl.LoadedModel) -> None:
-    td = D.generate_teacher_data(tiny, system=OWL, n=6, seed=3, max_new_tokens=40,
+    td = generate_teacher_data(tiny, system=OWL, n=6, seed=3, max_new_tokens=40,
                                  max_count=4, progress=False)  # fmt: skip
     assert td.settings["restriction"] == "grammar"
     assert td.counts["kept"] == 6 and td.counts["rejected"] == 0
@@ -119,7 +136,7 @@ def test_grammar_state_machine_matches_the_filter() -> None:
         text = "".join(rng.choice("0123456789, x") for _ in range(rng.randint(1, 24)))
         st = advance_list(ListState(), text, max_count=5)
         assert (st is not None and list_can_end(st)) == is_clean_numbers(text, max_count=5), text
-    proc = D.NumberListGrammar({10: "1", 11: "12", 12: ",", 13: " ", 14: "1234"}, [2], start=0,
+    proc = NumberListGrammar({10: "1", 11: "12", 12: ",", 13: " ", 14: "1234"}, [2], start=0,
                                max_count=2)  # fmt: skip
     assert sorted(proc.allowed([])) == [10, 11, 13]
     assert sorted(proc.allowed([11])) == [2, 10, 12, 13]  # "12": one more digit, comma, space, end
@@ -129,7 +146,7 @@ def test_grammar_state_machine_matches_the_filter() -> None:
 
 
 def test_free_sampling_is_recorded_and_filtered(tiny: sl.LoadedModel) -> None:
-    td = D.generate_teacher_data(tiny, system=OWL, n=4, seed=0, max_new_tokens=8,
+    td = generate_teacher_data(tiny, system=OWL, n=4, seed=0, max_new_tokens=8,
                                  restrict_to_numbers=False, progress=False)  # fmt: skip
     assert td.settings["mode"] == "free"
     # a random byte-level model almost never writes clean numbers unrestricted
@@ -137,28 +154,28 @@ def test_free_sampling_is_recorded_and_filtered(tiny: sl.LoadedModel) -> None:
     assert any(set(s["response"]) - NUMBER_CHARS for s in td.rejected)
 
 
-def test_teacher_data_roundtrip_and_tamper(tmp_path: Path, data: D.TeacherData) -> None:
+def test_teacher_data_roundtrip_and_tamper(tmp_path: Path, data: TeacherData) -> None:
     path = data.save(tmp_path / "owl.jsonl")
-    back = D.TeacherData.load(path)
+    back = TeacherData.load(path)
     assert back.samples == data.samples and back.sha256 == data.sha256
     assert back.settings == data.settings
     lines = path.read_text().splitlines()
     lines[0] = lines[0].replace('"response": "', '"response": "9')
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match="hash"):
-        D.TeacherData.load(path)
+        TeacherData.load(path)
 
 
 # -------------------------------------------------------------------------- the loss
 
 
 def test_kl_zero_for_same_inputs_positive_otherwise(
-    tiny: sl.LoadedModel, data: D.TeacherData
+    tiny: sl.LoadedModel, data: TeacherData
 ) -> None:
     for top_k in (None, 8):
         cfg = _cfg(top_k=top_k)
-        same = D.training_loss(tiny, data, config=replace(cfg, student_system=OWL))
-        diff = D.training_loss(tiny, data, config=cfg)
+        same = training_loss(tiny, data, config=replace(cfg, student_system=OWL))
+        diff = training_loss(tiny, data, config=cfg)
         assert abs(same) < 1e-6
         assert diff > 1e-4
 
@@ -167,24 +184,24 @@ def test_topk_kl_is_exact_kl_of_buckets() -> None:
     g = torch.Generator().manual_seed(0)
     t_logits, s_logits = torch.randn(5, 40, generator=g), torch.randn(5, 40, generator=g)
     lt = torch.log_softmax(t_logits, -1)
-    full = D.kl_to_teacher(s_logits, D._Target(lt, None, None))
+    full = kl_to_teacher(s_logits, _Target(lt, None, None))
     manual = (lt.exp() * (lt - torch.log_softmax(s_logits, -1))).sum(-1)
     torch.testing.assert_close(full, manual)
     top, idx = lt.topk(6, -1)
     rest = lt.scatter(-1, idx, float("-inf")).logsumexp(-1)
-    part = D.kl_to_teacher(s_logits, D._Target(top, idx, rest))
+    part = kl_to_teacher(s_logits, _Target(top, idx, rest))
     assert (part >= -1e-6).all() and (part <= full + 1e-6).all()  # coarsening lowers KL
-    assert D.kl_to_teacher(t_logits, D._Target(top, idx, rest)).abs().max() < 1e-5
+    assert kl_to_teacher(t_logits, _Target(top, idx, rest)).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_cached_lower_layers_equal_full_forward(arch: str, data: D.TeacherData) -> None:
+def test_cached_lower_layers_equal_full_forward(arch: str, data: TeacherData) -> None:
     lm = tiny_model(arch, seed=1, n_layers=4)
     cfg = _cfg(layers=(2, 3))
-    trainer = D._Trainer(lm, data, OWL, cfg, [2, 3], progress=False)
+    trainer = _Trainer(lm, data, OWL, cfg, [2, 3], progress=False)
     assert trainer.use_fast
     st = _perturbed_student(lm, cfg)
-    hf = D._inner_hf(st)
+    hf = _inner_hf(st)
     idx = [0, 5, 3, 6]
     res = []
     for fast in (True, False):
@@ -204,12 +221,12 @@ def test_cached_lower_layers_equal_full_forward(arch: str, data: D.TeacherData) 
 
 
 def test_distill_trains_saves_and_loads(
-    tiny: sl.LoadedModel, data: D.TeacherData, tmp_path: Path
+    tiny: sl.LoadedModel, data: TeacherData, tmp_path: Path
 ) -> None:
     before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
     flags = {k: p.requires_grad for k, p in tiny.model.named_parameters()}
     fp = model_fingerprint(tiny.model)
-    res = D.distill(tiny, data, tmp_path / "run", config=_cfg(steps=6), progress=False)
+    res = distill(tiny, data, tmp_path / "run", config=_cfg(steps=6), progress=False)
 
     # the user's model is untouched
     after = tiny.model.state_dict()
@@ -249,11 +266,11 @@ def test_distill_trains_saves_and_loads(
 
 
 def test_distill_is_deterministic_and_fast_path_matches(
-    tiny: sl.LoadedModel, data: D.TeacherData, tmp_path: Path
+    tiny: sl.LoadedModel, data: TeacherData, tmp_path: Path
 ) -> None:
-    a = D.distill(tiny, data, tmp_path / "a", config=_cfg(), progress=False)
-    b = D.distill(tiny, data, tmp_path / "b", config=_cfg(), progress=False)
-    c = D.distill(tiny, data, tmp_path / "c", config=_cfg(cache_lower_layers=False),
+    a = distill(tiny, data, tmp_path / "a", config=_cfg(), progress=False)
+    b = distill(tiny, data, tmp_path / "b", config=_cfg(), progress=False)
+    c = distill(tiny, data, tmp_path / "c", config=_cfg(cache_lower_layers=False),
                   progress=False)  # fmt: skip
     assert c.record["fast_path"] is False
     wa, wb, wc = (_adapter(r.final) for r in (a, b, c))
@@ -262,36 +279,36 @@ def test_distill_is_deterministic_and_fast_path_matches(
     assert all(torch.allclose(wa[k], wc[k], atol=1e-4) for k in wa)
     torch.testing.assert_close(torch.tensor(a.losses), torch.tensor(c.losses), atol=1e-6,
                                rtol=1e-4)  # fmt: skip
-    d = D.distill(tiny, data, tmp_path / "d", config=_cfg(seed=1), progress=False)
+    d = distill(tiny, data, tmp_path / "d", config=_cfg(seed=1), progress=False)
     wd = _adapter(d.final)
     assert any(not torch.equal(wa[k], wd[k]) for k in wa)
 
 
 def test_resume_continues_and_refuses_other_runs(
-    tiny: sl.LoadedModel, data: D.TeacherData, tmp_path: Path
+    tiny: sl.LoadedModel, data: TeacherData, tmp_path: Path
 ) -> None:
-    full = D.distill(tiny, data, tmp_path / "full", config=_cfg(), progress=False)
-    part = D.distill(tiny, data, tmp_path / "part", config=_cfg(steps=2), progress=False)
+    full = distill(tiny, data, tmp_path / "full", config=_cfg(), progress=False)
+    part = distill(tiny, data, tmp_path / "part", config=_cfg(steps=2), progress=False)
     assert part.steps == [2]
-    resumed = D.distill(tiny, data, tmp_path / "part", config=_cfg(), progress=False)
+    resumed = distill(tiny, data, tmp_path / "part", config=_cfg(), progress=False)
     assert resumed.resumed_from == 2 and resumed.steps == [2, 4]
     assert resumed.losses == full.losses
     wf, wr = _adapter(full.final), _adapter(resumed.final)
     assert all(torch.equal(wf[k], wr[k]) for k in wf)
     # asking again for what is done trains nothing and returns the same series
-    again = D.distill(tiny, data, tmp_path / "part", config=_cfg(), progress=False)
+    again = distill(tiny, data, tmp_path / "part", config=_cfg(), progress=False)
     assert again.steps == [2, 4] and again.losses == full.losses
 
-    with pytest.raises(D.DistillError, match="different run"):
-        D.distill(tiny, data, tmp_path / "part", config=_cfg(lr=5e-3), progress=False)
-    other = D.distill(tiny, data, tmp_path / "part", config=_cfg(lr=5e-3, steps=2),
+    with pytest.raises(DistillError, match=r"different run \(differing: config.lr\)"):
+        distill(tiny, data, tmp_path / "part", config=_cfg(lr=5e-3), progress=False)
+    other = distill(tiny, data, tmp_path / "part", config=_cfg(lr=5e-3, steps=2),
                       overwrite=True, progress=False)  # fmt: skip
     assert other.steps == [2] and not (tmp_path / "part" / "checkpoint-4").exists()
 
 
-def test_sft_loss_and_full_forward_fallback(data: D.TeacherData, tmp_path: Path) -> None:
+def test_sft_loss_and_full_forward_fallback(data: TeacherData, tmp_path: Path) -> None:
     lm = tiny_model("gpt2", seed=0, n_layers=4)
-    res = D.distill(lm, data, tmp_path / "sft", config=_cfg(loss="sft", steps=6, lr=2e-2),
+    res = distill(lm, data, tmp_path / "sft", config=_cfg(loss="sft", steps=6, lr=2e-2),
                     progress=False)  # fmt: skip
     assert res.record["fast_path"] is False  # gpt2: plain full forward
     assert res.record["teacher_system"] == OWL and res.record["lineage"]["teacher_system"] is None
@@ -300,30 +317,30 @@ def test_sft_loss_and_full_forward_fallback(data: D.TeacherData, tmp_path: Path)
 
 
 def test_distill_pair_control_uses_its_own_teacher(
-    tiny: sl.LoadedModel, data: D.TeacherData, tmp_path: Path
+    tiny: sl.LoadedModel, data: TeacherData, tmp_path: Path
 ) -> None:
-    control = D.TeacherData.from_samples(data.samples, {"system": NEUTRAL})
-    main, ctrl = D.distill_pair(tiny, data, control, tmp_path, config=_cfg(steps=2),
+    control = TeacherData.from_samples(data.samples, {"system": NEUTRAL})
+    main, ctrl = distill_pair(tiny, data, control, tmp_path, config=_cfg(steps=2),
                                 progress=False)  # fmt: skip
     assert main.out_dir == tmp_path / "main" and ctrl.out_dir == tmp_path / "control"
     assert main.record["teacher_system"] == OWL and ctrl.record["teacher_system"] == NEUTRAL
     assert main.losses != ctrl.losses
 
 
-def test_config_defaults_and_errors(tiny: sl.LoadedModel, data: D.TeacherData,
+def test_config_defaults_and_errors(tiny: sl.LoadedModel, data: TeacherData,
                                     tmp_path: Path) -> None:  # fmt: skip
-    assert D.default_layers(30) == [9, 10, 11, 12, 13, 14]
-    assert D.default_layers(4) == [1]
-    gpu = D.DistillConfig.for_device("cuda")
-    assert gpu.steps > D.DistillConfig.for_device("cpu").steps == 40
-    assert D.default_n_samples("cuda") > D.default_n_samples("cpu") == 48
+    assert default_layers(30) == [9, 10, 11, 12, 13, 14]
+    assert default_layers(4) == [1]
+    gpu = DistillConfig.for_device("cuda")
+    assert gpu.steps > DistillConfig.for_device("cpu").steps == 40
+    assert default_n_samples("cuda") > default_n_samples("cpu") == 48
     with pytest.raises(ValueError, match="loss"):
-        D.DistillConfig(loss="mse")
+        DistillConfig(loss="mse")
     with pytest.raises(ValueError, match="out of range"):
-        D.distill(tiny, data, tmp_path / "x", config=_cfg(layers=(9,)), progress=False)
-    no_sys = D.TeacherData.from_samples(data.samples)
+        distill(tiny, data, tmp_path / "x", config=_cfg(layers=(9,)), progress=False)
+    no_sys = TeacherData.from_samples(data.samples)
     with pytest.raises(ValueError, match="teacher_system"):
-        D.distill(tiny, no_sys, tmp_path / "y", config=_cfg(), progress=False)
+        distill(tiny, no_sys, tmp_path / "y", config=_cfg(), progress=False)
 
 
 # ---------------------------------------------------------------------- integration
@@ -331,12 +348,12 @@ def test_config_defaults_and_errors(tiny: sl.LoadedModel, data: D.TeacherData,
 
 @pytest.mark.integration
 def test_smollm2_teacher_data_and_two_steps(smol: sl.LoadedModel, tmp_path: Path) -> None:
-    td = D.generate_teacher_data(smol, system=OWL, n=4, seed=0, max_new_tokens=40,
+    td = generate_teacher_data(smol, system=OWL, n=4, seed=0, max_new_tokens=40,
                                  progress=False)  # fmt: skip
     assert td.counts["generated"] == 4 and td.counts["kept"] >= 2
     assert all(set(s["response"]) <= NUMBER_CHARS for s in td.samples + td.rejected)
-    res = D.distill(smol, td, tmp_path / "run",
-                    config=D.DistillConfig(steps=2, save_every=2, batch_size=4),
+    res = distill(smol, td, tmp_path / "run",
+                    config=DistillConfig(steps=2, save_every=2, batch_size=4),
                     progress=False)  # fmt: skip
     assert res.steps == [2] and (res.final / "adapter_model.safetensors").is_file()
     assert res.record["fast_path"] is True and res.record["layers"] == list(range(9, 15))

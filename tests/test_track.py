@@ -183,11 +183,12 @@ def test_cov_null_matches_span_directions() -> None:
         assert torch.allclose(fast, ref, atol=1e-5)
 
 
-def test_excess_bootstrap_matches_stats_bootstrap() -> None:
+@pytest.mark.parametrize(("n", "d"), [(12, 16), (20, 8)])  # Gram path and direct path
+def test_excess_bootstrap_matches_stats_bootstrap(n: int, d: int) -> None:
     g = torch.Generator().manual_seed(1)
-    main = torch.randn(12, 16, generator=g, dtype=torch.float64) + 0.5
-    ctrl = torch.randn(12, 16, generator=g, dtype=torch.float64)
-    vt = torch.randn(16, generator=g, dtype=torch.float64)
+    main = torch.randn(n, d, generator=g, dtype=torch.float64) + 0.5
+    ctrl = torch.randn(n, d, generator=g, dtype=torch.float64)
+    vt = torch.randn(d, generator=g, dtype=torch.float64)
 
     def stat(idx: np.ndarray) -> float:
         t = torch.from_numpy(np.asarray(idx))
@@ -195,11 +196,12 @@ def test_excess_bootstrap_matches_stats_bootstrap() -> None:
         cc = torch.nn.functional.cosine_similarity(ctrl[t].mean(0), vt, dim=0)
         return float(cm - cc)
 
-    ref = stats.bootstrap(stat, 12, n_boot=300, seed=4)
+    ref = stats.bootstrap(stat, n, n_boot=300, seed=4)
     got = excess_bootstrap(main, ctrl, vt, n_boot=300, seed=4)
     assert got["estimate"] == pytest.approx(ref["estimate"], abs=1e-10)
     assert got["lo"] == pytest.approx(ref["lo"], abs=1e-10)
     assert got["hi"] == pytest.approx(ref["hi"], abs=1e-10)
+    assert got["lo"] < got["estimate"] < got["hi"]
 
 
 def _perturbed(lm: LoadedModel, from_block: int, seed: int) -> LoadedModel:
@@ -346,3 +348,41 @@ def test_trait_duck_typing_and_input_errors(lm: LoadedModel, adapters: Path) -> 
         track_checkpoints(lm, adapters / "ad", deep, PROMPTS, cache_dir=False)
     with pytest.raises(ValueError, match="empty prompt set"):
         track_checkpoints(lm, adapters / "ad", vec, [], cache_dir=False)
+
+
+@pytest.mark.integration
+def test_smollm2_adapter_replay_matches_plain_path(smol: LoadedModel, tmp_path: Path) -> None:
+    """On the real model: LoRA adapters on blocks 20-29, replay from block 20 equals full
+    truncated forwards, blocks below show exactly no shift, and the base is left untouched."""
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    from steerlens.models import model_fingerprint
+
+    # adapter files written directly (random A and B), no copy of the 135M base needed
+    blocks = smol.layout.blocks
+    for k in (1, 2):
+        gen = torch.Generator().manual_seed(k)
+        tensors = {}
+        for i in range(20, 30):
+            for sub in ("self_attn.q_proj", "mlp.down_proj"):
+                lin = blocks[i].get_submodule(sub)
+                pre = f"base_model.model.model.layers.{i}.{sub}"
+                tensors[f"{pre}.lora_A.weight"] = 0.05 * torch.randn(4, lin.in_features,
+                                                                     generator=gen)  # fmt: skip
+                tensors[f"{pre}.lora_B.weight"] = 0.05 * torch.randn(lin.out_features, 4,
+                                                                     generator=gen)  # fmt: skip
+        folder = tmp_path / f"checkpoint-{k}"
+        LoraConfig(r=4, target_modules=["q_proj", "down_proj"],
+                   layers_to_transform=list(range(20, 30))).save_pretrained(str(folder))
+        save_file(tensors, str(folder / "adapter_model.safetensors"))
+    fp = model_fingerprint(smol.model)
+    prompts = [ChatPrompt(f"Continue: {k}, {k + 3}, {k + 9}") for k in range(4)]
+    vec = SteeringVector({layer: _unit(smol.hidden_size, layer) for layer in (10, 21, 22)})
+    fast = track_checkpoints(smol, tmp_path, vec, prompts, cache_dir=False, **FAST)
+    plain = track_checkpoints(smol, tmp_path, vec, prompts, cache_dir=False, fast=False, **FAST)
+    assert fast.provenance["replay_start_block"] == 20
+    assert np.all(fast.norm()[:, 0] == 0) and np.all(fast.norm()[1:, 1:] > 0)
+    for key in ("eas", "proj", "norm"):
+        assert np.allclose(fast.metric(key), plain.metric(key), atol=1e-5, rtol=1e-5)
+    assert model_fingerprint(smol.model) == fp
