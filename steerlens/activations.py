@@ -10,7 +10,7 @@ hˡ(x).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -166,6 +166,60 @@ def _reducer(w: torch.Tensor | None, device: torch.device) -> Reducer:
     return lambda h: torch.einsum("bt,btd->bd", w_dev, h.float())
 
 
+def prepare(
+    lm: LoadedModel, prompts: Sequence[PromptLike], layers: int | Sequence[int] | str,
+    position: PositionSpec,
+) -> tuple[list[int], list[EncodedPrompt]]:
+    """Resolve the layers and tokenize the prompts, validating every position mask before any
+    compute."""
+    items = check_prompts(prompts, "record_activations")
+    layer_ids = resolve_layers(layers, lm.n_layers)
+    encs = [encode(lm.tokenizer, p) for p in items]
+    for i, e in enumerate(encs):
+        if len(e) == 0:
+            raise ValueError(f"prompt {i} tokenizes to no tokens")
+        position_indices(e, position, i)
+    return layer_ids, encs
+
+
+class Accumulator:
+    """Running float64 sums of per-prompt means per layer (and the rows, on request), with a
+    check that every value is finite."""
+
+    def __init__(self, layers: Sequence[int], n: int, d: int, keep_rows: bool,
+                 rows_dtype: torch.dtype) -> None:  # fmt: skip
+        self.layers = list(layers)
+        self.n = n
+        self.sums = {layer: torch.zeros(d, dtype=torch.float64) for layer in self.layers}
+        self.rows = (
+            {layer: torch.empty(n, d, dtype=rows_dtype) for layer in self.layers}
+            if keep_rows
+            else None
+        )
+        self.n_tokens = 0
+
+    def add(self, idx: Sequence[int], per_layer: Mapping[int, torch.Tensor]) -> None:
+        """Add the (B, d) per-prompt means of the prompts ``idx`` (input order indices)."""
+        for layer in self.layers:
+            per = per_layer[layer].float()
+            if not torch.isfinite(per).all():
+                bad = [idx[r] for r in range(len(idx)) if not torch.isfinite(per[r]).all()]
+                raise FloatingPointError(
+                    f"non-finite activations at layer {layer} for prompts {bad[:10]}: "
+                    "check the model weights and dtype (float16 overflows; try float32 "
+                    "or bfloat16)"
+                )
+            self.sums[layer] += per.sum(0, dtype=torch.float64).cpu()
+            if self.rows is not None:
+                self.rows[layer][torch.tensor(idx)] = per.to("cpu", self.rows[layer].dtype)
+
+    def result(self, position: PositionSpec, meta: dict[str, Any]) -> Activations:
+        means = {layer: (s / self.n).float() for layer, s in self.sums.items()}
+        return Activations(layers=self.layers, means=means, n=self.n,
+                           position=position_name(position), rows=self.rows,
+                           n_tokens=self.n_tokens, meta=meta)  # fmt: skip
+
+
 def record_activations(
     model: Any,
     prompts: Sequence[PromptLike],
@@ -181,8 +235,8 @@ def record_activations(
     """Record mean activations of the residual stream after each requested block.
 
     ``means[ℓ] = (1/|X|) Σ_x hˡ(x)`` with hˡ(x) the mean over the selected positions of x
-    (DESIGN.md "Directions"), accumulated in float32. With ``keep_rows`` the per-prompt hˡ(x)
-    are kept too, in input order, as ``rows_dtype``.
+    (DESIGN.md "Directions"), accumulated in float64 and returned as float32. With
+    ``keep_rows`` the per-prompt hˡ(x) are kept too, in input order, as ``rows_dtype``.
     """
     lm = as_model(model)
     if lm.extra.get("backend") not in (None, "hf"):
@@ -191,50 +245,16 @@ def record_activations(
         return record_foreign(lm, prompts, layers, position, batch_size=batch_size,
                               keep_rows=keep_rows, rows_dtype=rows_dtype, progress=progress,
                               desc=desc)  # fmt: skip
-    items = check_prompts(prompts, "record_activations")
-    layer_ids = resolve_layers(layers, lm.n_layers)
-    encs = [encode(lm.tokenizer, p) for p in items]
-    for i, e in enumerate(encs):
-        if len(e) == 0:
-            raise ValueError(f"prompt {i} tokenizes to no tokens")
-        position_indices(e, position, i)  # validate before any compute
-    d = lm.hidden_size
-    sums = {layer: torch.zeros(d, dtype=torch.float64) for layer in layer_ids}
-    rows = (
-        {layer: torch.empty(len(encs), d, dtype=rows_dtype) for layer in layer_ids}
-        if keep_rows
-        else None
-    )
-    n_tokens = 0
+    layer_ids, encs = prepare(lm, prompts, layers, position)
+    acc = Accumulator(layer_ids, len(encs), lm.hidden_size, keep_rows, rows_dtype)
     device = lm.device
     batches = length_batches(encs, batch_size)
     with torch.inference_mode():
         for idx in tqdm(batches, desc=desc, disable=_tqdm_disable(progress), leave=False):
             ids, mask, pos = pad_batch([encs[i] for i in idx], lm.tokenizer.pad_token_id, device)
-            n_tokens += int(mask.sum())
+            acc.n_tokens += int(mask.sum())
             w = _weights(encs, idx, ids.shape[1], position)
             # reduce each block's output to (B, d) inside its hook: the (B, T, d) outputs of
             # the requested layers are not all held until the forward ends
-            out = truncated_forward(lm, ids, mask, pos, layer_ids, reduce=_reducer(w, device))
-            for layer in layer_ids:
-                per = out[layer]
-                if not torch.isfinite(per).all():
-                    bad = [idx[r] for r in range(len(idx)) if not torch.isfinite(per[r]).all()]
-                    raise FloatingPointError(
-                        f"non-finite activations at layer {layer} for prompts {bad[:10]}: "
-                        "check the model weights and dtype (float16 overflows; try float32 "
-                        "or bfloat16)"
-                    )
-                sums[layer] += per.sum(0, dtype=torch.float64).cpu()
-                if rows is not None:
-                    rows[layer][torch.tensor(idx)] = per.to("cpu", rows_dtype)
-    means = {layer: (s / len(encs)).float() for layer, s in sums.items()}
-    return Activations(
-        layers=layer_ids,
-        means=means,
-        n=len(encs),
-        position=position_name(position),
-        rows=rows,
-        n_tokens=n_tokens,
-        meta={"model": lm.name, "fingerprint": lm.fingerprint},
-    )
+            acc.add(idx, truncated_forward(lm, ids, mask, pos, layer_ids, reduce=_reducer(w, device)))
+    return acc.result(position, {"model": lm.name, "fingerprint": lm.fingerprint})

@@ -69,7 +69,7 @@ class DemoConfig:
         """A smoke-test run (about 2 minutes on 2 cores): 16 probe prompts, one carry layer,
         8 samples, 4 training steps. Every stage runs; the numbers are too small to mean much."""
         base = cls(n_samples=8, steps=4, save_every=2, alphas=(4.0,), n_random=1, probe_n=16,
-                   carry_layers=(15,), n_null=200, n_boot=200, screen_max=6)  # fmt: skip
+                   carry_layers=(15,), n_null=1000, n_boot=200, screen_max=6)  # fmt: skip
         return dataclasses.replace(base, **overrides)
 
     def to_json(self) -> dict[str, Any]:

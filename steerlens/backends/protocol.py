@@ -27,7 +27,14 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.activations import Activations, _weights, length_batches, truncated_forward
+from steerlens.activations import (
+    Accumulator,
+    Activations,
+    _weights,
+    length_batches,
+    prepare,
+    truncated_forward,
+)
 from steerlens.intervene import (
     MODES,
     Mode,
@@ -42,13 +49,8 @@ from steerlens.models import LoadedModel, as_model, check_same_shape
 from steerlens.prompts import (
     PositionSpec,
     PromptLike,
-    check_prompts,
-    encode,
     pad_batch,
-    position_indices,
-    position_name,
 )
-from steerlens.sites import resolve_layers
 from steerlens.vectors import SteeringVector
 
 
@@ -110,51 +112,18 @@ def record_with(
     every backend sees the same token ids, masks and position ids.
     """
     lm = backend.lm
-    items = check_prompts(prompts, "record_activations")
-    layer_ids = resolve_layers(layers, lm.n_layers)
-    encs = [encode(lm.tokenizer, p) for p in items]
-    for i, e in enumerate(encs):
-        if len(e) == 0:
-            raise ValueError(f"prompt {i} tokenizes to no tokens")
-        position_indices(e, position, i)  # validate before any compute
-    d = lm.hidden_size
-    sums = {layer: torch.zeros(d, dtype=torch.float64) for layer in layer_ids}
-    rows = (
-        {layer: torch.empty(len(encs), d, dtype=rows_dtype) for layer in layer_ids}
-        if keep_rows
-        else None
-    )
-    n_tokens = 0
+    layer_ids, encs = prepare(lm, prompts, layers, position)
+    acc = Accumulator(layer_ids, len(encs), lm.hidden_size, keep_rows, rows_dtype)
     device = backend.input_device()
     disable = None if progress is None else not progress
     with torch.inference_mode():
         for idx in tqdm(length_batches(encs, batch_size), desc=desc, disable=disable, leave=False):
             ids, mask, pos = pad_batch([encs[i] for i in idx], lm.tokenizer.pad_token_id, device)
-            n_tokens += int(mask.sum())
+            acc.n_tokens += int(mask.sum())
             w = _weights(encs, idx, ids.shape[1], position)
-            out = backend.record_batch(ids, mask, pos, layer_ids, w)
-            for layer in layer_ids:
-                per = out[layer].float()
-                if not torch.isfinite(per).all():
-                    bad = [idx[r] for r in range(len(idx)) if not torch.isfinite(per[r]).all()]
-                    raise FloatingPointError(
-                        f"non-finite activations at layer {layer} for prompts {bad[:10]}: "
-                        "check the model weights and dtype (float16 overflows; try float32 "
-                        "or bfloat16)"
-                    )
-                sums[layer] += per.sum(0, dtype=torch.float64).cpu()
-                if rows is not None:
-                    rows[layer][torch.tensor(idx)] = per.to("cpu", rows_dtype)
-    means = {layer: (s / len(encs)).float() for layer, s in sums.items()}
-    return Activations(
-        layers=layer_ids,
-        means=means,
-        n=len(encs),
-        position=position_name(position),
-        rows=rows,
-        n_tokens=n_tokens,
-        meta={"model": lm.name, "fingerprint": lm.fingerprint, "backend": backend.name},
-    )
+            acc.add(idx, backend.record_batch(ids, mask, pos, layer_ids, w))
+    meta = {"model": lm.name, "fingerprint": lm.fingerprint, "backend": backend.name}
+    return acc.result(position, meta)
 
 
 # -------------------------------------------------------------------------------- editing
