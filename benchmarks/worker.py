@@ -139,12 +139,18 @@ def token_hash(tok: Any, texts: Sequence[str]) -> tuple[str, int]:
 
 
 def bare_truncated_forward(
-    model: Any, input_ids: Any, attention_mask: Any, position_ids: Any, layers: Sequence[int]
+    model: Any,
+    input_ids: Any,
+    attention_mask: Any,
+    position_ids: Any,
+    layers: Sequence[int],
+    last_only: bool = False,
 ) -> dict[int, Any]:
     """The physical limit: embeddings then blocks 0..max(layers) called directly (Llama layout),
     no hooks, no final norm, no lm_head; returns the requested blocks' outputs. The attention
     mask is causal and key-padding aware (each query also sees itself, so padded rows stay
-    finite)."""
+    finite). ``last_only`` keeps only each requested layer's last-token row (B, d), so the
+    full outputs of many layers are not held."""
     import torch
 
     inner = model.model
@@ -160,7 +166,7 @@ def bare_truncated_forward(
         res = block(h, attention_mask=keep, position_ids=position_ids, position_embeddings=cos_sin)
         h = res[0] if isinstance(res, tuple) else res
         if i in layers:
-            out[i] = h
+            out[i] = h[:, -1, :].clone() if last_only else h
     return out
 
 
@@ -199,10 +205,10 @@ def limit_extract(
         for start in range(0, len(idx), batch_size):
             b = idx[start : start + batch_size]
             ids, mask, p = _left_pad([encs[i] for i in b], tok.pad_token_id)
-            outs = bare_truncated_forward(model, ids, mask, p, layers)
+            outs = bare_truncated_forward(model, ids, mask, p, layers, last_only=True)
             side = torch.tensor([0 if i < n else 1 for i in b])
             for layer, h in outs.items():
-                sums[layer].index_add_(0, side, h[:, -1, :].double())
+                sums[layer].index_add_(0, side, h.double())
     return {layer: (s[0] / n - s[1] / (len(texts) - n)).float() for layer, s in sums.items()}
 
 
@@ -380,7 +386,7 @@ def run_tracking(spec: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         with torch.inference_mode():
             for ids, mask, p in batches:
-                bare_truncated_forward(lm.model, ids, mask, p, layers)
+                bare_truncated_forward(lm.model, ids, mask, p, layers, last_only=True)
         return time.perf_counter() - t0
 
     limit()  # warm-up
