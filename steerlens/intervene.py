@@ -15,13 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
-from steerlens.activations import truncated_forward
-from steerlens.models import LoadedModel, as_model, check_same_shape
+from steerlens.models import LoadedModel, as_model
 from steerlens.sites import resolve_layers
 from steerlens.vectors import SteeringVector
 
@@ -65,13 +63,6 @@ def _directions(
     return {layer: dirs[layer] for layer in chosen}
 
 
-@dataclass
-class _CallState:
-    decoding: bool = False
-    full_ids: torch.Tensor | None = None
-    base_proj: dict[int, torch.Tensor] = field(default_factory=dict)
-
-
 def _cache_len(kwargs: Mapping[str, Any]) -> int:
     cache = kwargs.get("past_key_values")
     if cache is None:
@@ -100,104 +91,13 @@ def steer(
     Works with plain forwards and with ``generate`` (KV cache included). Yields the wrapped
     model, so ``with steer(model, v, 4.0, layers=[15]) as m: m.generate(prompts)`` works.
     """
-    lm = as_model(model)
-    if lm.extra.get("backend") not in (None, "hf"):  # nnsight, TransformerLens, sharded
-        from steerlens.backends import steer_foreign
+    from steerlens.backends import steer_foreign
 
-        with steer_foreign(lm, vector, alpha, layers, mode, positions=positions, base=base) as m:
-            yield m
-        return
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}: use one of {MODES}")
-    if positions not in ("all", "prompt", "generated"):
-        raise ValueError(f"unknown positions {positions!r}: use 'all', 'prompt' or 'generated'")
-    dirs = _directions(vector, layers, lm.n_layers)
-    d = lm.hidden_size
-    for layer, v in dirs.items():
-        if v.shape[-1] != d:
-            raise ValueError(
-                f"hidden size mismatch: the vector at layer {layer} has d={v.shape[-1]} but the "
-                f"model has d={d}; extract the vector from this model's base"
-            )
-    dev, dt = lm.device, lm.dtype
-    vecs = {k: v.to(dev, torch.float32) for k, v in dirs.items()}
-    units: dict[int, torch.Tensor] = {}
-    for k, v in vecs.items():
-        n = v.norm()
-        if mode != "add" and n == 0:
-            raise ValueError(f"zero vector at layer {k}: cannot project it out")
-        units[k] = v / n if n > 0 else v
-
-    base_lm: LoadedModel | None = None
-    fixed: dict[int, float] = {}
-    if mode == "replace":
-        if base is None:
-            raise ValueError("mode='replace' needs base=: the base model, or its projection(s)")
-        if isinstance(base, (int, float)):
-            fixed = {k: float(base) for k in dirs}
-        elif isinstance(base, Mapping):
-            fixed = {k: float(base[k]) for k in dirs}
-        else:
-            base_lm = as_model(base)
-            check_same_shape(lm, base_lm, ("model", "base"))
-
-    state = _CallState()
-    handles = []
-
-    def pre_hook(_mod: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        past = _cache_len(kwargs)
-        state.decoding = past > 0
-        if base_lm is None:
-            return
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is None:
-            raise ValueError("replace mode with a base model needs input_ids (not inputs_embeds)")
-        if past == 0 or state.full_ids is None:
-            state.full_ids = ids
-        else:
-            state.full_ids = torch.cat([state.full_ids, ids], dim=1)
-        full = state.full_ids
-        mask = kwargs.get("attention_mask")
-        if mask is None or mask.shape[-1] != full.shape[-1]:
-            mask = torch.ones_like(full)
-        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        with torch.inference_mode():
-            outs = truncated_forward(base_lm, full, mask, pos, list(dirs))
-        t = ids.shape[1]
-        state.base_proj = {k: (o[:, -t:, :].float() @ units[k]) for k, o in outs.items()}
-
-    def make_hook(layer: int) -> Any:
-        def hook(_mod: Any, _args: Any, output: Any) -> Any:
-            if positions == "prompt" and state.decoding:
-                return None
-            if positions == "generated" and not state.decoding:
-                return None
-            h = output[0] if isinstance(output, tuple) else output
-            hf = h.float()
-            if mode == "add":
-                new = add_vector(hf, vecs[layer], alpha)
-            elif mode == "project_out":
-                new = project_out(hf, units[layer])
-            else:
-                if base_lm is not None:
-                    b = state.base_proj[layer]
-                else:
-                    b = torch.full(hf.shape[:-1], fixed[layer], device=hf.device)
-                new = replace_component(hf, units[layer], b)
-            new = new.to(dt)
-            return (new, *output[1:]) if isinstance(output, tuple) else new
-
-        return hook
-
-    blocks = lm.layout.blocks
-    try:
-        handles.append(lm.model.register_forward_pre_hook(pre_hook, with_kwargs=True))
-        for layer in dirs:
-            handles.append(blocks[layer].register_forward_hook(make_hook(layer)))
-        yield lm
-    finally:
-        for h in handles:
-            h.remove()
+    # one implementation for every runtime: the plan (formulas above) applied by the model's
+    # backend (torch hooks for HF models, interventions for nnsight, hooks for TransformerLens)
+    with steer_foreign(as_model(model), vector, alpha, layers, mode, positions=positions,
+                       base=base) as m:  # fmt: skip
+        yield m
 
 
 @contextmanager

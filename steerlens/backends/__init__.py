@@ -154,7 +154,7 @@ def steer_foreign(
     positions: Positions = "all",
     base: Any = None,
 ) -> Iterator[LoadedModel]:
-    """:func:`steerlens.steer` for a model whose backend is not plain HF hooks (called by it)."""
+    """:func:`steerlens.steer` through the backend that runs ``lm`` (HF hooks, nnsight, TL)."""
     from steerlens.backends.protocol import make_plan
 
     plan = make_plan(lm, vector, alpha, layers, mode, positions=positions, base=base)
