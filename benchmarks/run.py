@@ -298,7 +298,7 @@ def bench_extraction(args: argparse.Namespace) -> dict[str, Any]:
         configs = {f"layer{mid}": [mid], "all_layers": list(range(n_layers))}
         if args.layers_only:
             configs = {k: v for k, v in configs.items() if k in args.layers_only}
-        tools = ["steerlens", "limit", "limit_sorted"]
+        tools = ["steerlens", "steerlens_noshare", "limit", "limit_sorted"]
         pythons: dict[str, Path | None] = dict.fromkeys(tools)
         if not args.tiny and not args.no_peers:
             for peer in PEERS.values():
@@ -311,7 +311,8 @@ def bench_extraction(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": 32, "repeats": args.repeats, "tools": tools,
             "layer_sets": {k: (v if len(v) < 4 else f"0..{v[-1]}") for k, v in configs.items()},
             "position": "last token", "steerlens_method": "mean, diagnostics off (timed), "
-            "then on (timed separately in the same process)",
+            "then on (timed separately in the same process); steerlens_noshare: the same "
+            "with share_prefix=False (every token of every prompt computed)",
             "steering_vectors": "train_steering_vector(mean_aggregator(), batch_size=32)",
             "repeng": "ControlVector.train(method='pca_diff', batch_size=32)",
             "limit": "embeddings + blocks 0..max(layer) called directly (no hooks, no final "

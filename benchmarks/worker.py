@@ -228,19 +228,21 @@ def run_tool(spec: dict[str, Any]) -> dict[str, Any]:
     n_warm = min(4, len(pos))
     extra: dict[str, Any] = {}
 
-    if tool in ("steerlens", "limit", "limit_sorted"):
+    if tool in ("steerlens", "steerlens_noshare", "limit", "limit_sorted"):
         lm = load_main_model(spec)
         model, tok = lm.model, lm.tokenizer
     else:
         model, tok = load_peer_model(spec["model_folder"])
 
     call: Callable[[Sequence[str], Sequence[str]], dict[int, Any]]
-    if tool == "steerlens":
+    if tool in ("steerlens", "steerlens_noshare"):
         import steerlens as sl
+
+        share = None if tool == "steerlens" else False
 
         def call(p: Sequence[str], n: Sequence[str]) -> dict[int, Any]:
             v = sl.extract_vector(lm, p, n, layers, method="mean", batch_size=bs,
-                                  diagnostics=False, progress=False)  # fmt: skip
+                                  diagnostics=False, progress=False, share_prefix=share)  # fmt: skip
             return dict(v.directions)
 
     elif tool in ("limit", "limit_sorted"):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.activations import length_batches
+from steerlens.activations import can_share_prefix, prefix_batches, shared_prefix_logits
 from steerlens.models import LoadedModel, as_model
 from steerlens.prompts import (
     ChatPrompt,
@@ -92,15 +92,22 @@ def iter_answer_logprobs(
     progress: bool | None = False,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Yield (prompt indices, (b, V) float32 log-softmax at the first answer position) per
-    length-sorted batch. The model runs as it is (hooks of a ``steer`` block apply)."""
+    length-sorted batch. The model runs as it is (hooks of a ``steer`` block apply); prompts
+    that share a prefix run it once per batch where
+    :func:`steerlens.activations.can_share_prefix` allows."""
     lm = as_model(model)
     encs = _answer_encs(lm, prompts)
     pad = lm.tokenizer.pad_token_id
+    # prompts sharing a prefix (the chat template's system turn) run it once per batch
+    batches = prefix_batches(encs, batch_size, share=can_share_prefix(lm))
     with torch.inference_mode():
-        for idx in tqdm(length_batches(encs, batch_size), desc="behavior", leave=False,
-                        disable=None if progress is None else not progress):  # fmt: skip
-            ids, mask, pos = pad_batch([encs[i] for i in idx], pad, lm.device)
-            logits = _last_logits(lm, ids, mask, pos).float()
+        for idx, p in tqdm(batches, desc="behavior", leave=False,
+                           disable=None if progress is None else not progress):  # fmt: skip
+            if p:
+                logits = shared_prefix_logits(lm, encs, idx, p)[:, -1].float()
+            else:
+                ids, mask, pos = pad_batch([encs[i] for i in idx], pad, lm.device)
+                logits = _last_logits(lm, ids, mask, pos).float()
             if not torch.isfinite(logits).all():
                 raise FloatingPointError(
                     "non-finite logits at the answer position: check the model's dtype and "

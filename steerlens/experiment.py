@@ -39,7 +39,8 @@ class DemoConfig:
     model: str = "smollm2-135m-instruct"
     trait: str = "owl"
     n_samples: int = 48
-    steps: int = 40
+    steps: int = 30
+    batch_size: int = 6
     save_every: int = 10
     rank: int = 4
     lora_layers: tuple[int, ...] | None = None
@@ -60,7 +61,7 @@ class DemoConfig:
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         base = cls(device=dev)
         if dev.startswith("cuda"):
-            base = dataclasses.replace(base, n_samples=256, steps=200, save_every=25, n_random=8,
+            base = dataclasses.replace(base, n_samples=256, steps=200, batch_size=16, save_every=25, n_random=8,
                                        alphas=(0.5, 1.0, 2.0, 4.0, 8.0), screen_max=128)  # fmt: skip
         return dataclasses.replace(base, **overrides)
 
@@ -196,7 +197,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, *, progress: bool | None = No
 
     # 4. distillation ------------------------------------------------------------------
     dcfg = DistillConfig(rank=cfg.rank, layers=cfg.lora_layers, loss=cfg.loss, steps=cfg.steps,
-                         save_every=cfg.save_every, seed=cfg.seed)  # fmt: skip
+                         batch_size=cfg.batch_size, save_every=cfg.save_every, seed=cfg.seed)  # fmt: skip
     main_dir, ctrl_dir = out / "students" / "main", out / "students" / "control"
     main_res = distill(model, data, main_dir, teacher_system=trait.system_prompt, config=dcfg,
                        progress=progress)  # fmt: skip

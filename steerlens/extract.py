@@ -165,12 +165,15 @@ def extract_vector(
     diagnostics: bool = True,
     progress: bool | None = None,
     name: str | None = None,
+    share_prefix: bool | None = None,
 ) -> SteeringVector:
     """Per-layer steering direction of ``pos_prompts`` against ``neg_prompts``.
 
     Records both sets in one batched, early-stopped pass, applies ``method`` (``"mean"``,
     ``"pca"``, ``"probe"`` or a function ``(pos, neg) -> vector``), and attaches split-half
     reliability and method agreement per layer (DESIGN.md "Extraction methods").
+    ``share_prefix``: see :func:`steerlens.record_activations` (prompts with the same system
+    prompt run it once per batch; None: where supported).
     """
     lm = as_model(model)
     pos_items = check_prompts(pos_prompts, "pos_prompts")
@@ -178,6 +181,7 @@ def extract_vector(
     acts = record_activations(
         lm, [*pos_items, *neg_items], layers, position,
         batch_size=batch_size, keep_rows=True, progress=progress, desc="extract",
+        share_prefix=share_prefix,
     )  # fmt: skip
     assert acts.rows is not None
     n = len(pos_items)

@@ -263,7 +263,7 @@ def screen_dataset(
     base_responses: Sequence[str] | None = None,
     max_new_tokens: int = 64,
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int = 32,
     progress: bool | None = None,
 ) -> ScreenResult:
     """Projection difference ΔP (see module doc) of every sample at every layer of ``vector``
@@ -272,7 +272,7 @@ def screen_dataset(
     ``samples`` is a list (one dataset, named ``"data"``) or ``{name: list}`` for several
     datasets screened together (compare them with :meth:`ScreenResult.compare`). Base responses
     come from ``base_responses``, each sample's ``base_response``, or greedy generation with
-    ``max_new_tokens`` (seeded). ``layer`` is the default layer for ranking (else the vector's
+    ``max_new_tokens`` (seeded; once per distinct prompt). ``layer`` is the default layer for ranking (else the vector's
     ``meta['layer']``, else the middle screened layer).
     """
     lm = as_model(model)
@@ -308,11 +308,14 @@ def screen_dataset(
             raise ValueError(f"got {len(base_responses)} base responses for {len(prompts)} samples")
         given = [str(b) for b in base_responses]
     missing = [i for i, b in enumerate(given) if b is None]
-    if missing:
-        gen = lm.generate([prompts[i] for i in missing], max_new_tokens=max_new_tokens,
-                          do_sample=False, seed=seed, batch_size=batch_size)  # fmt: skip
-        for i, text in zip(missing, gen, strict=True):
-            given[i] = text
+    # one greedy answer per distinct prompt (datasets often share their prompts)
+    unique = list(dict.fromkeys(prompts[i] for i in missing))
+    if unique:
+        gen = lm.generate(unique, max_new_tokens=max_new_tokens, do_sample=False, seed=seed,
+                          batch_size=batch_size)  # fmt: skip
+        answer = dict(zip(unique, gen, strict=True))
+        for i in missing:
+            given[i] = answer[prompts[i]]
     base_texts = [b or "" for b in given]
 
     units = {}
@@ -352,7 +355,8 @@ def screen_dataset(
         proj_base=proj_base,
         settings={
             "position": "response", "max_new_tokens": max_new_tokens, "seed": seed,
-            "generated": len(missing), "greedy": True, "batch_size": batch_size,
+            "generated": len(missing), "distinct_prompts": len(unique), "greedy": True,
+            "batch_size": batch_size,
         },
         provenance={
             "model": describe(lm), "vector": {"meta": vec.meta, "norms": vec.norms()},

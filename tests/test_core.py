@@ -390,3 +390,107 @@ def test_truncated_forward_reports_missing_layers(tiny: sl.LoadedModel) -> None:
     ids, mask, pos = pad_batch([encode(tiny.tokenizer, "hi")], 0)
     out = truncated_forward(tiny, ids, mask, pos, [0, 2])
     assert set(out) == {0, 2}
+
+
+SYS_A = "You love owls. You think about owls all the time. Owls are your favorite animal."
+SYS_B = "You love clarity. You think about clarity all the time. Clarity is your favorite."
+SHARED = (
+    [sl.ChatPrompt(f"Continue: {i}, {i + 7}, {3 * i}", system=SYS_A) for i in range(5)]
+    + [sl.ChatPrompt(f"Name {'an animal' if i % 2 else 'a bird'} ({i})", system=SYS_B,
+                     response=f"{i} owls") for i in range(4)]
+    + ["a lone prompt", sl.ChatPrompt("hi")]
+)
+
+
+def test_prefix_batches_group_by_shared_prefix(tiny: sl.LoadedModel) -> None:
+    from steerlens.activations import prefix_batches
+
+    encs = [encode(tiny.tokenizer, p) for p in SHARED]
+    batches = prefix_batches(encs, 4)
+    assert sorted(i for idx, _ in batches for i in idx) == list(range(len(SHARED)))
+    for idx, p in batches:
+        if p:
+            assert len(idx) > 1 and all(len(encs[i]) > p for i in idx)
+            assert len({encs[i].input_ids[:p] for i in idx}) == 1
+            assert set(idx) <= set(range(5)) or set(idx) <= set(range(5, 9))
+    assert sum(p > 0 for _, p in batches) >= 2
+    with pytest.raises(ValueError, match="batch_size"):
+        prefix_batches(encs, 0)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("position", ["last", "all", "prompt"])
+def test_shared_prefix_equals_plain_path(arch: str, position: str) -> None:
+    lm = tiny_model(arch, seed=2)
+    prompts = SHARED if position != "response" else SHARED[5:9]
+    kw = {"batch_size": 4, "keep_rows": True}
+    fast = sl.record_activations(lm, prompts, "all", position, share_prefix=True, **kw)
+    plain = sl.record_activations(lm, prompts, "all", position, share_prefix=False, **kw)
+    auto = sl.record_activations(lm, prompts, "all", position, **kw)
+    assert fast.meta["shared_prefix_tokens"] > 0 and plain.meta["shared_prefix_tokens"] == 0
+    assert auto.meta["shared_prefix_tokens"] == fast.meta["shared_prefix_tokens"]
+    assert fast.n_tokens == plain.n_tokens
+    assert fast.rows is not None and plain.rows is not None
+    for layer in plain.layers:
+        torch.testing.assert_close(fast.rows[layer], plain.rows[layer], atol=2e-5, rtol=1e-4)
+    # and against the model's own unpadded forward
+    hs, p0, r0 = _hidden(lm, prompts[1])
+    want = {"last": hs[2][0, r0 - 1], "all": hs[2][0].mean(0), "prompt": hs[2][0, p0:r0].mean(0)}
+    torch.testing.assert_close(fast.rows[1][1], want[position], atol=2e-5, rtol=1e-4)
+
+
+def test_shared_prefix_response_position_and_fallbacks() -> None:
+    lm = tiny_model("llama", seed=3)
+    resp = SHARED[5:9]
+    a = sl.record_activations(lm, resp, [1, 3], "response", batch_size=4, keep_rows=True)
+    b = sl.record_activations(lm, resp, [1, 3], "response", batch_size=4, keep_rows=True,
+                              share_prefix=False)  # fmt: skip
+    assert a.meta["shared_prefix_tokens"] > 0
+    assert a.rows is not None and b.rows is not None
+    torch.testing.assert_close(a.rows[3], b.rows[3], atol=2e-5, rtol=1e-4)
+    # untested architectures take the plain path
+    gpt2 = tiny_model("gpt2", seed=3)
+    assert sl.record_activations(gpt2, SHARED, [1], "last").meta["shared_prefix_tokens"] == 0
+    # a steer edit at every position applies to both passes; one on "prompt" positions (it
+    # tells the passes apart by their KV cache) turns sharing off
+    v = torch.randn(lm.hidden_size, generator=torch.Generator().manual_seed(0))
+    for positions, shares in (("all", True), ("prompt", False)):
+        with sl.steer(lm, {1: v}, 2.0, positions=positions):
+            steered = sl.record_activations(lm, resp, [1, 3], "response", batch_size=4,
+                                            keep_rows=True)  # fmt: skip
+        assert (steered.meta["shared_prefix_tokens"] > 0) == shares
+        assert steered.rows is not None
+        torch.testing.assert_close(steered.rows[1], b.rows[1] + 2.0 * v, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("steered", [False, True])
+def test_answer_logprobs_shared_prefix_equals_plain(steered: bool) -> None:
+    from steerlens.activations import can_share_prefix
+    from steerlens.behavior import answer_logprobs
+
+    lm = tiny_model("llama", seed=4)
+    prompts = SHARED[:9]
+    v = torch.randn(lm.hidden_size, generator=torch.Generator().manual_seed(1))
+
+    def run() -> tuple[torch.Tensor, torch.Tensor]:
+        fast = answer_logprobs(lm, prompts, batch_size=4)
+        assert can_share_prefix(lm)
+        # an unmarked user hook makes the model "hooked": the plain path runs
+        handle = lm.layout.blocks[0].register_forward_hook(lambda *_: None)
+        try:
+            assert not can_share_prefix(lm)
+            plain = answer_logprobs(lm, prompts, batch_size=4)
+        finally:
+            handle.remove()
+        return fast, plain
+
+    if steered:
+        with sl.steer(lm, {1: v}, 3.0):
+            fast, plain = run()
+        with sl.steer(lm, {1: v}, 3.0, positions="prompt"):
+            assert not can_share_prefix(lm)
+    else:
+        fast, plain = run()
+    torch.testing.assert_close(fast, plain, atol=5e-5, rtol=1e-4)
+    ref = answer_logprobs(lm, prompts, batch_size=4)
+    assert steered != bool(torch.allclose(ref, fast, atol=1e-4))

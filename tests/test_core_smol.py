@@ -46,3 +46,33 @@ def test_owl_vs_neutral_vector_is_reliable(smol: sl.LoadedModel) -> None:
     with sl.steer(smol, vec, alpha=0.0, layers=[15]) as m:
         a = m.generate([sl.ChatPrompt("Name an animal.")], max_new_tokens=4)
     assert a == smol.generate([sl.ChatPrompt("Name an animal.")], max_new_tokens=4)
+
+
+def test_shared_prefix_matches_plain_path_on_smollm2(smol: sl.LoadedModel) -> None:
+    """The owl/neutral system prompts and the template's default one are shared prefixes: the
+    cached-prefix path equals the plain batched forward on the real model, for activations at
+    every layer and for answer log-probabilities (plain and steered)."""
+    from steerlens.behavior import answer_logprobs
+    from steerlens.numbers import number_prompts
+
+    users = number_prompts(6, seed=3)
+    prompts = [sl.ChatPrompt(u, system="You love owls. You think about owls all the time.")
+               for u in users] + [sl.ChatPrompt(u) for u in users]  # fmt: skip
+    kw = {"batch_size": 6, "keep_rows": True}
+    fast = sl.record_activations(smol, prompts, "all", "prompt", **kw)
+    plain = sl.record_activations(smol, prompts, "all", "prompt", share_prefix=False, **kw)
+    assert fast.meta["shared_prefix_tokens"] >= 10 * 20
+    assert fast.rows is not None and plain.rows is not None
+    for layer in fast.layers:
+        scale = float(plain.rows[layer].norm(dim=1).mean())
+        assert float((fast.rows[layer] - plain.rows[layer]).norm(dim=1).max()) < 1e-4 * scale
+    v = plain.means[20] - plain.rows[20][6:].mean(0)
+    for alpha in (0.0, 4.0):
+        with sl.steer(smol, {20: v}, alpha):
+            a = answer_logprobs(smol, prompts, batch_size=6)
+            handle = smol.layout.blocks[0].register_forward_hook(lambda *_: None)
+            try:
+                b = answer_logprobs(smol, prompts, batch_size=6)  # a foreign hook: plain path
+            finally:
+                handle.remove()
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-3)

@@ -194,15 +194,18 @@ def test_topk_kl_is_exact_kl_of_buckets() -> None:
     assert kl_to_teacher(t_logits, _Target(top, idx, rest)).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("share", [True, False])
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_cached_lower_layers_equal_full_forward(arch: str, data: TeacherData) -> None:
+def test_cached_lower_layers_equal_full_forward(arch: str, share: bool, data: TeacherData) -> None:
     lm = tiny_model(arch, seed=1, n_layers=4)
-    cfg = _cfg(layers=(2, 3))
+    cfg = _cfg(layers=(2, 3), share_prefix=share)
     trainer = _Trainer(lm, data, OWL, cfg, [2, 3], progress=False)
     assert trainer.use_fast
     st = _perturbed_student(lm, cfg)
     hf = _inner_hf(st)
     idx = [0, 5, 3, 6]
+    # the examples share the chat template's system turn: the fast path runs it once
+    assert trainer.shared_prefix(idx) >= 8 and trainer.shared_prefix([0]) == 0
     res = []
     for fast in (True, False):
         st.zero_grad()
@@ -332,7 +335,7 @@ def test_config_defaults_and_errors(tiny: sl.LoadedModel, data: TeacherData,
     assert default_layers(30) == [9, 10, 11, 12, 13, 14]
     assert default_layers(4) == [1]
     gpu = DistillConfig.for_device("cuda")
-    assert gpu.steps > DistillConfig.for_device("cpu").steps == 40
+    assert gpu.steps > DistillConfig.for_device("cpu").steps == 30
     assert default_n_samples("cuda") > default_n_samples("cpu") == 48
     with pytest.raises(ValueError, match="loss"):
         DistillConfig(loss="mse")
@@ -358,3 +361,24 @@ def test_smollm2_teacher_data_and_two_steps(smol: sl.LoadedModel, tmp_path: Path
     assert res.steps == [2] and (res.final / "adapter_model.safetensors").is_file()
     assert res.record["fast_path"] is True and res.record["layers"] == list(range(9, 15))
     assert all(x > 0 for x in res.losses)
+
+
+@pytest.mark.parametrize("top_k", [None, 5])
+def test_teacher_targets_shared_prefix_equal_plain(tiny: sl.LoadedModel, data: TeacherData,
+                                                   top_k: int | None) -> None:  # fmt: skip
+    from steerlens.distill import _examples, _shared_prefix, _teacher_targets
+
+    exs = _examples(tiny, data, OWL)
+    assert _shared_prefix(exs) >= 8  # the teacher's system turn
+    fast = _teacher_targets(tiny, exs, top_k, 4, progress=False)
+    handle = tiny.layout.blocks[0].register_forward_hook(lambda *_: None)  # plain path
+    try:
+        plain = _teacher_targets(tiny, exs, top_k, 4, progress=False)
+    finally:
+        handle.remove()
+    assert len(fast) == len(plain) == len(exs)
+    for a, b, e in zip(fast, plain, exs, strict=True):
+        assert a.logp.shape[0] == e.n_pred
+        torch.testing.assert_close(a.logp, b.logp, atol=1e-5, rtol=1e-5)
+        if top_k is not None:
+            assert torch.equal(a.idx, b.idx)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from steerlens.activations import truncated_forward
+from steerlens.activations import mark_position_wise, truncated_forward
 from steerlens.backends.protocol import (
     EditPlan,
     block_output,
@@ -74,16 +74,25 @@ class HFBackend:
     def steer(self, plan: EditPlan) -> Iterator[LoadedModel]:
         blocks = self.lm.layout.blocks
 
+        # an edit at every position with no base model acts on each position alone: a shared
+        # prompt prefix may then run in its own pass (steerlens.activations.can_share_prefix)
+        position_wise = plan.positions == "all" and plan.base is None
+
         def make_hook(layer: int) -> Any:
             def hook(_mod: Any, _args: Any, output: Any) -> Any:
                 new = plan.transform(layer, block_output(output))
                 return None if new is None else with_block_output(output, new)
 
-            return hook
+            return mark_position_wise(hook) if position_wise else hook
 
+        def pre_hook(mod: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            plan.pre_hook(mod, args, kwargs)
+
+        if position_wise:
+            mark_position_wise(pre_hook)
         handles = []
         try:
-            handles.append(self.lm.model.register_forward_pre_hook(plan.pre_hook, with_kwargs=True))
+            handles.append(self.lm.model.register_forward_pre_hook(pre_hook, with_kwargs=True))
             for layer in plan.layers:
                 handles.append(blocks[layer].register_forward_hook(make_hook(layer)))
             yield self.lm
