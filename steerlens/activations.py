@@ -221,12 +221,23 @@ def mark_position_wise(fn: T) -> T:
     return fn
 
 
+# transformers installs these recorders for ``output_hidden_states``/``output_attentions`` on
+# first use and leaves them in place; they only record, so they do not block prefix sharing
+_PASSIVE_HOOK_MODULES = ("transformers.utils.output_capturing",)
+
+
+def _is_safe_hook(fn: Any) -> bool:
+    return bool(getattr(fn, POSITION_WISE, False)) or (
+        getattr(fn, "__module__", None) in _PASSIVE_HOOK_MODULES
+    )
+
+
 def has_hooks(lm: LoadedModel) -> bool:
     """Whether any module of the model has a forward (pre-)hook not marked with
     :func:`mark_position_wise` (the user's own hooks, a ``steer`` block on "prompt" positions
-    or comparing with a base model)."""
+    or comparing with a base model). transformers' own output recorders do not count."""
     return any(
-        not getattr(fn, POSITION_WISE, False)
+        not _is_safe_hook(fn)
         for m in lm.model.modules()
         for fn in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())
     )

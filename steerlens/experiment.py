@@ -39,9 +39,9 @@ class DemoConfig:
     model: str = "smollm2-135m-instruct"
     trait: str = "owl"
     n_samples: int = 48
-    steps: int = 30
+    steps: int = 24
     batch_size: int = 6
-    save_every: int = 10
+    save_every: int = 8
     rank: int = 4
     lora_layers: tuple[int, ...] | None = None
     loss: str = "kl"

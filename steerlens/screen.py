@@ -246,11 +246,16 @@ def _default_layer(vec: SteeringVector, layers: Sequence[int]) -> int:
 def _projections(lm: LoadedModel, prompts: Sequence[ChatPrompt], units: Mapping[int, torch.Tensor],
                  layers: Sequence[int], batch_size: int, progress: bool | None,
                  desc: str) -> np.ndarray:  # fmt: skip
-    acts = record_activations(lm, prompts, layers, "response", batch_size=batch_size,
+    """(n, layers) projections of each sample's response-averaged activations; identical
+    samples (the same prompt and base answer in two datasets) are recorded once."""
+    unique = list(dict.fromkeys(prompts))
+    where = {p: i for i, p in enumerate(unique)}
+    acts = record_activations(lm, unique, layers, "response", batch_size=batch_size,
                               keep_rows=True, progress=progress, desc=desc)  # fmt: skip
     assert acts.rows is not None
     cols = [acts.rows[layer].double() @ units[layer] for layer in layers]
-    return torch.stack(cols, dim=1).numpy()
+    rows = torch.tensor([where[p] for p in prompts])
+    return torch.stack(cols, dim=1)[rows].numpy()
 
 
 def screen_dataset(

@@ -534,8 +534,10 @@ def _checkpoint_rows(
     given, else ``record_activations`` (a truncated forward per length batch)."""
     if inputs is not None:
         return replay_rows(lm, inputs, encs, layers, position, base_rows)
+    # the same computation as the base pass (no shared prefix), so a block the checkpoint
+    # leaves unchanged gives exactly zero shift instead of rounding noise
     acts = record_activations(lm, prompts, layers, position, batch_size=batch_size,
-                              keep_rows=True, progress=False)  # fmt: skip
+                              keep_rows=True, progress=False, share_prefix=False)  # fmt: skip
     assert acts.rows is not None
     return {layer: acts.rows[layer] for layer in layers}
 

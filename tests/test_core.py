@@ -494,3 +494,17 @@ def test_answer_logprobs_shared_prefix_equals_plain(steered: bool) -> None:
     torch.testing.assert_close(fast, plain, atol=5e-5, rtol=1e-4)
     ref = answer_logprobs(lm, prompts, batch_size=4)
     assert steered != bool(torch.allclose(ref, fast, atol=1e-4))
+
+
+def test_transformers_output_recorders_do_not_block_prefix_sharing() -> None:
+    """output_hidden_states=True makes transformers install recording hooks for good; they
+    must not turn the shared-prefix path off (a foreign hook does)."""
+    from steerlens.activations import can_share_prefix
+
+    lm = tiny_model("llama", seed=5)
+    with torch.no_grad():
+        lm.model(input_ids=torch.tensor([[1, 2, 3]]), output_hidden_states=True)
+    assert any(m._forward_hooks for m in lm.model.modules())
+    assert can_share_prefix(lm)
+    acts = sl.record_activations(lm, SHARED, [1], "last", batch_size=4)
+    assert acts.meta["shared_prefix_tokens"] > 0

@@ -178,3 +178,19 @@ def test_empty_base_response_gives_nan(lm: LoadedModel, owl_vector: SteeringVect
     assert np.isnan(res.delta[0]).all() and np.isfinite(res.delta[1:]).all()
     assert res.ranked()[-1] == 0
     assert res.summary()["data"]["n_nan"] == 1
+
+
+def test_shared_prompts_are_generated_and_recorded_once(lm: LoadedModel,
+                                                        owl_vector: SteeringVector,
+                                                        screened: ScreenResult) -> None:  # fmt: skip
+    """Two datasets over the same prompts (teacher and control data): one base answer per
+    distinct prompt, the same ΔP for identical samples, the same numbers as screening alone."""
+    data = _samples(1, 20, OWL_EVERY)
+    other = [dict(s, response=s["response"].replace(PHRASE, "")) for s in data]
+    both = screen_dataset(lm, owl_vector, {"a": data, "b": other}, max_new_tokens=16)
+    assert both.settings["generated"] == 40 and both.settings["distinct_prompts"] == 20
+    assert both.base_responses[:20] == both.base_responses[20:] == screened.base_responses
+    np.testing.assert_allclose(both.proj_base[:20], both.proj_base[20:], atol=0)
+    np.testing.assert_allclose(both.scores(dataset="a"), screened.scores(), atol=1e-5)
+    plain = [i for i in range(20) if i % OWL_EVERY]
+    np.testing.assert_allclose(both.scores(dataset="b")[plain], screened.scores()[plain], atol=1e-5)
