@@ -161,6 +161,16 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def shared_prefix_len(seqs: Sequence[Sequence[int]], cap: int,
+                      min_prefix: int = MIN_SHARED_PREFIX) -> int:  # fmt: skip
+    """How many leading tokens all of ``seqs`` share, at most ``cap`` (0 for fewer than two
+    sequences or below ``min_prefix``)."""
+    if len(seqs) < 2:
+        return 0
+    p = min(cap, *(_common_prefix(seqs[0], s) for s in seqs))
+    return p if p >= min_prefix else 0
+
+
 def prefix_batches(
     encs: Sequence[EncodedPrompt],
     batch_size: int,
@@ -199,10 +209,8 @@ def prefix_batches(
     for g in [g for g in groups if len(g) >= small]:
         for batch in length_batches([encs[i] for i in g], batch_size):
             idx = [g[j] for j in batch]
-            first = encs[idx[0]].input_ids
-            p = min(min(len(encs[i]) for i in idx) - 1,
-                    min(_common_prefix(first, encs[i].input_ids) for i in idx))  # fmt: skip
-            out.append((idx, p if len(idx) > 1 and p >= min_prefix else 0))
+            cap = min(len(encs[i]) for i in idx) - 1  # a token of each prompt after the prefix
+            out.append((idx, shared_prefix_len([encs[i].input_ids for i in idx], cap, min_prefix)))
     if pool:
         sub = [encs[i] for i in pool]
         out += [([pool[j] for j in batch], 0) for batch in length_batches(sub, batch_size)]

@@ -580,13 +580,10 @@ def _batch_tensors(
 
 def _shared_prefix(exs: Sequence[_Example]) -> int:
     """How many leading tokens the examples share, leaving every predicting position after
-    them (0 for a single example or below :data:`~steerlens.activations.MIN_SHARED_PREFIX`)."""
-    from steerlens.activations import MIN_SHARED_PREFIX, _common_prefix
+    them (:func:`steerlens.activations.shared_prefix_len`)."""
+    from steerlens.activations import shared_prefix_len
 
-    if len(exs) < 2:
-        return 0
-    p = min(min(_common_prefix(exs[0].ids, e.ids) for e in exs), min(e.start - 1 for e in exs))
-    return p if p >= MIN_SHARED_PREFIX else 0
+    return shared_prefix_len([e.ids for e in exs], min(e.start - 1 for e in exs))
 
 
 def _logits_last(hf: nn.Module, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
@@ -839,7 +836,6 @@ class _Trainer:
             _check_same_responses(self.exs, t_exs)
             self.targets = _teacher_targets(lm, t_exs, cfg.top_k, cfg.eval_batch_size, progress)
         self.lower: list[torch.Tensor] | None = None
-        self.share_prefix = cfg.share_prefix
         self.use_fast = False
         if cfg.cache_lower_layers and _fast_path_ok(lm.model, self.first):
             self.lower = self._lower_states(progress)
@@ -869,24 +865,21 @@ class _Trainer:
             return _logits_last(hf, ids, mask, pos, k)[rows, cols]
         if self.lower is None:
             raise RuntimeError("the lower-layer cache was not built")
-        p = self.shared_prefix(idx) if self.share_prefix else 0
+        p = self.shared_prefix(idx) if self.cfg.share_prefix else 0
         cache = None
         if p:
             # the shared prefix runs once (batch 1, with gradients through the LoRA blocks);
             # its keys and values are repeated over the batch and the tails attend to them
-            from transformers import DynamicCache
+            from steerlens.activations import _prefix_inputs, _tail_inputs
 
-            inner: Any = hf.model
-            cache = DynamicCache(config=inner.config)
-            prefix = torch.tensor([bex[0].ids[:p]], dtype=torch.long, device=device)
-            inner(input_ids=prefix, attention_mask=torch.ones_like(prefix),
-                  position_ids=torch.arange(p, device=device)[None], past_key_values=cache,
-                  use_cache=True)  # fmt: skip
+            encs = [EncodedPrompt(e.ids, 0, len(e.ids)) for e in bex]
+            rows_all = range(len(bex))
+            cache, prefix, ones = _prefix_inputs(self.lm, encs, rows_all, p)
+            hf.model(input_ids=prefix, attention_mask=ones,  # type: ignore[operator]
+                     position_ids=torch.arange(p, device=device)[None], past_key_values=cache,
+                     use_cache=True)  # fmt: skip
             cache.batch_repeat_interleave(len(idx))
-            ids, mask, pos = pad_batch([EncodedPrompt(e.ids[p:], 0, len(e.ids) - p) for e in bex],
-                                       self.pad_id, device)  # fmt: skip
-            pos = pos + p
-            mask = torch.cat([torch.ones(len(idx), p, dtype=mask.dtype, device=device), mask], 1)
+            ids, mask, pos = _tail_inputs(self.lm, encs, rows_all, p)
         width = ids.shape[1]
         d = self.lower[0].shape[-1]
         h = torch.zeros(len(idx), width, d, dtype=self.lower[0].dtype, device=device)

@@ -277,8 +277,8 @@ def screen_dataset(
     ``samples`` is a list (one dataset, named ``"data"``) or ``{name: list}`` for several
     datasets screened together (compare them with :meth:`ScreenResult.compare`). Base responses
     come from ``base_responses``, each sample's ``base_response``, or greedy generation with
-    ``max_new_tokens`` (seeded; once per distinct prompt). ``layer`` is the default layer for ranking (else the vector's
-    ``meta['layer']``, else the middle screened layer).
+    ``max_new_tokens`` (seeded; once per distinct prompt). ``layer`` is the default layer for
+    ranking (else the vector's ``meta['layer']``, else the middle screened layer).
     """
     lm = as_model(model)
     vec = vector if isinstance(vector, SteeringVector) else SteeringVector(dict(vector))
