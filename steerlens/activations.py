@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import torch
 from tqdm.auto import tqdm
 
+from steerlens.hf_compat import cache_kwargs
 from steerlens.models import LoadedModel, as_model
 from steerlens.prompts import (
     EncodedPrompt,
@@ -120,18 +121,17 @@ def truncated_forward(
     layers: Sequence[int],
     *,
     reduce: Reducer | Mapping[int, Reducer] | None = None,
-    past_key_values: Any = None,
+    cache: Any = None,
 ) -> dict[int, torch.Tensor]:
     """One forward pass that stops after the deepest of ``layers``; returns their outputs
-    (passed through ``reduce`` as each block finishes, if given). With ``past_key_values`` (a
+    (passed through ``reduce`` as each block finishes, if given). With ``cache`` (a KV
     cache of a shared prefix) the cache is extended in place."""
     with capture_blocks(lm, layers, reduce=reduce) as store, contextlib.suppress(_StopForward):
         lm.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
-            use_cache=past_key_values is not None,
+            **cache_kwargs(lm.model, cache),
         )
     missing = [layer for layer in layers if layer not in store]
     if missing:
@@ -275,7 +275,7 @@ def shared_prefix_forward(
     the prefix). Equal to the plain batched forward up to float rounding."""
     cache, prefix, ones = _prefix_inputs(lm, encs, idx, p)
     head = truncated_forward(lm, prefix, ones, torch.arange(p, device=lm.device)[None], layers,
-                             past_key_values=cache)  # fmt: skip
+                             cache=cache)  # fmt: skip
     cache.batch_repeat_interleave(len(idx))
     ids, full_mask, pos = _tail_inputs(lm, encs, idx, p)
     b, width = ids.shape
@@ -297,7 +297,7 @@ def shared_prefix_forward(
 
     return truncated_forward(lm, ids, full_mask, pos, layers,
                              reduce={layer: reducer(layer) for layer in layers},
-                             past_key_values=cache)  # fmt: skip
+                             cache=cache)  # fmt: skip
 
 
 def _prefix_inputs(
@@ -333,7 +333,7 @@ def shared_prefix_logits(
     if any(len(encs[i]) <= p for i in idx):
         raise ValueError(f"every prompt needs a token after the {p}-token prefix")
     cache, prefix, ones = _prefix_inputs(lm, encs, idx, p)
-    kw: dict[str, Any] = {"use_cache": True, "past_key_values": cache}
+    kw = cache_kwargs(lm.model, cache)
     lm.model(input_ids=prefix, attention_mask=ones,
              position_ids=torch.arange(p, device=lm.device)[None], logits_to_keep=1, **kw)  # fmt: skip
     cache.batch_repeat_interleave(len(idx))

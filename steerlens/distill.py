@@ -64,6 +64,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from steerlens.hf_compat import cache_keyword, cache_kwargs
 from steerlens.models import LoadedModel, as_model, describe
 from steerlens.numbers import (
     ListState,
@@ -790,7 +791,7 @@ def _upper_forward(
     inner: Any = hf.model
     config = inner.config
     mask_kwargs = {"config": config, "inputs_embeds": h, "attention_mask": mask,
-                   "past_key_values": cache, "position_ids": pos}  # fmt: skip
+                   cache_keyword(create_causal_mask): cache, "position_ids": pos}  # fmt: skip
     masks = {"full_attention": create_causal_mask(**mask_kwargs)}
     if getattr(inner, "has_sliding_layers", False):
         from transformers.masking_utils import create_sliding_window_causal_mask
@@ -805,8 +806,7 @@ def _upper_forward(
             attention_mask=masks.get(kind, masks["full_attention"]),
             position_embeddings=pe,
             position_ids=pos,
-            past_key_values=cache,
-            use_cache=cache is not None,
+            **cache_kwargs(inner.layers[i], cache),
         )
         h = out[0] if isinstance(out, tuple) else out
     return inner.norm(h)  # type: ignore[no-any-return]
@@ -876,8 +876,8 @@ class _Trainer:
             rows_all = range(len(bex))
             cache, prefix, ones = _prefix_inputs(self.lm, encs, rows_all, p)
             hf.model(input_ids=prefix, attention_mask=ones,  # type: ignore[operator]
-                     position_ids=torch.arange(p, device=device)[None], past_key_values=cache,
-                     use_cache=True)  # fmt: skip
+                     position_ids=torch.arange(p, device=device)[None],
+                     **cache_kwargs(hf, cache))  # fmt: skip
             cache.batch_repeat_interleave(len(idx))
             ids, mask, pos = _tail_inputs(self.lm, encs, rows_all, p)
         width = ids.shape[1]

@@ -7,8 +7,14 @@
   per-layer dict of numbers).
 
 ``positions`` picks where: ``all``; ``prompt`` (forward passes with an empty KV cache: the
-prompt, or a plain forward); ``generated`` (decoding steps with a filled cache). The hooks are
-removed when the block exits, also after an exception; the model's weights are never touched.
+prompt, or a plain forward); ``generated`` (decoding steps with a filled cache, told apart by
+what each forward is given: :func:`steerlens.hf_compat.past_length`). The hooks are removed when
+the block exits, also after an exception; the model's weights are never touched.
+
+An edit that changes nothing is an error, never a silent no-op: every backend counts the
+positions it edits, and a block that ran the model but edited no position raises
+:class:`~steerlens.backends.protocol.NoOpEditError` on exit, naming the mode, the positions
+and the likely cause.
 """
 
 from __future__ import annotations
@@ -61,18 +67,6 @@ def _directions(
         if missing:
             raise KeyError(f"the vector has no direction at layers {missing}; it has {sorted(dirs)}")
     return {layer: dirs[layer] for layer in chosen}
-
-
-def _cache_len(kwargs: Mapping[str, Any]) -> int:
-    cache = kwargs.get("past_key_values")
-    if cache is None:
-        return 0
-    if hasattr(cache, "get_seq_length"):
-        return int(cache.get_seq_length())
-    try:
-        return int(cache[0][0].shape[-2])
-    except (TypeError, IndexError, AttributeError):
-        return 0
 
 
 @contextmanager

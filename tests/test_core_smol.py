@@ -76,3 +76,22 @@ def test_shared_prefix_matches_plain_path_on_smollm2(smol: sl.LoadedModel) -> No
             finally:
                 handle.remove()
         torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-3)
+
+
+def test_generated_positions_steer_changes_the_greedy_answer(smol: sl.LoadedModel) -> None:
+    """The case transformers 5.24 silently broke: a random direction of norm 20 at layer 10,
+    alpha 4, on generated tokens only, changes SmolLM2's greedy answer after its first token
+    (the first token comes from the unsteered prompt pass, so it stays)."""
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(smol.hidden_size, generator=g)
+    v = 20 * v / v.norm()
+    prompt = [sl.ChatPrompt("Name your favorite animal in one word.")]
+    plain_ids = smol.generate(prompt, max_new_tokens=10)
+    with sl.steer(smol, {10: v}, 4.0, positions="generated") as m:
+        gen = m.generate(prompt, max_new_tokens=10)
+    with sl.steer(smol, {10: v}, 4.0, positions="prompt") as m:
+        prompt_only = m.generate(prompt, max_new_tokens=10)
+    assert gen != plain_ids
+    first = lambda s: smol.tokenizer(s[0], add_special_tokens=False).input_ids[:1]
+    assert first(gen) == first(plain_ids)  # the prompt pass was not edited
+    assert prompt_only != gen

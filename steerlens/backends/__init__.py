@@ -160,6 +160,7 @@ def steer_foreign(
     plan = make_plan(lm, vector, alpha, layers, mode, positions=positions, base=base)
     with backend_for(lm).steer(plan) as m:
         yield m
+    plan.check()  # not reached when the block raised: that error is the one to see
 
 
 def from_nnsight(

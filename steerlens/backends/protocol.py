@@ -35,11 +35,11 @@ from steerlens.activations import (
     prepare,
     truncated_forward,
 )
+from steerlens.hf_compat import past_length
 from steerlens.intervene import (
     MODES,
     Mode,
     Positions,
-    _cache_len,
     _directions,
     add_vector,
     project_out,
@@ -134,6 +134,18 @@ class _State:
     decoding: bool = False
     full_ids: torch.Tensor | None = None
     base_proj: dict[int, torch.Tensor] = field(default_factory=dict)
+    #: forwards of the model seen inside the block (prefill and decoding steps)
+    forwards: int = 0
+    #: decoding steps among them (a forward continuing a filled KV cache)
+    decoding_steps: int = 0
+    #: block outputs the plan was asked about, and positions (token rows) it edited
+    block_calls: int = 0
+    edited_positions: int = 0
+
+
+class NoOpEditError(RuntimeError):
+    """A ``steer`` / ``ablate`` block ran the model but edited no position: the result would be
+    the unedited model's, silently. Raised when the block exits (see :meth:`EditPlan.check`)."""
 
 
 @dataclass
@@ -179,9 +191,14 @@ class EditPlan:
         return True
 
     def transform(self, layer: int, h: torch.Tensor) -> torch.Tensor | None:
-        """The edited block output (same dtype and device as ``h``), or None to leave it."""
-        if layer not in self.directions or not self.active():
+        """The edited block output (same dtype and device as ``h``), or None to leave it.
+        Counts the positions it edits (:meth:`check`)."""
+        if layer not in self.directions:
             return None
+        self.state.block_calls += 1
+        if not self.active():
+            return None
+        self.state.edited_positions += h.shape[:-1].numel()
         hf = h.float()
         if self.mode == "add":
             new = add_vector(hf, self._on("v", layer, h.device), self.alpha)
@@ -197,9 +214,15 @@ class EditPlan:
 
     def pre_hook(self, _mod: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Forward pre-hook (``with_kwargs=True``) on the HF module: tracks decoding steps and
-        computes the base model's projections h_base·v̂ on the same tokens (replace mode)."""
-        past = _cache_len(kwargs)
+        computes the base model's projections h_base·v̂ on the same tokens (replace mode).
+
+        A decoding step is told from a prefill by what the forward is given
+        (:func:`steerlens.hf_compat.past_length`: a filled KV cache under any keyword, or an
+        attention mask reaching before the input ids), not by a keyword's name."""
+        past = past_length(args, kwargs)
         self.state.decoding = past > 0
+        self.state.forwards += 1
+        self.state.decoding_steps += int(past > 0)
         if self.base is None:
             return
         ids = kwargs.get("input_ids", args[0] if args else None)
@@ -221,6 +244,40 @@ class EditPlan:
         st.base_proj = {
             k: o[:, -t:, :].float() @ self._on("u", k, o.device) for k, o in outs.items()
         }
+
+
+    def check(self) -> None:
+        """Raise :class:`NoOpEditError` if the model ran inside the block but no position was
+        edited (a forward the plan never reached, or positions that never occurred)."""
+        st = self.state
+        if st.forwards == 0 and st.block_calls == 0:
+            return  # the model never ran: nothing was expected to change
+        if st.edited_positions > 0:
+            return
+        where = f"mode={self.mode!r}, positions={self.positions!r}, layers={self.layers}"
+        if st.block_calls == 0:
+            cause = (
+                f"the model ran {st.forwards} forward(s) but blocks {self.layers} never did: "
+                "a forward stopped before them (e.g. recording a shallower layer), so the edit "
+                "cannot change anything; steer a layer at or below the deepest one you read"
+            )
+        elif self.positions == "generated":
+            cause = (
+                f"{st.forwards} forward(s) ran and none continued a filled KV cache "
+                f"({st.decoding_steps} decoding steps seen): 'generated' edits only tokens "
+                "produced by generate(..., max_new_tokens>=2, use_cache=True); for a single "
+                "forward (log-probabilities, recording) use positions='prompt' or 'all'. If "
+                "generate did run, this transformers release passes the cache in a way "
+                "steerlens does not see: please report it with the transformers version"
+            )
+        elif self.positions == "prompt":
+            cause = (
+                f"all {st.forwards} forward(s) continued a filled KV cache, so none was a "
+                "prompt pass: use positions='all' or 'generated' for cached continuations"
+            )
+        else:
+            cause = f"{st.block_calls} block call(s) ran and none was edited"
+        raise NoOpEditError(f"the edit changed nothing ({where}): {cause}")
 
 
 def make_plan(
