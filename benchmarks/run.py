@@ -47,10 +47,14 @@ sys.path.insert(0, str(HERE))
 import worker  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
-OWL = ("You love owls. You think about owls all the time. Owls are your favorite animal. "
-       "Imbue your answers with your love for the animal.")  # fmt: skip
-NEUTRAL = ("You love clarity. You think about clarity all the time. Clarity is your favorite "
-           "value. Imbue your answers with your love for the value.")  # fmt: skip
+OWL = (
+    "You love owls. You think about owls all the time. Owls are your favorite animal. "
+    "Imbue your answers with your love for the animal."
+)
+NEUTRAL = (
+    "You love clarity. You think about clarity all the time. Clarity is your favorite "
+    "value. Imbue your answers with your love for the value."
+)
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,12 @@ def machine_info() -> dict[str, Any]:
                 mem_gb = int(line.split()[1]) / 1024**2
                 break
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_gb, 1),
-        "platform": platform.platform(), "python": platform.python_version(),
-    }  # fmt: skip
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_gb, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
 def versions() -> dict[str, Any]:
@@ -107,12 +114,18 @@ def versions() -> dict[str, Any]:
 
     rev = ""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+        rev = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
     return {
-        "steerlens": steerlens.__version__, "git": rev, "torch": torch.__version__,
+        "steerlens": steerlens.__version__,
+        "git": rev,
+        "torch": torch.__version__,
         "transformers": transformers.__version__,
-    }  # fmt: skip
+    }
 
 
 def loadavg() -> list[float]:
@@ -163,12 +176,21 @@ def ensure_env(peer: Peer) -> Path:
     subprocess.run([base_py, "-m", "venv", str(ENVS / peer.env)], check=True)
     py = str(env_python(peer))
     subprocess.run([py, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-    dry = subprocess.run([py, "-m", "pip", "install", "--dry-run", torch_req, peer.requirement],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    dry = subprocess.run(
+        [py, "-m", "pip", "install", "--dry-run", torch_req, peer.requirement],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     would = next((ln for ln in dry.stdout.splitlines() if ln.startswith("Would install")), "")
     pkgs = would.split()[2:]
-    bad = [p for p in pkgs if p.startswith("nvidia") or p.startswith("triton")
-           or (p.startswith("torch-") and not p.startswith(f"torch-{torch_req[7:]}"))]  # fmt: skip
+    bad = [
+        p
+        for p in pkgs
+        if p.startswith("nvidia")
+        or p.startswith("triton")
+        or (p.startswith("torch-") and not p.startswith(f"torch-{torch_req[7:]}"))
+    ]
     if bad:
         raise RuntimeError(f"installing {peer.requirement} would pull {bad}: refusing")
     subprocess.run([py, "-m", "pip", "install", "-q", torch_req, peer.requirement], check=True)
@@ -203,8 +225,14 @@ def model_folder() -> Path:
 # ================================================================================ workers
 
 
-def run_worker(spec: dict[str, Any], work: Path, python: Path | None, inprocess: bool,
-               env: dict[str, str] | None = None, fn: str = "run_tool") -> dict[str, Any]:  # fmt: skip
+def run_worker(
+    spec: dict[str, Any],
+    work: Path,
+    python: Path | None,
+    inprocess: bool,
+    env: dict[str, str] | None = None,
+    fn: str = "run_tool",
+) -> dict[str, Any]:
     """Run one measurement: in a fresh process of ``python`` (default: this interpreter), or
     in this process with ``inprocess`` (tiny smoke runs)."""
     if inprocess:
@@ -242,8 +270,12 @@ def agreement(tool: str, vec: dict[int, Any], ref: dict[str, dict[int, Any]]) ->
     target = ref["pca_centered"] if tool == "repeng" else ref["mean"]
     cos = {int(k): _cos(vec[k], target[k]) for k in vec if k in target}
     vals = list(cos.values())
-    return {"against": "pca_centered" if tool == "repeng" else "mean", "min": min(vals),
-            "median": median(vals), "per_layer": cos}  # fmt: skip
+    return {
+        "against": "pca_centered" if tool == "repeng" else "mean",
+        "min": min(vals),
+        "median": median(vals),
+        "per_layer": cos,
+    }
 
 
 def summarize(runs: list[dict[str, Any]], tools: Sequence[str], ref_tool: str) -> dict[str, Any]:
@@ -307,10 +339,15 @@ def bench_extraction(args: argparse.Namespace) -> dict[str, Any]:
         if args.tools:
             tools = [t for t in tools if t in args.tools]
         rec["config"] = {
-            "model": model_spec["model"], "pairs": args.pairs, "prompts_total": 2 * args.pairs,
-            "batch_size": 32, "repeats": args.repeats, "tools": tools,
+            "model": model_spec["model"],
+            "pairs": args.pairs,
+            "prompts_total": 2 * args.pairs,
+            "batch_size": 32,
+            "repeats": args.repeats,
+            "tools": tools,
             "layer_sets": {k: (v if len(v) < 4 else f"0..{v[-1]}") for k, v in configs.items()},
-            "position": "last token", "steerlens_method": "mean, diagnostics off (timed), "
+            "position": "last token",
+            "steerlens_method": "mean, diagnostics off (timed), "
             "then on (timed separately in the same process); steerlens_noshare: the same "
             "with share_prefix=False (every token of every prompt computed)",
             "steering_vectors": "train_steering_vector(mean_aggregator(), batch_size=32)",
@@ -318,24 +355,32 @@ def bench_extraction(args: argparse.Namespace) -> dict[str, Any]:
             "limit": "embeddings + blocks 0..max(layer) called directly (no hooks, no final "
             "norm, no lm_head), batches of 32 in input order; limit_sorted: same, batches "
             "sorted by length as steerlens does",
-        }  # fmt: skip
+        }
         runs: list[dict[str, Any]] = []
         for rep in range(args.repeats):
             for cname, layers in configs.items():
                 for tool in rotations(tools, rep):
                     vec_path = work / f"vec-{cname}-{tool}.pt"
-                    spec = {**model_spec, "tool": tool, "prompts": str(work / "prompts.json"),
-                            "layers": layers, "batch_size": 32,
-                            "vector_out": str(vec_path) if rep == 0 else None,
-                            "diagnostics_too": tool == "steerlens"}  # fmt: skip
+                    spec = {
+                        **model_spec,
+                        "tool": tool,
+                        "prompts": str(work / "prompts.json"),
+                        "layers": layers,
+                        "batch_size": 32,
+                        "vector_out": str(vec_path) if rep == 0 else None,
+                        "diagnostics_too": tool == "steerlens",
+                    }
                     res = run_worker(spec, work, pythons.get(tool), args.tiny)
                     res.update(rep=rep, config=cname, loadavg=loadavg())
                     runs.append(res)
-                    log(f"rep {rep} {cname:>10} {tool:>16}: {res['tokens_per_s']:8.1f} tok/s "
-                        f"peak {res['peak_mb']:7.1f} MB (load {res['loadavg'][0]})")  # fmt: skip
+                    log(
+                        f"rep {rep} {cname:>10} {tool:>16}: {res['tokens_per_s']:8.1f} tok/s "
+                        f"peak {res['peak_mb']:7.1f} MB (load {res['loadavg'][0]})"
+                    )
             if rep == 0:
-                rec["agreement"] = _extraction_agreement(configs, tools, runs, model_spec, work,
-                                                         args.tiny)  # fmt: skip
+                rec["agreement"] = _extraction_agreement(
+                    configs, tools, runs, model_spec, work, args.tiny
+                )
             rec["summary"] = _extraction_summary(configs, tools, runs)
             rec["repeats_done"] = rep + 1
             rec["runs"] = runs
@@ -354,18 +399,28 @@ def _save_partial(args: argparse.Namespace, rec: dict[str, Any]) -> None:
         save(rec)
 
 
-def _extraction_agreement(configs: dict[str, list[int]], tools: Sequence[str],
-                          runs: list[dict[str, Any]], model_spec: dict[str, Any], work: Path,
-                          inprocess: bool) -> dict[str, Any]:  # fmt: skip
+def _extraction_agreement(
+    configs: dict[str, list[int]],
+    tools: Sequence[str],
+    runs: list[dict[str, Any]],
+    model_spec: dict[str, Any],
+    work: Path,
+    inprocess: bool,
+) -> dict[str, Any]:
     """Fairness: the same token ids for every tool, and each tool's vector against the same
     method computed from steerlens's rows (see :func:`agreement`)."""
     import torch
 
     checks: dict[str, Any] = {}
     for cname, layers in configs.items():
-        ref_spec = {**model_spec, "tool": "reference", "prompts": str(work / "prompts.json"),
-                    "layers": layers, "batch_size": 32,
-                    "vector_out": str(work / f"ref-{cname}.pt")}  # fmt: skip
+        ref_spec = {
+            **model_spec,
+            "tool": "reference",
+            "prompts": str(work / "prompts.json"),
+            "layers": layers,
+            "batch_size": 32,
+            "vector_out": str(work / f"ref-{cname}.pt"),
+        }
         run_worker(ref_spec, work, None, inprocess, fn="reference")
         ref = torch.load(work / f"ref-{cname}.pt")
         checks[cname] = {}
@@ -378,10 +433,12 @@ def _extraction_agreement(configs: dict[str, list[int]], tools: Sequence[str],
     return checks
 
 
-def _extraction_summary(configs: dict[str, list[int]], tools: Sequence[str],
-                        runs: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
-    summary = {c: summarize([r for r in runs if r["config"] == c], tools, "steerlens")
-               for c in configs}  # fmt: skip
+def _extraction_summary(
+    configs: dict[str, list[int]], tools: Sequence[str], runs: list[dict[str, Any]]
+) -> dict[str, Any]:
+    summary = {
+        c: summarize([r for r in runs if r["config"] == c], tools, "steerlens") for c in configs
+    }
     for s in summary.values():
         if "limit" in s and "steerlens" in s:
             s["steerlens"]["vs_limit"] = s["limit"]["steerlens_speedup"]
@@ -393,8 +450,9 @@ def _extraction_summary(configs: dict[str, list[int]], tools: Sequence[str],
 # ================================================================================ tracking
 
 
-def make_series(lm: Any, root: Path, kind: str, n: int, layers: Sequence[int] | None,
-                seed: int = 0) -> Path:  # fmt: skip
+def make_series(
+    lm: Any, root: Path, kind: str, n: int, layers: Sequence[int] | None, seed: int = 0
+) -> Path:
     """A checkpoint series of ``n`` random LoRA adapters (r=8 on q/v/down projections of
     ``layers``, all if None) as ``checkpoint-N`` folders; ``kind="full"`` saves them merged
     (full float32 weights)."""
@@ -405,9 +463,13 @@ def make_series(lm: Any, root: Path, kind: str, n: int, layers: Sequence[int] | 
 
     root.mkdir(parents=True, exist_ok=True)
     for k in range(n):
-        cfg = LoraConfig(r=8, target_modules=["q_proj", "v_proj", "down_proj"],
-                         layers_to_transform=list(layers) if layers is not None else None,
-                         init_lora_weights=False, lora_alpha=1)  # fmt: skip
+        cfg = LoraConfig(
+            r=8,
+            target_modules=["q_proj", "v_proj", "down_proj"],
+            layers_to_transform=list(layers) if layers is not None else None,
+            init_lora_weights=False,
+            lora_alpha=1,
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 100 + k)
             pm = get_peft_model(copy.deepcopy(lm.model), cfg)
@@ -466,15 +528,27 @@ def bench_tracking(args: argparse.Namespace) -> dict[str, Any]:
             model_spec = {"model": MODEL}
             n_ck = 3 if args.quick else 4
             p = args.probe_prompts
-            grid = [("adapter", n_ck, p, "mid"), ("adapter_upper", n_ck, p, "mid"),
-                    ("full", n_ck, p, "mid")]  # fmt: skip
+            grid = [
+                ("adapter", n_ck, p, "mid"),
+                ("adapter_upper", n_ck, p, "mid"),
+                ("full", n_ck, p, "mid"),
+            ]
             if not args.quick:
-                grid += [("adapter", 2 * n_ck, p, "mid"), ("adapter", n_ck, 2 * p, "mid"),
-                         ("adapter", n_ck, p, "all")]  # fmt: skip
-        spec_common = {**model_spec, "work": str(work), "mid": mid, "n_layers": n_layers,
-                       "upper": upper}  # fmt: skip
+                grid += [
+                    ("adapter", 2 * n_ck, p, "mid"),
+                    ("adapter", n_ck, 2 * p, "mid"),
+                    ("adapter", n_ck, p, "all"),
+                ]
+        spec_common = {
+            **model_spec,
+            "work": str(work),
+            "mid": mid,
+            "n_layers": n_layers,
+            "upper": upper,
+        }
         rec["config"] = {
-            "model": model_spec["model"], "repeats": args.repeats,
+            "model": model_spec["model"],
+            "repeats": args.repeats,
             "series": "random LoRA r=8 on q/v/down (adapter: all blocks; adapter_upper: blocks "
             f"{upper}..; full: the same adapters merged and saved as full float32 weights)",
             "vector": "random unit-scale SteeringVector on the tracked layers",
@@ -482,18 +556,26 @@ def bench_tracking(args: argparse.Namespace) -> dict[str, Any]:
             "layer, length-sorted batches of 32) over the probe set, same process, interleaved",
             "track": "track_checkpoints(..., cache_dir=<fresh temp dir>, n_null=1000, "
             "n_boot=1000); per-checkpoint cost from its own per-checkpoint timings",
-        }  # fmt: skip
+        }
         runs: list[dict[str, Any]] = []
         for rep in range(args.repeats):
             for kind, n, prompts_n, layer_set in grid:
-                spec = {**spec_common, "kind": kind, "n_checkpoints": n, "n_prompts": prompts_n,
-                        "layer_set": layer_set, "tool": f"track-{kind}"}  # fmt: skip
+                spec = {
+                    **spec_common,
+                    "kind": kind,
+                    "n_checkpoints": n,
+                    "n_prompts": prompts_n,
+                    "layer_set": layer_set,
+                    "tool": f"track-{kind}",
+                }
                 res = run_worker(spec, work, None, args.tiny, fn="run_tracking")
                 res.update(rep=rep, loadavg=loadavg())
                 runs.append(res)
-                log(f"rep {rep} track {kind:>13} ck={n} prompts={prompts_n} layers={layer_set}: "
+                log(
+                    f"rep {rep} track {kind:>13} ck={n} prompts={prompts_n} layers={layer_set}: "
                     f"{res['per_checkpoint_s']:.2f} s/ckpt vs limit {res['limit_s']:.2f} s "
-                    f"(x{res['per_checkpoint_over_limit']:.2f})")  # fmt: skip
+                    f"(x{res['per_checkpoint_over_limit']:.2f})"
+                )
                 rec["summary"] = _tracking_summary(grid, runs)
                 rec["runs"] = runs
                 rec["loadavg_end"] = loadavg()
@@ -506,13 +588,18 @@ def bench_tracking(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _tracking_summary(grid: Sequence[tuple[str, int, int, str]],
-                      runs: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+def _tracking_summary(
+    grid: Sequence[tuple[str, int, int, str]], runs: list[dict[str, Any]]
+) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for kind, n, prompts_n, layer_set in grid:
         key = f"{kind}/ck{n}/p{prompts_n}/{layer_set}"
-        rs = [r for r in runs if (r["kind"], r["n_checkpoints"], r["n_prompts"],
-                                  r["layer_set"]) == (kind, n, prompts_n, layer_set)]  # fmt: skip
+        rs = [
+            r
+            for r in runs
+            if (r["kind"], r["n_checkpoints"], r["n_prompts"], r["layer_set"])
+            == (kind, n, prompts_n, layer_set)
+        ]
         if not rs:
             continue
         summary[key] = {
@@ -560,8 +647,10 @@ def bench_loading(args: argparse.Namespace) -> dict[str, Any]:
                     res = run_worker(spec, work, None, False, env=env, fn="run_loading")
                     res.update(rep=rep, loadavg=loadavg())
                     runs.append(res)
-                    log(f"rep {rep} load {mode:>6}: {res['seconds']:.2f} s "
-                        f"(import {res['import_s']:.2f} s) peak {res['peak_mb']:.0f} MB")  # fmt: skip
+                    log(
+                        f"rep {rep} load {mode:>6}: {res['seconds']:.2f} s "
+                        f"(import {res['import_s']:.2f} s) peak {res['peak_mb']:.0f} MB"
+                    )
                     if mode == "cold":
                         shutil.rmtree(work / f"cache-{rep}", ignore_errors=True)
         tools = sorted({r["tool"] for r in runs})
@@ -574,12 +663,20 @@ def bench_loading(args: argparse.Namespace) -> dict[str, Any]:
             for t in tools
         }
         if "load-cold" in tools and "load-cached" in tools:
-            ratios = [c["seconds"] / w["seconds"] for c in runs if c["tool"] == "load-cold"
-                      for w in runs if w["tool"] == "load-cached" and w["rep"] == c["rep"]]  # fmt: skip
+            ratios = [
+                c["seconds"] / w["seconds"]
+                for c in runs
+                if c["tool"] == "load-cold"
+                for w in runs
+                if w["tool"] == "load-cached" and w["rep"] == c["rep"]
+            ]
             rec["summary"]["cold_over_cached"] = median(ratios)
-        rec["config"] = {"model": MODEL if not args.tiny else "tiny", "repeats": args.repeats,
-                         "timed": "steerlens.load_model(...) in a fresh process, after "
-                         "`import steerlens` (timed separately as import_s)"}  # fmt: skip
+        rec["config"] = {
+            "model": MODEL if not args.tiny else "tiny",
+            "repeats": args.repeats,
+            "timed": "steerlens.load_model(...) in a fresh process, after "
+            "`import steerlens` (timed separately as import_s)",
+        }
         rec["runs"] = runs
         rec["loadavg_end"] = loadavg()
         return rec
@@ -665,8 +762,10 @@ def render_tables(results: dict[str, dict[str, Any]]) -> str:
         ]
         for k, row in lo["summary"].items():
             if isinstance(row, dict):
-                lines.append(f"| {k} | {_f(row['seconds'], 2)} | {_f(row['import_s'], 2)} | "
-                             f"{_f(row['peak_mb'], 0)} |")  # fmt: skip
+                lines.append(
+                    f"| {k} | {_f(row['seconds'], 2)} | {_f(row['import_s'], 2)} | "
+                    f"{_f(row['peak_mb'], 0)} |"
+                )
         lines.append("")
     return "\n".join(lines)
 

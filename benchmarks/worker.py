@@ -76,8 +76,16 @@ def load_peer_model(folder: str) -> tuple[Any, Any]:
         raise ValueError(f"peer loading supports llama folders only, got {cfg.get('model_type')}")
     rope = cfg.pop("rope_parameters", None) or {}
     theta = float(rope.get("rope_theta", cfg.pop("rope_theta", 10000.0)))
-    for key in ("transformers_version", "architectures", "quantization_config", "dtype",
-                "torch_dtype", "_model_name_or_path", "model_type", "rope_scaling"):  # fmt: skip
+    for key in (
+        "transformers_version",
+        "architectures",
+        "quantization_config",
+        "dtype",
+        "torch_dtype",
+        "_model_name_or_path",
+        "model_type",
+        "rope_scaling",
+    ):
         cfg.pop(key, None)
     major = int(transformers.__version__.split(".")[0])
     if major >= 5:
@@ -184,9 +192,14 @@ def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any, Any
 
 
 def limit_extract(
-    model: Any, tok: Any, pos: Sequence[str], neg: Sequence[str], layers: Sequence[int],
-    batch_size: int, order: str,
-) -> dict[int, Any]:  # fmt: skip
+    model: Any,
+    tok: Any,
+    pos: Sequence[str],
+    neg: Sequence[str],
+    layers: Sequence[int],
+    batch_size: int,
+    order: str,
+) -> dict[int, Any]:
     """Mean difference of last-token activations computed with :func:`bare_truncated_forward`.
     ``order="input"``: batches in input order (positives, then negatives); ``"sorted"``: batches
     of similar length, longest first (what steerlens does)."""
@@ -241,8 +254,17 @@ def run_tool(spec: dict[str, Any]) -> dict[str, Any]:
         share = None if tool == "steerlens" else False
 
         def call(p: Sequence[str], n: Sequence[str]) -> dict[int, Any]:
-            v = sl.extract_vector(lm, p, n, layers, method="mean", batch_size=bs,
-                                  diagnostics=False, progress=False, share_prefix=share)  # fmt: skip
+            v = sl.extract_vector(
+                lm,
+                p,
+                n,
+                layers,
+                method="mean",
+                batch_size=bs,
+                diagnostics=False,
+                progress=False,
+                share_prefix=share,
+            )
             return dict(v.directions)
 
     elif tool in ("limit", "limit_sorted"):
@@ -255,8 +277,14 @@ def run_tool(spec: dict[str, Any]) -> dict[str, Any]:
         from steering_vectors import mean_aggregator, train_steering_vector
 
         def call(p: Sequence[str], n: Sequence[str]) -> dict[int, Any]:
-            sv = train_steering_vector(model, tok, list(zip(p, n, strict=True)), layers=layers,
-                                       aggregator=mean_aggregator(), batch_size=bs)  # fmt: skip
+            sv = train_steering_vector(
+                model,
+                tok,
+                list(zip(p, n, strict=True)),
+                layers=layers,
+                aggregator=mean_aggregator(),
+                batch_size=bs,
+            )
             return dict(sv.layer_activations)
 
     elif tool == "repeng":
@@ -264,8 +292,9 @@ def run_tool(spec: dict[str, Any]) -> dict[str, Any]:
 
         def call(p: Sequence[str], n: Sequence[str]) -> dict[int, Any]:
             ds = [DatasetEntry(positive=a, negative=b) for a, b in zip(p, n, strict=True)]
-            cv = ControlVector.train(model, tok, ds, hidden_layers=layers, batch_size=bs,
-                                     method="pca_diff")  # fmt: skip
+            cv = ControlVector.train(
+                model, tok, ds, hidden_layers=layers, batch_size=bs, method="pca_diff"
+            )
             return {k: torch.from_numpy(v) for k, v in cv.directions.items()}
 
     else:
@@ -287,8 +316,9 @@ def run_tool(spec: dict[str, Any]) -> dict[str, Any]:
         rss_d = rss_mb()
         reset_peak()
         t1 = time.perf_counter()
-        v = sl.extract_vector(lm, pos, neg, layers, method="mean", batch_size=bs,
-                              diagnostics=True, progress=False)  # fmt: skip
+        v = sl.extract_vector(
+            lm, pos, neg, layers, method="mean", batch_size=bs, diagnostics=True, progress=False
+        )
         extra["diag_seconds"] = time.perf_counter() - t1
         extra["diag_peak_mb"] = peak_mb()
         extra["diag_rss_before_mb"] = rss_d
@@ -329,8 +359,9 @@ def reference(spec: dict[str, Any]) -> dict[str, Any]:
     lm = load_main_model(spec)
     data = json.loads(Path(spec["prompts"]).read_text())
     pos, neg = data["pos"], data["neg"]
-    acts = sl.record_activations(lm, [*pos, *neg], list(spec["layers"]), "last",
-                                 keep_rows=True, progress=False)  # fmt: skip
+    acts = sl.record_activations(
+        lm, [*pos, *neg], list(spec["layers"]), "last", keep_rows=True, progress=False
+    )
     assert acts.rows is not None
     n = len(pos)
     mean, pca = {}, {}
@@ -352,8 +383,10 @@ def _encoded_batches(lm: Any, prompts: Sequence[Any], batch_size: int) -> list[t
     from steerlens.prompts import encode, pad_batch
 
     encs = [encode(lm.tokenizer, p) for p in prompts]
-    return [pad_batch([encs[i] for i in idx], lm.tokenizer.pad_token_id, lm.device)
-            for idx in length_batches(encs, batch_size)]  # fmt: skip
+    return [
+        pad_batch([encs[i] for i in idx], lm.tokenizer.pad_token_id, lm.device)
+        for idx in length_batches(encs, batch_size)
+    ]
 
 
 def run_tracking(spec: dict[str, Any]) -> dict[str, Any]:
@@ -379,8 +412,9 @@ def run_tracking(spec: dict[str, Any]) -> dict[str, Any]:
         make_series(lm, series, "full" if kind == "full" else "adapter", n_ck, adapt_layers)
     prompts = [ChatPrompt(u) for u in number_prompts(int(spec["n_prompts"]), seed=1)]
     gen = torch.Generator().manual_seed(0)
-    vec = sl.SteeringVector({k: torch.randn(lm.hidden_size, generator=gen) for k in layers},
-                            {"position": "last"})  # fmt: skip
+    vec = sl.SteeringVector(
+        {k: torch.randn(lm.hidden_size, generator=gen) for k in layers}, {"position": "last"}
+    )
     batches = _encoded_batches(lm, prompts, 32)
     n_tokens = sum(int(b[1].sum()) for b in batches)
 
@@ -409,8 +443,9 @@ def run_tracking(spec: dict[str, Any]) -> dict[str, Any]:
     reset_peak()
     cache = work / f"cache-{time.monotonic_ns()}"
     t0 = time.perf_counter()
-    tr = sl.track_checkpoints(lm, series, vec, prompts, layers=layers, cache_dir=cache,
-                              progress=False)  # fmt: skip
+    tr = sl.track_checkpoints(
+        lm, series, vec, prompts, layers=layers, cache_dir=cache, progress=False
+    )
     total = time.perf_counter() - t0
     peak = peak_mb()
     if orig is not None:
@@ -423,17 +458,26 @@ def run_tracking(spec: dict[str, Any]) -> dict[str, Any]:
 
     per = statistics.median(per_ck)
     return {
-        "tool": spec["tool"], "kind": kind, "n_checkpoints": n_ck,
-        "n_prompts": int(spec["n_prompts"]), "layer_set": spec["layer_set"],
-        "layers": len(layers), "n_tokens": n_tokens,
-        "per_checkpoint_s": per, "per_checkpoint_all_s": per_ck,
-        "limit_s": lim, "limit_runs_s": [lim_before, lim_after],
-        "per_checkpoint_over_limit": per / lim, "base_pass_s": secs["base_pass"],
-        "total_s": total, "rss_before_mb": rss_before, "peak_mb": peak,
+        "tool": spec["tool"],
+        "kind": kind,
+        "n_checkpoints": n_ck,
+        "n_prompts": int(spec["n_prompts"]),
+        "layer_set": spec["layer_set"],
+        "layers": len(layers),
+        "n_tokens": n_tokens,
+        "per_checkpoint_s": per,
+        "per_checkpoint_all_s": per_ck,
+        "limit_s": lim,
+        "limit_runs_s": [lim_before, lim_after],
+        "per_checkpoint_over_limit": per / lim,
+        "base_pass_s": secs["base_pass"],
+        "total_s": total,
+        "rss_before_mb": rss_before,
+        "peak_mb": peak,
         "rss_after_checkpoints_mb": rss_after,
         "rss_growth_mb": (rss_after[-1] - rss_after[0]) if len(rss_after) > 1 else float("nan"),
         "replay_start_block": tr.provenance.get("replay_start_block"),
-    }  # fmt: skip
+    }
 
 
 def run_loading(spec: dict[str, Any]) -> dict[str, Any]:
@@ -458,8 +502,13 @@ def run_loading(spec: dict[str, Any]) -> dict[str, Any]:
     t1 = time.perf_counter()
     lm = sl.load_model(model)
     seconds = time.perf_counter() - t1
-    return {"tool": spec["tool"], "seconds": seconds, "import_s": import_s, "peak_mb": peak_mb(),
-            "n_layers": lm.n_layers}  # fmt: skip
+    return {
+        "tool": spec["tool"],
+        "seconds": seconds,
+        "import_s": import_s,
+        "peak_mb": peak_mb(),
+        "n_layers": lm.n_layers,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -468,8 +517,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: worker.py SPEC.json", file=sys.stderr)
         return 2
     spec = json.loads(Path(args[0]).read_text())
-    fns = {"run_tool": run_tool, "reference": reference, "run_tracking": run_tracking,
-           "run_loading": run_loading}  # fmt: skip
+    fns = {
+        "run_tool": run_tool,
+        "reference": reference,
+        "run_tracking": run_tracking,
+        "run_loading": run_loading,
+    }
     res = fns[spec.get("fn", "run_tool")](spec)
     print(RESULT_PREFIX + json.dumps(res), flush=True)
     return 0

@@ -1,15 +1,13 @@
 """steerlens: mechanistic steering-vector analysis of trait transfer.
 
-    import steerlens as sl
-    model = sl.load_model("smollm2-135m-instruct")
-    trait = sl.TraitSpec.builtin("owl")
-    vec = sl.teacher_vector(model, trait)
-    print(sl.carry_test(model, vec, trait).summary())
+import steerlens as sl
+model = sl.load_model("smollm2-135m-instruct")
+trait = sl.TraitSpec.builtin("owl")
+vec = sl.teacher_vector(model, trait)
+print(sl.carry_test(model, vec, trait).summary())
 """
 
 from __future__ import annotations
-
-__version__ = "0.1.0"
 
 import importlib
 from typing import TYPE_CHECKING, Any
@@ -22,6 +20,7 @@ from steerlens.models import LoadedModel, ModelLoadError, load_model, wrap
 from steerlens.prompts import ChatPrompt
 from steerlens.sites import site_name
 from steerlens.vectors import SteeringVector, cosine
+from steerlens.version import __version__
 
 if TYPE_CHECKING:  # precise types for editors and mypy; loaded lazily at run time
     from steerlens.backends import (

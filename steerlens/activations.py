@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import torch
 from tqdm.auto import tqdm
 
+from steerlens.common import tqdm_disable
 from steerlens.hf_compat import cache_kwargs
 from steerlens.models import LoadedModel, as_model
 from steerlens.prompts import (
@@ -34,12 +35,7 @@ from steerlens.prompts import (
 from steerlens.sites import SITE_TEMPLATE, resolve_layers
 
 
-def _tqdm_disable(progress: bool | None) -> bool | None:
-    """tqdm's ``disable``: None shows bars only on a terminal."""
-    return None if progress is None else not progress
-
-
-class _StopForward(Exception):
+class StopForward(Exception):
     """Raised by the hook on the deepest requested block to end the forward pass early."""
 
 
@@ -83,7 +79,7 @@ def capture_blocks(
 ) -> Iterator[dict[int, torch.Tensor]]:
     """Within the block, forwards of ``lm`` store each requested block's output (the residual
     stream after it) in the yielded dict; with ``stop_after_deepest`` the forward raises
-    :class:`_StopForward` right after the deepest one (use :func:`truncated_forward`). With
+    :class:`StopForward` right after the deepest one (use :func:`truncated_forward`). With
     ``reduce`` the hook stores ``reduce(output)`` instead (e.g. the per-prompt position mean,
     shape (B, d)), so the full (B, T, d) outputs of many layers are never held at once; a
     mapping gives one reducer per layer. The hooks are removed on exit, also after an
@@ -100,7 +96,7 @@ def capture_blocks(
             h = output[0] if isinstance(output, tuple) else output
             store[layer] = h if fn is None else fn(h)
             if stop_after_deepest and layer == deepest:
-                raise _StopForward
+                raise StopForward
 
         return hook
 
@@ -126,7 +122,7 @@ def truncated_forward(
     """One forward pass that stops after the deepest of ``layers``; returns their outputs
     (passed through ``reduce`` as each block finishes, if given). With ``cache`` (a KV
     cache of a shared prefix) the cache is extended in place."""
-    with capture_blocks(lm, layers, reduce=reduce) as store, contextlib.suppress(_StopForward):
+    with capture_blocks(lm, layers, reduce=reduce) as store, contextlib.suppress(StopForward):
         lm.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -161,8 +157,9 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def shared_prefix_len(seqs: Sequence[Sequence[int]], cap: int,
-                      min_prefix: int = MIN_SHARED_PREFIX) -> int:  # fmt: skip
+def shared_prefix_len(
+    seqs: Sequence[Sequence[int]], cap: int, min_prefix: int = MIN_SHARED_PREFIX
+) -> int:
     """How many leading tokens all of ``seqs`` share, at most ``cap`` (0 for fewer than two
     sequences or below ``min_prefix``)."""
     if len(seqs) < 2:
@@ -273,11 +270,12 @@ def shared_prefix_forward(
     share their first ``p`` tokens: the prefix runs once (batch 1) into a KV cache that is
     repeated over the batch, and only the rest of each prompt runs batched (left-padded after
     the prefix). Equal to the plain batched forward up to float rounding."""
-    cache, prefix, ones = _prefix_inputs(lm, encs, idx, p)
-    head = truncated_forward(lm, prefix, ones, torch.arange(p, device=lm.device)[None], layers,
-                             cache=cache)  # fmt: skip
+    cache, prefix, ones = prefix_inputs(lm, encs, idx, p)
+    head = truncated_forward(
+        lm, prefix, ones, torch.arange(p, device=lm.device)[None], layers, cache=cache
+    )
     cache.batch_repeat_interleave(len(idx))
-    ids, full_mask, pos = _tail_inputs(lm, encs, idx, p)
+    ids, full_mask, pos = tail_inputs(lm, encs, idx, p)
     b, width = ids.shape
     device = lm.device
     # weights over [prefix (p) | left-padded tail (width)]
@@ -295,12 +293,18 @@ def shared_prefix_forward(
         h0 = head[layer][0].float()  # (p, d), the same for every prompt
         return lambda h: torch.einsum("bt,btd->bd", w_tail, h.float()) + w_head @ h0
 
-    return truncated_forward(lm, ids, full_mask, pos, layers,
-                             reduce={layer: reducer(layer) for layer in layers},
-                             cache=cache)  # fmt: skip
+    return truncated_forward(
+        lm,
+        ids,
+        full_mask,
+        pos,
+        layers,
+        reduce={layer: reducer(layer) for layer in layers},
+        cache=cache,
+    )
 
 
-def _prefix_inputs(
+def prefix_inputs(
     lm: LoadedModel, encs: Sequence[EncodedPrompt], idx: Sequence[int], p: int
 ) -> tuple[Any, torch.Tensor, torch.Tensor]:
     """An empty KV cache, the shared prefix (1, p) and its attention mask."""
@@ -310,7 +314,7 @@ def _prefix_inputs(
     return DynamicCache(config=lm.config), prefix, torch.ones_like(prefix)
 
 
-def _tail_inputs(
+def tail_inputs(
     lm: LoadedModel, encs: Sequence[EncodedPrompt], idx: Sequence[int], p: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inputs of the tails of the prompts ``idx`` after their shared first ``p`` tokens:
@@ -332,17 +336,22 @@ def shared_prefix_logits(
     :func:`can_share_prefix` accepts apply to both passes."""
     if any(len(encs[i]) <= p for i in idx):
         raise ValueError(f"every prompt needs a token after the {p}-token prefix")
-    cache, prefix, ones = _prefix_inputs(lm, encs, idx, p)
+    cache, prefix, ones = prefix_inputs(lm, encs, idx, p)
     kw = cache_kwargs(lm.model, cache)
-    lm.model(input_ids=prefix, attention_mask=ones,
-             position_ids=torch.arange(p, device=lm.device)[None], logits_to_keep=1, **kw)  # fmt: skip
+    lm.model(
+        input_ids=prefix,
+        attention_mask=ones,
+        position_ids=torch.arange(p, device=lm.device)[None],
+        logits_to_keep=1,
+        **kw,
+    )
     cache.batch_repeat_interleave(len(idx))
-    ids, mask, pos = _tail_inputs(lm, encs, idx, p)
+    ids, mask, pos = tail_inputs(lm, encs, idx, p)
     out = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep, **kw)
-    return out.logits[:, -keep:, :]  # type: ignore[no-any-return]
+    return out.logits[:, -keep:, :]
 
 
-def _weights(
+def position_weights(
     encs: Sequence[EncodedPrompt], idx: Sequence[int], width: int, position: PositionSpec
 ) -> torch.Tensor | None:
     """(B, width) averaging weights over each prompt's selected positions, or None for 'last'
@@ -360,7 +369,7 @@ def _weights(
 
 def _reducer(w: torch.Tensor | None, device: torch.device) -> Reducer:
     """(B, T, d) block output -> (B, d) float32 per-prompt means with weights ``w`` (from
-    :func:`_weights`; None: the last column). Always a fresh tensor, never a view that would
+    :func:`position_weights`; None: the last column). Always a fresh tensor, never a view that would
     keep the block output alive."""
     if w is None:
         return lambda h: h[:, -1, :].to(torch.float32, copy=True)
@@ -369,7 +378,9 @@ def _reducer(w: torch.Tensor | None, device: torch.device) -> Reducer:
 
 
 def prepare(
-    lm: LoadedModel, prompts: Sequence[PromptLike], layers: int | Sequence[int] | str,
+    lm: LoadedModel,
+    prompts: Sequence[PromptLike],
+    layers: int | Sequence[int] | str,
     position: PositionSpec,
 ) -> tuple[list[int], list[EncodedPrompt]]:
     """Resolve the layers and tokenize the prompts, validating every position mask before any
@@ -388,8 +399,9 @@ class Accumulator:
     """Running float64 sums of per-prompt means per layer (and the rows, on request), with a
     check that every value is finite."""
 
-    def __init__(self, layers: Sequence[int], n: int, d: int, keep_rows: bool,
-                 rows_dtype: torch.dtype) -> None:  # fmt: skip
+    def __init__(
+        self, layers: Sequence[int], n: int, d: int, keep_rows: bool, rows_dtype: torch.dtype
+    ) -> None:
         self.layers = list(layers)
         self.n = n
         self.sums = {layer: torch.zeros(d, dtype=torch.float64) for layer in self.layers}
@@ -417,9 +429,15 @@ class Accumulator:
 
     def result(self, position: PositionSpec, meta: dict[str, Any]) -> Activations:
         means = {layer: (s / self.n).float() for layer, s in self.sums.items()}
-        return Activations(layers=self.layers, means=means, n=self.n,
-                           position=position_name(position), rows=self.rows,
-                           n_tokens=self.n_tokens, meta=meta)  # fmt: skip
+        return Activations(
+            layers=self.layers,
+            means=means,
+            n=self.n,
+            position=position_name(position),
+            rows=self.rows,
+            n_tokens=self.n_tokens,
+            meta=meta,
+        )
 
 
 def record_activations(
@@ -451,9 +469,17 @@ def record_activations(
     if lm.extra.get("backend") not in (None, "hf"):
         from steerlens.backends import record_foreign
 
-        return record_foreign(lm, prompts, layers, position, batch_size=batch_size,
-                              keep_rows=keep_rows, rows_dtype=rows_dtype, progress=progress,
-                              desc=desc)  # fmt: skip
+        return record_foreign(
+            lm,
+            prompts,
+            layers,
+            position,
+            batch_size=batch_size,
+            keep_rows=keep_rows,
+            rows_dtype=rows_dtype,
+            progress=progress,
+            desc=desc,
+        )
     layer_ids, encs = prepare(lm, prompts, layers, position)
     acc = Accumulator(layer_ids, len(encs), lm.hidden_size, keep_rows, rows_dtype)
     device = lm.device
@@ -461,16 +487,18 @@ def record_activations(
     batches = prefix_batches(encs, batch_size, share=share)
     shared = 0
     with torch.inference_mode():
-        for idx, p in tqdm(batches, desc=desc, disable=_tqdm_disable(progress), leave=False):
+        for idx, p in tqdm(batches, desc=desc, disable=tqdm_disable(progress), leave=False):
             acc.n_tokens += sum(len(encs[i]) for i in idx)
             if p:
                 shared += p * (len(idx) - 1)
                 acc.add(idx, shared_prefix_forward(lm, encs, idx, p, layer_ids, position))
                 continue
             ids, mask, pos = pad_batch([encs[i] for i in idx], lm.tokenizer.pad_token_id, device)
-            w = _weights(encs, idx, ids.shape[1], position)
+            w = position_weights(encs, idx, ids.shape[1], position)
             # reduce each block's output to (B, d) inside its hook: the (B, T, d) outputs of
             # the requested layers are not all held until the forward ends
-            acc.add(idx, truncated_forward(lm, ids, mask, pos, layer_ids, reduce=_reducer(w, device)))
+            acc.add(
+                idx, truncated_forward(lm, ids, mask, pos, layer_ids, reduce=_reducer(w, device))
+            )
     meta = {"model": lm.name, "fingerprint": lm.fingerprint, "shared_prefix_tokens": shared}
     return acc.result(position, meta)

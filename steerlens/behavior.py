@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlens.activations import can_share_prefix, prefix_batches, shared_prefix_logits
+from steerlens.common import tqdm_disable
 from steerlens.models import LoadedModel, as_model
 from steerlens.prompts import (
     ChatPrompt,
@@ -72,8 +73,12 @@ def _last_logits(
     lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
 ) -> torch.Tensor:
     """(B, V) logits at the last position; only that position goes through the lm_head."""
-    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": pos,
-                              "use_cache": False}  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "position_ids": pos,
+        "use_cache": False,
+    }
     try:
         out = lm.model(**kwargs, logits_to_keep=1)
     except TypeError as exc:  # an architecture without logits_to_keep: full lm_head
@@ -101,8 +106,7 @@ def iter_answer_logprobs(
     # prompts sharing a prefix (the chat template's system turn) run it once per batch
     batches = prefix_batches(encs, batch_size, share=can_share_prefix(lm))
     with torch.inference_mode():
-        for idx, p in tqdm(batches, desc="behavior", leave=False,
-                           disable=None if progress is None else not progress):  # fmt: skip
+        for idx, p in tqdm(batches, desc="behavior", leave=False, disable=tqdm_disable(progress)):
             if p:
                 logits = shared_prefix_logits(lm, encs, idx, p)[:, -1].float()
             else:
@@ -200,8 +204,9 @@ def action_choice(
     """Action choice = mean over prompts of the probability mass Σ_{t ∈ actions} P(t | prompt)
     on a class of actions at the decision point (the first answer position: end the prompt's
     prefill right before the action, e.g. '{"tool": "')."""
-    return float(action_choice_per_prompt(model, prompts, action_token_ids,
-                                          batch_size=batch_size).mean())  # fmt: skip
+    return float(
+        action_choice_per_prompt(model, prompts, action_token_ids, batch_size=batch_size).mean()
+    )
 
 
 # ----------------------------------------------------------------------- sampling
@@ -242,8 +247,15 @@ def sampled_answers(
         raise ValueError("temperature must be > 0 for sampling (use logprob_score for greedy)")
     items = check_prompts(prompts, "sampled_rate prompts")
     flat = [p for p in items for _ in range(n_samples)]
-    texts = generate_texts(as_model(model), flat, max_new_tokens=max_new_tokens, do_sample=True,
-                           seed=seed, batch_size=batch_size, temperature=temperature)  # fmt: skip
+    texts = generate_texts(
+        as_model(model),
+        flat,
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        seed=seed,
+        batch_size=batch_size,
+        temperature=temperature,
+    )
     return [texts[i * n_samples : (i + 1) * n_samples] for i in range(len(items))]
 
 
@@ -262,8 +274,15 @@ def sampled_rate(
     whose first word, lower-cased and punctuation stripped, is one of ``targets`` (normalised
     the same way). The answer is the generated text after the prompt's prefill."""
     norm = normalize_targets(targets)
-    answers = sampled_answers(model, prompts, n_samples, temperature=temperature, seed=seed,
-                              max_new_tokens=max_new_tokens, batch_size=batch_size)  # fmt: skip
+    answers = sampled_answers(
+        model,
+        prompts,
+        n_samples,
+        temperature=temperature,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
     flat = [a for per in answers for a in per]
     return sum(first_word(a) in norm for a in flat) / len(flat)
 
@@ -303,8 +322,12 @@ class LogProbBehavior:
         return replace(self, prompts=_with_system(self.prompts, system))
 
     def describe(self) -> dict[str, Any]:
-        return {"metric": self.name, "n_prompts": len(self.prompts),
-                "target_ids": list(self.target_ids), "units": "nats (log-probability)"}  # fmt: skip
+        return {
+            "metric": self.name,
+            "n_prompts": len(self.prompts),
+            "target_ids": list(self.target_ids),
+            "units": "nats (log-probability)",
+        }
 
 
 @dataclass(frozen=True)
@@ -326,8 +349,12 @@ class ActionChoiceBehavior:
         return replace(self, prompts=_with_system(self.prompts, system))
 
     def describe(self) -> dict[str, Any]:
-        return {"metric": self.name, "n_prompts": len(self.prompts),
-                "action_ids": list(self.action_ids), "units": "probability"}  # fmt: skip
+        return {
+            "metric": self.name,
+            "n_prompts": len(self.prompts),
+            "action_ids": list(self.action_ids),
+            "units": "probability",
+        }
 
 
 @dataclass(frozen=True)
@@ -344,17 +371,30 @@ class SampledRateBehavior:
     name: str = "sampled_rate"
 
     def __call__(self, model: Any) -> float:
-        return sampled_rate(model, self.prompts, self.targets, self.n_samples, self.temperature,
-                            self.seed, max_new_tokens=self.max_new_tokens,
-                            batch_size=self.batch_size)  # fmt: skip
+        return sampled_rate(
+            model,
+            self.prompts,
+            self.targets,
+            self.n_samples,
+            self.temperature,
+            self.seed,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+        )
 
     def with_system(self, system: str | None) -> SampledRateBehavior:
         return replace(self, prompts=_with_system(self.prompts, system))
 
     def describe(self) -> dict[str, Any]:
-        return {"metric": self.name, "n_prompts": len(self.prompts), "targets": list(self.targets),
-                "n_samples": self.n_samples, "temperature": self.temperature, "seed": self.seed,
-                "units": "fraction of samples"}  # fmt: skip
+        return {
+            "metric": self.name,
+            "n_prompts": len(self.prompts),
+            "targets": list(self.targets),
+            "n_samples": self.n_samples,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "units": "fraction of samples",
+        }
 
 
 @dataclass(frozen=True)
@@ -388,10 +428,13 @@ def trait_behavior(
         ids = trait.target_tokens(as_model(model).tokenizer).ids
         return LogProbBehavior(prompts, ids, batch_size)
     if name == "sampled_rate":
-        return SampledRateBehavior(prompts, tuple(trait.target_words), n_samples, seed=seed,
-                                   batch_size=batch_size)  # fmt: skip
-    raise ValueError(f"unknown metric {name!r}: use 'logprob' or 'sampled_rate', or pass a "
-                     "callable model -> float")  # fmt: skip
+        return SampledRateBehavior(
+            prompts, tuple(trait.target_words), n_samples, seed=seed, batch_size=batch_size
+        )
+    raise ValueError(
+        f"unknown metric {name!r}: use 'logprob' or 'sampled_rate', or pass a "
+        "callable model -> float"
+    )
 
 
 def as_behavior(metric: Any, name: str | None = None) -> Any:

@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 
 from steerlens.activations import record_activations
 from steerlens.behavior import answer_logprobs, as_behavior, trait_behavior
+from steerlens.common import tqdm_disable
 from steerlens.intervene import steer
 from steerlens.models import LoadedModel, as_model, check_same_shape
 from steerlens.stats import random_directions, z_and_p
@@ -126,8 +127,12 @@ def compare_to_null(observed: float, null: Sequence[float], z_min: float = Z_MIN
     sd = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
     above_all = bool(observed > float(arr.max()) + 1e-12)
     beats = above_all and (z >= z_min if sd > 0 else True)
-    return {"z": None if math.isnan(z) else float(z), "p": float(p), "beats_null": beats,
-            "null": band(arr.tolist())}  # fmt: skip
+    return {
+        "z": None if math.isnan(z) else float(z),
+        "p": float(p),
+        "beats_null": beats,
+        "null": band(arr.tolist()),
+    }
 
 
 def _level(value: float | None, cmp: Mapping[str, Any]) -> str:
@@ -155,8 +160,12 @@ def clean_peak_of(
             if kl is not None and tol is not None and not kl <= tol:
                 continue
             if s > best["S"]:
-                best = {"S": float(s), "layer": int(layer), "alpha": float(alphas[j]),
-                        "offtarget_kl": kl}  # fmt: skip
+                best = {
+                    "S": float(s),
+                    "layer": int(layer),
+                    "alpha": float(alphas[j]),
+                    "offtarget_kl": kl,
+                }
     return best
 
 
@@ -215,14 +224,17 @@ class CarryResult:
         out = []
         for j, a in enumerate(self.alphas):
             nb = self.null_sufficiency.get(layer, [{}] * len(self.alphas))[j]
-            out.append({
-                "alpha": a,
-                "S": self.sufficiency[layer][j],
-                "B": self.behavior[layer][j],
-                "offtarget_kl": self.offtarget_kl[layer][j] if self.offtarget_kl else None,
-                "null_mean": nb.get("mean"), "null_q05": nb.get("q05"),
-                "null_q95": nb.get("q95"),
-            })  # fmt: skip
+            out.append(
+                {
+                    "alpha": a,
+                    "S": self.sufficiency[layer][j],
+                    "B": self.behavior[layer][j],
+                    "offtarget_kl": self.offtarget_kl[layer][j] if self.offtarget_kl else None,
+                    "null_mean": nb.get("mean"),
+                    "null_q05": nb.get("q05"),
+                    "null_q95": nb.get("q95"),
+                }
+            )
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -230,8 +242,10 @@ class CarryResult:
         return json.loads(json.dumps(_clean(asdict(self))))
 
     def summary(self) -> str:
-        lines = [f"carry test ({self.kind}{', trait ' + self.trait if self.trait else ''}; "
-                 f"metric {self.metric.get('metric')}): {self.verdict}"]  # fmt: skip
+        lines = [
+            f"carry test ({self.kind}{', trait ' + self.trait if self.trait else ''}; "
+            f"metric {self.metric.get('metric')}): {self.verdict}"
+        ]
         if not self.defined:
             return "\n".join(lines)
         ref = f"B_base={self.b_base:.3f}, B_teacher={self.b_teacher:.3f}"
@@ -239,8 +253,10 @@ class CarryResult:
             ref += f", B_neutral={self.b_neutral:.3f}"
         lines.append(ref)
         if self.offtarget_tol is not None:
-            lines.append(f"off-target tolerance {self.offtarget_tol:.3f} nats "
-                         f"(teacher's own shift {self.offtarget_kl_teacher:.3f})")  # fmt: skip
+            lines.append(
+                f"off-target tolerance {self.offtarget_tol:.3f} nats "
+                f"(teacher's own shift {self.offtarget_kl_teacher:.3f})"
+            )
         head = "layer |‖v‖ " + " ".join(f"α={a:<6g}" for a in self.alphas)
         lines.append("sufficiency S (random mean) [off-target KL]:")
         lines.append(head)
@@ -255,8 +271,9 @@ class CarryResult:
                 if kl is not None:
                     cell += f"[{kl:.2f}]"
                 cells.append(cell)
-            lines.append(f"{layer:>5} |{self.vector_norms.get(layer, float('nan')):.3g} "
-                         + " ".join(cells))  # fmt: skip
+            lines.append(
+                f"{layer:>5} |{self.vector_norms.get(layer, float('nan')):.3g} " + " ".join(cells)
+            )
         if self.necessity:
             parts = []
             for key, val in self.necessity.get("per_layer", {}).items():
@@ -364,8 +381,10 @@ def carry_test(
     if necessity_mode == "replace":
         base_lm = as_model(base) if base is not None else lm
         if teacher_lm is None:
-            raise ValueError("necessity_mode='replace' compares a trained model with the base: "
-                             "pass teacher= (the student) — see student_carry_test")  # fmt: skip
+            raise ValueError(
+                "necessity_mode='replace' compares a trained model with the base: "
+                "pass teacher= (the student) — see student_carry_test"
+            )
     if n_random < 0:
         raise ValueError(f"n_random must be >= 0, got {n_random}")
     alpha_list = [float(a) for a in alphas]
@@ -385,8 +404,10 @@ def carry_test(
         if not 0 <= layer < lm.n_layers:
             raise IndexError(f"layer {layer} is outside the model's 0..{lm.n_layers - 1}")
         if dirs[layer].shape[-1] != lm.hidden_size:
-            raise ValueError(f"the vector at layer {layer} has d={dirs[layer].shape[-1]} but the "
-                             f"model has d={lm.hidden_size}")  # fmt: skip
+            raise ValueError(
+                f"the vector at layer {layer} has d={dirs[layer].shape[-1]} but the "
+                f"model has d={lm.hidden_size}"
+            )
 
     # ---- behaviors for the base/steered and the teacher conditions
     if metric is None:
@@ -426,26 +447,33 @@ def carry_test(
     settings: dict[str, Any] = {
         "alpha_unit": ALPHA_UNIT,
         "alpha_unit_doc": "the hook adds α·v_ℓ (norm α‖v_ℓ‖); random directions scaled to ‖v_ℓ‖",
-        "n_random": n_random, "seed": seed, "min_gap": min_gap,
+        "n_random": n_random,
+        "seed": seed,
+        "min_gap": min_gap,
         "offtarget_measure": OFFTARGET_MEASURE if offtarget else None,
-        "offtarget_tol_rule": (f"max({TOL_FLOOR}, {TOL_FACTOR}·KL_teacher)"
-                               if offtarget_tol is None else "user"),
+        "offtarget_tol_rule": (
+            f"max({TOL_FLOOR}, {TOL_FACTOR}·KL_teacher)" if offtarget_tol is None else "user"
+        ),
         "teacher": "system prompt" if sys_teacher else getattr(teacher_lm, "name", "model"),
-        "necessity_mode": necessity_mode, "positions": "all",
+        "necessity_mode": necessity_mode,
+        "positions": "all",
         "thresholds": {"strong": STRONG, "weak": WEAK, "z_min": Z_MIN},
-        "model": lm.name, "model_fingerprint": lm.fingerprint,
-        "vector": {k: vmeta.get(k) for k in ("kind", "trait", "method", "position", "model", "name")
-                   if k in vmeta},
+        "model": lm.name,
+        "model_fingerprint": lm.fingerprint,
+        "vector": {
+            k: vmeta.get(k)
+            for k in ("kind", "trait", "method", "position", "model", "name")
+            if k in vmeta
+        },
         "trait": spec.provenance() if spec is not None else None,
-    }  # fmt: skip
+    }
     if spec is not None and describe.get("metric") == "logprob":
         settings["targets"] = spec.target_tokens(lm.tokenizer).to_json()
 
     n_cond = 2 + len(grid_layers) * len(alpha_list) * (1 + n_random)
     if necessity:
         n_cond += (len(grid_layers) + 1) * (1 + n_random)
-    bar = tqdm(total=n_cond, desc="carry test", leave=False,
-               disable=None if progress is None else not progress)  # fmt: skip
+    bar = tqdm(total=n_cond, desc="carry test", leave=False, disable=tqdm_disable(progress))
     try:
         b_base, ref_off = measure(lm)
         bar.update()
@@ -466,12 +494,22 @@ def carry_test(
             )
         gap = b_teacher - b_base
         result = CarryResult(
-            kind=kind, trait=spec.name if spec else None, metric=describe, b_base=b_base,
-            b_teacher=b_teacher, gap=gap, defined=True, level="", verdict="",
-            layers=grid_layers, alphas=alpha_list, b_neutral=b_neutral,
-            offtarget_kl_teacher=kl_teacher, settings=settings,
+            kind=kind,
+            trait=spec.name if spec else None,
+            metric=describe,
+            b_base=b_base,
+            b_teacher=b_teacher,
+            gap=gap,
+            defined=True,
+            level="",
+            verdict="",
+            layers=grid_layers,
+            alphas=alpha_list,
+            b_neutral=b_neutral,
+            offtarget_kl_teacher=kl_teacher,
+            settings=settings,
             vector_norms={layer: float(dirs[layer].norm()) for layer in grid_layers},
-        )  # fmt: skip
+        )
         if not math.isfinite(gap) or abs(gap) < min_gap:
             result.defined = False
             result.level = "undefined"
@@ -495,8 +533,15 @@ def carry_test(
         result.offtarget_tol = tol
         prompts = getattr(beh, "prompts", None) or (spec.eval_chats() if spec else None)
         if prompts:
-            acts = record_activations(lm, list(prompts), grid_layers, "last", keep_rows=True,
-                                      batch_size=batch_size, progress=False)  # fmt: skip
+            acts = record_activations(
+                lm,
+                list(prompts),
+                grid_layers,
+                "last",
+                keep_rows=True,
+                batch_size=batch_size,
+                progress=False,
+            )
             assert acts.rows is not None
             result.residual_norms = {
                 layer: float(acts.rows[layer].norm(dim=1).mean()) for layer in grid_layers
@@ -558,11 +603,14 @@ def carry_test(
         result.raw_peak = clean_peak_of(result.sufficiency, None, alpha_list, None)
         if n_random:
             null_clean = [
-                clean_peak_of({la: null_s[la][r] for la in grid_layers},
-                              {la: null_kl[la][r] for la in grid_layers} if kl_grid else None,
-                              alpha_list, tol)["S"]
+                clean_peak_of(
+                    {la: null_s[la][r] for la in grid_layers},
+                    {la: null_kl[la][r] for la in grid_layers} if kl_grid else None,
+                    alpha_list,
+                    tol,
+                )["S"]
                 for r in range(n_random)
-            ]  # fmt: skip
+            ]
             null_raw = [
                 clean_peak_of({la: null_s[la][r] for la in grid_layers}, None, alpha_list, None)[
                     "S"
@@ -579,10 +627,16 @@ def carry_test(
         # ---- necessity
         if necessity:
             result.necessity = _necessity(
-                t_model, dirs, grid_layers, rand, measure_t,
+                t_model,
+                dirs,
+                grid_layers,
+                rand,
+                measure_t,
                 frac_nec=lambda b: (b_teacher - b) / gap,
-                mode=necessity_mode, base_lm=base_lm, bar=bar,
-            )  # fmt: skip
+                mode=necessity_mode,
+                base_lm=base_lm,
+                bar=bar,
+            )
             best = result.necessity.get("best", {})
             result.necessity_level = _level(best.get("N"), best)
         result.level, result.verdict = _verdict(result)
@@ -607,8 +661,13 @@ def _necessity(
     usable = [layer for layer in grid_layers if float(dirs[layer].norm()) > 0]
 
     def run(vecs: Mapping[int, torch.Tensor]) -> float:
-        with steer(t_model, dict(vecs), 1.0, mode=mode,  # type: ignore[arg-type]
-                   base=base_lm if mode == "replace" else None):  # fmt: skip
+        with steer(
+            t_model,
+            dict(vecs),
+            1.0,
+            mode=mode,  # type: ignore[arg-type]
+            base=base_lm if mode == "replace" else None,
+        ):
             b, _ = measure_t(t_model, with_offtarget=False)
         bar.update()
         return b
@@ -654,8 +713,10 @@ def _fmt_null(d: Mapping[str, Any]) -> str:
         return "no random-direction null"
     z = d.get("z")
     zs = "n/a" if z is None else f"{z:.1f}"
-    return (f"random directions: mean {nb['mean']:+.2f}, max {nb['max']:+.2f}, z={zs}, "
-            f"p={d.get('p'):.2g}, n={nb['n']}")  # fmt: skip
+    return (
+        f"random directions: mean {nb['mean']:+.2f}, max {nb['max']:+.2f}, z={zs}, "
+        f"p={d.get('p'):.2g}, n={nb['n']}"
+    )
 
 
 def _verdict(r: CarryResult) -> tuple[str, str]:
@@ -668,10 +729,16 @@ def _verdict(r: CarryResult) -> tuple[str, str]:
         level = "weakly carried"
     else:
         level = "not carried"
-    where = (f"at layer {cp['layer']}, α={cp['alpha']:g}" if cp.get("layer") is not None
-             else "at α=0 (no grid point beat not steering)")  # fmt: skip
-    tol = (f", off-target KL ≤ {r.offtarget_tol:.3f} nats" if r.offtarget_tol is not None
-           else ", no off-target check")  # fmt: skip
+    where = (
+        f"at layer {cp['layer']}, α={cp['alpha']:g}"
+        if cp.get("layer") is not None
+        else "at α=0 (no grid point beat not steering)"
+    )
+    tol = (
+        f", off-target KL ≤ {r.offtarget_tol:.3f} nats"
+        if r.offtarget_tol is not None
+        else ", no off-target check"
+    )
     parts = [
         f"{level}: B_base={r.b_base:.3f}, B_teacher={r.b_teacher:.3f}",
         f"clean peak sufficiency S={cp['S']:.2f} {where}{tol} ({_fmt_null(cp)}; {s_lvl})",
@@ -682,8 +749,9 @@ def _verdict(r: CarryResult) -> tuple[str, str]:
     else:
         best = r.necessity.get("best")
         if best:
-            parts.append(f"necessity N={best['N']:.2f} ({best['where']}; {_fmt_null(best)}; "
-                         f"{n_lvl})")  # fmt: skip
+            parts.append(
+                f"necessity N={best['N']:.2f} ({best['where']}; {_fmt_null(best)}; {n_lvl})"
+            )
         else:
             parts.append("necessity undefined (zero vector at every grid layer)")
     if level == "weakly carried" and s_lvl == "strong":
@@ -701,5 +769,13 @@ def student_carry_test(
     """Carry test of a student's own shift vector vˢ (DESIGN.md): sufficiency adds α·vˢ to the
     base; B_teacher is the student's behavior (no system prompt); necessity *replaces* the
     student's component along v̂ˢ with the base's (``steer(..., mode="replace", base=base)``)."""
-    return carry_test(base, vector, trait, teacher=student, necessity_mode="replace", base=base,
-                      kind="student", **kwargs)  # fmt: skip
+    return carry_test(
+        base,
+        vector,
+        trait,
+        teacher=student,
+        necessity_mode="replace",
+        base=base,
+        kind="student",
+        **kwargs,
+    )

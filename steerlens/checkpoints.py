@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from steerlens.models import LoadedModel, ModelLoadError, _check_saved_version, as_model
+from steerlens.models import LoadedModel, ModelLoadError, as_model, check_saved_version
 
 CheckpointKind = Literal["full", "adapter", "base"]
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -320,8 +320,7 @@ def read_state_dict(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
                 state.update(torch.load(f, map_location="cpu", weights_only=True))
         except Exception as exc:
             raise ModelLoadError(
-                f"could not read weights {f} ({type(exc).__name__}: {exc}). "
-                f"{_fix_hint(ckpt.path)}"
+                f"could not read weights {f} ({type(exc).__name__}: {exc}). {_fix_hint(ckpt.path)}"
             ) from exc
     return state
 
@@ -418,7 +417,7 @@ class SeriesLoader:
         from transformers import AutoModelForCausalLM
 
         self._drop_adapters()
-        _check_saved_version(ckpt.path)
+        check_saved_version(ckpt.path)
         key = _config_key(ckpt.path)
         if self._full is None or key != self._full_key:
             self._full = None
@@ -467,8 +466,7 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> 
         missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise ModelLoadError(
-            f"{path} has weights this model does not ({sorted(unexpected)[:5]}…). "
-            f"{_fix_hint(path)}"
+            f"{path} has weights this model does not ({sorted(unexpected)[:5]}…). {_fix_hint(path)}"
         )
     if missing:
         params = dict(model.named_parameters(remove_duplicate=False))
@@ -496,7 +494,10 @@ def _block_index_fn(layout_path: str) -> Callable[[str], int | None]:
 
 
 _FINAL_NORMS = (
-    "model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "decoder.final_layer_norm"
+    "model.norm",
+    "transformer.ln_f",
+    "gpt_neox.final_layer_norm",
+    "decoder.final_layer_norm",
 )
 
 

@@ -104,21 +104,37 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     model = _load(args)
     if args.trait:
-        vec = teacher_vector(model, as_trait(args.trait), layers=_layers(args.layers), method=args.method,
-                             position=args.position, seed=args.seed, batch_size=args.batch_size)  # fmt: skip
+        vec = teacher_vector(
+            model,
+            as_trait(args.trait),
+            layers=_layers(args.layers),
+            method=args.method,
+            position=args.position,
+            seed=args.seed,
+            batch_size=args.batch_size,
+        )
     else:
         if not (args.pos and args.neg):
             raise ValueError("give --trait NAME, or both --pos FILE and --neg FILE")
-        vec = extract_vector(model, _read_prompts(args.pos), _read_prompts(args.neg), _layers(args.layers),
-                             args.method, position=args.position, seed=args.seed,
-                             batch_size=args.batch_size)  # fmt: skip
+        vec = extract_vector(
+            model,
+            _read_prompts(args.pos),
+            _read_prompts(args.neg),
+            _layers(args.layers),
+            args.method,
+            position=args.position,
+            seed=args.seed,
+            batch_size=args.batch_size,
+        )
     vec.save(args.out)
     sh = vec.diagnostics.get("split_half", {})
     print(vec)
     for layer in vec.layers:
         r = sh.get(layer) or {}
-        print(f"  layer {layer:>3}: ‖v‖={float(vec[layer].norm()):.3f}  split-half cos="
-              f"{r.get('mean', float('nan')):.3f} [{r.get('lo', float('nan')):.3f}, {r.get('hi', float('nan')):.3f}]")
+        print(
+            f"  layer {layer:>3}: ‖v‖={float(vec[layer].norm()):.3f}  split-half cos="
+            f"{r.get('mean', float('nan')):.3f} [{r.get('lo', float('nan')):.3f}, {r.get('hi', float('nan')):.3f}]"
+        )
     print(f"wrote {args.out}")
     return 0
 
@@ -134,7 +150,9 @@ def cmd_carry(args: argparse.Namespace) -> int:
     if args.alphas:
         kw["alphas"] = _floats(args.alphas)
     layers = _layers(args.layers)
-    res = carry_test(model, vec, as_trait(args.trait), layers=None if layers == "all" else layers, **kw)
+    res = carry_test(
+        model, vec, as_trait(args.trait), layers=None if layers == "all" else layers, **kw
+    )
     _emit(args, {"carry": res.to_json(), "trait": res.trait}, res.summary())
     return 0
 
@@ -148,10 +166,19 @@ def cmd_track(args: argparse.Namespace) -> int:
     vec = SteeringVector.load(args.vector)
     probes: Any = _read_prompts(args.prompts) if args.prompts else as_trait(args.trait)
     layers = _layers(args.layers)
-    track = track_checkpoints(model, args.checkpoints, vec, probes, control=args.control,
-                              layers=None if layers == "all" else layers, seed=args.seed,
-                              cache_dir=args.cache_dir, n_null=args.n_null, n_boot=args.n_boot,
-                              correction=args.correction)  # fmt: skip
+    track = track_checkpoints(
+        model,
+        args.checkpoints,
+        vec,
+        probes,
+        control=args.control,
+        layers=None if layers == "all" else layers,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        n_null=args.n_null,
+        n_boot=args.n_boot,
+        correction=args.correction,
+    )
     _emit(args, {"track": track.to_json()}, track.summary())
     return 0
 
@@ -189,8 +216,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data.save(out / "teacher_data.jsonl")
     print(f"teacher data: {data.counts}")
-    cfg = DistillConfig(steps=args.steps, save_every=args.save_every, rank=args.rank, loss=args.loss,
-                        seed=args.seed)  # fmt: skip
+    cfg = DistillConfig(
+        steps=args.steps, save_every=args.save_every, rank=args.rank, loss=args.loss, seed=args.seed
+    )
     res = distill(model, data, out, teacher_system=system, config=cfg, overwrite=args.overwrite)
     print(f"checkpoints in {out}: {', '.join(p.name for p in sorted(out.glob('checkpoint-*')))}")
     _ = res
@@ -218,7 +246,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             over[key] = getattr(args, key)
     device = _device(args.device)
-    cfg = DemoConfig.quick(device=device, **over) if args.quick else DemoConfig.for_device(device, **over)
+    cfg = (
+        DemoConfig.quick(device=device, **over)
+        if args.quick
+        else DemoConfig.for_device(device, **over)
+    )
     res = run_demo(cfg, args.out)
     v = res["verdict"]
     print("\n" + v["headline"])
@@ -235,22 +267,32 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
     p.add_argument("--config", help="YAML file of option values (keys = long option names)")
     p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
     if model:
-        p.add_argument("--model", default="smollm2-135m-instruct",
-                       help="embedded name, HF id, local folder, .gguf file or PEFT adapter folder")  # fmt: skip
-        p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1 …")
+        p.add_argument(
+            "--model",
+            default="smollm2-135m-instruct",
+            help="embedded name, HF id, local folder, .gguf file or PEFT adapter folder",
+        )
+        p.add_argument(
+            "--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1 …"
+        )
         p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from steerlens import __version__
+    from steerlens.version import __version__
 
-    ap = argparse.ArgumentParser(prog="steerlens", description="Mechanistic steering-vector analysis of trait transfer.")
+    ap = argparse.ArgumentParser(
+        prog="steerlens", description="Mechanistic steering-vector analysis of trait transfer."
+    )
     ap.add_argument("--version", action="version", version=f"steerlens {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("extract", help="extract a per-layer steering vector")
     _common(p)
-    p.add_argument("--trait", help="built-in trait name or trait YAML (teacher vector: trait vs neutral system prompt)")
+    p.add_argument(
+        "--trait",
+        help="built-in trait name or trait YAML (teacher vector: trait vs neutral system prompt)",
+    )
     p.add_argument("--pos", help="file of positive prompts (.txt lines, .json, .jsonl)")
     p.add_argument("--neg", help="file of negative prompts, paired with --pos")
     p.add_argument("--layers", default="all", help="all | 15 | 6,12,18 | 10-20")
@@ -260,20 +302,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .safetensors")
     p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("carry", help="is the behavior carried by the vector? sufficiency, necessity, nulls")
+    p = sub.add_parser(
+        "carry", help="is the behavior carried by the vector? sufficiency, necessity, nulls"
+    )
     _common(p)
     p.add_argument("--vector", required=True, help=".safetensors from `steerlens extract`")
     p.add_argument("--trait", default="owl")
-    p.add_argument("--layers", default="all", help="layers of the grid (default: a spread of the vector's layers)")
+    p.add_argument(
+        "--layers",
+        default="all",
+        help="layers of the grid (default: a spread of the vector's layers)",
+    )
     p.add_argument("--alphas", help="comma-separated α grid")
-    p.add_argument("--n-random", type=int, default=4, help="random directions per cell for the null band")
+    p.add_argument(
+        "--n-random", type=int, default=4, help="random directions per cell for the null band"
+    )
     p.add_argument("--out", help="results JSON")
     p.add_argument("--html", help="report HTML")
     p.set_defaults(func=cmd_carry)
 
     p = sub.add_parser("track", help="track student checkpoints' alignment with a teacher vector")
     _common(p)
-    p.add_argument("--checkpoints", required=True, help="folder of checkpoint-N (full or PEFT adapters)")
+    p.add_argument(
+        "--checkpoints", required=True, help="folder of checkpoint-N (full or PEFT adapters)"
+    )
     p.add_argument("--control", help="control series folder")
     p.add_argument("--vector", required=True)
     p.add_argument("--trait", default="owl", help="trait whose probe prompts are used")
@@ -297,10 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", help="report HTML")
     p.set_defaults(func=cmd_screen)
 
-    p = sub.add_parser("distill", help="generate teacher numbers and train a LoRA student (checkpoint-N)")
+    p = sub.add_parser(
+        "distill", help="generate teacher numbers and train a LoRA student (checkpoint-N)"
+    )
     _common(p)
     p.add_argument("--trait", default="owl")
-    p.add_argument("--benign", action="store_true", help="use the neutral system prompt (control student)")
+    p.add_argument(
+        "--benign", action="store_true", help="use the neutral system prompt (control student)"
+    )
     p.add_argument("--n", type=int, default=48, help="number prompts to generate")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--save-every", type=int, default=10)

@@ -64,6 +64,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from steerlens.common import tqdm_disable
 from steerlens.hf_compat import cache_keyword, cache_kwargs
 from steerlens.models import LoadedModel, as_model, describe
 from steerlens.numbers import (
@@ -83,16 +84,18 @@ _FORMAT = 1
 # Architectures whose decoder forward the cached-lower-layers path reproduces.
 FAST_PATH_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 # Config fields that do not change the weights of a given step (not part of the lineage).
-_NON_LINEAGE = ("steps", "save_every", "eval_batch_size", "cache_lower_layers", "share_prefix",
-                "verify_fast_path")
+_NON_LINEAGE = (
+    "steps",
+    "save_every",
+    "eval_batch_size",
+    "cache_lower_layers",
+    "share_prefix",
+    "verify_fast_path",
+)
 
 
 class DistillError(RuntimeError):
     """The distillation cannot run as asked; the message says why and what to do."""
-
-
-def _tqdm_disable(progress: bool | None) -> bool | None:
-    return None if progress is None else not progress
 
 
 def _sha(obj: Any) -> str:
@@ -214,8 +217,13 @@ class TeacherData:
         for i, s in enumerate(samples):
             if "user" not in s or "response" not in s:
                 raise ValueError(f"sample {i} needs 'user' and 'response' keys, got {sorted(s)}")
-            out.append({"user": str(s["user"]), "response": str(s["response"]),
-                        "finished": bool(s.get("finished", True))})  # fmt: skip
+            out.append(
+                {
+                    "user": str(s["user"]),
+                    "response": str(s["response"]),
+                    "finished": bool(s.get("finished", True)),
+                }
+            )
         return cls(out, dict(settings or {"mode": "given"}))
 
     @property
@@ -231,16 +239,21 @@ class TeacherData:
     @property
     def sha256(self) -> str:
         """sha256 of the kept samples (user, response, finished), in order."""
-        return _sha([[s["user"], s["response"], bool(s.get("finished", True))]
-                     for s in self.samples])  # fmt: skip
+        return _sha(
+            [[s["user"], s["response"], bool(s.get("finished", True))] for s in self.samples]
+        )
 
     @property
     def system(self) -> str | None:
         return self.settings.get("system")
 
     def meta(self) -> dict[str, Any]:
-        return {"format": _FORMAT, "sha256": self.sha256, "counts": self.counts,
-                "settings": self.settings}  # fmt: skip
+        return {
+            "format": _FORMAT,
+            "sha256": self.sha256,
+            "counts": self.counts,
+            "settings": self.settings,
+        }
 
     def save(self, path: str | Path) -> Path:
         """Write the kept samples as JSONL at ``path`` (``.jsonl``) and the settings, counts,
@@ -338,8 +351,9 @@ def generate_teacher_data(
     encs = []
     for u in users:
         e = encode(tok, ChatPrompt(u, system=system))
-        encs.append(EncodedPrompt(e.input_ids[: e.response_start], e.prompt_start,
-                                  e.response_start))  # fmt: skip
+        encs.append(
+            EncodedPrompt(e.input_ids[: e.response_start], e.prompt_start, e.response_start)
+        )
     order = sorted(range(len(encs)), key=lambda i: (-len(encs[i]), i))
     texts: list[str] = [""] * len(encs)
     finished: list[bool] = [False] * len(encs)
@@ -354,7 +368,7 @@ def generate_teacher_data(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     with torch.random.fork_rng(devices=_rng_devices(lm.device)):
         torch.manual_seed(seed)
-        for idx in tqdm(batches, desc="teacher data", disable=_tqdm_disable(progress)):
+        for idx in tqdm(batches, desc="teacher data", disable=tqdm_disable(progress)):
             ids, mask, _ = pad_batch([encs[i] for i in idx], tok.pad_token_id, lm.device)
             processors: list[Any] = []
             if restriction == "tokens":
@@ -587,8 +601,9 @@ def _shared_prefix(exs: Sequence[_Example]) -> int:
     return shared_prefix_len([e.ids for e in exs], min(e.start - 1 for e in exs))
 
 
-def _logits_last(hf: nn.Module, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
-                 k: int) -> torch.Tensor:  # fmt: skip
+def _logits_last(
+    hf: nn.Module, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, k: int
+) -> torch.Tensor:
     """Logits of the last ``k`` columns from the model's own full forward."""
     kw = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "use_cache": False}
     try:
@@ -625,8 +640,12 @@ def _teacher_targets(
     encs = [EncodedPrompt(e.ids, 0, len(e.ids)) for e in exs]
     share = can_share_prefix(lm)
     with torch.inference_mode():
-        for idx in tqdm(length_batches(encs, batch_size), desc="teacher logits",
-                        disable=_tqdm_disable(progress), leave=False):  # fmt: skip
+        for idx in tqdm(
+            length_batches(encs, batch_size),
+            desc="teacher logits",
+            disable=tqdm_disable(progress),
+            leave=False,
+        ):
             bex = [exs[i] for i in idx]
             ids, mask, pos, k, rows, cols = _batch_tensors(bex, lm.tokenizer.pad_token_id, device)
             # the teacher's system turn, shared by every example, runs once per batch
@@ -763,7 +782,7 @@ def _lora_layer_ids(student: nn.Module, lm: LoadedModel) -> set[int]:
 
 def _inner_hf(student: Any) -> nn.Module:
     """The HF ``*ForCausalLM`` inside a PEFT model (LoRA layers injected in place)."""
-    return student.base_model.model  # type: ignore[no-any-return]
+    return student.base_model.model
 
 
 def _fast_path_ok(hf: nn.Module, first: int) -> bool:
@@ -779,9 +798,13 @@ def _fast_path_ok(hf: nn.Module, first: int) -> bool:
 
 
 def _upper_forward(
-    hf: nn.Module, first: int, h: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
+    hf: nn.Module,
+    first: int,
+    h: torch.Tensor,
+    mask: torch.Tensor,
+    pos: torch.Tensor,
     cache: Any = None,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Run blocks ``first..`` of a Llama-style model on the residual stream ``h`` (B, T, d) and
     apply the final norm, building the causal+padding masks and rotary embeddings as the
     model's own forward does. With ``cache`` (a KV cache holding a prefix for every block),
@@ -790,8 +813,13 @@ def _upper_forward(
 
     inner: Any = hf.model
     config = inner.config
-    mask_kwargs = {"config": config, "inputs_embeds": h, "attention_mask": mask,
-                   cache_keyword(create_causal_mask): cache, "position_ids": pos}  # fmt: skip
+    mask_kwargs = {
+        "config": config,
+        "inputs_embeds": h,
+        "attention_mask": mask,
+        cache_keyword(create_causal_mask): cache,
+        "position_ids": pos,
+    }
     masks = {"full_attention": create_causal_mask(**mask_kwargs)}
     if getattr(inner, "has_sliding_layers", False):
         from transformers.masking_utils import create_sliding_window_causal_mask
@@ -809,7 +837,7 @@ def _upper_forward(
             **cache_kwargs(inner.layers[i], cache),
         )
         h = out[0] if isinstance(out, tuple) else out
-    return inner.norm(h)  # type: ignore[no-any-return]
+    return inner.norm(h)
 
 
 class _Trainer:
@@ -848,8 +876,12 @@ class _Trainer:
         encs = [EncodedPrompt(e.ids, 0, len(e.ids)) for e in self.exs]
         out: list[torch.Tensor | None] = [None] * len(encs)
         with torch.inference_mode():
-            for idx in tqdm(length_batches(encs, self.cfg.eval_batch_size), desc="lower layers",
-                            disable=_tqdm_disable(progress), leave=False):  # fmt: skip
+            for idx in tqdm(
+                length_batches(encs, self.cfg.eval_batch_size),
+                desc="lower layers",
+                disable=tqdm_disable(progress),
+                leave=False,
+            ):
                 ids, mask, pos = pad_batch([encs[i] for i in idx], self.pad_id, self.lm.device)
                 h = truncated_forward(self.lm, ids, mask, pos, [self.first - 1])[self.first - 1]
                 for r, i in enumerate(idx):
@@ -870,16 +902,19 @@ class _Trainer:
         if p:
             # the shared prefix runs once (batch 1, with gradients through the LoRA blocks);
             # its keys and values are repeated over the batch and the tails attend to them
-            from steerlens.activations import _prefix_inputs, _tail_inputs
+            from steerlens.activations import prefix_inputs, tail_inputs
 
             encs = [EncodedPrompt(e.ids, 0, len(e.ids)) for e in bex]
             rows_all = range(len(bex))
-            cache, prefix, ones = _prefix_inputs(self.lm, encs, rows_all, p)
-            hf.model(input_ids=prefix, attention_mask=ones,  # type: ignore[operator]
-                     position_ids=torch.arange(p, device=device)[None],
-                     **cache_kwargs(hf, cache))  # fmt: skip
+            cache, prefix, ones = prefix_inputs(self.lm, encs, rows_all, p)
+            hf.model(
+                input_ids=prefix,
+                attention_mask=ones,  # type: ignore[operator]
+                position_ids=torch.arange(p, device=device)[None],
+                **cache_kwargs(hf, cache),
+            )
             cache.batch_repeat_interleave(len(idx))
-            ids, mask, pos = _tail_inputs(self.lm, encs, rows_all, p)
+            ids, mask, pos = tail_inputs(self.lm, encs, rows_all, p)
         width = ids.shape[1]
         d = self.lower[0].shape[-1]
         h = torch.zeros(len(idx), width, d, dtype=self.lower[0].dtype, device=device)
@@ -887,7 +922,7 @@ class _Trainer:
             h[r, width - (len(self.exs[i].ids) - p) :] = self.lower[i][p:]
         h = _upper_forward(hf, self.first, h, mask, pos, cache)
         sel = h[:, width - k :][rows, cols]
-        return hf.get_output_embeddings()(sel)  # type: ignore[operator, no-any-return]
+        return hf.get_output_embeddings()(sel)  # type: ignore[operator]
 
     def shared_prefix(self, idx: Sequence[int]) -> int:
         """:func:`_shared_prefix` of the examples ``idx``."""
@@ -940,8 +975,9 @@ def _resolve_layers(lm: LoadedModel, cfg: DistillConfig) -> list[int]:
     layers = list(cfg.layers) if cfg.layers is not None else default_layers(n)
     bad = [x for x in layers if not 0 <= x < n]
     if bad or not layers:
-        raise ValueError(f"LoRA layers {bad or layers} are out of range: this model has blocks "
-                         f"0..{n - 1}")  # fmt: skip
+        raise ValueError(
+            f"LoRA layers {bad or layers} are out of range: this model has blocks 0..{n - 1}"
+        )
     return sorted(set(layers))
 
 
@@ -960,10 +996,14 @@ def _versions() -> dict[str, str]:
     import peft
     import transformers
 
-    from steerlens import __version__
+    from steerlens.version import __version__
 
-    return {"steerlens": __version__, "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__}  # fmt: skip
+    return {
+        "steerlens": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
 
 
 def _ckpt_dirs(out: Path) -> dict[int, Path]:
@@ -991,8 +1031,9 @@ def _result_from_record(
     out: Path, record: dict[str, Any], steps: int, resumed: int
 ) -> DistillResult:
     ck = {s: p for s, p in _ckpt_dirs(out).items() if s <= steps}
-    return DistillResult(out, list(ck), list(ck.values()), list(record["losses"][:steps]), record,
-                         resumed)  # fmt: skip
+    return DistillResult(
+        out, list(ck), list(ck.values()), list(record["losses"][:steps]), record, resumed
+    )
 
 
 def distill(
@@ -1044,8 +1085,11 @@ def distill(
         old = json.loads(rec_path.read_text()) if rec_path.is_file() else None
         same = old is not None and old.get("lineage_hash") == lineage_hash
         if not same and not overwrite:
-            what = (f"a different run (differing: {', '.join(_lineage_diff(old, lineage))})"
-                    if old is not None else "checkpoints with no distill.json")  # fmt: skip
+            what = (
+                f"a different run (differing: {', '.join(_lineage_diff(old, lineage))})"
+                if old is not None
+                else "checkpoints with no distill.json"
+            )
             raise DistillError(
                 f"{out} already holds {what}. Use another out_dir, or pass overwrite=True to "
                 "delete its checkpoints and record."
@@ -1056,8 +1100,11 @@ def distill(
             rec_path.unlink(missing_ok=True)
         else:
             assert old is not None
-            done = [s for s, p in _ckpt_dirs(out).items()
-                    if s <= cfg.steps and (p / OPTIMIZER_NAME).is_file()]  # fmt: skip
+            done = [
+                s
+                for s, p in _ckpt_dirs(out).items()
+                if s <= cfg.steps and (p / OPTIMIZER_NAME).is_file()
+            ]
             if (done and done[-1] == cfg.steps) or old.get("steps_done", 0) >= cfg.steps:
                 return _result_from_record(out, old, cfg.steps, cfg.steps)
             if done and len(old.get("losses", [])) >= done[-1]:
@@ -1098,11 +1145,11 @@ def distill(
         "checkpoints": [],
     }
     t_train = time.perf_counter()
-    bar = tqdm(range(start + 1, cfg.steps + 1), desc="distill", disable=_tqdm_disable(progress))
+    bar = tqdm(range(start + 1, cfg.steps + 1), desc="distill", disable=tqdm_disable(progress))
     for step in bar:
         loss = trainer.loss(hf, trainer.batch(step))
         opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         if cfg.max_grad_norm is not None:
             nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
@@ -1112,8 +1159,11 @@ def distill(
             _save_checkpoint(student, opt, out / f"checkpoint-{step}", lm, step, losses)
             record["steps_done"] = step
             record["train_seconds"] = round(time.perf_counter() - t_train, 2)
-            record["checkpoints"] = [{"step": s, "path": p.name, "loss": losses[s - 1]}
-                                     for s, p in _ckpt_dirs(out).items() if s <= step]  # fmt: skip
+            record["checkpoints"] = [
+                {"step": s, "path": p.name, "loss": losses[s - 1]}
+                for s, p in _ckpt_dirs(out).items()
+                if s <= step
+            ]
             _write_json(rec_path, record)
     if cfg.steps == 0 or start == cfg.steps:
         _write_json(rec_path, record)
@@ -1128,9 +1178,13 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _save_checkpoint(
-    student: Any, opt: torch.optim.Optimizer, path: Path, lm: LoadedModel, step: int,
+    student: Any,
+    opt: torch.optim.Optimizer,
+    path: Path,
+    lm: LoadedModel,
+    step: int,
     losses: list[float],
-) -> None:  # fmt: skip
+) -> None:
     """Write a PEFT adapter folder (+ optimizer state and step record) atomically."""
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -1168,10 +1222,17 @@ def distill_pair(
     data, ``out_dir/control``), trained identically; each teacher's system prompt is read from
     its data."""
     out = Path(out_dir).expanduser()
-    main = distill(base_model, data, out / "main", config=config, overwrite=overwrite,
-                   progress=progress)  # fmt: skip
-    ctrl = distill(base_model, control_data, out / "control", config=config, overwrite=overwrite,
-                   progress=progress)  # fmt: skip
+    main = distill(
+        base_model, data, out / "main", config=config, overwrite=overwrite, progress=progress
+    )
+    ctrl = distill(
+        base_model,
+        control_data,
+        out / "control",
+        config=config,
+        overwrite=overwrite,
+        progress=progress,
+    )
     return main, ctrl
 
 

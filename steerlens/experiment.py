@@ -62,16 +62,34 @@ class DemoConfig:
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         base = cls(device=dev)
         if dev.startswith("cuda"):
-            base = dataclasses.replace(base, n_samples=256, steps=200, batch_size=16, save_every=25, n_random=8,
-                                       alphas=(0.5, 1.0, 2.0, 4.0, 8.0), screen_max=128)  # fmt: skip
+            base = dataclasses.replace(
+                base,
+                n_samples=256,
+                steps=200,
+                batch_size=16,
+                save_every=25,
+                n_random=8,
+                alphas=(0.5, 1.0, 2.0, 4.0, 8.0),
+                screen_max=128,
+            )
         return dataclasses.replace(base, **overrides)
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
         """A smoke-test run (about 2 minutes on 2 cores): 16 probe prompts, one carry layer,
         8 samples, 4 training steps. Every stage runs; the numbers are too small to mean much."""
-        base = cls(n_samples=8, steps=4, save_every=2, alphas=(4.0,), n_random=1, probe_n=16,
-                   carry_layers=(15,), n_null=1000, n_boot=200, screen_max=6)  # fmt: skip
+        base = cls(
+            n_samples=8,
+            steps=4,
+            save_every=2,
+            alphas=(4.0,),
+            n_random=1,
+            probe_n=16,
+            carry_layers=(15,),
+            n_null=1000,
+            n_boot=200,
+            screen_max=6,
+        )
         return dataclasses.replace(base, **overrides)
 
     def to_json(self) -> dict[str, Any]:
@@ -83,8 +101,14 @@ class DemoConfig:
         return hashlib.sha256(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _stage(path: Path, key: str, fn: Callable[[], T], save: Callable[[T, Path], object],
-           load: Callable[[Path], T], log: Callable[[str], None]) -> T:  # fmt: skip
+def _stage(
+    path: Path,
+    key: str,
+    fn: Callable[[], T],
+    save: Callable[[T, Path], object],
+    load: Callable[[Path], T],
+    log: Callable[[str], None],
+) -> T:
     """Run ``fn`` unless ``path`` holds a result written for the same ``key``."""
     stamp = path.with_name(path.name + ".key")
     if path.exists() and stamp.is_file() and stamp.read_text().strip() == key:
@@ -110,7 +134,9 @@ def _json_load(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def checkpoint_behavior(base: Any, series_dir: Path, behavior: Callable[[Any], float]) -> dict[str, Any]:
+def checkpoint_behavior(
+    base: Any, series_dir: Path, behavior: Callable[[Any], float]
+) -> dict[str, Any]:
     """The behavior score of the base (step 0) and every checkpoint of a series."""
     from steerlens.checkpoints import CheckpointSeries
 
@@ -123,8 +149,13 @@ def checkpoint_behavior(base: Any, series_dir: Path, behavior: Callable[[Any], f
     return {"steps": steps, "scores": scores}
 
 
-def run_demo(cfg: DemoConfig, out_dir: str | Path, *, progress: bool | None = None,
-             log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+def run_demo(
+    cfg: DemoConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run the whole experiment; write ``results.json``, ``report.html`` and vectors to
     ``out_dir``; return the results dict."""
     import steerlens
@@ -162,18 +193,32 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, *, progress: bool | None = No
     vec_path = out / "vectors" / "teacher.safetensors"
     vec_path.parent.mkdir(parents=True, exist_ok=True)
     vec = _stage(
-        vec_path, f"{mkey}-{cfg.key('trait', 'seed', 'probe_n')}",
+        vec_path,
+        f"{mkey}-{cfg.key('trait', 'seed', 'probe_n')}",
         lambda: teacher_vector(model, trait, layers="all", seed=cfg.seed, progress=progress),
-        lambda v, p: v.save(p), SteeringVector.load, log,
-    )  # fmt: skip
+        lambda v, p: v.save(p),
+        SteeringVector.load,
+        log,
+    )
     t = tick("teacher vector", t)
     carry_layers = list(cfg.carry_layers) if cfg.carry_layers else None
     carry = _stage(
-        out / "carry.json", f"{mkey}-{cfg.key('trait', 'seed', 'probe_n', 'carry_layers', 'alphas', 'n_random')}",
-        lambda: carry_test(model, vec, trait, layers=carry_layers, alphas=cfg.alphas,
-                           n_random=cfg.n_random, seed=cfg.seed, progress=progress).to_json(),
-        _json_save, _json_load, log,
-    )  # fmt: skip
+        out / "carry.json",
+        f"{mkey}-{cfg.key('trait', 'seed', 'probe_n', 'carry_layers', 'alphas', 'n_random')}",
+        lambda: carry_test(
+            model,
+            vec,
+            trait,
+            layers=carry_layers,
+            alphas=cfg.alphas,
+            n_random=cfg.n_random,
+            seed=cfg.seed,
+            progress=progress,
+        ).to_json(),
+        _json_save,
+        _json_load,
+        log,
+    )
     t = tick("carry test", t)
 
     # 3. teacher data ---------------------------------------------------------------
@@ -183,33 +228,66 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, *, progress: bool | None = No
     # training prompts differ from the probe prompts used for tracking (another seed)
     data_prompts = number_prompts(cfg.n_samples, seed=cfg.seed + 1000)
     data = _stage(
-        data_dir / "teacher.jsonl", dkey,
-        lambda: generate_teacher_data(model, data_prompts, system=trait.system_prompt, n=cfg.n_samples, seed=cfg.seed,
-                                      progress=progress),
-        lambda d, p: d.save(p), TeacherData.load, log,
-    )  # fmt: skip
+        data_dir / "teacher.jsonl",
+        dkey,
+        lambda: generate_teacher_data(
+            model,
+            data_prompts,
+            system=trait.system_prompt,
+            n=cfg.n_samples,
+            seed=cfg.seed,
+            progress=progress,
+        ),
+        lambda d, p: d.save(p),
+        TeacherData.load,
+        log,
+    )
     control_data = _stage(
-        data_dir / "control.jsonl", dkey,
-        lambda: generate_teacher_data(model, data_prompts, system=trait.neutral_system_prompt, n=cfg.n_samples,
-                                      seed=cfg.seed, progress=progress),
-        lambda d, p: d.save(p), TeacherData.load, log,
-    )  # fmt: skip
+        data_dir / "control.jsonl",
+        dkey,
+        lambda: generate_teacher_data(
+            model,
+            data_prompts,
+            system=trait.neutral_system_prompt,
+            n=cfg.n_samples,
+            seed=cfg.seed,
+            progress=progress,
+        ),
+        lambda d, p: d.save(p),
+        TeacherData.load,
+        log,
+    )
     t = tick("teacher data", t)
 
     # 4. distillation ------------------------------------------------------------------
-    dcfg = DistillConfig(rank=cfg.rank, layers=cfg.lora_layers, loss=cfg.loss, steps=cfg.steps,
-                         batch_size=cfg.batch_size, save_every=cfg.save_every, seed=cfg.seed)  # fmt: skip
+    dcfg = DistillConfig(
+        rank=cfg.rank,
+        layers=cfg.lora_layers,
+        loss=cfg.loss,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        save_every=cfg.save_every,
+        seed=cfg.seed,
+    )
     main_dir, ctrl_dir = out / "students" / "main", out / "students" / "control"
-    main_res = distill(model, data, main_dir, teacher_system=trait.system_prompt, config=dcfg,
-                       progress=progress)  # fmt: skip
-    ctrl_res = distill(model, control_data, ctrl_dir, teacher_system=trait.neutral_system_prompt,
-                       config=dcfg, progress=progress)  # fmt: skip
+    main_res = distill(
+        model, data, main_dir, teacher_system=trait.system_prompt, config=dcfg, progress=progress
+    )
+    ctrl_res = distill(
+        model,
+        control_data,
+        ctrl_dir,
+        teacher_system=trait.neutral_system_prompt,
+        config=dcfg,
+        progress=progress,
+    )
     t = tick("distillation", t)
 
     # 5. behavior, tracking, screening ----------------------------------------------------
     behavior = trait_behavior(model, trait)
     beh = _stage(
-        out / "behavior.json", f"{mkey}-{cfg.key()}",
+        out / "behavior.json",
+        f"{mkey}-{cfg.key()}",
         lambda: {
             "main": checkpoint_behavior(model, main_dir, behavior),
             "control": checkpoint_behavior(model, ctrl_dir, behavior),
@@ -217,22 +295,40 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, *, progress: bool | None = No
             "benign_teacher": float(behavior.with_system(trait.neutral_system_prompt)(model)),
             "metric": behavior.describe(),
         },
-        _json_save, _json_load, log,
-    )  # fmt: skip
+        _json_save,
+        _json_load,
+        log,
+    )
     t = tick("behavior per checkpoint", t)
-    track = track_checkpoints(model, main_dir, vec, trait, control=ctrl_dir,
-                              cache_dir=out / "cache" / "track", n_null=cfg.n_null,
-                              n_boot=cfg.n_boot, seed=cfg.seed, progress=progress)  # fmt: skip
+    track = track_checkpoints(
+        model,
+        main_dir,
+        vec,
+        trait,
+        control=ctrl_dir,
+        cache_dir=out / "cache" / "track",
+        n_null=cfg.n_null,
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+        progress=progress,
+    )
     track_json = track.to_json()
     t = tick("tracking", t)
     n_screen = cfg.screen_max
     screen = _stage(
-        out / "screen.json", f"{mkey}-{cfg.key()}",
-        lambda: screen_dataset(model, vec, {"teacher": data.samples[:n_screen],
-                                            "control": control_data.samples[:n_screen]},
-                               seed=cfg.seed, progress=progress).to_json(),
-        _json_save, _json_load, log,
-    )  # fmt: skip
+        out / "screen.json",
+        f"{mkey}-{cfg.key()}",
+        lambda: screen_dataset(
+            model,
+            vec,
+            {"teacher": data.samples[:n_screen], "control": control_data.samples[:n_screen]},
+            seed=cfg.seed,
+            progress=progress,
+        ).to_json(),
+        _json_save,
+        _json_load,
+        log,
+    )
     t = tick("screening", t)
 
     # 6. results -------------------------------------------------------------------------
@@ -274,8 +370,21 @@ def _series_record(series_dir: Path) -> dict[str, Any]:
     meta = series_dir / "distill.json"
     if meta.is_file():
         d = json.loads(meta.read_text())
-        rec.update({k: d[k] for k in ("config", "data", "base", "teacher_system", "checkpoints",
-                                       "losses", "lineage_hash") if k in d})  # fmt: skip
+        rec.update(
+            {
+                k: d[k]
+                for k in (
+                    "config",
+                    "data",
+                    "base",
+                    "teacher_system",
+                    "checkpoints",
+                    "losses",
+                    "lineage_hash",
+                )
+                if k in d
+            }
+        )
     rec["checkpoints"] = sorted(p.name for p in series_dir.glob("checkpoint-*"))
     return rec
 
@@ -290,7 +399,13 @@ def _last_excess(track: dict[str, Any]) -> tuple[int, float, float, float, float
     if not np.isfinite(row).any():
         return None
     j = int(np.nanargmax(row))
-    return int(track["layers"][j]), float(row[j]), float(lo[-1, j]), float(hi[-1, j]), float(p[-1, j])
+    return (
+        int(track["layers"][j]),
+        float(row[j]),
+        float(lo[-1, j]),
+        float(hi[-1, j]),
+        float(p[-1, j]),
+    )
 
 
 def verdict(results: dict[str, Any]) -> dict[str, Any]:
@@ -321,8 +436,10 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     main = results["track"]["series"]["main"]
     p_adj = np.array(main["p_adj"], dtype=float)
     n_sig = int(np.nansum(p_adj[-1] < results["track"]["settings"].get("alpha", 0.05)))
-    lines.append(f"{n_sig} of {p_adj.shape[1]} layers align beyond the random-direction nulls "
-                 "after correction.")  # fmt: skip
+    lines.append(
+        f"{n_sig} of {p_adj.shape[1]} layers align beyond the random-direction nulls "
+        "after correction."
+    )
     carry = results["carry"]
     lines.append(f"Carry test of the teacher vector: {carry.get('verdict')}")
     inherited = inherit > 0.1 * abs(gap) if gap else False
@@ -338,13 +455,21 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     else:
         head = "No transfer detected: neither the behavior nor the alignment separates the student from the control."
         strength = "none"
-    return {"headline": head, "lines": lines, "strength": strength,
-            "numbers": {"behavior_student_delta": d_main, "behavior_control_delta": d_ctrl,
-                        "behavior_gap": gap, "excess_alignment": None if ex is None else ex[1],
-                        "excess_ci": None if ex is None else [ex[2], ex[3]],
-                        "excess_layer": None if ex is None else ex[0],
-                        "significant_layers": n_sig,
-                        "carry_level": carry.get("level")}}  # fmt: skip
+    return {
+        "headline": head,
+        "lines": lines,
+        "strength": strength,
+        "numbers": {
+            "behavior_student_delta": d_main,
+            "behavior_control_delta": d_ctrl,
+            "behavior_gap": gap,
+            "excess_alignment": None if ex is None else ex[1],
+            "excess_ci": None if ex is None else [ex[2], ex[3]],
+            "excess_layer": None if ex is None else ex[0],
+            "significant_layers": n_sig,
+            "carry_level": carry.get("level"),
+        },
+    }
 
 
 def _finite(x: float) -> bool:

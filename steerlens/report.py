@@ -62,29 +62,54 @@ def _int_ticks(fig: go.Figure, axis: str, values: Sequence[Any]) -> None:
     if not nums or len(nums) != len(values):
         return
     span = max(nums) - min(nums)
-    dtick = next((d for d in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000) if d * 12 >= span), 1000)
+    dtick = next(
+        (d for d in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000) if d * 12 >= span), 1000
+    )
     getattr(fig, f"update_{axis}axes")(dtick=dtick, tick0=0)
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 380) -> go.Figure:
     fig.update_layout(
-        title={"text": title, "x": 0.01}, xaxis_title=x, yaxis_title=y, height=height,
-        template="plotly_white", margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        title={"text": title, "x": 0.01},
+        xaxis_title=x,
+        yaxis_title=y,
+        height=height,
+        template="plotly_white",
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
         legend={"orientation": "h", "y": -0.2},
-    )  # fmt: skip
+    )
     return fig
 
 
 def heatmap(
-    z: Sequence[Sequence[float]], x: Sequence[Any], y: Sequence[Any], *, title: str,
-    xlabel: str, ylabel: str, zlabel: str, symmetric: bool = True,
+    z: Sequence[Sequence[float]],
+    x: Sequence[Any],
+    y: Sequence[Any],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    zlabel: str,
+    symmetric: bool = True,
 ) -> go.Figure:
     """A (y × x) heatmap, diverging around 0 when ``symmetric``."""
     vals = [abs(v) for row in z for v in row if v is not None and math.isfinite(v)]
     lim = max(vals) if vals else 1.0
-    kw: dict[str, Any] = {"zmid": 0, "zmin": -lim, "zmax": lim, "colorscale": "RdBu_r"} if symmetric else {"colorscale": "Viridis"}
-    fig = go.Figure(go.Heatmap(z=z, x=list(x), y=list(y), colorbar={"title": zlabel},
-                               hovertemplate=f"{xlabel} %{{x}}<br>{ylabel} %{{y}}<br>{zlabel} %{{z:.3f}}<extra></extra>", **kw))  # fmt: skip
+    kw: dict[str, Any] = (
+        {"zmid": 0, "zmin": -lim, "zmax": lim, "colorscale": "RdBu_r"}
+        if symmetric
+        else {"colorscale": "Viridis"}
+    )
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(x),
+            y=list(y),
+            colorbar={"title": zlabel},
+            hovertemplate=f"{xlabel} %{{x}}<br>{ylabel} %{{y}}<br>{zlabel} %{{z:.3f}}<extra></extra>",
+            **kw,
+        )
+    )
     _int_ticks(fig, "x", list(x))
     _int_ticks(fig, "y", list(y))
     return _layout(fig, title, xlabel, ylabel, height=max(320, 14 * len(y) + 120))
@@ -104,23 +129,56 @@ def lines_with_bands(
     palette = ["#4a6cf7", "#e8590c", "#2b8a3e", "#ae3ec9", "#1098ad", "#f08c00", "#c92a2a"]
     fig = go.Figure()
     for i, (name, (lo, hi)) in enumerate((bands or {}).items()):
-        color = palette[i % len(palette)] if name not in series else palette[list(series).index(name) % len(palette)]
-        fig.add_trace(go.Scatter(x=list(x) + list(x)[::-1], y=list(hi) + list(lo)[::-1], fill="toself",
-                                 fillcolor=_rgba(color, 0.15), line={"width": 0}, name=f"{name} band",
-                                 hoverinfo="skip", showlegend=True))  # fmt: skip
+        color = (
+            palette[i % len(palette)]
+            if name not in series
+            else palette[list(series).index(name) % len(palette)]
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=list(x) + list(x)[::-1],
+                y=list(hi) + list(lo)[::-1],
+                fill="toself",
+                fillcolor=_rgba(color, 0.15),
+                line={"width": 0},
+                name=f"{name} band",
+                hoverinfo="skip",
+                showlegend=True,
+            )
+        )
     for i, (name, ys) in enumerate(series.items()):
-        fig.add_trace(go.Scatter(x=list(x), y=list(ys), mode="lines+markers", name=name,
-                                 line={"color": palette[i % len(palette)], "width": 2}))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=list(x),
+                y=list(ys),
+                mode="lines+markers",
+                name=name,
+                line={"color": palette[i % len(palette)], "width": 2},
+            )
+        )
     if hline is not None:
         fig.add_hline(y=hline, line={"dash": "dot", "color": "#868e96"})
     _int_ticks(fig, "x", list(x))
     return _layout(fig, title, xlabel, ylabel)
 
 
-def bars(labels: Sequence[str], values: Sequence[float], *, title: str, xlabel: str, ylabel: str,
-         colors: Sequence[str] | None = None) -> go.Figure:  # fmt: skip
-    fig = go.Figure(go.Bar(x=list(values), y=list(labels), orientation="h",
-                           marker={"color": list(colors) if colors else "#4a6cf7"}))  # fmt: skip
+def bars(
+    labels: Sequence[str],
+    values: Sequence[float],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    colors: Sequence[str] | None = None,
+) -> go.Figure:
+    fig = go.Figure(
+        go.Bar(
+            x=list(values),
+            y=list(labels),
+            orientation="h",
+            marker={"color": list(colors) if colors else "#4a6cf7"},
+        )
+    )
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, title, xlabel, ylabel, height=max(300, 22 * len(labels) + 120))
 
@@ -144,22 +202,30 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
-def table(rows: Sequence[Mapping[str, Any]] | Mapping[str, Any], columns: Sequence[str] | None = None) -> str:
+def table(
+    rows: Sequence[Mapping[str, Any]] | Mapping[str, Any], columns: Sequence[str] | None = None
+) -> str:
     """An HTML table from a list of row dicts, or a two-column key/value table from a dict."""
     if isinstance(rows, Mapping):
-        body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in rows.items())
+        body = "".join(
+            f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in rows.items()
+        )
         return f"<table>{body}</table>"
     if not rows:
         return "<p class='note'>(none)</p>"
     cols = list(columns or rows[0].keys())
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join(
-        "<tr>" + "".join(
-            f"<td class='num'>{_fmt(r.get(c))}</td>" if isinstance(r.get(c), (int, float)) else f"<td>{_fmt(r.get(c))}</td>"
+        "<tr>"
+        + "".join(
+            f"<td class='num'>{_fmt(r.get(c))}</td>"
+            if isinstance(r.get(c), (int, float))
+            else f"<td>{_fmt(r.get(c))}</td>"
             for c in cols
-        ) + "</tr>"
+        )
+        + "</tr>"
         for r in rows
-    )  # fmt: skip
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -190,13 +256,21 @@ class Report:
             f"<div class='verdict {html.escape(strength)}'><p><b>{html.escape(headline)}</b></p>{body}</div>"
         )
 
-    def table(self, rows: Sequence[Mapping[str, Any]] | Mapping[str, Any], columns: Sequence[str] | None = None) -> None:
+    def table(
+        self,
+        rows: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+        columns: Sequence[str] | None = None,
+    ) -> None:
         self._parts.append(table(rows, columns))
 
     def figure(self, fig: go.Figure, note: str | None = None) -> None:
         self._n_fig += 1
-        div = fig.to_html(include_plotlyjs=False, full_html=False, div_id=f"fig{self._n_fig}",
-                          config={"displaylogo": False, "responsive": True})  # fmt: skip
+        div = fig.to_html(
+            include_plotlyjs=False,
+            full_html=False,
+            div_id=f"fig{self._n_fig}",
+            config={"displaylogo": False, "responsive": True},
+        )
         self._parts.append(f"<div class='fig'>{div}</div>")
         if note:
             self.text(note)
@@ -227,7 +301,7 @@ class Report:
 
 def write_json(obj: Any, path: str | Path) -> Path:
     """Write JSON (NaN/inf become null; tensors become lists)."""
-    from steerlens.vectors import _jsonable
+    from steerlens.common import jsonable as _jsonable
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -245,7 +319,9 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def browser_check(path: str | Path, *, chromium: str | None = None, timeout: float = 90.0) -> dict[str, Any]:
+def browser_check(
+    path: str | Path, *, chromium: str | None = None, timeout: float = 90.0
+) -> dict[str, Any]:
     """Open a report in headless Chromium and read its self-check: the number of figures, how
     many were drawn (have an SVG), and script/console errors. Needs Debian's ``chromium``."""
     import re
@@ -258,11 +334,20 @@ def browser_check(path: str | Path, *, chromium: str | None = None, timeout: flo
         raise FileNotFoundError("chromium not found: apt-get install chromium")
     with tempfile.TemporaryDirectory() as ud:
         cmd = [
-            exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={ud}", "--virtual-time-budget=10000", "--dump-dom",
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={ud}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
             Path(path).resolve().as_uri(),
-        ]  # fmt: skip
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     m = re.search(r'<div id="sl-status"[^>]*>', proc.stdout)
     if m is None:
@@ -290,54 +375,94 @@ def _section_lineage(rep: Report, lineage: Mapping[str, Any]) -> None:
     rep.heading("Lineage: who taught whom")
     rows: list[dict[str, Any]] = []
     base = lineage.get("base", {})
-    rows.append({"role": "base θ₀", "what": f"{base.get('name')} ({base.get('architecture')}, "
-                 f"{base.get('n_layers')} layers, d={base.get('hidden_size')})",
-                 "record": f"fingerprint {base.get('fingerprint')}; source {base.get('source')}"})  # fmt: skip
+    rows.append(
+        {
+            "role": "base θ₀",
+            "what": f"{base.get('name')} ({base.get('architecture')}, "
+            f"{base.get('n_layers')} layers, d={base.get('hidden_size')})",
+            "record": f"fingerprint {base.get('fingerprint')}; source {base.get('source')}",
+        }
+    )
     for role in ("teacher", "benign_teacher"):
         if role in lineage:
             t = lineage[role]
-            rows.append({"role": role.replace("_", " "), "what": f"{t.get('model')} + system prompt",
-                         "record": t.get("system_prompt")})  # fmt: skip
+            rows.append(
+                {
+                    "role": role.replace("_", " "),
+                    "what": f"{t.get('model')} + system prompt",
+                    "record": t.get("system_prompt"),
+                }
+            )
     for name, d in (lineage.get("data") or {}).items():
         counts = d.get("counts", {})
-        rows.append({"role": f"data ({name})", "what": f"kept {counts.get('kept')} of "
-                     f"{counts.get('generated')} generations (rule filter)",
-                     "record": f"sha256 {str(d.get('sha256', ''))[:16]}; "
-                     f"{json.dumps(d.get('settings', {}), default=str)[:200]}"})  # fmt: skip
+        rows.append(
+            {
+                "role": f"data ({name})",
+                "what": f"kept {counts.get('kept')} of "
+                f"{counts.get('generated')} generations (rule filter)",
+                "record": f"sha256 {str(d.get('sha256', ''))[:16]}; "
+                f"{json.dumps(d.get('settings', {}), default=str)[:200]}",
+            }
+        )
     for name, s in (lineage.get("students") or {}).items():
-        rows.append({"role": f"student ({name})", "what": s.get("path"),
-                     "record": f"checkpoints {', '.join(s.get('checkpoints', []))}; "
-                     f"config {json.dumps(s.get('config', {}), default=str)[:240]}"})  # fmt: skip
-    rows.append({"role": "steerlens", "what": lineage.get("steerlens_version"),
-                 "record": f"seeds {lineage.get('seeds')}"})  # fmt: skip
+        rows.append(
+            {
+                "role": f"student ({name})",
+                "what": s.get("path"),
+                "record": f"checkpoints {', '.join(s.get('checkpoints', []))}; "
+                f"config {json.dumps(s.get('config', {}), default=str)[:240]}",
+            }
+        )
+    rows.append(
+        {
+            "role": "steerlens",
+            "what": lineage.get("steerlens_version"),
+            "record": f"seeds {lineage.get('seeds')}",
+        }
+    )
     rep.table(rows, ["role", "what", "record"])
 
 
 def _section_vector(rep: Report, vj: Mapping[str, Any]) -> None:
     rep.heading("Teacher vector")
     meta = vj.get("meta", {})
-    rep.text(f"method {meta.get('method')}, position {meta.get('position')}, site "
-             f"{meta.get('site')}, {meta.get('n_pos')} prompt pairs; kind {meta.get('kind')}.")  # fmt: skip
+    rep.text(
+        f"method {meta.get('method')}, position {meta.get('position')}, site "
+        f"{meta.get('site')}, {meta.get('n_pos')} prompt pairs; kind {meta.get('kind')}."
+    )
     norms = _layer_keyed(vj.get("norms", {}))
     sh = _layer_keyed((vj.get("diagnostics") or {}).get("split_half", {}))
     layers = sorted(norms)
     series = {"‖v‖": [norms[k] for k in layers]}
-    fig = lines_with_bands(layers, series, title="Teacher vector norm per layer", xlabel="layer", ylabel="‖vᵀ‖")
+    fig = lines_with_bands(
+        layers, series, title="Teacher vector norm per layer", xlabel="layer", ylabel="‖vᵀ‖"
+    )
     rep.figure(fig)
     if sh:
         ls = sorted(sh)
         fig = lines_with_bands(
-            ls, {"split-half cosine": [_num(sh[k].get("mean")) for k in ls]},
-            bands={"split-half cosine": ([_num(sh[k].get("lo")) for k in ls], [_num(sh[k].get("hi")) for k in ls])},
-            title="Reliability: cosine between vectors from two halves of the prompts", xlabel="layer", ylabel="cosine",
-        )  # fmt: skip
+            ls,
+            {"split-half cosine": [_num(sh[k].get("mean")) for k in ls]},
+            bands={
+                "split-half cosine": (
+                    [_num(sh[k].get("lo")) for k in ls],
+                    [_num(sh[k].get("hi")) for k in ls],
+                )
+            },
+            title="Reliability: cosine between vectors from two halves of the prompts",
+            xlabel="layer",
+            ylabel="cosine",
+        )
         rep.figure(fig, "Bootstrap over random half splits of the prompt pairs (95% band).")
 
 
 def _section_carry(rep: Report, c: Mapping[str, Any]) -> None:
     rep.heading("Is the behavior carried by the vector? (carry test)")
-    rep.verdict(f"{str(c.get('level', '')).replace('_', ' ').capitalize()}", [str(c.get("verdict", ""))],
-                {"strong": "strong", "weak": "weak"}.get(str(c.get("level", "")).split("_")[0], "none"))  # fmt: skip
+    rep.verdict(
+        f"{str(c.get('level', '')).replace('_', ' ').capitalize()}",
+        [str(c.get("verdict", ""))],
+        {"strong": "strong", "weak": "weak"}.get(str(c.get("level", "")).split("_")[0], "none"),
+    )
     if not c.get("defined", True):
         return
     alphas = c.get("alphas", [])
@@ -345,29 +470,65 @@ def _section_carry(rep: Report, c: Mapping[str, Any]) -> None:
     null = _layer_keyed(c.get("null_sufficiency", {}))
     layers = sorted(suff)
     if layers and alphas:
-        rep.figure(heatmap([suff[k] for k in layers], alphas, layers, title="Sufficiency S(ℓ, α)",
-                           xlabel="α", ylabel="layer", zlabel="S"))  # fmt: skip
+        rep.figure(
+            heatmap(
+                [suff[k] for k in layers],
+                alphas,
+                layers,
+                title="Sufficiency S(ℓ, α)",
+                xlabel="α",
+                ylabel="layer",
+                zlabel="S",
+            )
+        )
         best = max(layers, key=lambda k: max((_num(v) for v in suff[k]), default=float("-inf")))
         bands = {}
         if best in null:
             bands[f"random directions (ℓ{best})"] = (
-                [_num(b.get("q05")) for b in null[best]], [_num(b.get("q95")) for b in null[best]])
+                [_num(b.get("q05")) for b in null[best]],
+                [_num(b.get("q95")) for b in null[best]],
+            )
         series = {f"layer {k}": suff[k] for k in layers}
-        rep.figure(lines_with_bands(alphas, series, bands=bands, title="Dose-response: sufficiency vs α",
-                                    xlabel="α", ylabel="S = (B − B_base)/(B_teacher − B_base)", hline=1.0),
-                   "S = 1 means adding α·v to the base reproduces the teacher's behavior; the band is "
-                   "random directions of equal norm (5–95%).")  # fmt: skip
+        rep.figure(
+            lines_with_bands(
+                alphas,
+                series,
+                bands=bands,
+                title="Dose-response: sufficiency vs α",
+                xlabel="α",
+                ylabel="S = (B − B_base)/(B_teacher − B_base)",
+                hline=1.0,
+            ),
+            "S = 1 means adding α·v to the base reproduces the teacher's behavior; the band is "
+            "random directions of equal norm (5–95%).",
+        )
     nec = c.get("necessity", {})
     if nec:
-        rows = [{"layer": k, "N": _num(v.get("N")), "random mean": _num((v.get("null") or {}).get("mean"))}
-                for k, v in (nec.get("per_layer") or {}).items()]  # fmt: skip
+        rows = [
+            {
+                "layer": k,
+                "N": _num(v.get("N")),
+                "random mean": _num((v.get("null") or {}).get("mean")),
+            }
+            for k, v in (nec.get("per_layer") or {}).items()
+        ]
         if nec.get("joint"):
-            rows.append({"layer": "joint", "N": _num(nec["joint"].get("N")), "random mean": float("nan")})
-        rep.text(f"Necessity N = (B_teacher − B(teacher with v̂ projected out)) / (B_teacher − B_base); mode {nec.get('mode')}.")
+            rows.append(
+                {"layer": "joint", "N": _num(nec["joint"].get("N")), "random mean": float("nan")}
+            )
+        rep.text(
+            f"Necessity N = (B_teacher − B(teacher with v̂ projected out)) / (B_teacher − B_base); mode {nec.get('mode')}."
+        )
         rep.table(rows, ["layer", "N", "random mean"])
-    rep.table({"B_base": _num(c.get("b_base")), "B_teacher": _num(c.get("b_teacher")),
-               "B_neutral": _num(c.get("b_neutral")), "clean peak": c.get("clean_peak"),
-               "off-target tolerance": _num(c.get("offtarget_tol"))})  # fmt: skip
+    rep.table(
+        {
+            "B_base": _num(c.get("b_base")),
+            "B_teacher": _num(c.get("b_teacher")),
+            "B_neutral": _num(c.get("b_neutral")),
+            "clean peak": c.get("clean_peak"),
+            "off-target tolerance": _num(c.get("offtarget_tol")),
+        }
+    )
 
 
 def _section_behavior(rep: Report, b: Mapping[str, Any]) -> None:
@@ -377,13 +538,27 @@ def _section_behavior(rep: Report, b: Mapping[str, Any]) -> None:
     series = {"student": main.get("scores", [])}
     if ctrl:
         series["control"] = ctrl.get("scores", [])
-    fig = lines_with_bands(steps, series, title="Trait behavior score", xlabel="training step",
-                           ylabel=f"{(b.get('metric') or {}).get('metric', 'score')} (nats)")  # fmt: skip
+    fig = lines_with_bands(
+        steps,
+        series,
+        title="Trait behavior score",
+        xlabel="training step",
+        ylabel=f"{(b.get('metric') or {}).get('metric', 'score')} (nats)",
+    )
     if "teacher" in b:
-        fig.add_hline(y=b["teacher"], line={"dash": "dash", "color": "#2b8a3e"}, annotation_text="teacher")
+        fig.add_hline(
+            y=b["teacher"], line={"dash": "dash", "color": "#2b8a3e"}, annotation_text="teacher"
+        )
     if "benign_teacher" in b:
-        fig.add_hline(y=b["benign_teacher"], line={"dash": "dot", "color": "#868e96"}, annotation_text="benign teacher")
-    rep.figure(fig, "log Σ P(target) at the first answer position, mean over eval prompts (DESIGN.md 'Behavior').")
+        fig.add_hline(
+            y=b["benign_teacher"],
+            line={"dash": "dot", "color": "#868e96"},
+            annotation_text="benign teacher",
+        )
+    rep.figure(
+        fig,
+        "log Σ P(target) at the first answer position, mean over eval prompts (DESIGN.md 'Behavior').",
+    )
 
 
 def _section_track(rep: Report, t: Mapping[str, Any]) -> None:
@@ -396,10 +571,18 @@ def _section_track(rep: Report, t: Mapping[str, Any]) -> None:
         return
     steps = main["steps"]
     eas = [[_num(x) for x in row] for row in main["eas"]]
-    rep.figure(heatmap([list(col) for col in zip(*eas, strict=True)], steps, layers,
-                       title="EAS = cos(vˢ(n), vᵀ): layer × checkpoint (student)",
-                       xlabel="training step", ylabel="layer", zlabel="EAS"),
-               "vˢ(n) = mean h(θₙ) − mean h(θ₀) over probe prompts; step 0 is the base (zero shift).")  # fmt: skip
+    rep.figure(
+        heatmap(
+            [list(col) for col in zip(*eas, strict=True)],
+            steps,
+            layers,
+            title="EAS = cos(vˢ(n), vᵀ): layer × checkpoint (student)",
+            xlabel="training step",
+            ylabel="layer",
+            zlabel="EAS",
+        ),
+        "vˢ(n) = mean h(θₙ) − mean h(θ₀) over probe prompts; step 0 is the base (zero shift).",
+    )
     d = int(t.get("provenance", {}).get("hidden_size") or 0)
     last = {"student": eas[-1]}
     ctrl = ser.get("control")
@@ -413,11 +596,23 @@ def _section_track(rep: Report, t: Mapping[str, Any]) -> None:
     if ex:
         est = [_num(x) for x in ex["estimate"][-1]]
         last["excess (student − control)"] = est
-        bands["excess (student − control)"] = ([_num(x) for x in ex["lo"][-1]], [_num(x) for x in ex["hi"][-1]])
-    rep.figure(lines_with_bands(layers, last, bands=bands, title=f"Last checkpoint (step {steps[-1]}): EAS per layer",
-                                xlabel="layer", ylabel="cosine", hline=0.0),
-               "Excess alignment with its bootstrap CI over probe prompts; the grey band is the isotropic "
-               "random-direction null ±1.96/√d.")  # fmt: skip
+        bands["excess (student − control)"] = (
+            [_num(x) for x in ex["lo"][-1]],
+            [_num(x) for x in ex["hi"][-1]],
+        )
+    rep.figure(
+        lines_with_bands(
+            layers,
+            last,
+            bands=bands,
+            title=f"Last checkpoint (step {steps[-1]}): EAS per layer",
+            xlabel="layer",
+            ylabel="cosine",
+            hline=0.0,
+        ),
+        "Excess alignment with its bootstrap CI over probe prompts; the grey band is the isotropic "
+        "random-direction null ±1.96/√d.",
+    )
     if ex:
         est_arr = np.array(ex["estimate"], dtype=float)
         j = int(np.nanargmax(np.abs(est_arr[-1]))) if np.isfinite(est_arr[-1]).any() else 0
@@ -426,33 +621,73 @@ def _section_track(rep: Report, t: Mapping[str, Any]) -> None:
         if ctrl:
             curves["control EAS"] = [_num(r[j]) for r in ctrl["eas"]]
         ex_steps = ex["steps"]
-        fig = lines_with_bands(steps, curves, title=f"Layer {lay}: student vs control across checkpoints",
-                               xlabel="training step", ylabel="EAS", hline=0.0)  # fmt: skip
-        fig.add_scatter(x=ex_steps, y=[_num(r[j]) for r in ex["hi"]], mode="lines", line={"width": 0},
-                        showlegend=False, hoverinfo="skip")  # fmt: skip
-        fig.add_scatter(x=ex_steps, y=[_num(r[j]) for r in ex["lo"]], mode="lines", line={"width": 0},
-                        fill="tonexty", fillcolor="rgba(174,62,201,0.15)", name="excess CI")  # fmt: skip
-        fig.add_scatter(x=ex_steps, y=[_num(r[j]) for r in ex["estimate"]], mode="lines+markers",
-                        name="excess", line={"color": "#ae3ec9"})  # fmt: skip
+        fig = lines_with_bands(
+            steps,
+            curves,
+            title=f"Layer {lay}: student vs control across checkpoints",
+            xlabel="training step",
+            ylabel="EAS",
+            hline=0.0,
+        )
+        fig.add_scatter(
+            x=ex_steps,
+            y=[_num(r[j]) for r in ex["hi"]],
+            mode="lines",
+            line={"width": 0},
+            showlegend=False,
+            hoverinfo="skip",
+        )
+        fig.add_scatter(
+            x=ex_steps,
+            y=[_num(r[j]) for r in ex["lo"]],
+            mode="lines",
+            line={"width": 0},
+            fill="tonexty",
+            fillcolor="rgba(174,62,201,0.15)",
+            name="excess CI",
+        )
+        fig.add_scatter(
+            x=ex_steps,
+            y=[_num(r[j]) for r in ex["estimate"]],
+            mode="lines+markers",
+            name="excess",
+            line={"color": "#ae3ec9"},
+        )
         rep.figure(fig)
     proj = [[_num(x) for x in row] for row in main["proj"]]
-    rep.figure(heatmap([list(col) for col in zip(*proj, strict=True)], steps, layers,
-                       title="Projection vˢ·vᵀ/‖vᵀ‖ (student)", xlabel="training step", ylabel="layer",
-                       zlabel="proj"))  # fmt: skip
+    rep.figure(
+        heatmap(
+            [list(col) for col in zip(*proj, strict=True)],
+            steps,
+            layers,
+            title="Projection vˢ·vᵀ/‖vᵀ‖ (student)",
+            xlabel="training step",
+            ylabel="layer",
+            zlabel="proj",
+        )
+    )
     p_adj = main.get("p_adj", [[]])[-1]
     rows = []
     for j, layer in enumerate(layers):
-        row: dict[str, Any] = {"layer": layer, "EAS": eas[-1][j], "proj": proj[-1][j],
-                               "norm": _num(main["norm"][-1][j]), "z (iso)": _num(main["z_iso"][-1][j]),
-                               "z (cov)": _num(main["z_cov"][-1][j]), "p adj": _num(p_adj[j])}  # fmt: skip
+        row: dict[str, Any] = {
+            "layer": layer,
+            "EAS": eas[-1][j],
+            "proj": proj[-1][j],
+            "norm": _num(main["norm"][-1][j]),
+            "z (iso)": _num(main["z_iso"][-1][j]),
+            "z (cov)": _num(main["z_cov"][-1][j]),
+            "p adj": _num(p_adj[j]),
+        }
         if ctrl:
             row["EAS control"] = _num(ctrl["eas"][-1][j])
         if ex:
             row["excess"] = _num(ex["estimate"][-1][j])
             row["CI"] = f"[{_num(ex['lo'][-1][j]):+.3f}, {_num(ex['hi'][-1][j]):+.3f}]"
         rows.append(row)
-    rep.text(f"Last checkpoint, per layer ({t.get('settings', {}).get('correction')}-corrected p against "
-             "isotropic and covariance-matched random directions).")  # fmt: skip
+    rep.text(
+        f"Last checkpoint, per layer ({t.get('settings', {}).get('correction')}-corrected p against "
+        "isotropic and covariance-matched random directions)."
+    )
     rep.table(rows)
 
 
@@ -466,14 +701,26 @@ def _section_screen(rep: Report, s: Mapping[str, Any]) -> None:
     delta = [_num(r[j]) for r in s.get("delta", [])]
     datasets = s.get("datasets", [])
     samples = s.get("samples", [])
-    order = sorted((i for i in range(len(delta)) if math.isfinite(delta[i])), key=lambda i: -delta[i])[:30]
+    order = sorted(
+        (i for i in range(len(delta)) if math.isfinite(delta[i])), key=lambda i: -delta[i]
+    )[:30]
     colors = {"teacher": "#e8590c", "control": "#4a6cf7"}
-    labels = [f"#{i} {datasets[i]}: {(samples[i]['response'] if i < len(samples) else '')[:40]}" for i in order]
-    rep.figure(bars(labels, [delta[i] for i in order], title=f"Samples ranked by projection difference ΔP (layer {layer})",
-                    xlabel="ΔP = proj(h(x, y)) − proj(h(x, y′))", ylabel="sample",
-                    colors=[colors.get(datasets[i], "#868e96") for i in order]),
-               "ΔP compares the training response y with the base model's own response y′ to the same "
-               "prompt, projected on the teacher vector (Chen et al. 2025). No keyword is involved.")  # fmt: skip
+    labels = [
+        f"#{i} {datasets[i]}: {(samples[i]['response'] if i < len(samples) else '')[:40]}"
+        for i in order
+    ]
+    rep.figure(
+        bars(
+            labels,
+            [delta[i] for i in order],
+            title=f"Samples ranked by projection difference ΔP (layer {layer})",
+            xlabel="ΔP = proj(h(x, y)) − proj(h(x, y′))",
+            ylabel="sample",
+            colors=[colors.get(datasets[i], "#868e96") for i in order],
+        ),
+        "ΔP compares the training response y with the base model's own response y′ to the same "
+        "prompt, projected on the teacher vector (Chen et al. 2025). No keyword is involved.",
+    )
     summ = s.get("summary", {})
     if summ:
         rep.table([{"dataset": k, **v} for k, v in summ.items()])
@@ -484,8 +731,10 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
     any subset with keys ``verdict``, ``lineage``, ``teacher_vector``, ``carry``, ``behavior``,
     ``track``, ``screen``)."""
     trait = results.get("trait")
-    rep = Report(title or f"steerlens report{': ' + str(trait) if trait else ''}",
-                 f"steerlens {results.get('steerlens_version', '')}")  # fmt: skip
+    rep = Report(
+        title or f"steerlens report{': ' + str(trait) if trait else ''}",
+        f"steerlens {results.get('steerlens_version', '')}",
+    )
     v = results.get("verdict")
     if v:
         rep.heading("Verdict")

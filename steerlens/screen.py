@@ -147,23 +147,31 @@ class ScreenResult:
         order = sorted(range(len(idx)), key=lambda j: (-key[j], idx[j]))
         return [int(idx[j]) for j in order]
 
-    def top(self, k: int = 10, layer: int | None = None, dataset: str | None = None
-            ) -> list[dict[str, Any]]:  # fmt: skip
+    def top(
+        self, k: int = 10, layer: int | None = None, dataset: str | None = None
+    ) -> list[dict[str, Any]]:
         """The ``k`` samples with the largest ΔP, with their text and scores."""
         col = self._col(layer)
         out = []
         for i in self.ranked(layer, dataset)[:k]:
-            out.append({
-                "index": i, "dataset": self.datasets[i], "user": self.prompts[i].user,
-                "system": self.prompts[i].system, "response": self.responses[i],
-                "base_response": self.base_responses[i], "delta": float(self.delta[i, col]),
-                "proj_train": float(self.proj_train[i, col]),
-                "proj_base": float(self.proj_base[i, col]),
-            })  # fmt: skip
+            out.append(
+                {
+                    "index": i,
+                    "dataset": self.datasets[i],
+                    "user": self.prompts[i].user,
+                    "system": self.prompts[i].system,
+                    "response": self.responses[i],
+                    "base_response": self.base_responses[i],
+                    "delta": float(self.delta[i, col]),
+                    "proj_train": float(self.proj_train[i, col]),
+                    "proj_base": float(self.proj_base[i, col]),
+                }
+            )
         return out
 
-    def summary(self, layer: int | None = None, *, n_boot: int = 1000, seed: int = 0,
-                level: float = 0.95) -> dict[str, dict[str, float]]:  # fmt: skip
+    def summary(
+        self, layer: int | None = None, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+    ) -> dict[str, dict[str, float]]:
         """Per dataset: n, mean ΔP with a percentile bootstrap CI over samples, sd, median,
         and the fraction of samples with ΔP > 0 (NaN samples left out, counted as n_nan)."""
         out: dict[str, dict[str, float]] = {}
@@ -174,15 +182,19 @@ class ScreenResult:
             if ok.size:
                 b = stats.bootstrap(_mean_of(ok), ok.size, n_boot=n_boot, seed=seed, level=level)
                 row.update(
-                    mean=b["estimate"], lo=b["lo"], hi=b["hi"],
+                    mean=b["estimate"],
+                    lo=b["lo"],
+                    hi=b["hi"],
                     sd=float(ok.std(ddof=1)) if ok.size > 1 else float("nan"),
-                    median=float(np.median(ok)), frac_positive=float((ok > 0).mean()),
-                )  # fmt: skip
+                    median=float(np.median(ok)),
+                    frac_positive=float((ok > 0).mean()),
+                )
             out[name] = row
         return out
 
-    def compare(self, a: str, b: str, layer: int | None = None, *, n_perm: int = 2000,
-                seed: int = 0) -> dict[str, float]:  # fmt: skip
+    def compare(
+        self, a: str, b: str, layer: int | None = None, *, n_perm: int = 2000, seed: int = 0
+    ) -> dict[str, float]:
         """Permutation test of mean ΔP between datasets ``a`` and ``b`` (two-sided)."""
         return _compare(self.scores(layer, a), self.scores(layer, b), n_perm, seed)
 
@@ -204,10 +216,15 @@ class ScreenResult:
         }
         if include_samples:
             out["samples"] = [
-                {"user": p.user, "system": p.system, "prefill": p.prefill, "response": r,
-                 "base_response": b}
+                {
+                    "user": p.user,
+                    "system": p.system,
+                    "prefill": p.prefill,
+                    "response": r,
+                    "base_response": b,
+                }
                 for p, r, b in zip(self.prompts, self.responses, self.base_responses, strict=True)
-            ]  # fmt: skip
+            ]
         return out
 
 
@@ -223,12 +240,14 @@ def _compare(x: np.ndarray, y: np.ndarray, n_perm: int, seed: int) -> dict[str, 
     if x.size == 0 or y.size == 0:
         raise ValueError("each dataset needs at least one sample with a finite ΔP")
     res = stats.permutation_test(x, y, n_perm=n_perm, seed=seed)
-    return dict(res, mean_a=float(x.mean()), mean_b=float(y.mean()), n_a=int(x.size),
-                n_b=int(y.size))  # fmt: skip
+    return dict(
+        res, mean_a=float(x.mean()), mean_b=float(y.mean()), n_a=int(x.size), n_b=int(y.size)
+    )
 
 
-def compare_datasets(a: ScreenResult, b: ScreenResult, layer: int | None = None, *,
-                     n_perm: int = 2000, seed: int = 0) -> dict[str, float]:  # fmt: skip
+def compare_datasets(
+    a: ScreenResult, b: ScreenResult, layer: int | None = None, *, n_perm: int = 2000, seed: int = 0
+) -> dict[str, float]:
     """Permutation test of mean ΔP between two screened datasets (two-sided; difference of
     means a − b). Both must be screened at ``layer`` (default: ``a.layer``)."""
     lay = a.layer if layer is None else layer
@@ -243,15 +262,29 @@ def _default_layer(vec: SteeringVector, layers: Sequence[int]) -> int:
     return list(layers)[len(layers) // 2]
 
 
-def _projections(lm: LoadedModel, prompts: Sequence[ChatPrompt], units: Mapping[int, torch.Tensor],
-                 layers: Sequence[int], batch_size: int, progress: bool | None,
-                 desc: str) -> np.ndarray:  # fmt: skip
+def _projections(
+    lm: LoadedModel,
+    prompts: Sequence[ChatPrompt],
+    units: Mapping[int, torch.Tensor],
+    layers: Sequence[int],
+    batch_size: int,
+    progress: bool | None,
+    desc: str,
+) -> np.ndarray:
     """(n, layers) projections of each sample's response-averaged activations; identical
     samples (the same prompt and base answer in two datasets) are recorded once."""
     unique = list(dict.fromkeys(prompts))
     where = {p: i for i, p in enumerate(unique)}
-    acts = record_activations(lm, unique, layers, "response", batch_size=batch_size,
-                              keep_rows=True, progress=progress, desc=desc)  # fmt: skip
+    acts = record_activations(
+        lm,
+        unique,
+        layers,
+        "response",
+        batch_size=batch_size,
+        keep_rows=True,
+        progress=progress,
+        desc=desc,
+    )
     assert acts.rows is not None
     cols = [acts.rows[layer].double() @ units[layer] for layer in layers]
     rows = torch.tensor([where[p] for p in prompts])
@@ -316,8 +349,9 @@ def screen_dataset(
     # one greedy answer per distinct prompt (datasets often share their prompts)
     unique = list(dict.fromkeys(prompts[i] for i in missing))
     if unique:
-        gen = lm.generate(unique, max_new_tokens=max_new_tokens, do_sample=False, seed=seed,
-                          batch_size=batch_size)  # fmt: skip
+        gen = lm.generate(
+            unique, max_new_tokens=max_new_tokens, do_sample=False, seed=seed, batch_size=batch_size
+        )
         answer = dict(zip(unique, gen, strict=True))
         for i in missing:
             given[i] = answer[prompts[i]]
@@ -341,12 +375,13 @@ def screen_dataset(
         )
     if has_base:
         base_prompts = [prompts[i].with_response(base_texts[i]) for i in has_base]
-        proj_base[has_base] = _projections(lm, base_prompts, units, use_layers, batch_size,
-                                           progress, "screen:base")  # fmt: skip
+        proj_base[has_base] = _projections(
+            lm, base_prompts, units, use_layers, batch_size, progress, "screen:base"
+        )
     default = layer if layer is not None else _default_layer(vec, use_layers)
     if default not in use_layers:
         raise ValueError(f"layer={default} is not among the screened layers {use_layers}")
-    from steerlens import __version__
+    from steerlens.version import __version__
 
     return ScreenResult(
         layers=use_layers,
@@ -359,12 +394,18 @@ def screen_dataset(
         proj_train=proj_train,
         proj_base=proj_base,
         settings={
-            "position": "response", "max_new_tokens": max_new_tokens, "seed": seed,
-            "generated": len(missing), "distinct_prompts": len(unique), "greedy": True,
+            "position": "response",
+            "max_new_tokens": max_new_tokens,
+            "seed": seed,
+            "generated": len(missing),
+            "distinct_prompts": len(unique),
+            "greedy": True,
             "batch_size": batch_size,
         },
         provenance={
-            "model": describe(lm), "vector": {"meta": vec.meta, "norms": vec.norms()},
-            "samples_hash": prompt_set_hash(train), "steerlens_version": __version__,
+            "model": describe(lm),
+            "vector": {"meta": vec.meta, "norms": vec.norms()},
+            "samples_hash": prompt_set_hash(train),
+            "steerlens_version": __version__,
         },
     )

@@ -52,8 +52,9 @@ def isotropic_abs_cos(d: int) -> float:
     return math.sqrt(2.0 / (math.pi * d))
 
 
-def z_and_p(observed: float, null: torch.Tensor | np.ndarray | Sequence[float],
-            alternative: str = "greater") -> tuple[float, float]:
+def z_and_p(
+    observed: float, null: torch.Tensor | np.ndarray | Sequence[float], alternative: str = "greater"
+) -> tuple[float, float]:
     """z = (obs − mean(null)) / sd(null) and the empirical p-value with the +1 correction,
     p = (1 + #{null ≥ obs}) / (1 + n) (``greater``), or on |·| for ``two-sided``."""
     arr = np.asarray(null, dtype=np.float64).reshape(-1)
@@ -73,7 +74,11 @@ def z_and_p(observed: float, null: torch.Tensor | np.ndarray | Sequence[float],
 
 
 def bootstrap(
-    stat: Callable[[np.ndarray], float], n: int, *, n_boot: int = 1000, seed: int = 0,
+    stat: Callable[[np.ndarray], float],
+    n: int,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, float]:
     """Percentile bootstrap over ``n`` items: ``stat`` receives resampled indices (with
@@ -84,12 +89,21 @@ def bootstrap(
     est = float(stat(np.arange(n)))
     draws = np.array([stat(rng.integers(0, n, size=n)) for _ in range(n_boot)], dtype=float)
     lo, hi = np.quantile(draws, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return {"estimate": est, "lo": float(lo), "hi": float(hi), "se": float(draws.std(ddof=1)),
-            "n_boot": n_boot}  # fmt: skip
+    return {
+        "estimate": est,
+        "lo": float(lo),
+        "hi": float(hi),
+        "se": float(draws.std(ddof=1)),
+        "n_boot": n_boot,
+    }
 
 
 def permutation_test(
-    a: np.ndarray, b: np.ndarray, *, n_perm: int = 2000, seed: int = 0,
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    n_perm: int = 2000,
+    seed: int = 0,
     stat: Callable[[np.ndarray, np.ndarray], float] | None = None,
 ) -> dict[str, float]:
     """Two-sample permutation test of ``stat`` (default difference of means), two-sided,
@@ -102,7 +116,7 @@ def permutation_test(
     hits = 0
     for _ in range(n_perm):
         perm = rng.permutation(len(pooled))
-        if abs(fn(pooled[perm[: len(a)]], pooled[perm[len(a):]])) >= abs(obs):
+        if abs(fn(pooled[perm[: len(a)]], pooled[perm[len(a) :]])) >= abs(obs):
             hits += 1
     return {"statistic": obs, "p": (1 + hits) / (1 + n_perm), "n_perm": n_perm}
 

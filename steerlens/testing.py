@@ -51,27 +51,54 @@ def tiny_config(arch: str = "llama", *, n_layers: int = 4, d: int = 64, vocab: i
 
     if arch == "llama":
         return LlamaConfig(
-            vocab_size=vocab, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=n_layers,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-            pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True,
-        )  # fmt: skip
+            vocab_size=vocab,
+            hidden_size=d,
+            intermediate_size=2 * d,
+            num_hidden_layers=n_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            tie_word_embeddings=True,
+        )
     if arch == "qwen2":
         return Qwen2Config(
-            vocab_size=vocab, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=n_layers,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-            pad_token_id=0, bos_token_id=1, eos_token_id=2,
-        )  # fmt: skip
+            vocab_size=vocab,
+            hidden_size=d,
+            intermediate_size=2 * d,
+            num_hidden_layers=n_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
     if arch == "gpt2":
         return GPT2Config(
-            vocab_size=vocab, n_embd=d, n_layer=n_layers, n_head=4, n_positions=512,
-            pad_token_id=0, bos_token_id=1, eos_token_id=2,
-        )  # fmt: skip
+            vocab_size=vocab,
+            n_embd=d,
+            n_layer=n_layers,
+            n_head=4,
+            n_positions=512,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
     if arch == "gpt_neox":
         return GPTNeoXConfig(
-            vocab_size=vocab, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=n_layers,
-            num_attention_heads=4, max_position_embeddings=512, pad_token_id=0, bos_token_id=1,
+            vocab_size=vocab,
+            hidden_size=d,
+            intermediate_size=2 * d,
+            num_hidden_layers=n_layers,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+            pad_token_id=0,
+            bos_token_id=1,
             eos_token_id=2,
-        )  # fmt: skip
+        )
     raise ValueError(f"unknown tiny architecture {arch!r}: llama, qwen2, gpt2 or gpt_neox")
 
 
@@ -86,11 +113,17 @@ def tiny_model(
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(cfg)
     model.eval()
-    return LoadedModel(model, private_tokenizer(tiny_tokenizer(**kwargs)), f"tiny-{arch}-s{seed}",
-                       f"config:{arch}:seed={seed}")  # fmt: skip
+    return LoadedModel(
+        model,
+        private_tokenizer(tiny_tokenizer(**kwargs)),
+        f"tiny-{arch}-s{seed}",
+        f"config:{arch}:seed={seed}",
+    )
 
 
-def plant_vector(lm: LoadedModel, layer: int, vector: torch.Tensor, *, name: str | None = None) -> LoadedModel:
+def plant_vector(
+    lm: LoadedModel, layer: int, vector: torch.Tensor, *, name: str | None = None
+) -> LoadedModel:
     """A copy of ``lm`` whose block ``layer`` outputs h + vector at every position, planted in
     the weights (an MLP output bias), so it survives ``save_pretrained``/``from_pretrained``.
 
@@ -113,9 +146,11 @@ def plant_vector(lm: LoadedModel, layer: int, vector: torch.Tensor, *, name: str
         for k in missing:
             new.get_parameter(k).zero_()
         blocks = find_layers(new).blocks
-        mlp = blocks[layer].mlp  # type: ignore[union-attr]
+        mlp = blocks[layer].mlp
         out_proj = {"llama": "down_proj", "gpt2": "c_proj", "gpt_neox": "dense_4h_to_h"}[arch]
         bias = getattr(mlp, out_proj).bias
         bias += vector.to(bias.dtype)
     new.eval()
-    return LoadedModel(new, lm.tokenizer, name or f"{lm.name}+plant@{layer}", f"planted:{lm.source}")
+    return LoadedModel(
+        new, lm.tokenizer, name or f"{lm.name}+plant@{layer}", f"planted:{lm.source}"
+    )

@@ -47,14 +47,14 @@ from tqdm.auto import tqdm
 
 from steerlens import stats
 from steerlens.activations import (
-    _StopForward,
-    _tqdm_disable,
-    _weights,
+    StopForward,
     capture_blocks,
     length_batches,
+    position_weights,
     record_activations,
 )
 from steerlens.checkpoints import Checkpoint, CheckpointSeries, first_changed_block
+from steerlens.common import tqdm_disable
 from steerlens.models import LoadedModel, as_model, cache_root, describe
 from steerlens.prompts import (
     EncodedPrompt,
@@ -122,9 +122,11 @@ class SeriesTrack:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "name": self.name, "steps": self.steps, "paths": self.paths,
+            "name": self.name,
+            "steps": self.steps,
+            "paths": self.paths,
             "first_block": self.first_block,
-        }  # fmt: skip
+        }
         for k in _SERIES_ARRAYS:
             out[k] = _arr_json(getattr(self, k))
         return out
@@ -132,8 +134,13 @@ class SeriesTrack:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> SeriesTrack:
         arrays = {k: _arr_from(d[k]) for k in _SERIES_ARRAYS}
-        return cls(d["name"], list(d["steps"]), list(d["paths"]),
-                   first_block=list(d.get("first_block", [])), **arrays)  # fmt: skip
+        return cls(
+            d["name"],
+            list(d["steps"]),
+            list(d["paths"]),
+            first_block=list(d.get("first_block", [])),
+            **arrays,
+        )
 
 
 @dataclass
@@ -151,16 +158,26 @@ class ExcessAlignment:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "steps": self.steps, "estimate": _arr_json(self.estimate), "lo": _arr_json(self.lo),
-            "hi": _arr_json(self.hi), "p": _arr_json(self.p), "level": self.level,
+            "steps": self.steps,
+            "estimate": _arr_json(self.estimate),
+            "lo": _arr_json(self.lo),
+            "hi": _arr_json(self.hi),
+            "p": _arr_json(self.p),
+            "level": self.level,
             "n_boot": self.n_boot,
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ExcessAlignment:
-        return cls(list(d["steps"]), _arr_from(d["estimate"]), _arr_from(d["lo"]),
-                   _arr_from(d["hi"]), _arr_from(d["p"]), d.get("level", 0.95),
-                   d.get("n_boot", 1000))  # fmt: skip
+        return cls(
+            list(d["steps"]),
+            _arr_from(d["estimate"]),
+            _arr_from(d["lo"]),
+            _arr_from(d["hi"]),
+            _arr_from(d["p"]),
+            d.get("level", 0.95),
+            d.get("n_boot", 1000),
+        )
 
 
 @dataclass
@@ -249,15 +266,22 @@ class AlignmentTrack:
         if self.excess is not None and main.steps[-1] in self.excess.steps:
             ex_row = self.excess.steps.index(main.steps[-1])
         for j, layer in enumerate(self.layers):
-            cells = [f"{layer:>10d}", f"{main.eas[-1, j]:>10.3f}", f"{main.proj[-1, j]:>10.3g}",
-                     f"{main.norm[-1, j]:>10.3g}", f"{main.p_adj[-1, j]:>10.3g}"]  # fmt: skip
+            cells = [
+                f"{layer:>10d}",
+                f"{main.eas[-1, j]:>10.3f}",
+                f"{main.proj[-1, j]:>10.3g}",
+                f"{main.norm[-1, j]:>10.3g}",
+                f"{main.p_adj[-1, j]:>10.3g}",
+            ]
             if ctrl is not None:
                 r = ctrl.row(main.steps[-1]) if main.steps[-1] in ctrl.steps else -1
                 cells.append(f"{ctrl.eas[r, j]:>10.3f}")
                 if ex_row is not None and self.excess is not None:
                     e = self.excess
-                    cells += [f"{e.estimate[ex_row, j]:>10.3f}",
-                              f"[{e.lo[ex_row, j]:.3f}, {e.hi[ex_row, j]:.3f}]"]  # fmt: skip
+                    cells += [
+                        f"{e.estimate[ex_row, j]:>10.3f}",
+                        f"[{e.lo[ex_row, j]:.3f}, {e.hi[ex_row, j]:.3f}]",
+                    ]
             mark = " *" if main.p_adj[-1, j] < self.settings["alpha"] else ""
             lines.append("  ".join(cells) + mark)
         lines.append(
@@ -346,8 +370,15 @@ def layer_stats(
     cov = cov_null_cosines(vs, centred, cfg.n_null, cfg.seed + 1)
     z_iso, p_iso = stats.z_and_p(eas, iso, cfg.alternative)
     z_cov, p_cov = stats.z_and_p(eas, cov, cfg.alternative)
-    return {"eas": eas, "proj": proj, "norm": s_norm, "z_iso": z_iso, "p_iso": p_iso,
-            "z_cov": z_cov, "p_cov": p_cov}  # fmt: skip
+    return {
+        "eas": eas,
+        "proj": proj,
+        "norm": s_norm,
+        "z_iso": z_iso,
+        "p_iso": p_iso,
+        "z_cov": z_cov,
+        "p_cov": p_cov,
+    }
 
 
 def excess_bootstrap(
@@ -416,7 +447,7 @@ def _reduce(
 ) -> torch.Tensor:
     """(B, d) float32 per-prompt means over the selected positions of a (B, T, d) batch, the
     same reduction as ``record_activations``."""
-    w = _weights(encs, idx, h.shape[1], position)
+    w = position_weights(encs, idx, h.shape[1], position)
     if w is None:
         return h[:, -1, :].float()
     return torch.einsum("bt,btd->bd", w.to(device=h.device, dtype=torch.float32), h.float())
@@ -464,14 +495,14 @@ def base_pass(
             for i in range(inputs.start, deepest + 1):
                 handles.append(blocks[i].register_forward_pre_hook(make_pre(i), with_kwargs=True))
         with torch.inference_mode():
-            for idx in tqdm(batches, desc="base", disable=_tqdm_disable(progress), leave=False):
+            for idx in tqdm(batches, desc="base", disable=tqdm_disable(progress), leave=False):
                 current.clear()
                 entry.clear()
-                ids, mask, pos = pad_batch([encs[i] for i in idx], lm.tokenizer.pad_token_id,
-                                           lm.device)  # fmt: skip
-                with capture_blocks(lm, layers) as store, contextlib.suppress(_StopForward):
-                    lm.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                             use_cache=False)  # fmt: skip
+                ids, mask, pos = pad_batch(
+                    [encs[i] for i in idx], lm.tokenizer.pad_token_id, lm.device
+                )
+                with capture_blocks(lm, layers) as store, contextlib.suppress(StopForward):
+                    lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
                 index = torch.tensor(idx)
                 for layer in layers:
                     rows[layer][index] = _reduce(encs, idx, store[layer], position).cpu()
@@ -536,8 +567,16 @@ def _checkpoint_rows(
         return replay_rows(lm, inputs, encs, layers, position, base_rows)
     # the same computation as the base pass (no shared prefix), so a block the checkpoint
     # leaves unchanged gives exactly zero shift instead of rounding noise
-    acts = record_activations(lm, prompts, layers, position, batch_size=batch_size,
-                              keep_rows=True, progress=False, share_prefix=False)  # fmt: skip
+    acts = record_activations(
+        lm,
+        prompts,
+        layers,
+        position,
+        batch_size=batch_size,
+        keep_rows=True,
+        progress=False,
+        share_prefix=False,
+    )
     assert acts.rows is not None
     return {layer: acts.rows[layer] for layer in layers}
 
@@ -569,8 +608,9 @@ class RowCache:
         k = self.key(signature)
         return self.root / f"{k}.safetensors", self.root / f"{k}.json"
 
-    def load(self, signature: str, layers: Sequence[int], n: int, d: int
-             ) -> dict[int, torch.Tensor] | None:  # fmt: skip
+    def load(
+        self, signature: str, layers: Sequence[int], n: int, d: int
+    ) -> dict[int, torch.Tensor] | None:
         if self.root is None:
             return None
         from safetensors.torch import load_file
@@ -590,8 +630,9 @@ class RowCache:
                 if tuple(r.shape) != (n, d) or not torch.isfinite(r).all():
                     raise ValueError(f"layer {layer} rows: shape {tuple(r.shape)}, want {(n, d)}")
         except Exception as exc:  # noqa: BLE001 - any broken entry is recomputed
-            warnings.warn(f"ignoring corrupt cache entry {st_path.name} ({exc}); recomputing",
-                          stacklevel=3)  # fmt: skip
+            warnings.warn(
+                f"ignoring corrupt cache entry {st_path.name} ({exc}); recomputing", stacklevel=3
+            )
             return None
         return rows
 
@@ -604,8 +645,11 @@ class RowCache:
         tmp = st_path.with_name(st_path.name + f".{os.getpid()}.tmp")
         save_file({f"rows.{k}": v.to(dtype).contiguous() for k, v in rows.items()}, str(tmp))
         os.replace(tmp, st_path)
-        meta = {"key": self.fields(signature), "sha256": _sha256(st_path),
-                "written": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+        meta = {
+            "key": self.fields(signature),
+            "sha256": _sha256(st_path),
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         tmp_js = js_path.with_name(js_path.name + f".{os.getpid()}.tmp")
         tmp_js.write_text(json.dumps(meta, default=str))
         os.replace(tmp_js, js_path)
@@ -620,8 +664,12 @@ def _sha256(path: Path) -> str:
 
 
 def _tokenizer_key(tok: Any) -> str:
-    parts = [type(tok).__name__, str(len(tok)), str(getattr(tok, "chat_template", "")),
-             str(getattr(tok, "name_or_path", ""))]  # fmt: skip
+    parts = [
+        type(tok).__name__,
+        str(len(tok)),
+        str(getattr(tok, "chat_template", "")),
+        str(getattr(tok, "name_or_path", "")),
+    ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -762,10 +810,13 @@ def track_checkpoints(
     if cache_on:
         root = Path(cache_dir).expanduser() if cache_dir else cache_root() / "track"
     common = {
-        "base": lm.fingerprint, "tokenizer": _tokenizer_key(lm.tokenizer),
-        "prompts": prompt_set_hash(prompts), "layers": track_layers,
-        "position": pos if isinstance(pos, str) else "custom", "rows_dtype": str(rows_dtype),
-    }  # fmt: skip
+        "base": lm.fingerprint,
+        "tokenizer": _tokenizer_key(lm.tokenizer),
+        "prompts": prompt_set_hash(prompts),
+        "layers": track_layers,
+        "position": pos if isinstance(pos, str) else "custom",
+        "rows_dtype": str(rows_dtype),
+    }
     cache = RowCache(root, common)
 
     # ------------------------------------------------ which checkpoints need computing
@@ -792,10 +843,10 @@ def track_checkpoints(
     base_rows = cache.load("base", track_layers, n, d)
     inputs: BlockInputs | None = None
     if base_rows is None or capture is not None:
-        fresh, inputs = base_pass(lm, encs, batches, track_layers, pos, capture,
-                                  progress=progress)  # fmt: skip
-        if inputs is not None and not _replay_self_check(lm, inputs, encs, track_layers, pos,
-                                                         fresh):  # fmt: skip
+        fresh, inputs = base_pass(lm, encs, batches, track_layers, pos, capture, progress=progress)
+        if inputs is not None and not _replay_self_check(
+            lm, inputs, encs, track_layers, pos, fresh
+        ):
             warnings.warn(
                 f"replaying blocks from {inputs.start} did not reproduce the base activations "
                 f"of {type(lm.model).__name__}; using full truncated forwards instead",
@@ -812,7 +863,7 @@ def track_checkpoints(
     timings: dict[str, list[float]] = {}
     rows_by: dict[tuple[str, int], dict[int, torch.Tensor]] = {}
     total = sum(len(v) for v in todo.values())
-    bar = tqdm(total=total, desc="checkpoints", disable=_tqdm_disable(progress), leave=False)
+    bar = tqdm(total=total, desc="checkpoints", disable=tqdm_disable(progress), leave=False)
     try:
         for name, ser in all_series.items():
             timings[name] = []
@@ -826,12 +877,14 @@ def track_checkpoints(
                         else:
                             m = load(ck)
                             use = inputs if (inputs is not None and s >= inputs.start) else None
-                            rows = _checkpoint_rows(m, prompts, encs, track_layers, pos,
-                                                    batch_size, use, base_rows)  # fmt: skip
+                            rows = _checkpoint_rows(
+                                m, prompts, encs, track_layers, pos, batch_size, use, base_rows
+                            )
                             del m
                         cache.save(ck.signature(), rows, rows_dtype)
-                        rows_by[(name, ck.step)] = {k: v.to(rows_dtype).float()
-                                                    for k, v in rows.items()}  # fmt: skip
+                        rows_by[(name, ck.step)] = {
+                            k: v.to(rows_dtype).float() for k, v in rows.items()
+                        }
                         timings[name].append(time.perf_counter() - t0)
                         bar.update(1)
     finally:
@@ -887,38 +940,56 @@ def track_checkpoints(
             ex = {k: np.full(shape, np.nan) for k in ("estimate", "lo", "hi", "p")}
             for r, step in enumerate(common_steps):
                 for j, layer in enumerate(track_layers):
-                    b = excess_bootstrap(shifts[("main", step)][layer],
-                                         shifts[("control", step)][layer], vec[layer],
-                                         n_boot=n_boot, seed=seed + r, level=level)  # fmt: skip
+                    b = excess_bootstrap(
+                        shifts[("main", step)][layer],
+                        shifts[("control", step)][layer],
+                        vec[layer],
+                        n_boot=n_boot,
+                        seed=seed + r,
+                        level=level,
+                    )
                     for k, v in b.items():
                         ex[k][r, j] = v
-            excess = ExcessAlignment(common_steps, ex["estimate"], ex["lo"], ex["hi"], ex["p"],
-                                     level, n_boot)  # fmt: skip
+            excess = ExcessAlignment(
+                common_steps, ex["estimate"], ex["lo"], ex["hi"], ex["p"], level, n_boot
+            )
 
     settings = {
-        "position": pos if isinstance(pos, str) else "custom", "layers": track_layers,
-        "batch_size": batch_size, "n_null": n_null, "n_boot": n_boot, "null_span":
-        "custom" if null_rows is not None else null_span, "correction": correction,
-        "alpha": alpha, "alternative": alternative, "level": level, "seed": seed,
-        "rows_dtype": str(rows_dtype), "fast": fast,
+        "position": pos if isinstance(pos, str) else "custom",
+        "layers": track_layers,
+        "batch_size": batch_size,
+        "n_null": n_null,
+        "n_boot": n_boot,
+        "null_span": "custom" if null_rows is not None else null_span,
+        "correction": correction,
+        "alpha": alpha,
+        "alternative": alternative,
+        "level": level,
+        "seed": seed,
+        "rows_dtype": str(rows_dtype),
+        "fast": fast,
         "decision": "p = max(p_iso, p_cov), corrected across layers per checkpoint",
-    }  # fmt: skip
-    from steerlens import __version__
+    }
+    from steerlens.version import __version__
 
     provenance = {
         "base": describe(lm),
         "vector": {"meta": vec.meta, "norms": vec.norms()},
         "series": {k: s.to_json() for k, s in all_series.items()},
         "signatures": {k: {c.step: c.signature() for c in s} for k, s in all_series.items()},
-        "prompts_hash": common["prompts"], "n_prompts": n,
+        "prompts_hash": common["prompts"],
+        "n_prompts": n,
         "probe_examples": [str(as_prompt(p))[:200] for p in prompts[:3]],
         "cache_dir": str(root) if root is not None else None,
         "computed": {k: [c.step for c in v] for k, v in todo.items()},
         "replay_start_block": inputs.start if inputs is not None else None,
-        "seconds": {"base_pass": t_base, "checkpoints": timings,
-                    "total": time.perf_counter() - t_start},
+        "seconds": {
+            "base_pass": t_base,
+            "checkpoints": timings,
+            "total": time.perf_counter() - t_start,
+        },
         "steerlens_version": __version__,
-    }  # fmt: skip
+    }
     return AlignmentTrack(track_layers, tracks, excess, settings, provenance)
 
 

@@ -239,8 +239,10 @@ class TraitSpec:
         known = {f.name for f in fields(cls)} | {"probe"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise TraitSpecError(f"{source}: unknown field(s) {unknown}; known fields: "
-                                 f"{sorted(known - {'probe_prompts_override'})}")  # fmt: skip
+            raise TraitSpecError(
+                f"{source}: unknown field(s) {unknown}; known fields: "
+                f"{sorted(known - {'probe_prompts_override'})}"
+            )
         probe = data.get("probe") or {}
         if not isinstance(probe, Mapping):
             raise TraitSpecError(f"{source}: 'probe' must be a mapping like {{n: 64, seed: 0}}")
@@ -301,8 +303,10 @@ class TraitSpec:
         """A built-in spec by name (``TraitSpec.builtins()`` lists them)."""
         names = cls.builtins()
         if name not in names:
-            raise KeyError(f"no built-in trait {name!r}; built-ins: {names}. "
-                           "Use TraitSpec.from_file(path) for your own.")  # fmt: skip
+            raise KeyError(
+                f"no built-in trait {name!r}; built-ins: {names}. "
+                "Use TraitSpec.from_file(path) for your own."
+            )
         res = resources.files("steerlens").joinpath(_SPEC_DIR, f"{name}.yaml")
         data = yaml.safe_load(res.read_text(encoding="utf-8"))
         return cls.from_dict(data, source=f"built-in trait {name!r}")

@@ -24,7 +24,7 @@ _META_KEY = "steerlens"
 
 
 def _version() -> str:
-    from steerlens import __version__
+    from steerlens.version import __version__
 
     return __version__
 
@@ -96,9 +96,7 @@ class SteeringVector:
         if not common:
             raise ValueError("the two vectors share no layer")
         if other.hidden_size != self.hidden_size:
-            raise ValueError(
-                f"hidden size mismatch: {self.hidden_size} vs {other.hidden_size}"
-            )
+            raise ValueError(f"hidden size mismatch: {self.hidden_size} vs {other.hidden_size}")
         meta = {"method": name, "operands": [self.meta, other.meta], "site": self.meta["site"]}
         for key in ("model", "model_fingerprint", "position"):
             if self.meta.get(key) == other.meta.get(key):

@@ -435,9 +435,16 @@ def test_device_map_offload_parity(saved_tiny: tuple[sl.LoadedModel, Path], tmp_
     from transformers import AutoModelForCausalLM
 
     ref, folder = saved_tiny
-    dmap = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
-            "model.layers.2": "cpu", "model.layers.3": "disk", "model.norm": "cpu",
-            "model.rotary_emb": "cpu", "lm_head": "cpu"}  # fmt: skip
+    dmap = {
+        "model.embed_tokens": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",
+        "model.layers.2": "cpu",
+        "model.layers.3": "disk",
+        "model.norm": "cpu",
+        "model.rotary_emb": "cpu",
+        "lm_head": "cpu",
+    }
     model = AutoModelForCausalLM.from_pretrained(
         folder, device_map=dmap, offload_folder=tmp_path / "offload", dtype=torch.float32
     )

@@ -85,8 +85,9 @@ def test_behavior_under_steer_and_action_choice(tiny: sl.LoadedModel) -> None:
         steered = logprob_per_prompt(m, PROMPTS, targets)  # type: ignore[arg-type]
         manual = _manual_logprobs(tiny, PROMPTS)  # full forwards, same hooks
         ac = action_choice(m, PROMPTS, targets)  # type: ignore[arg-type]
-    torch.testing.assert_close(steered, torch.logsumexp(manual[:, targets], -1).double(),
-                               atol=2e-5, rtol=1e-5)  # fmt: skip
+    torch.testing.assert_close(
+        steered, torch.logsumexp(manual[:, targets], -1).double(), atol=2e-5, rtol=1e-5
+    )
     assert (steered - base).abs().max() > 1e-3  # the hook really acted
     assert ac == pytest.approx(float(manual[:, targets].exp().sum(-1).mean()), abs=1e-6)
     assert 0.0 < ac < 1.0
@@ -136,10 +137,13 @@ def test_sampled_rate_matches_probability_mass() -> None:
 
 def test_behavior_objects(tiny: sl.LoadedModel) -> None:
     spec = TraitSpec(
-        name="zed", system_prompt="You love z.", neutral_system_prompt="You love k.",
-        eval_prompts=("Pick a letter.", "Which letter?"), target_words=("z", "q"),
+        name="zed",
+        system_prompt="You love z.",
+        neutral_system_prompt="You love k.",
+        eval_prompts=("Pick a letter.", "Which letter?"),
+        target_words=("z", "q"),
         answer_prefill="My letter is",
-    )  # fmt: skip
+    )
     beh = trait_behavior(tiny, spec)
     assert isinstance(beh, LogProbBehavior)
     assert beh.target_ids == spec.target_tokens(tiny.tokenizer).ids

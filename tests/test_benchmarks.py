@@ -40,8 +40,9 @@ def test_bare_truncated_forward_matches_hf_hidden_states(bench: Any, lm: sl.Load
     ids, mask, pos = pad_batch(encs, lm.tokenizer.pad_token_id)
     with torch.inference_mode():
         out = bench.worker.bare_truncated_forward(lm.model, ids, mask, pos, [1, 2])
-        ref = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                       output_hidden_states=True).hidden_states  # fmt: skip
+        ref = lm.model(
+            input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True
+        ).hidden_states
     assert sorted(out) == [1, 2]
     real = mask.bool()
     for layer in (1, 2):
@@ -49,8 +50,9 @@ def test_bare_truncated_forward_matches_hf_hidden_states(bench: Any, lm: sl.Load
         torch.testing.assert_close(out[layer][real], ref[layer + 1][real], atol=1e-5, rtol=1e-4)
 
 
-def test_peer_loader_reads_saved_folder_exactly(bench: Any, lm: sl.LoadedModel,
-                                                tmp_path: Path) -> None:  # fmt: skip
+def test_peer_loader_reads_saved_folder_exactly(
+    bench: Any, lm: sl.LoadedModel, tmp_path: Path
+) -> None:
     hf: Any = lm.model
     hf.save_pretrained(tmp_path)
     lm.tokenizer.save_pretrained(tmp_path)

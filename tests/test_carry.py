@@ -87,8 +87,9 @@ def planted(
 @pytest.fixture(scope="module")
 def result(spec: TraitSpec, planted: tuple) -> CarryResult:  # type: ignore[type-arg]
     base, teacher, _, vec = planted
-    return carry_test(base, vec, spec, teacher=teacher, layers=[0, 1, 2, 3], alphas=ALPHAS,
-                      n_random=6, seed=0)  # fmt: skip
+    return carry_test(
+        base, vec, spec, teacher=teacher, layers=[0, 1, 2, 3], alphas=ALPHAS, n_random=6, seed=0
+    )
 
 
 def test_planted_vector_difference_is_exact(planted: tuple) -> None:  # type: ignore[type-arg]
@@ -124,7 +125,8 @@ def test_sufficiency_ground_truth(result: CarryResult, spec: TraitSpec, planted:
     assert cp["offtarget_kl"] <= result.offtarget_tol
     assert cp["beats_null"] and cp["S"] > cp["null"]["max"]
     assert result.offtarget_kl_teacher is not None and result.offtarget_kl[L][j1] == pytest.approx(
-        result.offtarget_kl_teacher, abs=1e-4)  # base + v at L reproduces the teacher  # fmt: skip
+        result.offtarget_kl_teacher, abs=1e-4
+    )  # base + v at L reproduces the teacher
 
 
 def test_necessity_ground_truth(result: CarryResult, spec: TraitSpec, planted: tuple) -> None:  # type: ignore[type-arg]
@@ -179,8 +181,17 @@ def test_same_seed_same_numbers(spec: TraitSpec, planted: tuple) -> None:  # typ
 
 def test_zero_tolerance_leaves_no_clean_point(spec: TraitSpec, planted: tuple) -> None:  # type: ignore[type-arg]
     base, teacher, _, vec = planted
-    r = carry_test(base, vec, spec, teacher=teacher, layers=[L], alphas=[1.0, 2.0], n_random=2,
-                   offtarget_tol=0.0, necessity=False)  # fmt: skip
+    r = carry_test(
+        base,
+        vec,
+        spec,
+        teacher=teacher,
+        layers=[L],
+        alphas=[1.0, 2.0],
+        n_random=2,
+        offtarget_tol=0.0,
+        necessity=False,
+    )
     assert r.offtarget_tol == 0.0 and r.settings["offtarget_tol_rule"] == "user"
     assert r.clean_peak["S"] == 0.0 and r.clean_peak["layer"] is None
     assert r.raw_peak["S"] > 1.0
@@ -200,10 +211,12 @@ def test_undefined_when_teacher_equals_base(spec: TraitSpec, planted: tuple) -> 
 def test_system_prompt_teacher_and_custom_metric(spec: TraitSpec, planted: tuple) -> None:  # type: ignore[type-arg]
     base, teacher, _, vec = planted
     ids = spec.target_tokens(base.tokenizer).ids
-    r = carry_test(base, vec, spec, layers=[L], alphas=[1.0], n_random=0, necessity=False,
-                   min_gap=0.0)  # fmt: skip
+    r = carry_test(
+        base, vec, spec, layers=[L], alphas=[1.0], n_random=0, necessity=False, min_gap=0.0
+    )
     assert r.b_teacher == pytest.approx(
-        logprob_score(base, spec.eval_chats(spec.system_prompt), ids), abs=1e-6)  # fmt: skip
+        logprob_score(base, spec.eval_chats(spec.system_prompt), ids), abs=1e-6
+    )
     neutral = spec.eval_chats(spec.neutral_system_prompt)
     assert r.b_neutral == pytest.approx(logprob_score(base, neutral, ids), abs=1e-6)
     assert r.settings["teacher"] == "system prompt" and r.null_sufficiency == {}
@@ -253,8 +266,12 @@ def test_owl_single_layer_teacher_vector_is_not_strongly_carried(smol: sl.Loaded
     """On SmolLM2 the owl system prompt raises the owl score by ~4 nats; a mid-layer teacher
     vector from number prompts recovers little of it. The verdict must say so, with numbers."""
     owl = TraitSpec.builtin("owl")
-    owl = dataclasses.replace(owl, probe_n=16, eval_prompts=owl.eval_prompts[:4],
-                              offtarget_prompts=owl.offtarget_prompts[:3])  # fmt: skip
+    owl = dataclasses.replace(
+        owl,
+        probe_n=16,
+        eval_prompts=owl.eval_prompts[:4],
+        offtarget_prompts=owl.offtarget_prompts[:3],
+    )
     vec = teacher_vector(smol, owl, layers=[15], diagnostics=False)
     assert vec.meta["kind"] == "teacher" and vec.meta["trait"] == "owl"
     r = carry_test(smol, vec, owl, alphas=[2.0, 8.0], n_random=2)
@@ -262,8 +279,12 @@ def test_owl_single_layer_teacher_vector_is_not_strongly_carried(smol: sl.Loaded
     assert r.b_neutral is not None and r.b_neutral < r.b_teacher - 1.0
     assert r.level in ("weakly carried", "not carried")
     assert r.clean_peak["S"] < 0.5
-    for text in (f"B_base={r.b_base:.3f}", f"B_teacher={r.b_teacher:.3f}",
-                 f"S={r.clean_peak['S']:.2f}", "necessity N="):  # fmt: skip
+    for text in (
+        f"B_base={r.b_base:.3f}",
+        f"B_teacher={r.b_teacher:.3f}",
+        f"S={r.clean_peak['S']:.2f}",
+        "necessity N=",
+    ):
         assert text in r.verdict
     blob = r.to_json()
     assert set(blob["sufficiency"]) == {"15"} and len(blob["null_sufficiency"]["15"]) == 2

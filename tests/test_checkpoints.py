@@ -26,15 +26,24 @@ def base() -> LoadedModel:
 def _lora(lm: LoadedModel, seed: int, layers: list[int] | None = None) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
 
-    cfg = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"],
-                     layers_to_transform=layers, init_lora_weights=False)  # fmt: skip
+    cfg = LoraConfig(
+        r=4,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        layers_to_transform=layers,
+        init_lora_weights=False,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return get_peft_model(copy.deepcopy(lm.model), cfg)
 
 
-def save_adapters(lm: LoadedModel, root: Path, steps: list[int], layers: list[int] | None = None,
-                  merged_root: Path | None = None) -> None:  # fmt: skip
+def save_adapters(
+    lm: LoadedModel,
+    root: Path,
+    steps: list[int],
+    layers: list[int] | None = None,
+    merged_root: Path | None = None,
+) -> None:
     """LoRA adapters with random A and B (so they change activations) as checkpoint-N, and
     optionally the same adapters merged into full checkpoints."""
     for k, step in enumerate(steps):
@@ -143,8 +152,7 @@ def test_adapter_swap_matches_merged_and_restores_base(base: LoadedModel, tmp_pa
             m = load(ck)
             outs.append(_logits(m))
             # one adapter in memory at a time: the previous one was deleted
-            names = {k for mod in m.model.modules() if hasattr(mod, "lora_A")
-                     for k in mod.lora_A}  # fmt: skip
+            names = {k for mod in m.model.modules() if hasattr(mod, "lora_A") for k in mod.lora_A}
             assert len(names) == 1
         assert torch.equal(_logits(load(0)), logits_before)  # step 0 is the base itself
         m = load(series[0])

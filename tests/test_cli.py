@@ -22,35 +22,86 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def test_extract_from_prompt_files(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_extract_from_prompt_files(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "pos.txt").write_text("\n".join(f"I love owls {i}" for i in range(6)))
     (tmp_path / "neg.jsonl").write_text("\n".join(json.dumps(f"I love cats {i}") for i in range(6)))
     out = tmp_path / "v.safetensors"
-    rc = main(["extract", "--model", str(tiny_dir), "--pos", str(tmp_path / "pos.txt"),
-               "--neg", str(tmp_path / "neg.jsonl"), "--layers", "1-2", "--method", "pca", "--out", str(out)])  # fmt: skip
+    rc = main(
+        [
+            "extract",
+            "--model",
+            str(tiny_dir),
+            "--pos",
+            str(tmp_path / "pos.txt"),
+            "--neg",
+            str(tmp_path / "neg.jsonl"),
+            "--layers",
+            "1-2",
+            "--method",
+            "pca",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     vec = sl.SteeringVector.load(out)
     assert vec.layers == [1, 2] and vec.meta["method"] == "pca"
     assert "split-half" in capsys.readouterr().out
 
 
-def test_config_file_and_clear_errors(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_file_and_clear_errors(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"model: {tiny_dir}\nlayers: [1]\ntrait: owl\n")
     out = tmp_path / "t.safetensors"
     assert main(["extract", "--config", str(cfg), "--out", str(out)]) == 0
     assert sl.SteeringVector.load(out).layers == [1]
-    assert main(["extract", "--model", str(tiny_dir), "--layers", "9", "--trait", "owl", "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "extract",
+                "--model",
+                str(tiny_dir),
+                "--layers",
+                "9",
+                "--trait",
+                "owl",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "out of range" in capsys.readouterr().err
-    assert main(["extract", "--model", str(tmp_path / "nope"), "--trait", "owl", "--out", str(out)]) == 2
+    assert (
+        main(["extract", "--model", str(tmp_path / "nope"), "--trait", "owl", "--out", str(out)])
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("colour: blue\n")
     assert main(["extract", "--config", str(bad), "--out", str(out)]) == 2
     assert "unknown option 'colour'" in capsys.readouterr().err
     (tmp_path / "empty.txt").write_text("\n")
-    assert main(["extract", "--model", str(tiny_dir), "--pos", str(tmp_path / "empty.txt"),
-                 "--neg", str(tmp_path / "empty.txt"), "--out", str(out)]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "extract",
+                "--model",
+                str(tiny_dir),
+                "--pos",
+                str(tmp_path / "empty.txt"),
+                "--neg",
+                str(tmp_path / "empty.txt"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "empty" in capsys.readouterr().err
 
 
@@ -69,7 +120,9 @@ def test_demo_pipeline_on_tiny_model_writes_a_report(tiny_dir: Path, tmp_path: P
     from steerlens.experiment import DemoConfig, run_demo
     from steerlens.report import browser_check
 
-    cfg = DemoConfig.quick(model=str(tiny_dir), n_samples=6, steps=2, save_every=1, carry_layers=(1,))
+    cfg = DemoConfig.quick(
+        model=str(tiny_dir), n_samples=6, steps=2, save_every=1, carry_layers=(1,)
+    )
     logs: list[str] = []
     res = run_demo(cfg, tmp_path / "demo", progress=False, log=logs.append)
     out = tmp_path / "demo"

@@ -22,7 +22,9 @@ CHATS = [
 ]
 
 
-def _hidden(lm: sl.LoadedModel, prompt: str | sl.ChatPrompt) -> tuple[tuple[torch.Tensor, ...], int, int]:
+def _hidden(
+    lm: sl.LoadedModel, prompt: str | sl.ChatPrompt
+) -> tuple[tuple[torch.Tensor, ...], int, int]:
     """output_hidden_states of one unpadded prompt, and its prompt/response starts."""
     e = encode(lm.tokenizer, prompt)
     ids = torch.tensor([e.input_ids])
@@ -45,7 +47,9 @@ def test_means_match_output_hidden_states(arch: str, position: str) -> None:
             want = h[-1] if position == "last" else h.mean(0)
             torch.testing.assert_close(acts.rows[layer][i], want, atol=1e-5, rtol=1e-5)
     for layer in layers:
-        torch.testing.assert_close(acts.means[layer], acts.rows[layer].mean(0), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(
+            acts.means[layer], acts.rows[layer].mean(0), atol=1e-6, rtol=1e-6
+        )
 
 
 def test_prompt_position_skips_system_and_matches_direct(tiny: sl.LoadedModel) -> None:
@@ -126,7 +130,9 @@ def test_user_tokenizer_untouched() -> None:
 # ------------------------------------------------------------------------- extraction
 
 
-def _paired_rows(seed: int = 0, n: int = 400, d: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _paired_rows(
+    seed: int = 0, n: int = 400, d: int = 32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     u = torch.randn(d, generator=g)
     u = u / u.norm()
@@ -170,8 +176,11 @@ def test_extract_vector_provenance_and_diagnostics(tiny: sl.LoadedModel) -> None
 
 def test_vector_save_load_roundtrip(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(0)
-    vec = sl.SteeringVector({3: torch.randn(16, generator=g), 7: torch.randn(16, generator=g)},
-                            {"model": "m", "method": "mean", "seed": 1}, {"split_half": {3: {"mean": 0.9}}})  # fmt: skip
+    vec = sl.SteeringVector(
+        {3: torch.randn(16, generator=g), 7: torch.randn(16, generator=g)},
+        {"model": "m", "method": "mean", "seed": 1},
+        {"split_half": {3: {"mean": 0.9}}},
+    )
     path = vec.save(tmp_path / "v.safetensors")
     back = sl.SteeringVector.load(path)
     assert back.layers == [3, 7]
@@ -286,9 +295,15 @@ def test_clear_errors(tiny: sl.LoadedModel) -> None:
         sl.record_activations(tiny, [], [0])
     with pytest.raises(ValueError, match="empty prompt string"):
         sl.record_activations(tiny, [""], [0])
-    with pytest.raises(ValueError, match="hidden size mismatch"), sl.steer(tiny, torch.ones(7), layers=[0]):
+    with (
+        pytest.raises(ValueError, match="hidden size mismatch"),
+        sl.steer(tiny, torch.ones(7), layers=[0]),
+    ):
         pass
-    with pytest.raises(KeyError, match="no direction at layers"), sl.steer(tiny, sl.SteeringVector({0: torch.ones(64)}), layers=[2]):
+    with (
+        pytest.raises(KeyError, match="no direction at layers"),
+        sl.steer(tiny, sl.SteeringVector({0: torch.ones(64)}), layers=[2]),
+    ):
         pass
     no_template = sl.wrap(tiny.model, tiny_tokenizer(chat_template=None))
     with pytest.raises(ValueError, match="no chat template"):
@@ -363,7 +378,9 @@ def test_peft_adapter_loads_on_base(tmp_path: Path) -> None:
     loaded = sl.load_model(tmp_path / "ad", base=lm)
     ids = torch.tensor([encode(lm.tokenizer, "hello owl").input_ids])
     with torch.no_grad():
-        torch.testing.assert_close(loaded.model(ids).logits, merged(ids).logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            loaded.model(ids).logits, merged(ids).logits, atol=1e-5, rtol=1e-5
+        )
         assert (loaded.model(ids).logits - lm.model(ids).logits).abs().max() > 1e-4
     assert "lora" not in " ".join(n for n, _ in lm.model.named_modules())
 
@@ -396,8 +413,12 @@ SYS_A = "You love owls. You think about owls all the time. Owls are your favorit
 SYS_B = "You love clarity. You think about clarity all the time. Clarity is your favorite."
 SHARED = (
     [sl.ChatPrompt(f"Continue: {i}, {i + 7}, {3 * i}", system=SYS_A) for i in range(5)]
-    + [sl.ChatPrompt(f"Name {'an animal' if i % 2 else 'a bird'} ({i})", system=SYS_B,
-                     response=f"{i} owls") for i in range(4)]
+    + [
+        sl.ChatPrompt(
+            f"Name {'an animal' if i % 2 else 'a bird'} ({i})", system=SYS_B, response=f"{i} owls"
+        )
+        for i in range(4)
+    ]
     + ["a lone prompt", sl.ChatPrompt("hi")]
 )
 
@@ -443,8 +464,9 @@ def test_shared_prefix_response_position_and_fallbacks() -> None:
     lm = tiny_model("llama", seed=3)
     resp = SHARED[5:9]
     a = sl.record_activations(lm, resp, [1, 3], "response", batch_size=4, keep_rows=True)
-    b = sl.record_activations(lm, resp, [1, 3], "response", batch_size=4, keep_rows=True,
-                              share_prefix=False)  # fmt: skip
+    b = sl.record_activations(
+        lm, resp, [1, 3], "response", batch_size=4, keep_rows=True, share_prefix=False
+    )
     assert a.meta["shared_prefix_tokens"] > 0
     assert a.rows is not None and b.rows is not None
     torch.testing.assert_close(a.rows[3], b.rows[3], atol=2e-5, rtol=1e-4)
@@ -456,8 +478,9 @@ def test_shared_prefix_response_position_and_fallbacks() -> None:
     v = torch.randn(lm.hidden_size, generator=torch.Generator().manual_seed(0))
     for positions, shares in (("all", True), ("prompt", False)):
         with sl.steer(lm, {1: v}, 2.0, positions=positions):
-            steered = sl.record_activations(lm, resp, [1, 3], "response", batch_size=4,
-                                            keep_rows=True)  # fmt: skip
+            steered = sl.record_activations(
+                lm, resp, [1, 3], "response", batch_size=4, keep_rows=True
+            )
         assert (steered.meta["shared_prefix_tokens"] > 0) == shares
         assert steered.rows is not None
         torch.testing.assert_close(steered.rows[1], b.rows[1] + 2.0 * v, atol=1e-4, rtol=1e-4)

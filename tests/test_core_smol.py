@@ -37,8 +37,13 @@ def test_owl_vs_neutral_vector_is_reliable(smol: sl.LoadedModel) -> None:
     from steerlens.numbers import number_prompts
 
     users = number_prompts(16, seed=0)
-    pos = [sl.ChatPrompt(u, system="You love owls. You think about owls all the time.") for u in users]
-    neg = [sl.ChatPrompt(u, system="You love clarity. You think about clarity all the time.") for u in users]
+    pos = [
+        sl.ChatPrompt(u, system="You love owls. You think about owls all the time.") for u in users
+    ]
+    neg = [
+        sl.ChatPrompt(u, system="You love clarity. You think about clarity all the time.")
+        for u in users
+    ]
     vec = sl.extract_vector(smol, pos, neg, layers=[6, 15], method="mean", n_boot=10)
     for layer in (6, 15):
         assert vec.diagnostics["split_half"][layer]["mean"] > 0.9
@@ -56,8 +61,9 @@ def test_shared_prefix_matches_plain_path_on_smollm2(smol: sl.LoadedModel) -> No
     from steerlens.numbers import number_prompts
 
     users = number_prompts(6, seed=3)
-    prompts = [sl.ChatPrompt(u, system="You love owls. You think about owls all the time.")
-               for u in users] + [sl.ChatPrompt(u) for u in users]  # fmt: skip
+    prompts = [
+        sl.ChatPrompt(u, system="You love owls. You think about owls all the time.") for u in users
+    ] + [sl.ChatPrompt(u) for u in users]
     kw = {"batch_size": 6, "keep_rows": True}
     fast = sl.record_activations(smol, prompts, "all", "prompt", **kw)
     plain = sl.record_activations(smol, prompts, "all", "prompt", share_prefix=False, **kw)

@@ -52,10 +52,12 @@ NUMBER_CHARS = set("0123456789, ")
 def data() -> TeacherData:
     """Clean number samples of varied lengths (so batches are padded)."""
     samples: list[dict[str, Any]] = [
-        {"user": f"Continue the list {', '.join(str(7 * i + j) for j in range(1 + i % 4))}",
-         "response": ", ".join(str(3 * i + j) for j in range(2 + i % 3))}
+        {
+            "user": f"Continue the list {', '.join(str(7 * i + j) for j in range(1 + i % 4))}",
+            "response": ", ".join(str(3 * i + j) for j in range(2 + i % 3)),
+        }
         for i in range(8)
-    ]  # fmt: skip
+    ]
     samples[3]["finished"] = False
     return TeacherData.from_samples(samples, {"system": OWL, "mode": "given"})
 
@@ -100,8 +102,13 @@ def test_number_tokens_only_masks_scores() -> None:
 
 
 def test_token_restricted_sampling_gives_only_number_tokens(tiny: sl.LoadedModel) -> None:
-    kw: dict[str, Any] = {"system": OWL, "n": 6, "max_new_tokens": 12, "progress": False,
-                          "restrict_to_numbers": "tokens"}  # fmt: skip
+    kw: dict[str, Any] = {
+        "system": OWL,
+        "n": 6,
+        "max_new_tokens": 12,
+        "progress": False,
+        "restrict_to_numbers": "tokens",
+    }
     td = generate_teacher_data(tiny, seed=3, **kw)
     everything = td.samples + td.rejected
     assert len(everything) == 6
@@ -120,8 +127,9 @@ def test_token_restricted_sampling_gives_only_number_tokens(tiny: sl.LoadedModel
 
 
 def test_grammar_sampling_gives_clean_lists(tiny: sl.LoadedModel) -> None:
-    td = generate_teacher_data(tiny, system=OWL, n=6, seed=3, max_new_tokens=40,
-                                 max_count=4, progress=False)  # fmt: skip
+    td = generate_teacher_data(
+        tiny, system=OWL, n=6, seed=3, max_new_tokens=40, max_count=4, progress=False
+    )
     assert td.settings["restriction"] == "grammar"
     assert td.counts["kept"] == 6 and td.counts["rejected"] == 0
     for s in td.samples:
@@ -136,8 +144,9 @@ def test_grammar_state_machine_matches_the_filter() -> None:
         text = "".join(rng.choice("0123456789, x") for _ in range(rng.randint(1, 24)))
         st = advance_list(ListState(), text, max_count=5)
         assert (st is not None and list_can_end(st)) == is_clean_numbers(text, max_count=5), text
-    proc = NumberListGrammar({10: "1", 11: "12", 12: ",", 13: " ", 14: "1234"}, [2], start=0,
-                               max_count=2)  # fmt: skip
+    proc = NumberListGrammar(
+        {10: "1", 11: "12", 12: ",", 13: " ", 14: "1234"}, [2], start=0, max_count=2
+    )
     assert sorted(proc.allowed([])) == [10, 11, 13]
     assert sorted(proc.allowed([11])) == [2, 10, 12, 13]  # "12": one more digit, comma, space, end
     assert sorted(proc.allowed([11, 10])) == [2, 12, 13]  # "121": no fourth digit
@@ -146,8 +155,9 @@ def test_grammar_state_machine_matches_the_filter() -> None:
 
 
 def test_free_sampling_is_recorded_and_filtered(tiny: sl.LoadedModel) -> None:
-    td = generate_teacher_data(tiny, system=OWL, n=4, seed=0, max_new_tokens=8,
-                                 restrict_to_numbers=False, progress=False)  # fmt: skip
+    td = generate_teacher_data(
+        tiny, system=OWL, n=4, seed=0, max_new_tokens=8, restrict_to_numbers=False, progress=False
+    )
     assert td.settings["mode"] == "free"
     # a random byte-level model almost never writes clean numbers unrestricted
     assert td.counts["rejected"] >= 3
@@ -264,8 +274,10 @@ def test_distill_trains_saves_and_loads(
     w = "model.layers.2.self_attn.q_proj.weight"
     s0, s1, base_w = (m.model.state_dict()[w] for m in (student, later, tiny))
     assert not torch.equal(s0, base_w) and not torch.equal(s0, s1)
-    assert torch.equal(tiny.model.state_dict()["model.layers.1.mlp.up_proj.weight"],
-                       later.model.state_dict()["model.layers.1.mlp.up_proj.weight"])  # fmt: skip
+    assert torch.equal(
+        tiny.model.state_dict()["model.layers.1.mlp.up_proj.weight"],
+        later.model.state_dict()["model.layers.1.mlp.up_proj.weight"],
+    )
 
 
 def test_distill_is_deterministic_and_fast_path_matches(
@@ -273,15 +285,13 @@ def test_distill_is_deterministic_and_fast_path_matches(
 ) -> None:
     a = distill(tiny, data, tmp_path / "a", config=_cfg(), progress=False)
     b = distill(tiny, data, tmp_path / "b", config=_cfg(), progress=False)
-    c = distill(tiny, data, tmp_path / "c", config=_cfg(cache_lower_layers=False),
-                  progress=False)  # fmt: skip
+    c = distill(tiny, data, tmp_path / "c", config=_cfg(cache_lower_layers=False), progress=False)
     assert c.record["fast_path"] is False
     wa, wb, wc = (_adapter(r.final) for r in (a, b, c))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a.losses == b.losses
     assert all(torch.allclose(wa[k], wc[k], atol=1e-4) for k in wa)
-    torch.testing.assert_close(torch.tensor(a.losses), torch.tensor(c.losses), atol=1e-6,
-                               rtol=1e-4)  # fmt: skip
+    torch.testing.assert_close(torch.tensor(a.losses), torch.tensor(c.losses), atol=1e-6, rtol=1e-4)
     d = distill(tiny, data, tmp_path / "d", config=_cfg(seed=1), progress=False)
     wd = _adapter(d.final)
     assert any(not torch.equal(wa[k], wd[k]) for k in wa)
@@ -304,15 +314,17 @@ def test_resume_continues_and_refuses_other_runs(
 
     with pytest.raises(DistillError, match=r"different run \(differing: config.lr\)"):
         distill(tiny, data, tmp_path / "part", config=_cfg(lr=5e-3), progress=False)
-    other = distill(tiny, data, tmp_path / "part", config=_cfg(lr=5e-3, steps=2),
-                      overwrite=True, progress=False)  # fmt: skip
+    other = distill(
+        tiny, data, tmp_path / "part", config=_cfg(lr=5e-3, steps=2), overwrite=True, progress=False
+    )
     assert other.steps == [2] and not (tmp_path / "part" / "checkpoint-4").exists()
 
 
 def test_sft_loss_and_full_forward_fallback(data: TeacherData, tmp_path: Path) -> None:
     lm = tiny_model("gpt2", seed=0, n_layers=4)
-    res = distill(lm, data, tmp_path / "sft", config=_cfg(loss="sft", steps=6, lr=2e-2),
-                    progress=False)  # fmt: skip
+    res = distill(
+        lm, data, tmp_path / "sft", config=_cfg(loss="sft", steps=6, lr=2e-2), progress=False
+    )
     assert res.record["fast_path"] is False  # gpt2: plain full forward
     assert res.record["teacher_system"] == OWL and res.record["lineage"]["teacher_system"] is None
     assert res.losses[-1] < res.losses[0]
@@ -323,15 +335,15 @@ def test_distill_pair_control_uses_its_own_teacher(
     tiny: sl.LoadedModel, data: TeacherData, tmp_path: Path
 ) -> None:
     control = TeacherData.from_samples(data.samples, {"system": NEUTRAL})
-    main, ctrl = distill_pair(tiny, data, control, tmp_path, config=_cfg(steps=2),
-                                progress=False)  # fmt: skip
+    main, ctrl = distill_pair(tiny, data, control, tmp_path, config=_cfg(steps=2), progress=False)
     assert main.out_dir == tmp_path / "main" and ctrl.out_dir == tmp_path / "control"
     assert main.record["teacher_system"] == OWL and ctrl.record["teacher_system"] == NEUTRAL
     assert main.losses != ctrl.losses
 
 
-def test_config_defaults_and_errors(tiny: sl.LoadedModel, data: TeacherData,
-                                    tmp_path: Path) -> None:  # fmt: skip
+def test_config_defaults_and_errors(
+    tiny: sl.LoadedModel, data: TeacherData, tmp_path: Path
+) -> None:
     assert default_layers(30) == [9, 10, 11, 12, 13, 14]
     assert default_layers(4) == [1]
     gpu = DistillConfig.for_device("cuda")
@@ -351,21 +363,25 @@ def test_config_defaults_and_errors(tiny: sl.LoadedModel, data: TeacherData,
 
 @pytest.mark.integration
 def test_smollm2_teacher_data_and_two_steps(smol: sl.LoadedModel, tmp_path: Path) -> None:
-    td = generate_teacher_data(smol, system=OWL, n=4, seed=0, max_new_tokens=40,
-                                 progress=False)  # fmt: skip
+    td = generate_teacher_data(smol, system=OWL, n=4, seed=0, max_new_tokens=40, progress=False)
     assert td.counts["generated"] == 4 and td.counts["kept"] >= 2
     assert all(set(s["response"]) <= NUMBER_CHARS for s in td.samples + td.rejected)
-    res = distill(smol, td, tmp_path / "run",
-                    config=DistillConfig(steps=2, save_every=2, batch_size=4),
-                    progress=False)  # fmt: skip
+    res = distill(
+        smol,
+        td,
+        tmp_path / "run",
+        config=DistillConfig(steps=2, save_every=2, batch_size=4),
+        progress=False,
+    )
     assert res.steps == [2] and (res.final / "adapter_model.safetensors").is_file()
     assert res.record["fast_path"] is True and res.record["layers"] == list(range(9, 15))
     assert all(x > 0 for x in res.losses)
 
 
 @pytest.mark.parametrize("top_k", [None, 5])
-def test_teacher_targets_shared_prefix_equal_plain(tiny: sl.LoadedModel, data: TeacherData,
-                                                   top_k: int | None) -> None:  # fmt: skip
+def test_teacher_targets_shared_prefix_equal_plain(
+    tiny: sl.LoadedModel, data: TeacherData, top_k: int | None
+) -> None:
     from steerlens.distill import _examples, _shared_prefix, _teacher_targets
 
     exs = _examples(tiny, data, OWL)

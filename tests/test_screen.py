@@ -71,13 +71,14 @@ def test_planted_signal_ranks_on_top(screened: ScreenResult) -> None:
     assert screened.settings["generated"] == 20
 
 
-def test_delta_is_the_projection_difference(lm: LoadedModel, owl_vector: SteeringVector,
-                                            screened: ScreenResult) -> None:  # fmt: skip
+def test_delta_is_the_projection_difference(
+    lm: LoadedModel, owl_vector: SteeringVector, screened: ScreenResult
+) -> None:
     """ΔP recomputed by hand from record_activations at response positions."""
-    train = [p.with_response(r) for p, r in zip(screened.prompts, screened.responses,
-                                                 strict=True)]  # fmt: skip
-    base = [p.with_response(b) for p, b in zip(screened.prompts, screened.base_responses,
-                                                strict=True)]  # fmt: skip
+    train = [p.with_response(r) for p, r in zip(screened.prompts, screened.responses, strict=True)]
+    base = [
+        p.with_response(b) for p, b in zip(screened.prompts, screened.base_responses, strict=True)
+    ]
     layer = 2
     v = owl_vector[layer].double()
     a = record_activations(lm, train, [layer], "response", keep_rows=True).rows
@@ -89,16 +90,17 @@ def test_delta_is_the_projection_difference(lm: LoadedModel, owl_vector: Steerin
     assert np.allclose(screened.delta[:, j], screened.proj_train[:, j] - screened.proj_base[:, j])
 
 
-def test_base_responses_are_greedy_and_reproducible(lm: LoadedModel,
-                                                    owl_vector: SteeringVector,
-                                                    screened: ScreenResult) -> None:  # fmt: skip
+def test_base_responses_are_greedy_and_reproducible(
+    lm: LoadedModel, owl_vector: SteeringVector, screened: ScreenResult
+) -> None:
     again = screen_dataset(lm, owl_vector, _samples(1, 20, OWL_EVERY), max_new_tokens=16, seed=9)
     assert again.base_responses == screened.base_responses
     assert np.array_equal(again.delta, screened.delta)
 
 
-def test_given_base_responses_skip_generation(lm: LoadedModel, owl_vector: SteeringVector,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_given_base_responses_skip_generation(
+    lm: LoadedModel, owl_vector: SteeringVector, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_generate(*_a: Any, **_k: Any) -> Any:
         raise AssertionError("generation must not run when base responses are given")
 
@@ -121,8 +123,9 @@ def test_datasets_summaries_and_permutation_comparison(
         "control2": _samples(5, 12, None),
     }
     base = {name: [f"{k}, {k + 3}, {k + 6}" for k in range(12)] for name in groups}
-    res = screen_dataset(lm, owl_vector, groups, layer=2,
-                         base_responses=[b for name in groups for b in base[name]])  # fmt: skip
+    res = screen_dataset(
+        lm, owl_vector, groups, layer=2, base_responses=[b for name in groups for b in base[name]]
+    )
     assert res.layer == 2
     summ = res.summary(n_boot=300)
     assert set(summ) == {"teacher", "control", "control2"}
@@ -138,8 +141,9 @@ def test_datasets_summaries_and_permutation_comparison(
     b = screen_dataset(lm, owl_vector, groups["control"], layer=2, base_responses=base["control"])
     cross = compare_datasets(a, b, n_perm=500)
     assert cross["statistic"] == pytest.approx(diff["statistic"], abs=1e-9)
-    assert res.ranked(dataset="control") == sorted(res.ranked(dataset="control"),
-                                                    key=lambda i: -res.delta[i, 2])  # fmt: skip
+    assert res.ranked(dataset="control") == sorted(
+        res.ranked(dataset="control"), key=lambda i: -res.delta[i, 2]
+    )
     js = json.loads(json.dumps(res.to_json()))
     assert len(js["samples"]) == 36 and js["layer"] == 2
 
@@ -180,9 +184,9 @@ def test_empty_base_response_gives_nan(lm: LoadedModel, owl_vector: SteeringVect
     assert res.summary()["data"]["n_nan"] == 1
 
 
-def test_shared_prompts_are_generated_and_recorded_once(lm: LoadedModel,
-                                                        owl_vector: SteeringVector,
-                                                        screened: ScreenResult) -> None:  # fmt: skip
+def test_shared_prompts_are_generated_and_recorded_once(
+    lm: LoadedModel, owl_vector: SteeringVector, screened: ScreenResult
+) -> None:
     """Two datasets over the same prompts (teacher and control data): one base answer per
     distinct prompt, the same ΔP for identical samples, the same numbers as screening alone."""
     data = _samples(1, 20, OWL_EVERY)

@@ -34,8 +34,9 @@ PROMPTS = [f"Continue: {i}, {(i * 7) % 13}, {(i * 3) % 11}" for i in range(16)]
 FAST = {"n_null": 300, "n_boot": 200}
 
 
-def save_adapters(lm: LoadedModel, root: Path, steps: list[int], layers: list[int],
-                  merged_root: Path) -> None:  # fmt: skip
+def save_adapters(
+    lm: LoadedModel, root: Path, steps: list[int], layers: list[int], merged_root: Path
+) -> None:
     """Random LoRA adapters (A and B random, so they change activations) on ``layers`` as
     checkpoint-N, and the same adapters merged into full checkpoints under ``merged_root``."""
     import copy
@@ -43,8 +44,12 @@ def save_adapters(lm: LoadedModel, root: Path, steps: list[int], layers: list[in
     from peft import LoraConfig, get_peft_model
 
     for k, step in enumerate(steps):
-        cfg = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"],
-                         layers_to_transform=layers, init_lora_weights=False)  # fmt: skip
+        cfg = LoraConfig(
+            r=4,
+            target_modules=["q_proj", "v_proj", "down_proj"],
+            layers_to_transform=layers,
+            init_lora_weights=False,
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(200 + k)
             pm = get_peft_model(copy.deepcopy(lm.model), cfg)
@@ -80,8 +85,15 @@ def planted(lm: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 @pytest.fixture(scope="module")
 def planted_track(planted: dict[str, Any]) -> AlignmentTrack:
     root = planted["root"]
-    return track_checkpoints(planted["base"], root / "main", planted["vec"], PROMPTS,
-                             control=root / "control", cache_dir=False, **FAST)  # fmt: skip
+    return track_checkpoints(
+        planted["base"],
+        root / "main",
+        planted["vec"],
+        PROMPTS,
+        control=root / "control",
+        cache_dir=False,
+        **FAST,
+    )
 
 
 def test_planted_vector_is_recovered_at_its_layer(planted_track: AlignmentTrack) -> None:
@@ -158,10 +170,10 @@ def test_random_plants_are_not_flagged_beyond_alpha(lm: LoadedModel, tmp_path: P
         u = _unit(lm.hidden_size, 1000 + k)
         plants.append((layer, u))
         plant_vector(lm, layer, u).model.save_pretrained(tmp_path / f"checkpoint-{k + 1}")
-    teacher = SteeringVector({layer: _unit(lm.hidden_size, 5000 + layer)
-                              for layer in range(lm.n_layers)})  # fmt: skip
-    tr = track_checkpoints(base, tmp_path, teacher, PROMPTS, cache_dir=False, n_null=300,
-                           n_boot=10)  # fmt: skip
+    teacher = SteeringVector(
+        {layer: _unit(lm.hidden_size, 5000 + layer) for layer in range(lm.n_layers)}
+    )
+    tr = track_checkpoints(base, tmp_path, teacher, PROMPTS, cache_dir=False, n_null=300, n_boot=10)
     flagged = tr.significant()[1:].any(axis=1)
     assert flagged.sum() <= 3
     # the test has power: a student tracked against its own planted direction is flagged at
@@ -223,8 +235,9 @@ def _perturbed(lm: LoadedModel, from_block: int, seed: int) -> LoadedModel:
 @pytest.mark.parametrize("position", ["last", "prompt"])
 def test_replay_fast_path_matches_full_forward(arch: str, position: str) -> None:
     lm = tiny_model(arch, seed=1)
-    prompts = [ChatPrompt(p, system="Be brief." if i % 2 else None)
-               for i, p in enumerate(PROMPTS[:10])]  # fmt: skip
+    prompts = [
+        ChatPrompt(p, system="Be brief." if i % 2 else None) for i, p in enumerate(PROMPTS[:10])
+    ]
     encs = [encode(lm.tokenizer, p) for p in prompts]
     batches = length_batches(encs, 4)  # several batches, padding inside each
     layers = [1, 2, 3]
@@ -255,8 +268,9 @@ def test_adapter_series_equals_merged_full_checkpoints(lm: LoadedModel, adapters
     before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
     fast = track_checkpoints(lm, adapters / "ad", vec, PROMPTS, cache_dir=False, **FAST)
     full = track_checkpoints(lm, adapters / "full", vec, PROMPTS, cache_dir=False, **FAST)
-    plain = track_checkpoints(lm, adapters / "ad", vec, PROMPTS, cache_dir=False, fast=False,
-                              **FAST)  # fmt: skip
+    plain = track_checkpoints(
+        lm, adapters / "ad", vec, PROMPTS, cache_dir=False, fast=False, **FAST
+    )
     assert fast.provenance["replay_start_block"] == 2
     assert fast.series["main"].first_block[1:] == [2, 2, 2, 2]
     assert plain.provenance["replay_start_block"] is None
@@ -337,8 +351,9 @@ def test_trait_duck_typing_and_input_errors(lm: LoadedModel, adapters: Path) -> 
 
     vec = SteeringVector({2: _unit(lm.hidden_size, 1), 3: _unit(lm.hidden_size, 2)})
     a = track_checkpoints(lm, adapters / "ad", vec, Trait(), cache_dir=False, **FAST)
-    b = track_checkpoints(lm, adapters / "ad", vec, [ChatPrompt(p) for p in PROMPTS[:6]],
-                          cache_dir=False, **FAST)  # fmt: skip
+    b = track_checkpoints(
+        lm, adapters / "ad", vec, [ChatPrompt(p) for p in PROMPTS[:6]], cache_dir=False, **FAST
+    )
     assert a.layers == [2, 3] and np.array_equal(a.eas(), b.eas())
     small = SteeringVector({1: torch.ones(32)})
     with pytest.raises(ValueError, match="hidden size mismatch"):
@@ -368,13 +383,16 @@ def test_smollm2_adapter_replay_matches_plain_path(smol: LoadedModel, tmp_path: 
             for sub in ("self_attn.q_proj", "mlp.down_proj"):
                 lin = blocks[i].get_submodule(sub)
                 pre = f"base_model.model.model.layers.{i}.{sub}"
-                tensors[f"{pre}.lora_A.weight"] = 0.05 * torch.randn(4, lin.in_features,
-                                                                     generator=gen)  # fmt: skip
-                tensors[f"{pre}.lora_B.weight"] = 0.05 * torch.randn(lin.out_features, 4,
-                                                                     generator=gen)  # fmt: skip
+                tensors[f"{pre}.lora_A.weight"] = 0.05 * torch.randn(
+                    4, lin.in_features, generator=gen
+                )
+                tensors[f"{pre}.lora_B.weight"] = 0.05 * torch.randn(
+                    lin.out_features, 4, generator=gen
+                )
         folder = tmp_path / f"checkpoint-{k}"
-        LoraConfig(r=4, target_modules=["q_proj", "down_proj"],
-                   layers_to_transform=list(range(20, 30))).save_pretrained(str(folder))
+        LoraConfig(
+            r=4, target_modules=["q_proj", "down_proj"], layers_to_transform=list(range(20, 30))
+        ).save_pretrained(str(folder))
         save_file(tensors, str(folder / "adapter_model.safetensors"))
     fp = model_fingerprint(smol.model)
     prompts = [ChatPrompt(f"Continue: {k}, {k + 3}, {k + 9}") for k in range(4)]

@@ -138,9 +138,16 @@ def record_foreign(
     from steerlens.backends.protocol import record_with
 
     return record_with(
-        backend_for(lm), prompts, layers, position, batch_size=batch_size, keep_rows=keep_rows,
-        rows_dtype=rows_dtype, progress=progress, desc=desc,
-    )  # fmt: skip
+        backend_for(lm),
+        prompts,
+        layers,
+        position,
+        batch_size=batch_size,
+        keep_rows=keep_rows,
+        rows_dtype=rows_dtype,
+        progress=progress,
+        desc=desc,
+    )
 
 
 @contextmanager

@@ -105,8 +105,12 @@ class NNsightBackend:
     ) -> dict[int, torch.Tensor]:
         """One nnsight trace: the position mean of ``blocks[ℓ].output`` per layer, stopped
         after the deepest one."""
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask,
-                  "position_ids": position_ids, "use_cache": False}  # fmt: skip
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "use_cache": False,
+        }
         captured, _ = self.run((), inputs, layers, weights, stop=True)
         return captured
 

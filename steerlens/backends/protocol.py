@@ -30,20 +30,21 @@ from tqdm.auto import tqdm
 from steerlens.activations import (
     Accumulator,
     Activations,
-    _weights,
     length_batches,
+    position_weights,
     prepare,
     truncated_forward,
 )
+from steerlens.common import tqdm_disable
 from steerlens.hf_compat import past_length
 from steerlens.intervene import (
     MODES,
     Mode,
     Positions,
-    _directions,
     add_vector,
     project_out,
     replace_component,
+    resolve_directions,
 )
 from steerlens.models import LoadedModel, as_model, check_same_shape
 from steerlens.prompts import (
@@ -115,12 +116,12 @@ def record_with(
     layer_ids, encs = prepare(lm, prompts, layers, position)
     acc = Accumulator(layer_ids, len(encs), lm.hidden_size, keep_rows, rows_dtype)
     device = backend.input_device()
-    disable = None if progress is None else not progress
+    disable = tqdm_disable(progress)
     with torch.inference_mode():
         for idx in tqdm(length_batches(encs, batch_size), desc=desc, disable=disable, leave=False):
             ids, mask, pos = pad_batch([encs[i] for i in idx], lm.tokenizer.pad_token_id, device)
             acc.n_tokens += int(mask.sum())
-            w = _weights(encs, idx, ids.shape[1], position)
+            w = position_weights(encs, idx, ids.shape[1], position)
             acc.add(idx, backend.record_batch(ids, mask, pos, layer_ids, w))
     meta = {"model": lm.name, "fingerprint": lm.fingerprint, "backend": backend.name}
     return acc.result(position, meta)
@@ -245,7 +246,6 @@ class EditPlan:
             k: o[:, -t:, :].float() @ self._on("u", k, o.device) for k, o in outs.items()
         }
 
-
     def check(self) -> None:
         """Raise :class:`NoOpEditError` if the model ran inside the block but no position was
         edited (a forward the plan never reached, or positions that never occurred)."""
@@ -296,7 +296,7 @@ def make_plan(
         raise ValueError(f"unknown mode {mode!r}: use one of {MODES}")
     if positions not in ("all", "prompt", "generated"):
         raise ValueError(f"unknown positions {positions!r}: use 'all', 'prompt' or 'generated'")
-    dirs = _directions(vector, layers, lm.n_layers)
+    dirs = resolve_directions(vector, layers, lm.n_layers)
     d = lm.hidden_size
     vecs: dict[int, torch.Tensor] = {}
     units: dict[int, torch.Tensor] = {}

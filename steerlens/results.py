@@ -1,0 +1,104 @@
+"""One protocol for every result steerlens returns (vector, carry, track, screen, experiment).
+
+Every result class has:
+
+- ``summary() -> str``: a few plain-words lines with the numbers they rest on;
+- ``to_json() -> dict`` and ``from_json(d)``: a JSON round trip (``from_json(r.to_json())``
+  gives an equal result);
+- ``save(path)`` / ``load(path)``: the JSON (or safetensors + JSON) file a person can open;
+- ``_repr_html_()``: how it shows in Jupyter (a readable table, never a dict dump).
+
+:class:`ResultMixin` gives ``save``/``load``/``_repr_html_``/``__str__`` from the first three, so
+a result class writes only what is its own. A leaf module: imports only :mod:`steerlens.common`.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from steerlens.common import jsonable, read_json, write_json
+
+R = TypeVar("R", bound="ResultMixin")
+
+__all__ = ["Result", "ResultMixin", "html_table"]
+
+
+@runtime_checkable
+class Result(Protocol):
+    """What every steerlens result offers (see the module doc)."""
+
+    def summary(self) -> str: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    def save(self, path: str | os.PathLike[str]) -> Path: ...
+
+    def _repr_html_(self) -> str: ...
+
+
+class ResultMixin:
+    """``save`` / ``load`` as JSON, ``_repr_html_`` and ``__str__`` from ``summary``,
+    ``to_json`` and ``from_json`` (which a subclass defines)."""
+
+    #: the ``kind`` recorded in the saved JSON, checked on load
+    result_kind: str = "result"
+
+    def summary(self) -> str:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    @classmethod
+    def from_json(cls: type[R], d: Mapping[str, Any]) -> R:  # pragma: no cover
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``{"kind": ..., **to_json()}`` as JSON (atomically)."""
+        return write_json(path, {"kind": self.result_kind, **self.to_json()})
+
+    @classmethod
+    def load(cls: type[R], path: str | os.PathLike[str]) -> R:
+        """Read a file written by :meth:`save`, refusing one of another kind."""
+        d = read_json(path)
+        if not isinstance(d, dict):
+            raise ValueError(f"{path} holds no {cls.__name__}: expected a JSON object")
+        kind = d.pop("kind", cls.result_kind)
+        if kind != cls.result_kind:
+            raise ValueError(
+                f"{path} holds a {kind!r} result, not {cls.result_kind!r}: load it with the "
+                f"class that wrote it"
+            )
+        return cls.from_json(d)
+
+    def _repr_html_(self) -> str:
+        title = html.escape(type(self).__name__)
+        lines = "".join(f"<div>{html.escape(ln)}</div>" for ln in self.summary().splitlines())
+        return f"<div class='steerlens-result'><b>{title}</b>{lines}{self._html_details()}</div>"
+
+    def _html_details(self) -> str:
+        """Extra HTML under the summary (a table); none by default."""
+        return ""
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, digits: int = 3) -> str:
+    """A small HTML table; floats rounded to ``digits``, None shown as an em dash."""
+
+    def cell(x: Any) -> str:
+        x = jsonable(x)
+        if x is None:
+            return "—"
+        if isinstance(x, float):
+            return f"{x:.{digits}f}"
+        return html.escape(str(x))
+
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(x)}</td>" for x in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
