@@ -17,7 +17,7 @@ import tempfile
 import warnings
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from steerlens.foreign import BackendName, named_weights, unwrap_foreign
 from steerlens.sites import LayerLayout, find_layers
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
@@ -50,6 +51,11 @@ class LoadedModel:
     """An HF causal LM, its (private, left-padding) tokenizer, and where it came from.
 
     ``layers_path`` names the decoder blocks for architectures steerlens does not know.
+    ``backend`` names the runtime that executes it (:mod:`steerlens.backends`): ``"hf"``
+    (torch hooks), ``"accelerate"`` (hooks on a dispatched model), ``"nnsight"`` or
+    ``"transformer_lens"``; ``foreign`` is then the user's object (the envoy or bridge),
+    ``remote`` where an nnsight model runs (False: here), ``inline_edits`` the edits a remote
+    nnsight trace applies inside its own body.
     """
 
     model: nn.Module
@@ -57,7 +63,10 @@ class LoadedModel:
     name: str
     source: str = ""
     layers_path: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    backend: BackendName = "hf"
+    foreign: Any = None
+    remote: bool | str = False
+    inline_edits: Any = None
 
     @property
     def layout(self) -> LayerLayout:
@@ -147,7 +156,6 @@ def model_fingerprint(model: nn.Module) -> str:
         d.pop("transformers_version", None)
         d.pop("quantization_config", None)
         h.update(json.dumps(d, sort_keys=True, default=str).encode())
-    from steerlens.backends.hf import named_weights  # offloaded (device_map) weights too
 
     with torch.no_grad():
         for name, p in named_weights(model):
@@ -174,7 +182,6 @@ def wrap(
     """
     if isinstance(model, LoadedModel):
         return model
-    from steerlens.backends import unwrap_foreign
 
     hf, tok, backend = unwrap_foreign(model)
     tokenizer = tokenizer if tokenizer is not None else tok
@@ -189,8 +196,8 @@ def wrap(
     label = name or str(getattr(cfg, "_name_or_path", "") or type(hf).__name__)
     lm = LoadedModel(hf, private_tokenizer(tokenizer), label, "user", layers_path)
     if backend is not None:
-        lm.extra["backend"] = backend
-        lm.extra["foreign"] = model
+        lm.backend = backend
+        lm.foreign = model
     lm.layout  # noqa: B018 - fail early with a clear message on unknown architectures
     return lm
 

@@ -55,6 +55,35 @@ def parse_site(name: str) -> int:
     return int(m.group(1))
 
 
+def parse_layer_list(text: str) -> list[int]:
+    """Layer indices of a text list: ``"15"``, ``"6,12,18"``, ``"10-20"`` (inclusive),
+    ``"-1"`` (the last block), site names, or a mix separated by commas."""
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part.startswith("blocks."):
+            out.append(parse_site(part))
+        elif "-" in part[1:]:
+            a, b = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
+            try:
+                lo, hi = int(a), int(b)
+            except ValueError:
+                raise ValueError(f"bad layer range {part!r}: write it like '10-20'") from None
+            if hi < lo:
+                raise ValueError(f"empty layer range {part!r}: the end is below the start")
+            out.extend(range(lo, hi + 1))
+        else:
+            try:
+                out.append(int(part))
+            except ValueError:
+                raise ValueError(
+                    f"bad layer {part!r}: use an index, 'all', a range '10-20' or a site name "
+                    f"like {site_name(12)!r}"
+                ) from None
+    return out
+
+
 def _get_path(root: nn.Module, path: str) -> nn.Module | None:
     obj: object = root
     for part in path.split("."):
@@ -122,13 +151,14 @@ def find_layers(model: nn.Module, layers_path: str | None = None) -> LayerLayout
 def resolve_layers(layers: int | Sequence[int] | str, n_layers: int) -> list[int]:
     """Normalise a layer request to a sorted list of valid, non-negative block indices.
 
-    Accepts an int, a sequence of ints (negative counts from the end), ``"all"``, or a site
-    name such as ``"blocks.12.hook_resid_post"``.
+    Accepts an int, a sequence of ints (negative counts from the end) or a ``range``,
+    ``"all"``, a site name such as ``"blocks.12.hook_resid_post"``, or a text list of those
+    with inclusive ranges: ``"15"``, ``"6,12,18"``, ``"10-20"``, ``"blocks.3.hook_resid_post,20"``.
     """
     if isinstance(layers, str):
-        if layers == "all":
+        if layers.strip() == "all":
             return list(range(n_layers))
-        layers = [parse_site(layers)]
+        layers = parse_layer_list(layers)
     if isinstance(layers, int):
         layers = [layers]
     out: list[int] = []

@@ -8,7 +8,6 @@ hashes, seed and library version.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,15 +17,47 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from steerlens.common import jsonable
+from steerlens.results import html_table
 from steerlens.sites import SITE_TEMPLATE
+from steerlens.version import __version__
 
 _META_KEY = "steerlens"
 
 
-def _version() -> str:
-    from steerlens.version import __version__
+@dataclass(frozen=True)
+class Provenance:
+    """Where a vector was read, typed (a view of :attr:`SteeringVector.meta`, which keeps every
+    key for JSON and for keys a caller adds): the model and its weights' fingerprint, the site
+    (``blocks.{ℓ}.hook_resid_post``), the position set, the method, the seed, the hashes of the
+    two prompt sets, what kind of contrast it is, and the steerlens version that read it."""
 
-    return __version__
+    model: str | None
+    model_fingerprint: str | None
+    site: str
+    position: str | None
+    method: str | None
+    seed: int | None
+    pos_prompts_hash: str | None
+    neg_prompts_hash: str | None
+    kind: str | None
+    steerlens_version: str
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> Provenance:
+        seed = meta.get("seed")
+        return cls(
+            model=meta.get("model"),
+            model_fingerprint=meta.get("model_fingerprint"),
+            site=str(meta.get("site", SITE_TEMPLATE)),
+            position=meta.get("position"),
+            method=meta.get("method"),
+            seed=None if seed is None else int(seed),
+            pos_prompts_hash=meta.get("pos_prompts_hash"),
+            neg_prompts_hash=meta.get("neg_prompts_hash"),
+            kind=meta.get("kind"),
+            steerlens_version=str(meta.get("steerlens_version", __version__)),
+        )
 
 
 @dataclass
@@ -51,7 +82,12 @@ class SteeringVector:
             int(k): v.detach().to("cpu", torch.float32) for k, v in sorted(self.directions.items())
         }
         self.meta.setdefault("site", SITE_TEMPLATE)
-        self.meta.setdefault("steerlens_version", _version())
+        self.meta.setdefault("steerlens_version", __version__)
+
+    @property
+    def provenance(self) -> Provenance:
+        """The typed record of where the vector was read (:class:`Provenance`)."""
+        return Provenance.from_meta(self.meta)
 
     # ----------------------------------------------------------------------- access
     @property
@@ -142,7 +178,7 @@ class SteeringVector:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         tensors = {f"layer.{k}": v.contiguous() for k, v in self.directions.items()}
-        blob = json.dumps({"meta": self.meta, "diagnostics": self.diagnostics}, default=_jsonable)
+        blob = json.dumps(jsonable({"meta": self.meta, "diagnostics": self.diagnostics}))
         save_file(tensors, str(p), metadata={_META_KEY: blob})
         return p
 
@@ -168,11 +204,49 @@ class SteeringVector:
         return cls(dirs, blob.get("meta", {}), blob.get("diagnostics", {}))
 
     def to_json(self) -> dict[str, Any]:
+        """Provenance, per-layer norms and diagnostics as JSON values (the tensors themselves
+        travel in the safetensors file of :meth:`save`)."""
         return {
-            "meta": json.loads(json.dumps(self.meta, default=_jsonable)),
+            "meta": jsonable(self.meta),
             "norms": self.norms(),
-            "diagnostics": json.loads(json.dumps(self.diagnostics, default=_jsonable)),
+            "diagnostics": jsonable(self.diagnostics),
         }
+
+    def _layer_rows(self) -> list[list[Any]]:
+        split = self.diagnostics.get("split_half", {})
+        agree = self.diagnostics.get("agreement", {})
+        rows = []
+        for k, n in self.norms().items():
+            sh = split.get(k, split.get(str(k), {}))
+            ag = agree.get(k, agree.get(str(k), {}))
+            rel = sh.get("mean") if isinstance(sh, Mapping) else None
+            mp = ag.get("mean~pca") if isinstance(ag, Mapping) else None
+            rows.append([k, n, rel, mp])
+        return rows
+
+    def summary(self) -> str:
+        """Plain words: what the vector is, where it was read, and its per-layer numbers."""
+        pv = self.provenance
+        rows = self._layer_rows()
+        lines = [
+            f"steering vector ({pv.method or 'unknown method'}, {pv.kind or 'contrast'}) of "
+            f"{pv.model or 'an unnamed model'} at {pv.site}, position {pv.position}, "
+            f"{len(self)} layer(s), d={self.hidden_size}",
+        ]
+        for k, n, rel, mp in rows[:8]:
+            extra = "" if rel is None else f", split-half reliability {rel:.3f}"
+            extra += "" if mp is None else f", mean~pca cosine {mp:.3f}"
+            lines.append(f"  layer {k}: norm {n:.3g}{extra}")
+        if len(rows) > 8:
+            lines.append(f"  … {len(rows) - 8} more layers")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head = self.summary().splitlines()[0]
+        table = html_table(
+            ["layer", "norm", "split-half reliability", "mean~pca cosine"], self._layer_rows()
+        )
+        return f"<div class='steerlens-result'><b>{head}</b>{table}</div>"
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -180,17 +254,3 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     a64, b64 = a.double().reshape(-1), b.double().reshape(-1)
     den = float(a64.norm() * b64.norm())
     return 0.0 if den == 0.0 else float(a64 @ b64) / den
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.tolist()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, Path):
-        return str(x)
-    if hasattr(x, "item"):
-        return x.item()
-    if hasattr(x, "__dict__"):
-        return {k: v for k, v in vars(x).items() if not k.startswith("_")}
-    return str(x)

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.backends import backend_name, from_nnsight, from_transformer_lens, unwrap_foreign
+from steerlens.backends import backend_name, from_nnsight, from_transformer_lens
+from steerlens.foreign import unwrap_foreign
 from steerlens.prompts import encode, pad_batch
 from steerlens.testing import tiny_model
 
@@ -130,7 +131,7 @@ def test_tl_backend_runs_tl_hooks(
     """Recording and steering register TL hooks named blocks.{l}.hook_resid_post and run the
     bridge's own forward, stopped after the deepest layer."""
     _, _, tl_lm = llama_trio
-    bridge = tl_lm.extra["foreign"]
+    bridge = tl_lm.foreign
     names: list[str] = []
     stops: list[Any] = []
     orig_hooks, orig_forward = bridge.hooks, bridge.forward
@@ -269,7 +270,7 @@ def test_tl_compatibility_mode(arch: str, centered: bool, tmp_path: Path) -> Non
     """Compatibility mode: LayerNorm models record h − mean_d(h); RMSNorm models record h.
     Log-probabilities, plain and steered (add), are unchanged in both."""
     ref, _, tl_lm = _trio(arch, 2, tmp_path)
-    bridge = tl_lm.extra["foreign"]
+    bridge = tl_lm.foreign
     v = torch.randn(ref.hidden_size, generator=torch.Generator().manual_seed(1))
     ids, mask, pos = _batch(ref, PROMPTS)
     keep = mask.bool()

@@ -531,3 +531,23 @@ def test_transformers_output_recorders_do_not_block_prefix_sharing() -> None:
     assert can_share_prefix(lm)
     acts = sl.record_activations(lm, SHARED, [1], "last", batch_size=4)
     assert acts.meta["shared_prefix_tokens"] > 0
+
+
+def test_layers_accept_ints_ranges_all_and_site_names(tiny: sl.LoadedModel) -> None:
+    from steerlens.sites import resolve_layers
+
+    n = tiny.n_layers
+    assert resolve_layers("1-2", n) == resolve_layers(range(1, 3), n) == [1, 2]
+    assert resolve_layers("blocks.3.hook_resid_post,0", n) == [0, 3]
+    assert resolve_layers(["blocks.1.hook_resid_post", -1], n) == [1, n - 1]
+    assert resolve_layers("all", n) == list(range(n))
+    a = sl.record_activations(tiny, PROMPTS, "blocks.2.hook_resid_post")
+    b = sl.record_activations(tiny, PROMPTS, range(2, 3))
+    assert a.layers == b.layers == [2] and torch.equal(a[2], b[2])
+    for bad, msg in (
+        ("2-1", "empty layer range"),
+        ("two", "bad layer 'two'"),
+        ("9", "out of range"),
+    ):
+        with pytest.raises((ValueError, IndexError), match=msg):
+            resolve_layers(bad, n)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.backends import protocol
-from steerlens.backends.protocol import NoOpEditError
+from steerlens import edits
+from steerlens.edits import NoOpEditError
 from steerlens.hf_compat import cache_keyword, past_length
 from steerlens.prompts import encode, pad_batch
 from steerlens.testing import tiny_model
@@ -78,7 +78,7 @@ def test_forced_no_op_during_generate_raises(
     lm = trio[backend]
     with sl.steer(lm, _v(lm), 8.0, layers=[1], positions="generated") as m:
         m.generate(PROMPTS, max_new_tokens=4)  # the real path: edits, no error
-    monkeypatch.setattr(protocol, "past_length", lambda args, kwargs: 0)
+    monkeypatch.setattr(edits, "past_length", lambda args, kwargs: 0)
     with pytest.raises(NoOpEditError, match=r"mode='add', positions='generated', layers=\[1\]"):  # noqa: SIM117
         with sl.steer(lm, _v(lm), 8.0, layers=[1], positions="generated") as m:
             m.generate(PROMPTS, max_new_tokens=4)
@@ -89,7 +89,7 @@ def test_prompt_positions_only_on_cached_continuations_raise(
     backend: str, trio: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lm = trio[backend]
-    monkeypatch.setattr(protocol, "past_length", lambda args, kwargs: 5)
+    monkeypatch.setattr(edits, "past_length", lambda args, kwargs: 5)
     with pytest.raises(NoOpEditError, match=r"positions='prompt'.*continued a filled KV cache"):  # noqa: SIM117
         with sl.ablate(lm, _v(lm), layers=[1], positions="prompt") as m:
             _forward(m)

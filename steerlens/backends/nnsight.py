@@ -33,8 +33,11 @@ import nnsight
 import torch
 from torch import nn
 
-from steerlens.backends.protocol import EditPlan
+from steerlens.backends.forward import plan_pre_hook
+from steerlens.edits import EditPlan
+from steerlens.foreign import embedding_device
 from steerlens.models import LoadedModel
+from steerlens.prompts import EncodedPrompt, PositionSpec
 
 
 def envoy_at(root: Any, path: str) -> Any:
@@ -88,8 +91,6 @@ class NNsightBackend:
     def input_device(self) -> torch.device:
         if self.remote:
             return torch.device("cpu")
-        from steerlens.backends.hf import embedding_device
-
         return embedding_device(self.lm.model)
 
     def _trace_kwargs(self) -> dict[str, Any]:
@@ -170,11 +171,25 @@ class NNsightBackend:
                 result = nnsight.save([tracer.result])
         return {layer: captured[layer] for layer in sorted(rec)}, (None if stop else result[0])
 
+    def can_share_prefix(self) -> bool:
+        """False: a shared prefix is an HF-backend optimisation (same numbers either way)."""
+        return False
+
+    def record_shared(
+        self,
+        encs: Sequence[EncodedPrompt],
+        idx: Sequence[int],
+        p: int,
+        layers: Sequence[int],
+        position: PositionSpec,
+    ) -> dict[int, torch.Tensor]:
+        raise NotImplementedError(f"{self.name} does not share prompt prefixes: record_batch")
+
     @contextmanager
     def steer(self, plan: EditPlan) -> Iterator[LoadedModel]:
         if self.remote:
             edits = InlineEdits.from_plan(plan)
-            remote_lm = replace(self.lm, extra={**self.lm.extra, "nnsight_edits": edits})
+            remote_lm = replace(self.lm, inline_edits=edits)
             backend = NNsightBackend(remote_lm, self.envoy, remote=self.remote, edits=edits)
             remote_lm.model = RemoteRouted(backend, raw_module(self.lm.model))
             if "fingerprint" in self.lm.__dict__:
@@ -197,10 +212,10 @@ class NNsightBackend:
                             )
         inner = raw_module(self.lm.model)
         routed = Routed(edited, inner)
-        steered = replace(self.lm, model=routed, extra={**self.lm.extra, "foreign": edited})
+        steered = replace(self.lm, model=routed, foreign=edited)
         if "fingerprint" in self.lm.__dict__:
             steered.__dict__["fingerprint"] = self.lm.fingerprint
-        handle = inner.register_forward_pre_hook(plan.pre_hook, with_kwargs=True)
+        handle = inner.register_forward_pre_hook(plan_pre_hook(plan), with_kwargs=True)
         try:
             yield steered
         finally:

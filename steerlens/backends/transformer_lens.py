@@ -27,8 +27,11 @@ from typing import Any
 
 import torch
 
-from steerlens.backends.protocol import EditPlan, reduce_positions
+from steerlens.backends.forward import plan_pre_hook, reduce_positions
+from steerlens.edits import EditPlan
+from steerlens.foreign import embedding_device
 from steerlens.models import LoadedModel
+from steerlens.prompts import EncodedPrompt, PositionSpec
 from steerlens.sites import site_name
 
 
@@ -60,8 +63,6 @@ class TransformerLensBackend:
                 )
 
     def input_device(self) -> torch.device:
-        from steerlens.backends.hf import embedding_device
-
         return embedding_device(self.lm.model)
 
     def record_batch(
@@ -95,6 +96,20 @@ class TransformerLensBackend:
             raise RuntimeError(f"TL hooks {[site_name(m) for m in missing]} did not fire")
         return store
 
+    def can_share_prefix(self) -> bool:
+        """False: a shared prefix is an HF-backend optimisation (same numbers either way)."""
+        return False
+
+    def record_shared(
+        self,
+        encs: Sequence[EncodedPrompt],
+        idx: Sequence[int],
+        p: int,
+        layers: Sequence[int],
+        position: PositionSpec,
+    ) -> dict[int, torch.Tensor]:
+        raise NotImplementedError(f"{self.name} does not share prompt prefixes: record_batch")
+
     @contextmanager
     def steer(self, plan: EditPlan) -> Iterator[LoadedModel]:
         def make_hook(layer: int) -> Any:
@@ -104,7 +119,7 @@ class TransformerLensBackend:
             return hook
 
         fwd_hooks = [(site_name(layer), make_hook(layer)) for layer in plan.layers]
-        handle = self.lm.model.register_forward_pre_hook(plan.pre_hook, with_kwargs=True)
+        handle = self.lm.model.register_forward_pre_hook(plan_pre_hook(plan), with_kwargs=True)
         try:
             with self.bridge.hooks(fwd_hooks=fwd_hooks):
                 yield self.lm
