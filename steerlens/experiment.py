@@ -11,13 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from steerlens.cli.handlers import run_experiment
-from steerlens.experiments import (
-    DemoConfig,
-    ExperimentResult,
-    OwlConfig,
-    checkpoint_behavior,
-    verdict,
-)
+from steerlens.experiments.owl import DemoConfig, OwlConfig
+from steerlens.experiments.result import ExperimentResult
+from steerlens.experiments.stages import checkpoint_behavior
+from steerlens.experiments.verdict import verdict
 
 __all__ = ["DemoConfig", "OwlConfig", "checkpoint_behavior", "run_demo", "verdict"]
 

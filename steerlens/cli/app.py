@@ -48,7 +48,7 @@ from steerlens.cli.settings import (
     resolve_device,
 )
 from steerlens.distill import DistillConfig
-from steerlens.experiments import get, names
+from steerlens.experiments.registry import get, names
 
 __all__ = ["COMMANDS", "Command", "build_parser", "command_for", "main", "resolve"]
 

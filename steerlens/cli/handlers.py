@@ -26,7 +26,9 @@ from steerlens.cli.settings import (
     read_prompts,
     read_samples,
 )
-from steerlens.experiments import ExperimentResult, get, training_prompts
+from steerlens.experiments.registry import get
+from steerlens.experiments.result import ExperimentResult
+from steerlens.experiments.stages import training_prompts
 
 
 def cmd_extract(inv: Invocation) -> int:
