@@ -67,7 +67,11 @@ class Command:
     default_out: str | None = None
 
     def options(self) -> list[Option]:
-        return merge_options(options_of(c, self.field_help.get(c)) for c in self.sources)
+        opts = merge_options(options_of(c, self.field_help.get(c)) for c in self.sources)
+        if self.experiment is None:
+            return opts
+        out = self.default_out or get(self.experiment).default_out
+        return [dataclasses.replace(o, shown=out) if o.name == "out" else o for o in opts]
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -126,6 +130,22 @@ def _demo() -> Command:
     return _experiment_command("owl", alias="demo", out="runs/demo")
 
 
+PRESET_NOTE = (
+    "Defaults shown are the config's own (the CPU size); without --quick a GPU run starts from "
+    "the config's for_device() preset, with --quick from its quick() preset; options given "
+    "(or --config keys) override the preset."
+)
+
+
+def _parser(sub: Any, cmd: Command) -> argparse.ArgumentParser:
+    epilog = PRESET_NOTE if cmd.experiment is not None else None
+    p: argparse.ArgumentParser = sub.add_parser(
+        cmd.name, help=cmd.help, description=cmd.help, epilog=epilog
+    )
+    _add_command(p, cmd)
+    return p
+
+
 def _add_command(p: argparse.ArgumentParser, cmd: Command) -> None:
     p.add_argument(
         "--config", metavar="FILE.yaml", help="YAML of option values (keys: long option names)"
@@ -144,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"steerlens {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for cmd in (*COMMANDS, _demo()):
-        _add_command(sub.add_parser(cmd.name, help=cmd.help, description=cmd.help), cmd)
+        _parser(sub, cmd)
     known = ", ".join(names())
     pe = sub.add_parser(
         "experiment",
@@ -154,8 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     esub = pe.add_subparsers(dest="experiment_name", required=True, metavar="NAME")
     for name in names():
-        cmd = _experiment_command(name)
-        _add_command(esub.add_parser(name, help=cmd.help, description=cmd.help), cmd)
+        _parser(esub, _experiment_command(name))
     return ap
 
 

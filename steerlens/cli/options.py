@@ -45,6 +45,7 @@ class Option:
     choices: tuple[Any, ...] | None = None
     exists: str | None = None
     owner: str = ""
+    shown: str | None = None  # the default as help shows it, when not the value itself
 
     @property
     def flag(self) -> str:
@@ -221,7 +222,8 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> N
         text = opt.help
         if opt.choices:
             text += f" ({' | '.join(map(str, opt.choices))})"
-        text += " (required)" if opt.required else f" (default: {_shown(opt.default)})"
+        shown = opt.shown if opt.shown is not None else _shown(opt.default)
+        text += " (required)" if opt.required else f" (default: {shown})"
         kw: dict[str, Any] = {"dest": opt.name, "default": argparse.SUPPRESS}
         if opt.hint is bool:
             kw["action"] = argparse.BooleanOptionalAction

@@ -150,7 +150,7 @@ class ReportOptions:
 @dataclass(kw_only=True)
 class ExperimentOptions:
     quick: bool = _o(False, "the experiment's smoke-test size")
-    out: str | None = _o(None, "output folder (default: the experiment's, e.g. runs/owl)")
+    out: str | None = _o(None, "output folder")
 
 
 # ------------------------------------------------------------------------------ helpers
