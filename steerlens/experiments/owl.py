@@ -383,6 +383,7 @@ OWL = register(
         run=run,
         description="the whole experiment on the embedded model (owl trait), with a report",
         default_out="runs/owl",
-    )
+    ),
+    replace=True,  # a module reload (notebook autoreload) registers it again
 )
 """The registered owl experiment."""
