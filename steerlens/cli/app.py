@@ -1,0 +1,259 @@
+"""The command table, the generated parser, and :func:`resolve` / :func:`main`.
+
+``resolve(argv)`` does everything short of running: parse, read ``--config``, convert and check
+every value, check that input files exist, and build each command's configs (the library's
+own ``__post_init__`` checks run here too), so bad input fails before any model loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steerlens.cli.handlers import (
+    cmd_carry,
+    cmd_distill,
+    cmd_experiment,
+    cmd_extract,
+    cmd_report,
+    cmd_screen,
+    cmd_track,
+)
+from steerlens.cli.options import (
+    Option,
+    add_options,
+    build,
+    convert,
+    merge_options,
+    options_of,
+    read_config_file,
+)
+from steerlens.cli.settings import (
+    DISTILL_HELP,
+    CarryOptions,
+    DistillOptions,
+    ExperimentOptions,
+    ExtractOptions,
+    Invocation,
+    ModelOptions,
+    ReportOptions,
+    ScreenOptions,
+    SeedOption,
+    TrackOptions,
+    resolve_device,
+)
+from steerlens.distill import DistillConfig
+from steerlens.experiments.registry import get, names
+
+__all__ = ["COMMANDS", "Command", "build_parser", "command_for", "main", "resolve"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its options are the fields of ``sources`` (first one of a name wins);
+    ``experiment`` names the registered experiment it runs, if any."""
+
+    name: str
+    help: str
+    sources: tuple[type[Any], ...]
+    handler: Callable[[Invocation], int]
+    field_help: Mapping[type, Mapping[str, str]] = field(default_factory=dict)
+    experiment: str | None = None
+    default_out: str | None = None
+
+    def options(self) -> list[Option]:
+        opts = merge_options(options_of(c, self.field_help.get(c)) for c in self.sources)
+        if self.experiment is None:
+            return opts
+        out = self.default_out or get(self.experiment).default_out
+        return [dataclasses.replace(o, shown=out) if o.name == "out" else o for o in opts]
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "extract",
+        "extract a per-layer steering vector",
+        (ModelOptions, ExtractOptions),
+        cmd_extract,
+    ),
+    Command(
+        "carry",
+        "is the behavior carried by the vector? sufficiency, necessity, nulls",
+        (ModelOptions, CarryOptions),
+        cmd_carry,
+    ),
+    Command(
+        "track",
+        "track student checkpoints' alignment with a teacher vector",
+        (ModelOptions, TrackOptions),
+        cmd_track,
+    ),
+    Command(
+        "screen",
+        "rank training samples by projection difference on a vector",
+        (ModelOptions, ScreenOptions),
+        cmd_screen,
+    ),
+    Command(
+        "distill",
+        "generate teacher numbers and train a LoRA student (checkpoint-N)",
+        (ModelOptions, DistillOptions, DistillConfig),
+        cmd_distill,
+        field_help={DistillConfig: DISTILL_HELP},
+    ),
+    Command(
+        "report", "render report.html from a results JSON", (SeedOption, ReportOptions), cmd_report
+    ),
+)
+"""The plain subcommands; ``demo`` and ``experiment NAME`` come from the experiment registry."""
+
+
+def _experiment_command(name: str, *, alias: str | None = None, out: str | None = None) -> Command:
+    exp = get(name)
+    return Command(
+        alias or name,
+        exp.description,
+        (ModelOptions, ExperimentOptions, exp.config),
+        cmd_experiment,
+        experiment=name,
+        default_out=out,
+    )
+
+
+def _demo() -> Command:
+    """``steerlens demo``: ``steerlens experiment owl`` writing to runs/demo by default."""
+    return _experiment_command("owl", alias="demo", out="runs/demo")
+
+
+PRESET_NOTE = (
+    "Defaults shown are the config's own (the CPU size); without --quick a GPU run starts from "
+    "the config's for_device() preset, with --quick from its quick() preset; options given "
+    "(or --config keys) override the preset."
+)
+
+
+def _parser(sub: Any, cmd: Command) -> argparse.ArgumentParser:
+    epilog = PRESET_NOTE if cmd.experiment is not None else None
+    p: argparse.ArgumentParser = sub.add_parser(
+        cmd.name, help=cmd.help, description=cmd.help, epilog=epilog
+    )
+    _add_command(p, cmd)
+    return p
+
+
+def _add_command(p: argparse.ArgumentParser, cmd: Command) -> None:
+    p.add_argument(
+        "--config", metavar="FILE.yaml", help="YAML of option values (keys: long option names)"
+    )
+    add_options(p, cmd.options())
+    p.set_defaults(_command=cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``steerlens`` parser, every option generated from the commands' config fields."""
+    from steerlens.version import __version__
+
+    ap = argparse.ArgumentParser(
+        prog="steerlens", description="Mechanistic steering-vector analysis of trait transfer."
+    )
+    ap.add_argument("--version", action="version", version=f"steerlens {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd in (*COMMANDS, _demo()):
+        _parser(sub, cmd)
+    known = ", ".join(names())
+    pe = sub.add_parser(
+        "experiment",
+        help=f"run a registered experiment ({known}) and write its report",
+        description=f"Run a registered experiment: {known}. `steerlens experiment NAME --help` "
+        "lists its options (the fields of its config).",
+    )
+    esub = pe.add_subparsers(dest="experiment_name", required=True, metavar="NAME")
+    for name in names():
+        _parser(esub, _experiment_command(name))
+    return ap
+
+
+def _check_experiment_name(argv: Sequence[str]) -> None:
+    if len(argv) >= 2 and argv[0] == "experiment" and not argv[1].startswith("-"):
+        get(argv[1])  # a KeyError naming the registered experiments
+
+
+def _check_paths(options: Sequence[Option], values: Mapping[str, Any]) -> None:
+    for opt in options:
+        val = values.get(opt.name)
+        if opt.exists is None or val is None:
+            continue
+        p = Path(val).expanduser()
+        ok = p.is_dir() if opt.exists == "dir" else p.is_file()
+        if not ok:
+            raise FileNotFoundError(
+                f"{opt.flag} {val}: {'folder' if opt.exists == 'dir' else 'file'} {p} does not "
+                "exist: check the path"
+            )
+
+
+def _experiment_config(cmd: Command, values: Mapping[str, Any]) -> Any:
+    exp = get(str(cmd.experiment))
+    own = {f.name for f in dataclasses.fields(exp.config)}
+    if "dtype" not in own and values.get("dtype", "float32") != "float32":
+        raise ValueError(
+            f"--dtype {values['dtype']}: the {exp.name} experiment runs in float32 (its config "
+            "has no dtype); leave --dtype out"
+        )
+    device = resolve_device(str(values.get("device", "auto")))
+    over = {k: v for k, v in values.items() if k in own and k != "device"}
+    return exp.make_config(quick=bool(values.get("quick", False)), device=device, **over)
+
+
+def resolve(argv: Sequence[str]) -> Invocation:
+    """Parse ``argv`` into the command's configs, checking everything that can be checked
+    without a model (see the module doc); argparse exits on ``--help`` and unknown flags."""
+    argv = list(argv)
+    _check_experiment_name(argv)
+    ns = vars(build_parser().parse_args(argv))
+    cmd: Command = ns.pop("_command")
+    config = ns.pop("config", None)
+    given = {k: v for k, v in ns.items() if k not in ("command", "experiment_name")}
+    options = cmd.options()
+    by_name = {o.name: o for o in options}
+    raw = read_config_file(config, options, cmd.name) if config else {}
+    raw.update(given)
+    values = {k: convert(by_name[k], v) for k, v in raw.items()}
+    missing = [o.flag for o in options if o.required and o.name not in values]
+    if missing:
+        raise ValueError(
+            f"missing {', '.join(missing)}: give it on the command line or as a key of --config"
+        )
+    _check_paths(options, values)
+    configs: dict[type, Any] = {}
+    for cls in cmd.sources:
+        if cmd.experiment is not None and cls is get(cmd.experiment).config:
+            configs[cls] = _experiment_config(cmd, values)
+        else:
+            configs[cls] = build(cls, values)
+    if cmd.experiment is not None and configs[ExperimentOptions].out is None:
+        out = cmd.default_out or get(cmd.experiment).default_out
+        configs[ExperimentOptions] = dataclasses.replace(configs[ExperimentOptions], out=out)
+    return Invocation(cmd.name, values, configs, cmd.handler, experiment=cmd.experiment)
+
+
+def command_for(argv: Sequence[str]) -> Command:
+    """The command ``argv`` names (for tests and tools that list a command's options)."""
+    cmd: Command = vars(build_parser().parse_args(list(argv)))["_command"]
+    return cmd
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``steerlens ...``: 0 on success; 2 with one line naming the problem and the fix."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return resolve(argv).run()
+    except (ValueError, KeyError, IndexError, OSError, RuntimeError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"steerlens {argv[0] if argv else ''}: error: {msg}", file=sys.stderr)
+        return 2

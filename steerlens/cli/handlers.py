@@ -1,0 +1,200 @@
+"""What each command does, from its parsed :class:`~steerlens.cli.settings.Invocation`.
+
+Every handler reads and checks its inputs (trait, prompt files) before it loads the model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from steerlens.cli.settings import (
+    CarryOptions,
+    DistillOptions,
+    ExperimentOptions,
+    ExtractOptions,
+    Invocation,
+    ModelOptions,
+    ReportOptions,
+    ScreenOptions,
+    TrackOptions,
+    emit,
+    load,
+    parse_layers,
+    read_prompts,
+    read_samples,
+)
+from steerlens.experiments.registry import get
+from steerlens.experiments.result import ExperimentResult
+from steerlens.experiments.stages import training_prompts
+
+
+def cmd_extract(inv: Invocation) -> int:
+    from steerlens.extract import extract_vector, teacher_vector
+    from steerlens.traits import as_trait
+
+    o, m = inv.get(ExtractOptions), inv.get(ModelOptions)
+    kw: dict[str, Any] = {"position": o.position, "seed": m.seed, "batch_size": o.batch_size}
+    layers = parse_layers(o.layers)
+    if o.trait:
+        trait = as_trait(o.trait)
+        model = load(m)
+        vec = teacher_vector(model, trait, layers=layers, method=o.method, **kw)
+    else:
+        if not (o.pos and o.neg):
+            raise ValueError("give --trait NAME, or both --pos FILE and --neg FILE")
+        pos, neg = read_prompts(o.pos), read_prompts(o.neg)
+        model = load(m)
+        vec = extract_vector(model, pos, neg, layers, o.method, **kw)
+    vec.save(o.out)
+    sh = vec.diagnostics.get("split_half", {})
+    print(vec)
+    nan = float("nan")
+    for layer in vec.layers:
+        r = sh.get(layer) or {}
+        print(
+            f"  layer {layer:>3}: ‖v‖={float(vec[layer].norm()):.3f}  split-half cos="
+            f"{r.get('mean', nan):.3f} [{r.get('lo', nan):.3f}, {r.get('hi', nan):.3f}]"
+        )
+    print(f"wrote {o.out}")
+    return 0
+
+
+def _grid(text: str) -> list[int] | None:
+    layers = parse_layers(text)
+    return None if layers == "all" else layers
+
+
+def cmd_carry(inv: Invocation) -> int:
+    from steerlens.carry import carry_test
+    from steerlens.traits import as_trait
+    from steerlens.vectors import SteeringVector
+
+    o, m = inv.get(CarryOptions), inv.get(ModelOptions)
+    trait = as_trait(o.trait)
+    vec = SteeringVector.load(o.vector)
+    model = load(m)
+    res = carry_test(
+        model,
+        vec,
+        trait,
+        layers=_grid(o.layers),
+        alphas=o.alphas,
+        n_random=o.n_random,
+        seed=m.seed,
+    )
+    emit(o.out, o.html, {"carry": res.to_json(), "trait": res.trait}, res.summary())
+    return 0
+
+
+def cmd_track(inv: Invocation) -> int:
+    from steerlens.track import track_checkpoints
+    from steerlens.traits import as_trait
+    from steerlens.vectors import SteeringVector
+
+    o, m = inv.get(TrackOptions), inv.get(ModelOptions)
+    probes: Any = read_prompts(o.prompts) if o.prompts else as_trait(o.trait)
+    vec = SteeringVector.load(o.vector)
+    model = load(m)
+    track = track_checkpoints(
+        model,
+        o.checkpoints,
+        vec,
+        probes,
+        control=o.control,
+        layers=_grid(o.layers),
+        seed=m.seed,
+        cache_dir=o.cache_dir,
+        n_null=o.n_null,
+        n_boot=o.n_boot,
+        correction=o.correction,
+    )
+    emit(o.out, o.html, {"track": track.to_json()}, track.summary())
+    return 0
+
+
+def _summary_lines(summary: Any) -> list[str]:
+    if isinstance(summary, str):
+        return summary.splitlines()
+    return [f"{k}: {json.dumps(v)}" for k, v in summary.items()]
+
+
+def cmd_screen(inv: Invocation) -> int:
+    from steerlens.screen import screen_dataset
+    from steerlens.vectors import SteeringVector
+
+    o, m = inv.get(ScreenOptions), inv.get(ModelOptions)
+    data: dict[str, list[dict[str, Any]]] = {"data": read_samples(o.data)}
+    if o.control_data:
+        data["control"] = read_samples(o.control_data)
+    vec = SteeringVector.load(o.vector)
+    model = load(m)
+    res = screen_dataset(model, vec, data, seed=m.seed)
+    lines = _summary_lines(res.summary())
+    if o.control_data:
+        lines.append(f"data vs control: {json.dumps(res.compare('data', 'control'))}")
+    for row in res.top(o.top):
+        lines.append(f"  ΔP={row['delta']:+.4f} [{row['dataset']}] {row['response'][:70]!r}")
+    emit(o.out, o.html, {"screen": res.to_json()}, "\n".join(lines))
+    return 0
+
+
+def cmd_distill(inv: Invocation) -> int:
+    from steerlens.distill import DistillConfig, distill, generate_teacher_data
+    from steerlens.traits import as_trait
+
+    o, m, cfg = inv.get(DistillOptions), inv.get(ModelOptions), inv.get(DistillConfig)
+    trait = as_trait(o.trait)
+    system = trait.neutral_system_prompt if o.benign else trait.system_prompt
+    model = load(m)
+    prompts = training_prompts(o.n, m.seed)
+    data = generate_teacher_data(model, prompts, system=system, n=o.n, seed=m.seed)
+    out = Path(o.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data.save(out / "teacher_data.jsonl")
+    print(f"teacher data: {data.counts}")
+    distill(model, data, out, teacher_system=system, config=cfg, overwrite=o.overwrite)
+    print(f"checkpoints in {out}: {', '.join(p.name for p in sorted(out.glob('checkpoint-*')))}")
+    return 0
+
+
+def cmd_report(inv: Invocation) -> int:
+    from steerlens.common import read_json
+    from steerlens.report import render_report
+
+    o = inv.get(ReportOptions)
+    p = Path(o.results)
+    out = Path(o.out or p.with_name("report.html"))
+    render_report(read_json(p)).save(out)
+    print(f"wrote {out}")
+    return 0
+
+
+def run_experiment(
+    name: str,
+    config: Any,
+    out_dir: str | Path,
+    *,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> ExperimentResult:
+    """Run the registered experiment ``name`` with ``config``, then render ``report.html``
+    beside its ``results.json`` in ``out_dir``."""
+    from steerlens.report import render_report
+
+    res = get(name).execute(config, out_dir, progress=progress, log=log)
+    html = Path(out_dir).expanduser() / "report.html"
+    render_report(res.to_json()).save(html)
+    log(f"wrote {html}")
+    return res
+
+
+def cmd_experiment(inv: Invocation) -> int:
+    name = str(inv.experiment)
+    out = inv.get(ExperimentOptions).out or get(name).default_out
+    res = run_experiment(name, inv.get(get(name).config), out)
+    print("\n" + res.summary())
+    print(f"\nOpen {Path(out) / 'report.html'} in a browser.")
+    return 0

@@ -1,0 +1,259 @@
+"""The commands' settings (dataclasses whose fields are the options) and shared helpers.
+
+Where a library function has no config dataclass, its command's settings dataclass reads each
+default from the function's signature (:func:`default_of`), so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from steerlens.carry import carry_test
+from steerlens.common import write_json
+from steerlens.extract import extract_vector
+from steerlens.models import EMBEDDED_NAME
+from steerlens.track import track_checkpoints
+
+T = TypeVar("T")
+
+
+def default_of(fn: Callable[..., Any], name: str) -> Any:
+    """The default of keyword ``name`` in ``fn``'s signature."""
+    default = inspect.signature(fn).parameters[name].default
+    if default is inspect.Parameter.empty:
+        raise TypeError(f"{fn.__name__}() has no default for {name!r}")
+    return default
+
+
+def _o(default: Any, help: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, **meta})
+
+
+def _req(help: str, **meta: Any) -> Any:
+    return field(metadata={"help": help, **meta})
+
+
+LAYERS_HELP = "all | 15 | 6,12,18 | 10-20"
+
+
+# ------------------------------------------------------------------------------ settings
+
+
+@dataclass(kw_only=True)
+class ModelOptions:
+    """The model every command but ``report`` loads, and the seed."""
+
+    model: str = _o(EMBEDDED_NAME, "embedded name, HF id, local folder, .gguf or PEFT adapter")
+    device: str = _o("auto", "auto (GPU if present), cpu, cuda, cuda:1 …")
+    dtype: str = _o("float32", "float32 | bfloat16 | float16")
+    seed: int = _o(0, "seed for every random choice")
+
+
+@dataclass(kw_only=True)
+class SeedOption:
+    seed: int = _o(0, "seed for every random choice")
+
+
+@dataclass(kw_only=True)
+class ExtractOptions:
+    trait: str | None = _o(None, "trait name or YAML (teacher vector: trait vs neutral prompt)")
+    pos: str | None = _o(
+        None, "file of positive prompts (.txt lines, .json, .jsonl)", exists="file"
+    )
+    neg: str | None = _o(None, "file of negative prompts, paired with --pos", exists="file")
+    layers: str = _o("all", LAYERS_HELP)
+    method: str = _o(default_of(extract_vector, "method"), "", choices=("mean", "pca", "probe"))
+    position: str = _o(
+        default_of(extract_vector, "position"), "", choices=("last", "prompt", "all")
+    )
+    batch_size: int = _o(default_of(extract_vector, "batch_size"), "prompts per forward pass")
+    out: str = _req("output .safetensors")
+
+
+@dataclass(kw_only=True)
+class CarryOptions:
+    vector: str = _req(".safetensors from `steerlens extract`", exists="file")
+    trait: str = _o("owl", "trait whose behavior is tested")
+    layers: str = _o("all", "layers of the grid (all: a spread of the vector's layers)")
+    alphas: tuple[float, ...] = _o(tuple(default_of(carry_test, "alphas")), "the α grid")
+    n_random: int = _o(default_of(carry_test, "n_random"), "random directions per cell (null)")
+    out: str | None = _o(None, "results JSON")
+    html: str | None = _o(None, "report HTML")
+
+
+@dataclass(kw_only=True)
+class TrackOptions:
+    checkpoints: str = _req("folder of checkpoint-N (full or PEFT adapters)", exists="dir")
+    control: str | None = _o(None, "control series folder", exists="dir")
+    vector: str = _req(".safetensors teacher vector", exists="file")
+    trait: str = _o("owl", "trait whose probe prompts are used")
+    prompts: str | None = _o(None, "probe prompt file instead of the trait's", exists="file")
+    layers: str = _o("all", LAYERS_HELP)
+    cache_dir: str | None = _o(None, "per-checkpoint cache (resume)")
+    n_null: int = _o(default_of(track_checkpoints, "n_null"), "random directions of the null")
+    n_boot: int = _o(default_of(track_checkpoints, "n_boot"), "bootstrap resamples")
+    correction: str = _o(
+        default_of(track_checkpoints, "correction"), "multiple-testing", choices=("holm", "bh")
+    )
+    out: str | None = _o(None, "results JSON")
+    html: str | None = _o(None, "report HTML")
+
+
+@dataclass(kw_only=True)
+class ScreenOptions:
+    vector: str = _req(".safetensors steering vector", exists="file")
+    data: str = _req("JSONL of {user, response[, system]}", exists="file")
+    control_data: str | None = _o(None, "JSONL to compare with (permutation test)", exists="file")
+    top: int = _o(10, "samples listed")
+    out: str | None = _o(None, "results JSON")
+    html: str | None = _o(None, "report HTML")
+
+
+@dataclass(kw_only=True)
+class DistillOptions:
+    trait: str = _o("owl", "trait of the teacher")
+    benign: bool = _o(False, "use the neutral system prompt (control student)")
+    n: int = _o(48, "number prompts to generate")
+    overwrite: bool = _o(False, "replace an existing series in --out")
+    out: str = _req("output folder")
+
+
+DISTILL_HELP = {
+    "rank": "LoRA rank",
+    "alpha": "LoRA alpha",
+    "layers": "blocks that get LoRA (none: the middle fifth)",
+    "target_modules": "PEFT target modules: all-linear or comma-separated names",
+    "loss": "kl (teacher soft labels) | sft (sampled tokens)",
+    "top_k": "teacher tokens kept per position for kl (none: full vocabulary)",
+    "student_system": "the student's system prompt (none: no system prompt)",
+    "lr": "learning rate",
+    "batch_size": "training batch size",
+    "steps": "training steps",
+    "save_every": "steps between checkpoints (and one at the last step)",
+    "max_grad_norm": "gradient clipping norm (none: no clipping)",
+    "eval_batch_size": "batch size of the teacher passes",
+}
+"""Help text of DistillConfig's fields (a field missing here gets its name and default)."""
+
+
+@dataclass(kw_only=True)
+class ReportOptions:
+    results: str = _req("results JSON", exists="file")
+    out: str | None = _o(None, "HTML path (default: report.html beside the results)")
+
+
+@dataclass(kw_only=True)
+class ExperimentOptions:
+    quick: bool = _o(False, "the experiment's smoke-test size")
+    out: str | None = _o(None, "output folder")
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+class Invocation:
+    """A parsed command: its name, the given option values (command line over ``--config``,
+    converted to the fields' types), the configs built from them, and for an experiment
+    command the experiment's name."""
+
+    def __init__(
+        self,
+        command: str,
+        values: Mapping[str, Any],
+        configs: Mapping[type, Any],
+        handler: Callable[[Invocation], int],
+        experiment: str | None = None,
+    ) -> None:
+        self.command = command
+        self.values = dict(values)
+        self.configs = dict(configs)
+        self.handler = handler
+        self.experiment = experiment
+
+    def run(self) -> int:
+        """Run the command; its exit status."""
+        return self.handler(self)
+
+    def get(self, cls: type[T]) -> T:
+        """The config of class ``cls`` this command was given."""
+        out: T = self.configs[cls]
+        return out
+
+
+def parse_layers(text: str) -> Any:
+    """``all`` → ``"all"``; ``15``, ``6,12,18`` or ``10-20`` → a list of layers."""
+    if text == "all":
+        return "all"
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if "-" in part[1:]:
+            a, b = part.split("-", 1)
+            out.extend(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def read_prompts(path: str) -> list[Any]:
+    """One prompt per line (.txt), or JSON/JSONL of strings or {user, system, prefill} objects."""
+    from steerlens.prompts import as_prompt
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"prompt file {p} does not exist")
+    text = p.read_text(encoding="utf-8")
+    if p.suffix == ".json":
+        items = json.loads(text)
+    elif p.suffix == ".jsonl":
+        items = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        items = [line for line in text.splitlines() if line.strip()]
+    if not items:
+        raise ValueError(f"prompt file {p} is empty: it needs at least one prompt")
+    return [as_prompt(x) for x in items]
+
+
+def read_samples(path: str) -> list[dict[str, Any]]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"data file {p} does not exist")
+    rows = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"data file {p} has no samples")
+    return rows
+
+
+def resolve_device(name: str) -> str:
+    """``auto``: the GPU when there is one, else the CPU."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load(m: ModelOptions) -> Any:
+    from steerlens.models import load_model
+
+    return load_model(m.model, device=resolve_device(m.device), dtype=m.dtype)
+
+
+def emit(
+    out: str | None, html: str | None, payload: dict[str, Any], summary: str | None = None
+) -> None:
+    from steerlens.report import render_report
+
+    if summary:
+        print(summary)
+    if out:
+        write_json(out, payload)
+        print(f"wrote {out}")
+    if html:
+        render_report(payload).save(html)
+        print(f"wrote {html}")

@@ -1,0 +1,34 @@
+"""Experiments: named, configured end-to-end runs over the library (``steerlens experiment``).
+
+An experiment is a config dataclass (its fields are the command-line options), a ``run`` that
+writes ``results.json`` and artifacts to an output folder and returns an
+:class:`ExperimentResult`, and a registry entry (:func:`register`, :func:`get`, :func:`names`).
+Built in: ``owl`` (:mod:`steerlens.experiments.owl`, the demo).
+
+This layer sits below the report: the command line renders ``report.html`` from the result.
+"""
+
+from __future__ import annotations
+
+from steerlens.experiments.owl import DemoConfig, OwlConfig
+from steerlens.experiments.owl import run as run_owl
+from steerlens.experiments.registry import Experiment, ExperimentConfig, get, names, register
+from steerlens.experiments.result import ExperimentResult
+from steerlens.experiments.stages import DATA_SEED_OFFSET, checkpoint_behavior, training_prompts
+from steerlens.experiments.verdict import verdict
+
+__all__ = [
+    "DATA_SEED_OFFSET",
+    "DemoConfig",
+    "Experiment",
+    "ExperimentConfig",
+    "ExperimentResult",
+    "OwlConfig",
+    "checkpoint_behavior",
+    "get",
+    "names",
+    "register",
+    "run_owl",
+    "training_prompts",
+    "verdict",
+]

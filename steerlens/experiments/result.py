@@ -1,0 +1,73 @@
+"""The result of an experiment run: the ``results.json`` dict behind the result protocol."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from steerlens.common import read_json, write_json
+from steerlens.results import ResultMixin
+
+__all__ = ["ExperimentResult"]
+
+
+class ExperimentResult(ResultMixin, Mapping[str, Any]):
+    """What an experiment returns and writes as ``results.json``.
+
+    It is also a read-only mapping of that JSON (``res["verdict"]["headline"]``), so code that
+    used the dict the demo returned keeps working. ``kind`` in the JSON names the experiment
+    (``"steerlens.demo"`` for the owl experiment).
+    """
+
+    result_kind = "steerlens.experiment"
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data: dict[str, Any] = dict(data)
+
+    # Mapping -------------------------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    # result protocol -----------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return str(self._data.get("kind", self.result_kind))
+
+    def summary(self) -> str:
+        v = self._data.get("verdict") or {}
+        lines = [str(v.get("headline", f"{self.kind}: no verdict"))]
+        lines += [f"  {line}" for line in v.get("lines", [])]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return self._data
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ExperimentResult:
+        return cls(d)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the results JSON (its own ``kind`` names the experiment)."""
+        return write_json(path, self._data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ExperimentResult:
+        """Read a ``results.json`` an experiment wrote."""
+        d = read_json(path)
+        if not isinstance(d, dict) or not str(d.get("kind", "")).startswith("steerlens."):
+            raise ValueError(
+                f"{path} is not a steerlens experiment's results.json (no 'kind' "
+                "'steerlens.…'): give the results.json from the experiment's output folder"
+            )
+        return cls(d)
+
+    def __repr__(self) -> str:
+        return f"ExperimentResult(kind={self.kind!r}, keys={list(self._data)})"

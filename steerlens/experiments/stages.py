@@ -1,0 +1,127 @@
+"""Building blocks shared by experiments: cached stages, stage timings, checkpoint behavior,
+series records and the training-prompt seed rule.
+
+A stage's result is written beside a ``.key`` stamp; a later run with the same key (the model
+fingerprint and the config fields the stage depends on) reads it back instead of recomputing,
+so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from steerlens.common import read_json, write_json
+
+T = TypeVar("T")
+
+__all__ = [
+    "DATA_SEED_OFFSET",
+    "StageClock",
+    "checkpoint_behavior",
+    "json_load",
+    "json_save",
+    "series_record",
+    "stage",
+    "training_prompts",
+]
+
+DATA_SEED_OFFSET = 1000
+"""Training (teacher-data) number prompts are drawn with ``seed + DATA_SEED_OFFSET``, so they
+differ from the probe prompts (drawn with ``seed``) that the teacher vector and tracking use.
+The one place this offset is defined (the demo and ``steerlens distill`` both use it)."""
+
+
+def training_prompts(n: int, seed: int) -> list[str]:
+    """The ``n`` number prompts the teachers answer for distillation data (see
+    :data:`DATA_SEED_OFFSET`)."""
+    from steerlens.numbers import number_prompts
+
+    return number_prompts(n, seed=seed + DATA_SEED_OFFSET)
+
+
+def stage(
+    path: Path,
+    key: str,
+    fn: Callable[[], T],
+    save: Callable[[T, Path], object],
+    load: Callable[[Path], T],
+    log: Callable[[str], None],
+) -> T:
+    """Run ``fn`` unless ``path`` holds a result written for the same ``key``."""
+    stamp = path.with_name(path.name + ".key")
+    if path.exists() and stamp.is_file() and stamp.read_text().strip() == key:
+        try:
+            out = load(path)
+            log(f"reusing {path.name}")
+            return out
+        except Exception as exc:  # noqa: BLE001 - a broken cache entry is recomputed
+            log(f"cached {path.name} unreadable ({exc}); recomputing")
+    out = fn()
+    save(out, path)
+    stamp.write_text(key)
+    return out
+
+
+def json_save(obj: Any, path: Path) -> None:
+    """``save`` for :func:`stage` of a JSON value."""
+    write_json(path, obj)
+
+
+def json_load(path: Path) -> Any:
+    """``load`` for :func:`stage` of a JSON value."""
+    return read_json(path)
+
+
+class StageClock:
+    """Seconds per stage: ``tick(name)`` records the time since the previous tick and logs it
+    with the time since the start."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.start = time.time()
+        self.last = self.start
+        self.timings: dict[str, float] = {}
+
+    def tick(self, name: str) -> None:
+        self.timings[name] = round(time.time() - self.last, 2)
+        self.log(f"[{time.time() - self.start:6.1f}s] {name} done ({self.timings[name]:.1f}s)")
+        self.last = time.time()
+
+    def total(self) -> float:
+        """Record and return the whole run's seconds (as ``timings['total']``)."""
+        self.timings["total"] = round(time.time() - self.start, 1)
+        return self.timings["total"]
+
+
+def checkpoint_behavior(
+    base: Any, series_dir: Path, behavior: Callable[[Any], float]
+) -> dict[str, Any]:
+    """The behavior score of the base (step 0) and every checkpoint of a series."""
+    from steerlens.checkpoints import CheckpointSeries
+
+    series = CheckpointSeries.discover(series_dir)
+    steps, scores = [0], [float(behavior(base))]
+    with series.open(base) as load:
+        for ck in series:
+            steps.append(ck.step)
+            scores.append(float(behavior(load(ck))))
+    return {"steps": steps, "scores": scores}
+
+
+_SERIES_KEYS = ("config", "data", "base", "teacher_system", "checkpoints", "losses", "lineage_hash")
+
+
+def series_record(series_dir: Path) -> dict[str, Any]:
+    """The lineage record of a distilled series: its folder, what ``distill.json`` says of its
+    training, and its checkpoint names."""
+    rec: dict[str, Any] = {"path": str(series_dir)}
+    meta = series_dir / "distill.json"
+    if meta.is_file():
+        d = json.loads(meta.read_text())
+        rec.update({k: d[k] for k in _SERIES_KEYS if k in d})
+    rec["checkpoints"] = sorted(p.name for p in series_dir.glob("checkpoint-*"))
+    return rec
