@@ -69,10 +69,11 @@ def _answer_encs(lm: LoadedModel, prompts: Sequence[PromptLike]) -> list[Encoded
     return encs
 
 
-def _last_logits(
+def last_logits(
     lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
 ) -> torch.Tensor:
-    """(B, V) logits at the last position; only that position goes through the lm_head."""
+    """(B, V) logits at the last position of a left-padded batch (``ids``, ``mask``, ``pos``);
+    only that position goes through the lm_head (HF ``logits_to_keep=1``, else the full head)."""
     kwargs: dict[str, Any] = {
         "input_ids": ids,
         "attention_mask": mask,
@@ -111,7 +112,7 @@ def iter_answer_logprobs(
                 logits = shared_prefix_logits(lm, encs, idx, p)[:, -1].float()
             else:
                 ids, mask, pos = pad_batch([encs[i] for i in idx], pad, lm.device)
-                logits = _last_logits(lm, ids, mask, pos).float()
+                logits = last_logits(lm, ids, mask, pos).float()
             if not torch.isfinite(logits).all():
                 raise FloatingPointError(
                     "non-finite logits at the answer position: check the model's dtype and "

@@ -11,8 +11,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import einops
 import numpy as np
 import torch
+
+
+def kl_rows(ref: torch.Tensor, other: torch.Tensor) -> float:
+    """Mean KL divergence over rows of log-probabilities (nats), in float64:
+
+    KL = mean_i Σ_v P_ref,i(v) · (log P_ref,i(v) − log P_other,i(v))
+
+    for (n, V) log-softmax rows ``ref`` and ``other`` (e.g. next-token distributions at the
+    first answer position)."""
+    r, o = ref.double(), other.double()
+    per_row = einops.reduce(r.exp() * (r - o), "n v -> n", "sum")
+    return float(per_row.mean())
 
 
 def _gen(seed: int) -> torch.Generator:

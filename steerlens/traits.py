@@ -27,7 +27,6 @@ built-ins ship in ``steerlens/trait_specs/`` (:meth:`TraitSpec.builtins`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -37,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from steerlens.common import sha256_bytes
 from steerlens.numbers import number_prompts
 from steerlens.prompts import ChatPrompt
 
@@ -105,7 +105,7 @@ def resolve_target_tokens(tokenizer: Any, words: Sequence[str]) -> TargetTokens:
 
 def text_hash(text: str | None) -> str:
     """sha256 (first 16 hex) of a system prompt, for provenance without the full text."""
-    return hashlib.sha256((text or "").encode()).hexdigest()[:16]
+    return sha256_bytes(text or "")[:16]
 
 
 @dataclass(frozen=True)
