@@ -20,14 +20,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import einops
 import numpy as np
 import torch
 
-from steerlens import stats
 from steerlens.activations import record_activations
 from steerlens.models import LoadedModel, as_model, describe
 from steerlens.prompts import ChatPrompt, prompt_set_hash
+from steerlens.results import ResultMixin, html_table
+from steerlens.stats import bootstrap, permutation_test
 from steerlens.vectors import SteeringVector
+from steerlens.version import __version__
 
 SampleLike = ChatPrompt | Mapping[str, Any]
 
@@ -93,13 +96,15 @@ def parse_sample(sample: SampleLike, i: int = 0) -> tuple[ChatPrompt, str, str |
 
 
 @dataclass
-class ScreenResult:
+class ScreenResult(ResultMixin):
     """Per-sample projection differences ΔP [sample × layer] and their parts.
 
     ``proj_train``/``proj_base`` are the projections of the training and base responses;
     ``delta`` = their difference (NaN where the base produced an empty response);
     ``datasets`` labels each sample; ``layer`` is the default layer for ranking.
     """
+
+    result_kind = "steerlens.ScreenResult"
 
     layers: list[int]
     layer: int
@@ -169,7 +174,7 @@ class ScreenResult:
             )
         return out
 
-    def summary(
+    def summary_stats(
         self, layer: int | None = None, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
     ) -> dict[str, dict[str, float]]:
         """Per dataset: n, mean ΔP with a percentile bootstrap CI over samples, sd, median,
@@ -180,7 +185,7 @@ class ScreenResult:
             ok = x[np.isfinite(x)]
             row: dict[str, float] = {"n": int(ok.size), "n_nan": int(x.size - ok.size)}
             if ok.size:
-                b = stats.bootstrap(_mean_of(ok), ok.size, n_boot=n_boot, seed=seed, level=level)
+                b = bootstrap(_mean_of(ok), ok.size, n_boot=n_boot, seed=seed, level=level)
                 row.update(
                     mean=b["estimate"],
                     lo=b["lo"],
@@ -210,7 +215,7 @@ class ScreenResult:
             "delta": arr(self.delta),
             "proj_train": arr(self.proj_train),
             "proj_base": arr(self.proj_base),
-            "summary": self.summary(),
+            "summary": self.summary_stats(),
             "settings": self.settings,
             "provenance": json.loads(json.dumps(self.provenance, default=str)),
         }
@@ -227,6 +232,78 @@ class ScreenResult:
             ]
         return out
 
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ScreenResult:
+        """Inverse of :meth:`to_json` (which must include the samples); ΔP None back to NaN."""
+        if "samples" not in d:
+            raise ValueError(
+                "this screening JSON has no 'samples' (written with include_samples=False): "
+                "the prompts and responses cannot be restored"
+            )
+        samples = d["samples"]
+
+        def arr(rows: Sequence[Sequence[float | None]]) -> np.ndarray:
+            a = np.array(
+                [[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64
+            )
+            return a.reshape(len(rows), len(d["layers"]))
+
+        return cls(
+            layers=[int(x) for x in d["layers"]],
+            layer=int(d["layer"]),
+            prompts=[ChatPrompt(s["user"], s.get("system"), s.get("prefill", "")) for s in samples],
+            responses=[s["response"] for s in samples],
+            base_responses=[s["base_response"] for s in samples],
+            datasets=list(d["datasets"]),
+            delta=arr(d["delta"]),
+            proj_train=arr(d["proj_train"]),
+            proj_base=arr(d["proj_base"]),
+            settings=dict(d.get("settings", {})),
+            provenance=dict(d.get("provenance", {})),
+        )
+
+    def summary(self, layer: int | None = None) -> str:
+        """Plain-words lines: what was screened, then per dataset the mean ΔP with its 95%
+        bootstrap CI, the median and the share of samples with ΔP > 0 (numbers from
+        :meth:`summary_stats`)."""
+        lay = self.layer if layer is None else layer
+        lines = [
+            f"screening by projection difference ΔP at layer {lay} (screened layers "
+            f"{self.layers}): {len(self)} samples in {len(self.dataset_names)} dataset(s)"
+        ]
+        for name, row in self.summary_stats(lay).items():
+            lines.append(_summary_line(name, row))
+        return "\n".join(lines)
+
+    def _html_details(self) -> str:
+        """Per dataset: n, mean ΔP, its 95% CI, median and share with ΔP > 0."""
+        header = ["dataset", "n", "n NaN", "mean ΔP", "CI low", "CI high", "median", "ΔP > 0"]
+        rows = [
+            [
+                name,
+                row["n"],
+                row["n_nan"],
+                row.get("mean"),
+                row.get("lo"),
+                row.get("hi"),
+                row.get("median"),
+                row.get("frac_positive"),
+            ]
+            for name, row in self.summary_stats().items()
+        ]
+        return html_table(header, rows)
+
+
+def _summary_line(name: str, row: Mapping[str, float]) -> str:
+    nan = f" ({int(row['n_nan'])} with no base answer left out)" if row["n_nan"] else ""
+    if not row["n"]:
+        return f"{name}: no sample with a finite ΔP{nan}"
+    return (
+        f"{name}: n={int(row['n'])}, mean ΔP={row['mean']:+.4f} "
+        f"(95% CI {row['lo']:+.4f} to {row['hi']:+.4f}), median {row['median']:+.4f}, "
+        f"{100 * row['frac_positive']:.0f}% of samples with ΔP > 0{nan}"
+    )
+
 
 def _mean_of(x: np.ndarray) -> Any:
     def stat(idx: np.ndarray) -> float:
@@ -239,7 +316,7 @@ def _compare(x: np.ndarray, y: np.ndarray, n_perm: int, seed: int) -> dict[str, 
     x, y = x[np.isfinite(x)], y[np.isfinite(y)]
     if x.size == 0 or y.size == 0:
         raise ValueError("each dataset needs at least one sample with a finite ΔP")
-    res = stats.permutation_test(x, y, n_perm=n_perm, seed=seed)
+    res = permutation_test(x, y, n_perm=n_perm, seed=seed)
     return dict(
         res, mean_a=float(x.mean()), mean_b=float(y.mean()), n_a=int(x.size), n_b=int(y.size)
     )
@@ -286,7 +363,7 @@ def _projections(
         desc=desc,
     )
     assert acts.rows is not None
-    cols = [acts.rows[layer].double() @ units[layer] for layer in layers]
+    cols = [einops.einsum(acts.rows[la].double(), units[la], "n d, d -> n") for la in layers]
     rows = torch.tensor([where[p] for p in prompts])
     return torch.stack(cols, dim=1)[rows].numpy()
 
@@ -381,8 +458,6 @@ def screen_dataset(
     default = layer if layer is not None else _default_layer(vec, use_layers)
     if default not in use_layers:
         raise ValueError(f"layer={default} is not among the screened layers {use_layers}")
-    from steerlens.version import __version__
-
     return ScreenResult(
         layers=use_layers,
         layer=default,
