@@ -368,6 +368,86 @@ def _projections(
     return torch.stack(cols, dim=1)[rows].numpy()
 
 
+@dataclass
+class _Samples:
+    """Parsed samples: prompts without response, training responses, given base responses
+    (None: to generate) and dataset labels."""
+
+    prompts: list[ChatPrompt] = field(default_factory=list)
+    responses: list[str] = field(default_factory=list)
+    given: list[str | None] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+
+def _parse_samples(
+    samples: Sequence[SampleLike] | Mapping[str, Sequence[SampleLike]],
+    base_responses: Sequence[str] | None,
+) -> _Samples:
+    groups = dict(samples) if isinstance(samples, Mapping) else {"data": samples}
+    out = _Samples()
+    for name, items in groups.items():
+        for s in items:
+            p, r, b = parse_sample(s, len(out.prompts))
+            out.prompts.append(p)
+            out.responses.append(r)
+            out.given.append(b)
+            out.labels.append(str(name))
+    if not out.prompts:
+        raise ValueError("no samples to screen")
+    if base_responses is not None:
+        if len(base_responses) != len(out.prompts):
+            raise ValueError(
+                f"got {len(base_responses)} base responses for {len(out.prompts)} samples"
+            )
+        out.given = [str(b) for b in base_responses]
+    return out
+
+
+def _screen_layers(lm: LoadedModel, vec: SteeringVector, layers: Sequence[int] | None) -> list[int]:
+    if vec.hidden_size != lm.hidden_size:
+        raise ValueError(
+            f"hidden size mismatch: the vector has d={vec.hidden_size} but {lm.name} has "
+            f"d={lm.hidden_size}; screen with the model the vector was extracted on"
+        )
+    use_layers = sorted({int(x) for x in (vec.layers if layers is None else layers)})
+    bad = [x for x in use_layers if x not in vec or not 0 <= x < lm.n_layers]
+    if bad:
+        raise ValueError(
+            f"cannot screen layers {bad}: the vector has {vec.layers} and the model has "
+            f"{lm.n_layers} blocks"
+        )
+    return use_layers
+
+
+def _generate_missing(
+    lm: LoadedModel, data: _Samples, max_new_tokens: int, seed: int, batch_size: int
+) -> tuple[list[str], int, int]:
+    """(base texts, number generated, distinct prompts generated for): one greedy answer per
+    distinct prompt (datasets often share their prompts)."""
+    given = list(data.given)
+    missing = [i for i, b in enumerate(given) if b is None]
+    unique = list(dict.fromkeys(data.prompts[i] for i in missing))
+    if unique:
+        gen = lm.generate(
+            unique, max_new_tokens=max_new_tokens, do_sample=False, seed=seed, batch_size=batch_size
+        )
+        answer = dict(zip(unique, gen, strict=True))
+        for i in missing:
+            given[i] = answer[data.prompts[i]]
+    return [b or "" for b in given], len(missing), len(unique)
+
+
+def _unit_directions(vec: SteeringVector, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """v̂ˡ = vˡ/‖vˡ‖ (float64) per screened layer."""
+    units = {}
+    for lay in layers:
+        v = vec[lay].double()
+        if float(v.norm()) == 0:
+            raise ValueError(f"the vector is zero at layer {lay}: nothing to project on")
+        units[lay] = v / v.norm()
+    return units
+
+
 def screen_dataset(
     model: Any,
     vector: SteeringVector | Mapping[int, torch.Tensor],
@@ -392,55 +472,14 @@ def screen_dataset(
     """
     lm = as_model(model)
     vec = vector if isinstance(vector, SteeringVector) else SteeringVector(dict(vector))
-    if vec.hidden_size != lm.hidden_size:
-        raise ValueError(
-            f"hidden size mismatch: the vector has d={vec.hidden_size} but {lm.name} has "
-            f"d={lm.hidden_size}; screen with the model the vector was extracted on"
-        )
-    use_layers = sorted({int(x) for x in (vec.layers if layers is None else layers)})
-    bad = [x for x in use_layers if x not in vec or not 0 <= x < lm.n_layers]
-    if bad:
-        raise ValueError(
-            f"cannot screen layers {bad}: the vector has {vec.layers} and the model has "
-            f"{lm.n_layers} blocks"
-        )
-    groups = dict(samples) if isinstance(samples, Mapping) else {"data": samples}
-    prompts: list[ChatPrompt] = []
-    responses: list[str] = []
-    given: list[str | None] = []
-    labels: list[str] = []
-    for name, items in groups.items():
-        for s in items:
-            p, r, b = parse_sample(s, len(prompts))
-            prompts.append(p)
-            responses.append(r)
-            given.append(b)
-            labels.append(str(name))
-    if not prompts:
-        raise ValueError("no samples to screen")
-    if base_responses is not None:
-        if len(base_responses) != len(prompts):
-            raise ValueError(f"got {len(base_responses)} base responses for {len(prompts)} samples")
-        given = [str(b) for b in base_responses]
-    missing = [i for i, b in enumerate(given) if b is None]
-    # one greedy answer per distinct prompt (datasets often share their prompts)
-    unique = list(dict.fromkeys(prompts[i] for i in missing))
-    if unique:
-        gen = lm.generate(
-            unique, max_new_tokens=max_new_tokens, do_sample=False, seed=seed, batch_size=batch_size
-        )
-        answer = dict(zip(unique, gen, strict=True))
-        for i in missing:
-            given[i] = answer[prompts[i]]
-    base_texts = [b or "" for b in given]
-
-    units = {}
-    for lay in use_layers:
-        v = vec[lay].double()
-        if float(v.norm()) == 0:
-            raise ValueError(f"the vector is zero at layer {lay}: nothing to project on")
-        units[lay] = v / v.norm()
-    train = [p.with_response(r) for p, r in zip(prompts, responses, strict=True)]
+    use_layers = _screen_layers(lm, vec, layers)
+    data = _parse_samples(samples, base_responses)
+    prompts = data.prompts
+    base_texts, n_generated, n_distinct = _generate_missing(
+        lm, data, max_new_tokens, seed, batch_size
+    )
+    units = _unit_directions(vec, use_layers)
+    train = [p.with_response(r) for p, r in zip(prompts, data.responses, strict=True)]
     proj_train = _projections(lm, train, units, use_layers, batch_size, progress, "screen:train")
     proj_base = np.full_like(proj_train, np.nan)
     has_base = [i for i, b in enumerate(base_texts) if b]
@@ -462,9 +501,9 @@ def screen_dataset(
         layers=use_layers,
         layer=default,
         prompts=prompts,
-        responses=responses,
+        responses=data.responses,
         base_responses=base_texts,
-        datasets=labels,
+        datasets=data.labels,
         delta=proj_train - proj_base,
         proj_train=proj_train,
         proj_base=proj_base,
@@ -472,8 +511,8 @@ def screen_dataset(
             "position": "response",
             "max_new_tokens": max_new_tokens,
             "seed": seed,
-            "generated": len(missing),
-            "distinct_prompts": len(unique),
+            "generated": n_generated,
+            "distinct_prompts": n_distinct,
             "greedy": True,
             "batch_size": batch_size,
         },

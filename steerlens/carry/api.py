@@ -177,7 +177,6 @@ def _settings(
     s: _Setup,
     c: _Conditions,
     vector: Any,
-    *,
     n_random: int,
     seed: int,
     min_gap: float,
@@ -233,6 +232,29 @@ def _references(
         neutral = Measure(beh.with_system(spec.neutral_system_prompt), [], batch_size)
         b_neutral = float(neutral(s.lm)[0])
     return _References(b_base, b_teacher, b_neutral, ref_off, offtarget_shift(ref_off, t_off))
+
+
+def _new_result(
+    kind: str, s: _Setup, c: _Conditions, ref: _References, settings: CarrySettings
+) -> CarryResult:
+    """The result with the references filled in (level and verdict still to come)."""
+    return CarryResult(
+        kind=kind,
+        trait=s.spec.name if s.spec else None,
+        metric=c.describe,
+        b_base=ref.b_base,
+        b_teacher=ref.b_teacher,
+        gap=ref.b_teacher - ref.b_base,
+        defined=True,
+        level=CarryLevel.UNDEFINED,
+        verdict="",
+        layers=s.layers,
+        alphas=s.alphas,
+        b_neutral=ref.b_neutral,
+        offtarget_kl_teacher=ref.kl_teacher,
+        settings=settings,
+        vector_norms={layer: float(s.dirs[layer].norm()) for layer in s.layers},
+    )
 
 
 def _undefined_reason(ref: _References, gap: float, min_gap: float) -> str | None:
@@ -359,40 +381,15 @@ def carry_test(
     s = _setup(model, vector, trait, teacher, layers, alphas, n_random, necessity_mode, base)
     c = _conditions(s, metric, teacher_metric, batch_size)
     kind = kind or ("student" if necessity_mode == "replace" else "teacher")
-    settings = _settings(
-        s,
-        c,
-        vector,
-        n_random=n_random,
-        seed=seed,
-        min_gap=min_gap,
-        offtarget_tol=offtarget_tol,
-    )
+    settings = _settings(s, c, vector, n_random, seed, min_gap, offtarget_tol)
     n_cond = 2 + len(s.layers) * len(s.alphas) * (1 + n_random)
     if necessity:
         n_cond += (len(s.layers) + 1) * (1 + n_random)
     bar = tqdm(total=n_cond, desc="carry test", leave=False, disable=tqdm_disable(progress))
     try:
         ref = _references(s, c, teacher_metric, batch_size, bar)
-        gap = ref.b_teacher - ref.b_base
-        result = CarryResult(
-            kind=kind,
-            trait=s.spec.name if s.spec else None,
-            metric=c.describe,
-            b_base=ref.b_base,
-            b_teacher=ref.b_teacher,
-            gap=gap,
-            defined=True,
-            level=CarryLevel.UNDEFINED,
-            verdict="",
-            layers=s.layers,
-            alphas=s.alphas,
-            b_neutral=ref.b_neutral,
-            offtarget_kl_teacher=ref.kl_teacher,
-            settings=settings,
-            vector_norms={layer: float(s.dirs[layer].norm()) for layer in s.layers},
-        )
-        reason = _undefined_reason(ref, gap, min_gap)
+        result = _new_result(kind, s, c, ref, settings)
+        reason = _undefined_reason(ref, result.gap, min_gap)
         if reason is not None:
             result.defined, result.undefined_reason = False, reason
             result.verdict = f"undefined: {reason}"
