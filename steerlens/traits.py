@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from steerlens.common import sha256_bytes
+from steerlens.common import atomic_write_text, sha256_bytes
 from steerlens.numbers import number_prompts
 from steerlens.prompts import ChatPrompt
 
@@ -284,13 +284,8 @@ class TraitSpec:
 
     def to_file(self, path: str | os.PathLike[str]) -> Path:
         """Write the spec as YAML; ``from_file`` reads back an equal spec."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(
-            yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100),
-            encoding="utf-8",
-        )
-        return p
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100)
+        return atomic_write_text(path, text)
 
     @staticmethod
     def builtins() -> list[str]:
