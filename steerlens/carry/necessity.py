@@ -127,8 +127,10 @@ def run_necessity(
     base_lm: LoadedModel | None,
     bar: Any,
 ) -> Necessity:
-    """N per grid layer, joint and best (``frac_nec(b)`` = (B_teacher − b)/(B_teacher − B_base)),
-    each with its random-direction null from ``rand`` (per layer, unit rows)."""
+    """N = (B_teacher − B(teacher with v̂ projected out)) / (B_teacher − B_base) per grid layer,
+    jointly and the best, each against its random-direction null from ``rand`` (per layer,
+    unit rows). ``frac_nec(b)`` maps a behavior to N; ``mode="replace"`` swaps the component
+    for ``base_lm``'s instead of removing it."""
     n_random = next(iter(rand.values())).shape[0] if rand else 0
     usable = [layer for layer in grid_layers if float(dirs[layer].norm()) > 0]
 

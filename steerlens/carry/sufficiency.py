@@ -79,8 +79,9 @@ def run_sufficiency(
     ref_off: torch.Tensor | None,
     bar: Any,
 ) -> SufficiencyGrid:
-    """The grid S(ℓ, α) = ``frac``(B(base + α·vˡ at ℓ)) and its random-direction null (``rand``:
-    per layer, unit rows scaled to ‖vˡ‖); off-target KL against ``ref_off``."""
+    """The grid S(ℓ, α) = (B(base + α·vˡ at ℓ) − B_base) / (B_teacher − B_base) (``frac`` maps
+    B to S) and its random-direction null (``rand``: per layer, unit rows scaled to ‖vˡ‖), with
+    each condition's off-target KL(P_base ‖ P_condition) against ``ref_off``."""
     n_random = next(iter(rand.values())).shape[0] if rand else 0
     g = SufficiencyGrid()
     for layer in grid_layers:
