@@ -140,9 +140,9 @@ def test_necessity_ground_truth(result: CarryResult, spec: TraitSpec, planted: t
     expected = (result.b_teacher - b_po) / result.gap
     assert result.necessity is not None
     nec = result.necessity.per_layer
-    assert nec[L].n == pytest.approx(expected, abs=1e-4)
-    assert nec[L].n > 0.8
-    assert nec[0].n is None and "zero" in str(nec[0].reason)
+    assert nec[L].value == pytest.approx(expected, abs=1e-4)
+    assert nec[L].value > 0.8
+    assert nec[0].value is None and "zero" in str(nec[0].reason)
     assert abs(nec[L].null["mean"]) < 0.15  # random unit directions remove ~nothing
     assert result.necessity.joint is not None and result.necessity.joint.layers == [1, 2, 3]
     assert result.necessity.best is not None and result.necessity.best.beats_null
@@ -156,7 +156,7 @@ def test_student_variant_replace_restores_base(spec: TraitSpec, planted: tuple) 
     r = student_carry_test(base, student, vec, spec, layers=[L, 3], alphas=[1.0], n_random=2)
     assert r.necessity is not None
     assert r.kind == "student" and r.necessity.mode == "replace"
-    assert r.necessity.per_layer[L].n == pytest.approx(1.0, abs=1e-4)
+    assert r.necessity.per_layer[L].value == pytest.approx(1.0, abs=1e-4)
     assert r.sufficiency[L][0] == pytest.approx(1.0, abs=1e-3)
     assert r.settings is not None and r.settings.necessity_mode == "replace"
 
@@ -184,7 +184,7 @@ def test_json_round_trip_and_display(result: CarryResult, tmp_path: Path) -> Non
     assert result.clean_peak is not None and result.necessity is not None
     assert blob["clean_peak"] == result.clean_peak.to_json()
     assert blob["clean_peak"]["S"] == result.clean_peak.sufficiency
-    assert blob["necessity"]["per_layer"]["1"]["N"] == result.necessity.per_layer[1].n
+    assert blob["necessity"]["per_layer"]["1"]["N"] == result.necessity.per_layer[1].value
     assert blob["level"] == "strongly carried" and result.level is CarryLevel.STRONG
     assert result.level.is_strong and not result.level.is_weak and result.level.is_carried
     assert result.sufficiency_level == "strong" and blob["sufficiency_level"] == "strong"

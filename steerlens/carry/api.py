@@ -339,7 +339,7 @@ def _run_grid(
         )
         best = result.necessity.best
         result.necessity_level = effect_level(
-            None if best is None else best.n, None if best is None else best.beats_null
+            None if best is None else best.value, None if best is None else best.beats_null
         )
     result.level, result.verdict = verdict_of(result)
 

@@ -32,19 +32,20 @@ __all__ = [
 
 @dataclass(frozen=True)
 class NecessityAt:
-    """N at one layer (or ``"joint"`` with its ``layers``): N, the behavior B under the ablation
-    and the random-direction band of N; N None with the ``reason`` when it is undefined."""
+    """Necessity at one layer (or jointly over ``layers``): ``value`` = N (JSON ``"N"``),
+    ``behavior`` = B under the ablation (``"B"``), ``null`` the random-direction band of N;
+    ``value`` None with the ``reason`` when it is undefined."""
 
-    n: float | None
-    b: float | None = None
+    value: float | None
+    behavior: float | None = None
     null: NullBand = field(default_factory=lambda: NullBand(n=0))
     layers: list[int] | None = None
     reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         if self.reason is not None:
-            return {"N": self.n, "reason": self.reason}
-        out: dict[str, Any] = {"N": self.n, "B": self.b}
+            return {"N": self.value, "reason": self.reason}
+        out: dict[str, Any] = {"N": self.value, "B": self.behavior}
         if self.layers is not None:
             out["layers"] = list(self.layers)
         out["null"] = dict(self.null)
@@ -61,10 +62,10 @@ class NecessityAt:
 
 @dataclass(frozen=True)
 class NecessityBest:
-    """The largest N, ``where`` it is (a layer as a string, or ``"joint"``), and its comparison
+    """The largest N (``value``, JSON ``"N"``), ``where`` it is (a layer as a string, or ``"joint"``), and its comparison
     with each random draw's best N (None: no null)."""
 
-    n: float
+    value: float
     where: str
     vs_null: NullComparison | None = None
 
@@ -73,7 +74,7 @@ class NecessityBest:
         return None if self.vs_null is None else self.vs_null.beats_null
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"N": self.n, "where": self.where}
+        out: dict[str, Any] = {"N": self.value, "where": self.where}
         if self.vs_null is not None:
             out.update(self.vs_null.to_json())
         return out

@@ -235,14 +235,14 @@ class CarryResult(ResultMixin):
     def _necessity_line(nec: Necessity) -> str:
         parts = []
         for key, val in nec.per_layer.items():
-            if val.n is not None:
+            if val.value is not None:
                 parts.append(
-                    f"ℓ{key}: {val.n:+.2f} (random {val.null['mean']:+.2f})"
+                    f"ℓ{key}: {val.value:+.2f} (random {val.null['mean']:+.2f})"
                     if val.null.get("n")
-                    else f"ℓ{key}: {val.n:+.2f}"
+                    else f"ℓ{key}: {val.value:+.2f}"
                 )
-        if nec.joint is not None and nec.joint.n is not None:
-            parts.append(f"joint: {nec.joint.n:+.2f}")
+        if nec.joint is not None and nec.joint.value is not None:
+            parts.append(f"joint: {nec.joint.value:+.2f}")
         return f"necessity N ({nec.mode}): " + ", ".join(parts)
 
     def _html_details(self) -> str:

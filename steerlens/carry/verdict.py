@@ -50,7 +50,7 @@ def verdict_of(r: CarryResult) -> tuple[CarryLevel, str]:
         best = r.necessity.best if r.necessity is not None else None
         if best is not None:
             parts.append(
-                f"necessity N={best.n:.2f} ({best.where}; {describe_null(best.vs_null)}; "
+                f"necessity N={best.value:.2f} ({best.where}; {describe_null(best.vs_null)}; "
                 f"{n_lvl.value})"
             )
         else:
