@@ -70,10 +70,18 @@ def _answer_encs(lm: LoadedModel, prompts: Sequence[PromptLike]) -> list[Encoded
 
 
 def last_logits(
-    lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
+    lm: LoadedModel | torch.nn.Module,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    pos: torch.Tensor,
+    *,
+    k: int | None = None,
 ) -> torch.Tensor:
-    """(B, V) logits at the last position of a left-padded batch (``ids``, ``mask``, ``pos``);
-    only that position goes through the lm_head (HF ``logits_to_keep=1``, else the full head)."""
+    """Logits at the last position of a left-padded batch (``ids``, ``mask``, ``pos``): (B, V),
+    or (B, k, V) for the last ``k`` positions. Only those positions go through the lm_head (HF
+    ``logits_to_keep``; an architecture without it runs the full head). ``lm`` is a
+    :class:`~steerlens.models.LoadedModel` or the HF module itself (e.g. with LoRA)."""
+    hf = lm.model if isinstance(lm, LoadedModel) else lm
     kwargs: dict[str, Any] = {
         "input_ids": ids,
         "attention_mask": mask,
@@ -81,13 +89,13 @@ def last_logits(
         "use_cache": False,
     }
     try:
-        out = lm.model(**kwargs, logits_to_keep=1)
+        out = hf(**kwargs, logits_to_keep=1 if k is None else k)
     except TypeError as exc:  # an architecture without logits_to_keep: full lm_head
         if "logits_to_keep" not in str(exc):
             raise
-        out = lm.model(**kwargs)
+        out = hf(**kwargs)
     logits = out.logits if hasattr(out, "logits") else out[0]
-    return logits[:, -1, :]
+    return logits[:, -1, :] if k is None else logits[:, -k:, :]
 
 
 def iter_answer_logprobs(

@@ -24,7 +24,7 @@ from steerlens.behavior import (
     trait_behavior,
 )
 from steerlens.prompts import ChatPrompt, encode, pad_batch
-from steerlens.stats import kl_rows
+from steerlens.stats import kl_per_row, kl_rows
 from steerlens.testing import plant_vector, tiny_model
 from steerlens.traits import TraitSpec
 
@@ -86,11 +86,15 @@ def test_last_logits_and_kl_rows(tiny: sl.LoadedModel) -> None:
     with torch.inference_mode():
         full = tiny.model(input_ids=ids, attention_mask=mask).logits[:, -1]
         torch.testing.assert_close(last_logits(tiny, ids, mask, pos), full, atol=1e-5, rtol=1e-5)
+        every = tiny.model(input_ids=ids, attention_mask=mask).logits[:, -2:]
+        two = last_logits(tiny.model, ids, mask, pos, k=2)
+        torch.testing.assert_close(two, every, atol=1e-5, rtol=1e-5)
     p = torch.log_softmax(torch.tensor([[0.0, 1.0, 2.0], [1.0, 1.0, 0.0]]), -1)
     q = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0]]), -1)
     want = float((p.double().exp() * (p.double() - q.double())).sum(-1).mean())
     assert kl_rows(p, q) == pytest.approx(want, abs=1e-12) and kl_rows(p, p) == 0.0
     assert kl_rows(p, q) > 0
+    assert torch.equal(kl_per_row(p, q), (p.exp() * (p - q)).sum(-1))
 
 
 def test_behavior_under_steer_and_action_choice(tiny: sl.LoadedModel) -> None:
