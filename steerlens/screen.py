@@ -278,19 +278,8 @@ class ScreenResult(ResultMixin):
     def _html_details(self) -> str:
         """Per dataset: n, mean ΔP, its 95% CI, median and share with ΔP > 0."""
         header = ["dataset", "n", "n NaN", "mean ΔP", "CI low", "CI high", "median", "ΔP > 0"]
-        rows = [
-            [
-                name,
-                row["n"],
-                row["n_nan"],
-                row.get("mean"),
-                row.get("lo"),
-                row.get("hi"),
-                row.get("median"),
-                row.get("frac_positive"),
-            ]
-            for name, row in self.summary_stats().items()
-        ]
+        keys = ("n", "n_nan", "mean", "lo", "hi", "median", "frac_positive")
+        rows = [[name, *(row.get(k) for k in keys)] for name, row in self.summary_stats().items()]
         return html_table(header, rows)
 
 
