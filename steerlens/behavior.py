@@ -69,10 +69,19 @@ def _answer_encs(lm: LoadedModel, prompts: Sequence[PromptLike]) -> list[Encoded
     return encs
 
 
-def _last_logits(
-    lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
+def last_logits(
+    lm: LoadedModel | torch.nn.Module,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    pos: torch.Tensor,
+    *,
+    k: int | None = None,
 ) -> torch.Tensor:
-    """(B, V) logits at the last position; only that position goes through the lm_head."""
+    """Logits at the last position of a left-padded batch (``ids``, ``mask``, ``pos``): (B, V),
+    or (B, k, V) for the last ``k`` positions. Only those positions go through the lm_head (HF
+    ``logits_to_keep``; an architecture without it runs the full head). ``lm`` is a
+    :class:`~steerlens.models.LoadedModel` or the HF module itself (e.g. with LoRA)."""
+    hf = lm.model if isinstance(lm, LoadedModel) else lm
     kwargs: dict[str, Any] = {
         "input_ids": ids,
         "attention_mask": mask,
@@ -80,13 +89,13 @@ def _last_logits(
         "use_cache": False,
     }
     try:
-        out = lm.model(**kwargs, logits_to_keep=1)
+        out = hf(**kwargs, logits_to_keep=1 if k is None else k)
     except TypeError as exc:  # an architecture without logits_to_keep: full lm_head
         if "logits_to_keep" not in str(exc):
             raise
-        out = lm.model(**kwargs)
+        out = hf(**kwargs)
     logits = out.logits if hasattr(out, "logits") else out[0]
-    return logits[:, -1, :]
+    return logits[:, -1, :] if k is None else logits[:, -k:, :]
 
 
 def iter_answer_logprobs(
@@ -111,7 +120,7 @@ def iter_answer_logprobs(
                 logits = shared_prefix_logits(lm, encs, idx, p)[:, -1].float()
             else:
                 ids, mask, pos = pad_batch([encs[i] for i in idx], pad, lm.device)
-                logits = _last_logits(lm, ids, mask, pos).float()
+                logits = last_logits(lm, ids, mask, pos).float()
             if not torch.isfinite(logits).all():
                 raise FloatingPointError(
                     "non-finite logits at the answer position: check the model's dtype and "

@@ -29,6 +29,7 @@ from steerlens.prompts import (
     position_name,
     prompt_set_hash,
 )
+from steerlens.traits import as_trait, text_hash
 from steerlens.vectors import SteeringVector, cosine
 
 Aggregator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -232,8 +233,6 @@ def teacher_vector(
     prompt. ``meta`` records the trait, the two system prompts' hashes, the probe settings and
     ``kind="teacher"``.
     """
-    from steerlens.traits import as_trait, text_hash
-
     spec = as_trait(trait)
     vec = extract_vector(
         model,

@@ -20,14 +20,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import einops
 import numpy as np
 import torch
 
-from steerlens import stats
 from steerlens.activations import record_activations
 from steerlens.models import LoadedModel, as_model, describe
 from steerlens.prompts import ChatPrompt, prompt_set_hash
+from steerlens.results import ResultMixin, html_table
+from steerlens.stats import bootstrap, permutation_test
 from steerlens.vectors import SteeringVector
+from steerlens.version import __version__
 
 SampleLike = ChatPrompt | Mapping[str, Any]
 
@@ -93,13 +96,15 @@ def parse_sample(sample: SampleLike, i: int = 0) -> tuple[ChatPrompt, str, str |
 
 
 @dataclass
-class ScreenResult:
+class ScreenResult(ResultMixin):
     """Per-sample projection differences ΔP [sample × layer] and their parts.
 
     ``proj_train``/``proj_base`` are the projections of the training and base responses;
     ``delta`` = their difference (NaN where the base produced an empty response);
     ``datasets`` labels each sample; ``layer`` is the default layer for ranking.
     """
+
+    result_kind = "steerlens.ScreenResult"
 
     layers: list[int]
     layer: int
@@ -169,7 +174,7 @@ class ScreenResult:
             )
         return out
 
-    def summary(
+    def summary_stats(
         self, layer: int | None = None, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
     ) -> dict[str, dict[str, float]]:
         """Per dataset: n, mean ΔP with a percentile bootstrap CI over samples, sd, median,
@@ -180,7 +185,7 @@ class ScreenResult:
             ok = x[np.isfinite(x)]
             row: dict[str, float] = {"n": int(ok.size), "n_nan": int(x.size - ok.size)}
             if ok.size:
-                b = stats.bootstrap(_mean_of(ok), ok.size, n_boot=n_boot, seed=seed, level=level)
+                b = bootstrap(_mean_of(ok), ok.size, n_boot=n_boot, seed=seed, level=level)
                 row.update(
                     mean=b["estimate"],
                     lo=b["lo"],
@@ -210,7 +215,7 @@ class ScreenResult:
             "delta": arr(self.delta),
             "proj_train": arr(self.proj_train),
             "proj_base": arr(self.proj_base),
-            "summary": self.summary(),
+            "summary": self.summary_stats(),
             "settings": self.settings,
             "provenance": json.loads(json.dumps(self.provenance, default=str)),
         }
@@ -227,6 +232,67 @@ class ScreenResult:
             ]
         return out
 
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ScreenResult:
+        """Inverse of :meth:`to_json` (which must include the samples); ΔP None back to NaN."""
+        if "samples" not in d:
+            raise ValueError(
+                "this screening JSON has no 'samples' (written with include_samples=False): "
+                "the prompts and responses cannot be restored"
+            )
+        samples = d["samples"]
+
+        def arr(rows: Sequence[Sequence[float | None]]) -> np.ndarray:
+            a = np.array(
+                [[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64
+            )
+            return a.reshape(len(rows), len(d["layers"]))
+
+        return cls(
+            layers=[int(x) for x in d["layers"]],
+            layer=int(d["layer"]),
+            prompts=[ChatPrompt(s["user"], s.get("system"), s.get("prefill", "")) for s in samples],
+            responses=[s["response"] for s in samples],
+            base_responses=[s["base_response"] for s in samples],
+            datasets=list(d["datasets"]),
+            delta=arr(d["delta"]),
+            proj_train=arr(d["proj_train"]),
+            proj_base=arr(d["proj_base"]),
+            settings=dict(d.get("settings", {})),
+            provenance=dict(d.get("provenance", {})),
+        )
+
+    def summary(self, layer: int | None = None) -> str:
+        """Plain-words lines: what was screened, then per dataset the mean ΔP with its 95%
+        bootstrap CI, the median and the share of samples with ΔP > 0 (numbers from
+        :meth:`summary_stats`)."""
+        lay = self.layer if layer is None else layer
+        lines = [
+            f"screening by projection difference ΔP at layer {lay} (screened layers "
+            f"{self.layers}): {len(self)} samples in {len(self.dataset_names)} dataset(s)"
+        ]
+        for name, row in self.summary_stats(lay).items():
+            lines.append(_summary_line(name, row))
+        return "\n".join(lines)
+
+    def _html_details(self) -> str:
+        """Per dataset: n, mean ΔP, its 95% CI, median and share with ΔP > 0."""
+        header = ["dataset", "n", "n NaN", "mean ΔP", "CI low", "CI high", "median", "ΔP > 0"]
+        keys = ("n", "n_nan", "mean", "lo", "hi", "median", "frac_positive")
+        rows = [[name, *(row.get(k) for k in keys)] for name, row in self.summary_stats().items()]
+        return html_table(header, rows)
+
+
+def _summary_line(name: str, row: Mapping[str, float]) -> str:
+    nan = f" ({int(row['n_nan'])} with no base answer left out)" if row["n_nan"] else ""
+    if not row["n"]:
+        return f"{name}: no sample with a finite ΔP{nan}"
+    return (
+        f"{name}: n={int(row['n'])}, mean ΔP={row['mean']:+.4f} "
+        f"(95% CI {row['lo']:+.4f} to {row['hi']:+.4f}), median {row['median']:+.4f}, "
+        f"{100 * row['frac_positive']:.0f}% of samples with ΔP > 0{nan}"
+    )
+
 
 def _mean_of(x: np.ndarray) -> Any:
     def stat(idx: np.ndarray) -> float:
@@ -239,7 +305,7 @@ def _compare(x: np.ndarray, y: np.ndarray, n_perm: int, seed: int) -> dict[str, 
     x, y = x[np.isfinite(x)], y[np.isfinite(y)]
     if x.size == 0 or y.size == 0:
         raise ValueError("each dataset needs at least one sample with a finite ΔP")
-    res = stats.permutation_test(x, y, n_perm=n_perm, seed=seed)
+    res = permutation_test(x, y, n_perm=n_perm, seed=seed)
     return dict(
         res, mean_a=float(x.mean()), mean_b=float(y.mean()), n_a=int(x.size), n_b=int(y.size)
     )
@@ -286,9 +352,89 @@ def _projections(
         desc=desc,
     )
     assert acts.rows is not None
-    cols = [acts.rows[layer].double() @ units[layer] for layer in layers]
+    cols = [einops.einsum(acts.rows[la].double(), units[la], "n d, d -> n") for la in layers]
     rows = torch.tensor([where[p] for p in prompts])
     return torch.stack(cols, dim=1)[rows].numpy()
+
+
+@dataclass
+class _Samples:
+    """Parsed samples: prompts without response, training responses, given base responses
+    (None: to generate) and dataset labels."""
+
+    prompts: list[ChatPrompt] = field(default_factory=list)
+    responses: list[str] = field(default_factory=list)
+    given: list[str | None] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+
+def _parse_samples(
+    samples: Sequence[SampleLike] | Mapping[str, Sequence[SampleLike]],
+    base_responses: Sequence[str] | None,
+) -> _Samples:
+    groups = dict(samples) if isinstance(samples, Mapping) else {"data": samples}
+    out = _Samples()
+    for name, items in groups.items():
+        for s in items:
+            p, r, b = parse_sample(s, len(out.prompts))
+            out.prompts.append(p)
+            out.responses.append(r)
+            out.given.append(b)
+            out.labels.append(str(name))
+    if not out.prompts:
+        raise ValueError("no samples to screen")
+    if base_responses is not None:
+        if len(base_responses) != len(out.prompts):
+            raise ValueError(
+                f"got {len(base_responses)} base responses for {len(out.prompts)} samples"
+            )
+        out.given = [str(b) for b in base_responses]
+    return out
+
+
+def _screen_layers(lm: LoadedModel, vec: SteeringVector, layers: Sequence[int] | None) -> list[int]:
+    if vec.hidden_size != lm.hidden_size:
+        raise ValueError(
+            f"hidden size mismatch: the vector has d={vec.hidden_size} but {lm.name} has "
+            f"d={lm.hidden_size}; screen with the model the vector was extracted on"
+        )
+    use_layers = sorted({int(x) for x in (vec.layers if layers is None else layers)})
+    bad = [x for x in use_layers if x not in vec or not 0 <= x < lm.n_layers]
+    if bad:
+        raise ValueError(
+            f"cannot screen layers {bad}: the vector has {vec.layers} and the model has "
+            f"{lm.n_layers} blocks"
+        )
+    return use_layers
+
+
+def _generate_missing(
+    lm: LoadedModel, data: _Samples, max_new_tokens: int, seed: int, batch_size: int
+) -> tuple[list[str], int, int]:
+    """(base texts, number generated, distinct prompts generated for): one greedy answer per
+    distinct prompt (datasets often share their prompts)."""
+    given = list(data.given)
+    missing = [i for i, b in enumerate(given) if b is None]
+    unique = list(dict.fromkeys(data.prompts[i] for i in missing))
+    if unique:
+        gen = lm.generate(
+            unique, max_new_tokens=max_new_tokens, do_sample=False, seed=seed, batch_size=batch_size
+        )
+        answer = dict(zip(unique, gen, strict=True))
+        for i in missing:
+            given[i] = answer[data.prompts[i]]
+    return [b or "" for b in given], len(missing), len(unique)
+
+
+def _unit_directions(vec: SteeringVector, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """v̂ˡ = vˡ/‖vˡ‖ (float64) per screened layer."""
+    units = {}
+    for lay in layers:
+        v = vec[lay].double()
+        if float(v.norm()) == 0:
+            raise ValueError(f"the vector is zero at layer {lay}: nothing to project on")
+        units[lay] = v / v.norm()
+    return units
 
 
 def screen_dataset(
@@ -315,55 +461,14 @@ def screen_dataset(
     """
     lm = as_model(model)
     vec = vector if isinstance(vector, SteeringVector) else SteeringVector(dict(vector))
-    if vec.hidden_size != lm.hidden_size:
-        raise ValueError(
-            f"hidden size mismatch: the vector has d={vec.hidden_size} but {lm.name} has "
-            f"d={lm.hidden_size}; screen with the model the vector was extracted on"
-        )
-    use_layers = sorted({int(x) for x in (vec.layers if layers is None else layers)})
-    bad = [x for x in use_layers if x not in vec or not 0 <= x < lm.n_layers]
-    if bad:
-        raise ValueError(
-            f"cannot screen layers {bad}: the vector has {vec.layers} and the model has "
-            f"{lm.n_layers} blocks"
-        )
-    groups = dict(samples) if isinstance(samples, Mapping) else {"data": samples}
-    prompts: list[ChatPrompt] = []
-    responses: list[str] = []
-    given: list[str | None] = []
-    labels: list[str] = []
-    for name, items in groups.items():
-        for s in items:
-            p, r, b = parse_sample(s, len(prompts))
-            prompts.append(p)
-            responses.append(r)
-            given.append(b)
-            labels.append(str(name))
-    if not prompts:
-        raise ValueError("no samples to screen")
-    if base_responses is not None:
-        if len(base_responses) != len(prompts):
-            raise ValueError(f"got {len(base_responses)} base responses for {len(prompts)} samples")
-        given = [str(b) for b in base_responses]
-    missing = [i for i, b in enumerate(given) if b is None]
-    # one greedy answer per distinct prompt (datasets often share their prompts)
-    unique = list(dict.fromkeys(prompts[i] for i in missing))
-    if unique:
-        gen = lm.generate(
-            unique, max_new_tokens=max_new_tokens, do_sample=False, seed=seed, batch_size=batch_size
-        )
-        answer = dict(zip(unique, gen, strict=True))
-        for i in missing:
-            given[i] = answer[prompts[i]]
-    base_texts = [b or "" for b in given]
-
-    units = {}
-    for lay in use_layers:
-        v = vec[lay].double()
-        if float(v.norm()) == 0:
-            raise ValueError(f"the vector is zero at layer {lay}: nothing to project on")
-        units[lay] = v / v.norm()
-    train = [p.with_response(r) for p, r in zip(prompts, responses, strict=True)]
+    use_layers = _screen_layers(lm, vec, layers)
+    data = _parse_samples(samples, base_responses)
+    prompts = data.prompts
+    base_texts, n_generated, n_distinct = _generate_missing(
+        lm, data, max_new_tokens, seed, batch_size
+    )
+    units = _unit_directions(vec, use_layers)
+    train = [p.with_response(r) for p, r in zip(prompts, data.responses, strict=True)]
     proj_train = _projections(lm, train, units, use_layers, batch_size, progress, "screen:train")
     proj_base = np.full_like(proj_train, np.nan)
     has_base = [i for i, b in enumerate(base_texts) if b]
@@ -381,15 +486,13 @@ def screen_dataset(
     default = layer if layer is not None else _default_layer(vec, use_layers)
     if default not in use_layers:
         raise ValueError(f"layer={default} is not among the screened layers {use_layers}")
-    from steerlens.version import __version__
-
     return ScreenResult(
         layers=use_layers,
         layer=default,
         prompts=prompts,
-        responses=responses,
+        responses=data.responses,
         base_responses=base_texts,
-        datasets=labels,
+        datasets=data.labels,
         delta=proj_train - proj_base,
         proj_train=proj_train,
         proj_base=proj_base,
@@ -397,8 +500,8 @@ def screen_dataset(
             "position": "response",
             "max_new_tokens": max_new_tokens,
             "seed": seed,
-            "generated": len(missing),
-            "distinct_prompts": len(unique),
+            "generated": n_generated,
+            "distinct_prompts": n_distinct,
             "greedy": True,
             "batch_size": batch_size,
         },

@@ -11,8 +11,28 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import einops
 import numpy as np
 import torch
+
+
+def kl_per_row(ref: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """KL divergence per row of log-probabilities (nats), in the inputs' dtype (keeps grad):
+
+    KL_i = Σ_v P_ref,i(v) · (log P_ref,i(v) − log P_other,i(v))
+
+    for (..., V) log-softmax rows ``ref`` and ``other``; returns shape (...)."""
+    return einops.reduce(ref.exp() * (ref - other), "... v -> ...", "sum")
+
+
+def kl_rows(ref: torch.Tensor, other: torch.Tensor) -> float:
+    """Mean KL divergence over rows of log-probabilities (nats), in float64:
+
+    KL = mean_i Σ_v P_ref,i(v) · (log P_ref,i(v) − log P_other,i(v))
+
+    for (n, V) log-softmax rows ``ref`` and ``other`` (e.g. next-token distributions at the
+    first answer position); :func:`kl_per_row` averaged."""
+    return float(kl_per_row(ref.double(), other.double()).mean())
 
 
 def _gen(seed: int) -> torch.Generator:

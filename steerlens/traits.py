@@ -27,7 +27,6 @@ built-ins ship in ``steerlens/trait_specs/`` (:meth:`TraitSpec.builtins`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -37,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from steerlens.common import atomic_write_text, sha256_bytes
 from steerlens.numbers import number_prompts
 from steerlens.prompts import ChatPrompt
 
@@ -105,7 +105,7 @@ def resolve_target_tokens(tokenizer: Any, words: Sequence[str]) -> TargetTokens:
 
 def text_hash(text: str | None) -> str:
     """sha256 (first 16 hex) of a system prompt, for provenance without the full text."""
-    return hashlib.sha256((text or "").encode()).hexdigest()[:16]
+    return sha256_bytes(text or "")[:16]
 
 
 @dataclass(frozen=True)
@@ -284,13 +284,8 @@ class TraitSpec:
 
     def to_file(self, path: str | os.PathLike[str]) -> Path:
         """Write the spec as YAML; ``from_file`` reads back an equal spec."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(
-            yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100),
-            encoding="utf-8",
-        )
-        return p
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100)
+        return atomic_write_text(path, text)
 
     @staticmethod
     def builtins() -> list[str]:

@@ -17,12 +17,14 @@ from steerlens.behavior import (
     answer_logprobs,
     as_behavior,
     first_word,
+    last_logits,
     logprob_per_prompt,
     logprob_score,
     sampled_rate,
     trait_behavior,
 )
-from steerlens.prompts import ChatPrompt, encode
+from steerlens.prompts import ChatPrompt, encode, pad_batch
+from steerlens.stats import kl_per_row, kl_rows
 from steerlens.testing import plant_vector, tiny_model
 from steerlens.traits import TraitSpec
 
@@ -75,6 +77,24 @@ def test_logprob_matches_manual_with_padding(arch: str) -> None:
     torch.testing.assert_close(full, manual, atol=2e-5, rtol=1e-5)
     # duplicates in the target list count once
     assert logprob_score(lm, PROMPTS, [*targets, targets[0]]) == pytest.approx(score, abs=1e-6)  # type: ignore[arg-type]
+
+
+def test_last_logits_and_kl_rows(tiny: sl.LoadedModel) -> None:
+    """last_logits is the full forward's last row; kl_rows is mean_i Σ_v p_i (log p_i − log q_i)."""
+    enc = encode(tiny.tokenizer, PROMPTS[0])
+    ids, mask, pos = pad_batch([enc], tiny.tokenizer.pad_token_id, tiny.device)
+    with torch.inference_mode():
+        full = tiny.model(input_ids=ids, attention_mask=mask).logits[:, -1]
+        torch.testing.assert_close(last_logits(tiny, ids, mask, pos), full, atol=1e-5, rtol=1e-5)
+        every = tiny.model(input_ids=ids, attention_mask=mask).logits[:, -2:]
+        two = last_logits(tiny.model, ids, mask, pos, k=2)
+        torch.testing.assert_close(two, every, atol=1e-5, rtol=1e-5)
+    p = torch.log_softmax(torch.tensor([[0.0, 1.0, 2.0], [1.0, 1.0, 0.0]]), -1)
+    q = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0]]), -1)
+    want = float((p.double().exp() * (p.double() - q.double())).sum(-1).mean())
+    assert kl_rows(p, q) == pytest.approx(want, abs=1e-12) and kl_rows(p, p) == 0.0
+    assert kl_rows(p, q) > 0
+    assert torch.equal(kl_per_row(p, q), (p.exp() * (p - q)).sum(-1))
 
 
 def test_behavior_under_steer_and_action_choice(tiny: sl.LoadedModel) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,12 +27,13 @@ import steerlens as sl
 from steerlens.activations import record_activations
 from steerlens.behavior import logprob_score
 from steerlens.carry import (
+    CarryLevel,
     CarryResult,
     CarryUndefinedError,
     carry_test,
     clean_peak_of,
     compare_to_null,
-    default_layers,
+    spread_layers,
     student_carry_test,
 )
 from steerlens.extract import teacher_vector
@@ -121,9 +123,10 @@ def test_sufficiency_ground_truth(result: CarryResult, spec: TraitSpec, planted:
     assert result.residual_norms[L] > 0
     # clean peak: the off-target shift stays within tolerance, and it beats every random draw
     cp = result.clean_peak
-    assert cp["layer"] is not None and cp["layer"] >= L and cp["S"] >= 0.9
-    assert cp["offtarget_kl"] <= result.offtarget_tol
-    assert cp["beats_null"] and cp["S"] > cp["null"]["max"]
+    assert cp is not None and cp.vs_null is not None
+    assert cp.layer is not None and cp.layer >= L and cp.sufficiency >= 0.9
+    assert cp.offtarget_kl <= result.offtarget_tol
+    assert cp.beats_null and cp.sufficiency > cp.vs_null.null["max"]
     assert result.offtarget_kl_teacher is not None and result.offtarget_kl[L][j1] == pytest.approx(
         result.offtarget_kl_teacher, abs=1e-4
     )  # base + v at L reproduces the teacher
@@ -135,13 +138,14 @@ def test_necessity_ground_truth(result: CarryResult, spec: TraitSpec, planted: t
     with sl.steer(base, {L: v}, mode="project_out"):
         b_po = logprob_score(base, spec.eval_chats(), ids)
     expected = (result.b_teacher - b_po) / result.gap
-    nec = result.necessity["per_layer"]
-    assert nec[L]["N"] == pytest.approx(expected, abs=1e-4)
-    assert nec[L]["N"] > 0.8
-    assert nec[0]["N"] is None and "zero" in nec[0]["reason"]
-    assert abs(nec[L]["null"]["mean"]) < 0.15  # random unit directions remove ~nothing
-    assert result.necessity["joint"]["layers"] == [1, 2, 3]
-    assert result.necessity["best"]["beats_null"]
+    assert result.necessity is not None
+    nec = result.necessity.per_layer
+    assert nec[L].value == pytest.approx(expected, abs=1e-4)
+    assert nec[L].value > 0.8
+    assert nec[0].value is None and "zero" in str(nec[0].reason)
+    assert abs(nec[L].null["mean"]) < 0.15  # random unit directions remove ~nothing
+    assert result.necessity.joint is not None and result.necessity.joint.layers == [1, 2, 3]
+    assert result.necessity.best is not None and result.necessity.best.beats_null
     assert result.level == "strongly carried"
     assert result.verdict.startswith("strongly carried")
     assert f"B_base={result.b_base:.3f}" in result.verdict and "necessity N=" in result.verdict
@@ -150,10 +154,11 @@ def test_necessity_ground_truth(result: CarryResult, spec: TraitSpec, planted: t
 def test_student_variant_replace_restores_base(spec: TraitSpec, planted: tuple) -> None:  # type: ignore[type-arg]
     base, student, _, vec = planted
     r = student_carry_test(base, student, vec, spec, layers=[L, 3], alphas=[1.0], n_random=2)
-    assert r.kind == "student" and r.necessity["mode"] == "replace"
-    assert r.necessity["per_layer"][L]["N"] == pytest.approx(1.0, abs=1e-4)
+    assert r.necessity is not None
+    assert r.kind == "student" and r.necessity.mode == "replace"
+    assert r.necessity.per_layer[L].value == pytest.approx(1.0, abs=1e-4)
     assert r.sufficiency[L][0] == pytest.approx(1.0, abs=1e-3)
-    assert r.settings["necessity_mode"] == "replace"
+    assert r.settings is not None and r.settings.necessity_mode == "replace"
 
 
 def test_json_and_summary(result: CarryResult) -> None:
@@ -166,6 +171,43 @@ def test_json_and_summary(result: CarryResult) -> None:
     assert back["settings"]["targets"]["rule"].startswith("first token")
     s = result.summary()
     assert result.verdict in s and "necessity N" in s and "α=0.5" in s
+
+
+def test_json_round_trip_and_display(result: CarryResult, tmp_path: Path) -> None:
+    """from_json inverts to_json (same JSON, keys in the same order, an equal result); the
+    typed parts read like the JSON; summary is text with the numbers; HTML is a table."""
+    blob = result.to_json()
+    back = CarryResult.from_json(blob)
+    assert back == result
+    assert json.dumps(back.to_json()) == json.dumps(blob)
+    assert list(blob) == [f.name for f in dataclasses.fields(CarryResult)]
+    assert result.clean_peak is not None and result.necessity is not None
+    assert blob["clean_peak"] == result.clean_peak.to_json()
+    assert blob["clean_peak"]["S"] == result.clean_peak.sufficiency
+    assert blob["necessity"]["per_layer"]["1"]["N"] == result.necessity.per_layer[1].value
+    assert blob["level"] == "strongly carried" and result.level is CarryLevel.STRONG
+    assert result.level.is_strong and not result.level.is_weak and result.level.is_carried
+    assert result.sufficiency_level == "strong" and blob["sufficiency_level"] == "strong"
+    path = CarryResult.save(result, tmp_path / "carry.json")
+    assert CarryResult.load(path) == result
+    text = result.summary()
+    assert isinstance(text, str) and str(result) == text
+    assert f"B_base={result.b_base:.3f}" in text and f"{result.sufficiency[L][1]:+.2f}" in text
+    html = result._repr_html_()
+    assert "<table" in html and f"{result.clean_peak.sufficiency:.3f}" in html
+    assert "{" not in html  # a table, not a dict dump
+
+
+def test_levels() -> None:
+    assert [lv.value for lv in CarryLevel] == [
+        "strongly carried",
+        "weakly carried",
+        "not carried",
+        "undefined",
+    ]
+    assert CarryLevel("weakly carried").is_weak and CarryLevel.WEAK.strength == "weak"
+    assert CarryLevel.NOT.strength == "none" and not CarryLevel.UNDEFINED.is_defined
+    assert f"{CarryLevel.NOT}" == "not carried" and CarryLevel.NOT == "not carried"
 
 
 def test_same_seed_same_numbers(spec: TraitSpec, planted: tuple) -> None:  # type: ignore[type-arg]
@@ -192,9 +234,10 @@ def test_zero_tolerance_leaves_no_clean_point(spec: TraitSpec, planted: tuple) -
         offtarget_tol=0.0,
         necessity=False,
     )
-    assert r.offtarget_tol == 0.0 and r.settings["offtarget_tol_rule"] == "user"
-    assert r.clean_peak["S"] == 0.0 and r.clean_peak["layer"] is None
-    assert r.raw_peak["S"] > 1.0
+    assert r.settings is not None and r.clean_peak is not None and r.raw_peak is not None
+    assert r.offtarget_tol == 0.0 and r.settings.offtarget_tol_rule == "user"
+    assert r.clean_peak.sufficiency == 0.0 and r.clean_peak.layer is None
+    assert r.raw_peak.sufficiency > 1.0
     assert r.level == "not carried" and "α=0" in r.verdict
 
 
@@ -206,6 +249,9 @@ def test_undefined_when_teacher_equals_base(spec: TraitSpec, planted: tuple) -> 
     with pytest.raises(CarryUndefinedError, match="undefined"):
         r.require_defined()
     json.dumps(r.to_json(), allow_nan=False)
+    assert CarryResult.from_json(r.to_json()) == r and r.clean_peak is None
+    assert r.to_json()["clean_peak"] == {} and r.to_json()["necessity"] == {}
+    assert "<table" in r._repr_html_() and "min_gap" in r.summary()
 
 
 def test_system_prompt_teacher_and_custom_metric(spec: TraitSpec, planted: tuple) -> None:  # type: ignore[type-arg]
@@ -219,7 +265,8 @@ def test_system_prompt_teacher_and_custom_metric(spec: TraitSpec, planted: tuple
     )
     neutral = spec.eval_chats(spec.neutral_system_prompt)
     assert r.b_neutral == pytest.approx(logprob_score(base, neutral, ids), abs=1e-6)
-    assert r.settings["teacher"] == "system prompt" and r.null_sufficiency == {}
+    assert r.settings is not None
+    assert r.settings.teacher == "system prompt" and r.null_sufficiency == {}
 
     # any callable model -> float works; it matches the built-in metric's numbers
     def metric(m: object) -> float:
@@ -251,14 +298,14 @@ def test_pure_helpers() -> None:
     s = {3: [0.2, 0.9, 1.5], 7: [0.4, 0.6, -0.2]}
     kl = {3: [0.01, 0.05, 2.0], 7: [0.02, 0.3, 0.01]}
     cp = clean_peak_of(s, kl, [1, 2, 4], tol=0.1)
-    assert (cp["layer"], cp["alpha"], cp["S"]) == (3, 2.0, 0.9)  # 1.5 forces off-target: out
-    assert clean_peak_of(s, None, [1, 2, 4], None)["S"] == 1.5
-    assert clean_peak_of({3: [-0.5]}, {3: [0.0]}, [1], 0.1)["layer"] is None  # α=0 wins
+    assert (cp.layer, cp.alpha, cp.sufficiency) == (3, 2.0, 0.9)  # 1.5 forces off-target: out
+    assert clean_peak_of(s, None, [1, 2, 4], None).sufficiency == 1.5
+    assert clean_peak_of({3: [-0.5]}, {3: [0.0]}, [1], 0.1).layer is None  # α=0 wins
     c = compare_to_null(0.9, [0.0, 0.1, -0.1, 0.05])
-    assert c["beats_null"] and c["z"] > 2 and c["p"] == pytest.approx(1 / 5)
-    assert not compare_to_null(0.05, [0.0, 0.1, -0.1])["beats_null"]
-    assert default_layers(list(range(30))) == [3, 9, 15, 21, 27]
-    assert default_layers([2, 5]) == [2, 5]
+    assert c.beats_null and c.z is not None and c.z > 2 and c.p == pytest.approx(1 / 5)
+    assert not compare_to_null(0.05, [0.0, 0.1, -0.1]).beats_null
+    assert spread_layers(list(range(30))) == [3, 9, 15, 21, 27]
+    assert spread_layers([2, 5]) == [2, 5]
 
 
 @pytest.mark.integration
@@ -278,11 +325,11 @@ def test_owl_single_layer_teacher_vector_is_not_strongly_carried(smol: sl.Loaded
     assert r.defined and r.b_teacher - r.b_base > 2.0  # the owl prompt works on this model
     assert r.b_neutral is not None and r.b_neutral < r.b_teacher - 1.0
     assert r.level in ("weakly carried", "not carried")
-    assert r.clean_peak["S"] < 0.5
+    assert r.clean_peak is not None and r.clean_peak.sufficiency < 0.5
     for text in (
         f"B_base={r.b_base:.3f}",
         f"B_teacher={r.b_teacher:.3f}",
-        f"S={r.clean_peak['S']:.2f}",
+        f"S={r.clean_peak.sufficiency:.2f}",
         "necessity N=",
     ):
         assert text in r.verdict

@@ -127,7 +127,7 @@ def test_datasets_summaries_and_permutation_comparison(
         lm, owl_vector, groups, layer=2, base_responses=[b for name in groups for b in base[name]]
     )
     assert res.layer == 2
-    summ = res.summary(n_boot=300)
+    summ = res.summary_stats(n_boot=300)
     assert set(summ) == {"teacher", "control", "control2"}
     for row in summ.values():
         assert row["n"] == 12 and row["lo"] <= row["mean"] <= row["hi"]
@@ -181,7 +181,9 @@ def test_empty_base_response_gives_nan(lm: LoadedModel, owl_vector: SteeringVect
         res = screen_dataset(lm, owl_vector, samples, base_responses=["", "1, 2", "3, 4"])
     assert np.isnan(res.delta[0]).all() and np.isfinite(res.delta[1:]).all()
     assert res.ranked()[-1] == 0
-    assert res.summary()["data"]["n_nan"] == 1
+    assert res.summary_stats()["data"]["n_nan"] == 1
+    assert "1 with no base answer left out" in res.summary()
+    assert np.isnan(ScreenResult.from_json(res.to_json()).delta[0]).all()
 
 
 def test_shared_prompts_are_generated_and_recorded_once(
@@ -198,3 +200,24 @@ def test_shared_prompts_are_generated_and_recorded_once(
     np.testing.assert_allclose(both.scores(dataset="a"), screened.scores(), atol=1e-5)
     plain = [i for i in range(20) if i % OWL_EVERY]
     np.testing.assert_allclose(both.scores(dataset="b")[plain], screened.scores()[plain], atol=1e-5)
+
+
+def test_json_round_trip_summary_and_html(screened: ScreenResult, tmp_path: Any) -> None:
+    blob = screened.to_json()
+    back = ScreenResult.from_json(blob)
+    assert json.dumps(back.to_json()) == json.dumps(blob)
+    assert back.layers == screened.layers and back.responses == screened.responses
+    np.testing.assert_array_equal(back.delta, screened.delta)
+    assert [p.user for p in back.prompts] == [p.user for p in screened.prompts]
+    assert blob["summary"] == screened.summary_stats()
+    loaded = ScreenResult.load(screened.save(tmp_path / "screen.json"))
+    assert json.dumps(loaded.to_json()) == json.dumps(blob)
+    text = screened.summary()
+    stats = screened.summary_stats()["data"]
+    assert isinstance(text, str) and str(screened) == text
+    assert f"layer {screened.layer}" in text and f"mean ΔP={stats['mean']:+.4f}" in text
+    assert f"n={stats['n']}" in text and f"{stats['lo']:+.4f}" in text
+    html = screened._repr_html_()
+    assert "<table" in html and f"{stats['mean']:.3f}" in html
+    with pytest.raises(ValueError, match="samples"):
+        ScreenResult.from_json(screened.to_json(include_samples=False))

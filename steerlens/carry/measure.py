@@ -1,0 +1,61 @@
+"""Measuring a condition of the carry test: the behavior B and the off-target shift.
+
+Off-target shift of a condition = mean over the trait's off-target prompts of
+KL(P_base ‖ P_condition) of the next token at the first answer position (nats,
+:func:`steerlens.stats.kl_rows`), P_base the unsteered base without a system prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from steerlens.behavior import answer_logprobs
+from steerlens.stats import kl_rows
+from steerlens.vectors import SteeringVector
+
+OFFTARGET_MEASURE = (
+    "mean over off-target prompts of KL(P_base || P_condition) of the next token at the first "
+    "answer position, nats"
+)
+
+__all__ = ["OFFTARGET_MEASURE", "Measure", "offtarget_shift", "vector_directions"]
+
+
+@dataclass
+class Measure:
+    """Runs a behavior (and the off-target prompts) on a model in its current hook state."""
+
+    behavior: Any
+    offtarget: list[Any]
+    batch_size: int
+
+    def __call__(
+        self, model: Any, with_offtarget: bool = True
+    ) -> tuple[float, torch.Tensor | None]:
+        """(B, (n_off, V) off-target log-probabilities or None)."""
+        off = self.offtarget if with_offtarget else []
+        beh = self.behavior
+        if hasattr(beh, "score_logprobs") and hasattr(beh, "prompts"):
+            prompts = list(beh.prompts)
+            lp = answer_logprobs(model, prompts + off, batch_size=self.batch_size)
+            return beh.score_logprobs(lp[: len(prompts)]), (lp[len(prompts) :] if off else None)
+        b = float(beh(model))
+        return b, (answer_logprobs(model, off, batch_size=self.batch_size) if off else None)
+
+
+def offtarget_shift(ref: torch.Tensor | None, off: torch.Tensor | None) -> float | None:
+    """KL(P_base ‖ P_condition) averaged over the off-target prompts (None without them)."""
+    return None if (off is None or ref is None) else kl_rows(ref, off)
+
+
+def vector_directions(vector: Any) -> dict[int, torch.Tensor]:
+    """{layer: direction} of a SteeringVector or a {layer: tensor} mapping."""
+    if isinstance(vector, SteeringVector):
+        return dict(vector.directions)
+    if isinstance(vector, Mapping):
+        return {int(k): torch.as_tensor(v).float() for k, v in vector.items()}
+    raise TypeError("the vector must be a SteeringVector or a {layer: tensor} mapping")

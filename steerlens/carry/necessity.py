@@ -1,0 +1,181 @@
+"""Necessity of the vector (DESIGN.md "Is the behavior carried by the vector?").
+
+N = (B_teacher − B(teacher with v̂ projected out)) / (B_teacher − B_base), per grid layer and with
+all grid layers at once ("joint"); projecting out is h ← h − (h·v̂)v̂ at every position. For a
+student's own vector (``mode="replace"``) the student's component along v̂ is *replaced* by the
+base's, h ← h − (h·v̂)v̂ + (h_base·v̂)v̂. The null: the same with random unit directions; the best
+N (over layers and joint) is compared with each draw's own best N.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import torch
+
+from steerlens.carry.measure import Measure
+from steerlens.carry.nulls import NullBand, NullComparison, band, compare_to_null
+from steerlens.intervene import steer
+from steerlens.models import LoadedModel
+
+ZERO_VECTOR = "zero vector at this layer"
+
+__all__ = [
+    "Necessity",
+    "NecessityAt",
+    "NecessityBest",
+    "run_necessity",
+]
+
+
+@dataclass(frozen=True)
+class NecessityAt:
+    """Necessity at one layer (or jointly over ``layers``): ``value`` = N (JSON ``"N"``),
+    ``behavior`` = B under the ablation (``"B"``), ``null`` the random-direction band of N;
+    ``value`` None with the ``reason`` when it is undefined."""
+
+    value: float | None
+    behavior: float | None = None
+    null: NullBand = field(default_factory=lambda: NullBand(n=0))
+    layers: list[int] | None = None
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.reason is not None:
+            return {"N": self.value, "reason": self.reason}
+        out: dict[str, Any] = {"N": self.value, "B": self.behavior}
+        if self.layers is not None:
+            out["layers"] = list(self.layers)
+        out["null"] = dict(self.null)
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> NecessityAt:
+        if "reason" in d:
+            return cls(d.get("N"), reason=d["reason"])
+        layers = d.get("layers")
+        null = cast(NullBand, dict(d.get("null", {})))
+        return cls(d.get("N"), d.get("B"), null, None if layers is None else list(layers))
+
+
+@dataclass(frozen=True)
+class NecessityBest:
+    """The largest N (``value``, JSON ``"N"``), ``where`` it is (a layer as a string, or ``"joint"``), and its comparison
+    with each random draw's best N (None: no null)."""
+
+    value: float
+    where: str
+    vs_null: NullComparison | None = None
+
+    @property
+    def beats_null(self) -> bool | None:
+        return None if self.vs_null is None else self.vs_null.beats_null
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"N": self.value, "where": self.where}
+        if self.vs_null is not None:
+            out.update(self.vs_null.to_json())
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> NecessityBest:
+        vs = NullComparison.from_json(d) if NullComparison.in_json(d) else None
+        return cls(d["N"], str(d["where"]), vs)
+
+
+@dataclass(frozen=True)
+class Necessity:
+    """Necessity per grid layer, jointly over the usable grid layers (None with fewer than
+    two), and the best of them (None when N is undefined everywhere)."""
+
+    mode: str
+    per_layer: dict[int, NecessityAt]
+    joint: NecessityAt | None = None
+    best: NecessityBest | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mode": self.mode,
+            "per_layer": {str(k): v.to_json() for k, v in self.per_layer.items()},
+            "joint": {} if self.joint is None else self.joint.to_json(),
+        }
+        if self.best is not None:
+            out["best"] = self.best.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Necessity:
+        joint, best = d.get("joint"), d.get("best")
+        return cls(
+            mode=d["mode"],
+            per_layer={int(k): NecessityAt.from_json(v) for k, v in d["per_layer"].items()},
+            joint=NecessityAt.from_json(joint) if joint else None,
+            best=NecessityBest.from_json(best) if best else None,
+        )
+
+
+def run_necessity(
+    t_model: LoadedModel,
+    dirs: Mapping[int, torch.Tensor],
+    grid_layers: Sequence[int],
+    rand: Mapping[int, torch.Tensor],
+    measure_t: Measure,
+    frac_nec: Callable[[float], float],
+    *,
+    mode: str,
+    base_lm: LoadedModel | None,
+    bar: Any,
+) -> Necessity:
+    """N = (B_teacher − B(teacher with v̂ projected out)) / (B_teacher − B_base) per grid layer,
+    jointly and the best, each against its random-direction null from ``rand`` (per layer,
+    unit rows). ``frac_nec(b)`` maps a behavior to N; ``mode="replace"`` swaps the component
+    for ``base_lm``'s instead of removing it."""
+    n_random = next(iter(rand.values())).shape[0] if rand else 0
+    usable = [layer for layer in grid_layers if float(dirs[layer].norm()) > 0]
+
+    def run(vecs: Mapping[int, torch.Tensor]) -> float:
+        with steer(
+            t_model,
+            dict(vecs),
+            1.0,
+            mode=mode,  # type: ignore[arg-type]
+            base=base_lm if mode == "replace" else None,
+        ):
+            b, _ = measure_t(t_model, with_offtarget=False)
+        bar.update()
+        return b
+
+    per_layer: dict[int, NecessityAt] = {}
+    null_by_draw: list[list[float]] = [[] for _ in range(n_random)]
+    configs: list[tuple[str, float]] = []
+    for layer in grid_layers:
+        if layer not in usable:
+            per_layer[layer] = NecessityAt(None, reason=ZERO_VECTOR)
+            bar.update(1 + n_random)
+            continue
+        b = run({layer: dirs[layer]})
+        nulls = [frac_nec(run({layer: rand[layer][r]})) for r in range(n_random)]
+        for r, val in enumerate(nulls):
+            null_by_draw[r].append(val)
+        per_layer[layer] = NecessityAt(frac_nec(b), b, band(nulls))
+        configs.append((str(layer), frac_nec(b)))
+    joint = None
+    if len(usable) > 1:
+        b = run({layer: dirs[layer] for layer in usable})
+        nulls = [
+            frac_nec(run({layer: rand[layer][r] for layer in usable})) for r in range(n_random)
+        ]
+        for r, val in enumerate(nulls):
+            null_by_draw[r].append(val)
+        joint = NecessityAt(frac_nec(b), b, band(nulls), layers=list(usable))
+        configs.append(("joint", frac_nec(b)))
+    else:
+        bar.update(1 + n_random)
+    best = None
+    if configs:
+        where, n_best = max(configs, key=lambda c: c[1])
+        vs = compare_to_null(n_best, [max(d) for d in null_by_draw]) if n_random else None
+        best = NecessityBest(n_best, where, vs)
+    return Necessity(mode, per_layer, joint, best)
