@@ -115,12 +115,6 @@ def cmd_track(inv: Invocation) -> int:
     return 0
 
 
-def _summary_lines(summary: Any) -> list[str]:
-    if isinstance(summary, str):
-        return summary.splitlines()
-    return [f"{k}: {json.dumps(v)}" for k, v in summary.items()]
-
-
 def cmd_screen(inv: Invocation) -> int:
     from steerlens.screen import screen_dataset
     from steerlens.vectors import SteeringVector
@@ -132,7 +126,7 @@ def cmd_screen(inv: Invocation) -> int:
     vec = SteeringVector.load(o.vector)
     model = load(m)
     res = screen_dataset(model, vec, data, seed=m.seed)
-    lines = _summary_lines(res.summary())
+    lines = res.summary().splitlines()
     if o.control_data:
         lines.append(f"data vs control: {json.dumps(res.compare('data', 'control'))}")
     for row in res.top(o.top):
