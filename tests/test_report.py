@@ -245,6 +245,15 @@ def test_partial_and_malformed_results_render() -> None:
         assert "</main>" in _page(res)  # type: ignore[arg-type]
 
 
+def test_result_objects_with_to_json_are_read_as_their_json() -> None:
+    class Track:
+        def to_json(self) -> dict[str, Any]:
+            return _results()["track"]
+
+    page = _page({"track": Track()})
+    assert "EAS per layer" in page and "isotropic null" in page
+
+
 def test_sections_are_anchored() -> None:
     page = _page(_results())
     for anchor in ("verdict", "lineage", "vector", "carry", "behavior", "track", "screen", "run"):

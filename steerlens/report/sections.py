@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from steerlens.common import jsonable
 from steerlens.report.figures import PALETTE, bars, heatmap, lines_with_bands, rgba
 from steerlens.report.page import Report
 from steerlens.report.views import (
@@ -428,7 +429,9 @@ def _section_screen(rep: Report, s: ScreenView) -> None:
 def render_report(results: Mapping[str, Any], title: str | None = None) -> Report:
     """Build the report page from a results dict (``results.json`` of ``steerlens demo``, or
     any subset with keys ``verdict``, ``lineage``, ``teacher_vector``, ``carry``, ``behavior``,
-    ``track``, ``screen``, ``timings_s``)."""
+    ``track``, ``screen``, ``timings_s``). A value may also be a result object with
+    ``to_json()`` (a ``CarryResult``, an ``AlignmentTrack``): it is read as its JSON."""
+    results = _m(jsonable(results))
     trait = results.get("trait")
     rep = Report(
         title or f"steerlens report{': ' + str(trait) if trait else ''}",

@@ -13,6 +13,7 @@ __all__ = [
     "CARRY_LEVEL_CLASS",
     "BehaviorView",
     "CarryView",
+    "ExcessView",
     "ScreenView",
     "SeriesView",
     "TrackView",
