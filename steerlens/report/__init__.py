@@ -1,0 +1,32 @@
+"""Reports: plotly figures in one self-contained HTML page (plotly.js embedded, opens offline)
+and the JSON they are drawn from.
+
+- :mod:`~steerlens.report.figures`: figure builders (``heatmap``, ``lines_with_bands``, ``bars``);
+- :mod:`~steerlens.report.views`: typed views of each section's part of the results dict;
+- :mod:`~steerlens.report.sections`: one function per section and :func:`render_report`;
+- :mod:`~steerlens.report.page`: the page (:class:`Report`, ``table``), its self-check and
+  :func:`browser_check`.
+
+The top of the one-way layering: the report may import any steerlens module; only the CLI
+imports the report.
+"""
+
+from __future__ import annotations
+
+from steerlens.report.figures import bars, heatmap, lines_with_bands
+from steerlens.report.page import Report, browser_check, table, write_json
+from steerlens.report.sections import render_report
+from steerlens.report.views import CARRY_LEVEL_CLASS, carry_level_class
+
+__all__ = [
+    "CARRY_LEVEL_CLASS",
+    "Report",
+    "bars",
+    "browser_check",
+    "carry_level_class",
+    "heatmap",
+    "lines_with_bands",
+    "render_report",
+    "table",
+    "write_json",
+]

@@ -1,0 +1,459 @@
+"""One function per report section, each over its part of the results dict (read through
+:mod:`steerlens.report.views`), and :func:`render_report`, which puts them on one page."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from steerlens.common import jsonable
+from steerlens.report.figures import PALETTE, bars, heatmap, lines_with_bands, rgba
+from steerlens.report.page import Report
+from steerlens.report.views import (
+    BehaviorView,
+    CarryView,
+    ScreenView,
+    SeriesView,
+    TrackView,
+    VectorView,
+    num,
+)
+
+__all__ = ["render_report"]
+
+
+def _m(d: Any) -> Mapping[str, Any]:
+    return d if isinstance(d, Mapping) else {}
+
+
+def _section_lineage(rep: Report, lineage: Mapping[str, Any]) -> None:
+    rep.heading("Lineage: who taught whom", "lineage")
+    base = _m(lineage.get("base"))
+    rows: list[dict[str, Any]] = [
+        {
+            "role": "base θ₀",
+            "what": f"{base.get('name')} ({base.get('architecture')}, "
+            f"{base.get('n_layers')} layers, d={base.get('hidden_size')})",
+            "record": {"fingerprint": base.get("fingerprint"), "source": base.get("source")},
+        }
+    ]
+    for role in ("teacher", "benign_teacher"):
+        t = _m(lineage.get(role))
+        if t:
+            rows.append(
+                {
+                    "role": role.replace("_", " "),
+                    "what": f"{t.get('model')} + system prompt",
+                    "record": t.get("system_prompt"),
+                }
+            )
+    for name, d in _m(lineage.get("data")).items():
+        d, counts = _m(d), _m(_m(d).get("counts"))
+        settings = {k: v for k, v in _m(d.get("settings")).items() if k != "system"}
+        rows.append(
+            {
+                "role": f"data ({name})",
+                "what": f"kept {counts.get('kept')} of {counts.get('generated')} generations "
+                "(rule filter)",
+                "record": {"sha256": str(d.get("sha256", ""))[:16], **settings},
+            }
+        )
+    for name, s in _m(lineage.get("students")).items():
+        s = _m(s)
+        rows.append(
+            {
+                "role": f"student ({name})",
+                "what": s.get("path"),
+                "record": {"checkpoints": s.get("checkpoints", []), **_m(s.get("config"))},
+            }
+        )
+    rows.append(
+        {
+            "role": "steerlens",
+            "what": lineage.get("steerlens_version"),
+            "record": _m(lineage.get("seeds")),
+        }
+    )
+    rep.table(rows, ["role", "what", "record"])
+
+
+def _section_vector(rep: Report, v: VectorView) -> None:
+    rep.heading("Teacher vector", "vector")
+    meta = v.meta
+    rep.text(
+        f"method {meta.get('method')}, position {meta.get('position')}, site "
+        f"{meta.get('site')}, {meta.get('n_pos')} prompt pairs; kind {meta.get('kind')}."
+    )
+    layers = list(v.norms)
+    fig = lines_with_bands(
+        layers,
+        {"‖v‖": [v.norms[k] for k in layers]},
+        title="Teacher vector norm per layer",
+        xlabel="layer (block index)",
+        ylabel="‖vᵀ‖ (L2 norm, residual-stream units)",
+    )
+    rep.figure(fig)
+    if v.split_half:
+        ls = list(v.split_half)
+        sh = v.split_half
+        fig = lines_with_bands(
+            ls,
+            {"split-half cosine": [num(sh[k].get("mean")) for k in ls]},
+            bands={
+                "split-half cosine": (
+                    [num(sh[k].get("lo")) for k in ls],
+                    [num(sh[k].get("hi")) for k in ls],
+                )
+            },
+            title="Reliability: cosine between vectors from two halves of the prompts",
+            xlabel="layer (block index)",
+            ylabel="cosine (unitless, −1…1)",
+        )
+        rep.figure(fig, "Bootstrap over random half splits of the prompt pairs (95% band).")
+
+
+def _peak_row(name: str, p: Mapping[str, Any]) -> dict[str, Any]:
+    nb = _m(p.get("null"))
+    return {
+        "peak": name,
+        "layer": p.get("layer"),
+        "α": p.get("alpha"),
+        "S": num(p.get("S")),
+        "off-target KL (nats)": p.get("offtarget_kl"),
+        "tolerance (nats)": p.get("tolerance"),
+        "random mean S": nb.get("mean"),
+        "random q95 S": nb.get("q95"),
+        "z": p.get("z"),
+        "p": p.get("p"),
+        "beats random": p.get("beats_null"),
+    }
+
+
+def _carry_tables(rep: Report, c: CarryView) -> None:
+    peaks = [_peak_row("clean", c.clean_peak)]
+    if c.raw_peak:
+        peaks.append({**_peak_row("raw", c.raw_peak), "tolerance (nats)": "(none)"})
+    rep.text(
+        "Peak sufficiency: the clean peak is the best S among grid cells whose off-target shift "
+        "stays within the tolerance; the raw peak ignores the off-target check. Layer and α “—” "
+        "mean no grid cell beat not steering (S = 0 at α = 0)."
+    )
+    rep.table(peaks)
+    if c.clean_peak.get("note"):
+        rep.text(str(c.clean_peak["note"]))
+    nec = c.necessity
+    per_layer = _m(nec.get("per_layer"))
+    if per_layer:
+        rows = [
+            {
+                "layer": k,
+                "N": _m(v).get("N"),
+                "random mean N": _m(_m(v).get("null")).get("mean"),
+                "note": _m(v).get("reason", ""),
+            }
+            for k, v in per_layer.items()
+        ]
+        joint = _m(nec.get("joint"))
+        if joint:
+            rows.append(
+                {
+                    "layer": "joint " + ", ".join(map(str, joint.get("layers", []))),
+                    "N": joint.get("N"),
+                    "random mean N": _m(joint.get("null")).get("mean"),
+                    "note": "",
+                }
+            )
+        rep.text(
+            "Necessity N = (B_teacher − B(teacher with v̂ projected out)) / (B_teacher − B_base); "
+            f"mode {nec.get('mode')}."
+        )
+        rep.table(rows, ["layer", "N", "random mean N", "note"])
+    rep.table(
+        {
+            f"B_base ({c.short_units})": c.b_base,
+            f"B_teacher ({c.short_units})": c.b_teacher,
+            f"B_neutral ({c.short_units})": c.b_neutral,
+            "off-target tolerance (nats)": c.offtarget_tol,
+        }
+    )
+
+
+def _section_carry(rep: Report, c: CarryView) -> None:
+    rep.heading("Is the behavior carried by the vector? (carry test)", "carry")
+    rep.verdict(c.level.replace("_", " ").capitalize() or "Carry test", [c.verdict], c.level_class)
+    if not c.defined:
+        return
+    layers, alphas = list(c.sufficiency), c.alphas
+    alpha_x = f"α (multiples of v_ℓ; unit: {c.alpha_unit})"
+    s_y = "S (fraction of B_teacher − B_base)"
+    if layers and alphas:
+        rep.figure(
+            heatmap(
+                [c.sufficiency[k] for k in layers],
+                alphas,
+                layers,
+                title="Sufficiency S(ℓ, α)",
+                xlabel=alpha_x,
+                ylabel="layer (block index)",
+                zlabel="S",
+            )
+        )
+        best = max(layers, key=lambda k: max((v for v in c.sufficiency[k]), default=-math.inf))
+        bands = {}
+        if len(c.null_sufficiency.get(best, [])) == len(alphas):
+            bands[f"random directions (ℓ{best}, 5–95%)"] = (
+                [num(b.get("q05")) for b in c.null_sufficiency[best]],
+                [num(b.get("q95")) for b in c.null_sufficiency[best]],
+            )
+        rep.figure(
+            lines_with_bands(
+                alphas,
+                {f"layer {k}": c.sufficiency[k] for k in layers},
+                bands=bands,
+                title="Dose-response: sufficiency vs α",
+                xlabel=alpha_x,
+                ylabel=s_y,
+                hline=1.0,
+            ),
+            "S = 1 means adding α·v to the base reproduces the teacher's behavior; the grey band "
+            "is random directions of equal norm (5–95%).",
+        )
+    _carry_tables(rep, c)
+
+
+def _section_behavior(rep: Report, b: BehaviorView) -> None:
+    rep.heading("Behavior per checkpoint", "behavior")
+    fig = lines_with_bands(
+        b.steps,
+        {"student": b.scores},
+        title="Trait behavior score",
+        xlabel="training step (optimizer steps; 0 = base)",
+        ylabel=f"B = {b.metric} score ({b.units.split(' (')[0]})",
+    )
+    if b.control_scores:
+        fig.add_scatter(
+            x=b.control_steps or b.steps,
+            y=b.control_scores,
+            mode="lines+markers",
+            name="control",
+            line={"color": PALETTE[1], "width": 2, "dash": "dash"},
+        )
+    if b.teacher is not None:
+        fig.add_hline(
+            y=b.teacher, line={"dash": "dash", "color": PALETTE[2]}, annotation_text="teacher"
+        )
+    if b.benign_teacher is not None:
+        fig.add_hline(
+            y=b.benign_teacher,
+            line={"dash": "dot", "color": "#868e96"},
+            annotation_text="benign teacher",
+            annotation_position="bottom right",
+        )
+    rep.figure(
+        fig,
+        "log Σ P(target) at the first answer position, mean over eval prompts (DESIGN.md "
+        "'Behavior').",
+    )
+
+
+def _last_layer_figure(rep: Report, t: TrackView, main: SeriesView) -> None:
+    layers = t.layers
+    last = {"student": main.eas[-1]}
+    if t.control:
+        last["control"] = t.control.eas[-1]
+    bands: dict[str, tuple[list[float], list[float]]] = {}
+    if t.hidden_size:
+        s = 1.96 / math.sqrt(t.hidden_size)
+        bands[f"isotropic null ±1.96/√d (95%, d={t.hidden_size})"] = (
+            [-s] * len(layers),
+            [s] * len(layers),
+        )
+    if t.excess:
+        last["excess (student − control)"] = t.excess.estimate[-1]
+        bands["excess (student − control)"] = (t.excess.lo[-1], t.excess.hi[-1])
+    rep.figure(
+        lines_with_bands(
+            layers,
+            last,
+            bands=bands,
+            title=f"Last checkpoint (step {main.steps[-1]}): EAS per layer",
+            xlabel="layer (block index)",
+            ylabel="cosine with vᵀ (unitless)",
+            hline=0.0,
+        ),
+        "Excess alignment with its bootstrap CI over probe prompts; the grey band is the "
+        "isotropic random-direction null ±1.96/√d (a random direction has |cos| ≈ √(2/(πd)) "
+        "on average).",
+    )
+
+
+def _excess_figure(rep: Report, t: TrackView, main: SeriesView) -> None:
+    ex = t.excess
+    if ex is None or not ex.estimate[-1]:
+        return
+    last = np.array(ex.estimate[-1], dtype=float)
+    j = int(np.nanargmax(np.abs(last))) if np.isfinite(last).any() else 0
+    curves = {"student EAS": [r[j] for r in main.eas]}
+    if t.control:
+        curves["control EAS"] = [r[j] for r in t.control.eas]
+    fig = lines_with_bands(
+        main.steps,
+        curves,
+        title=f"Layer {t.layers[j]}: student vs control across checkpoints",
+        xlabel="training step (optimizer steps; 0 = base)",
+        ylabel="EAS (cosine, unitless)",
+        hline=0.0,
+    )
+    fig.add_scatter(
+        x=ex.steps, y=[r[j] for r in ex.hi], mode="lines", line={"width": 0}, showlegend=False
+    )
+    fig.add_scatter(
+        x=ex.steps,
+        y=[r[j] for r in ex.lo],
+        mode="lines",
+        line={"width": 0},
+        fill="tonexty",
+        fillcolor=rgba(PALETTE[3], 0.15),
+        name="excess CI (95%)",
+    )
+    fig.add_scatter(
+        x=ex.steps,
+        y=[r[j] for r in ex.estimate],
+        mode="lines+markers",
+        name="excess",
+        line={"color": PALETTE[3]},
+    )
+    rep.figure(fig)
+
+
+def _cell(grid: list[list[float]], j: int) -> float:
+    return grid[-1][j] if grid and len(grid[-1]) > j else math.nan
+
+
+def _track_table(rep: Report, t: TrackView, main: SeriesView) -> None:
+    rows = []
+    for j, layer in enumerate(t.layers):
+        row: dict[str, Any] = {
+            "layer": layer,
+            "EAS": _cell(main.eas, j),
+            "proj": _cell(main.proj, j),
+            "norm": _cell(main.norm, j),
+            "z (iso)": _cell(main.z_iso, j),
+            "z (cov)": _cell(main.z_cov, j),
+            "p adj": _cell(main.p_adj, j),
+        }
+        if t.control:
+            row["EAS control"] = _cell(t.control.eas, j)
+        if t.excess:
+            row["excess"] = _cell(t.excess.estimate, j)
+            row["CI"] = f"[{_cell(t.excess.lo, j):+.3f}, {_cell(t.excess.hi, j):+.3f}]"
+        rows.append(row)
+    rep.text(
+        f"Last checkpoint, per layer ({t.correction}-corrected p against isotropic and "
+        "covariance-matched random directions)."
+    )
+    rep.table(rows)
+
+
+def _section_track(rep: Report, t: TrackView) -> None:
+    rep.heading("Alignment of the student's shift with the teacher vector", "track")
+    main = t.main
+    if main is None or not t.layers:
+        rep.text("(no tracking results)")
+        return
+    rep.figure(
+        heatmap(
+            [list(col) for col in zip(*main.eas, strict=True)],
+            main.steps,
+            t.layers,
+            title="EAS = cos(vˢ(n), vᵀ): layer × checkpoint (student)",
+            xlabel="training step (optimizer steps; 0 = base)",
+            ylabel="layer (block index)",
+            zlabel="EAS (cos)",
+        ),
+        "vˢ(n) = mean h(θₙ) − mean h(θ₀) over probe prompts; step 0 is the base (zero shift).",
+    )
+    _last_layer_figure(rep, t, main)
+    _excess_figure(rep, t, main)
+    if main.proj and len(main.proj) == len(main.steps):
+        rep.figure(
+            heatmap(
+                [list(col) for col in zip(*main.proj, strict=True)],
+                main.steps,
+                t.layers,
+                title="Projection vˢ·vᵀ/‖vᵀ‖ (student)",
+                xlabel="training step (optimizer steps; 0 = base)",
+                ylabel="layer (block index)",
+                zlabel="proj (resid. units)",
+            )
+        )
+    _track_table(rep, t, main)
+
+
+def _section_screen(rep: Report, s: ScreenView) -> None:
+    rep.heading("Screening the training data", "screen")
+    if s.layer is None or not s.delta:
+        rep.text("(no screening layer in the results)")
+        return
+    d = s.delta
+    order = sorted((i for i in range(len(d)) if math.isfinite(d[i])), key=lambda i: -d[i])[:30]
+    colors = {"teacher": PALETTE[1], "control": PALETTE[0]}
+
+    def label(i: int) -> str:
+        ds = s.datasets[i] if i < len(s.datasets) else "?"
+        resp = " ".join(s.responses[i].split()) if i < len(s.responses) else ""
+        return f"#{i} {ds}: {resp[:40]}{'…' if len(resp) > 40 else ''}"
+
+    rep.figure(
+        bars(
+            [label(i) for i in order],
+            [d[i] for i in order],
+            title=f"Samples ranked by projection difference ΔP (layer {s.layer}); "
+            "orange = teacher data, blue = control",
+            xlabel="ΔP = proj(h(x, y)) − proj(h(x, y′)) (residual-stream units)",
+            ylabel="sample (index, dataset: response)",
+            colors=[
+                colors.get(s.datasets[i] if i < len(s.datasets) else "", "#868e96") for i in order
+            ],
+        ),
+        "ΔP compares the training response y with the base model's own response y′ to the same "
+        "prompt, projected on the teacher vector (Chen et al. 2025). No keyword is involved.",
+    )
+    if s.summary:
+        rep.table([{"dataset": k, **v} for k, v in s.summary.items()])
+
+
+def render_report(results: Mapping[str, Any], title: str | None = None) -> Report:
+    """Build the report page from a results dict (``results.json`` of ``steerlens demo``, or
+    any subset with keys ``verdict``, ``lineage``, ``teacher_vector``, ``carry``, ``behavior``,
+    ``track``, ``screen``, ``timings_s``). A value may also be a result object with
+    ``to_json()`` (a ``CarryResult``, an ``AlignmentTrack``): it is read as its JSON."""
+    results = _m(jsonable(results))
+    trait = results.get("trait")
+    rep = Report(
+        title or f"steerlens report{': ' + str(trait) if trait else ''}",
+        f"steerlens {results.get('steerlens_version', '')}",
+    )
+    v = _m(results.get("verdict"))
+    if v:
+        rep.heading("Verdict", "verdict")
+        rep.verdict(str(v.get("headline", "")), v.get("lines", []), str(v.get("strength", "weak")))
+    if _m(results.get("lineage")):
+        _section_lineage(rep, _m(results["lineage"]))
+    if _m(results.get("teacher_vector")):
+        _section_vector(rep, VectorView.of(_m(results["teacher_vector"])))
+    if _m(results.get("carry")):
+        _section_carry(rep, CarryView.of(_m(results["carry"])))
+    if _m(results.get("behavior")):
+        _section_behavior(rep, BehaviorView.of(_m(results["behavior"])))
+    if _m(results.get("track")):
+        _section_track(rep, TrackView.of(_m(results["track"])))
+    if _m(results.get("screen")):
+        _section_screen(rep, ScreenView.of(_m(results["screen"])))
+    if _m(results.get("timings_s")):
+        rep.heading("Run", "run")
+        rep.table({f"{k} (s)": val for k, val in _m(results["timings_s"]).items()})
+    return rep

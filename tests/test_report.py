@@ -1,0 +1,281 @@
+"""The report page: figures read the right keys, axes are categorical where cells are
+checkpoints or α values, verdict colours follow the carry level, tables never dump dicts, and the
+page renders in Chromium without errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from steerlens.report import browser_check, render_report, write_json
+
+STEPS = [0, 8, 16, 24]
+LAYERS = list(range(6))
+ALPHAS = [1.0, 3.0, 10.0]
+D = 64
+
+
+def _grid(n_rows: int, n_cols: int, scale: float = 0.1) -> list[list[float]]:
+    return [[scale * (i + 1) * math.sin(j + i) for j in range(n_cols)] for i in range(n_rows)]
+
+
+def _series() -> dict[str, Any]:
+    n, m = len(STEPS), len(LAYERS)
+    zero_first = lambda g: [[0.0] * m, *g[1:]]  # step 0 is the base: zero shift
+    return {
+        "steps": STEPS,
+        "eas": zero_first(_grid(n, m)),
+        "proj": zero_first(_grid(n, m, 1.0)),
+        "norm": _grid(n, m, 2.0),
+        "z_iso": _grid(n, m, 3.0),
+        "z_cov": _grid(n, m, 2.0),
+        "p_adj": [[0.5] * m for _ in STEPS],
+    }
+
+
+def _carry(level: str = "weakly carried") -> dict[str, Any]:
+    null = {"mean": 0.01, "sd": 0.02, "q05": -0.02, "q50": 0.0, "q95": 0.05, "n": 8}
+    return {
+        "kind": "teacher",
+        "level": level,
+        "verdict": f"{level}: B_base=-6.4, B_teacher=-2.4",
+        "defined": level != "undefined",
+        "metric": {"metric": "logprob", "units": "nats (log-probability)"},
+        "layers": [4, 8],
+        "alphas": ALPHAS,
+        "b_base": -6.4,
+        "b_teacher": -2.4,
+        "b_neutral": -5.6,
+        "sufficiency": {"4": [0.05, 0.2, 0.6], "8": [0.02, 0.1, 0.3]},
+        "null_sufficiency": {"4": [null] * 3, "8": [null] * 3},
+        "offtarget_tol": 0.47,
+        "clean_peak": {
+            "S": 0.2,
+            "layer": 4,
+            "alpha": 3.0,
+            "offtarget_kl": 0.3,
+            "z": 4.1,
+            "p": 0.01,
+            "beats_null": True,
+            "null": null,
+            "tolerance": 0.47,
+        },
+        "raw_peak": {"S": 0.6, "layer": 4, "alpha": 10.0, "offtarget_kl": 0.9, "null": null},
+        "necessity": {
+            "mode": "project_out",
+            "per_layer": {"4": {"N": 0.3, "B": -3.0, "null": null}, "8": {"N": None}},
+            "joint": {"N": 0.4, "layers": [4, 8], "null": null},
+            "best": {"N": 0.4, "where": "joint"},
+        },
+        "settings": {"alpha_unit": "vector"},
+    }
+
+
+def _results(level: str = "weakly carried", **track_over: Any) -> dict[str, Any]:
+    n_ex = len(STEPS) - 1
+    track = {
+        "layers": LAYERS,
+        "series": {"main": _series(), "control": _series()},
+        "excess": {
+            "steps": STEPS[1:],
+            "estimate": _grid(n_ex, len(LAYERS)),
+            "lo": _grid(n_ex, len(LAYERS), 0.05),
+            "hi": _grid(n_ex, len(LAYERS), 0.15),
+        },
+        "settings": {"correction": "holm"},
+        "provenance": {"base": {"name": "tiny", "hidden_size": D}},
+        **track_over,
+    }
+    return {
+        "trait": "owl",
+        "steerlens_version": "0.0.test",
+        "verdict": {"headline": "h", "lines": ["a"], "strength": "weak"},
+        "lineage": {
+            "base": {"name": "tiny", "n_layers": 6, "hidden_size": D},
+            "data": {"teacher": {"counts": {"kept": 3, "generated": 4}, "settings": {"t": 1}}},
+            "students": {"main": {"path": "/s", "checkpoints": ["c-8"], "config": {"rank": 4}}},
+        },
+        "teacher_vector": {
+            "meta": {"method": "mean"},
+            "norms": {str(k): 1.0 + k for k in LAYERS},
+            "diagnostics": {
+                "split_half": {str(k): {"mean": 0.9, "lo": 0.8, "hi": 0.95} for k in LAYERS}
+            },
+        },
+        "carry": _carry(level),
+        "behavior": {
+            "main": {"steps": STEPS, "scores": [-6.4, -6.0, -5.5, -5.0]},
+            "control": {"steps": STEPS, "scores": [-6.4, -6.3, -6.3, -6.2]},
+            "teacher": -2.4,
+            "benign_teacher": -5.6,
+            "metric": {"metric": "logprob", "units": "nats (log-probability)"},
+        },
+        "track": track,
+        "screen": {
+            "layers": LAYERS,
+            "layer": 4,
+            "datasets": ["teacher", "control"],
+            "delta": _grid(2, len(LAYERS)),
+            "samples": [{"response": "1, 2, 3"}, {"response": "4, 5"}],
+            "summary": {"teacher": {"n": 1, "mean": 0.1}, "control": {"n": 1, "mean": 0.0}},
+        },
+        "timings_s": {"tracking": 1.5},
+    }
+
+
+def _figures(page: str) -> list[dict[str, Any]]:
+    """Every figure of a page as {"data": [...], "layout": {...}}, read from its HTML."""
+    dec = json.JSONDecoder()
+    out = []
+    for m in re.finditer(r'Plotly\.newPlot\(\s*"[^"]+",\s*', page):
+        data, end = dec.raw_decode(page, m.end())
+        end = re.compile(r"\s*,\s*").match(page, end).end()  # type: ignore[union-attr]
+        layout, _ = dec.raw_decode(page, end)
+        out.append({"data": data, "layout": layout})
+    return out
+
+
+def _figure(page: str, title_part: str) -> dict[str, Any]:
+    for fig in _figures(page):
+        title = fig["layout"].get("title", {})
+        if title_part in (title.get("text", "") if isinstance(title, dict) else str(title)):
+            return fig
+    raise AssertionError(f"no figure titled like {title_part!r}")
+
+
+def _section(page: str, heading_part: str) -> str:
+    start = page.index(heading_part)
+    ends = [i for i in (page.find("<h2>", start), page.find("</main>", start)) if i > 0]
+    return page[start : min(ends)]
+
+
+def _page(results: dict[str, Any]) -> str:
+    return render_report(results).html()
+
+
+# ------------------------------------------------------------------------------------- bugs
+
+
+@pytest.mark.parametrize(
+    "provenance", [{"base": {"hidden_size": D}}, {"hidden_size": D}], ids=["base", "top-level"]
+)
+def test_eas_figure_draws_the_isotropic_null_band(provenance: dict[str, Any]) -> None:
+    """d is read from provenance["base"]["hidden_size"] (where tracking writes it), else from
+    the top level; the band is ±1.96/√d."""
+    fig = _figure(_page(_results(provenance=provenance)), "EAS per layer")
+    band = [t for t in fig["data"] if "isotropic null" in str(t.get("name"))]
+    assert len(band) == 1
+    assert max(band[0]["y"]) == pytest.approx(1.96 / math.sqrt(D))
+    assert min(band[0]["y"]) == pytest.approx(-1.96 / math.sqrt(D))
+
+
+def test_eas_figure_without_hidden_size_has_no_null_band() -> None:
+    fig = _figure(_page(_results(provenance={})), "EAS per layer")
+    assert not [t for t in fig["data"] if "isotropic null" in str(t.get("name"))]
+
+
+@pytest.mark.parametrize(
+    ("level", "cls"),
+    [
+        ("strongly carried", "strong"),
+        ("weakly carried", "weak"),
+        ("not carried", "none"),
+        ("undefined", "undefined"),
+        ("strongly_carried", "strong"),
+        ("weakly_carried", "weak"),
+    ],
+)
+def test_carry_verdict_box_colour_follows_the_level(level: str, cls: str) -> None:
+    sec = _section(_page(_results(level)), "Is the behavior carried")
+    assert f"class='verdict {cls}'" in sec
+
+
+def test_checkpoint_and_alpha_heatmaps_are_categorical() -> None:
+    """One equal cell per checkpoint step (step 0 included) and per α, whatever their spacing."""
+    page = _page(_results())
+    for title, xs in (
+        ("EAS = cos", [str(s) for s in STEPS]),
+        ("Projection", [str(s) for s in STEPS]),
+        ("Sufficiency S(", ["1", "3", "10"]),
+    ):
+        fig = _figure(page, title)
+        assert fig["layout"]["xaxis"]["type"] == "category", title
+        assert fig["layout"]["yaxis"]["type"] == "category", title
+        assert [str(x) for x in fig["data"][0]["x"]] == xs, title
+
+
+def test_carry_section_has_no_dict_dump() -> None:
+    sec = _section(_page(_results()), "Is the behavior carried")
+    sec = re.sub(r"<script.*?</script>", "", sec, flags=re.S)  # the figures' own JSON
+    assert "<table>" in sec
+    for dump in ('{"', "{'", "{&quot;", "{&#x27;"):
+        assert dump not in sec
+    assert "<th>off-target KL (nats)</th>" in sec and "<th>tolerance (nats)</th>" in sec
+    assert "<th>α</th>" in sec and "<th>S</th>" in sec
+
+
+def test_every_figure_has_axis_titles_with_units() -> None:
+    figs = _figures(_page(_results()))
+    assert len(figs) >= 9
+    for fig in figs:
+        lay = fig["layout"]
+        for ax in ("xaxis", "yaxis"):
+            text = lay.get(ax, {}).get("title", {}).get("text", "")
+            assert text and "(" in text, (lay.get("title"), ax, text)
+
+
+# ---------------------------------------------------------------------------- robustness
+
+
+def test_partial_and_malformed_results_render() -> None:
+    for res in (
+        {},
+        {"carry": {"level": "undefined", "defined": False, "verdict": "gap too small"}},
+        {"track": {"layers": [0, 1], "series": {}}},
+        {"track": {"layers": [0], "series": {"main": {"steps": [0], "eas": "bad"}}}},
+        {"screen": {"layers": [1], "layer": 3}},
+        {"behavior": {"main": {"steps": [0, 1], "scores": [None, 1.0]}}},
+        {"carry": {**_carry(), "sufficiency": {"x": [1.0]}, "clean_peak": None}},
+    ):
+        assert "</main>" in _page(res)  # type: ignore[arg-type]
+
+
+def test_result_objects_with_to_json_are_read_as_their_json() -> None:
+    class Track:
+        def to_json(self) -> dict[str, Any]:
+            return _results()["track"]
+
+    page = _page({"track": Track()})
+    assert "EAS per layer" in page and "isotropic null" in page
+
+
+def test_sections_are_anchored() -> None:
+    page = _page(_results())
+    for anchor in ("verdict", "lineage", "vector", "carry", "behavior", "track", "screen", "run"):
+        assert f"<section id='{anchor}'>" in page
+
+
+def test_write_json_keeps_obj_path_order(tmp_path: Path) -> None:
+    p = write_json({"a": float("nan"), "b": (1, 2)}, tmp_path / "sub" / "r.json")
+    assert json.loads(p.read_text()) == {"a": None, "b": [1, 2]}
+
+
+def test_public_names_are_re_exported() -> None:
+    import steerlens.report as rp
+
+    for name in ("Report", "render_report", "write_json", "browser_check", "table", "heatmap"):
+        assert name in rp.__all__ and hasattr(rp, name)
+    assert rp.render_report(_results()).n_figures == len(rp.render_report(_results()).figures)
+
+
+@pytest.mark.browser
+def test_report_renders_in_chromium_without_errors(tmp_path: Path) -> None:
+    rep = render_report(_results())
+    check = browser_check(rep.save(tmp_path / "report.html"))
+    assert check["errors"] == []
+    assert check["figures"] == rep.n_figures >= 9 and check["drawn"] == check["figures"]
