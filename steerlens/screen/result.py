@@ -1,0 +1,242 @@
+"""The result of :func:`steerlens.screen.screen_dataset`: per-sample projection differences
+ΔPᵢˡ = proj(hˡ(xᵢ, yᵢ), vᵀˡ) − proj(hˡ(xᵢ, y′ᵢ), vᵀˡ), per-dataset means with bootstrap CIs and
+two-sample permutation tests (DESIGN.md "Data screening")."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from steerlens.prompts import ChatPrompt
+from steerlens.results import ResultMixin, html_table
+from steerlens.stats import bootstrap, permutation_test
+
+
+@dataclass
+class ScreenResult(ResultMixin):
+    """Per-sample projection differences ΔP [sample × layer] and their parts.
+
+    ``proj_train``/``proj_base`` are the projections of the training and base responses;
+    ``delta`` = their difference (NaN where the base produced an empty response);
+    ``datasets`` labels each sample; ``layer`` is the default layer for ranking.
+    """
+
+    result_kind = "steerlens.ScreenResult"
+
+    layers: list[int]
+    layer: int
+    prompts: list[ChatPrompt]
+    responses: list[str]
+    base_responses: list[str]
+    datasets: list[str]
+    delta: np.ndarray
+    proj_train: np.ndarray
+    proj_base: np.ndarray
+    settings: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def _col(self, layer: int | None) -> int:
+        lay = self.layer if layer is None else layer
+        if lay not in self.layers:
+            raise KeyError(f"layer {lay} was not screened; screened layers: {self.layers}")
+        return self.layers.index(lay)
+
+    def _mask(self, dataset: str | None) -> np.ndarray:
+        if dataset is None:
+            return np.ones(len(self), dtype=bool)
+        if dataset not in self.dataset_names:
+            raise KeyError(f"no dataset {dataset!r}; datasets: {self.dataset_names}")
+        return np.array([d == dataset for d in self.datasets])
+
+    @property
+    def dataset_names(self) -> list[str]:
+        return list(dict.fromkeys(self.datasets))
+
+    def scores(self, layer: int | None = None, dataset: str | None = None) -> np.ndarray:
+        """ΔP at ``layer`` (default: ``self.layer``) for every sample (or one dataset's)."""
+        col = self.delta[:, self._col(layer)]
+        out: np.ndarray = col[self._mask(dataset)]
+        return out
+
+    def ranked(self, layer: int | None = None, dataset: str | None = None) -> list[int]:
+        """Sample indices ordered by ΔP, largest first (NaN last; ties by index)."""
+        col = self.delta[:, self._col(layer)]
+        idx = np.flatnonzero(self._mask(dataset))
+        key = np.where(np.isnan(col[idx]), -np.inf, col[idx])
+        order = sorted(range(len(idx)), key=lambda j: (-key[j], idx[j]))
+        return [int(idx[j]) for j in order]
+
+    def top(
+        self, k: int = 10, layer: int | None = None, dataset: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The ``k`` samples with the largest ΔP, with their text and scores."""
+        col = self._col(layer)
+        out = []
+        for i in self.ranked(layer, dataset)[:k]:
+            out.append(
+                {
+                    "index": i,
+                    "dataset": self.datasets[i],
+                    "user": self.prompts[i].user,
+                    "system": self.prompts[i].system,
+                    "response": self.responses[i],
+                    "base_response": self.base_responses[i],
+                    "delta": float(self.delta[i, col]),
+                    "proj_train": float(self.proj_train[i, col]),
+                    "proj_base": float(self.proj_base[i, col]),
+                }
+            )
+        return out
+
+    def summary_stats(
+        self, layer: int | None = None, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+    ) -> dict[str, dict[str, float]]:
+        """Per dataset: n, mean ΔP with a percentile bootstrap CI over samples, sd, median,
+        and the fraction of samples with ΔP > 0 (NaN samples left out, counted as n_nan)."""
+        out: dict[str, dict[str, float]] = {}
+        for name in self.dataset_names:
+            x = self.scores(layer, name)
+            ok = x[np.isfinite(x)]
+            row: dict[str, float] = {"n": int(ok.size), "n_nan": int(x.size - ok.size)}
+            if ok.size:
+                b = bootstrap(_mean_of(ok), ok.size, n_boot=n_boot, seed=seed, level=level)
+                row.update(
+                    mean=b["estimate"],
+                    lo=b["lo"],
+                    hi=b["hi"],
+                    sd=float(ok.std(ddof=1)) if ok.size > 1 else float("nan"),
+                    median=float(np.median(ok)),
+                    frac_positive=float((ok > 0).mean()),
+                )
+            out[name] = row
+        return out
+
+    def compare(
+        self, a: str, b: str, layer: int | None = None, *, n_perm: int = 2000, seed: int = 0
+    ) -> dict[str, float]:
+        """Permutation test of mean ΔP between datasets ``a`` and ``b`` (two-sided)."""
+        return _compare(self.scores(layer, a), self.scores(layer, b), n_perm, seed)
+
+    def to_json(self, include_samples: bool = True) -> dict[str, Any]:
+        def arr(a: np.ndarray) -> list[Any]:
+            return [[None if not math.isfinite(v) else float(v) for v in row] for row in a]
+
+        out: dict[str, Any] = {
+            "kind": "steerlens.ScreenResult",
+            "layers": self.layers,
+            "layer": self.layer,
+            "datasets": self.datasets,
+            "delta": arr(self.delta),
+            "proj_train": arr(self.proj_train),
+            "proj_base": arr(self.proj_base),
+            "summary": self.summary_stats(),
+            "settings": self.settings,
+            "provenance": json.loads(json.dumps(self.provenance, default=str)),
+        }
+        if include_samples:
+            out["samples"] = [
+                {
+                    "user": p.user,
+                    "system": p.system,
+                    "prefill": p.prefill,
+                    "response": r,
+                    "base_response": b,
+                }
+                for p, r, b in zip(self.prompts, self.responses, self.base_responses, strict=True)
+            ]
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ScreenResult:
+        """Inverse of :meth:`to_json` (which must include the samples); ΔP None back to NaN."""
+        if "samples" not in d:
+            raise ValueError(
+                "this screening JSON has no 'samples' (written with include_samples=False): "
+                "the prompts and responses cannot be restored"
+            )
+        samples = d["samples"]
+
+        def arr(rows: Sequence[Sequence[float | None]]) -> np.ndarray:
+            a = np.array(
+                [[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64
+            )
+            return a.reshape(len(rows), len(d["layers"]))
+
+        return cls(
+            layers=[int(x) for x in d["layers"]],
+            layer=int(d["layer"]),
+            prompts=[ChatPrompt(s["user"], s.get("system"), s.get("prefill", "")) for s in samples],
+            responses=[s["response"] for s in samples],
+            base_responses=[s["base_response"] for s in samples],
+            datasets=list(d["datasets"]),
+            delta=arr(d["delta"]),
+            proj_train=arr(d["proj_train"]),
+            proj_base=arr(d["proj_base"]),
+            settings=dict(d.get("settings", {})),
+            provenance=dict(d.get("provenance", {})),
+        )
+
+    def summary(self, layer: int | None = None) -> str:
+        """Plain-words lines: what was screened, then per dataset the mean ΔP with its 95%
+        bootstrap CI, the median and the share of samples with ΔP > 0 (numbers from
+        :meth:`summary_stats`)."""
+        lay = self.layer if layer is None else layer
+        lines = [
+            f"screening by projection difference ΔP at layer {lay} (screened layers "
+            f"{self.layers}): {len(self)} samples in {len(self.dataset_names)} dataset(s)"
+        ]
+        for name, row in self.summary_stats(lay).items():
+            lines.append(_summary_line(name, row))
+        return "\n".join(lines)
+
+    def _html_details(self) -> str:
+        """Per dataset: n, mean ΔP, its 95% CI, median and share with ΔP > 0."""
+        header = ["dataset", "n", "n NaN", "mean ΔP", "CI low", "CI high", "median", "ΔP > 0"]
+        keys = ("n", "n_nan", "mean", "lo", "hi", "median", "frac_positive")
+        rows = [[name, *(row.get(k) for k in keys)] for name, row in self.summary_stats().items()]
+        return html_table(header, rows)
+
+
+def _summary_line(name: str, row: Mapping[str, float]) -> str:
+    nan = f" ({int(row['n_nan'])} with no base answer left out)" if row["n_nan"] else ""
+    if not row["n"]:
+        return f"{name}: no sample with a finite ΔP{nan}"
+    return (
+        f"{name}: n={int(row['n'])}, mean ΔP={row['mean']:+.4f} "
+        f"(95% CI {row['lo']:+.4f} to {row['hi']:+.4f}), median {row['median']:+.4f}, "
+        f"{100 * row['frac_positive']:.0f}% of samples with ΔP > 0{nan}"
+    )
+
+
+def _mean_of(x: np.ndarray) -> Any:
+    def stat(idx: np.ndarray) -> float:
+        return float(x[idx].mean())
+
+    return stat
+
+
+def _compare(x: np.ndarray, y: np.ndarray, n_perm: int, seed: int) -> dict[str, float]:
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    if x.size == 0 or y.size == 0:
+        raise ValueError("each dataset needs at least one sample with a finite ΔP")
+    res = permutation_test(x, y, n_perm=n_perm, seed=seed)
+    return dict(
+        res, mean_a=float(x.mean()), mean_b=float(y.mean()), n_a=int(x.size), n_b=int(y.size)
+    )
+
+
+def compare_datasets(
+    a: ScreenResult, b: ScreenResult, layer: int | None = None, *, n_perm: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """Permutation test of mean ΔP between two screened datasets (two-sided; difference of
+    means a − b). Both must be screened at ``layer`` (default: ``a.layer``)."""
+    lay = a.layer if layer is None else layer
+    return _compare(a.scores(lay), b.scores(lay), n_perm, seed)
