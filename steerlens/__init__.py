@@ -1,10 +1,14 @@
 """steerlens: mechanistic steering-vector analysis of trait transfer.
 
-import steerlens as sl
-model = sl.load_model("smollm2-135m-instruct")
-trait = sl.TraitSpec.builtin("owl")
-vec = sl.teacher_vector(model, trait)
-print(sl.carry_test(model, vec, trait).summary())
+    import steerlens as sl
+    model = sl.load_model("smollm2-135m-instruct")
+    trait = sl.TraitSpec.builtin("owl")
+    vec = sl.teacher_vector(model, trait)
+    print(sl.carry_test(model, vec, trait).summary())
+
+The package root is the public facade: it re-exports names from every layer (the layers
+themselves import only downward; see the import-linter contract in pyproject.toml). The light
+core loads with ``import steerlens``; the rest loads on first use.
 """
 
 from __future__ import annotations
@@ -14,79 +18,22 @@ from typing import TYPE_CHECKING, Any
 
 from steerlens.activations import Activations, record_activations
 from steerlens.distill import DistillConfig, TeacherData, distill, generate_teacher_data
+from steerlens.edits import NoOpEditError
 from steerlens.extract import extract_vector, logistic_probe, mean_diff, pca_diff, teacher_vector
 from steerlens.intervene import ablate, steer
 from steerlens.models import LoadedModel, ModelLoadError, load_model, wrap
 from steerlens.prompts import ChatPrompt
 from steerlens.sites import site_name
-from steerlens.vectors import SteeringVector, cosine
+from steerlens.vectors import Provenance, SteeringVector, cosine
 from steerlens.version import __version__
 
-if TYPE_CHECKING:  # precise types for editors and mypy; loaded lazily at run time
-    from steerlens.backends import (
-        from_nnsight as from_nnsight,
-    )
-    from steerlens.backends import (
-        from_transformer_lens as from_transformer_lens,
-    )
-    from steerlens.behavior import (
-        action_choice as action_choice,
-    )
-    from steerlens.behavior import (
-        logprob_score as logprob_score,
-    )
-    from steerlens.behavior import (
-        sampled_rate as sampled_rate,
-    )
-    from steerlens.behavior import (
-        trait_behavior as trait_behavior,
-    )
-    from steerlens.carry import (
-        CarryResult as CarryResult,
-    )
-    from steerlens.carry import (
-        carry_test as carry_test,
-    )
-    from steerlens.carry import (
-        student_carry_test as student_carry_test,
-    )
-    from steerlens.checkpoints import (
-        CheckpointSeries as CheckpointSeries,
-    )
-    from steerlens.experiment import (
-        DemoConfig as DemoConfig,
-    )
-    from steerlens.experiment import (
-        run_demo as run_demo,
-    )
-    from steerlens.report import (
-        Report as Report,
-    )
-    from steerlens.report import (
-        render_report as render_report,
-    )
-    from steerlens.screen import (
-        ScreenResult as ScreenResult,
-    )
-    from steerlens.screen import (
-        screen_dataset as screen_dataset,
-    )
-    from steerlens.track import (
-        AlignmentTrack as AlignmentTrack,
-    )
-    from steerlens.track import (
-        track_checkpoints as track_checkpoints,
-    )
-    from steerlens.traits import (
-        TraitSpec as TraitSpec,
-    )
-
-# Heavier parts load on first use, so `import steerlens` stays quick.
+# Heavier parts load on first use, so `import steerlens` stays quick: name -> defining module.
 _LAZY = {
     "TraitSpec": "steerlens.traits",
     "carry_test": "steerlens.carry",
     "student_carry_test": "steerlens.carry",
     "CarryResult": "steerlens.carry",
+    "CarryLevel": "steerlens.carry",
     "logprob_score": "steerlens.behavior",
     "sampled_rate": "steerlens.behavior",
     "action_choice": "steerlens.behavior",
@@ -100,9 +47,26 @@ _LAZY = {
     "Report": "steerlens.report",
     "from_nnsight": "steerlens.backends",
     "from_transformer_lens": "steerlens.backends",
-    "DemoConfig": "steerlens.experiment",
+    "OwlConfig": "steerlens.experiments.owl",
+    "DemoConfig": "steerlens.experiments.owl",
+    "ExperimentResult": "steerlens.experiments.result",
+    "run_experiment": "steerlens.cli",
     "run_demo": "steerlens.experiment",
 }
+
+if TYPE_CHECKING:  # precise types for editors and mypy; loaded lazily at run time
+    from steerlens.backends import from_nnsight, from_transformer_lens
+    from steerlens.behavior import action_choice, logprob_score, sampled_rate, trait_behavior
+    from steerlens.carry import CarryLevel, CarryResult, carry_test, student_carry_test
+    from steerlens.checkpoints import CheckpointSeries
+    from steerlens.cli import run_experiment
+    from steerlens.experiment import run_demo
+    from steerlens.experiments.owl import DemoConfig, OwlConfig
+    from steerlens.experiments.result import ExperimentResult
+    from steerlens.report import Report, render_report
+    from steerlens.screen import ScreenResult, screen_dataset
+    from steerlens.track import AlignmentTrack, track_checkpoints
+    from steerlens.traits import TraitSpec
 
 
 def __getattr__(name: str) -> Any:
@@ -122,6 +86,8 @@ __all__ = [
     "DistillConfig",
     "LoadedModel",
     "ModelLoadError",
+    "NoOpEditError",
+    "Provenance",
     "SteeringVector",
     "TeacherData",
     "__version__",
