@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -35,15 +33,6 @@ PROMPTS: list[object] = [
     ChatPrompt("Hi", prefill="Hello", response=" this response is ignored"),
     ChatPrompt("A much longer user message so that the batch needs real left padding here."),
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads, and a shared CPU makes threads spin."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _ids(lm: sl.LoadedModel, words: list[str]) -> list[int]:

@@ -34,10 +34,10 @@ import torch
 from torch import nn
 
 from steerlens.backends.forward import plan_pre_hook
+from steerlens.backends.protocol import NoPrefixSharing
 from steerlens.edits import EditPlan
 from steerlens.foreign import embedding_device
 from steerlens.models import LoadedModel
-from steerlens.prompts import EncodedPrompt, PositionSpec
 
 
 def envoy_at(root: Any, path: str) -> Any:
@@ -65,7 +65,7 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-class NNsightBackend:
+class NNsightBackend(NoPrefixSharing):
     """Record and steer through an nnsight envoy (see the module doc)."""
 
     name = "nnsight"
@@ -170,20 +170,6 @@ class NNsightBackend:
                     tracer.stop()
                 result = nnsight.save([tracer.result])
         return {layer: captured[layer] for layer in sorted(rec)}, (None if stop else result[0])
-
-    def can_share_prefix(self) -> bool:
-        """False: a shared prefix is an HF-backend optimisation (same numbers either way)."""
-        return False
-
-    def record_shared(
-        self,
-        encs: Sequence[EncodedPrompt],
-        idx: Sequence[int],
-        p: int,
-        layers: Sequence[int],
-        position: PositionSpec,
-    ) -> dict[int, torch.Tensor]:
-        raise NotImplementedError(f"{self.name} does not share prompt prefixes: record_batch")
 
     @contextmanager
     def steer(self, plan: EditPlan) -> Iterator[LoadedModel]:

@@ -40,7 +40,7 @@ from steerlens.edits import EditPlan
 from steerlens.models import LoadedModel
 from steerlens.prompts import EncodedPrompt, PositionSpec, PromptLike, pad_batch
 
-__all__ = ["Backend", "record_with", "reduce_positions"]
+__all__ = ["Backend", "NoPrefixSharing", "record_with", "reduce_positions"]
 
 
 @runtime_checkable
@@ -83,6 +83,26 @@ class Backend(Protocol):
     def steer(self, plan: EditPlan) -> AbstractContextManager[LoadedModel]:
         """Apply ``plan`` to every forward of the model inside the block."""
         ...
+
+
+class NoPrefixSharing:
+    """The prefix-sharing half of :class:`Backend` for runtimes that do not share prompt
+    prefixes (nnsight, TransformerLens): the one loop then runs plain batches (same numbers)."""
+
+    name: str
+
+    def can_share_prefix(self) -> bool:
+        return False
+
+    def record_shared(
+        self,
+        encs: Sequence[EncodedPrompt],
+        idx: Sequence[int],
+        p: int,
+        layers: Sequence[int],
+        position: PositionSpec,
+    ) -> dict[int, torch.Tensor]:
+        raise NotImplementedError(f"{self.name} does not share prompt prefixes: use record_batch")
 
 
 def record_with(

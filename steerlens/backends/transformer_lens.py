@@ -28,10 +28,10 @@ from typing import Any
 import torch
 
 from steerlens.backends.forward import plan_pre_hook, reduce_positions
+from steerlens.backends.protocol import NoPrefixSharing
 from steerlens.edits import EditPlan
 from steerlens.foreign import embedding_device
 from steerlens.models import LoadedModel
-from steerlens.prompts import EncodedPrompt, PositionSpec
 from steerlens.sites import site_name
 
 
@@ -40,7 +40,7 @@ def compatibility_mode(bridge: Any) -> bool:
     return bool(getattr(bridge, "compatibility_mode", False))
 
 
-class TransformerLensBackend:
+class TransformerLensBackend(NoPrefixSharing):
     """Record and steer through a TransformerLens bridge's hook points (see the module doc)."""
 
     name = "transformer_lens"
@@ -95,20 +95,6 @@ class TransformerLensBackend:
         if missing:
             raise RuntimeError(f"TL hooks {[site_name(m) for m in missing]} did not fire")
         return store
-
-    def can_share_prefix(self) -> bool:
-        """False: a shared prefix is an HF-backend optimisation (same numbers either way)."""
-        return False
-
-    def record_shared(
-        self,
-        encs: Sequence[EncodedPrompt],
-        idx: Sequence[int],
-        p: int,
-        layers: Sequence[int],
-        position: PositionSpec,
-    ) -> dict[int, torch.Tensor]:
-        raise NotImplementedError(f"{self.name} does not share prompt prefixes: record_batch")
 
     @contextmanager
     def steer(self, plan: EditPlan) -> Iterator[LoadedModel]:
