@@ -184,7 +184,7 @@ def test_track_from_json_roundtrip_and_html(planted_track: AlignmentTrack, tmp_p
     assert str(planted_track) == planted_track.summary()
     path = planted_track.save(tmp_path / "t.json")
     assert AlignmentTrack.load(path).to_json() == back.to_json()
-    with pytest.raises(ValueError, match="not 'steerlens.SeriesTrack'"):
+    with pytest.raises(ValueError, match=r"not 'steerlens\.SeriesTrack'"):
         SeriesTrack.load(path)
 
 

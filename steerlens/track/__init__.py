@@ -34,7 +34,8 @@ Modules: :mod:`~steerlens.track.results` (the result classes), :mod:`~steerlens.
 
 from steerlens.backends.upper import BlockInputs
 from steerlens.track.cache import RowCache, tokenizer_key
-from steerlens.track.core import NullSpan, probe_prompts, track_checkpoints
+from steerlens.track.core import NullSpan, track_checkpoints
+from steerlens.track.inputs import probe_prompts
 from steerlens.track.nulls import NullConfig, cov_null_cosines, excess_bootstrap, layer_stats
 from steerlens.track.replay import base_pass, checkpoint_rows, replay_rows
 from steerlens.track.results import AlignmentTrack, ExcessAlignment, SeriesTrack

@@ -32,93 +32,30 @@ from steerlens.prompts import (
     EncodedPrompt,
     PositionSpec,
     as_prompt,
-    check_prompts,
     encode,
     position_indices,
     prompt_set_hash,
 )
 from steerlens.stats import correct, random_directions
 from steerlens.track.cache import RowCache, tokenizer_key
+from steerlens.track.inputs import (
+    as_series,
+    as_vector,
+    check_vector,
+    default_position,
+    probe_prompts,
+)
 from steerlens.track.nulls import NullConfig, excess_bootstrap, layer_stats
 from steerlens.track.replay import base_pass, checkpoint_rows, replay_self_check
 from steerlens.track.results import SERIES_ARRAYS, AlignmentTrack, ExcessAlignment, SeriesTrack
 from steerlens.vectors import SteeringVector
 from steerlens.version import __version__
 
-__all__ = ["NullSpan", "probe_prompts", "track_checkpoints"]
+__all__ = ["NullSpan", "track_checkpoints"]
 
 NullSpan = Literal["base", "shift"]
 Rows = dict[int, torch.Tensor]
 Key = tuple[str, int]
-
-
-def probe_prompts(trait_or_prompts: Any) -> list[str | Any]:
-    """Probe prompts from a trait (anything with ``probe_chats(system=None)``, called with no
-    system prompt) or a plain prompt list."""
-    if hasattr(trait_or_prompts, "probe_chats"):
-        items = list(trait_or_prompts.probe_chats(system=None))
-    elif isinstance(trait_or_prompts, (str, bytes)):
-        raise TypeError("pass a list of probe prompts (or a trait spec), not a single string")
-    else:
-        items = list(trait_or_prompts)
-    return check_prompts(items, "track_checkpoints probes")
-
-
-def _as_series(x: Any) -> CheckpointSeries:
-    if isinstance(x, CheckpointSeries):
-        return x
-    if isinstance(x, (str, os.PathLike)):
-        return CheckpointSeries.discover(Path(x))
-    if isinstance(x, Sequence):
-        return CheckpointSeries.from_paths(list(x))
-    raise TypeError(
-        f"a checkpoint series must be a folder path, a list of checkpoint folders or a "
-        f"CheckpointSeries, got {type(x).__name__}"
-    )
-
-
-def _as_vector(vector: Any) -> SteeringVector:
-    if isinstance(vector, SteeringVector):
-        return vector
-    if isinstance(vector, Mapping):
-        return SteeringVector(dict(vector))
-    raise TypeError(
-        f"the teacher vector must be a SteeringVector or a {{layer: tensor}} dict, got "
-        f"{type(vector).__name__}"
-    )
-
-
-def _check_vector(lm: LoadedModel, vec: SteeringVector, layers: Sequence[int] | None) -> list[int]:
-    if vec.hidden_size != lm.hidden_size:
-        raise ValueError(
-            f"hidden size mismatch: the teacher vector has d={vec.hidden_size} but "
-            f"{lm.name} has d={lm.hidden_size}. Extract the vector on the base model of this "
-            "series."
-        )
-    too_deep = [layer for layer in vec.layers if layer >= lm.n_layers]
-    if too_deep:
-        raise ValueError(
-            f"layer count mismatch: the teacher vector has layers {too_deep} but {lm.name} has "
-            f"only {lm.n_layers} blocks (0..{lm.n_layers - 1}). Extract the vector on the base "
-            "model of this series."
-        )
-    fp = vec.meta.get("model_fingerprint")
-    if fp is not None and fp != lm.fingerprint:
-        warnings.warn(
-            f"the teacher vector was extracted on a model with fingerprint {fp}, not this base "
-            f"({lm.fingerprint}); alignment assumes both share the base",
-            stacklevel=3,
-        )
-    wanted = vec.layers if layers is None else [int(x) for x in layers]
-    missing = [layer for layer in wanted if layer not in vec]
-    if missing:
-        raise ValueError(f"the teacher vector has no layers {missing}; it has {vec.layers}")
-    return sorted(set(wanted))
-
-
-def _default_position(vec: SteeringVector) -> str:
-    pos = vec.meta.get("position")
-    return pos if pos in ("last", "prompt", "all") else "last"
 
 
 @dataclass
@@ -165,18 +102,18 @@ def _prepare(
 ) -> _Run:
     """Check the model, vector and probe prompts (:func:`_encode_run` fills in the rest)."""
     lm = as_model(model)
-    vec = _as_vector(vector)
-    track_layers = _check_vector(lm, vec, layers)
+    vec = as_vector(vector)
+    track_layers = check_vector(lm, vec, layers)
     prompts = probe_prompts(trait_or_prompts)
-    pos: PositionSpec = position if position is not None else _default_position(vec)
+    pos: PositionSpec = position if position is not None else default_position(vec)
     return _Run(lm, vec, track_layers, prompts, pos, [], [], {})
 
 
 def _encode_run(run: _Run, series: Any, control: Any, batch_size: int) -> None:
     """The series, and the probe prompts encoded (each checked) and in length batches."""
-    run.all_series["main"] = _as_series(series)
+    run.all_series["main"] = as_series(series)
     if control is not None:
-        run.all_series["control"] = _as_series(control)
+        run.all_series["control"] = as_series(control)
     run.encs = [encode(run.lm.tokenizer, p) for p in run.prompts]
     for i, e in enumerate(run.encs):
         if len(e) == 0:
@@ -466,7 +403,44 @@ def track_checkpoints(
         tracks[name], shifts[name] = _series_track(run, name, ser, rows_by, base_rows, first, stat)
     excess = _excess(run, tracks, shifts, n_boot, seed, level)
 
-    settings = {
+    settings = _settings(
+        run,
+        batch_size,
+        n_null,
+        n_boot,
+        null_span,
+        null_rows,
+        correction,
+        alpha,
+        alternative,
+        level,
+        seed,
+        rows_dtype,
+        skip_unchanged_blocks,
+    )
+    seconds = {"base_pass": t_base, "checkpoints": timings}
+    provenance = _provenance(run, cache, todo, inputs, seconds, t_start)
+    return AlignmentTrack(run.layers, tracks, excess, settings, provenance)
+
+
+def _settings(
+    run: _Run,
+    batch_size: int,
+    n_null: int,
+    n_boot: int,
+    null_span: str,
+    null_rows: Mapping[int, torch.Tensor] | None,
+    correction: str,
+    alpha: float,
+    alternative: str,
+    level: float,
+    seed: int,
+    rows_dtype: torch.dtype,
+    skip_unchanged_blocks: bool,
+) -> dict[str, Any]:
+    """How the track was computed (``"fast"``: the ``skip_unchanged_blocks`` switch, under the
+    key earlier releases wrote)."""
+    return {
         "position": run.pos if isinstance(run.pos, str) else "custom",
         "layers": run.layers,
         "batch_size": batch_size,
@@ -482,9 +456,6 @@ def track_checkpoints(
         "fast": skip_unchanged_blocks,
         "decision": "p = max(p_iso, p_cov), corrected across layers per checkpoint",
     }
-    seconds = {"base_pass": t_base, "checkpoints": timings}
-    provenance = _provenance(run, cache, todo, inputs, seconds, t_start)
-    return AlignmentTrack(run.layers, tracks, excess, settings, provenance)
 
 
 def _provenance(
