@@ -54,6 +54,7 @@ teacher targets, the KL loss), :mod:`~steerlens.distill.student` (the LoRA stude
 training run and its checkpoints).
 """
 
+from steerlens.backends.upper import UPPER_FORWARD_TYPES as FAST_PATH_TYPES
 from steerlens.distill.config import (
     OPTIMIZER_NAME,
     RECORD_NAME,
@@ -75,6 +76,7 @@ from steerlens.distill.targets import kl_to_teacher
 from steerlens.distill.train import distill, distill_pair, training_loss
 
 __all__ = [
+    "FAST_PATH_TYPES",
     "OPTIMIZER_NAME",
     "RECORD_NAME",
     "STATE_NAME",

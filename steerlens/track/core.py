@@ -297,6 +297,32 @@ def _series_track(
     return SeriesTrack(name, steps, paths, first_block=fb, **arr), shifts
 
 
+def _series_tracks(
+    run: _Run,
+    rows_by: Mapping[Key, Rows],
+    base_rows: Rows,
+    first: Mapping[Key, int],
+    cfg: NullConfig,
+    null_rows: Mapping[int, torch.Tensor] | None,
+    null_span: str,
+    correction: str,
+) -> tuple[dict[str, SeriesTrack], dict[str, dict[int, Rows]]]:
+    """:func:`_series_track` of every series, sharing the isotropic directions and base means."""
+    stat = {
+        "cfg": cfg,
+        "iso_dirs": random_directions(run.d, cfg.n_null, cfg.seed),
+        "base_means": {k: base_rows[k].double().mean(0) for k in run.layers},
+        "null_rows": null_rows,
+        "null_span": null_span,
+        "correction": correction,
+    }
+    tracks: dict[str, SeriesTrack] = {}
+    shifts: dict[str, dict[int, Rows]] = {}
+    for name, ser in run.all_series.items():
+        tracks[name], shifts[name] = _series_track(run, name, ser, rows_by, base_rows, first, stat)
+    return tracks, shifts
+
+
 def _excess(
     run: _Run,
     tracks: Mapping[str, SeriesTrack],
@@ -389,18 +415,16 @@ def track_checkpoints(
     )
     rows_by.update(cached)
 
-    stat = {
-        "cfg": NullConfig(n_null, seed, alternative),
-        "iso_dirs": random_directions(run.d, n_null, seed),
-        "base_means": {k: base_rows[k].double().mean(0) for k in run.layers},
-        "null_rows": null_rows,
-        "null_span": null_span,
-        "correction": correction,
-    }
-    tracks: dict[str, SeriesTrack] = {}
-    shifts: dict[str, dict[int, Rows]] = {}
-    for name, ser in run.all_series.items():
-        tracks[name], shifts[name] = _series_track(run, name, ser, rows_by, base_rows, first, stat)
+    tracks, shifts = _series_tracks(
+        run,
+        rows_by,
+        base_rows,
+        first,
+        NullConfig(n_null, seed, alternative),
+        null_rows,
+        null_span,
+        correction,
+    )
     excess = _excess(run, tracks, shifts, n_boot, seed, level)
 
     settings = _settings(
