@@ -5,7 +5,8 @@
 3. :func:`_first_blocks`: per checkpoint, the first block it changes (``skip_unchanged_blocks``);
 4. :func:`_base_rows`: the base pass (capturing block inputs for the replay);
 5. :func:`_checkpoint_rows_all`: each checkpoint's rows (replay or full forward), cached;
-6. :func:`_series_track` / :func:`_excess`: the statistics;
+6. :mod:`~steerlens.track.series` (``series_tracks``, ``excess_alignment``):
+   the statistics;
 7. :func:`_settings` / :func:`_provenance`: how and on what it was computed.
 """
 
@@ -15,11 +16,9 @@ import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -27,61 +26,33 @@ from steerlens.activations import length_batches
 from steerlens.backends.upper import BlockInputs
 from steerlens.checkpoints import Checkpoint, CheckpointSeries, first_changed_block
 from steerlens.common import tqdm_disable
-from steerlens.models import LoadedModel, as_model, cache_root, describe
+from steerlens.models import as_model, cache_root, describe
 from steerlens.prompts import (
-    EncodedPrompt,
     PositionSpec,
     as_prompt,
     encode,
     position_indices,
     prompt_set_hash,
 )
-from steerlens.stats import correct, random_directions
 from steerlens.track.cache import RowCache, tokenizer_key
 from steerlens.track.inputs import (
+    TrackRun,
     as_series,
     as_vector,
     check_vector,
     default_position,
     probe_prompts,
 )
-from steerlens.track.nulls import NullConfig, excess_bootstrap, layer_stats
+from steerlens.track.nulls import NullConfig
 from steerlens.track.replay import base_pass, checkpoint_rows, replay_self_check
-from steerlens.track.results import SERIES_ARRAYS, AlignmentTrack, ExcessAlignment, SeriesTrack
+from steerlens.track.results import AlignmentTrack
+from steerlens.track.series import Key, Rows, excess_alignment, series_tracks
 from steerlens.vectors import SteeringVector
 from steerlens.version import __version__
 
 __all__ = ["NullSpan", "track_checkpoints"]
 
 NullSpan = Literal["base", "shift"]
-Rows = dict[int, torch.Tensor]
-Key = tuple[str, int]
-
-
-@dataclass
-class _Run:
-    """What every step of one tracking run shares."""
-
-    lm: LoadedModel
-    vec: SteeringVector
-    layers: list[int]
-    prompts: list[Any]
-    pos: PositionSpec
-    encs: list[EncodedPrompt]
-    batches: list[list[int]]
-    all_series: dict[str, CheckpointSeries]
-
-    @property
-    def n(self) -> int:
-        return len(self.encs)
-
-    @property
-    def d(self) -> int:
-        return self.lm.hidden_size
-
-    @property
-    def deepest(self) -> int:
-        return max(self.layers)
 
 
 def _check_settings(null_span: str, correction: str, n_null: int, n_boot: int) -> None:
@@ -99,17 +70,17 @@ def _prepare(
     trait_or_prompts: Any,
     layers: Sequence[int] | None,
     position: PositionSpec | None,
-) -> _Run:
+) -> TrackRun:
     """Check the model, vector and probe prompts (:func:`_encode_run` fills in the rest)."""
     lm = as_model(model)
     vec = as_vector(vector)
     track_layers = check_vector(lm, vec, layers)
     prompts = probe_prompts(trait_or_prompts)
     pos: PositionSpec = position if position is not None else default_position(vec)
-    return _Run(lm, vec, track_layers, prompts, pos, [], [], {})
+    return TrackRun(lm, vec, track_layers, prompts, pos, [], [], {})
 
 
-def _encode_run(run: _Run, series: Any, control: Any, batch_size: int) -> None:
+def _encode_run(run: TrackRun, series: Any, control: Any, batch_size: int) -> None:
     """The series, and the probe prompts encoded (each checked) and in length batches."""
     run.all_series["main"] = as_series(series)
     if control is not None:
@@ -123,7 +94,9 @@ def _encode_run(run: _Run, series: Any, control: Any, batch_size: int) -> None:
 
 
 def _row_cache(
-    run: _Run, cache_dir: str | os.PathLike[str] | Literal[False] | None, rows_dtype: torch.dtype
+    run: TrackRun,
+    cache_dir: str | os.PathLike[str] | Literal[False] | None,
+    rows_dtype: torch.dtype,
 ) -> RowCache:
     """The row cache (root None when off: ``cache_dir=False`` or a custom position)."""
     root = None
@@ -141,7 +114,7 @@ def _row_cache(
 
 
 def _split_cached(
-    run: _Run, cache: RowCache
+    run: TrackRun, cache: RowCache
 ) -> tuple[dict[str, list[Checkpoint]], dict[Key, Rows]]:
     """Per series, the checkpoints to compute, and the rows of those the cache holds."""
     todo: dict[str, list[Checkpoint]] = {}
@@ -157,7 +130,9 @@ def _split_cached(
     return todo, cached
 
 
-def _first_blocks(run: _Run, todo: Mapping[str, list[Checkpoint]], skip: bool) -> dict[Key, int]:
+def _first_blocks(
+    run: TrackRun, todo: Mapping[str, list[Checkpoint]], skip: bool
+) -> dict[Key, int]:
     """The first block each checkpoint to compute changes (0 when not skipping)."""
     return {
         (name, ck.step): first_changed_block(run.lm, ck) if skip else 0
@@ -167,7 +142,7 @@ def _first_blocks(run: _Run, todo: Mapping[str, list[Checkpoint]], skip: bool) -
 
 
 def _base_rows(
-    run: _Run,
+    run: TrackRun,
     cache: RowCache,
     capture: int | None,
     rows_dtype: torch.dtype,
@@ -198,7 +173,7 @@ def _base_rows(
 
 
 def _checkpoint_rows_all(
-    run: _Run,
+    run: TrackRun,
     todo: Mapping[str, list[Checkpoint]],
     first: Mapping[Key, int],
     inputs: BlockInputs | None,
@@ -249,115 +224,6 @@ def _checkpoint_rows_all(
     finally:
         bar.close()
     return rows_by, timings
-
-
-def _series_track(
-    run: _Run,
-    name: str,
-    ser: CheckpointSeries,
-    rows_by: Mapping[Key, Rows],
-    base_rows: Rows,
-    first: Mapping[Key, int],
-    stat: dict[str, Any],
-) -> tuple[SeriesTrack, dict[int, Rows]]:
-    """One series' arrays (row 0: the base, step 0) and its per-step shift rows.
-
-    ``stat`` holds ``cfg`` (:class:`NullConfig`), ``iso_dirs``, ``base_means``, ``null_rows``,
-    ``null_span`` and ``correction``."""
-    layers, n, d = run.layers, run.n, run.d
-    steps = [0, *ser.steps] if 0 not in ser.steps else ser.steps
-    arr = {k: np.full((len(steps), len(layers)), np.nan) for k in SERIES_ARRAYS}
-    shifts: dict[int, Rows] = {}
-    null_rows = stat["null_rows"]
-    for r, step in enumerate(steps):
-        have = (name, step) in rows_by
-        if step == 0 and not have:
-            sh = {k: torch.zeros(n, d) for k in layers}
-        else:
-            sh = {k: rows_by[(name, step)][k] - base_rows[k] for k in layers}
-        shifts[step] = sh
-        pvals = []
-        for j, layer in enumerate(layers):
-            if null_rows is not None and layer in null_rows:
-                span = null_rows[layer]
-            else:
-                span = base_rows[layer] if stat["null_span"] == "base" else sh[layer]
-            mean_shift = (
-                rows_by[(name, step)][layer].double().mean(0) - stat["base_means"][layer]
-                if have
-                else torch.zeros(d, dtype=torch.float64)
-            )
-            st = layer_stats(mean_shift, run.vec[layer], stat["iso_dirs"], span, stat["cfg"])
-            for k, v in st.items():
-                arr[k][r, j] = v
-            pvals.append(max(st["p_iso"], st["p_cov"]))
-        arr["p_adj"][r] = correct(pvals, stat["correction"])
-    paths = [str(ser.by_step(s).path) if s != 0 or 0 in ser.steps else "base" for s in steps]
-    fb = [first.get((name, s), -1) for s in steps]
-    return SeriesTrack(name, steps, paths, first_block=fb, **arr), shifts
-
-
-def _series_tracks(
-    run: _Run,
-    rows_by: Mapping[Key, Rows],
-    base_rows: Rows,
-    first: Mapping[Key, int],
-    cfg: NullConfig,
-    null_rows: Mapping[int, torch.Tensor] | None,
-    null_span: str,
-    correction: str,
-) -> tuple[dict[str, SeriesTrack], dict[str, dict[int, Rows]]]:
-    """:func:`_series_track` of every series, sharing the isotropic directions and base means."""
-    stat = {
-        "cfg": cfg,
-        "iso_dirs": random_directions(run.d, cfg.n_null, cfg.seed),
-        "base_means": {k: base_rows[k].double().mean(0) for k in run.layers},
-        "null_rows": null_rows,
-        "null_span": null_span,
-        "correction": correction,
-    }
-    tracks: dict[str, SeriesTrack] = {}
-    shifts: dict[str, dict[int, Rows]] = {}
-    for name, ser in run.all_series.items():
-        tracks[name], shifts[name] = _series_track(run, name, ser, rows_by, base_rows, first, stat)
-    return tracks, shifts
-
-
-def _excess(
-    run: _Run,
-    tracks: Mapping[str, SeriesTrack],
-    shifts: Mapping[str, dict[int, Rows]],
-    n_boot: int,
-    seed: int,
-    level: float,
-) -> ExcessAlignment | None:
-    """EAS(main) − EAS(control) with bootstrap CIs at the steps both series have."""
-    if "control" not in tracks:
-        return None
-    main, ctrl = tracks["main"], tracks["control"]
-    common_steps = [s for s in main.steps if s in ctrl.steps and s != 0]
-    if not common_steps:
-        warnings.warn(
-            f"main steps {main.steps} and control steps {ctrl.steps} share no checkpoint step: "
-            "no excess alignment",
-            stacklevel=3,
-        )
-        return None
-    shape = (len(common_steps), len(run.layers))
-    ex = {k: np.full(shape, np.nan) for k in ("estimate", "lo", "hi", "p")}
-    for r, step in enumerate(common_steps):
-        for j, layer in enumerate(run.layers):
-            b = excess_bootstrap(
-                shifts["main"][step][layer],
-                shifts["control"][step][layer],
-                run.vec[layer],
-                n_boot=n_boot,
-                seed=seed + r,
-                level=level,
-            )
-            for k, v in b.items():
-                ex[k][r, j] = v
-    return ExcessAlignment(common_steps, ex["estimate"], ex["lo"], ex["hi"], ex["p"], level, n_boot)
 
 
 def track_checkpoints(
@@ -415,7 +281,7 @@ def track_checkpoints(
     )
     rows_by.update(cached)
 
-    tracks, shifts = _series_tracks(
+    tracks, shifts = series_tracks(
         run,
         rows_by,
         base_rows,
@@ -425,7 +291,7 @@ def track_checkpoints(
         null_span,
         correction,
     )
-    excess = _excess(run, tracks, shifts, n_boot, seed, level)
+    excess = excess_alignment(run, tracks, shifts, n_boot, seed, level)
 
     settings = _settings(
         run,
@@ -448,7 +314,7 @@ def track_checkpoints(
 
 
 def _settings(
-    run: _Run,
+    run: TrackRun,
     batch_size: int,
     n_null: int,
     n_boot: int,
@@ -483,7 +349,7 @@ def _settings(
 
 
 def _provenance(
-    run: _Run,
+    run: TrackRun,
     cache: RowCache,
     todo: Mapping[str, list[Checkpoint]],
     inputs: BlockInputs | None,

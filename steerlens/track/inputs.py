@@ -6,15 +6,23 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from steerlens.checkpoints import CheckpointSeries
 from steerlens.models import LoadedModel
-from steerlens.prompts import check_prompts
+from steerlens.prompts import EncodedPrompt, PositionSpec, check_prompts
 from steerlens.vectors import SteeringVector
 
-__all__ = ["as_series", "as_vector", "check_vector", "default_position", "probe_prompts"]
+__all__ = [
+    "TrackRun",
+    "as_series",
+    "as_vector",
+    "check_vector",
+    "default_position",
+    "probe_prompts",
+]
 
 
 def probe_prompts(trait_or_prompts: Any) -> list[str | Any]:
@@ -84,3 +92,30 @@ def check_vector(lm: LoadedModel, vec: SteeringVector, layers: Sequence[int] | N
 def default_position(vec: SteeringVector) -> str:
     pos = vec.meta.get("position")
     return pos if pos in ("last", "prompt", "all") else "last"
+
+
+@dataclass
+class TrackRun:
+    """What every step of one tracking run shares: model, vector, layers, probe prompts (encoded
+    and in length batches) and the series."""
+
+    lm: LoadedModel
+    vec: SteeringVector
+    layers: list[int]
+    prompts: list[Any]
+    pos: PositionSpec
+    encs: list[EncodedPrompt]
+    batches: list[list[int]]
+    all_series: dict[str, CheckpointSeries]
+
+    @property
+    def n(self) -> int:
+        return len(self.encs)
+
+    @property
+    def d(self) -> int:
+        return self.lm.hidden_size
+
+    @property
+    def deepest(self) -> int:
+        return max(self.layers)
