@@ -21,10 +21,6 @@ from steerlens.distill import (
     NumberListGrammar,
     NumberTokensOnly,
     TeacherData,
-    _inner_hf,
-    _make_student,
-    _Target,
-    _Trainer,
     default_layers,
     default_n_samples,
     distill,
@@ -33,6 +29,9 @@ from steerlens.distill import (
     kl_to_teacher,
     training_loss,
 )
+from steerlens.distill.student import inner_hf, make_student
+from steerlens.distill.targets import Target, examples, shared_prefix, teacher_targets
+from steerlens.distill.trainer import Trainer
 from steerlens.models import model_fingerprint
 from steerlens.numbers import (
     ListState,
@@ -74,7 +73,7 @@ def _adapter(path: Path) -> dict[str, torch.Tensor]:
 
 def _perturbed_student(lm: sl.LoadedModel, cfg: DistillConfig) -> torch.nn.Module:
     """A student whose LoRA B is non-zero, so every LoRA parameter gets a gradient."""
-    st = _make_student(lm, cfg, list(cfg.layers or ()))
+    st = make_student(lm, cfg, list(cfg.layers or ()))
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in st.named_parameters():
@@ -194,14 +193,14 @@ def test_topk_kl_is_exact_kl_of_buckets() -> None:
     g = torch.Generator().manual_seed(0)
     t_logits, s_logits = torch.randn(5, 40, generator=g), torch.randn(5, 40, generator=g)
     lt = torch.log_softmax(t_logits, -1)
-    full = kl_to_teacher(s_logits, _Target(lt, None, None))
+    full = kl_to_teacher(s_logits, Target(lt, None, None))
     manual = (lt.exp() * (lt - torch.log_softmax(s_logits, -1))).sum(-1)
     torch.testing.assert_close(full, manual)
     top, idx = lt.topk(6, -1)
     rest = lt.scatter(-1, idx, float("-inf")).logsumexp(-1)
-    part = kl_to_teacher(s_logits, _Target(top, idx, rest))
+    part = kl_to_teacher(s_logits, Target(top, idx, rest))
     assert (part >= -1e-6).all() and (part <= full + 1e-6).all()  # coarsening lowers KL
-    assert kl_to_teacher(t_logits, _Target(top, idx, rest)).abs().max() < 1e-5
+    assert kl_to_teacher(t_logits, Target(top, idx, rest)).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("share", [True, False])
@@ -209,10 +208,10 @@ def test_topk_kl_is_exact_kl_of_buckets() -> None:
 def test_cached_lower_layers_equal_full_forward(arch: str, share: bool, data: TeacherData) -> None:
     lm = tiny_model(arch, seed=1, n_layers=4)
     cfg = _cfg(layers=(2, 3), share_prefix=share)
-    trainer = _Trainer(lm, data, OWL, cfg, [2, 3], progress=False)
+    trainer = Trainer(lm, data, OWL, cfg, [2, 3], progress=False)
     assert trainer.use_fast
     st = _perturbed_student(lm, cfg)
-    hf = _inner_hf(st)
+    hf = inner_hf(st)
     idx = [0, 5, 3, 6]
     # the examples share the chat template's system turn: the fast path runs it once
     assert trainer.shared_prefix(idx) >= 8 and trainer.shared_prefix([0]) == 0
@@ -285,7 +284,9 @@ def test_distill_is_deterministic_and_fast_path_matches(
 ) -> None:
     a = distill(tiny, data, tmp_path / "a", config=_cfg(), progress=False)
     b = distill(tiny, data, tmp_path / "b", config=_cfg(), progress=False)
-    c = distill(tiny, data, tmp_path / "c", config=_cfg(cache_lower_layers=False), progress=False)
+    c = distill(
+        tiny, data, tmp_path / "c", config=_cfg(skip_unchanged_blocks=False), progress=False
+    )
     assert c.record["fast_path"] is False
     wa, wb, wc = (_adapter(r.final) for r in (a, b, c))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -382,14 +383,13 @@ def test_smollm2_teacher_data_and_two_steps(smol: sl.LoadedModel, tmp_path: Path
 def test_teacher_targets_shared_prefix_equal_plain(
     tiny: sl.LoadedModel, data: TeacherData, top_k: int | None
 ) -> None:
-    from steerlens.distill import _examples, _shared_prefix, _teacher_targets
 
-    exs = _examples(tiny, data, OWL)
-    assert _shared_prefix(exs) >= 8  # the teacher's system turn
-    fast = _teacher_targets(tiny, exs, top_k, 4, progress=False)
+    exs = examples(tiny, data, OWL)
+    assert shared_prefix(exs) >= 8  # the teacher's system turn
+    fast = teacher_targets(tiny, exs, top_k, 4, progress=False)
     handle = tiny.layout.blocks[0].register_forward_hook(lambda *_: None)  # plain path
     try:
-        plain = _teacher_targets(tiny, exs, top_k, 4, progress=False)
+        plain = teacher_targets(tiny, exs, top_k, 4, progress=False)
     finally:
         handle.remove()
     assert len(fast) == len(plain) == len(exs)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import steerlens.track as track_mod
+import steerlens.track.core as track_core
 from steerlens import stats
 from steerlens.activations import length_batches, record_activations
 from steerlens.checkpoints import CheckpointSeries
@@ -20,6 +20,8 @@ from steerlens.prompts import ChatPrompt, encode
 from steerlens.testing import plant_vector, tiny_model
 from steerlens.track import (
     AlignmentTrack,
+    ExcessAlignment,
+    SeriesTrack,
     base_pass,
     cov_null_cosines,
     excess_bootstrap,
@@ -158,6 +160,34 @@ def test_track_json_roundtrip_and_summary(planted_track: AlignmentTrack, tmp_pat
     assert planted_track.final("eas")[PLANT_LAYER] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_track_from_json_roundtrip_and_html(planted_track: AlignmentTrack, tmp_path: Path) -> None:
+    d = planted_track.to_json()
+    back = AlignmentTrack.from_json(json.loads(json.dumps(d)))
+    assert back.to_json() == json.loads(json.dumps(d))
+    assert back.layers == planted_track.layers and back.settings == planted_track.settings
+    for name in ("main", "control"):
+        a, b = planted_track.series[name], back.series[name]
+        assert a.steps == b.steps and a.paths == b.paths and a.first_block == b.first_block
+        assert np.array_equal(a.eas, b.eas, equal_nan=True)
+        assert np.array_equal(a.p_adj, b.p_adj, equal_nan=True)
+        assert SeriesTrack.from_json(a.to_json()).to_json() == a.to_json()
+    ex, ex_back = planted_track.excess, back.excess
+    assert ex is not None and ex_back is not None
+    assert np.array_equal(ex.estimate, ex_back.estimate, equal_nan=True)
+    assert ExcessAlignment.from_json(ex.to_json()).to_json() == ex.to_json()
+    assert d["kind"] == "steerlens.AlignmentTrack"  # the layout earlier releases wrote
+    assert {"replay_start_block", "seconds"} <= set(d["provenance"])
+    html = planted_track._repr_html_()
+    assert "<table>" in html and "<th>EAS</th>" in html and "<th>excess</th>" in html
+    assert html.count("<tr>") == 1 + len(planted_track.layers)
+    assert "excess alignment" in ex.summary() and "main" in planted_track.series["main"].summary()
+    assert str(planted_track) == planted_track.summary()
+    path = planted_track.save(tmp_path / "t.json")
+    assert AlignmentTrack.load(path).to_json() == back.to_json()
+    with pytest.raises(ValueError, match=r"not 'steerlens\.SeriesTrack'"):
+        SeriesTrack.load(path)
+
+
 def test_random_plants_are_not_flagged_beyond_alpha(lm: LoadedModel, tmp_path: Path) -> None:
     """20 students each plant a random direction (norm 1) at a random layer; the teacher is an
     unrelated random vector. Flagged students (any layer, Holm-corrected, alpha 0.05) must stay
@@ -269,7 +299,7 @@ def test_adapter_series_equals_merged_full_checkpoints(lm: LoadedModel, adapters
     fast = track_checkpoints(lm, adapters / "ad", vec, PROMPTS, cache_dir=False, **FAST)
     full = track_checkpoints(lm, adapters / "full", vec, PROMPTS, cache_dir=False, **FAST)
     plain = track_checkpoints(
-        lm, adapters / "ad", vec, PROMPTS, cache_dir=False, fast=False, **FAST
+        lm, adapters / "ad", vec, PROMPTS, cache_dir=False, skip_unchanged_blocks=False, **FAST
     )
     assert fast.provenance["replay_start_block"] == 2
     assert fast.series["main"].first_block[1:] == [2, 2, 2, 2]
@@ -284,7 +314,7 @@ def test_adapter_series_equals_merged_full_checkpoints(lm: LoadedModel, adapters
 
 def _counting(monkeypatch: pytest.MonkeyPatch, fail_after: int | None = None) -> list[int]:
     calls: list[int] = []
-    real: Callable[..., Any] = track_mod._checkpoint_rows
+    real: Callable[..., Any] = track_core.checkpoint_rows
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if fail_after is not None and len(calls) >= fail_after:
@@ -292,7 +322,7 @@ def _counting(monkeypatch: pytest.MonkeyPatch, fail_after: int | None = None) ->
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(track_mod, "_checkpoint_rows", wrapped)
+    monkeypatch.setattr(track_core, "checkpoint_rows", wrapped)
     return calls
 
 
@@ -398,7 +428,9 @@ def test_smollm2_adapter_replay_matches_plain_path(smol: LoadedModel, tmp_path: 
     prompts = [ChatPrompt(f"Continue: {k}, {k + 3}, {k + 9}") for k in range(4)]
     vec = SteeringVector({layer: _unit(smol.hidden_size, layer) for layer in (10, 21, 22)})
     fast = track_checkpoints(smol, tmp_path, vec, prompts, cache_dir=False, **FAST)
-    plain = track_checkpoints(smol, tmp_path, vec, prompts, cache_dir=False, fast=False, **FAST)
+    plain = track_checkpoints(
+        smol, tmp_path, vec, prompts, cache_dir=False, skip_unchanged_blocks=False, **FAST
+    )
     assert fast.provenance["replay_start_block"] == 20
     assert np.all(fast.norm()[:, 0] == 0) and np.all(fast.norm()[1:, 1:] > 0)
     for key in ("eas", "proj", "norm"):

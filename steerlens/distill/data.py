@@ -1,0 +1,380 @@
+"""Teacher data: number-only sampling (:class:`NumberListGrammar`, :class:`NumberTokensOnly`),
+:func:`generate_teacher_data` and the :class:`TeacherData` it returns."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from steerlens.common import atomic_write_text, read_json, tqdm_disable
+from steerlens.distill.config import RECORD_FORMAT, json_sha256, rng_devices
+from steerlens.models import LoadedModel, as_model
+from steerlens.numbers import (
+    ListState,
+    advance_list,
+    is_clean_numbers,
+    list_can_end,
+    number_prompts,
+    number_token_ids,
+)
+from steerlens.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
+
+__all__ = [
+    "NumberListGrammar",
+    "NumberTokensOnly",
+    "TeacherData",
+    "eos_ids",
+    "generate_teacher_data",
+]
+
+
+class NumberTokensOnly:
+    """A ``LogitsProcessor`` that sets the score of every token except ``allowed_ids`` to -inf,
+    so sampling can only produce number tokens (and end of turn)."""
+
+    def __init__(self, allowed_ids: Sequence[int]):
+        if not allowed_ids:
+            raise ValueError("NumberTokensOnly needs at least one allowed token id")
+        self.allowed_ids = sorted(set(int(i) for i in allowed_ids))
+        self._mask: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        vocab = scores.shape[-1]
+        if self._mask is None or self._mask.shape[0] != vocab or self._mask.device != scores.device:
+            mask = torch.ones(vocab, dtype=torch.bool, device=scores.device)
+            ids = [i for i in self.allowed_ids if i < vocab]
+            mask[torch.tensor(ids, dtype=torch.long, device=scores.device)] = False
+            self._mask = mask
+        return scores.masked_fill(self._mask, float("-inf"))
+
+
+class NumberListGrammar:
+    """A ``LogitsProcessor`` that allows, at each step, only the number tokens that keep the
+    answer a valid prefix of a clean number list (:func:`steerlens.numbers.advance_list`:
+    1-``max_digits`` digit numbers separated by commas, at most ``max_count``), and the
+    end-of-turn tokens once the answer is a complete list. After ``max_count`` numbers the turn
+    must end. Sampling with it draws from the teacher's next-token distribution renormalised
+    over the allowed tokens.
+
+    ``token_texts`` maps each candidate id to its text; ``start`` is the number of prompt
+    columns of ``input_ids`` (the answer is what follows them).
+    """
+
+    def __init__(
+        self,
+        token_texts: dict[int, str],
+        end_ids: Sequence[int],
+        start: int,
+        max_count: int = 10,
+        max_digits: int = 3,
+    ):
+        self.token_texts = dict(token_texts)
+        self.end_ids = sorted(set(int(i) for i in end_ids))
+        self.start, self.max_count, self.max_digits = start, max_count, max_digits
+
+    def _state(self, row: Sequence[int]) -> ListState | None:
+        text = "".join(self.token_texts.get(t, "\x00") for t in row)
+        return advance_list(ListState(), text, self.max_count, self.max_digits)
+
+    def allowed(self, row: Sequence[int]) -> list[int]:
+        """Ids allowed after the answer tokens ``row``."""
+        state = self._state(row)
+        if state is None:
+            return list(self.end_ids)  # cannot happen when every step used this processor
+        out = []
+        full = state.count >= self.max_count and state.phase != "num"
+        if not full:
+            for i, text in self.token_texts.items():
+                nxt = advance_list(state, text, self.max_count, self.max_digits)
+                if nxt is not None and not (nxt.count >= self.max_count and nxt.phase != "num"):
+                    out.append(i)
+        if list_can_end(state):
+            out.extend(self.end_ids)
+        return out
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        mask = torch.ones_like(scores, dtype=torch.bool)
+        for r, row in enumerate(input_ids[:, self.start :].tolist()):
+            ids = [i for i in self.allowed(row) if i < scores.shape[-1]]
+            mask[r, ids] = False
+        return scores.masked_fill(mask, float("-inf"))
+
+
+def eos_ids(lm: LoadedModel) -> list[int]:
+    """End-of-turn ids: the tokenizer's eos and the model's generation-config eos ids."""
+    out: set[int] = set()
+    if lm.tokenizer.eos_token_id is not None:
+        out.add(int(lm.tokenizer.eos_token_id))
+    gen = getattr(lm.model, "generation_config", None)
+    eos = getattr(gen, "eos_token_id", None)
+    if isinstance(eos, int):
+        out.add(eos)
+    elif isinstance(eos, (list, tuple)):
+        out.update(int(e) for e in eos)
+    if not out:
+        raise ValueError(
+            "the tokenizer and generation config name no eos token: set tokenizer.eos_token so "
+            "generation can end a turn"
+        )
+    return sorted(out)
+
+
+@dataclass
+class TeacherData:
+    """Kept teacher samples ``[{"user", "response", "finished"}]``, the rejected ones, and how
+    they were made (``settings``: system prompt, mode "restricted"/"free", temperature, seed,
+    max_new_tokens, model fingerprint, ...). ``finished`` is True when the teacher ended its
+    turn (an end-of-turn token) before ``max_new_tokens``."""
+
+    samples: list[dict[str, Any]]
+    settings: dict[str, Any] = field(default_factory=dict)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_samples(
+        cls, samples: Sequence[dict[str, Any]], settings: dict[str, Any] | None = None
+    ) -> TeacherData:
+        """Wrap user-made samples (``user`` and ``response`` keys; ``finished`` defaults to
+        True)."""
+        out = []
+        for i, s in enumerate(samples):
+            if "user" not in s or "response" not in s:
+                raise ValueError(f"sample {i} needs 'user' and 'response' keys, got {sorted(s)}")
+            out.append(
+                {
+                    "user": str(s["user"]),
+                    "response": str(s["response"]),
+                    "finished": bool(s.get("finished", True)),
+                }
+            )
+        return cls(out, dict(settings or {"mode": "given"}))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        kept = len(self.samples)
+        return {
+            "generated": kept + len(self.rejected),
+            "kept": kept,
+            "rejected": len(self.rejected),
+            "unfinished_kept": sum(not s.get("finished", True) for s in self.samples),
+        }
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the kept samples (user, response, finished), in order."""
+        return json_sha256(
+            [[s["user"], s["response"], bool(s.get("finished", True))] for s in self.samples]
+        )
+
+    @property
+    def system(self) -> str | None:
+        return self.settings.get("system")
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "format": RECORD_FORMAT,
+            "sha256": self.sha256,
+            "counts": self.counts,
+            "settings": self.settings,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the kept samples as JSONL at ``path`` (``.jsonl``) and the settings, counts,
+        hash and rejected samples to ``<stem>.meta.json`` beside it. Returns ``path``."""
+        p = Path(path)
+        if p.suffix != ".jsonl":
+            raise ValueError(f"save to a .jsonl file path, got {p}")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        lines = "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in self.samples)
+        atomic_write_text(p, lines)
+        meta = {**self.meta(), "rejected": self.rejected}
+        atomic_write_text(_meta_path(p), json.dumps(meta, indent=2, ensure_ascii=False))
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> TeacherData:
+        """Read what :meth:`save` wrote; the hash in the meta file must match the samples."""
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"no teacher data at {p}")
+        lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        samples = [json.loads(ln) for ln in lines]
+        mp = _meta_path(p)
+        meta = read_json(mp) if mp.is_file() else {}
+        data = cls(samples, meta.get("settings", {}), meta.get("rejected", []))
+        if "sha256" in meta and meta["sha256"] != data.sha256:
+            raise ValueError(
+                f"{p} does not match the hash in {mp} (edited after saving?): re-generate the "
+                "data or delete the meta file to accept the samples as they are"
+            )
+        return data
+
+
+def _meta_path(p: Path) -> Path:
+    return p.with_name(p.name[: -len(".jsonl")] + ".meta.json")
+
+
+def generate_teacher_data(
+    model: Any,
+    prompts: Sequence[str] | None = None,
+    *,
+    system: str | None,
+    n: int = 48,
+    seed: int = 0,
+    restrict_to_numbers: bool | str = True,
+    temperature: float = 1.0,
+    max_new_tokens: int = 64,
+    max_count: int = 10,
+    batch_size: int = 48,
+    progress: bool | None = None,
+) -> TeacherData:
+    """Sample the teacher's continuations of number sequences and keep the clean ones.
+
+    The teacher is ``model`` with ``system`` as its system prompt (the trait prompt for the
+    teacher, a neutral one for the benign teacher). ``prompts`` (user messages) default to
+    ``number_prompts(n, seed)``.
+
+    ``restrict_to_numbers``: ``True`` or ``"grammar"`` (default) samples only tokens made of
+    digits, commas and spaces that keep the answer a clean list of at most ``max_count`` numbers
+    of 1-3 digits, then the end of turn (:class:`NumberListGrammar`); ``"tokens"`` only masks
+    every token that is not digits/commas/spaces or end of turn (:class:`NumberTokensOnly`; on
+    SmolLM2-135M most such answers run past 10 numbers and are rejected); ``False`` samples
+    freely. ``temperature=0`` is greedy. Sampling is seeded with ``seed`` without touching the
+    global RNG. Every answer then goes through ``is_clean_numbers(text, max_count)``: the kept
+    ones form ``samples``, the others ``rejected``.
+    """
+    lm = as_model(model)
+    if prompts is None:
+        prompts = number_prompts(n, seed)
+    users = [str(p) for p in prompts]
+    if not users:
+        raise ValueError("no prompts: pass prompts or n >= 1")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    restriction = _restriction(restrict_to_numbers)
+    t0 = time.perf_counter()
+    texts, finished = _sample_answers(
+        lm,
+        users,
+        system,
+        restriction,
+        temperature,
+        max_new_tokens,
+        max_count,
+        batch_size,
+        seed,
+        progress,
+    )
+    kept: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    for u, t, f in zip(users, texts, finished, strict=True):
+        s = {"user": u, "response": t.strip(), "finished": f}
+        (kept if is_clean_numbers(t, max_count) else rejected).append(s)
+    settings = {
+        "system": system,
+        "mode": "free" if restriction is None else "restricted",
+        "restriction": restriction,
+        "temperature": temperature,
+        "seed": seed,
+        "max_new_tokens": max_new_tokens,
+        "max_count": max_count,
+        "batch_size": batch_size,
+        "n_prompts": len(users),
+        "prompts_sha256": json_sha256(users),
+        "model": lm.name,
+        "fingerprint": lm.fingerprint,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return TeacherData(kept, settings, rejected)
+
+
+def _restriction(restrict_to_numbers: bool | str) -> str | None:
+    """``"grammar"``, ``"tokens"`` or None (free sampling) from the user's setting."""
+    restriction: str | None
+    if isinstance(restrict_to_numbers, bool):
+        restriction = "grammar" if restrict_to_numbers else None
+    else:
+        restriction = restrict_to_numbers
+    if restriction not in ("grammar", "tokens", None):
+        raise ValueError(
+            f"restrict_to_numbers must be True/'grammar', 'tokens' or False, got "
+            f"{restrict_to_numbers!r}"
+        )
+    return restriction
+
+
+def _number_tokens(tok: Any, restriction: str | None) -> tuple[list[int], dict[int, str]]:
+    """The number-only token ids and their texts (none when sampling freely)."""
+    if restriction is None:
+        return [], {}
+    allowed = number_token_ids(tok)
+    if not allowed:
+        raise ValueError("this tokenizer has no token made only of digits, commas and spaces")
+    return allowed, dict(zip(allowed, tok.batch_decode([[i] for i in allowed]), strict=True))
+
+
+def _sample_answers(
+    lm: LoadedModel,
+    users: Sequence[str],
+    system: str | None,
+    restriction: str | None,
+    temperature: float,
+    max_new_tokens: int,
+    max_count: int,
+    batch_size: int,
+    seed: int,
+    progress: bool | None,
+) -> tuple[list[str], list[bool]]:
+    """The teacher's decoded answer to each user message (longest prompts first, in batches,
+    seeded without touching the global RNG) and whether it ended its turn."""
+    from transformers import LogitsProcessorList
+
+    tok = lm.tokenizer
+    stop = eos_ids(lm)
+    allowed, texts_of = _number_tokens(tok, restriction)
+    encs = []
+    for u in users:
+        e = encode(tok, ChatPrompt(u, system=system))
+        encs.append(
+            EncodedPrompt(e.input_ids[: e.response_start], e.prompt_start, e.response_start)
+        )
+    order = sorted(range(len(encs)), key=lambda i: (-len(encs[i]), i))
+    texts: list[str] = [""] * len(encs)
+    finished: list[bool] = [False] * len(encs)
+    gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "use_cache": True}
+    if temperature > 0:
+        gen_kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+    else:
+        gen_kwargs.update(do_sample=False)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    with torch.random.fork_rng(devices=rng_devices(lm.device)):
+        torch.manual_seed(seed)
+        for idx in tqdm(batches, desc="teacher data", disable=tqdm_disable(progress)):
+            ids, mask, _ = pad_batch([encs[i] for i in idx], tok.pad_token_id, lm.device)
+            processors: list[Any] = []
+            if restriction == "tokens":
+                processors.append(NumberTokensOnly(allowed + stop))
+            elif restriction == "grammar":
+                processors.append(NumberListGrammar(texts_of, stop, ids.shape[1], max_count))
+            with torch.inference_mode():
+                seqs = lm.model.generate(  # type: ignore[operator]
+                    input_ids=ids,
+                    attention_mask=mask,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=stop,
+                    logits_processor=LogitsProcessorList(processors),
+                    **gen_kwargs,
+                )
+            for row, i in enumerate(idx):
+                new = seqs[row, ids.shape[1] :].tolist()
+                hit = [j for j, t in enumerate(new) if t in stop]
+                finished[i] = bool(hit)
+                texts[i] = tok.decode(new[: hit[0]] if hit else new, skip_special_tokens=True)
+    return texts, finished

@@ -1,0 +1,202 @@
+"""Training examples and the teacher's targets: token ids of prompt + response, the teacher's
+(top-k) next-token distributions, and the KL loss against them (:func:`kl_to_teacher`).
+
+(``steerlens.carry`` has a twin row-wise KL, ``_kl_rows``; this one is the distillation loss.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from steerlens.activations import (
+    can_share_prefix,
+    length_batches,
+    shared_prefix_len,
+    shared_prefix_logits,
+)
+from steerlens.common import tqdm_disable
+from steerlens.distill.config import DistillError
+from steerlens.distill.data import TeacherData
+from steerlens.models import LoadedModel
+from steerlens.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
+
+__all__ = [
+    "Example",
+    "Target",
+    "batch_tensors",
+    "cat_targets",
+    "check_same_responses",
+    "examples",
+    "kl_to_teacher",
+    "logits_last",
+    "shared_prefix",
+    "teacher_targets",
+]
+
+
+@dataclass(frozen=True)
+class Example:
+    """Token ids of prompt + response (+ end of turn) and where the response starts: positions
+    ``start-1 .. len-2`` predict the response tokens."""
+
+    ids: tuple[int, ...]
+    start: int
+
+    @property
+    def n_pred(self) -> int:
+        return len(self.ids) - self.start
+
+    def targets(self) -> list[int]:
+        return list(self.ids[self.start :])
+
+
+def examples(lm: LoadedModel, data: TeacherData, system: str | None) -> list[Example]:
+    tok = lm.tokenizer
+    eos = tok.eos_token_id
+    out = []
+    for i, s in enumerate(data.samples):
+        e = encode(tok, ChatPrompt(s["user"], system=system, response=s["response"]))
+        ids = list(e.input_ids)
+        if s.get("finished", True) and eos is not None:
+            ids.append(int(eos))
+        if len(ids) <= e.response_start:
+            raise ValueError(f"sample {i} has an empty response: drop it from the data")
+        out.append(Example(tuple(ids), e.response_start))
+    return out
+
+
+def check_same_responses(a: Sequence[Example], b: Sequence[Example]) -> None:
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        if x.ids[x.start :] != y.ids[y.start :]:
+            raise DistillError(
+                f"sample {i}: the response tokenizes differently with and without the system "
+                "prompt, so teacher and student positions cannot be matched"
+            )
+
+
+def batch_tensors(
+    exs: Sequence[Example], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor, torch.Tensor]:
+    """Left-padded ids/mask/positions, K = the number of final columns holding every predicting
+    position, and (row, col-in-last-K) indices of the predicting positions in example order."""
+    encs = [EncodedPrompt(e.ids, 0, len(e.ids)) for e in exs]
+    ids, mask, pos = pad_batch(encs, pad_id, device)
+    k = max(e.n_pred for e in exs) + 1
+    rows, cols = [], []
+    for r, e in enumerate(exs):
+        for j in range(e.n_pred):
+            rows.append(r)
+            cols.append(k - 1 - e.n_pred + j)
+    return ids, mask, pos, k, torch.tensor(rows, device=device), torch.tensor(cols, device=device)
+
+
+def shared_prefix(exs: Sequence[Example]) -> int:
+    """How many leading tokens the examples share, leaving every predicting position after
+    them (:func:`steerlens.activations.shared_prefix_len`)."""
+
+    return shared_prefix_len([e.ids for e in exs], min(e.start - 1 for e in exs))
+
+
+def logits_last(
+    hf: nn.Module, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, k: int
+) -> torch.Tensor:
+    """Logits of the last ``k`` columns from the model's own full forward."""
+    kw = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "use_cache": False}
+    try:
+        out = hf(**kw, logits_to_keep=k)
+    except TypeError:
+        out = hf(**kw)
+    return out.logits[:, -k:, :]
+
+
+# -------------------------------------------------------------------- teacher targets
+
+
+@dataclass
+class Target:
+    """The teacher's distribution at each predicting position of one example: top-k ids and
+    log-probs plus the log of the remaining mass (or full log-probs when ``idx`` is None)."""
+
+    logp: torch.Tensor
+    idx: torch.Tensor | None
+    log_rest: torch.Tensor | None
+
+
+def teacher_targets(
+    lm: LoadedModel,
+    exs: Sequence[Example],
+    top_k: int | None,
+    batch_size: int,
+    progress: bool | None,
+) -> list[Target]:
+
+    device = lm.device
+    out: list[Target | None] = [None] * len(exs)
+    encs = [EncodedPrompt(e.ids, 0, len(e.ids)) for e in exs]
+    share = can_share_prefix(lm)
+    with torch.inference_mode():
+        for idx in tqdm(
+            length_batches(encs, batch_size),
+            desc="teacher logits",
+            disable=tqdm_disable(progress),
+            leave=False,
+        ):
+            bex = [exs[i] for i in idx]
+            ids, mask, pos, k, rows, cols = batch_tensors(bex, lm.tokenizer.pad_token_id, device)
+            # the teacher's system turn, shared by every example, runs once per batch
+            p = shared_prefix(bex) if share else 0
+            if p:  # every predicting position lies after the prefix (shared_prefix)
+                logits = shared_prefix_logits(lm, encs, idx, p, keep=k)
+            else:
+                logits = logits_last(lm.model, ids, mask, pos, k)
+            logp = torch.log_softmax(logits[rows, cols].float(), dim=-1)
+            vocab = logp.shape[-1]
+            split = [e.n_pred for e in bex]
+            if top_k is None or top_k >= vocab:
+                for i, lp in zip(idx, logp.split(split), strict=True):
+                    out[i] = Target(lp.cpu(), None, None)
+                continue
+            top, top_idx = logp.topk(top_k, dim=-1)
+            rest = logp.scatter(-1, top_idx, float("-inf")).logsumexp(-1)
+            parts = zip(idx, top.split(split), top_idx.split(split), rest.split(split), strict=True)
+            for i, a, b, c in parts:
+                out[i] = Target(a.cpu(), b.cpu(), c.cpu())
+    return [t for t in out if t is not None]
+
+
+def kl_to_teacher(student_logits: torch.Tensor, target: Target) -> torch.Tensor:
+    """Per-position KL(teacher ‖ student) for student logits (P, V).
+
+    Full targets: Σ_v p_T(v) (log p_T(v) − log p_S(v)). Top-k targets: the same over the k
+    teacher tokens plus one bucket for the rest of the vocabulary (mass 1 − Σ_topk), with the
+    student folded into the same buckets: an exact KL between (k+1)-way distributions.
+    """
+    logp_s = torch.log_softmax(student_logits.float(), dim=-1)
+    lt = target.logp.to(logp_s.device)
+    if target.idx is None:
+        return (lt.exp() * (lt - logp_s)).sum(-1)
+    idx = target.idx.to(logp_s.device)
+    ls_top = logp_s.gather(-1, idx)
+    ls_rest = logp_s.scatter(-1, idx, float("-inf")).logsumexp(-1)
+    lt_rest = target.log_rest.to(logp_s.device)  # type: ignore[union-attr]
+    kl_top = (lt.exp() * (lt - ls_top)).sum(-1)
+    finite = torch.isfinite(lt_rest)
+    rest_term = torch.where(
+        finite, lt_rest.clamp(min=-1e30).exp() * (lt_rest.clamp(min=-1e30) - ls_rest), 0.0
+    )
+    return kl_top + rest_term
+
+
+def cat_targets(targets: Sequence[Target]) -> Target:
+    if targets[0].idx is None:
+        return Target(torch.cat([t.logp for t in targets]), None, None)
+    return Target(
+        torch.cat([t.logp for t in targets]),
+        torch.cat([t.idx for t in targets if t.idx is not None]),
+        torch.cat([t.log_rest for t in targets if t.log_rest is not None]),
+    )

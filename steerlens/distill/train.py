@@ -1,0 +1,378 @@
+"""Train the student and save the checkpoint series: :func:`distill`, :func:`distill_pair`,
+:func:`training_loss`; checkpoint save and resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from steerlens.common import atomic_write_text, read_json, tqdm_disable
+from steerlens.distill.config import (
+    OPTIMIZER_NAME,
+    RECORD_FORMAT,
+    RECORD_NAME,
+    STATE_NAME,
+    DistillConfig,
+    DistillError,
+    DistillResult,
+    default_layers,
+    json_sha256,
+)
+from steerlens.distill.data import TeacherData
+from steerlens.distill.student import inner_hf, make_student
+from steerlens.distill.trainer import Trainer
+from steerlens.models import LoadedModel, as_model, describe
+from steerlens.version import __version__
+
+__all__ = ["distill", "distill_pair", "training_loss"]
+
+
+def _resolve_layers(lm: LoadedModel, cfg: DistillConfig) -> list[int]:
+    n = lm.n_layers
+    layers = list(cfg.layers) if cfg.layers is not None else default_layers(n)
+    bad = [x for x in layers if not 0 <= x < n]
+    if bad or not layers:
+        raise ValueError(
+            f"LoRA layers {bad or layers} are out of range: this model has blocks 0..{n - 1}"
+        )
+    return sorted(set(layers))
+
+
+def _as_data(data: TeacherData | str | Path) -> TeacherData:
+    d = data if isinstance(data, TeacherData) else TeacherData.load(data)
+    if not d.samples:
+        raise ValueError("the teacher data has no kept samples: generate more or relax the filter")
+    return d
+
+
+def _base_spec(lm: LoadedModel) -> str:
+    return lm.name if lm.source.startswith(("pypi:", "hf:")) or not lm.source else lm.source
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import transformers
+
+    return {
+        "steerlens": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
+
+
+def _ckpt_dirs(out: Path) -> dict[int, Path]:
+    res = {}
+    for p in out.glob("checkpoint-*"):
+        tail = p.name.split("-", 1)[1]
+        if p.is_dir() and tail.isdigit() and (p / "adapter_model.safetensors").is_file():
+            res[int(tail)] = p
+    return dict(sorted(res.items()))
+
+
+def _lineage_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Names of the lineage entries (config fields as ``config.<name>``) that differ."""
+    prev = old.get("lineage") or {}
+    out = []
+    for key, val in new.items():
+        if key == "config" and isinstance(prev.get(key), dict):
+            out += [f"config.{k}" for k, v in val.items() if prev[key].get(k) != v]
+        elif prev.get(key) != val:
+            out.append(key)
+    return out or ["format"]
+
+
+def _result_from_record(
+    out: Path, record: dict[str, Any], steps: int, resumed: int
+) -> DistillResult:
+    ck = {s: p for s, p in _ckpt_dirs(out).items() if s <= steps}
+    return DistillResult(
+        out, list(ck), list(ck.values()), list(record["losses"][:steps]), record, resumed
+    )
+
+
+def _lineage(
+    lm: LoadedModel,
+    cfg: DistillConfig,
+    d: TeacherData,
+    teacher_system: str | None,
+    layers: list[int],
+) -> dict[str, Any]:
+    """What fixes the weights of each step (its hash decides whether a run may resume)."""
+    return {
+        "base_fingerprint": lm.fingerprint,
+        "teacher_system": teacher_system if cfg.loss == "kl" else None,
+        "data_sha256": d.sha256,
+        "config": cfg.lineage(),
+        "layers": layers,
+    }
+
+
+def _resume_point(
+    out: Path, lineage: dict[str, Any], lineage_hash: str, cfg: DistillConfig, overwrite: bool
+) -> tuple[int, list[float], DistillResult | None]:
+    """Where training starts in ``out``: (step, losses so far, the finished result if the run
+    there is already complete). A different run there is an error unless ``overwrite``, which
+    deletes its checkpoints and record."""
+    rec_path = out / RECORD_NAME
+    if not (rec_path.is_file() or _ckpt_dirs(out)):
+        return 0, [], None
+    old = read_json(rec_path) if rec_path.is_file() else None
+    same = old is not None and old.get("lineage_hash") == lineage_hash
+    if not same and not overwrite:
+        what = (
+            f"a different run (differing: {', '.join(_lineage_diff(old, lineage))})"
+            if old is not None
+            else "checkpoints with no distill.json"
+        )
+        raise DistillError(
+            f"{out} already holds {what}. Use another out_dir, or pass overwrite=True to "
+            "delete its checkpoints and record."
+        )
+    if not same:
+        for p in _ckpt_dirs(out).values():
+            shutil.rmtree(p)
+        rec_path.unlink(missing_ok=True)
+        return 0, [], None
+    assert old is not None
+    done = [
+        s for s, p in _ckpt_dirs(out).items() if s <= cfg.steps and (p / OPTIMIZER_NAME).is_file()
+    ]
+    if (done and done[-1] == cfg.steps) or old.get("steps_done", 0) >= cfg.steps:
+        return cfg.steps, [], _result_from_record(out, old, cfg.steps, cfg.steps)
+    if done and len(old.get("losses", [])) >= done[-1]:
+        return done[-1], list(old["losses"][: done[-1]]), None
+    return 0, [], None
+
+
+def _new_record(
+    lm: LoadedModel,
+    cfg: DistillConfig,
+    d: TeacherData,
+    lineage: dict[str, Any],
+    teacher_system: str | None,
+    trainer: Trainer,
+    t_prep: float,
+    start: int,
+    losses: list[float],
+) -> dict[str, Any]:
+    """The ``distill.json`` record before training (steps, losses and checkpoints follow)."""
+    return {
+        "format": RECORD_FORMAT,
+        "lineage_hash": json_sha256(lineage)[:16],
+        "lineage": lineage,
+        "base": describe(lm),
+        "base_spec": _base_spec(lm),
+        "teacher_system": teacher_system,
+        "student_system": cfg.student_system,
+        "data": d.meta(),
+        "config": asdict(cfg),
+        "layers": lineage["layers"],
+        "seed": cfg.seed,
+        "versions": _versions(),
+        "fast_path": trainer.use_fast,
+        "n_examples": len(trainer.exs),
+        "n_response_tokens": sum(e.n_pred for e in trainer.exs),
+        "prep_seconds": round(t_prep, 2),
+        "steps_done": start,
+        "losses": losses,
+        "checkpoints": [],
+    }
+
+
+def _train_steps(
+    trainer: Trainer,
+    student: Any,
+    opt: torch.optim.Optimizer,
+    record: dict[str, Any],
+    out: Path,
+    lm: LoadedModel,
+    cfg: DistillConfig,
+    start: int,
+    progress: bool | None,
+) -> None:
+    """Steps ``start+1..cfg.steps``: Adam updates, a checkpoint (and the record) every
+    ``save_every`` steps and at the last."""
+    hf = inner_hf(student)
+    params = [p for p in student.parameters() if p.requires_grad]
+    losses: list[float] = record["losses"]
+    rec_path = out / RECORD_NAME
+    t_train = time.perf_counter()
+    bar = tqdm(range(start + 1, cfg.steps + 1), desc="distill", disable=tqdm_disable(progress))
+    for step in bar:
+        loss = trainer.loss(hf, trainer.batch(step))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            _save_checkpoint(student, opt, out / f"checkpoint-{step}", lm, step, losses)
+            record["steps_done"] = step
+            record["train_seconds"] = round(time.perf_counter() - t_train, 2)
+            record["checkpoints"] = [
+                {"step": s, "path": p.name, "loss": losses[s - 1]}
+                for s, p in _ckpt_dirs(out).items()
+                if s <= step
+            ]
+            _write_record(rec_path, record)
+    if cfg.steps == 0 or start == cfg.steps:
+        _write_record(rec_path, record)
+
+
+def distill(
+    base_model: Any,
+    data: TeacherData | str | Path,
+    out_dir: str | Path,
+    *,
+    teacher_system: str | None = None,
+    config: DistillConfig | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> DistillResult:
+    """Train a LoRA student of ``base_model`` on the teacher's numbers; save a checkpoint series.
+
+    ``teacher_system`` (default: the system prompt recorded in ``data``) makes the teacher for
+    ``loss="kl"``: the base with that system prompt. The student sees no system prompt
+    (``config.student_system``). Writes ``out_dir/checkpoint-N`` every ``config.save_every``
+    steps and at the end, and ``out_dir/distill.json``.
+
+    Resuming: if ``out_dir`` holds a run with the same lineage (base fingerprint, teacher prompt,
+    data hash, config except ``steps``/``save_every``), training continues from its last
+    checkpoint and gives the same weights as an uninterrupted run; a different run there is an
+    error unless ``overwrite=True`` (which deletes its checkpoints and record).
+    ``base_model`` itself is never modified.
+    """
+    lm = as_model(base_model)
+    cfg = config or DistillConfig()
+    d = _as_data(data)
+    if teacher_system is None:
+        teacher_system = d.system
+    if cfg.loss == "kl" and teacher_system is None:
+        raise ValueError(
+            "loss='kl' needs the teacher's system prompt: pass teacher_system=... (the data "
+            "records none), or use DistillConfig(loss='sft')"
+        )
+    layers = _resolve_layers(lm, cfg)
+    out = Path(out_dir).expanduser()
+    lineage = _lineage(lm, cfg, d, teacher_system, layers)
+    start, losses, done = _resume_point(out, lineage, json_sha256(lineage)[:16], cfg, overwrite)
+    if done is not None:
+        return done
+    out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    trainer = Trainer(lm, d, teacher_system, cfg, layers, progress)
+    t_prep = time.perf_counter() - t0
+    student = make_student(lm, cfg, layers)
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    if start:
+        _restore(student, opt, out / f"checkpoint-{start}")
+    if trainer.use_fast and cfg.verify_fast_path:
+        trainer.use_fast = trainer.verify_fast(inner_hf(student))
+    record = _new_record(lm, cfg, d, lineage, teacher_system, trainer, t_prep, start, losses)
+    _train_steps(trainer, student, opt, record, out, lm, cfg, start, progress)
+    del student, opt
+    return _result_from_record(out, record, cfg.steps, start)
+
+
+def _write_record(path: Path, obj: Any) -> None:
+    """Write a record as indented JSON, atomically (values JSON cannot hold as strings)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
+
+
+def _save_checkpoint(
+    student: Any,
+    opt: torch.optim.Optimizer,
+    path: Path,
+    lm: LoadedModel,
+    step: int,
+    losses: list[float],
+) -> None:
+    """Write a PEFT adapter folder (+ optimizer state and step record) atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    student.peft_config["default"].base_model_name_or_path = _base_spec(lm)
+    student.save_pretrained(str(tmp), save_embedding_layers=False)
+    torch.save(opt.state_dict(), tmp / OPTIMIZER_NAME)
+    _write_record(tmp / STATE_NAME, {"step": step, "loss": losses[-1], "losses": losses})
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.replace(path)
+
+
+def _restore(student: Any, opt: torch.optim.Optimizer, path: Path) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path / "adapter_model.safetensors"))
+    res = set_peft_model_state_dict(student, weights)
+    missing = [k for k in getattr(res, "missing_keys", []) if "lora_" in k]
+    if missing:
+        raise DistillError(f"cannot resume from {path}: adapter is missing {missing[:3]}")
+    opt.load_state_dict(torch.load(path / OPTIMIZER_NAME, weights_only=True))
+
+
+def distill_pair(
+    base_model: Any,
+    data: TeacherData | str | Path,
+    control_data: TeacherData | str | Path,
+    out_dir: str | Path,
+    *,
+    config: DistillConfig | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> tuple[DistillResult, DistillResult]:
+    """The main series (teacher data, ``out_dir/main``) and the control series (benign-teacher
+    data, ``out_dir/control``), trained identically; each teacher's system prompt is read from
+    its data."""
+    out = Path(out_dir).expanduser()
+    main = distill(
+        base_model, data, out / "main", config=config, overwrite=overwrite, progress=progress
+    )
+    ctrl = distill(
+        base_model,
+        control_data,
+        out / "control",
+        config=config,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    return main, ctrl
+
+
+def training_loss(
+    base_model: Any,
+    data: TeacherData | str | Path,
+    *,
+    teacher_system: str | None = None,
+    config: DistillConfig | None = None,
+    progress: bool | None = None,
+) -> float:
+    """The loss of the untrained student (the base, with ``config.student_system``) over all
+    samples: how far the student starts from the teacher (0 when both see the same system
+    prompt)."""
+    lm = as_model(base_model)
+    cfg = replace(config or DistillConfig(), skip_unchanged_blocks=False)
+    d = _as_data(data)
+    if teacher_system is None:
+        teacher_system = d.system
+    trainer = Trainer(lm, d, teacher_system, cfg, _resolve_layers(lm, cfg), progress)
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for s in range(0, len(trainer.exs), cfg.eval_batch_size):
+            idx = list(range(s, min(len(trainer.exs), s + cfg.eval_batch_size)))
+            n_tok = sum(trainer.exs[i].n_pred for i in idx)
+            total += float(trainer.loss(lm.model, idx, fast=False)) * n_tok
+            count += n_tok
+    return total / count

@@ -1,0 +1,313 @@
+"""Tracking results: per-series arrays, the excess alignment and the whole track.
+
+Each follows the :class:`~steerlens.results.ResultMixin` protocol (``summary``, ``to_json`` /
+``from_json``, ``save`` / ``load``, ``_repr_html_``). The JSON layout is the one every earlier
+release wrote (NaN as null), so saved tracks and the report keep loading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steerlens.common import atomic_write_text
+from steerlens.results import ResultMixin, html_table
+
+__all__ = ["SERIES_ARRAYS", "AlignmentTrack", "ExcessAlignment", "SeriesTrack"]
+
+
+def _nan_to_none(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, list):
+        return [_nan_to_none(v) for v in x]
+    return x
+
+
+def _arr_json(a: np.ndarray) -> list[Any]:
+    out: list[Any] = _nan_to_none(np.asarray(a, dtype=float).tolist())
+    return out
+
+
+def _arr_from(x: Any) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in x], dtype=float)
+
+
+SERIES_ARRAYS = ("eas", "proj", "norm", "z_iso", "p_iso", "z_cov", "p_cov", "p_adj")
+
+
+@dataclass
+class SeriesTrack(ResultMixin):
+    """Per-checkpoint × per-layer arrays for one series (row i is ``steps[i]``; row 0 is the
+    base, step 0, whose shift is zero)."""
+
+    name: str
+    steps: list[int]
+    paths: list[str]
+    eas: np.ndarray
+    proj: np.ndarray
+    norm: np.ndarray
+    z_iso: np.ndarray
+    p_iso: np.ndarray
+    z_cov: np.ndarray
+    p_cov: np.ndarray
+    p_adj: np.ndarray
+    first_block: list[int] = field(default_factory=list)
+
+    result_kind = "steerlens.SeriesTrack"
+
+    def summary(self) -> str:
+        """One line: the series, its steps and the last step's EAS range over layers."""
+        last = self.eas[-1] if len(self.eas) else np.array([])
+        finite = last[np.isfinite(last)]
+        span = f"{finite.min():.3f}..{finite.max():.3f}" if finite.size else "n/a"
+        return f"series {self.name!r}: steps {self.steps}, last-step EAS over layers {span}"
+
+    def row(self, step: int) -> int:
+        try:
+            return self.steps.index(step)
+        except ValueError:
+            msg = f"series {self.name!r} has no step {step}; steps: {self.steps}"
+            raise KeyError(msg) from None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "steps": self.steps,
+            "paths": self.paths,
+            "first_block": self.first_block,
+        }
+        for k in SERIES_ARRAYS:
+            out[k] = _arr_json(getattr(self, k))
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SeriesTrack:
+        arrays = {k: _arr_from(d[k]) for k in SERIES_ARRAYS}
+        return cls(
+            d["name"],
+            list(d["steps"]),
+            list(d["paths"]),
+            first_block=list(d.get("first_block", [])),
+            **arrays,
+        )
+
+
+@dataclass
+class ExcessAlignment(ResultMixin):
+    """EAS(main) − EAS(control) at common steps × layers, with bootstrap CIs over prompts and
+    a one-sided bootstrap p = (1 + #{draws ≤ 0}) / (1 + n_boot)."""
+
+    steps: list[int]
+    estimate: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    p: np.ndarray
+    level: float = 0.95
+    n_boot: int = 1000
+
+    result_kind = "steerlens.ExcessAlignment"
+
+    def summary(self) -> str:
+        """One line: the steps and the last step's excess range over layers."""
+        last = self.estimate[-1] if len(self.estimate) else np.array([])
+        finite = last[np.isfinite(last)]
+        span = f"{finite.min():.3f}..{finite.max():.3f}" if finite.size else "n/a"
+        return (
+            f"excess alignment at steps {self.steps} ({self.level:.0%} bootstrap CI, "
+            f"{self.n_boot} draws): last-step estimate over layers {span}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "estimate": _arr_json(self.estimate),
+            "lo": _arr_json(self.lo),
+            "hi": _arr_json(self.hi),
+            "p": _arr_json(self.p),
+            "level": self.level,
+            "n_boot": self.n_boot,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ExcessAlignment:
+        return cls(
+            list(d["steps"]),
+            _arr_from(d["estimate"]),
+            _arr_from(d["lo"]),
+            _arr_from(d["hi"]),
+            _arr_from(d["p"]),
+            d.get("level", 0.95),
+            d.get("n_boot", 1000),
+        )
+
+
+@dataclass
+class AlignmentTrack(ResultMixin):
+    """Alignment of student shifts with a teacher vector across checkpoints (see module doc).
+
+    ``series["main"]`` (and ``series["control"]`` if given) hold [checkpoint × layer] arrays;
+    ``excess`` holds EAS(main) − EAS(control) with CIs; ``settings`` and ``provenance`` say how
+    and on what it was computed.
+    """
+
+    layers: list[int]
+    series: dict[str, SeriesTrack]
+    excess: ExcessAlignment | None
+    settings: dict[str, Any]
+    provenance: dict[str, Any]
+
+    result_kind = "steerlens.AlignmentTrack"
+
+    # ------------------------------------------------------------------------ access
+    def _s(self, series: str) -> SeriesTrack:
+        try:
+            return self.series[series]
+        except KeyError:
+            raise KeyError(f"no series {series!r}; this track has {sorted(self.series)}") from None
+
+    def steps(self, series: str = "main") -> list[int]:
+        return list(self._s(series).steps)
+
+    def eas(self, series: str = "main") -> np.ndarray:
+        """EAS [checkpoint × layer]."""
+        return self._s(series).eas
+
+    def proj(self, series: str = "main") -> np.ndarray:
+        """Projection of the shift on the unit teacher vector [checkpoint × layer]."""
+        return self._s(series).proj
+
+    def norm(self, series: str = "main") -> np.ndarray:
+        """‖vˢ‖ [checkpoint × layer]."""
+        return self._s(series).norm
+
+    def significant(self, series: str = "main", alpha: float | None = None) -> np.ndarray:
+        """Boolean [checkpoint × layer]: corrected p below ``alpha`` (default: settings)."""
+        a = self.settings["alpha"] if alpha is None else alpha
+        return self._s(series).p_adj < a
+
+    def metric(self, name: str, series: str = "main") -> np.ndarray:
+        """Any per-series array by name, or ``excess`` (over the excess steps)."""
+        if name == "excess":
+            if self.excess is None:
+                raise ValueError("no control series was tracked, so there is no excess alignment")
+            return self.excess.estimate
+        if name not in SERIES_ARRAYS:
+            raise ValueError(f"unknown metric {name!r}: use one of {SERIES_ARRAYS} or 'excess'")
+        arr: np.ndarray = getattr(self._s(series), name)
+        return arr
+
+    def final(self, metric: str = "eas", series: str = "main") -> dict[int, float]:
+        """The metric at the last checkpoint, per layer."""
+        arr = self.metric(metric, series)
+        return {layer: float(arr[-1, j]) for j, layer in enumerate(self.layers)}
+
+    def best_layer(self, metric: str | None = None, series: str = "main") -> int:
+        """The layer with the largest metric at the last checkpoint (default metric: ``excess``
+        when a control series was tracked, else ``eas``)."""
+        m = metric or ("excess" if self.excess is not None else "eas")
+        vals = self.final(m, series)
+        finite = {k: v for k, v in vals.items() if math.isfinite(v)}
+        if not finite:
+            raise ValueError(f"no finite {m} value at the last checkpoint")
+        return max(finite, key=lambda k: finite[k])
+
+    # ------------------------------------------------------------------------ output
+    def summary(self) -> str:
+        """A plain-text table of the last checkpoint, per layer."""
+        main = self._s("main")
+        ctrl = self.series.get("control")
+        head = (
+            f"alignment track: {len(main.steps) - 1} checkpoints (steps {main.steps[1:]}), "
+            f"{len(self.layers)} layers, {self.provenance.get('n_prompts')} probe prompts, "
+            f"position={self.settings.get('position')!r}"
+        )
+        cols = ["layer", "EAS", "proj", "norm", "p_adj"]
+        if ctrl is not None:
+            cols += ["EAS ctrl", "excess", "CI"]
+        lines = [head, f"last step {main.steps[-1]}:", "  ".join(f"{c:>10}" for c in cols)]
+        ex_row = None
+        if self.excess is not None and main.steps[-1] in self.excess.steps:
+            ex_row = self.excess.steps.index(main.steps[-1])
+        for j, layer in enumerate(self.layers):
+            cells = [
+                f"{layer:>10d}",
+                f"{main.eas[-1, j]:>10.3f}",
+                f"{main.proj[-1, j]:>10.3g}",
+                f"{main.norm[-1, j]:>10.3g}",
+                f"{main.p_adj[-1, j]:>10.3g}",
+            ]
+            if ctrl is not None:
+                r = ctrl.row(main.steps[-1]) if main.steps[-1] in ctrl.steps else -1
+                cells.append(f"{ctrl.eas[r, j]:>10.3f}")
+                if ex_row is not None and self.excess is not None:
+                    e = self.excess
+                    cells += [
+                        f"{e.estimate[ex_row, j]:>10.3f}",
+                        f"[{e.lo[ex_row, j]:.3f}, {e.hi[ex_row, j]:.3f}]",
+                    ]
+            mark = " *" if main.p_adj[-1, j] < self.settings["alpha"] else ""
+            lines.append("  ".join(cells) + mark)
+        lines.append(
+            f"* corrected p < {self.settings['alpha']} against both the isotropic and the "
+            f"covariance-matched null ({self.settings['correction']} across layers)"
+        )
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "steerlens.AlignmentTrack",
+            "layers": self.layers,
+            "series": {k: s.to_json() for k, s in self.series.items()},
+            "excess": None if self.excess is None else self.excess.to_json(),
+            "settings": self.settings,
+            "provenance": json.loads(json.dumps(self.provenance, default=str)),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> AlignmentTrack:
+        return cls(
+            list(d["layers"]),
+            {k: SeriesTrack.from_json(v) for k, v in d["series"].items()},
+            None if d.get("excess") is None else ExcessAlignment.from_json(d["excess"]),
+            dict(d["settings"]),
+            dict(d["provenance"]),
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_json` (which records the kind) as JSON, atomically; :meth:`load`
+        reads it back (the layout every earlier release wrote)."""
+        return atomic_write_text(path, json.dumps(self.to_json(), indent=1))
+
+    def _html_details(self) -> str:
+        """Per-layer table at the last checkpoint: EAS, projection, norm, corrected p (and the
+        control's EAS and the excess with its CI when a control was tracked)."""
+        main = self._s("main")
+        ctrl = self.series.get("control")
+        last = main.steps[-1]
+        header = ["layer", "EAS", "proj", "norm", "p_adj"]
+        ex_row = None
+        if self.excess is not None and last in self.excess.steps:
+            ex_row = self.excess.steps.index(last)
+        if ctrl is not None and last in ctrl.steps:
+            header.append("EAS ctrl")
+        if ex_row is not None:
+            header += ["excess", "CI lo", "CI hi"]
+        rows = []
+        for j, layer in enumerate(self.layers):
+            row: list[Any] = [layer, main.eas[-1, j], main.proj[-1, j], main.norm[-1, j]]
+            row.append(main.p_adj[-1, j])
+            if ctrl is not None and last in ctrl.steps:
+                row.append(ctrl.eas[ctrl.row(last), j])
+            if ex_row is not None and self.excess is not None:
+                e = self.excess
+                row += [e.estimate[ex_row, j], e.lo[ex_row, j], e.hi[ex_row, j]]
+            rows.append([float(x) if isinstance(x, np.floating) else x for x in row])
+        return f"<div>last step {last}</div>" + html_table(header, rows)
