@@ -395,7 +395,7 @@ def run_tracking(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     import steerlens as sl
-    import steerlens.track as track_mod
+    import steerlens.track.core as track_core
     from steerlens.numbers import number_prompts
     from steerlens.prompts import ChatPrompt
 
@@ -427,7 +427,7 @@ def run_tracking(spec: dict[str, Any]) -> dict[str, Any]:
 
     limit()  # warm-up
     rss_after: list[float] = []
-    orig = getattr(track_mod, "_checkpoint_rows", None)
+    orig = track_core.checkpoint_rows  # fails loudly if tracking renames it
     if orig is not None:
 
         def instrumented(*a: Any, **k: Any) -> Any:
@@ -436,7 +436,7 @@ def run_tracking(spec: dict[str, Any]) -> dict[str, Any]:
             rss_after.append(rss_mb())
             return out
 
-        track_mod._checkpoint_rows = instrumented  # type: ignore[attr-defined]
+        track_core.checkpoint_rows = instrumented
     lim_before = limit()
     gc.collect()
     rss_before = rss_mb()
@@ -449,7 +449,7 @@ def run_tracking(spec: dict[str, Any]) -> dict[str, Any]:
     total = time.perf_counter() - t0
     peak = peak_mb()
     if orig is not None:
-        track_mod._checkpoint_rows = orig  # type: ignore[attr-defined]
+        track_core.checkpoint_rows = orig
     lim_after = limit()
     secs = tr.provenance["seconds"]
     per_ck = list(secs["checkpoints"]["main"])

@@ -61,8 +61,11 @@ def test_modules_stay_small() -> None:
     assert not big, big
 
 
-#: functions allowed past 80 lines, each with the reason (none today)
-LONG_FUNCTIONS: dict[str, str] = {}
+#: functions allowed past 80 lines, each with the reason
+LONG_FUNCTIONS: dict[str, str] = {
+    "track/core.py:track_checkpoints": "a 24-line signature (every option of the public entry "
+    "point) and its docstring; the body is ~45 lines of named steps",
+}
 
 
 def test_functions_stay_short() -> None:

@@ -94,7 +94,10 @@ def truncated_forward(
 
 
 # Architectures whose KV cache and mask handling the shared-prefix path is tested on.
-SHARED_PREFIX_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+#: decoder families whose KV cache, masks and block layout the shared-prefix path and the
+#: upper-block forward (backends.upper) are tested on
+LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3")
+SHARED_PREFIX_TYPES = LLAMA_FAMILY
 
 POSITION_WISE = "steerlens_position_wise"
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from steerlens.backends.forward import LLAMA_FAMILY
 from steerlens.hf_compat import cache_keyword, cache_kwargs
 
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 #: architectures whose decoder forward :func:`run_blocks_from` reproduces
-UPPER_FORWARD_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+UPPER_FORWARD_TYPES = LLAMA_FAMILY
 
 #: one block's call besides the hidden state: (positional rest, keywords, hidden passed by name)
 BlockCall = tuple[tuple[Any, ...], dict[str, Any], bool]

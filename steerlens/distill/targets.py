@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from steerlens.activations import (
@@ -19,11 +18,13 @@ from steerlens.activations import (
     shared_prefix_len,
     shared_prefix_logits,
 )
+from steerlens.behavior import last_logits
 from steerlens.common import tqdm_disable
 from steerlens.distill.config import DistillError
 from steerlens.distill.data import TeacherData
 from steerlens.models import LoadedModel
 from steerlens.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
+from steerlens.stats import kl_per_row
 
 __all__ = [
     "Example",
@@ -33,7 +34,6 @@ __all__ = [
     "check_same_responses",
     "examples",
     "kl_to_teacher",
-    "logits_last",
     "shared_prefix",
     "teacher_targets",
 ]
@@ -102,18 +102,6 @@ def shared_prefix(exs: Sequence[Example]) -> int:
     return shared_prefix_len([e.ids for e in exs], min(e.start - 1 for e in exs))
 
 
-def logits_last(
-    hf: nn.Module, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, k: int
-) -> torch.Tensor:
-    """Logits of the last ``k`` columns from the model's own full forward."""
-    kw = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "use_cache": False}
-    try:
-        out = hf(**kw, logits_to_keep=k)
-    except TypeError:
-        out = hf(**kw)
-    return out.logits[:, -k:, :]
-
-
 # -------------------------------------------------------------------- teacher targets
 
 
@@ -153,7 +141,7 @@ def teacher_targets(
             if p:  # every predicting position lies after the prefix (shared_prefix)
                 logits = shared_prefix_logits(lm, encs, idx, p, keep=k)
             else:
-                logits = logits_last(lm.model, ids, mask, pos, k)
+                logits = last_logits(lm.model, ids, mask, pos, k=k)
             logp = torch.log_softmax(logits[rows, cols].float(), dim=-1)
             vocab = logp.shape[-1]
             split = [e.n_pred for e in bex]
@@ -179,12 +167,12 @@ def kl_to_teacher(student_logits: torch.Tensor, target: Target) -> torch.Tensor:
     logp_s = torch.log_softmax(student_logits.float(), dim=-1)
     lt = target.logp.to(logp_s.device)
     if target.idx is None:
-        return (lt.exp() * (lt - logp_s)).sum(-1)
+        return kl_per_row(lt, logp_s)
     idx = target.idx.to(logp_s.device)
     ls_top = logp_s.gather(-1, idx)
     ls_rest = logp_s.scatter(-1, idx, float("-inf")).logsumexp(-1)
     lt_rest = target.log_rest.to(logp_s.device)  # type: ignore[union-attr]
-    kl_top = (lt.exp() * (lt - ls_top)).sum(-1)
+    kl_top = kl_per_row(lt, ls_top)
     finite = torch.isfinite(lt_rest)
     rest_term = torch.where(
         finite, lt_rest.clamp(min=-1e30).exp() * (lt_rest.clamp(min=-1e30) - ls_rest), 0.0

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from steerlens.activations import length_batches, prefix_inputs, tail_inputs, truncated_forward
 from steerlens.backends.upper import can_run_blocks_from, run_blocks_from
+from steerlens.behavior import last_logits
 from steerlens.common import tqdm_disable
 from steerlens.distill.config import DistillConfig
 from steerlens.distill.data import TeacherData
@@ -24,7 +25,6 @@ from steerlens.distill.targets import (
     check_same_responses,
     examples,
     kl_to_teacher,
-    logits_last,
     shared_prefix,
     teacher_targets,
 )
@@ -88,7 +88,7 @@ class Trainer:
         device = self.lm.device
         ids, mask, pos, k, rows, cols = batch_tensors(bex, self.pad_id, device)
         if not fast:
-            return logits_last(hf, ids, mask, pos, k)[rows, cols]
+            return last_logits(hf, ids, mask, pos, k=k)[rows, cols]
         if self.lower is None:
             raise RuntimeError("the lower-layer cache was not built")
         p = self.shared_prefix(idx) if self.cfg.share_prefix else 0

@@ -1,25 +1,12 @@
-"""Checkpoint series: find ``checkpoint-N`` folders and load them one at a time, cheaply.
-
-A series (DESIGN.md "Words") is θ₀, θ_{n1}, θ_{n2}, …: the base model (step 0) and the HF
-``checkpoint-N`` folders of one training run, ordered by N. Each checkpoint is either
-
-- ``full``: an HF model folder (``config.json`` + ``model.safetensors`` / sharded / ``.bin``), or
-- ``adapter``: a PEFT adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``).
-
-:meth:`CheckpointSeries.open` is a context manager whose loader swaps PEFT adapters onto the
-*one* in-memory base (``load_adapter`` / ``set_adapter`` / ``delete_adapter``, the previous
-adapter deleted so memory stays flat) and loads full checkpoints into one reused model copy.
-On exit the LoRA injection is removed (``unload``) and the base's ``requires_grad`` flags and
-train/eval mode are restored, so the user's model is exactly as before.
-"""
+"""A checkpoint series (:class:`CheckpointSeries`) and its loader (:class:`SeriesLoader`): one
+checkpoint at a time over one in-memory base (PEFT adapters swapped onto it, full checkpoints
+loaded into one reused copy), the base restored exactly on exit."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,136 +15,18 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from steerlens.models import LoadedModel, ModelLoadError, as_model, check_saved_version
-
-CheckpointKind = Literal["full", "adapter", "base"]
-_CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
-_FULL_WEIGHTS = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
+from steerlens.checkpoints.checkpoint import (
+    CHECKPOINT_DIR_RE,
+    VOLATILE_CONFIG_KEYS,
+    Checkpoint,
+    check_safetensors_header,
+    classify,
+    fix_hint,
+    read_json,
+    step_of_single,
+    validate,
 )
-_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-# Config keys that do not change the computation (ignored when deciding to reuse a model copy).
-_VOLATILE_CONFIG_KEYS = ("transformers_version", "_name_or_path", "torch_dtype", "dtype")
-
-
-def _fix_hint(path: Path) -> str:
-    return (
-        f"Re-save it (trainer.save_model / model.save_pretrained), or move {path} out of the "
-        "series folder to skip it (CheckpointSeries.discover(..., on_error='skip') skips it "
-        "with a warning)"
-    )
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """One member of a series: its training step, folder and kind."""
-
-    step: int
-    path: Path
-    kind: CheckpointKind
-
-    @property
-    def name(self) -> str:
-        return "base" if self.kind == "base" else f"checkpoint-{self.step}"
-
-    def weight_files(self) -> list[Path]:
-        """The files holding this checkpoint's weights (shards resolved from an index)."""
-        if self.kind == "base":
-            return []
-        names = _ADAPTER_WEIGHTS if self.kind == "adapter" else _FULL_WEIGHTS
-        for name in names:
-            f = self.path / name
-            if not f.is_file():
-                continue
-            if name.endswith(".index.json"):
-                index = _read_json(f)
-                shards = sorted(set(index.get("weight_map", {}).values()))
-                if not shards:
-                    raise ModelLoadError(f"{f} lists no weight shards. {_fix_hint(self.path)}")
-                return [self.path / s for s in shards]
-            return [f]
-        raise ModelLoadError(
-            f"checkpoint {self.path} has no weights file (looked for {', '.join(names)}). "
-            f"{_fix_hint(self.path)}"
-        )
-
-    def signature(self) -> str:
-        """A content key: sha256 over the resolved path and each config/weight file's name,
-        size and modification time (cheap; a re-saved checkpoint gets a new key)."""
-        if self.kind == "base":
-            return "base"
-        h = hashlib.sha256(str(self.path.resolve()).encode())
-        cfg = "adapter_config.json" if self.kind == "adapter" else "config.json"
-        for f in [self.path / cfg, *self.weight_files()]:
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-        return h.hexdigest()[:16]
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(
-            f"unreadable {path.name} in {path.parent}: {exc}. {_fix_hint(path.parent)}"
-        ) from exc
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path} is not a JSON object. {_fix_hint(path.parent)}")
-    return data
-
-
-def _check_safetensors_header(path: Path) -> list[str]:
-    """Read only the header of a safetensors file (detects truncation); return tensor names."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return list(f.keys())
-    except Exception as exc:
-        raise ModelLoadError(
-            f"corrupt or truncated weights file {path} ({type(exc).__name__}: {exc}). "
-            f"{_fix_hint(path.parent)}"
-        ) from exc
-
-
-def classify(path: Path) -> CheckpointKind | None:
-    """``adapter`` if ``path`` holds adapter_config.json, ``full`` if config.json, else None."""
-    if (path / "adapter_config.json").is_file():
-        return "adapter"
-    if (path / "config.json").is_file():
-        return "full"
-    return None
-
-
-def validate(ckpt: Checkpoint) -> None:
-    """Cheap integrity check: configs parse, weight files exist, safetensors headers are whole.
-    Raises :class:`ModelLoadError` naming the folder and the fix."""
-    if ckpt.kind == "base":
-        return
-    _read_json(ckpt.path / ("adapter_config.json" if ckpt.kind == "adapter" else "config.json"))
-    for f in ckpt.weight_files():
-        if not f.is_file():
-            raise ModelLoadError(f"missing weight shard {f}. {_fix_hint(ckpt.path)}")
-        if f.suffix == ".safetensors":
-            _check_safetensors_header(f)
-        elif f.stat().st_size == 0:
-            raise ModelLoadError(f"empty weights file {f}. {_fix_hint(ckpt.path)}")
-
-
-def _step_of_single(path: Path) -> int:
-    m = _CKPT_RE.match(path.name)
-    if m:
-        return int(m.group(1))
-    state = path / "trainer_state.json"
-    if state.is_file():
-        try:
-            return int(json.loads(state.read_text()).get("global_step", 1))
-        except (OSError, ValueError, TypeError):
-            pass
-    return 1
+from steerlens.models import LoadedModel, ModelLoadError, as_model, check_saved_version
 
 
 @dataclass
@@ -188,7 +57,7 @@ class CheckpointSeries:
         subs = sorted(
             (int(m.group(1)), p)
             for p in root.iterdir()
-            if p.is_dir() and (m := _CKPT_RE.match(p.name))
+            if p.is_dir() and (m := CHECKPOINT_DIR_RE.match(p.name))
         )
         if subs:
             for step, sub in subs:
@@ -196,7 +65,7 @@ class CheckpointSeries:
                 if kind is None:
                     msg = (
                         f"{sub} is neither a model folder (config.json) nor a PEFT adapter "
-                        f"(adapter_config.json). {_fix_hint(sub)}"
+                        f"(adapter_config.json). {fix_hint(sub)}"
                     )
                     if on_error == "skip":
                         warnings.warn(msg, stacklevel=2)
@@ -211,7 +80,7 @@ class CheckpointSeries:
                     "(config.json) or a PEFT adapter (adapter_config.json): pass the folder "
                     "your trainer wrote checkpoints into"
                 )
-            found.append(Checkpoint(_step_of_single(root), root, kind))
+            found.append(Checkpoint(step_of_single(root), root, kind))
         good: list[Checkpoint] = []
         for ck in found:
             try:
@@ -300,7 +169,7 @@ def adapter_tensor_names(ckpt: Checkpoint) -> list[str]:
     names: list[str] = []
     for f in ckpt.weight_files():
         if f.suffix == ".safetensors":
-            names += _check_safetensors_header(f)
+            names += check_safetensors_header(f)
         else:
             state = torch.load(f, map_location="cpu", weights_only=True)
             names += list(state)
@@ -320,14 +189,14 @@ def read_state_dict(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
                 state.update(torch.load(f, map_location="cpu", weights_only=True))
         except Exception as exc:
             raise ModelLoadError(
-                f"could not read weights {f} ({type(exc).__name__}: {exc}). {_fix_hint(ckpt.path)}"
+                f"could not read weights {f} ({type(exc).__name__}: {exc}). {fix_hint(ckpt.path)}"
             ) from exc
     return state
 
 
 def _config_key(path: Path) -> str:
-    cfg = _read_json(path / "config.json")
-    for k in _VOLATILE_CONFIG_KEYS:
+    cfg = read_json(path / "config.json")
+    for k in VOLATILE_CONFIG_KEYS:
         cfg.pop(k, None)
     return json.dumps(cfg, sort_keys=True)
 
@@ -385,7 +254,7 @@ class SeriesLoader:
             raise ModelLoadError(
                 f"could not load the PEFT adapter in {ckpt.path} onto {self.base.name} "
                 f"({type(exc).__name__}: {exc}). Check that the adapter was trained on this "
-                f"base model. {_fix_hint(ckpt.path)}"
+                f"base model. {fix_hint(ckpt.path)}"
             ) from exc
         self._active = name
         self._peft.eval()
@@ -428,7 +297,7 @@ class SeriesLoader:
             except Exception as exc:
                 raise ModelLoadError(
                     f"could not load the checkpoint in {ckpt.path} ({type(exc).__name__}: "
-                    f"{exc}). {_fix_hint(ckpt.path)}"
+                    f"{exc}). {fix_hint(ckpt.path)}"
                 ) from exc
             _check_shape(self.base, model, ckpt.path)
             self._full = model.eval()
@@ -466,7 +335,7 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> 
         missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise ModelLoadError(
-            f"{path} has weights this model does not ({sorted(unexpected)[:5]}…). {_fix_hint(path)}"
+            f"{path} has weights this model does not ({sorted(unexpected)[:5]}…). {fix_hint(path)}"
         )
     if missing:
         params = dict(model.named_parameters(remove_duplicate=False))
@@ -474,145 +343,8 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> 
         untied = [k for k in missing if k not in params or params[k].data_ptr() not in loaded_ptrs]
         if untied:
             raise ModelLoadError(
-                f"{path} lacks weights {untied[:5]}: an incomplete checkpoint. {_fix_hint(path)}"
+                f"{path} lacks weights {untied[:5]}: an incomplete checkpoint. {fix_hint(path)}"
             )
 
 
 # --------------------------------------------------------------- which blocks can change
-
-
-def _block_index_fn(layout_path: str) -> Callable[[str], int | None]:
-    """Map a tensor name to the decoder block it belongs to (None if outside the blocks)."""
-    last = re.escape(layout_path.split(".")[-1])
-    pat = re.compile(rf"(?:^|\.){last}\.(\d+)\.")
-
-    def block_of(name: str) -> int | None:
-        m = pat.search(name)
-        return int(m.group(1)) if m else None
-
-    return block_of
-
-
-_FINAL_NORMS = (
-    "model.norm",
-    "transformer.ln_f",
-    "gpt_neox.final_layer_norm",
-    "decoder.final_layer_norm",
-)
-
-
-def _after_blocks_names(model: nn.Module) -> set[str]:
-    """Parameter names used only after the decoder blocks (output head, final norm)."""
-    names: set[str] = set()
-    get_out = getattr(model, "get_output_embeddings", None)
-    get_inp = getattr(model, "get_input_embeddings", None)
-    out = get_out() if callable(get_out) else None
-    inp = get_inp() if callable(get_inp) else None
-    for mod_name, mod in model.named_modules():
-        final_norm = mod_name.endswith(_FINAL_NORMS)
-        is_head = out is not None and mod is out and out is not inp
-        if final_norm or is_head:
-            for pn, p in mod.named_parameters():
-                if inp is not None and any(p is q for q in inp.parameters()):
-                    continue  # tied to the input embedding: it matters
-                names.add(f"{mod_name}.{pn}")
-    return names
-
-
-def first_changed_block(base: LoadedModel, ckpt: Checkpoint) -> int:
-    """The lowest decoder block whose computation a checkpoint may change; every block below
-    it (and the embeddings) is identical to the base, so their outputs can be computed once.
-
-    Adapters: the lowest block holding an adapter tensor or named in ``layers_to_transform``
-    (0 if an adapter touches anything outside the blocks but the output head, or if it is
-    injected on every layer with a non-zero initialisation). Full checkpoints: tensors are compared with the
-    base's, block by block, reading only as far as the first difference. Returns
-    ``base.n_layers`` when nothing before the output head changes.
-    """
-    from peft import PeftModel
-
-    if ckpt.kind == "base":
-        return base.n_layers
-    block_of = _block_index_fn(base.layout.path)
-    inner = base.model.get_base_model() if isinstance(base.model, PeftModel) else base.model
-    if ckpt.kind == "adapter":
-        cfg = _read_json(ckpt.path / "adapter_config.json")
-        lowest = base.n_layers
-        for name in adapter_tensor_names(ckpt):
-            b = block_of(name)
-            if b is None:
-                if "lm_head" in name:
-                    continue
-                return 0
-            lowest = min(lowest, b)
-        chosen = cfg.get("layers_to_transform")
-        if isinstance(chosen, int):
-            chosen = [chosen]
-        if chosen:
-            return min(lowest, *[int(x) for x in chosen])
-        if cfg.get("init_lora_weights", True) is not True:
-            # adapters injected on every layer; ones missing from the file would keep a
-            # non-zero initialisation, so assume every block may change
-            return 0
-        return lowest
-    return _first_changed_full(inner, ckpt, block_of, base.n_layers)
-
-
-_IGNORED_CONFIG_KEYS = (*_VOLATILE_CONFIG_KEYS, "architectures", "use_cache", "output_attentions")
-
-
-def _same_config(model: nn.Module, path: Path) -> bool:
-    """Whether a checkpoint's config equals the model's, up to keys that change no numbers."""
-    from transformers import AutoConfig
-
-    cfg = getattr(model, "config", None)
-    if cfg is None:
-        return False
-    try:
-        other = AutoConfig.from_pretrained(path, local_files_only=True)
-    except Exception:  # noqa: BLE001 - any unreadable config means 'not the same'
-        return False
-    a, b = cfg.to_diff_dict(), other.to_diff_dict()
-    for d in (a, b):
-        for k in _IGNORED_CONFIG_KEYS:
-            d.pop(k, None)
-    return bool(a == b)
-
-
-def _first_changed_full(
-    model: nn.Module, ckpt: Checkpoint, block_of: Callable[[str], int | None], n_layers: int
-) -> int:
-    from safetensors import safe_open
-
-    files = ckpt.weight_files()
-    if any(f.suffix != ".safetensors" for f in files):
-        return 0  # .bin checkpoints: no lazy reads, assume everything may change
-    if not _same_config(model, ckpt.path):
-        return 0
-    base_state = model.state_dict(keep_vars=True)
-    after = _after_blocks_names(model)
-    by_block: dict[int, list[tuple[Path, str]]] = {}
-    outside: list[tuple[Path, str]] = []
-    for f in files:
-        for name in _check_safetensors_header(f):
-            b = block_of(name)
-            (outside if b is None else by_block.setdefault(b, [])).append((f, name))
-
-    def same(f: Path, name: str) -> bool:
-        ref = base_state.get(name)
-        if ref is None:
-            return False
-        with safe_open(str(f), framework="pt") as fh:
-            t = fh.get_tensor(name)
-        return t.shape == ref.shape and torch.equal(t.to(ref.dtype), ref.detach().cpu())
-
-    for f, name in outside:
-        if name not in after and not same(f, name):
-            return 0
-    for b in sorted(by_block):
-        if not all(same(f, name) for f, name in by_block[b]):
-            return b
-        n_base = sum(1 for k in base_state if block_of(k) == b)
-        if n_base != len(by_block[b]):
-            return b
-    return n_layers
