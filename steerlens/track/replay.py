@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from einops import einsum
 from tqdm.auto import tqdm
 
 from steerlens.activations import (
@@ -23,6 +22,7 @@ from steerlens.activations import (
     capture_blocks,
     position_weights,
     record_activations,
+    reduce_positions,
 )
 from steerlens.backends.upper import BlockInputs, record_block_calls, replay_blocks
 from steerlens.common import tqdm_disable
@@ -33,21 +33,18 @@ __all__ = [
     "BlockInputs",
     "base_pass",
     "checkpoint_rows",
-    "reduce_positions",
+    "reduce_batch",
     "replay_rows",
     "replay_self_check",
 ]
 
 
-def reduce_positions(
+def reduce_batch(
     encs: Sequence[EncodedPrompt], idx: Sequence[int], h: torch.Tensor, position: PositionSpec
 ) -> torch.Tensor:
-    """(B, d) float32 per-prompt means over the selected positions of a (B, T, d) batch, the
-    same reduction as ``record_activations``."""
-    w = position_weights(encs, idx, h.shape[1], position)
-    if w is None:
-        return h[:, -1, :].float()
-    return einsum(w.to(device=h.device, dtype=torch.float32), h.float(), "b t, b t d -> b d")
+    """(B, d) float32 per-prompt means over the selected positions of a (B, T, d) batch: the
+    one reduction of ``record_activations`` (:func:`steerlens.backends.reduce_positions`)."""
+    return reduce_positions(h, position_weights(encs, idx, h.shape[1], position))
 
 
 def _base_batches(
@@ -69,7 +66,7 @@ def _base_batches(
                 lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
             index = torch.tensor(idx)
             for layer in layers:
-                rows[layer][index] = reduce_positions(encs, idx, store[layer], position).cpu()
+                rows[layer][index] = reduce_batch(encs, idx, store[layer], position).cpu()
             if commit is not None:
                 commit()
 
@@ -125,7 +122,7 @@ def replay_rows(
             index = torch.tensor(idx)
             for i, h in replay_blocks(blocks, inputs.start, deepest, hidden, calls):
                 if i in wanted:
-                    rows[i][index] = reduce_positions(encs, idx, h, position).cpu()
+                    rows[i][index] = reduce_batch(encs, idx, h, position).cpu()
     return rows
 
 
