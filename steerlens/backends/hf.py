@@ -60,7 +60,7 @@ class HFBackend:
         )
 
     def can_share_prefix(self) -> bool:
-        return self.lm.backend == "hf" and can_share_prefix(self.lm)
+        return can_share_prefix(self.lm)  # the plain "hf" backend only, not "accelerate"
 
     def record_shared(
         self,
