@@ -29,6 +29,7 @@ from steerlens.cli.settings import (
 from steerlens.experiments.registry import get
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.stages import training_prompts
+from steerlens.lineage import has_record, write_record
 
 
 def cmd_extract(inv: Invocation) -> int:
@@ -181,6 +182,9 @@ def run_experiment(
     res = get(name).execute(config, out_dir, progress=progress, log=log)
     html = Path(out_dir).expanduser() / "report.html"
     render_report(res.to_json()).save(html)
+    results = html.with_name("results.json")
+    if has_record(results):
+        write_record(html, "report", parents={"results": results})
     log(f"wrote {html}")
     return res
 

@@ -18,6 +18,7 @@ from steerlens.lineage.graph import lineage_graph
 from steerlens.lineage.record import (
     KEY_ENV,
     Record,
+    artifact_files,
     ensure_record,
     find_records,
     has_record,
@@ -34,6 +35,7 @@ __all__ = [
     "Problem",
     "Record",
     "SignatureError",
+    "artifact_files",
     "ensure_record",
     "find_records",
     "generate_key",

@@ -45,8 +45,11 @@ def _tree(rec: Record, root: Path, prefix: str, seen: set[Path], lines: list[str
             lines.append(f"{prefix}{branch}{name}MISSING record {dep.get('uri')}")
             continue
         parent = read_record(pp)
-        again = " (shown above)" if pp in seen else ""
-        lines.append(f"{prefix}{branch}{name}{_label(parent, root)}{again}")
+        if pp in seen:
+            where = os.path.relpath(parent.artifact.resolve(), root.resolve())
+            lines.append(f"{prefix}{branch}{name}{parent.kind}: {Path(where).as_posix()} (above)")
+        else:
+            lines.append(f"{prefix}{branch}{name}{_label(parent, root)}")
         if pp not in seen:
             seen.add(pp)
             _tree(parent, root, prefix + cont, seen, lines)
