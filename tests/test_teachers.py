@@ -147,3 +147,42 @@ def test_finetuned_full_model_folder_teacher(tiny: sl.LoadedModel, tmp_path: Pat
     with Teacher.finetuned(tmp_path / "full").apply(tiny) as m:
         torch.testing.assert_close(_logits(m), _logits(other))
         assert m.tokenizer is tiny.tokenizer
+
+
+def test_teacher_vector_of_a_finetune_recovers_the_planted_vector(
+    tiny: sl.LoadedModel, tmp_path: Path
+) -> None:
+    from steerlens.extract import model_teacher_vector
+
+    v = _vec(tiny)[1] * 0.5
+    plant_vector(tiny, 1, v).model.save_pretrained(tmp_path / "ft")
+    t = Teacher.finetuned(tmp_path / "ft")
+    vec = model_teacher_vector(tiny, t, "owl", layers=[1, 2], diagnostics=False, progress=False)
+    torch.testing.assert_close(vec[1], v, atol=1e-4, rtol=1e-4)  # the shift at its own layer
+    assert vec.meta["teacher"]["kind"] == "finetuned"
+    steered = model_teacher_vector(
+        tiny, Teacher.steered(sl.SteeringVector({1: v}), 1.0), "owl", layers=[1], progress=False
+    )
+    torch.testing.assert_close(steered[1], v, atol=1e-4, rtol=1e-4)
+
+
+def test_b_teacher_of_a_steered_teacher_is_the_planted_models(tiny: sl.LoadedModel) -> None:
+    from steerlens.behavior import trait_behavior
+    from steerlens.carry import carry_test, teacher_score
+    from steerlens.traits import as_trait
+
+    trait = as_trait("owl")
+    v = _vec(tiny)
+    teacher = Teacher.steered(v, 3.0, [1])
+    planted = plant_vector(tiny, 1, 3.0 * v[1])
+    beh = trait_behavior(tiny, trait)
+    b_planted = float(beh(planted))
+    assert teacher_score(tiny, teacher, beh) == pytest.approx(b_planted, abs=1e-5)
+    kw = {"layers": [1], "alphas": [1.0], "n_random": 1, "necessity": False, "min_gap": 0.0}
+    a = carry_test(tiny, v, trait, teacher=teacher, **kw)  # type: ignore[arg-type]
+    b = carry_test(tiny, v, trait, teacher=planted, **kw)  # type: ignore[arg-type]
+    assert a.b_teacher == pytest.approx(b.b_teacher, abs=1e-5)
+    assert a.b_teacher == pytest.approx(b_planted, abs=1e-5)
+    assert a.sufficiency[1] == pytest.approx(b.sufficiency[1], abs=1e-4)
+    prompted = teacher_score(tiny, Teacher.prompted(trait.neutral_system_prompt), beh)
+    assert prompted == pytest.approx(float(beh.with_system(trait.neutral_system_prompt)(tiny)))
