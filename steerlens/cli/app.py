@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steerlens.audit import AuditConfig
+from steerlens.cli.audit import cmd_audit
 from steerlens.cli.handlers import (
     cmd_carry,
     cmd_distill,
@@ -115,6 +117,13 @@ COMMANDS: tuple[Command, ...] = (
         (ModelOptions, DistillOptions, DistillConfig),
         cmd_distill,
         field_help={DistillConfig: DISTILL_HELP},
+    ),
+    Command(
+        "audit",
+        "audit your own distillation: teacher vector, carry test, behavior, checkpoint "
+        "alignment with nulls, data screening, verdict and lineage",
+        (AuditConfig,),
+        cmd_audit,
     ),
     Command(
         "report", "render report.html from a results JSON", (SeedOption, ReportOptions), cmd_report

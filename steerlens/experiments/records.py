@@ -3,7 +3,7 @@ teacher descriptions, and the ``record`` callables its cached stages take."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +13,18 @@ from steerlens.lineage import write_record
 __all__ = ["recorder", "teacher_record"]
 
 
-def teacher_record(path: Path, teacher: Mapping[str, Any], base: Any) -> Path:
+def teacher_record(
+    path: Path, teacher: Mapping[str, Any], base: Any, files: Sequence[Path] = ()
+) -> Path:
     """Write ``path`` (JSON: the teacher's description and its base model) and its record; the
-    teacher's files (an adapter, a vector), when it has any, are subjects too."""
+    teacher's ``files`` (an adapter, a vector), when it has any, are subjects too."""
     from steerlens.models import describe
 
     desc = describe(base)
     write_json(path, {"teacher": dict(teacher), "base": desc})
-    files = [path, *(Path(f) for f in teacher.get("files", ()))]
+    subjects = [path, *(Path(f) for f in files)]
     cfg = {"teacher_kind": teacher.get("kind"), "system": teacher.get("system")}
-    write_record(path, "teacher", files=files, config=cfg, models={"base": desc})
+    write_record(path, "teacher", files=subjects, config=cfg, models={"base": desc})
     return path
 
 

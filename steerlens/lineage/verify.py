@@ -162,7 +162,8 @@ def verify_lineage(
     exists with its sha256, a recorded folder holds no unrecorded file, each parent record is
     the one the child was made from, and each signature is valid. ``key`` (a PEM public or
     private key) pins the signer: every record must carry a valid signature by it. Without
-    ``key``, records must all be signed by one key or all unsigned."""
+    ``key``, records must all be signed by one key or all unsigned. Parent records outside
+    ``root`` (the inputs of an audit) are checked too."""
     r = Path(root).expanduser()
     if not r.exists():
         raise FileNotFoundError(f"{r} does not exist: check the path")
@@ -173,7 +174,9 @@ def verify_lineage(
         return out
     trusted = key_id(load_public_key(key)) if key is not None else None
     signed: dict[str, list[str]] = {}
-    for p in paths:
+    queue, seen = list(paths), {p.resolve() for p in paths}
+    while queue:
+        p = queue.pop(0)
         try:
             rec = read_record(p)
         except ValueError as exc:
@@ -182,6 +185,12 @@ def verify_lineage(
         _check_subjects(rec, r, out)
         _check_parents(rec, r, out)
         signed[_show(p, r)] = _check_signatures(rec, r, trusted, out)
+        for dep in rec.parents:  # records outside ``root`` that these were made from
+            pp = (rec.path.parent / str(dep.get("uri"))).resolve()
+            if pp.is_file() and pp not in seen:
+                seen.add(pp)
+                queue.append(pp)
+                out.records.append(_show(pp, r))
     if trusted is None and any(signed.values()):
         _check_one_signer(signed, out)
     return out
