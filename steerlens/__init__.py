@@ -53,14 +53,14 @@ _LAZY = {
     "ExperimentResult": "steerlens.experiments.result",
     "run_experiment": "steerlens.cli",
     "run_demo": "steerlens.experiment",
-    "audit": "steerlens.audit",
-    "AuditConfig": "steerlens.audit",
+    "audit": "steerlens.auditing",
+    "AuditConfig": "steerlens.auditing",
     "verify_lineage": "steerlens.lineage",
     "lineage_graph": "steerlens.lineage",
 }
 
 if TYPE_CHECKING:  # precise types for editors and mypy; loaded lazily at run time
-    from steerlens.audit import AuditConfig, audit
+    from steerlens.auditing import AuditConfig, audit
     from steerlens.backends import from_nnsight, from_transformer_lens
     from steerlens.behavior import action_choice, logprob_score, sampled_rate, trait_behavior
     from steerlens.carry import CarryLevel, CarryResult, carry_test, student_carry_test

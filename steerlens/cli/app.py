@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlens.audit import AuditConfig
+from steerlens.auditing import AuditConfig
 from steerlens.cli.audit import cmd_audit
 from steerlens.cli.handlers import (
     cmd_carry,

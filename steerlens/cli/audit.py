@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from steerlens.audit import AuditConfig
+from steerlens.auditing import AuditConfig
 from steerlens.cli.settings import Invocation
 
 __all__ = ["cmd_audit"]
 
 
 def cmd_audit(inv: Invocation) -> int:
-    from steerlens.audit import audit
+    from steerlens.auditing import audit
     from steerlens.lineage import write_record
     from steerlens.report import render_report
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from steerlens.audit.config import AuditConfig
-from steerlens.audit.inputs import base_check, input_records, make_teacher, read_data
+from steerlens.auditing.config import AuditConfig
+from steerlens.auditing.inputs import base_check, input_records, make_teacher, read_data
 from steerlens.common import sha256_bytes, write_json
 from steerlens.experiments.records import recorder
 from steerlens.experiments.result import ExperimentResult
@@ -271,7 +271,7 @@ def audit(
     screen = _screen(a, vec)
     clock.tick("screening")
     results: dict[str, Any] = {
-        "kind": "steerlens.audit",
+        "kind": "steerlens.auditing",
         "config": cfg.to_json(),
         "trait": a.trait.name,
         "lineage": _lineage(a),

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from steerlens.audit.config import AuditConfig, AuditError
+from steerlens.auditing.config import AuditConfig, AuditError
 from steerlens.common import read_json, sha256_file
 from steerlens.lineage import has_record, read_record, record_path, write_record
 
