@@ -1,4 +1,4 @@
-"""What ``steerlens audit`` / :func:`steerlens.auditing` take: :class:`AuditConfig` (its fields are
+"""What ``steerlens audit`` / :func:`steerlens.audit` take: :class:`AuditConfig` (its fields are
 the command's options) and :class:`AuditError`."""
 
 from __future__ import annotations

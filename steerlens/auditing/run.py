@@ -166,6 +166,13 @@ def _behavior(a: _Audit) -> Any:
     )
 
 
+def _live_layers(vec: Any) -> list[int] | None:
+    """The vector's layers with a nonzero direction (None: all of them). A teacher that edits
+    from a middle layer on differs from the base only there."""
+    live = [layer for layer in vec.layers if float(vec[layer].norm()) > 0]
+    return None if len(live) == len(vec.layers) else live
+
+
 def _track(a: _Audit, vec: Any) -> Any:
     from steerlens.track import track_checkpoints
 
@@ -180,6 +187,7 @@ def _track(a: _Audit, vec: Any) -> Any:
             vec,
             a.trait,
             control=None if c.control is None else Path(c.control),
+            layers=_live_layers(vec),
             cache_dir=a.out / "cache" / "track",
             n_null=c.n_null,
             n_boot=c.n_boot,
@@ -204,7 +212,9 @@ def _screen(a: _Audit, vec: Any) -> Any:
     return stage(
         a.out / "screen.json",
         a.key(),
-        lambda: screen_dataset(a.model, vec, sets, seed=c.seed, progress=a.progress).to_json(),
+        lambda: screen_dataset(
+            a.model, vec, sets, layers=_live_layers(vec), seed=c.seed, progress=a.progress
+        ).to_json(),
         json_save,
         json_load,
         a.log,
@@ -271,7 +281,7 @@ def audit(
     screen = _screen(a, vec)
     clock.tick("screening")
     results: dict[str, Any] = {
-        "kind": "steerlens.auditing",
+        "kind": "steerlens.audit",
         "config": cfg.to_json(),
         "trait": a.trait.name,
         "lineage": _lineage(a),
