@@ -184,3 +184,18 @@ def test_lineage_verify_on_a_demo_folder(
     assert main(["lineage", "verify", str(run)]) == 1
     err = capsys.readouterr().err
     assert f"{victim}: changed" in err
+
+
+def test_distill_command_writes_a_verifiable_lineage(
+    base_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "student"
+    argv = ["distill", "--model", str(base_dir), "--device", "cpu", "--n", "4"]
+    assert main([*argv, "--steps", "1", "--save-every", "1", "--out", str(out)]) == 0
+    assert main(["lineage", "verify", str(out)]) == 0
+    assert main(["lineage", "show", str(out)]) == 0
+    text = capsys.readouterr().out
+    graph = text[text.index("student: . [") :].splitlines()
+    assert graph[1].startswith("├─ data ← teacher_data: teacher_data.jsonl [2 files")
+    assert graph[2].startswith("│  └─ teacher: teacher.json [1 file")
+    assert graph[3] == "└─ teacher: teacher.json (above)"
