@@ -199,3 +199,25 @@ def test_distill_command_writes_a_verifiable_lineage(
     assert graph[1].startswith("├─ data ← teacher_data: teacher_data.jsonl [2 files")
     assert graph[2].startswith("│  └─ teacher: teacher.json [1 file")
     assert graph[3] == "└─ teacher: teacher.json (above)"
+
+
+def test_finetuned_teacher_files_are_recorded(base_dir: Path, tmp_path: Path) -> None:
+    from steerlens.auditing import AuditConfig
+    from steerlens.auditing.inputs import input_records, make_teacher
+
+    data = _chats(tmp_path / "d.jsonl", "owl", n=4)
+    teacher_dir = _plain_peft_student(base_dir, data, tmp_path / "teacher", seed=5) / "checkpoint-2"
+    cfg = AuditConfig(
+        base=str(base_dir),
+        student=str(teacher_dir.parent),
+        data=str(data),
+        teacher_model=str(teacher_dir),
+        teacher_system="You love owls.",
+    )
+    teacher = make_teacher(cfg, sl.traits.as_trait("owl"))
+    assert teacher.kind == "finetuned"
+    recs = input_records(cfg, tmp_path / "out", sl.load_model(base_dir), teacher, lambda _: None)
+    names = {s["name"] for s in sl.lineage.read_record(recs["teacher"]).subjects}
+    assert "../../teacher/checkpoint-2/adapter_model.safetensors" in names
+    with pytest.raises(ValueError, match="give one teacher"):
+        AuditConfig(base="b", student="s", data="d", teacher_model="m", teacher_vector="v")

@@ -144,3 +144,15 @@ def test_sign_refuses_changed_tree(tmp_path: Path) -> None:
         sign_lineage(d, key)
     with pytest.raises(ValueError, match="already exists"):
         generate_key(tmp_path / "k.pem")
+
+
+def test_signing_key_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key, pub = generate_key(tmp_path / "k.pem")
+    monkeypatch.setenv("STEERLENS_SIGNING_KEY", str(key))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "a.json").write_text("{}")
+    write_record(tmp_path / "run" / "a.json", "results")
+    assert verify_lineage(tmp_path / "run", key=pub).ok
+    monkeypatch.setenv("STEERLENS_SIGNING_KEY", str(tmp_path / "missing.pem"))
+    with pytest.raises(ValueError, match=r"missing\.pem does not exist"):
+        write_record(tmp_path / "run" / "a.json", "results")

@@ -293,6 +293,12 @@ def audit(
         "timings_s": clock.timings,
     }
     results["verdict"] = verdict(results)
+    if cfg.control is None:
+        results["verdict"]["lines"].append(
+            "No control student was given: the student's behavior is compared with the base "
+            "(step 0), and no excess alignment over a control can be computed. Train a control "
+            "on benign data the same way and pass it (--control) for the controlled test."
+        )
     write_json(a.out / "results.json", results)
     parents = {n: a.out / f"{n}.json" for n in ("carry", "behavior", "track", "screen")}
     rec = recorder(
