@@ -387,3 +387,11 @@ OWL = register(
     replace=True,  # a module reload (notebook autoreload) registers it again
 )
 """The registered owl experiment."""
+
+
+# The owl stages other experiments build on (steerlens.experiments.svd runs them on its own
+# config, a subclass of OwlConfig, so their cache keys and files are the same).
+Run = _Run
+open_run = _open
+teacher_vector_stage = _teacher_vector
+carry_stage = _carry

@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-__all__ = ["NULL_GREY", "PALETTE", "bars", "heatmap", "lines_with_bands", "rgba"]
+__all__ = [
+    "NULL_GREY",
+    "PALETTE",
+    "bars",
+    "heatmap",
+    "lines_with_bands",
+    "rgba",
+    "scatter_with_errors",
+]
 
 PALETTE = ["#4a6cf7", "#e8590c", "#2b8a3e", "#ae3ec9", "#1098ad", "#f08c00", "#c92a2a"]
 #: colour of null / reference bands that belong to no curve
@@ -185,3 +193,41 @@ def bars(
     fig.update_layout(margin={"l": 20})
     fig.update_yaxes(automargin=True)
     return fig
+
+
+def scatter_with_errors(
+    points: Mapping[str, Sequence[tuple[str, float, float, float | None, float | None]]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    hline: float | None = None,
+) -> go.Figure:
+    """Labelled points with vertical error bars, one trace per group: ``points[group]`` is a
+    list of (label, x, y, y_lo, y_hi) (None bounds: no bar)."""
+    fig = go.Figure()
+    for i, (group, pts) in enumerate(points.items()):
+        color = PALETTE[i % len(PALETTE)]
+        plus = [(hi - y) if hi is not None else 0.0 for _, _, y, _, hi in pts]
+        minus = [(y - lo) if lo is not None else 0.0 for _, _, y, lo, _ in pts]
+        fig.add_trace(
+            go.Scatter(
+                x=[p[1] for p in pts],
+                y=[p[2] for p in pts],
+                text=[p[0] for p in pts],
+                mode="markers+text",
+                textposition="top center",
+                name=group,
+                marker={"color": color, "size": 10},
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": plus,
+                    "arrayminus": minus,
+                    "color": color,
+                },
+            )
+        )
+    if hline is not None:
+        fig.add_hline(y=hline, line={"dash": "dot", "color": NULL_GREY})
+    return _layout(fig, title, xlabel, ylabel, height=420)
