@@ -70,6 +70,7 @@ def test_svd_runs_on_a_tiny_model(tmp_path: Path) -> None:
         carry_layers=(1,),
         lora_layers=(0, 1),
         steer_alpha=4.0,
+        also_kl=False,
         n_null=50,
         n_boot=50,
     )
@@ -78,11 +79,11 @@ def test_svd_runs_on_a_tiny_model(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "svd" / "results.json").read_text())
     assert saved["svd"]["layer"] == 1 and saved["svd"]["alpha"] == 4.0
     rows = saved["svd"]["rows"]
-    assert set(rows) == {"sft", "kl"}
+    assert set(rows) == {"sft"}  # KL students: tests/test_teacher_distill.py, the quick run
     assert set(rows["sft"]) == {"prompted", "steered", "ablated", "placebo", "base"}
-    steer = rows["kl"]["steered"]
+    steer = rows["sft"]["steered"]
     assert steer["teacher"]["kind"] == "steer" and steer["teacher"]["layers"] == [1]
-    assert steer["alignment"]["layer"] == 1 and rows["kl"]["base"]["alignment"] is None
+    assert steer["alignment"]["layer"] == 1 and rows["sft"]["base"]["alignment"] is None
     assert rows["sft"]["base"]["transfer"]["delta"] == 0.0
     lineage = saved["lineage"]
     assert lineage["teachers"]["ablated"]["kind"] == "ablate"
@@ -92,4 +93,4 @@ def test_svd_runs_on_a_tiny_model(tmp_path: Path) -> None:
     assert "Teachers and transfer" in html and "Δ vs base control" in html
     logs.clear()
     run(cfg, tmp_path / "svd", progress=False, log=logs.append)  # every stage is reused
-    assert sum("reusing" in line for line in logs) >= 10
+    assert sum("reusing" in line for line in logs) >= 8

@@ -68,6 +68,17 @@ class SvdConfig(OwlConfig):
     teacher_carry: bool = field(
         default=True, metadata={"help": "carry-test every teacher (the predictor per teacher)"}
     )
+    teachers: tuple[str, ...] = field(
+        default=TEACHER_NAMES,
+        metadata={"help": "teachers to run (a subset of the five; 'base' is always run)"},
+    )
+
+    def __post_init__(self) -> None:
+        bad = [t for t in self.teachers if t not in TEACHER_NAMES]
+        if bad:
+            raise ValueError(f"unknown teachers {bad}: choose from {', '.join(TEACHER_NAMES)}")
+        if "base" not in self.teachers:
+            self.teachers = (*self.teachers, "base")  # the base control every delta needs
 
     def losses(self) -> list[str]:
         other = "kl" if self.loss == "sft" else "sft"
@@ -87,7 +98,7 @@ def _peak(carry: dict[str, Any], cfg: SvdConfig) -> tuple[int, float, str]:
         layers = carry.get("layers") or [15]
         layer = layer if layer is not None else int(layers[len(layers) // 2])
         alpha = alpha if alpha is not None else float(max(cfg.alphas))
-        src = "no carry peak (undefined carry test): the middle grid layer and largest α"
+        src = "no carry peak (no grid cell beat α=0): the middle grid layer and largest α"
     if cfg.steer_layer is not None or cfg.steer_alpha is not None:
         src = "config"
     return int(layer), float(alpha), src
@@ -308,7 +319,8 @@ def run(
     clock.tick("carry test")
     layer, alpha, src = _peak(owl_carry, cfg)
     log(f"steered teacher: α={alpha:g} at layer {layer} ({src})")
-    teachers = svd_teachers(vec, r.trait, layer, alpha)
+    every = svd_teachers(vec, r.trait, layer, alpha)
+    teachers = {n: t for n, t in every.items() if n in cfg.teachers}
     carries = {n: _teacher_carry(r, n, t, vec, owl_carry) for n, t in teachers.items()}
     clock.tick("teacher carry tests")
     datas = {n: _data(r, n, t) for n, t in teachers.items()}
