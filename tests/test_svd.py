@@ -56,7 +56,7 @@ def test_svd_is_registered_with_the_owl_fields() -> None:
 
 
 def test_svd_runs_on_a_tiny_model(tmp_path: Path) -> None:
-    from steerlens.report import render_report
+    from steerlens.report import browser_check, render_report
 
     lm = tiny_model("llama", seed=3)
     d = tmp_path / "model"
@@ -89,8 +89,11 @@ def test_svd_runs_on_a_tiny_model(tmp_path: Path) -> None:
     assert lineage["teachers"]["ablated"]["kind"] == "ablate"
     assert lineage["students"]["sft"]["steered"]["checkpoints"] == ["checkpoint-1", "checkpoint-2"]
     assert res["verdict"]["headline"] == saved["verdict"]["headline"]
-    html = render_report(saved).html()
+    rep = render_report(saved)
+    html = rep.html()
     assert "Teachers and transfer" in html and "Δ vs base control" in html
+    check = browser_check(rep.save(tmp_path / "svd" / "report.html"))
+    assert check["errors"] == [] and check["drawn"] == check["figures"] >= 1
     logs.clear()
     run(cfg, tmp_path / "svd", progress=False, log=logs.append)  # every stage is reused
     assert sum("reusing" in line for line in logs) >= 8
