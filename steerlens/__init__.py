@@ -53,9 +53,14 @@ _LAZY = {
     "ExperimentResult": "steerlens.experiments.result",
     "run_experiment": "steerlens.cli",
     "run_demo": "steerlens.experiment",
+    "audit": "steerlens.auditing",
+    "AuditConfig": "steerlens.auditing",
+    "verify_lineage": "steerlens.lineage",
+    "lineage_graph": "steerlens.lineage",
 }
 
 if TYPE_CHECKING:  # precise types for editors and mypy; loaded lazily at run time
+    from steerlens.auditing import AuditConfig, audit
     from steerlens.backends import from_nnsight, from_transformer_lens
     from steerlens.behavior import action_choice, logprob_score, sampled_rate, trait_behavior
     from steerlens.carry import CarryLevel, CarryResult, carry_test, student_carry_test
@@ -64,6 +69,7 @@ if TYPE_CHECKING:  # precise types for editors and mypy; loaded lazily at run ti
     from steerlens.experiment import run_demo
     from steerlens.experiments.owl import DemoConfig, OwlConfig
     from steerlens.experiments.result import ExperimentResult
+    from steerlens.lineage import lineage_graph, verify_lineage
     from steerlens.report import Report, render_report
     from steerlens.screen import ScreenResult, screen_dataset
     from steerlens.track import AlignmentTrack, track_checkpoints

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from steerlens.distill.data import TeacherData
 from steerlens.distill.student import inner_hf, make_student
 from steerlens.distill.teacher import data_teacher
 from steerlens.distill.trainer import Trainer
+from steerlens.lineage import artifact_files, ensure_record, has_record, write_record
 from steerlens.models import LoadedModel, as_model, describe
 from steerlens.teachers import Teacher
 from steerlens.version import __version__
@@ -249,6 +251,7 @@ def distill(
     config: DistillConfig | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    parents: Mapping[str, str | Path] | None = None,
 ) -> DistillResult:
     """Train a LoRA student of ``base_model`` on the teacher's numbers; save a checkpoint series.
 
@@ -264,6 +267,11 @@ def distill(
     checkpoint and gives the same weights as an uninterrupted run; a different run there is an
     error unless ``overwrite=True`` (which deletes its checkpoints and record).
     ``base_model`` itself is never modified.
+
+    Writes ``out_dir/lineage.json``, the series' lineage record (:mod:`steerlens.lineage`):
+    its checkpoint files and ``distill.json`` by sha256, the base model, and ``parents`` (role
+    → artifact with a record, e.g. ``{"data": "data/teacher.jsonl"}``; a ``data`` path that has
+    a record is its parent without being named).
     """
     lm = as_model(base_model)
     cfg = config or DistillConfig()
@@ -273,7 +281,10 @@ def distill(
     out = Path(out_dir).expanduser()
     lineage = _lineage(lm, cfg, d, t, layers)
     start, losses, done = _resume_point(out, lineage, json_sha256(lineage)[:16], cfg, overwrite)
+    if isinstance(data, (str, Path)) and has_record(data):
+        parents = {"data": data, **(parents or {})}
     if done is not None:
+        ensure_record(out, lambda: _series_record(out, lm, lineage, parents))
         return done
     out.mkdir(parents=True, exist_ok=True)
 
@@ -290,7 +301,22 @@ def distill(
     record = _new_record(lm, cfg, d, lineage, t, trainer, t_prep, start, losses)
     _train_steps(trainer, student, opt, record, out, lm, cfg, start, progress)
     del student, opt
+    _series_record(out, lm, lineage, parents)
     return _result_from_record(out, record, cfg.steps, start)
+
+
+def _series_record(
+    out: Path, lm: LoadedModel, lineage: dict[str, Any], parents: Mapping[str, Any] | None
+) -> Path:
+    files = [out / RECORD_NAME, *(f for p in _ckpt_dirs(out).values() for f in artifact_files(p))]
+    return write_record(
+        out,
+        "student",
+        files=files,
+        parents=dict(parents or {}),
+        models={"base": describe(lm)},
+        config=lineage,
+    )
 
 
 def _write_record(path: Path, obj: Any) -> None:
