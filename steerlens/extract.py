@@ -230,6 +230,8 @@ def extract_vector(
         "n_neg": len(neg_items),
         "kind": "contrast",
     }
+    if lm.tokenization is not None:
+        meta["tokenization"] = dict(lm.tokenization)
     if contrast is not None:
         meta.update(contrast.provenance())
     return vector_from_rows(
