@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 import steerlens.vector_formats as fmt
 from steerlens.common import atomic_write_text, jsonable, write_json
-from steerlens.results import html_table
+from steerlens.results import html_table, result_html
 from steerlens.sites import SITE_TEMPLATE
 from steerlens.version import __version__
 
@@ -297,12 +297,36 @@ class SteeringVector:
             lines.append(f"  … {len(rows) - 8} more layers")
         return "\n".join(lines)
 
+    def main_figure(self) -> Any:
+        """Split-half reliability per layer with its 95% band when diagnostics were computed,
+        else ‖v‖ per layer."""
+        from steerlens.plots import lines_with_bands
+
+        split = self.diagnostics.get("split_half", {})
+        sh = [split.get(k, split.get(str(k))) for k in self.layers]
+        if all(isinstance(r, Mapping) and r.get("n_boot") for r in sh):
+            name = "split-half cosine"
+            return lines_with_bands(
+                self.layers,
+                {name: [float(r["mean"]) for r in sh]},
+                bands={name: ([r["lo"] for r in sh], [r["hi"] for r in sh])},
+                title="Reliability: cosine of vectors from two halves of the prompts",
+                xlabel="layer (block index)",
+                ylabel="cosine (−1…1)",
+            )
+        return lines_with_bands(
+            self.layers,
+            {"‖v‖": list(self.norms().values())},
+            title="Vector norm per layer",
+            xlabel="layer (block index)",
+            ylabel="‖v‖ (residual-stream units)",
+        )
+
     def _repr_html_(self) -> str:
-        head = self.summary().splitlines()[0]
         table = html_table(
             ["layer", "norm", "split-half reliability", "mean~pca cosine"], self._layer_rows()
         )
-        return f"<div class='steerlens-result'><b>{head}</b>{table}</div>"
+        return result_html("SteeringVector", self.summary(), table, self.main_figure())
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
