@@ -184,7 +184,7 @@ class SteeringVector:
         if p.suffix == ".gguf":
             return fmt.write_gguf(p, self.directions, self.meta, self.diagnostics)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {f"layer.{k}": v.contiguous() for k, v in self.directions.items()}
+        tensors = {f"layer.{k}": v.contiguous().clone() for k, v in self.directions.items()}
         blob = json.dumps(jsonable({"meta": self.meta, "diagnostics": self.diagnostics}))
         save_file(tensors, str(p), metadata={_META_KEY: blob})
         return p

@@ -170,5 +170,8 @@ def test_save_pretrained_folder(tmp_path: Path) -> None:
     _equal(sl.SteeringVector.load(d / "control_vector.gguf"), vec)
     no_gguf = _vec((0, 1)).save_pretrained(tmp_path / "with-zero")
     assert not (no_gguf / "control_vector.gguf").exists()
+    shared = torch.ones(4)  # one tensor at every layer (safetensors refuses shared memory)
+    one = sl.SteeringVector({1: shared, 2: shared})
+    _equal(sl.SteeringVector.load(one.save(tmp_path / "shared.safetensors")), one)
     with pytest.raises(FileNotFoundError, match="save_pretrained"):
         sl.SteeringVector.from_pretrained(tmp_path)
