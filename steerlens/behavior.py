@@ -471,8 +471,9 @@ def trait_behavior(
         if vector is None or layer is None:
             raise ValueError(
                 f"trait {trait.name!r} scores behavior by projection on a persona vector "
-                "(persona_vectors' offline proxy; no judge runs here): pass vector= and layer=, "
-                "or metric='logprob' / 'sampled_rate' with target_words in the spec"
+                "(persona_vectors' offline proxy; no judge runs here): pass vector= and layer= "
+                "here, or give carry_test metric=ProjectionBehavior(prompts, v[l], l) or a metric of "
+                "your own"
             )
         return ProjectionBehavior(prompts, vector[layer], int(layer), batch_size)
     if name == "logprob":
