@@ -30,6 +30,7 @@ from steerlens.prompts import (
     position_name,
     prompt_set_hash,
 )
+from steerlens.teachers import Teacher
 from steerlens.traits import as_trait, text_hash
 from steerlens.vectors import SteeringVector, cosine
 
@@ -286,3 +287,56 @@ def teacher_vector(
         contrast="trait system prompt - neutral system prompt",
     )
     return vec
+
+
+def model_teacher_vector(
+    model: Any,
+    teacher: Teacher,
+    trait: Any,
+    layers: int | Sequence[int] | str = "all",
+    method: str | Aggregator = "mean",
+    *,
+    position: PositionSpec = "last",
+    batch_size: int = 32,
+    seed: int = 0,
+    n_boot: int = 20,
+    diagnostics: bool = True,
+    progress: bool | None = None,
+) -> SteeringVector:
+    """Teacher vector of a teacher that is a different model (a fine-tune, or the base with an
+    edit): vᵀˡ = mean_p hˡ_teacher(p) − mean_p hˡ_base(p) over the trait's probe prompts p, both
+    with no system prompt (the teacher's own, if it has one, on its side). Rows are paired by
+    prompt, so ``method`` and the diagnostics work as in :func:`extract_vector`. A prompted
+    teacher with the trait's system prompt is :func:`teacher_vector` (trait vs neutral)."""
+    spec = as_trait(trait)
+    lm = as_model(model)
+    if teacher.kind == "prompt" and teacher.system == spec.system_prompt:
+        return teacher_vector(lm, spec, layers, method, position=position, seed=seed)
+    rows: list[dict[int, torch.Tensor]] = []
+    for who, system in (("teacher", teacher.system), ("base", None)):
+        kw: dict[str, Any] = {"keep_rows": True, "progress": progress, "desc": who}
+        if who == "teacher":
+            with teacher.apply(lm) as m:
+                acts = record_activations(
+                    m, spec.probe_chats(system), layers, position, batch_size=batch_size, **kw
+                )
+        else:
+            acts = record_activations(
+                lm, spec.probe_chats(None), layers, position, batch_size=batch_size, **kw
+            )
+        assert acts.rows is not None
+        rows.append(acts.rows)
+    meta = {
+        "name": f"teacher:{spec.name}:{teacher.name}",
+        "model": lm.name,
+        "model_fingerprint": lm.fingerprint,
+        "position": position_name(position),
+        "kind": "teacher",
+        "trait": spec.name,
+        "teacher": teacher.describe(),
+        "probe_n": len(spec.probe_prompts),
+        "contrast": "teacher model - base model, same probe prompts, no system prompt",
+    }
+    return vector_from_rows(
+        rows[0], rows[1], method, seed=seed, n_boot=n_boot, diagnostics=diagnostics, meta=meta
+    )

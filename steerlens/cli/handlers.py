@@ -26,9 +26,11 @@ from steerlens.cli.settings import (
     read_prompts,
     read_samples,
 )
+from steerlens.experiments.records import recorder, teacher_record
 from steerlens.experiments.registry import get
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.stages import training_prompts
+from steerlens.lineage import has_record, write_record
 
 
 def cmd_extract(inv: Invocation) -> int:
@@ -157,9 +159,25 @@ def cmd_distill(inv: Invocation) -> int:
     data = generate_teacher_data(model, prompts, system=system, n=o.n, seed=m.seed)
     out = Path(o.out)
     out.mkdir(parents=True, exist_ok=True)
-    data.save(out / "teacher_data.jsonl")
+    data_path = data.save(out / "teacher_data.jsonl")
+    teacher = teacher_record(out / "teacher.json", {"kind": "prompt", "system": system}, model)
+    recorder(
+        "teacher_data",
+        model,
+        parents={"teacher": teacher},
+        config={"system": system},
+        files=lambda p: [p, p.with_name(p.stem + ".meta.json")],
+    )(data_path)
     print(f"teacher data: {data.counts}")
-    distill(model, data, out, teacher_system=system, config=cfg, overwrite=o.overwrite)
+    distill(
+        model,
+        data,
+        out,
+        teacher_system=system,
+        config=cfg,
+        overwrite=o.overwrite,
+        parents={"data": data_path, "teacher": teacher},
+    )
     print(f"checkpoints in {out}: {', '.join(p.name for p in sorted(out.glob('checkpoint-*')))}")
     return 0
 
@@ -191,6 +209,9 @@ def run_experiment(
     res = get(name).execute(config, out_dir, progress=progress, log=log)
     html = Path(out_dir).expanduser() / "report.html"
     render_report(res.to_json()).save(html)
+    results = html.with_name("results.json")
+    if has_record(results):
+        write_record(html, "report", parents={"results": results})
     log(f"wrote {html}")
     return res
 
