@@ -31,6 +31,8 @@ from steerlens.version import __version__
 # Heavier parts load on first use, so `import steerlens` stays quick: name -> defining module.
 _LAZY = {
     "TraitSpec": "steerlens.traits",
+    "ContrastSet": "steerlens.contrast",
+    "ProjectionBehavior": "steerlens.behavior",
     "carry_test": "steerlens.carry",
     "student_carry_test": "steerlens.carry",
     "CarryResult": "steerlens.carry",
@@ -62,10 +64,17 @@ _LAZY = {
 if TYPE_CHECKING:  # precise types for editors and mypy; loaded lazily at run time
     from steerlens.auditing import AuditConfig, audit
     from steerlens.backends import from_nnsight, from_transformer_lens
-    from steerlens.behavior import action_choice, logprob_score, sampled_rate, trait_behavior
+    from steerlens.behavior import (
+        ProjectionBehavior,
+        action_choice,
+        logprob_score,
+        sampled_rate,
+        trait_behavior,
+    )
     from steerlens.carry import CarryLevel, CarryResult, carry_test, student_carry_test
     from steerlens.checkpoints import CheckpointSeries
     from steerlens.cli import run_experiment
+    from steerlens.contrast import ContrastSet
     from steerlens.experiment import run_demo
     from steerlens.experiments.owl import DemoConfig, OwlConfig
     from steerlens.experiments.result import ExperimentResult

@@ -34,19 +34,29 @@ from steerlens.lineage import has_record, write_record
 
 
 def cmd_extract(inv: Invocation) -> int:
+    from steerlens.contrast import ContrastSet
     from steerlens.extract import extract_vector, teacher_vector
     from steerlens.traits import as_trait
 
     o, m = inv.get(ExtractOptions), inv.get(ModelOptions)
     kw: dict[str, Any] = {"position": o.position, "seed": m.seed, "batch_size": o.batch_size}
     layers = parse_layers(o.layers)
+    if sum(map(bool, (o.trait, o.contrast, o.pos or o.neg))) > 1:
+        raise ValueError("give one of --trait, --contrast, or --pos with --neg")
     if o.trait:
         trait = as_trait(o.trait)
         model = load(m)
         vec = teacher_vector(model, trait, layers=layers, method=o.method, **kw)
+    elif o.contrast:
+        contrast = ContrastSet.from_file(o.contrast)
+        print(f"{contrast!r}")
+        model = load(m)
+        vec = extract_vector(model, contrast, None, layers, o.method, **kw)
     else:
         if not (o.pos and o.neg):
-            raise ValueError("give --trait NAME, or both --pos FILE and --neg FILE")
+            raise ValueError(
+                "give --trait NAME, --contrast FILE, or both --pos FILE and --neg FILE"
+            )
         pos, neg = read_prompts(o.pos), read_prompts(o.neg)
         model = load(m)
         vec = extract_vector(model, pos, neg, layers, o.method, **kw)
