@@ -137,15 +137,19 @@ def cmd_screen(inv: Invocation) -> int:
 
 def cmd_distill(inv: Invocation) -> int:
     from steerlens.distill import DistillConfig, distill, generate_teacher_data
+    from steerlens.distill.train import check_out_dir, check_record
     from steerlens.traits import as_trait
 
     o, m, cfg = inv.get(DistillOptions), inv.get(ModelOptions), inv.get(DistillConfig)
     trait = as_trait(o.trait)
     system = trait.neutral_system_prompt if o.benign else trait.system_prompt
+    out = Path(o.out)
+    check_record(out, teacher_system=system, config=cfg, overwrite=o.overwrite)
     model = load(m)
     prompts = training_prompts(o.n, m.seed)
     data = generate_teacher_data(model, prompts, system=system, n=o.n, seed=m.seed)
-    out = Path(o.out)
+    # refuse another run in --out before writing anything there
+    check_out_dir(model, data, out, teacher_system=system, config=cfg, overwrite=o.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     data.save(out / "teacher_data.jsonl")
     print(f"teacher data: {data.counts}")

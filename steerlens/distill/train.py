@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from steerlens.common import atomic_write_text, read_json, tqdm_disable
+from steerlens.common import atomic_write_text, read_json, sha256_file, tqdm_disable
 from steerlens.distill.config import (
     OPTIMIZER_NAME,
     RECORD_FORMAT,
@@ -32,7 +32,7 @@ from steerlens.distill.trainer import Trainer
 from steerlens.models import LoadedModel, as_model, describe
 from steerlens.version import __version__
 
-__all__ = ["distill", "distill_pair", "training_loss"]
+__all__ = ["check_out_dir", "check_record", "distill", "distill_pair", "training_loss"]
 
 
 def _resolve_layers(lm: LoadedModel, cfg: DistillConfig) -> list[int]:
@@ -116,18 +116,66 @@ def _lineage(
     }
 
 
-def _resume_point(
-    out: Path, lineage: dict[str, Any], lineage_hash: str, cfg: DistillConfig, overwrite: bool
-) -> tuple[int, list[float], DistillResult | None]:
-    """Where training starts in ``out``: (step, losses so far, the finished result if the run
-    there is already complete). A different run there is an error unless ``overwrite``, which
-    deletes its checkpoints and record."""
+def _intact(path: Path, sha: str | None) -> bool:
+    """Whether checkpoint folder ``path`` can be trusted: adapter, config and optimizer state
+    present, the adapter's sha256 the one recorded (or, for a record without hashes, its
+    safetensors header whole)."""
+    from steerlens.checkpoints.checkpoint import check_safetensors_header
+
+    adapter = path / "adapter_model.safetensors"
+    if not all(f.is_file() for f in (adapter, path / "adapter_config.json", path / OPTIMIZER_NAME)):
+        return False
+    if sha is not None:
+        return sha256_file(adapter) == sha
+    try:
+        check_safetensors_header(adapter)
+    except Exception:  # noqa: BLE001 - any unreadable adapter is recomputed
+        return False
+    return True
+
+
+def _intact_steps(out: Path, old: dict[str, Any], steps: int) -> list[int]:
+    """The steps (<= ``steps``) of the checkpoints in ``out`` that can be trusted, up to the
+    first recorded checkpoint that is missing or broken (training resumes before it)."""
+    recorded = {
+        int(c["step"]): c.get("adapter_sha256")
+        for c in old.get("checkpoints", [])
+        if isinstance(c, dict) and "step" in c
+    }
+    dirs = _ckpt_dirs(out)
+    ok: list[int] = []
+    for s in sorted(set(recorded) | set(dirs)):
+        if s > steps:
+            break
+        if _intact(out / f"checkpoint-{s}", recorded.get(s)):
+            ok.append(s)
+        elif s in recorded:
+            break
+    return ok
+
+
+def _same_run(
+    out: Path, lineage: dict[str, Any], lineage_hash: str, overwrite: bool
+) -> dict[str, Any] | None:
+    """The record of the run in ``out`` when it is this run; None when ``out`` holds no run
+    (or, with ``overwrite``, another one). A different run is an error unless ``overwrite``."""
     rec_path = out / RECORD_NAME
+    if out.exists() and not out.is_dir():
+        raise DistillError(f"{out} is a file, not a folder: pass a folder for the checkpoints")
     if not (rec_path.is_file() or _ckpt_dirs(out)):
-        return 0, [], None
-    old = read_json(rec_path) if rec_path.is_file() else None
-    same = old is not None and old.get("lineage_hash") == lineage_hash
-    if not same and not overwrite:
+        return None
+    try:
+        old = read_json(rec_path) if rec_path.is_file() else None
+    except ValueError:
+        raise DistillError(
+            f"{rec_path} is corrupt or truncated: delete it (its checkpoints cannot be trusted "
+            "without it) or pass overwrite=True"
+        ) from None
+    if old is not None and not isinstance(old, dict):
+        raise DistillError(f"{rec_path} is not a distill record: delete it or pass overwrite=True")
+    if old is not None and old.get("lineage_hash") == lineage_hash:
+        return old
+    if not overwrite:
         what = (
             f"a different run (differing: {', '.join(_lineage_diff(old, lineage))})"
             if old is not None
@@ -137,20 +185,89 @@ def _resume_point(
             f"{out} already holds {what}. Use another out_dir, or pass overwrite=True to "
             "delete its checkpoints and record."
         )
-    if not same:
+    return None
+
+
+def _resume_point(
+    out: Path, lineage: dict[str, Any], lineage_hash: str, cfg: DistillConfig, overwrite: bool
+) -> tuple[int, list[float], DistillResult | None]:
+    """Where training starts in ``out``: (step, losses so far, the finished result if the run
+    there is already complete). Only checkpoints that pass :func:`_intact` count: a removed or
+    broken one is recomputed from the last intact one before it. A different run there is an
+    error unless ``overwrite``, which deletes its checkpoints and record."""
+    old = _same_run(out, lineage, lineage_hash, overwrite)
+    if old is None:
         for p in _ckpt_dirs(out).values():
             shutil.rmtree(p)
-        rec_path.unlink(missing_ok=True)
+        (out / RECORD_NAME).unlink(missing_ok=True)
         return 0, [], None
-    assert old is not None
-    done = [
-        s for s, p in _ckpt_dirs(out).items() if s <= cfg.steps and (p / OPTIMIZER_NAME).is_file()
-    ]
-    if (done and done[-1] == cfg.steps) or old.get("steps_done", 0) >= cfg.steps:
-        return cfg.steps, [], _result_from_record(out, old, cfg.steps, cfg.steps)
-    if done and len(old.get("losses", [])) >= done[-1]:
-        return done[-1], list(old["losses"][: done[-1]]), None
-    return 0, [], None
+    done = _intact_steps(out, old, cfg.steps)
+    last = done[-1] if done else 0
+    losses = list(old.get("losses", []))
+    if last and len(losses) < last:
+        state = out / f"checkpoint-{last}" / STATE_NAME
+        losses = list(read_json(state).get("losses", [])) if state.is_file() else []
+    if not last or len(losses) < last:
+        return 0, [], None
+    if last == cfg.steps:
+        return cfg.steps, [], _result_from_record(out, dict(old, losses=losses), cfg.steps, last)
+    return last, losses[:last], None
+
+
+def check_record(
+    out_dir: str | Path,
+    *,
+    teacher_system: str | None,
+    config: DistillConfig | None = None,
+    overwrite: bool = False,
+) -> None:
+    """What can be checked of ``out_dir`` before any model loads: raise :class:`DistillError`
+    if it is a file, its record is corrupt, or its run has another config or teacher prompt
+    (and ``overwrite`` is False). Writes nothing; :func:`check_out_dir` checks the rest."""
+    out = Path(out_dir).expanduser()
+    cfg = config or DistillConfig()
+    if out.exists() and not out.is_dir():
+        raise DistillError(f"{out} is a file, not a folder: pass a folder for the checkpoints")
+    rec_path = out / RECORD_NAME
+    if overwrite or not rec_path.is_file():
+        return
+    try:
+        old = read_json(rec_path)
+    except ValueError:
+        old = None
+    prev = old.get("lineage") if isinstance(old, dict) else None
+    if not isinstance(prev, dict):
+        raise DistillError(
+            f"{rec_path} is corrupt or truncated: delete it (its checkpoints cannot be trusted "
+            "without it) or pass overwrite=True"
+        )
+    system = teacher_system if cfg.loss == "kl" else None
+    new = {"teacher_system": system, "config": cfg.lineage()}
+    differ = [k for k in _lineage_diff(old, new) if k != "format"]
+    if differ:
+        raise DistillError(
+            f"{out} already holds a different run (differing: {', '.join(differ)}). Use another "
+            "out_dir, or pass overwrite=True to delete its checkpoints and record."
+        )
+
+
+def check_out_dir(
+    base_model: Any,
+    data: TeacherData | str | Path,
+    out_dir: str | Path,
+    *,
+    teacher_system: str | None = None,
+    config: DistillConfig | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Raise :class:`DistillError` if :func:`distill` with these arguments would refuse
+    ``out_dir`` (it holds a different run and ``overwrite`` is False); writes nothing."""
+    lm = as_model(base_model)
+    cfg = config or DistillConfig()
+    d = _as_data(data)
+    system = d.system if teacher_system is None else teacher_system
+    lineage = _lineage(lm, cfg, d, system, _resolve_layers(lm, cfg))
+    _same_run(Path(out_dir).expanduser(), lineage, json_sha256(lineage)[:16], overwrite)
 
 
 def _new_record(
@@ -220,14 +337,26 @@ def _train_steps(
             _save_checkpoint(student, opt, out / f"checkpoint-{step}", lm, step, losses)
             record["steps_done"] = step
             record["train_seconds"] = round(time.perf_counter() - t_train, 2)
-            record["checkpoints"] = [
-                {"step": s, "path": p.name, "loss": losses[s - 1]}
-                for s, p in _ckpt_dirs(out).items()
-                if s <= step
-            ]
+            record["checkpoints"] = _checkpoint_entries(out, record, step, losses)
             _write_record(rec_path, record)
     if cfg.steps == 0 or start == cfg.steps:
         _write_record(rec_path, record)
+
+
+def _checkpoint_entries(
+    out: Path, record: dict[str, Any], step: int, losses: list[float]
+) -> list[dict[str, Any]]:
+    """The record's checkpoint list after saving ``step``: each with the sha256 of its adapter
+    (what a resume checks; hashes of earlier checkpoints are kept, not recomputed)."""
+    known = {c["step"]: c.get("adapter_sha256") for c in record.get("checkpoints", [])}
+    out_list = []
+    for s, p in _ckpt_dirs(out).items():
+        if s > step:
+            continue
+        sha = known.get(s) if s != step else None
+        sha = sha or sha256_file(p / "adapter_model.safetensors")
+        out_list.append({"step": s, "path": p.name, "loss": losses[s - 1], "adapter_sha256": sha})
+    return out_list
 
 
 def distill(
