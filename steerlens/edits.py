@@ -16,7 +16,6 @@ edited and :meth:`EditPlan.check` turns an edit that changed nothing into an err
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
