@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlens.activations import can_share_prefix, prefix_batches, shared_prefix_logits
+from steerlens.batching import check_context
 from steerlens.common import tqdm_disable
 from steerlens.models import LoadedModel, as_model
 from steerlens.prompts import (
@@ -66,6 +67,7 @@ def _answer_encs(lm: LoadedModel, prompts: Sequence[PromptLike]) -> list[Encoded
         encs.append(
             EncodedPrompt(e.input_ids[: e.response_start], e.prompt_start, e.response_start)
         )
+    check_context(lm, encs, "behavior prompt")
     return encs
 
 

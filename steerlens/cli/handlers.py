@@ -158,6 +158,12 @@ def cmd_distill(inv: Invocation) -> int:
     return 0
 
 
+REPORT_SECTIONS = frozenset(
+    {"verdict", "lineage", "teacher_vector", "carry", "behavior", "track", "screen"}
+)
+"""The top-level keys of a results JSON that :func:`render_report` draws a section for."""
+
+
 def cmd_report(inv: Invocation) -> int:
     from steerlens.common import read_json
     from steerlens.report import render_report
@@ -165,7 +171,21 @@ def cmd_report(inv: Invocation) -> int:
     o = inv.get(ReportOptions)
     p = Path(o.results)
     out = Path(o.out or p.with_name("report.html"))
-    render_report(read_json(p)).save(out)
+    results = read_json(p)
+    if not isinstance(results, dict) or not REPORT_SECTIONS & set(results):
+        raise ValueError(
+            f"{p} is not a steerlens results JSON: it needs an object with at least one of "
+            f"{', '.join(sorted(REPORT_SECTIONS))} (the files carry, track, screen and "
+            "experiments write)"
+        )
+    try:
+        page = render_report(results)
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise ValueError(
+            f"{p} is incomplete or from another steerlens version (while reading it: "
+            f"{type(exc).__name__} {exc}): re-run the command that wrote it"
+        ) from None
+    page.save(out)
     print(f"wrote {out}")
     return 0
 
