@@ -219,8 +219,8 @@ def test_report_on_partial_results_is_one_line_or_a_page(
     rc = main(["report", "--results", str(p)])
     err = capsys.readouterr().err.strip()
     assert (
-        rc == 0
-        and (tmp_path / "report.html").is_file()
+        (rc == 0
+        and (tmp_path / "report.html").is_file())
         or (rc == 2 and len(err.splitlines()) == 1 and str(p) in err)
     ), (rc, err)
 
@@ -265,7 +265,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, ws: dict[str
     with pytest.raises(KeyError):
         main(["report"])
     try:
-        {}["x"]  # noqa: B018
+        {}["x"]
     except KeyError as exc:
         assert not is_user_error(exc)
     try:
@@ -392,7 +392,7 @@ def test_layer_specs_parse(spec: str, want: list[int]) -> None:
 
 @pytest.mark.parametrize("spec", BAD_SPECS)
 def test_bad_layer_specs_name_the_part(spec: str) -> None:
-    with pytest.raises(ValueError, match="layer|site"):
+    with pytest.raises(ValueError, match=r"layer|site"):
         parse_layer_list(spec)
     with pytest.raises(ValueError):
         resolve(["extract", "--out", "o.safetensors", "--layers", spec])
