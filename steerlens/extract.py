@@ -205,6 +205,9 @@ def extract_vector(
         "n_pos": len(pos_items),
         "n_neg": len(neg_items),
         "kind": "contrast",
+        # what the float32 reductions depend on (see docs/reliability.md, "Determinism")
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
     }
     return vector_from_rows(
         pos_rows, neg_rows, method, seed=seed, n_boot=n_boot, diagnostics=diagnostics, meta=meta
