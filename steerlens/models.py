@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from steerlens.foreign import BackendName, named_weights, unwrap_foreign
+from steerlens.hf_compat import hub_reachable
 from steerlens.sites import LayerLayout, find_layers
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
@@ -304,43 +305,19 @@ def _load_hub(repo: str, dtype: torch.dtype, device: Any, local_only: bool | Non
 
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     if local_only is None:
-        local_only = offline or not hub_reachable()
-        offline = local_only
+        local_only = offline = offline or not hub_reachable()
     try:
         tok = AutoTokenizer.from_pretrained(repo, local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(repo, dtype=dtype, local_files_only=local_only)
     except Exception as exc:
-        if offline:
-            raise ModelLoadError(
-                f"no local folder {repo!r} and the hub is unreachable (offline), and the HF "
-                f"cache has no copy of it: check the path, or pass an existing model folder, a "
-                f".gguf file or {EMBEDDED_NAME!r}"
-            ) from exc
+        why = "the hub is unreachable (offline), and the HF cache has no copy of it"
+        why = why if offline else f"loading it as an HF id failed ({type(exc).__name__}: {exc})"
         raise ModelLoadError(
-            f"could not load {repo!r}: not a local path, and loading it as an HF id failed "
-            f"({type(exc).__name__}: {exc}). Pass a local folder, a .gguf file, or "
-            f"{EMBEDDED_NAME!r}."
+            f"no local folder {repo!r}, and {why}. Check the path, or pass a model folder, a "
+            f".gguf file or {EMBEDDED_NAME!r}."
         ) from exc
     model.to(device).eval()
     return LoadedModel(model, private_tokenizer(tok), repo, f"hf:{repo}")
-
-
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """Whether the HF hub (``HF_ENDPOINT``) accepts a TCP connection within ``timeout``
-    seconds; True when a proxy is configured (the hub client then decides)."""
-    import socket
-    import urllib.parse
-
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host = url.hostname or "huggingface.co"
-    port = url.port or (80 if url.scheme == "http" else 443)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _load_adapter(

@@ -157,7 +157,7 @@ def _layer_index(layer: object) -> int:
             f"layer {layer!r} ({type(layer).__name__}) is not a layer index: pass ints, "
             f"'all', or site names like {site_name(12)!r}"
         )
-    return operator.index(layer)  # type: ignore[arg-type]
+    return operator.index(layer)
 
 
 def resolve_layers(layers: int | Sequence[int] | str, n_layers: int) -> list[int]:

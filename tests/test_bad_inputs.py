@@ -413,7 +413,9 @@ def test_resolve_layers_accepts_integer_likes() -> None:
 
 def test_mistyped_model_name_fails_fast_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelLoadError, match="no local folder 'nope_model' and the hub is unreach"):
+    with pytest.raises(
+        ModelLoadError, match="no local folder 'nope_model', and the hub is unreach"
+    ):
         sl.load_model("nope_model")
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr("steerlens.models.hub_reachable", lambda timeout=2.0: False)

@@ -137,7 +137,8 @@ def cmd_screen(inv: Invocation) -> int:
 
 def cmd_distill(inv: Invocation) -> int:
     from steerlens.distill import DistillConfig, distill, generate_teacher_data
-    from steerlens.distill.train import check_out_dir, check_record
+    from steerlens.distill.resume import check_record
+    from steerlens.distill.train import check_out_dir
     from steerlens.traits import as_trait
 
     o, m, cfg = inv.get(DistillOptions), inv.get(ModelOptions), inv.get(DistillConfig)

@@ -27,12 +27,13 @@ from steerlens.distill.config import (
     json_sha256,
 )
 from steerlens.distill.data import TeacherData
+from steerlens.distill.resume import ckpt_dirs, intact_steps, same_run
 from steerlens.distill.student import inner_hf, make_student
 from steerlens.distill.trainer import Trainer
 from steerlens.models import LoadedModel, as_model, describe
 from steerlens.version import __version__
 
-__all__ = ["check_out_dir", "check_record", "distill", "distill_pair", "training_loss"]
+__all__ = ["check_out_dir", "distill", "distill_pair", "training_loss"]
 
 
 def _resolve_layers(lm: LoadedModel, cfg: DistillConfig) -> list[int]:
@@ -69,31 +70,10 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _ckpt_dirs(out: Path) -> dict[int, Path]:
-    res = {}
-    for p in out.glob("checkpoint-*"):
-        tail = p.name.split("-", 1)[1]
-        if p.is_dir() and tail.isdigit() and (p / "adapter_model.safetensors").is_file():
-            res[int(tail)] = p
-    return dict(sorted(res.items()))
-
-
-def _lineage_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Names of the lineage entries (config fields as ``config.<name>``) that differ."""
-    prev = old.get("lineage") or {}
-    out = []
-    for key, val in new.items():
-        if key == "config" and isinstance(prev.get(key), dict):
-            out += [f"config.{k}" for k, v in val.items() if prev[key].get(k) != v]
-        elif prev.get(key) != val:
-            out.append(key)
-    return out or ["format"]
-
-
 def _result_from_record(
     out: Path, record: dict[str, Any], steps: int, resumed: int
 ) -> DistillResult:
-    ck = {s: p for s, p in _ckpt_dirs(out).items() if s <= steps}
+    ck = {s: p for s, p in ckpt_dirs(out).items() if s <= steps}
     return DistillResult(
         out, list(ck), list(ck.values()), list(record["losses"][:steps]), record, resumed
     )
@@ -116,78 +96,6 @@ def _lineage(
     }
 
 
-def _intact(path: Path, sha: str | None) -> bool:
-    """Whether checkpoint folder ``path`` can be trusted: adapter, config and optimizer state
-    present, the adapter's sha256 the one recorded (or, for a record without hashes, its
-    safetensors header whole)."""
-    from steerlens.checkpoints.checkpoint import check_safetensors_header
-
-    adapter = path / "adapter_model.safetensors"
-    if not all(f.is_file() for f in (adapter, path / "adapter_config.json", path / OPTIMIZER_NAME)):
-        return False
-    if sha is not None:
-        return sha256_file(adapter) == sha
-    try:
-        check_safetensors_header(adapter)
-    except Exception:  # noqa: BLE001 - any unreadable adapter is recomputed
-        return False
-    return True
-
-
-def _intact_steps(out: Path, old: dict[str, Any], steps: int) -> list[int]:
-    """The steps (<= ``steps``) of the checkpoints in ``out`` that can be trusted, up to the
-    first recorded checkpoint that is missing or broken (training resumes before it)."""
-    recorded = {
-        int(c["step"]): c.get("adapter_sha256")
-        for c in old.get("checkpoints", [])
-        if isinstance(c, dict) and "step" in c
-    }
-    dirs = _ckpt_dirs(out)
-    ok: list[int] = []
-    for s in sorted(set(recorded) | set(dirs)):
-        if s > steps:
-            break
-        if _intact(out / f"checkpoint-{s}", recorded.get(s)):
-            ok.append(s)
-        elif s in recorded:
-            break
-    return ok
-
-
-def _same_run(
-    out: Path, lineage: dict[str, Any], lineage_hash: str, overwrite: bool
-) -> dict[str, Any] | None:
-    """The record of the run in ``out`` when it is this run; None when ``out`` holds no run
-    (or, with ``overwrite``, another one). A different run is an error unless ``overwrite``."""
-    rec_path = out / RECORD_NAME
-    if out.exists() and not out.is_dir():
-        raise DistillError(f"{out} is a file, not a folder: pass a folder for the checkpoints")
-    if not (rec_path.is_file() or _ckpt_dirs(out)):
-        return None
-    try:
-        old = read_json(rec_path) if rec_path.is_file() else None
-    except ValueError:
-        raise DistillError(
-            f"{rec_path} is corrupt or truncated: delete it (its checkpoints cannot be trusted "
-            "without it) or pass overwrite=True"
-        ) from None
-    if old is not None and not isinstance(old, dict):
-        raise DistillError(f"{rec_path} is not a distill record: delete it or pass overwrite=True")
-    if old is not None and old.get("lineage_hash") == lineage_hash:
-        return old
-    if not overwrite:
-        what = (
-            f"a different run (differing: {', '.join(_lineage_diff(old, lineage))})"
-            if old is not None
-            else "checkpoints with no distill.json"
-        )
-        raise DistillError(
-            f"{out} already holds {what}. Use another out_dir, or pass overwrite=True to "
-            "delete its checkpoints and record."
-        )
-    return None
-
-
 def _resume_point(
     out: Path, lineage: dict[str, Any], lineage_hash: str, cfg: DistillConfig, overwrite: bool
 ) -> tuple[int, list[float], DistillResult | None]:
@@ -195,13 +103,13 @@ def _resume_point(
     there is already complete). Only checkpoints that pass :func:`_intact` count: a removed or
     broken one is recomputed from the last intact one before it. A different run there is an
     error unless ``overwrite``, which deletes its checkpoints and record."""
-    old = _same_run(out, lineage, lineage_hash, overwrite)
+    old = same_run(out, lineage, lineage_hash, overwrite)
     if old is None:
-        for p in _ckpt_dirs(out).values():
+        for p in ckpt_dirs(out).values():
             shutil.rmtree(p)
         (out / RECORD_NAME).unlink(missing_ok=True)
         return 0, [], None
-    done = _intact_steps(out, old, cfg.steps)
+    done = intact_steps(out, old, cfg.steps)
     last = done[-1] if done else 0
     losses = list(old.get("losses", []))
     if last and len(losses) < last:
@@ -212,43 +120,6 @@ def _resume_point(
     if last == cfg.steps:
         return cfg.steps, [], _result_from_record(out, dict(old, losses=losses), cfg.steps, last)
     return last, losses[:last], None
-
-
-def check_record(
-    out_dir: str | Path,
-    *,
-    teacher_system: str | None,
-    config: DistillConfig | None = None,
-    overwrite: bool = False,
-) -> None:
-    """What can be checked of ``out_dir`` before any model loads: raise :class:`DistillError`
-    if it is a file, its record is corrupt, or its run has another config or teacher prompt
-    (and ``overwrite`` is False). Writes nothing; :func:`check_out_dir` checks the rest."""
-    out = Path(out_dir).expanduser()
-    cfg = config or DistillConfig()
-    if out.exists() and not out.is_dir():
-        raise DistillError(f"{out} is a file, not a folder: pass a folder for the checkpoints")
-    rec_path = out / RECORD_NAME
-    if overwrite or not rec_path.is_file():
-        return
-    try:
-        old = read_json(rec_path)
-    except ValueError:
-        old = None
-    prev = old.get("lineage") if isinstance(old, dict) else None
-    if not isinstance(prev, dict):
-        raise DistillError(
-            f"{rec_path} is corrupt or truncated: delete it (its checkpoints cannot be trusted "
-            "without it) or pass overwrite=True"
-        )
-    system = teacher_system if cfg.loss == "kl" else None
-    new = {"teacher_system": system, "config": cfg.lineage()}
-    differ = [k for k in _lineage_diff(old, new) if k != "format"]
-    if differ:
-        raise DistillError(
-            f"{out} already holds a different run (differing: {', '.join(differ)}). Use another "
-            "out_dir, or pass overwrite=True to delete its checkpoints and record."
-        )
 
 
 def check_out_dir(
@@ -267,7 +138,7 @@ def check_out_dir(
     d = _as_data(data)
     system = d.system if teacher_system is None else teacher_system
     lineage = _lineage(lm, cfg, d, system, _resolve_layers(lm, cfg))
-    _same_run(Path(out_dir).expanduser(), lineage, json_sha256(lineage)[:16], overwrite)
+    same_run(Path(out_dir).expanduser(), lineage, json_sha256(lineage)[:16], overwrite)
 
 
 def _new_record(
@@ -350,7 +221,7 @@ def _checkpoint_entries(
     (what a resume checks; hashes of earlier checkpoints are kept, not recomputed)."""
     known = {c["step"]: c.get("adapter_sha256") for c in record.get("checkpoints", [])}
     out_list = []
-    for s, p in _ckpt_dirs(out).items():
+    for s, p in ckpt_dirs(out).items():
         if s > step:
             continue
         sha = known.get(s) if s != step else None
