@@ -35,8 +35,8 @@ def _innermost(exc: BaseException) -> Any:
 def is_user_error(exc: BaseException) -> bool:
     """Whether ``exc`` is a failure the user caused: an ``OSError`` (files, network), or one of
     the usual exception types raised by a ``raise`` statement in steerlens itself."""
-    if isinstance(exc, OSError):
-        return True
+    if isinstance(exc, (OSError, MemoryError)) or type(exc).__name__ == "OutOfMemoryError":
+        return True  # files, network, and memory (a smaller --batch-size is the user's fix)
     if not isinstance(exc, _DELIBERATE):
         return False
     tb = _innermost(exc)
