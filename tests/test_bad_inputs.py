@@ -652,3 +652,29 @@ def test_teacher_vector_determinism_as_documented() -> None:
     x = torch.frombuffer(bytearray(a), dtype=torch.float32)
     y = torch.frombuffer(bytearray(c), dtype=torch.float32)
     torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ regressions
+
+
+def test_report_escapes_html() -> None:
+    from steerlens.report import render_report
+
+    page = render_report({"trait": "<script>alert(1)</script>", "timings_s": {"<b>x": 1.0}}).html()
+    assert "<script>alert(1)" not in page and "&lt;script&gt;" in page
+    assert "<b>x" not in page
+
+
+def test_pickled_adapter_is_refused(series: tuple[Any, Path], tmp_path: Path) -> None:
+    """A ``.bin`` adapter is read with ``weights_only=True``: a pickle of anything but tensors
+    is refused, naming the checkpoint, and never executed."""
+    import datetime
+
+    lm, src = series
+    out = _copy_series(src, tmp_path / "s")
+    ck = out / "checkpoint-2"
+    (ck / "adapter_model.safetensors").unlink()
+    torch.save({"x": datetime.datetime(2020, 1, 1)}, ck / "adapter_model.bin")
+    ser = CheckpointSeries.discover(out)
+    with ser.open(lm) as load, pytest.raises(ModelLoadError, match="checkpoint-2"):
+        load(ser[0])
