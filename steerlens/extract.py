@@ -230,6 +230,9 @@ def extract_vector(
         "n_pos": len(pos_items),
         "n_neg": len(neg_items),
         "kind": "contrast",
+        # what the float32 reductions depend on (see docs/reliability.md, "Determinism")
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
     }
     if lm.tokenization is not None:
         meta["tokenization"] = dict(lm.tokenization)

@@ -85,6 +85,12 @@ class SteeringVector:
         self.directions = {
             int(k): v.detach().to("cpu", torch.float32) for k, v in sorted(self.directions.items())
         }
+        bad = [k for k, v in self.directions.items() if not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(
+                f"the direction at layer {bad[0]} holds NaN or inf (non-finite layers: {bad}): "
+                "a steering vector must be finite; re-extract it or drop those layers"
+            )
         self.meta.setdefault("site", SITE_TEMPLATE)
         self.meta.setdefault("steerlens_version", __version__)
 
@@ -207,13 +213,23 @@ class SteeringVector:
                 md = f.metadata() or {}
         except Exception as exc:
             raise ValueError(f"{p} is not a readable safetensors file: {exc}") from exc
-        blob = json.loads(md.get(_META_KEY, "{}"))
+        try:
+            blob = json.loads(md.get(_META_KEY, "{}"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}: its steerlens metadata is not valid JSON ({exc})") from None
+        if not isinstance(blob, dict) or not isinstance(blob.get("meta", {}), dict):
+            raise ValueError(f"{p}: its steerlens metadata is not a JSON object")
+        check_meta(blob.get("meta", {}), p)
         dirs = {}
         for name, t in tensors.items():
-            if not name.startswith("layer."):
+            tail = name.split(".", 1)[1] if name.startswith("layer.") else ""
+            if not tail.isdigit():
                 raise ValueError(f"{p}: unexpected tensor {name!r}; not a steerlens vector")
-            dirs[int(name.split(".", 1)[1])] = t
-        return cls(dirs, blob.get("meta", {}), blob.get("diagnostics", {}))
+            dirs[int(tail)] = t
+        try:
+            return cls(dirs, blob.get("meta", {}), blob.get("diagnostics", {}))
+        except ValueError as exc:
+            raise ValueError(f"{p}: {exc}") from None
 
     def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
         """Write a hub-style folder, offline: ``steering_vector.safetensors``, ``config.json``
@@ -327,6 +343,40 @@ class SteeringVector:
             ["layer", "norm", "split-half reliability", "mean~pca cosine"], self._layer_rows()
         )
         return result_html("SteeringVector", self.summary(), table, self.main_figure())
+
+
+def check_meta(meta: Mapping[str, Any], path: Path) -> None:
+    """Refuse a vector file this steerlens cannot interpret: a site other than the residual
+    stream after a block (the one site steerlens reads and writes), or a file written by a newer
+    major (or, before 1.0, minor) version of steerlens."""
+    site = meta.get("site", SITE_TEMPLATE)
+    if site != SITE_TEMPLATE and not (isinstance(site, str) and _is_resid_site(site)):
+        raise ValueError(
+            f"{path}: the vector was read at site {site!r}, but steerlens reads and steers only "
+            f"{SITE_TEMPLATE!r}; re-extract it with steerlens"
+        )
+    written = str(meta.get("steerlens_version", __version__))
+    if _release(written) > _release(__version__):
+        raise ValueError(
+            f"{path}: written by steerlens {written}, newer than this steerlens {__version__} "
+            "(its format may differ): upgrade steerlens to read it"
+        )
+
+
+def _is_resid_site(site: str) -> bool:
+    return site.startswith("blocks.") and site.endswith(".hook_resid_post")
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The part of a version that may change the file format: (major,) from 1.0, else
+    (0, minor)."""
+    nums = []
+    for part in version.split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit())
+        nums.append(int(digits) if digits else 0)
+    while len(nums) < 2:
+        nums.append(0)
+    return (nums[0],) if nums[0] >= 1 else (0, nums[1])
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -32,6 +32,7 @@ from steerlens.experiments.stages import (
     checkpoint_behavior,
     json_load,
     json_save,
+    series_key,
     series_record,
     stage,
     training_prompts,
@@ -278,7 +279,7 @@ def _behavior(r: _Run, main_dir: Path, ctrl_dir: Path) -> Any:
     behavior = trait_behavior(model, trait)
     return stage(
         r.out / "behavior.json",
-        r.key(),
+        f"{r.key()}-{series_key(main_dir, ctrl_dir)}",  # keyed on the checkpoints' contents
         lambda: {
             "main": checkpoint_behavior(model, main_dir, behavior),
             "control": checkpoint_behavior(model, ctrl_dir, behavior),
