@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from steerlens.foreign import BackendName, named_weights, unwrap_foreign
+from steerlens.foreign import BackendName, bridge_tokenization, named_weights, unwrap_foreign
 from steerlens.hf_compat import hub_reachable
 from steerlens.sites import LayerLayout, find_layers
 
@@ -68,6 +68,7 @@ class LoadedModel:
     foreign: Any = None
     remote: bool | str = False
     inline_edits: Any = None
+    tokenization: dict[str, Any] | None = None  # how a bridge tokenises raw strings (provenance)
 
     @property
     def layout(self) -> LayerLayout:
@@ -185,7 +186,7 @@ def wrap(
         return model
 
     hf, tok, backend = unwrap_foreign(model)
-    tokenizer = tokenizer if tokenizer is not None else tok
+    user_tok, tokenizer = tokenizer, tokenizer if tokenizer is not None else tok
     if tokenizer is None:
         raise ValueError(
             f"a tokenizer is needed to use a {type(model).__name__}: call "
@@ -197,8 +198,9 @@ def wrap(
     label = name or str(getattr(cfg, "_name_or_path", "") or type(hf).__name__)
     lm = LoadedModel(hf, private_tokenizer(tokenizer), label, "user", layers_path)
     if backend is not None:
-        lm.backend = backend
-        lm.foreign = model
+        lm.backend, lm.foreign = backend, model
+        if backend == "transformer_lens":
+            lm.tokenization = bridge_tokenization(user_tok, tok, hf)
     lm.layout  # noqa: B018 - fail early with a clear message on unknown architectures
     return lm
 

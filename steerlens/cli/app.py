@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steerlens.auditing import AuditConfig
+from steerlens.cli.audit import cmd_audit
 from steerlens.cli.errors import check_values, is_user_error, one_line
 from steerlens.cli.handlers import (
     cmd_carry,
@@ -24,6 +26,16 @@ from steerlens.cli.handlers import (
     cmd_report,
     cmd_screen,
     cmd_track,
+)
+from steerlens.cli.lineage import (
+    LineageKeygenOptions,
+    LineageShowOptions,
+    LineageSignOptions,
+    LineageVerifyOptions,
+    cmd_lineage_keygen,
+    cmd_lineage_show,
+    cmd_lineage_sign,
+    cmd_lineage_verify,
 )
 from steerlens.cli.options import (
     Option,
@@ -108,10 +120,45 @@ COMMANDS: tuple[Command, ...] = (
         field_help={DistillConfig: DISTILL_HELP},
     ),
     Command(
+        "audit",
+        "audit your own distillation: teacher vector, carry test, behavior, checkpoint "
+        "alignment with nulls, data screening, verdict and lineage",
+        (AuditConfig,),
+        cmd_audit,
+    ),
+    Command(
         "report", "render report.html from a results JSON", (SeedOption, ReportOptions), cmd_report
     ),
 )
 """The plain subcommands; ``demo`` and ``experiment NAME`` come from the experiment registry."""
+
+LINEAGE_COMMANDS: tuple[Command, ...] = (
+    Command(
+        "show",
+        "print the who-taught-whom graph of a run folder",
+        (LineageShowOptions,),
+        cmd_lineage_show,
+    ),
+    Command(
+        "verify",
+        "recompute every hash and signature; exit 1 naming each changed, removed or re-signed file",
+        (LineageVerifyOptions,),
+        cmd_lineage_verify,
+    ),
+    Command(
+        "sign",
+        "sign every record of a run folder (ed25519)",
+        (LineageSignOptions,),
+        cmd_lineage_sign,
+    ),
+    Command(
+        "keygen",
+        "write a new ed25519 key pair for signing",
+        (LineageKeygenOptions,),
+        cmd_lineage_keygen,
+    ),
+)
+"""``steerlens lineage SUBCOMMAND``: the lineage records (:mod:`steerlens.lineage`)."""
 
 
 def _experiment_command(name: str, *, alias: str | None = None, out: str | None = None) -> Command:
@@ -176,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     esub = pe.add_subparsers(dest="experiment_name", required=True, metavar="NAME")
     for name in names():
         _parser(esub, _experiment_command(name))
+    pl = sub.add_parser(
+        "lineage",
+        help="show, verify or sign the lineage records (in-toto attestations) of a run folder",
+        description="The lineage records steerlens writes beside every artifact.",
+    )
+    lsub = pl.add_subparsers(dest="lineage_command", required=True, metavar="SUBCOMMAND")
+    for cmd in LINEAGE_COMMANDS:
+        _parser(lsub, cmd)
     return ap
 
 
@@ -219,7 +274,9 @@ def resolve(argv: Sequence[str]) -> Invocation:
     ns = vars(build_parser().parse_args(argv))
     cmd: Command = ns.pop("_command")
     config = ns.pop("config", None)
-    given = {k: v for k, v in ns.items() if k not in ("command", "experiment_name")}
+    given = {
+        k: v for k, v in ns.items() if k not in ("command", "experiment_name", "lineage_command")
+    }
     options = cmd.options()
     by_name = {o.name: o for o in options}
     raw = read_config_file(config, options, cmd.name) if config else {}

@@ -26,25 +26,37 @@ from steerlens.cli.settings import (
     read_prompts,
     read_samples,
 )
+from steerlens.experiments.records import recorder, teacher_record
 from steerlens.experiments.registry import get
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.stages import training_prompts
+from steerlens.lineage import has_record, write_record
 
 
 def cmd_extract(inv: Invocation) -> int:
+    from steerlens.contrast import ContrastSet
     from steerlens.extract import extract_vector, teacher_vector
     from steerlens.traits import as_trait
 
     o, m = inv.get(ExtractOptions), inv.get(ModelOptions)
     kw: dict[str, Any] = {"position": o.position, "seed": m.seed, "batch_size": o.batch_size}
     layers = parse_layers(o.layers)
+    if sum(map(bool, (o.trait, o.contrast, o.pos or o.neg))) > 1:
+        raise ValueError("give one of --trait, --contrast, or --pos with --neg")
     if o.trait:
         trait = as_trait(o.trait)
         model = load(m)
         vec = teacher_vector(model, trait, layers=layers, method=o.method, **kw)
+    elif o.contrast:
+        contrast = ContrastSet.from_file(o.contrast)
+        print(f"{contrast!r}")
+        model = load(m)
+        vec = extract_vector(model, contrast, None, layers, o.method, **kw)
     else:
         if not (o.pos and o.neg):
-            raise ValueError("give --trait NAME, or both --pos FILE and --neg FILE")
+            raise ValueError(
+                "give --trait NAME, --contrast FILE, or both --pos FILE and --neg FILE"
+            )
         pos, neg = read_prompts(o.pos), read_prompts(o.neg)
         model = load(m)
         vec = extract_vector(model, pos, neg, layers, o.method, **kw)
@@ -152,9 +164,25 @@ def cmd_distill(inv: Invocation) -> int:
     # refuse another run in --out before writing anything there
     check_out_dir(model, data, out, teacher_system=system, config=cfg, overwrite=o.overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    data.save(out / "teacher_data.jsonl")
+    data_path = data.save(out / "teacher_data.jsonl")
+    teacher = teacher_record(out / "teacher.json", {"kind": "prompt", "system": system}, model)
+    recorder(
+        "teacher_data",
+        model,
+        parents={"teacher": teacher},
+        config={"system": system},
+        files=lambda p: [p, p.with_name(p.stem + ".meta.json")],
+    )(data_path)
     print(f"teacher data: {data.counts}")
-    distill(model, data, out, teacher_system=system, config=cfg, overwrite=o.overwrite)
+    distill(
+        model,
+        data,
+        out,
+        teacher_system=system,
+        config=cfg,
+        overwrite=o.overwrite,
+        parents={"data": data_path, "teacher": teacher},
+    )
     print(f"checkpoints in {out}: {', '.join(p.name for p in sorted(out.glob('checkpoint-*')))}")
     return 0
 
@@ -206,6 +234,9 @@ def run_experiment(
     res = get(name).execute(config, out_dir, progress=progress, log=log)
     html = Path(out_dir).expanduser() / "report.html"
     render_report(res.to_json()).save(html)
+    results = html.with_name("results.json")
+    if has_record(results):
+        write_record(html, "report", parents={"results": results})
     log(f"wrote {html}")
     return res
 

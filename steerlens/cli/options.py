@@ -47,10 +47,11 @@ class Option:
     output: str | None = None  # "file" / "dir": a path the command writes (checked first)
     owner: str = ""
     shown: str | None = None  # the default as help shows it, when not the value itself
+    positional: bool = False  # a required argument without a flag (``lineage show DIR``)
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.name.upper() if self.positional else "--" + self.name.replace("_", "-")
 
     @property
     def required(self) -> bool:
@@ -84,6 +85,7 @@ def options_of(cls: type[Any], help: Mapping[str, str] | None = None) -> list[Op
                 exists=f.metadata.get("exists"),
                 output=f.metadata.get("output"),
                 owner=cls.__name__,
+                positional=bool(f.metadata.get("positional", False)),
             )
         )
     return out
@@ -228,6 +230,9 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> N
             text += f" ({' | '.join(map(str, opt.choices))})"
         shown = opt.shown if opt.shown is not None else _shown(opt.default)
         text += " (required)" if opt.required else f" (default: {shown})"
+        if opt.positional:
+            parser.add_argument(opt.name, metavar=opt.name.upper(), help=opt.help)
+            continue
         kw: dict[str, Any] = {"dest": opt.name, "default": argparse.SUPPRESS}
         if opt.hint is bool:
             kw["action"] = argparse.BooleanOptionalAction

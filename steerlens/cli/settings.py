@@ -66,6 +66,12 @@ class ExtractOptions:
         None, "file of positive prompts (.txt lines, .json, .jsonl)", exists="file"
     )
     neg: str | None = _o(None, "file of negative prompts, paired with --pos", exists="file")
+    contrast: str | None = _o(
+        None,
+        "contrast file instead of --pos/--neg: CAA A/B JSON, persona_vectors trait JSON, or "
+        "JSONL of {pos, neg} pairs (format detected from the content)",
+        exists="file",
+    )
     layers: str = _o("all", LAYERS_HELP)
     method: str = _o(default_of(extract_vector, "method"), "", choices=("mean", "pca", "probe"))
     position: str = _o(

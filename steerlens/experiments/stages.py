@@ -51,19 +51,28 @@ def stage(
     save: Callable[[T, Path], object],
     load: Callable[[Path], T],
     log: Callable[[str], None],
+    record: Callable[[Path], object] | None = None,
 ) -> T:
-    """Run ``fn`` unless ``path`` holds a result written for the same ``key``."""
+    """Run ``fn`` unless ``path`` holds a result written for the same ``key``. ``record``
+    writes ``path``'s lineage record (after a fresh result; for a reused one only when its
+    files still match, see :func:`steerlens.lineage.ensure_record`)."""
+    from steerlens.lineage import ensure_record
+
     stamp = path.with_name(path.name + ".key")
     if path.exists() and stamp.is_file() and stamp.read_text().strip() == key:
         try:
             out = load(path)
             log(f"reusing {path.name}")
+            if record is not None:
+                ensure_record(path, lambda: record(path))
             return out
         except Exception as exc:  # noqa: BLE001 - a broken cache entry is recomputed
             log(f"cached {path.name} unreadable ({exc}); recomputing")
     out = fn()
     save(out, path)
     stamp.write_text(key)
+    if record is not None:
+        record(path)
     return out
 
 
