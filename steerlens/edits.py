@@ -23,7 +23,7 @@ import torch
 
 from steerlens.hf_compat import past_length
 from steerlens.models import LoadedModel, as_model, check_same_shape
-from steerlens.sites import resolve_layers
+from steerlens.sites import resolve_layers, resolve_module_sites
 from steerlens.vectors import SteeringVector
 
 Mode = Literal["add", "project_out", "replace"]
@@ -241,6 +241,8 @@ def make_plan(
         raise ValueError(f"unknown mode {mode!r}: use one of {MODES}")
     if positions not in ("all", "prompt", "generated"):
         raise ValueError(f"unknown positions {positions!r}: use 'all', 'prompt' or 'generated'")
+    if lm.site_paths is not None and layers is not None:
+        layers = resolve_module_sites(layers, lm.site_paths)  # "layers.1" on a torch module
     dirs = resolve_directions(vector, layers, lm.n_layers)
     d = lm.hidden_size
     vecs: dict[int, torch.Tensor] = {}

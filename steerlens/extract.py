@@ -177,6 +177,11 @@ def extract_vector(
     prompt run it once per batch; None: where supported).
     """
     lm = as_model(model)
+    if lm.is_module:
+        raise TypeError(
+            f"{lm.name!r} is a plain torch module: extract its vectors from input tensors with "
+            "steerlens.module_vector(model, pos, neg, layers) (same methods)"
+        )
     pos_items = check_prompts(pos_prompts, "pos_prompts")
     neg_items = check_prompts(neg_prompts, "neg_prompts")
     acts = record_activations(
