@@ -21,10 +21,12 @@ from steerlens.distill import DistillConfig, TeacherData, distill, generate_teac
 from steerlens.edits import NoOpEditError
 from steerlens.extract import extract_vector, logistic_probe, mean_diff, pca_diff, teacher_vector
 from steerlens.intervene import ablate, steer
-from steerlens.models import LMOnlyError, LoadedModel, ModelLoadError, load_model, wrap, wrap_module
+from steerlens.lm_only import LMOnlyError
+from steerlens.models import LoadedModel, ModelLoadError, load_model, wrap
 from steerlens.module_vectors import module_vector, shift_vector
 from steerlens.prompts import ChatPrompt
 from steerlens.sites import site_name
+from steerlens.torch_module import wrap_module
 from steerlens.vectors import Provenance, SteeringVector, cosine
 from steerlens.version import __version__
 

@@ -102,7 +102,7 @@ def record_activations(
     :class:`steerlens.backends.module.ModuleBackend`, the same accumulator and formula.
     """
     lm = as_model(model)
-    if lm.is_module:
+    if lm.site_paths is not None:
         from steerlens.backends.module import ModuleBackend
 
         return ModuleBackend(lm).record_inputs(

@@ -177,7 +177,7 @@ def extract_vector(
     prompt run it once per batch; None: where supported).
     """
     lm = as_model(model)
-    if lm.is_module:
+    if lm.site_paths is not None:
         raise TypeError(
             f"{lm.name!r} is a plain torch module: extract its vectors from input tensors with "
             "steerlens.module_vector(model, pos, neg, layers) (same methods)"

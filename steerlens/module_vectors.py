@@ -26,7 +26,7 @@ __all__ = ["module_rows", "module_vector", "shift_vector"]
 
 def _as_module(model: Any, what: str) -> LoadedModel:
     lm = as_model(model)
-    if not lm.is_module:
+    if lm.site_paths is None:
         raise TypeError(
             f"{what} is {lm.name!r}, a language model: use steerlens.extract_vector with "
             "prompts; module vectors need a model from steerlens.wrap_module"

@@ -25,7 +25,8 @@ from steerlens.backends.forward import StopForward
 from steerlens.batching import Accumulator, Activations
 from steerlens.common import sha256_bytes, tqdm_disable
 from steerlens.edits import EditPlan, block_output, with_block_output
-from steerlens.models import LMOnlyError, LoadedModel
+from steerlens.lm_only import LMOnlyError
+from steerlens.models import LoadedModel
 from steerlens.prompts import EncodedPrompt, PositionSpec
 from steerlens.sites import MODULE_SITE_TEMPLATE, module_site_name, resolve_module_sites
 

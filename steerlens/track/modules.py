@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from steerlens.models import LoadedModel, wrap_module
+from steerlens.models import LoadedModel
 from steerlens.module_vectors import module_rows
 from steerlens.stats import correct, random_directions
+from steerlens.torch_module import wrap_module
 from steerlens.track.nulls import NullConfig, excess_bootstrap, layer_stats
 from steerlens.track.results import SERIES_ARRAYS, ExcessAlignment, SeriesTrack
 from steerlens.vectors import SteeringVector
@@ -66,7 +67,7 @@ def track_modules(
 ) -> ModuleTrack:
     """Alignment of each checkpoint's shift (against ``base``) with ``vector`` at every site
     of ``vector`` (or ``layers``); row 0 of the arrays is the base itself (step 0)."""
-    if not base.is_module:
+    if base.site_paths is None:
         raise TypeError("track_modules needs a torch module from steerlens.wrap_module")
     cfg = cfg or NullConfig()
     lay = list(layers) if layers is not None else vector.layers
