@@ -51,6 +51,10 @@ def test_quick_run_through_the_command_line_writes_results_and_report(tmp_path: 
     margin = [p["same"]["acc"] - p["diff"]["acc"] for p in res["seeds"]]
     assert s["margin"]["per_seed"] == pytest.approx(margin)
     assert len(s["eas"]["same"]) == 2 and len(s["eas"]["same"][0]) == 2
+    perm = res["seeds"][0]["same"]["perm_null"]
+    assert len(perm["p"]) == 2 and len(perm["p"][0]) == 2  # [epoch][site]
+    assert all(0 < p <= 1 for row in perm["p"] for p in row)
+    assert set(s["frac_seeds_beating_permutation_null_last_epoch"]) == {"same", "diff"}
     assert res["resolved"] == {"teacher_epochs": 20, "student_epochs": 2, "n_noise": 1024}
     rep = render_report(res)
     assert rep.n_figures == 3 and "Accuracy beside the paper" in rep.html()
