@@ -137,6 +137,7 @@ def check_out_dir(
     data: TeacherData | str | Path,
     out_dir: str | Path,
     *,
+    teacher: Teacher | str | None = None,
     teacher_system: str | None = None,
     config: DistillConfig | None = None,
     overwrite: bool = False,
@@ -146,8 +147,8 @@ def check_out_dir(
     lm = as_model(base_model)
     cfg = config or DistillConfig()
     d = _as_data(data)
-    system = d.system if teacher_system is None else teacher_system
-    lineage = _lineage(lm, cfg, d, system, _resolve_layers(lm, cfg))
+    t = data_teacher(d, teacher, teacher_system, cfg.loss)
+    lineage = _lineage(lm, cfg, d, t, _resolve_layers(lm, cfg))
     same_run(Path(out_dir).expanduser(), lineage, json_sha256(lineage)[:16], overwrite)
 
 
