@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -68,16 +68,12 @@ class LoadedModel:
     foreign: Any = None
     remote: bool | str = False
     inline_edits: Any = None
+    site_paths: ClassVar[tuple[str, ...] | None] = None  # a torch module's sites (wrap_module)
     tokenization: dict[str, Any] | None = None  # how a bridge tokenises raw strings (provenance)
 
     @property
     def layout(self) -> LayerLayout:
         return find_layers(self.model, self.layers_path)
-
-    @property
-    def site_paths(self) -> tuple[str, ...] | None:
-        """Submodule paths of the sites of a plain torch module (``wrap_module``), else None."""
-        return None
 
     @property
     def n_layers(self) -> int:

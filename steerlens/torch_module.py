@@ -25,7 +25,7 @@ class ModuleModel(LoadedModel):
     width: int = 0
 
     @property
-    def site_paths(self) -> tuple[str, ...] | None:
+    def site_paths(self) -> tuple[str, ...] | None:  # type: ignore[override]  # per instance
         return self.paths
 
     @property
