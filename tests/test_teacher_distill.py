@@ -142,3 +142,21 @@ def test_ablated_and_finetuned_teachers_distill(
     assert (
         r2.record["teacher_system"] == OWL and r2.record["lineage"]["teacher"]["kind"] == "ablate"
     )
+
+
+@pytest.mark.parametrize("system", [None, OWL])
+def test_shared_prefix_sampling_equals_plain_sampling(
+    tiny: sl.LoadedModel, steered: Teacher, system: str | None
+) -> None:
+    """The system turn run once into a KV cache gives the same samples as the plain batch,
+    also under a steered teacher (its edit acts at every position)."""
+    kw = {"n": 8, "max_new_tokens": 12, "progress": False, "temperature": 0.0}
+    t = Teacher.steered(steered.vector, 2.0, [1], system=system)  # type: ignore[arg-type]
+    a = generate_teacher_data(tiny, teacher=t, share_prefix=True, **kw)  # type: ignore[arg-type]
+    b = generate_teacher_data(tiny, teacher=t, share_prefix=False, **kw)  # type: ignore[arg-type]
+    assert a.samples + a.rejected == b.samples + b.rejected
+    assert len(a.samples + a.rejected) == 8
+    sampled = {"n": 8, "max_new_tokens": 12, "progress": False}
+    c = generate_teacher_data(tiny, system=system, share_prefix=True, **sampled)  # type: ignore[arg-type]
+    d = generate_teacher_data(tiny, system=system, share_prefix=False, **sampled)  # type: ignore[arg-type]
+    assert c.samples == d.samples

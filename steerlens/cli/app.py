@@ -17,6 +17,7 @@ from typing import Any
 
 from steerlens.auditing import AuditConfig
 from steerlens.cli.audit import cmd_audit
+from steerlens.cli.errors import check_values, is_user_error, one_line
 from steerlens.cli.handlers import (
     cmd_carry,
     cmd_distill,
@@ -287,6 +288,7 @@ def resolve(argv: Sequence[str]) -> Invocation:
             f"missing {', '.join(missing)}: give it on the command line or as a key of --config"
         )
     _check_paths(options, values)
+    check_values(options, values)
     configs: dict[type, Any] = {}
     for cls in cmd.sources:
         if cmd.experiment is not None and cls is get(cmd.experiment).config:
@@ -306,11 +308,14 @@ def command_for(argv: Sequence[str]) -> Command:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``steerlens ...``: 0 on success; 2 with one line naming the problem and the fix."""
+    """``steerlens ...``: 0 on success; 2 with one line naming the problem and the fix for a
+    failure the user caused (:func:`~steerlens.cli.errors.is_user_error`); any other exception
+    is a steerlens bug and propagates with its traceback (exit 1)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return resolve(argv).run()
-    except (ValueError, KeyError, IndexError, OSError, RuntimeError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"steerlens {argv[0] if argv else ''}: error: {msg}", file=sys.stderr)
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        print(f"steerlens {argv[0] if argv else ''}: error: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from steerlens.common import atomic_write_text, read_json, tqdm_disable
 from steerlens.distill.config import RECORD_FORMAT, json_sha256, rng_devices
+from steerlens.distill.sampling import generate_batch
 from steerlens.models import LoadedModel, as_model
 from steerlens.numbers import (
     ListState,
@@ -24,7 +25,7 @@ from steerlens.numbers import (
     number_prompts,
     number_token_ids,
 )
-from steerlens.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
+from steerlens.prompts import ChatPrompt, EncodedPrompt, encode
 from steerlens.teachers import Teacher, as_teacher
 
 __all__ = [
@@ -265,6 +266,7 @@ def generate_teacher_data(
     max_new_tokens: int = 64,
     max_count: int = 10,
     batch_size: int = 48,
+    share_prefix: bool = True,
     progress: bool | None = None,
 ) -> TeacherData:
     """Sample the teacher's continuations of number sequences and keep the clean ones.
@@ -282,7 +284,9 @@ def generate_teacher_data(
     of 1-3 digits, then the end of turn (:class:`NumberListGrammar`); ``"tokens"`` only masks
     every token that is not digits/commas/spaces or end of turn (:class:`NumberTokensOnly`; on
     SmolLM2-135M most such answers run past 10 numbers and are rejected); ``False`` samples
-    freely. ``temperature=0`` is greedy. Sampling is seeded with ``seed`` without touching the
+    freely. ``share_prefix``: a batch's shared system-prompt prefix runs once into a KV cache
+    that every row continues from (:func:`steerlens.distill.sampling.generate_batch`; the same
+    distributions up to float rounding). ``temperature=0`` is greedy. Sampling is seeded with ``seed`` without touching the
     global RNG. Every answer then goes through ``is_clean_numbers(text, max_count)``: the kept
     ones form ``samples``, the others ``rejected``.
     """
@@ -298,18 +302,8 @@ def generate_teacher_data(
     restriction = _restriction(restrict_to_numbers)
     t0 = time.perf_counter()
     with tch.apply(lm) as tlm:
-        texts, finished = _sample_answers(
-            tlm,
-            users,
-            tch.system,
-            restriction,
-            temperature,
-            max_new_tokens,
-            max_count,
-            batch_size,
-            seed,
-            progress,
-        )
+        sampling = (restriction, temperature, max_new_tokens, max_count, batch_size, seed)
+        texts, finished = _sample_answers(tlm, users, tch.system, *sampling, progress, share_prefix)
     kept: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     for u, t, f in zip(users, texts, finished, strict=True):
@@ -381,11 +375,10 @@ def _sample_answers(
     batch_size: int,
     seed: int,
     progress: bool | None,
+    share_prefix: bool = True,
 ) -> tuple[list[str], list[bool]]:
     """The teacher's decoded answer to each user message (longest prompts first, in batches,
     seeded without touching the global RNG) and whether it ended its turn."""
-    from transformers import LogitsProcessorList
-
     tok = lm.tokenizer
     stop = eos_ids(lm)
     allowed, texts_of = _number_tokens(tok, restriction)
@@ -404,26 +397,22 @@ def _sample_answers(
     else:
         gen_kwargs.update(do_sample=False)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def procs(width: int) -> list[Any]:
+        if restriction == "tokens":
+            return [NumberTokensOnly(allowed + stop)]
+        if restriction == "grammar":
+            return [NumberListGrammar(texts_of, stop, width, max_count)]
+        return []
+
     with torch.random.fork_rng(devices=rng_devices(lm.device)):
         torch.manual_seed(seed)
         for idx in tqdm(batches, desc="teacher data", disable=tqdm_disable(progress)):
-            ids, mask, _ = pad_batch([encs[i] for i in idx], tok.pad_token_id, lm.device)
-            processors: list[Any] = []
-            if restriction == "tokens":
-                processors.append(NumberTokensOnly(allowed + stop))
-            elif restriction == "grammar":
-                processors.append(NumberListGrammar(texts_of, stop, ids.shape[1], max_count))
-            with torch.inference_mode():
-                seqs = lm.model.generate(  # type: ignore[operator]
-                    input_ids=ids,
-                    attention_mask=mask,
-                    pad_token_id=tok.pad_token_id,
-                    eos_token_id=stop,
-                    logits_processor=LogitsProcessorList(processors),
-                    **gen_kwargs,
-                )
+            seqs, width = generate_batch(
+                lm, [encs[i] for i in idx], procs, gen_kwargs, stop, share_prefix
+            )
             for row, i in enumerate(idx):
-                new = seqs[row, ids.shape[1] :].tolist()
+                new = seqs[row, width:].tolist()
                 hit = [j for j, t in enumerate(new) if t in stop]
                 finished[i] = bool(hit)
                 texts[i] = tok.decode(new[: hit[0]] if hit else new, skip_special_tokens=True)

@@ -32,6 +32,7 @@ from steerlens.experiments.stages import (
     checkpoint_behavior,
     json_load,
     json_save,
+    series_key,
     series_record,
     stage,
     training_prompts,
@@ -278,7 +279,7 @@ def _behavior(r: _Run, main_dir: Path, ctrl_dir: Path) -> Any:
     behavior = trait_behavior(model, trait)
     return stage(
         r.out / "behavior.json",
-        r.key(),
+        f"{r.key()}-{series_key(main_dir, ctrl_dir)}",  # keyed on the checkpoints' contents
         lambda: {
             "main": checkpoint_behavior(model, main_dir, behavior),
             "control": checkpoint_behavior(model, ctrl_dir, behavior),
@@ -429,3 +430,11 @@ OWL = register(
     replace=True,  # a module reload (notebook autoreload) registers it again
 )
 """The registered owl experiment."""
+
+
+# The owl stages other experiments build on (steerlens.experiments.svd runs them on its own
+# config, a subclass of OwlConfig, so their cache keys and files are the same).
+Run = _Run
+open_run = _open
+teacher_vector_stage = _teacher_vector
+carry_stage = _carry
