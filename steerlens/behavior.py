@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from steerlens.activations import can_share_prefix, prefix_batches, shared_prefix_logits
 from steerlens.common import tqdm_disable
 from steerlens.models import LoadedModel, as_model
+from steerlens.precision import compute_context
 from steerlens.prompts import (
     ChatPrompt,
     EncodedPrompt,
@@ -88,12 +89,13 @@ def last_logits(
         "position_ids": pos,
         "use_cache": False,
     }
-    try:
-        out = hf(**kwargs, logits_to_keep=1 if k is None else k)
-    except TypeError as exc:  # an architecture without logits_to_keep: full lm_head
-        if "logits_to_keep" not in str(exc):
-            raise
-        out = hf(**kwargs)
+    with compute_context(hf):
+        try:
+            out = hf(**kwargs, logits_to_keep=1 if k is None else k)
+        except TypeError as exc:  # an architecture without logits_to_keep: full lm_head
+            if "logits_to_keep" not in str(exc):
+                raise
+            out = hf(**kwargs)
     logits = out.logits if hasattr(out, "logits") else out[0]
     return logits[:, -1, :] if k is None else logits[:, -k:, :]
 

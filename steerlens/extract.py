@@ -199,6 +199,7 @@ def extract_vector(
         "model": lm.name,
         "model_source": lm.source,
         "model_fingerprint": lm.fingerprint,
+        "precision": lm.compute_precision.to_dict(),
         "position": position_name(position),
         "pos_prompts_hash": prompt_set_hash(pos_items),
         "neg_prompts_hash": prompt_set_hash(neg_items),

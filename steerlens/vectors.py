@@ -42,6 +42,7 @@ class Provenance:
     neg_prompts_hash: str | None
     kind: str | None
     steerlens_version: str
+    precision: dict[str, str] | None = None
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> Provenance:
@@ -57,6 +58,7 @@ class Provenance:
             neg_prompts_hash=meta.get("neg_prompts_hash"),
             kind=meta.get("kind"),
             steerlens_version=str(meta.get("steerlens_version", __version__)),
+            precision=meta.get("precision"),
         )
 
 

@@ -27,6 +27,7 @@ from steerlens.checkpoints.checkpoint import (
     validate,
 )
 from steerlens.models import LoadedModel, ModelLoadError, as_model, check_saved_version
+from steerlens.precision import mark_autocast
 
 
 @dataclass
@@ -264,6 +265,7 @@ class SeriesLoader:
             f"{self.base.name}+{ckpt.name}",
             str(ckpt.path),
             self.base.layers_path,
+            precision=self.base.precision,
         )
 
     def _drop_adapters(self) -> None:
@@ -305,12 +307,14 @@ class SeriesLoader:
             self._full_key = key
         else:
             _load_into(self._full, read_state_dict(ckpt), ckpt.path)
+        mark_autocast(self._full, self.base.compute_precision.autocast)
         return LoadedModel(
             self._full,
             self.base.tokenizer,
             f"{self.base.name}@{ckpt.name}",
             str(ckpt.path),
             self.base.layers_path,
+            precision=self.base.precision,
         )
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ from steerlens.numbers import (
     number_prompts,
     number_token_ids,
 )
+from steerlens.precision import compute_context
 from steerlens.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
 
 __all__ = [
@@ -363,7 +364,7 @@ def _sample_answers(
                 processors.append(NumberTokensOnly(allowed + stop))
             elif restriction == "grammar":
                 processors.append(NumberListGrammar(texts_of, stop, ids.shape[1], max_count))
-            with torch.inference_mode():
+            with torch.inference_mode(), compute_context(lm.model):
                 seqs = lm.model.generate(  # type: ignore[operator]
                     input_ids=ids,
                     attention_mask=mask,
