@@ -107,13 +107,17 @@ def _lineage(
     layers: list[int],
 ) -> dict[str, Any]:
     """What fixes the weights of each step (its hash decides whether a run may resume)."""
-    return {
+    out = {
         "base_fingerprint": lm.fingerprint,
         "teacher_system": teacher_system if cfg.loss == "kl" else None,
         "data_sha256": d.sha256,
         "config": cfg.lineage(),
         "layers": layers,
     }
+    prec = lm.compute_precision.name
+    if prec != "float32":  # float32 runs keep the lineage (and resume) they had before
+        out["precision"] = prec
+    return out
 
 
 def _resume_point(
@@ -179,6 +183,7 @@ def _new_record(
         "seed": cfg.seed,
         "versions": _versions(),
         "fast_path": trainer.use_fast,
+        "precision": {**lm.compute_precision.to_dict(), "student_autocast": trainer.autocast},
         "n_examples": len(trainer.exs),
         "n_response_tokens": sum(e.n_pred for e in trainer.exs),
         "prep_seconds": round(t_prep, 2),
