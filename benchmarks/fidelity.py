@@ -199,7 +199,7 @@ def compare(ref: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, save: Any) -> dict[str, Any]:
     import steerlens as sl
     from steerlens.experiments.verdict import verdict
     from steerlens.models import describe
@@ -228,57 +228,68 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     vectors: dict[str, Any] = {}
     measured: dict[str, Any] = {}
-    order = list(dict.fromkeys(["float32", *args.vector_precisions, *args.precisions]))
-    for prec in order:
+    models: dict[str, Any] = {}
+    # vectors first (every precision), then the later stages: a run cut short keeps the most
+    for prec in dict.fromkeys(["float32", *args.vector_precisions, *args.precisions]):
         log(f"{prec}: load")
         lm = sl.load_model(MODEL, dtype=prec)
-        entry: dict[str, Any] = {"model": describe(lm)}
         vec, secs = teacher_vectors(lm, trait, int(cfg["seed"]))
         vectors[prec] = vec
-        entry["seconds"] = {"teacher_vector": secs}
-        log(f"{prec}: teacher vector {secs:.1f}s")
+        cos = {layer: _cos(vec[layer], vectors["float32"][layer]) for layer in vec.layers}
+        rec["precisions"][prec] = {
+            "model": describe(lm),
+            "seconds": {"teacher_vector": secs},
+            "vector_cosine": cos,
+            "vector_cosine_min": min(cos.values()),
+        }
+        log(f"{prec}: teacher vector {secs:.1f}s, min cosine {min(cos.values()):.5f}")
         if prec in args.precisions:
-            got = stages(lm, trait, vec, demo, cfg)
-            entry["seconds"].update(got.pop("seconds"))
+            models[prec] = lm
+        save(rec)
+    for prec in args.precisions:
+        lm, vec, entry = models.pop(prec), vectors[prec], rec["precisions"][prec]
+        got = stages(lm, trait, vec, demo, cfg)
+        entry["seconds"].update(got.pop("seconds"))
+        if args.lora_steps:
             lora = lora_steps(lm, demo, cfg, args.lora_steps)
             entry["lora"] = {k: v for k, v in lora.items() if k != "adapter"}
             got["adapter"] = lora["adapter"]
-            results = {**demo_results, **got, "teacher_vector": vec.to_json()}
-            got["verdict"] = verdict(results)
-            entry["verdict"] = got["verdict"]
-            measured[prec] = got
-            log(f"{prec}: stages {entry['seconds']}")
-        rec["precisions"][prec] = entry
+        results = {**demo_results, **got, "teacher_vector": vec.to_json()}
+        got["verdict"] = verdict(results)
+        entry["verdict"] = got["verdict"]
+        measured[prec] = got
+        log(f"{prec}: stages {entry['seconds']}")
         del lm
-    ref = vectors["float32"]
-    for prec, vec in vectors.items():
-        cos = {layer: _cos(vec[layer], ref[layer]) for layer in ref.layers}
-        rec["precisions"][prec]["vector_cosine"] = cos
-        rec["precisions"][prec]["vector_cosine_min"] = min(cos.values())
-    for prec, got in measured.items():
+        if prec != "float32" and "float32" in measured:
+            entry["vs_float32"] = _versus(rec, measured, prec)
         if prec == "float32":
-            continue
-        diff = compare(measured["float32"], got)
-        a_r, a_g = measured["float32"]["adapter"], got["adapter"]
-        diff["lora_adapter_cosine_min"] = min(_cos(a_g[k], a_r[k]) for k in a_r)
+            v32 = got["verdict"]
+            rec["float32_rerun_reproduces_demo"] = (
+                v32["headline"] == demo_results["verdict"]["headline"]
+                and v32["strength"] == demo_results["verdict"]["strength"]
+            )
+        rec["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+        save(rec)
+    return rec
+
+
+def _versus(rec: dict[str, Any], measured: dict[str, Any], prec: str) -> dict[str, Any]:
+    got, ref = measured[prec], measured["float32"]
+    diff = compare(ref, got)
+    if "adapter" in got and "adapter" in ref:
+        diff["lora_adapter_cosine_min"] = min(
+            _cos(got["adapter"][k], v) for k, v in ref["adapter"].items()
+        )
         l_r = rec["precisions"]["float32"]["lora"]["losses"]
         l_g = rec["precisions"][prec]["lora"]["losses"]
         diff["lora_loss_max_rel_diff"] = max(
             abs(x - y) / abs(x) for x, y in zip(l_r, l_g, strict=True)
         )
-        diff["verdict_same"] = (
-            got["verdict"]["headline"] == measured["float32"]["verdict"]["headline"]
-            and got["verdict"]["strength"] == measured["float32"]["verdict"]["strength"]
-        )
-        rec["precisions"][prec]["vs_float32"] = diff
-    if "float32" in measured:
-        v32 = measured["float32"]["verdict"]
-        rec["float32_rerun_reproduces_demo"] = (
-            v32["headline"] == demo_results["verdict"]["headline"]
-            and v32["strength"] == demo_results["verdict"]["strength"]
-        )
-    rec["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    return rec
+    diff["verdict_same"] = (
+        got["verdict"]["headline"] == ref["verdict"]["headline"]
+        and got["verdict"]["strength"] == ref["verdict"]["strength"]
+    )
+    return diff
 
 
 def _f(x: Any, nd: int = 4) -> str:
@@ -295,6 +306,14 @@ def table(rec: dict[str, Any]) -> str:
         f"every precision). torch {rec['torch']}, {rec['threads']} threads, load average "
         f"{rec['loadavg_start']} → {rec['loadavg_end']}. Reasons: "
         + "; ".join(f"{p}: {e['model']['precision']['reason']}" for p, e in precs.items()),
+        "",
+        "Settings: "
+        + ("`--quick` (" if rec.get("quick") else "the demo's (")
+        + ", ".join(
+            f"{k}={rec.get('settings', {}).get(k)}"
+            for k in ("probe_n", "carry_layers", "alphas", "n_random", "track_layers")
+        )
+        + "). A precision or stage missing below did not finish in the time the run had.",
         "",
         "## Teacher vector: cosine with float32 per layer",
         "",
@@ -336,9 +355,9 @@ def table(rec: dict[str, Any]) -> str:
             f"| behavior change after training: diff, nats | {d['behavior_delta_diff_nats']} |",
             f"| carry test S: max abs diff over the grid | {_f(d['carry_S_max_abs_diff'])} |",
             f"| carry level [float32, {p}] | {d['carry_level']} |",
-            f"| LoRA steps: max relative loss diff | {_f(d['lora_loss_max_rel_diff'])} |",
+            f"| LoRA steps: max relative loss diff | {_f(d.get('lora_loss_max_rel_diff'))} |",
             f"| LoRA adapter cosine with float32's (min over tensors) | "
-            f"{_f(d['lora_adapter_cosine_min'])} |",
+            f"{_f(d.get('lora_adapter_cosine_min'))} |",
             f"| demo verdict the same | {d['verdict_same']} |",
             "",
         ]
@@ -375,10 +394,15 @@ def main(argv: list[str] | None = None) -> None:
             ap.error("--demo DIR is required (a finished float32 `steerlens demo` folder)")
         if "float32" not in args.precisions:
             args.precisions = ["float32", *args.precisions]
-        rec = run(args)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(rec, indent=2, default=str) + "\n")
-        log(f"wrote {args.out}")
+
+        def save(rec: dict[str, Any]) -> None:
+            rec.setdefault("loadavg_end", [round(x, 2) for x in os.getloadavg()])
+            args.out.write_text(json.dumps(rec, indent=2, default=str) + "\n")
+            args.out.with_suffix(".md").write_text(table(rec))
+            log(f"wrote {args.out}")
+
+        run(args, save)
     rec = json.loads(args.out.read_text())
     md = args.out.with_suffix(".md")
     md.write_text(table(rec))
