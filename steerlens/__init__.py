@@ -24,12 +24,15 @@ from steerlens.intervene import ablate, steer
 from steerlens.models import LoadedModel, ModelLoadError, load_model, wrap
 from steerlens.prompts import ChatPrompt
 from steerlens.sites import site_name
+from steerlens.teachers import Teacher, as_teacher
 from steerlens.vectors import Provenance, SteeringVector, cosine
 from steerlens.version import __version__
 
 # Heavier parts load on first use, so `import steerlens` stays quick: name -> defining module.
 _LAZY = {
     "TraitSpec": "steerlens.traits",
+    "ContrastSet": "steerlens.contrast",
+    "ProjectionBehavior": "steerlens.behavior",
     "carry_test": "steerlens.carry",
     "student_carry_test": "steerlens.carry",
     "CarryResult": "steerlens.carry",
@@ -52,17 +55,30 @@ _LAZY = {
     "ExperimentResult": "steerlens.experiments.result",
     "run_experiment": "steerlens.cli",
     "run_demo": "steerlens.experiment",
+    "audit": "steerlens.auditing",
+    "AuditConfig": "steerlens.auditing",
+    "verify_lineage": "steerlens.lineage",
+    "lineage_graph": "steerlens.lineage",
 }
 
 if TYPE_CHECKING:  # precise types for editors and mypy; loaded lazily at run time
+    from steerlens.auditing import AuditConfig, audit
     from steerlens.backends import from_nnsight, from_transformer_lens
-    from steerlens.behavior import action_choice, logprob_score, sampled_rate, trait_behavior
+    from steerlens.behavior import (
+        ProjectionBehavior,
+        action_choice,
+        logprob_score,
+        sampled_rate,
+        trait_behavior,
+    )
     from steerlens.carry import CarryLevel, CarryResult, carry_test, student_carry_test
     from steerlens.checkpoints import CheckpointSeries
     from steerlens.cli import run_experiment
+    from steerlens.contrast import ContrastSet
     from steerlens.experiment import run_demo
     from steerlens.experiments.owl import DemoConfig, OwlConfig
     from steerlens.experiments.result import ExperimentResult
+    from steerlens.lineage import lineage_graph, verify_lineage
     from steerlens.report import Report, render_report
     from steerlens.screen import ScreenResult, screen_dataset
     from steerlens.track import AlignmentTrack, track_checkpoints
@@ -89,9 +105,11 @@ __all__ = [
     "NoOpEditError",
     "Provenance",
     "SteeringVector",
+    "Teacher",
     "TeacherData",
     "__version__",
     "ablate",
+    "as_teacher",
     "cosine",
     "distill",
     "extract_vector",

@@ -15,6 +15,7 @@ edited and :meth:`EditPlan.check` turns an edit that changed nothing into an err
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -241,6 +242,8 @@ def make_plan(
         raise ValueError(f"unknown mode {mode!r}: use one of {MODES}")
     if positions not in ("all", "prompt", "generated"):
         raise ValueError(f"unknown positions {positions!r}: use 'all', 'prompt' or 'generated'")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        raise ValueError(f"alpha={alpha!r}: the steering strength must be a finite number")
     dirs = resolve_directions(vector, layers, lm.n_layers)
     d = lm.hidden_size
     vecs: dict[int, torch.Tensor] = {}
@@ -252,6 +255,10 @@ def make_plan(
                 f"model has d={d}; extract the vector from this model's base"
             )
         vf = v.detach().to("cpu", torch.float32)
+        if not torch.isfinite(vf).all():
+            raise ValueError(
+                f"the vector at layer {layer} holds NaN or inf: re-extract it (or drop that layer)"
+            )
         n = vf.norm()
         if mode != "add" and n == 0:
             raise ValueError(f"zero vector at layer {layer}: cannot project it out")

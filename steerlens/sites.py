@@ -8,6 +8,7 @@ always reads the block's own output (pre final norm), as TransformerLens does.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -148,6 +149,17 @@ def find_layers(model: nn.Module, layers_path: str | None = None) -> LayerLayout
     )
 
 
+def _layer_index(layer: object) -> int:
+    """``layer`` as an int; a bool, a float or anything else that is not an integer is refused
+    (``1.7`` or ``True`` must not quietly become layer 1)."""
+    if isinstance(layer, bool) or not hasattr(layer, "__index__"):
+        raise TypeError(
+            f"layer {layer!r} ({type(layer).__name__}) is not a layer index: pass ints, "
+            f"'all', or site names like {site_name(12)!r}"
+        )
+    return operator.index(layer)
+
+
 def resolve_layers(layers: int | Sequence[int] | str, n_layers: int) -> list[int]:
     """Normalise a layer request to a sorted list of valid, non-negative block indices.
 
@@ -165,7 +177,7 @@ def resolve_layers(layers: int | Sequence[int] | str, n_layers: int) -> list[int
     for layer in layers:
         if isinstance(layer, str):
             layer = parse_site(layer)
-        idx = int(layer)
+        idx = _layer_index(layer)
         if idx < 0:
             idx += n_layers
         if not 0 <= idx < n_layers:

@@ -3,7 +3,8 @@
 An experiment is a config dataclass (its fields are the command-line options), a ``run`` that
 writes ``results.json`` and artifacts to an output folder and returns an
 :class:`ExperimentResult`, and a registry entry (:func:`register`, :func:`get`, :func:`names`).
-Built in: ``owl`` (:mod:`steerlens.experiments.owl`, the demo).
+Built in: ``owl`` (:mod:`steerlens.experiments.owl`, the demo) and ``svd``
+(:mod:`steerlens.experiments.svd`, Blank et al.'s transfer test with every teacher kind).
 
 This layer sits below the report: the command line renders ``report.html`` from the result.
 """
@@ -15,6 +16,7 @@ from steerlens.experiments.owl import run as run_owl
 from steerlens.experiments.registry import Experiment, ExperimentConfig, get, names, register
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.stages import DATA_SEED_OFFSET, checkpoint_behavior, training_prompts
+from steerlens.experiments.svd import SvdConfig
 from steerlens.experiments.verdict import verdict
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "ExperimentConfig",
     "ExperimentResult",
     "OwlConfig",
+    "SvdConfig",
     "checkpoint_behavior",
     "get",
     "names",

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlens.common import sha256_bytes, write_json
+from steerlens.experiments.records import recorder, teacher_record
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.stages import (
@@ -31,6 +32,7 @@ from steerlens.experiments.stages import (
     checkpoint_behavior,
     json_load,
     json_save,
+    series_key,
     series_record,
     stage,
     training_prompts,
@@ -142,6 +144,7 @@ class _Run:
     trait: Any
     progress: bool | None
     log: Callable[[str], None]
+    teachers: dict[str, Path] = field(default_factory=dict)  # role → teacher record file
 
     def key(self, *fields_: str) -> str:
         """Cache key: the model fingerprint and the config fields a stage depends on."""
@@ -156,7 +159,14 @@ def _open(cfg: OwlConfig, out: Path, progress: bool | None, log: Callable[[str],
     trait = as_trait(cfg.trait)
     if cfg.probe_n is not None:
         trait = dataclasses.replace(trait, probe_n=cfg.probe_n)
-    return _Run(cfg, out, model, trait, progress, log)
+    r = _Run(cfg, out, model, trait, progress, log)
+    for role, system in (
+        ("teacher", trait.system_prompt),
+        ("benign_teacher", trait.neutral_system_prompt),
+    ):
+        path = out / "teachers" / f"{role}.json"
+        r.teachers[role] = teacher_record(path, {"kind": "prompt", "system": system}, model)
+    return r
 
 
 def _teacher_vector(r: _Run) -> Any:
@@ -174,6 +184,7 @@ def _teacher_vector(r: _Run) -> Any:
         lambda v, p: v.save(p),
         SteeringVector.load,
         r.log,
+        recorder("vector", r.model, parents=r.teachers, config=r.cfg.to_json()),
     )
 
 
@@ -197,6 +208,7 @@ def _carry(r: _Run, vec: Any) -> Any:
         json_save,
         json_load,
         r.log,
+        recorder("carry", r.model, parents={"vector": r.out / "vectors" / "teacher.safetensors"}),
     )
 
 
@@ -208,7 +220,7 @@ def _teacher_data(r: _Run) -> tuple[Any, Any]:
     data_dir.mkdir(exist_ok=True)
     prompts = training_prompts(r.cfg.n_samples, r.cfg.seed)
 
-    def generate(name: str, system: str) -> Any:
+    def generate(name: str, system: str, role: str) -> Any:
         return stage(
             data_dir / f"{name}.jsonl",
             r.key("trait", "seed", "n_samples"),
@@ -223,10 +235,17 @@ def _teacher_data(r: _Run) -> tuple[Any, Any]:
             lambda d, p: d.save(p),
             TeacherData.load,
             r.log,
+            recorder(
+                "teacher_data",
+                r.model,
+                parents={"teacher": r.teachers[role]},
+                config={"system": system, "n_samples": r.cfg.n_samples, "seed": r.cfg.seed},
+                files=lambda p: [p, p.with_name(p.stem + ".meta.json")],
+            ),
         )
 
-    return generate("teacher", r.trait.system_prompt), generate(
-        "control", r.trait.neutral_system_prompt
+    return generate("teacher", r.trait.system_prompt, "teacher"), generate(
+        "control", r.trait.neutral_system_prompt, "benign_teacher"
     )
 
 
@@ -245,9 +264,9 @@ def _distill(r: _Run, data: Any, control_data: Any) -> tuple[Path, Path]:
         seed=cfg.seed,
     )
     main_dir, ctrl_dir = r.out / "students" / "main", r.out / "students" / "control"
-    for series_dir, series_data, system in (
-        (main_dir, data, r.trait.system_prompt),
-        (ctrl_dir, control_data, r.trait.neutral_system_prompt),
+    for series_dir, series_data, system, name, role in (
+        (main_dir, data, r.trait.system_prompt, "teacher", "teacher"),
+        (ctrl_dir, control_data, r.trait.neutral_system_prompt, "control", "benign_teacher"),
     ):
         distill(
             r.model,
@@ -256,6 +275,7 @@ def _distill(r: _Run, data: Any, control_data: Any) -> tuple[Path, Path]:
             teacher_system=system,
             config=dcfg,
             progress=r.progress,
+            parents={"data": r.out / "data" / f"{name}.jsonl", "teacher": r.teachers[role]},
         )
     return main_dir, ctrl_dir
 
@@ -267,7 +287,7 @@ def _behavior(r: _Run, main_dir: Path, ctrl_dir: Path) -> Any:
     behavior = trait_behavior(model, trait)
     return stage(
         r.out / "behavior.json",
-        r.key(),
+        f"{r.key()}-{series_key(main_dir, ctrl_dir)}",  # keyed on the checkpoints' contents
         lambda: {
             "main": checkpoint_behavior(model, main_dir, behavior),
             "control": checkpoint_behavior(model, ctrl_dir, behavior),
@@ -278,6 +298,7 @@ def _behavior(r: _Run, main_dir: Path, ctrl_dir: Path) -> Any:
         json_save,
         json_load,
         r.log,
+        recorder("behavior", model, parents={"student": main_dir, "control": ctrl_dir}),
     )
 
 
@@ -316,6 +337,15 @@ def _screen(r: _Run, vec: Any, data: Any, control_data: Any) -> Any:
         json_save,
         json_load,
         r.log,
+        recorder(
+            "screen",
+            r.model,
+            parents={
+                "vector": r.out / "vectors" / "teacher.safetensors",
+                "data": r.out / "data" / "teacher.jsonl",
+                "control_data": r.out / "data" / "control.jsonl",
+            },
+        ),
     )
 
 
@@ -333,6 +363,18 @@ def _lineage(r: _Run, data: Any, control_data: Any, main_dir: Path, ctrl_dir: Pa
         "seeds": {"seed": r.cfg.seed},
         "steerlens_version": __version__,
     }
+
+
+def _results_record(r: _Run, main_dir: Path, ctrl_dir: Path, verdict_: Any) -> None:
+    """The record of ``results.json``: made from every stage's artifact."""
+    parents = {
+        "vector": r.out / "vectors" / "teacher.safetensors",
+        **{n: r.out / f"{n}.json" for n in ("carry", "behavior", "screen")},
+        "student": main_dir,
+        "control": ctrl_dir,
+    }
+    cfg = {"trait": r.trait.name, "verdict": verdict_.get("strength"), "run": r.cfg.to_json()}
+    recorder("results", r.model, parents=parents, config=cfg)(r.out / "results.json")
 
 
 def run(
@@ -380,6 +422,7 @@ def run(
     }
     results["verdict"] = verdict(results)
     write_json(out / "results.json", results)
+    _results_record(r, main_dir, ctrl_dir, results["verdict"])
     log(f"wrote {out / 'results.json'} in {clock.total():.0f}s")
     return ExperimentResult(results)
 
@@ -395,3 +438,11 @@ OWL = register(
     replace=True,  # a module reload (notebook autoreload) registers it again
 )
 """The registered owl experiment."""
+
+
+# The owl stages other experiments build on (steerlens.experiments.svd runs them on its own
+# config, a subclass of OwlConfig, so their cache keys and files are the same).
+Run = _Run
+open_run = _open
+teacher_vector_stage = _teacher_vector
+carry_stage = _carry

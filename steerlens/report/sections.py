@@ -12,6 +12,7 @@ import numpy as np
 from steerlens.common import jsonable
 from steerlens.report.figures import PALETTE, bars, heatmap, lines_with_bands, rgba
 from steerlens.report.page import Report
+from steerlens.report.svd import section_svd
 from steerlens.report.views import (
     BehaviorView,
     CarryView,
@@ -447,6 +448,8 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
         _section_vector(rep, VectorView.of(_m(results["teacher_vector"])))
     if _m(results.get("carry")):
         _section_carry(rep, CarryView.of(_m(results["carry"])))
+    if _m(results.get("svd")):
+        section_svd(rep, _m(results["svd"]))
     if _m(results.get("behavior")):
         _section_behavior(rep, BehaviorView.of(_m(results["behavior"])))
     if _m(results.get("track")):
