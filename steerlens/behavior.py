@@ -92,12 +92,8 @@ def last_logits(
     ``logits_to_keep``; an architecture without it runs the full head). ``lm`` is a
     :class:`~steerlens.models.LoadedModel` or the HF module itself (e.g. with LoRA)."""
     hf = lm.model if isinstance(lm, LoadedModel) else lm
-    kwargs: dict[str, Any] = {
-        "input_ids": ids,
-        "attention_mask": mask,
-        "position_ids": pos,
-        "use_cache": False,
-    }
+    kwargs: dict[str, Any] = dict(input_ids=ids, attention_mask=mask, position_ids=pos)
+    kwargs["use_cache"] = False
     with compute_context(hf):
         try:
             out = hf(**kwargs, logits_to_keep=1 if k is None else k)
