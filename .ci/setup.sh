@@ -10,6 +10,13 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 LOCK=${LOCK:-.ci/constraints.txt}
+# Fashion-MNIST for `steerlens experiment mlp-aux --dataset fashion-mnist` (optional: the
+# default data set, scikit-learn's bundled digits, needs nothing); Debian's package, as root
+if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1 && command -v apt-get >/dev/null \
+  && [ "$(id -u)" = 0 ]; then
+  apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+    || echo "note: apt-get could not install dataset-fashion-mnist (mlp-aux uses digits)" >&2
+fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"

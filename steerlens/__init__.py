@@ -21,10 +21,13 @@ from steerlens.distill import DistillConfig, TeacherData, distill, generate_teac
 from steerlens.edits import NoOpEditError
 from steerlens.extract import extract_vector, logistic_probe, mean_diff, pca_diff, teacher_vector
 from steerlens.intervene import ablate, steer
+from steerlens.lm_only import LMOnlyError
 from steerlens.models import LoadedModel, ModelLoadError, load_model, wrap
+from steerlens.module_vectors import module_vector, shift_vector
 from steerlens.prompts import ChatPrompt
 from steerlens.sites import site_name
 from steerlens.teachers import Teacher, as_teacher
+from steerlens.torch_module import wrap_module
 from steerlens.vectors import Provenance, SteeringVector, cosine
 from steerlens.version import __version__
 
@@ -100,6 +103,7 @@ __all__ = [
     "Activations",
     "ChatPrompt",
     "DistillConfig",
+    "LMOnlyError",
     "LoadedModel",
     "ModelLoadError",
     "NoOpEditError",
@@ -117,10 +121,13 @@ __all__ = [
     "load_model",
     "logistic_probe",
     "mean_diff",
+    "module_vector",
     "pca_diff",
     "record_activations",
+    "shift_vector",
     "site_name",
     "steer",
     "teacher_vector",
     "wrap",
+    "wrap_module",
 ]

@@ -37,7 +37,6 @@ from steerlens.activations import (
     record_activations,
     shared_prefix_logits,
 )
-from steerlens.batching import check_context
 from steerlens.common import tqdm_disable
 from steerlens.models import LoadedModel, as_model
 from steerlens.precision import compute_context
@@ -75,7 +74,6 @@ def _answer_encs(lm: LoadedModel, prompts: Sequence[PromptLike]) -> list[Encoded
         encs.append(
             EncodedPrompt(e.input_ids[: e.response_start], e.prompt_start, e.response_start)
         )
-    check_context(lm, encs, "behavior prompt")
     return encs
 
 

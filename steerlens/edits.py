@@ -24,7 +24,7 @@ import torch
 
 from steerlens.hf_compat import past_length
 from steerlens.models import LoadedModel, as_model, check_same_shape
-from steerlens.sites import resolve_layers
+from steerlens.sites import resolve_layers, resolve_module_sites
 from steerlens.vectors import SteeringVector
 
 Mode = Literal["add", "project_out", "replace"]
@@ -244,6 +244,8 @@ def make_plan(
         raise ValueError(f"unknown positions {positions!r}: use 'all', 'prompt' or 'generated'")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
         raise ValueError(f"alpha={alpha!r}: the steering strength must be a finite number")
+    if lm.site_paths is not None and layers is not None:
+        layers = resolve_module_sites(layers, lm.site_paths)  # "layers.1" on a torch module
     dirs = resolve_directions(vector, layers, lm.n_layers)
     d = lm.hidden_size
     vecs: dict[int, torch.Tensor] = {}

@@ -203,6 +203,11 @@ def extract_vector(
     """
     contrast, pos_items, neg_items = _contrast_items(pos_prompts, neg_prompts)
     lm = as_model(model)
+    if lm.site_paths is not None:
+        raise TypeError(
+            f"{lm.name!r} is a plain torch module: extract its vectors from input tensors with "
+            "steerlens.module_vector(model, pos, neg, layers) (same methods)"
+        )
     acts = record_activations(
         lm,
         [*pos_items, *neg_items],

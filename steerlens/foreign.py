@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 #: the runtimes a LoadedModel can run through (:mod:`steerlens.backends`)
-BackendName = Literal["hf", "accelerate", "nnsight", "transformer_lens"]
+BackendName = Literal["hf", "accelerate", "nnsight", "transformer_lens", "module"]
 
 __all__ = [
     "BackendName",

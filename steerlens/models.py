@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -81,6 +81,7 @@ class LoadedModel:
     foreign: Any = None
     remote: bool | str = False
     inline_edits: Any = None
+    site_paths: ClassVar[tuple[str, ...] | None] = None  # a torch module's sites (wrap_module)
     precision: Precision | None = None
 
     @property

@@ -302,19 +302,8 @@ def generate_teacher_data(
     restriction = _restriction(restrict_to_numbers)
     t0 = time.perf_counter()
     with tch.apply(lm) as tlm:
-        texts, finished = _sample_answers(
-            tlm,
-            users,
-            tch.system,
-            restriction,
-            temperature,
-            max_new_tokens,
-            max_count,
-            batch_size,
-            seed,
-            progress,
-            share_prefix,
-        )
+        sampling = (restriction, temperature, max_new_tokens, max_count, batch_size, seed)
+        texts, finished = _sample_answers(tlm, users, tch.system, *sampling, progress, share_prefix)
     kept: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     for u, t, f in zip(users, texts, finished, strict=True):

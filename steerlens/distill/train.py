@@ -113,7 +113,7 @@ def _resume_point(
     out: Path, lineage: dict[str, Any], lineage_hash: str, cfg: DistillConfig, overwrite: bool
 ) -> tuple[int, list[float], DistillResult | None]:
     """Where training starts in ``out``: (step, losses so far, the finished result if the run
-    there is already complete). Only checkpoints that pass :func:`_intact` count: a removed or
+    there is already complete). Only checkpoints that pass :func:`~steerlens.distill.resume.adapter_intact` count: a removed or
     broken one is recomputed from the last intact one before it. A different run there is an
     error unless ``overwrite``, which deletes its checkpoints and record."""
     old = same_run(out, lineage, lineage_hash, overwrite)

@@ -3,14 +3,16 @@
 An experiment is a config dataclass (its fields are the command-line options), a ``run`` that
 writes ``results.json`` and artifacts to an output folder and returns an
 :class:`ExperimentResult`, and a registry entry (:func:`register`, :func:`get`, :func:`names`).
-Built in: ``owl`` (:mod:`steerlens.experiments.owl`, the demo) and ``svd``
-(:mod:`steerlens.experiments.svd`, Blank et al.'s transfer test with every teacher kind).
+Built in: ``owl`` (:mod:`steerlens.experiments.owl`, the demo), ``svd``
+(:mod:`steerlens.experiments.svd`, Blank et al.'s transfer test with every teacher kind) and
+``mlp-aux`` (:mod:`steerlens.experiments.mlp_aux`, subliminal learning in a plain MLP).
 
 This layer sits below the report: the command line renders ``report.html`` from the result.
 """
 
 from __future__ import annotations
 
+from steerlens.experiments.mlp_aux import MlpAuxConfig
 from steerlens.experiments.owl import DemoConfig, OwlConfig
 from steerlens.experiments.owl import run as run_owl
 from steerlens.experiments.registry import Experiment, ExperimentConfig, get, names, register
@@ -25,6 +27,7 @@ __all__ = [
     "Experiment",
     "ExperimentConfig",
     "ExperimentResult",
+    "MlpAuxConfig",
     "OwlConfig",
     "SvdConfig",
     "checkpoint_behavior",

@@ -11,6 +11,7 @@ import numpy as np
 
 from steerlens.common import jsonable
 from steerlens.report.figures import PALETTE, bars, heatmap, lines_with_bands, rgba
+from steerlens.report.mlp_aux import render_mlp_aux
 from steerlens.report.page import Report
 from steerlens.report.svd import section_svd
 from steerlens.report.views import (
@@ -433,6 +434,8 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
     ``track``, ``screen``, ``timings_s``). A value may also be a result object with
     ``to_json()`` (a ``CarryResult``, an ``AlignmentTrack``): it is read as its JSON."""
     results = _m(jsonable(results))
+    if results.get("kind") == "steerlens.mlp_aux":
+        return render_mlp_aux(results, title)
     trait = results.get("trait")
     rep = Report(
         title or f"steerlens report{': ' + str(trait) if trait else ''}",
