@@ -217,9 +217,9 @@ def make_prompts(tok: Any, n_pairs: int, seed: int = 0) -> dict[str, list[str]]:
 
 def model_folder() -> Path:
     """The converted float32 folder of the embedded model (built on first use)."""
-    from steerlens.models import _embedded_folder
+    from steerlens.embedded import embedded_folder
 
-    return _embedded_folder()
+    return embedded_folder()
 
 
 # ================================================================================ workers
@@ -331,6 +331,8 @@ def bench_extraction(args: argparse.Namespace) -> dict[str, Any]:
         if args.layers_only:
             configs = {k: v for k, v in configs.items() if k in args.layers_only}
         tools = ["steerlens", "steerlens_noshare", "limit", "limit_sorted"]
+        if not args.no_bf16:
+            tools += list(BF16_TOOLS)
         pythons: dict[str, Path | None] = dict.fromkeys(tools)
         if not args.tiny and not args.no_peers:
             for peer in PEERS.values():
@@ -355,6 +357,10 @@ def bench_extraction(args: argparse.Namespace) -> dict[str, Any]:
             "limit": "embeddings + blocks 0..max(layer) called directly (no hooks, no final "
             "norm, no lm_head), batches of 32 in input order; limit_sorted: same, batches "
             "sorted by length as steerlens does",
+            "precision": "float32 unless the tool says: steerlens_bf16 / limit_bf16 load "
+            "bfloat16 weights (limit_bf16 = limit_sorted in bfloat16, the bfloat16 limit), "
+            "steerlens_autocast float32 weights under bfloat16 autocast",
+            "native_bf16": _native_bf16(),
         }
         runs: list[dict[str, Any]] = []
         for rep in range(args.repeats):
@@ -439,12 +445,41 @@ def _extraction_summary(
     summary = {
         c: summarize([r for r in runs if r["config"] == c], tools, "steerlens") for c in configs
     }
-    for s in summary.values():
+    for c, s in summary.items():
         if "limit" in s and "steerlens" in s:
             s["steerlens"]["vs_limit"] = s["limit"]["steerlens_speedup"]
         if "limit_sorted" in s and "steerlens" in s:
             s["steerlens"]["vs_limit_sorted"] = s["limit_sorted"]["steerlens_speedup"]
+        rs = [r for r in runs if r["config"] == c]
+        for tool in ("steerlens_bf16", "steerlens_autocast"):
+            if tool not in s:
+                continue
+            for other in ("limit", "limit_sorted", "limit_bf16", "steerlens", *PEERS):
+                if other in s:
+                    s[tool][f"vs_{other}"] = pair_ratio(rs, tool, other)
     return summary
+
+
+BF16_TOOLS = ("steerlens_bf16", "steerlens_autocast", "limit_bf16")
+
+
+def pair_ratio(runs: list[dict[str, Any]], a: str, b: str) -> float:
+    """Median over repeats of tool ``a``'s tokens/s over tool ``b``'s in the same repeat."""
+    by_a = {r["rep"]: r for r in runs if r["tool"] == a}
+    return median(
+        [
+            by_a[r["rep"]]["tokens_per_s"] / r["tokens_per_s"]
+            for r in runs
+            if r["tool"] == b and r["rep"] in by_a
+        ]
+    )
+
+
+def _native_bf16() -> dict[str, Any]:
+    from steerlens.precision import native_bf16, resolve_precision
+
+    ok, why = native_bf16("cpu")
+    return {"native": ok, "reason": why, "auto_picks": resolve_precision("auto").name}
 
 
 # ================================================================================ tracking
@@ -632,9 +667,9 @@ def bench_loading(args: argparse.Namespace) -> dict[str, Any]:
                 res.update(rep=rep)
                 runs.append(res)
         else:
-            from steerlens.models import EMBEDDED_GGUF, _embedded_gguf
+            from steerlens.embedded import EMBEDDED_GGUF, embedded_gguf
 
-            gguf = _embedded_gguf()
+            gguf = embedded_gguf()
             for rep in range(args.repeats):
                 for mode in rotations(["cold", "cached"], rep):
                     env = None
@@ -684,6 +719,66 @@ def bench_loading(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+# ================================================================================ stages
+
+
+def bench_stages(args: argparse.Namespace) -> dict[str, Any]:
+    """The carry test (one layer, one α, one random direction), a LoRA step and teacher-data
+    generation (8 prompts) in float32, bfloat16 and bfloat16 autocast: fresh process each,
+    precisions interleaved and rotated every repeat."""
+    rec = base_record("stages", args)
+    work = Path(tempfile.mkdtemp(prefix="steerlens-bench-stages-"))
+    precisions = ["float32", "bfloat16", "autocast"]
+    model = "tiny" if args.tiny else MODEL
+    rec["config"] = {
+        "model": model,
+        "repeats": args.repeats,
+        "carry": "carry_test(layers=[15], alphas=(4.0,), n_random=1) of the owl teacher vector",
+        "lora": "distill(steps=3, batch_size=6) on 12 number samples; seconds per step from "
+        "the run's train_seconds",
+        "teacher_data": "generate_teacher_data on 8 number prompts (owl system prompt)",
+        "native_bf16": _native_bf16(),
+    }
+    runs: list[dict[str, Any]] = []
+    try:
+        for rep in range(args.repeats):
+            for stage in ("carry", "lora", "teacher_data"):
+                for prec in rotations(precisions, rep):
+                    spec = {"model": model, "stage": stage, "dtype": prec, "tool": stage}
+                    res = run_worker(spec, work, None, args.tiny, fn="run_stage")
+                    res.update(rep=rep, loadavg=loadavg())
+                    runs.append(res)
+                    log(f"rep {rep} {stage:>12} {prec:>9}: {res['seconds']:.2f} s")
+            rec["runs"] = runs
+            rec["summary"] = _stages_summary(runs, precisions)
+            rec["loadavg_end"] = loadavg()
+            _save_partial(args, rec)
+        return rec
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _stages_summary(runs: list[dict[str, Any]], precisions: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for stage in ("carry", "lora", "teacher_data"):
+        rs = [r for r in runs if r["stage"] == stage]
+        f32 = {r["rep"]: r["seconds"] for r in rs if r["precision"] == "float32"}
+        out[stage] = {
+            p: {
+                "seconds": median([r["seconds"] for r in rs if r["precision"] == p]),
+                "float32_over_this": median(
+                    [
+                        f32[r["rep"]] / r["seconds"]
+                        for r in rs
+                        if r["precision"] == p and r["rep"] in f32
+                    ]
+                ),
+            }
+            for p in precisions
+        }
+    return out
+
+
 # ================================================================================ report
 
 _START, _END = "<!-- results:start -->", "<!-- results:end -->"
@@ -728,6 +823,7 @@ def render_tables(results: dict[str, dict[str, Any]]) -> str:
                         f"{_f(row['diag_peak_mb'], 0)} | – | – |"
                     )
         lines.append("")
+        lines += _bf16_lines(ex)
         tok_note = "identical" if ex["agreement"].get("same_tokens") else "DIFFERENT"
         lines.append(f"Token ids across tools: {tok_note}.")
         lines.append("")
@@ -750,6 +846,24 @@ def render_tables(results: dict[str, dict[str, Any]]) -> str:
                 f"{row['replay_start_block']} |"
             )
         lines.append("")
+    st = results.get("stages")
+    if st and "summary" in st:
+        lines += [
+            f"### Stages by precision ({st['mode']} run, {st['date']})",
+            "",
+            f"Load average start {st['loadavg_start']}, end {st['loadavg_end']}. "
+            f"{st['config']['repeats']} interleaved repeats, medians; speed-up = float32 "
+            "seconds over this precision's, per repeat.",
+            "",
+            "| stage | precision | seconds (per step for lora) | speed-up over float32 |",
+            "|---|---|---:|---:|",
+        ]
+        for stage, rows in st["summary"].items():
+            for p, row in rows.items():
+                lines.append(
+                    f"| {stage} | {p} | {_f(row['seconds'], 2)} | {_f(row['float32_over_this'], 2)} |"
+                )
+        lines.append("")
     lo = results.get("loading")
     if lo and "summary" in lo:
         lines += [
@@ -770,9 +884,32 @@ def render_tables(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _bf16_lines(ex: dict[str, Any]) -> list[str]:
+    """The bfloat16 ratios of an extraction record (medians of per-repeat ratios)."""
+    out = []
+    for c, s in ex["summary"].items():
+        for tool in ("steerlens_bf16", "steerlens_autocast"):
+            row = s.get(tool)
+            if not row:
+                continue
+            parts = [
+                f"{_f(row[k], 2)}× {k[3:]}" for k in row if k.startswith("vs_") and k != "vs_limit"
+            ]
+            if "vs_limit" in row:
+                parts.insert(0, f"{_f(row['vs_limit'], 2)}× limit")
+            out.append(f"- {c}, {tool}: " + ", ".join(parts) + ".")
+    nb = ex.get("config", {}).get("native_bf16")
+    if nb:
+        out.append(
+            f"- Native bfloat16 on this CPU: {nb['native']} ({nb['reason']}); "
+            f'`dtype="auto"` picks {nb["auto_picks"]}.'
+        )
+    return [*out, ""] if out else []
+
+
 def update_readme(results_dir: Path, readme: Path) -> None:
     results = {}
-    for bench in ("extraction", "tracking", "loading"):
+    for bench in ("extraction", "tracking", "stages", "loading"):
         for name in (bench, f"{bench}-quick", f"{bench}-tiny"):
             p = results_dir / f"{name}.json"
             if p.is_file():
@@ -792,7 +929,9 @@ def update_readme(results_dir: Path, readme: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("bench", choices=["extraction", "tracking", "loading", "all", "report"])
+    ap.add_argument(
+        "bench", choices=["extraction", "tracking", "stages", "loading", "all", "report"]
+    )
     ap.add_argument("--quick", action="store_true", help="fewer prompts and repeats")
     ap.add_argument("--tiny", action="store_true", help="tiny random model, in-process smoke run")
     ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats")
@@ -802,6 +941,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--layers-only", nargs="*", default=None, help="e.g. layer15 all_layers")
     ap.add_argument("--tools", nargs="*", default=None, help="subset of extraction tools")
     ap.add_argument("--no-peers", action="store_true", help="skip steering-vectors and repeng")
+    ap.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 rows")
     ap.add_argument("--out", type=Path, default=None, help="results folder")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite README tables")
     return ap
@@ -810,6 +950,7 @@ def build_parser() -> argparse.ArgumentParser:
 BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "extraction": bench_extraction,
     "tracking": bench_tracking,
+    "stages": bench_stages,
     "loading": bench_loading,
 }
 

@@ -121,15 +121,41 @@ def load_peer_model(folder: str) -> tuple[Any, Any]:
     return model, tok
 
 
+#: tool-name suffix -> the precision the tool's model is loaded in (no suffix: float32)
+PRECISION_SUFFIXES = {"_bf16": "bfloat16", "_autocast": "autocast"}
+
+
+def tool_precision(tool: str) -> str:
+    """``steerlens_bf16`` -> ``"bfloat16"``, ``limit_bf16`` -> ``"bfloat16"``, ``steerlens`` ->
+    ``"float32"``."""
+    return next((p for s, p in PRECISION_SUFFIXES.items() if tool.endswith(s)), "float32")
+
+
+def base_tool(tool: str) -> str:
+    """The tool without its precision suffix (``limit_bf16`` -> ``limit_sorted``)."""
+    for suffix in PRECISION_SUFFIXES:
+        if tool.endswith(suffix):
+            name = tool[: -len(suffix)]
+            return "limit_sorted" if name == "limit" else name
+    return tool
+
+
 def load_main_model(spec: dict[str, Any]) -> Any:
-    """A steerlens LoadedModel: the embedded SmolLM2, or a tiny random model for smoke runs."""
+    """A steerlens LoadedModel: the embedded SmolLM2, or a tiny random model for smoke runs, in
+    ``spec["dtype"]`` (default float32: the benchmarks never depend on what "auto" picks)."""
+    dtype = spec.get("dtype", "float32")
     if spec["model"] == "tiny":
+        from steerlens.precision import mark_autocast, resolve_precision
         from steerlens.testing import tiny_model
 
-        return tiny_model("llama", seed=0, n_layers=spec.get("tiny_layers", 4))
+        lm = tiny_model("llama", seed=0, n_layers=spec.get("tiny_layers", 4))
+        lm.precision = resolve_precision(dtype)
+        lm.model.to(lm.precision.weight_dtype)
+        mark_autocast(lm.model, lm.precision.autocast)
+        return lm
     import steerlens as sl
 
-    return sl.load_model(spec["model"])
+    return sl.load_model(spec["model"], dtype=dtype)
 
 
 def token_hash(tok: Any, texts: Sequence[str]) -> tuple[str, int]:
@@ -233,7 +259,8 @@ def run_tool(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     t_start = time.perf_counter()
-    tool = spec["tool"]
+    tool = base_tool(spec["tool"])
+    spec = {**spec, "dtype": tool_precision(spec["tool"])}
     data = json.loads(Path(spec["prompts"]).read_text())
     pos, neg = data["pos"], data["neg"]
     layers = list(spec["layers"])
@@ -329,7 +356,8 @@ def run_tool(spec: dict[str, Any]) -> dict[str, Any]:
     import transformers
 
     return {
-        "tool": tool,
+        "tool": spec["tool"],
+        "precision": spec["dtype"],
         "seconds": seconds,
         "n_tokens": n_tokens,
         "tokens_per_s": n_tokens / seconds,
@@ -480,6 +508,76 @@ def run_tracking(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _number_data(n: int) -> Any:
+    from steerlens.distill import TeacherData
+
+    samples: list[dict[str, Any]] = [
+        {
+            "user": f"Continue the list {', '.join(str(7 * i + j) for j in range(3 + i % 4))}",
+            "response": ", ".join(str(3 * i + j) for j in range(4 + i % 5)),
+        }
+        for i in range(n)
+    ]
+    return TeacherData.from_samples(samples, {"system": "You love owls.", "mode": "given"})
+
+
+def run_stage(spec: dict[str, Any]) -> dict[str, Any]:
+    """One timed stage at ``spec["dtype"]``: a small carry test, a few LoRA steps (seconds per
+    step from the run's own training clock) or teacher-data generation."""
+    import tempfile
+
+    import steerlens as sl
+    from steerlens.distill import DistillConfig, distill, generate_teacher_data
+    from steerlens.numbers import number_prompts
+
+    lm = load_main_model(spec)
+    stage, tiny = spec["stage"], spec["model"] == "tiny"
+    layers = [2] if tiny else [15]
+    owl = "You love owls. Owls are your favorite animal."
+    vec = sl.teacher_vector(lm, "owl", layers=layers, progress=False)  # untimed (and a warm-up)
+    extra: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if stage == "carry":
+        res = sl.carry_test(
+            lm, vec, "owl", layers=layers, alphas=(4.0,), n_random=1, progress=False
+        )
+        extra["S"] = res.sufficiency
+    elif stage == "lora":
+        steps = int(spec.get("steps", 3))
+        cfg = DistillConfig(steps=steps, save_every=steps, batch_size=6, layers=None)
+        with tempfile.TemporaryDirectory() as out:
+            t0 = time.perf_counter()
+            res = distill(
+                lm,
+                _number_data(12),
+                Path(out) / "s",
+                teacher_system=owl,
+                config=cfg,
+                progress=False,
+            )
+        extra["losses"] = res.losses
+        extra["fast_path"] = res.record.get("fast_path")
+        extra["per_step_s"] = float(res.record["train_seconds"]) / steps
+    elif stage == "teacher_data":
+        prompts = number_prompts(int(spec.get("n", 8)), seed=0)
+        data = generate_teacher_data(
+            lm, prompts, system=owl, n=len(prompts), seed=0, progress=False
+        )
+        extra["kept"] = len(data.samples)
+    else:
+        raise ValueError(f"unknown stage {stage!r}")
+    seconds = time.perf_counter() - t0
+    return {
+        "tool": f"{stage}-{spec['dtype']}",
+        "stage": stage,
+        "precision": spec["dtype"],
+        "seconds": extra.get("per_step_s", seconds),
+        "total_seconds": seconds,
+        "threads": __import__("torch").get_num_threads(),
+        **extra,
+    }
+
+
 def run_loading(spec: dict[str, Any]) -> dict[str, Any]:
     """Time ``import steerlens`` and ``load_model`` in this (fresh) process."""
     t0 = time.perf_counter()
@@ -522,6 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reference": reference,
         "run_tracking": run_tracking,
         "run_loading": run_loading,
+        "run_stage": run_stage,
     }
     res = fns[spec.get("fn", "run_tool")](spec)
     print(RESULT_PREFIX + json.dumps(res), flush=True)

@@ -39,6 +39,7 @@ from steerlens.activations import (
 )
 from steerlens.common import tqdm_disable
 from steerlens.models import LoadedModel, as_model
+from steerlens.precision import compute_context
 from steerlens.prompts import (
     ChatPrompt,
     EncodedPrompt,
@@ -89,18 +90,15 @@ def last_logits(
     ``logits_to_keep``; an architecture without it runs the full head). ``lm`` is a
     :class:`~steerlens.models.LoadedModel` or the HF module itself (e.g. with LoRA)."""
     hf = lm.model if isinstance(lm, LoadedModel) else lm
-    kwargs: dict[str, Any] = {
-        "input_ids": ids,
-        "attention_mask": mask,
-        "position_ids": pos,
-        "use_cache": False,
-    }
-    try:
-        out = hf(**kwargs, logits_to_keep=1 if k is None else k)
-    except TypeError as exc:  # an architecture without logits_to_keep: full lm_head
-        if "logits_to_keep" not in str(exc):
-            raise
-        out = hf(**kwargs)
+    kwargs: dict[str, Any] = dict(input_ids=ids, attention_mask=mask, position_ids=pos)
+    kwargs["use_cache"] = False
+    with compute_context(hf):
+        try:
+            out = hf(**kwargs, logits_to_keep=1 if k is None else k)
+        except TypeError as exc:  # an architecture without logits_to_keep: full lm_head
+            if "logits_to_keep" not in str(exc):
+                raise
+            out = hf(**kwargs)
     logits = out.logits if hasattr(out, "logits") else out[0]
     return logits[:, -1, :] if k is None else logits[:, -k:, :]
 

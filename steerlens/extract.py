@@ -228,6 +228,7 @@ def extract_vector(
         "model": lm.name,
         "model_source": lm.source,
         "model_fingerprint": lm.fingerprint,
+        "precision": lm.compute_precision.to_dict(),
         "model_type": getattr(getattr(lm.model, "config", None), "model_type", None),
         "position": position_name(position),
         "pos_prompts_hash": prompt_set_hash(pos_items),

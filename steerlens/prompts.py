@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
+from steerlens.precision import compute_context
+
 if TYPE_CHECKING:
     from steerlens.models import LoadedModel
 
@@ -233,7 +235,7 @@ def generate_texts(
                 gen_kwargs["top_k"] = 0
                 gen_kwargs["top_p"] = 1.0
             gen_kwargs.update(kwargs)
-            with torch.inference_mode():
+            with torch.inference_mode(), compute_context(model.model):
                 seqs = model.model.generate(  # type: ignore[operator]
                     input_ids=ids, attention_mask=mask, pad_token_id=tok.pad_token_id, **gen_kwargs
                 )

@@ -46,6 +46,7 @@ class Provenance:
     neg_prompts_hash: str | None
     kind: str | None
     steerlens_version: str
+    precision: dict[str, str] | None = None
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> Provenance:
@@ -61,6 +62,7 @@ class Provenance:
             neg_prompts_hash=meta.get("neg_prompts_hash"),
             kind=meta.get("kind"),
             steerlens_version=str(meta.get("steerlens_version", __version__)),
+            precision=meta.get("precision"),
         )
 
 

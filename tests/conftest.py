@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -7,6 +8,10 @@ import torch
 
 import steerlens as sl
 from steerlens.testing import tiny_model
+
+# exactness tests pin float32 on every machine: "auto" would pick bfloat16 on AMX /
+# AVX512-BF16 CPUs and bf16 GPUs (tests of "auto" itself delete this with monkeypatch)
+os.environ["STEERLENS_PRECISION"] = "float32"
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +22,7 @@ def tiny() -> sl.LoadedModel:
 @pytest.fixture(scope="session")
 def smol() -> sl.LoadedModel:
     """The embedded SmolLM2-135M-Instruct (converted once, then cached under ~/.cache)."""
-    return sl.load_model("smollm2-135m-instruct")
+    return sl.load_model("smollm2-135m-instruct", dtype="float32")  # exactness tests pin float32
 
 
 @pytest.fixture(autouse=True)

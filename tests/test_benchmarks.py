@@ -78,6 +78,16 @@ def test_extraction_tiny_runs_and_agrees(bench: Any, tmp_path: Path) -> None:
     s = rec["summary"]["layer2"]
     ratio = s["steerlens"]["tokens_per_s"] / s["limit"]["tokens_per_s"]
     assert s["steerlens"]["vs_limit"] == pytest.approx(ratio)
+    # bfloat16 rows: the vectors agree with float32 at bf16 tolerance (never float32's), and
+    # their ratios against both limits are recorded
+    for tool in ("steerlens_bf16", "steerlens_autocast", "limit_bf16"):
+        assert {r["precision"] for r in rec["runs"] if r["tool"] == tool} != {"float32"}
+        assert rec["agreement"]["layer2"][tool]["min"] > 0.98, tool
+    bf = s["steerlens_bf16"]
+    assert bf["vs_limit_bf16"] == pytest.approx(
+        bf["tokens_per_s"] / s["limit_bf16"]["tokens_per_s"]
+    )
+    assert bf["vs_limit"] > 0 and s["steerlens_autocast"]["vs_limit_sorted"] > 0
     # the README tables render from these results
     readme = tmp_path / "README.md"
     readme.write_text("# B\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\ntail\n")

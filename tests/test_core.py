@@ -10,7 +10,8 @@ import torch
 
 import steerlens as sl
 from steerlens.activations import truncated_forward
-from steerlens.models import _conversion_ok, private_tokenizer
+from steerlens.embedded import conversion_ok
+from steerlens.models import private_tokenizer
 from steerlens.prompts import encode, pad_batch
 from steerlens.testing import tiny_model, tiny_tokenizer
 
@@ -391,10 +392,10 @@ def test_conversion_cache_requires_same_transformers(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     meta = {"format": 1, "transformers_version": transformers.__version__}
     (tmp_path / "steerlens_conversion.json").write_text(json.dumps(meta))
-    assert _conversion_ok(tmp_path)
+    assert conversion_ok(tmp_path)
     meta["transformers_version"] = "4.57.0"
     (tmp_path / "steerlens_conversion.json").write_text(json.dumps(meta))
-    assert not _conversion_ok(tmp_path)
+    assert not conversion_ok(tmp_path)
 
 
 def test_private_tokenizer_needs_pad_or_eos() -> None:

@@ -18,6 +18,7 @@ from steerlens.batching import Reducer
 from steerlens.edits import EditPlan
 from steerlens.hf_compat import cache_kwargs
 from steerlens.models import LoadedModel
+from steerlens.precision import compute_context
 from steerlens.prompts import EncodedPrompt, PositionSpec, pad_batch, position_indices
 
 T = TypeVar("T")
@@ -80,7 +81,11 @@ def truncated_forward(
     """One forward pass that stops after the deepest of ``layers``; returns their outputs
     (passed through ``reduce`` as each block finishes, if given). With ``cache`` (a KV
     cache of a shared prefix) the cache is extended in place."""
-    with capture_blocks(lm, layers, reduce=reduce) as store, contextlib.suppress(StopForward):
+    with (
+        capture_blocks(lm, layers, reduce=reduce) as store,
+        contextlib.suppress(StopForward),
+        compute_context(lm.model),
+    ):
         lm.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -222,16 +227,19 @@ def shared_prefix_logits(
         raise ValueError(f"every prompt needs a token after the {p}-token prefix")
     cache, prefix, ones = prefix_inputs(lm, encs, idx, p)
     kw = cache_kwargs(lm.model, cache)
-    lm.model(
-        input_ids=prefix,
-        attention_mask=ones,
-        position_ids=torch.arange(p, device=lm.device)[None],
-        logits_to_keep=1,
-        **kw,
-    )
-    cache.batch_repeat_interleave(len(idx))
-    ids, mask, pos = tail_inputs(lm, encs, idx, p)
-    out = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep, **kw)
+    with compute_context(lm.model):
+        lm.model(
+            input_ids=prefix,
+            attention_mask=ones,
+            position_ids=torch.arange(p, device=lm.device)[None],
+            logits_to_keep=1,
+            **kw,
+        )
+        cache.batch_repeat_interleave(len(idx))
+        ids, mask, pos = tail_inputs(lm, encs, idx, p)
+        out = lm.model(
+            input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep, **kw
+        )
     return out.logits[:, -keep:, :]
 
 

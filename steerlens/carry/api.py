@@ -203,6 +203,7 @@ def _settings(
         thresholds={"strong": STRONG, "weak": WEAK, "z_min": Z_MIN},
         model=s.lm.name,
         model_fingerprint=s.lm.fingerprint,
+        precision=s.lm.compute_precision.to_dict(),
         vector={
             k: vmeta.get(k)
             for k in ("kind", "trait", "method", "position", "model", "name")

@@ -49,11 +49,13 @@ class CarrySettings:
     vector: dict[str, Any]
     trait: dict[str, Any] | None
     targets: dict[str, Any] | None = None
+    precision: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        if self.targets is None:
-            del out["targets"]
+        for key in ("targets", "precision"):
+            if out[key] is None:
+                del out[key]
         return cast(dict[str, Any], jsonable(out))
 
     @classmethod

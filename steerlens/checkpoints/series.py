@@ -27,6 +27,7 @@ from steerlens.checkpoints.checkpoint import (
     validate,
 )
 from steerlens.models import LoadedModel, ModelLoadError, as_model, check_saved_version
+from steerlens.precision import mark_autocast
 
 
 @dataclass
@@ -295,6 +296,7 @@ class SeriesLoader:
             f"{self.base.name}+{ckpt.name}",
             str(ckpt.path),
             self.base.layers_path,
+            precision=self.base.precision,
         )
 
     def _drop_adapters(self) -> None:
@@ -339,12 +341,14 @@ class SeriesLoader:
             state = read_state_dict(ckpt)
             _check_finite(state.items(), ckpt.path)
             _load_into(self._full, state, ckpt.path)
+        mark_autocast(self._full, self.base.compute_precision.autocast)
         return LoadedModel(
             self._full,
             self.base.tokenizer,
             f"{self.base.name}@{ckpt.name}",
             str(ckpt.path),
             self.base.layers_path,
+            precision=self.base.precision,
         )
 
     def close(self) -> None:

@@ -256,10 +256,10 @@ def _check_paths(options: Sequence[Option], values: Mapping[str, Any]) -> None:
 def _experiment_config(cmd: Command, values: Mapping[str, Any]) -> Any:
     exp = get(str(cmd.experiment))
     own = {f.name for f in dataclasses.fields(exp.config)}
-    if "dtype" not in own and values.get("dtype", "float32") != "float32":
+    if "dtype" not in own and values.get("dtype", "auto") != "auto":
         raise ValueError(
-            f"--dtype {values['dtype']}: the {exp.name} experiment runs in float32 (its config "
-            "has no dtype); leave --dtype out"
+            f"--dtype {values['dtype']}: the {exp.name} experiment's config has no dtype (it "
+            "runs at load_model's default, 'auto'); leave --dtype out"
         )
     device = resolve_device(str(values.get("device", "auto")))
     over = {k: v for k, v in values.items() if k in own and k != "device"}

@@ -17,6 +17,7 @@ from steerlens.carry import carry_test
 from steerlens.common import write_json
 from steerlens.extract import extract_vector
 from steerlens.models import EMBEDDED_NAME
+from steerlens.precision import PRECISION_CHOICES
 from steerlens.track import track_checkpoints
 
 T = TypeVar("T")
@@ -50,7 +51,12 @@ class ModelOptions:
 
     model: str = _o(EMBEDDED_NAME, "embedded name, HF id, local folder, .gguf or PEFT adapter")
     device: str = _o("auto", "auto (GPU if present), cpu, cuda, cuda:1 …")
-    dtype: str = _o("float32", "weights' dtype", choices=("float32", "bfloat16", "float16"))
+    dtype: str = _o(
+        "auto",
+        "auto (bfloat16 where the hardware multiplies it natively, else float32) | float32 | "
+        "bfloat16 | autocast | float16",
+        choices=PRECISION_CHOICES,
+    )
     seed: int = _o(0, "seed for every random choice")
 
 

@@ -12,6 +12,7 @@ import torch
 from steerlens.activations import can_share_prefix, prefix_inputs, shared_prefix_len, tail_inputs
 from steerlens.hf_compat import cache_keyword, cache_kwargs
 from steerlens.models import LoadedModel
+from steerlens.precision import compute_context
 from steerlens.prompts import EncodedPrompt, pad_batch
 
 __all__ = ["generate_batch"]
@@ -39,7 +40,7 @@ def generate_batch(
     kw = dict(gen_kwargs)
     if p:
         cache, prefix, ones = prefix_inputs(lm, encs, idx, p)
-        with torch.inference_mode():
+        with torch.inference_mode(), compute_context(lm.model):
             lm.model(
                 input_ids=prefix,
                 attention_mask=ones,
@@ -52,7 +53,7 @@ def generate_batch(
         kw[cache_keyword(lm.model.generate)] = cache
     else:
         ids, mask, _ = pad_batch(encs, tok.pad_token_id, lm.device)
-    with torch.inference_mode():
+    with torch.inference_mode(), compute_context(lm.model):
         seqs = lm.model.generate(  # type: ignore[operator]
             input_ids=ids,
             attention_mask=mask,

@@ -45,6 +45,9 @@ def make_student(lm: LoadedModel, cfg: DistillConfig, layers: list[int]) -> Any:
     student.eval()
     if not any(p.requires_grad for p in student.parameters()):
         raise DistillError(f"no LoRA parameter was created for target_modules={target!r}")
+    for p in student.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()  # float32 master weights under a bfloat16 base
     lora_layers = _lora_layer_ids(student, lm)
     if lora_layers != set(layers):
         raise DistillError(

@@ -103,6 +103,9 @@ def _lineage(
         "config": cfg.lineage(),
         "layers": layers,
     }
+    prec = lm.compute_precision.name
+    if prec != "float32":  # float32 runs keep the lineage (and resume) they had before
+        out["precision"] = prec
     if kl and teacher is not None and teacher.kind not in ("prompt",):
         out["teacher"] = teacher.lineage()
     if mitigation is not None:
@@ -183,6 +186,7 @@ def _new_record(
         "seed": cfg.seed,
         "versions": _versions(),
         "fast_path": trainer.use_fast,
+        "precision": {**lm.compute_precision.to_dict(), "student_autocast": trainer.autocast},
         "n_examples": len(trainer.exs),
         "n_response_tokens": sum(e.n_pred for e in trainer.exs),
         "prep_seconds": round(t_prep, 2),

@@ -72,6 +72,14 @@ class OwlConfig:
     screen_max: int = _opt(24, "training samples screened per series")
     seed: int = _opt(0, "seed for every random choice")
     device: str = _opt("cpu", "cpu, cuda, cuda:1 …")
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "precision: auto (bfloat16 where the hardware multiplies it natively, "
+            "else float32), float32, bfloat16, autocast",
+            "choices": ("auto", "float32", "bfloat16", "autocast"),
+        },
+    )
     extra: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "free-form notes kept in results", "cli": False}
     )
@@ -147,7 +155,7 @@ def _open(cfg: OwlConfig, out: Path, progress: bool | None, log: Callable[[str],
     from steerlens.models import load_model
     from steerlens.traits import as_trait
 
-    model = load_model(cfg.model, device=cfg.device)
+    model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     trait = as_trait(cfg.trait)
     if cfg.probe_n is not None:
         trait = dataclasses.replace(trait, probe_n=cfg.probe_n)

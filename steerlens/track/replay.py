@@ -27,6 +27,7 @@ from steerlens.activations import (
 from steerlens.backends.upper import BlockInputs, record_block_calls, replay_blocks
 from steerlens.common import tqdm_disable
 from steerlens.models import LoadedModel
+from steerlens.precision import compute_context
 from steerlens.prompts import EncodedPrompt, PositionSpec, pad_batch
 
 __all__ = [
@@ -62,7 +63,11 @@ def _base_batches(
     with torch.inference_mode():
         for idx in tqdm(batches, desc="base", disable=tqdm_disable(progress), leave=False):
             ids, mask, pos = pad_batch([encs[i] for i in idx], lm.tokenizer.pad_token_id, lm.device)
-            with capture_blocks(lm, layers) as store, contextlib.suppress(StopForward):
+            with (
+                capture_blocks(lm, layers) as store,
+                contextlib.suppress(StopForward),
+                compute_context(lm.model),
+            ):
                 lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
             index = torch.tensor(idx)
             for layer in layers:
@@ -117,7 +122,7 @@ def replay_rows(
     pairs = list(zip(inputs.batches, inputs.hidden, inputs.calls, strict=True))
     if max_batches is not None:
         pairs = pairs[:max_batches]
-    with torch.inference_mode():
+    with torch.inference_mode(), compute_context(lm.model):
         for idx, hidden, calls in pairs:
             index = torch.tensor(idx)
             for i, h in replay_blocks(blocks, inputs.start, deepest, hidden, calls):
