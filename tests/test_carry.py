@@ -80,7 +80,7 @@ def planted(
 def result(spec: TraitSpec, planted: tuple) -> CarryResult:  # type: ignore[type-arg]
     base, teacher, _, vec = planted
     return carry_test(
-        base, vec, spec, teacher=teacher, layers=[0, 1, 2, 3], alphas=ALPHAS, n_random=6, seed=0
+        base, vec, spec, teacher=teacher, layers=[0, 1, 2, 3], alphas=ALPHAS, n_random=19, seed=0
     )
 
 
@@ -108,7 +108,7 @@ def test_sufficiency_ground_truth(result: CarryResult, spec: TraitSpec, planted:
     assert [d["alpha"] for d in dr] == ALPHAS and dr[j1]["S"] == s[j1]
     # random directions of equal norm stay near 0 at the planted layer
     for band in result.null_sufficiency[L]:
-        assert abs(band["mean"]) < 0.25 and band["q95"] < 0.5 and band["n"] == 6
+        assert abs(band["mean"]) < 0.25 and band["q95"] < 0.5 and band["n"] == 19
     assert result.vector_norms[L] == pytest.approx(0.2, abs=1e-6)
     assert result.residual_norms[L] > 0
     # clean peak: the off-target shift stays within tolerance, and it beats every random draw
@@ -157,7 +157,7 @@ def test_json_and_summary(result: CarryResult) -> None:
     back = json.loads(text)
     assert back["sufficiency"]["1"][1] == pytest.approx(result.sufficiency[1][1])
     assert back["settings"]["alpha_unit"] == "vector"
-    assert back["settings"]["n_random"] == 6 and back["alphas"] == ALPHAS
+    assert back["settings"]["n_random"] == 19 and back["alphas"] == ALPHAS
     assert back["settings"]["targets"]["rule"].startswith("first token")
     s = result.summary()
     assert result.verdict in s and "necessity N" in s and "α=0.5" in s
@@ -292,7 +292,12 @@ def test_pure_helpers() -> None:
     assert clean_peak_of(s, None, [1, 2, 4], None).sufficiency == 1.5
     assert clean_peak_of({3: [-0.5]}, {3: [0.0]}, [1], 0.1).layer is None  # α=0 wins
     c = compare_to_null(0.9, [0.0, 0.1, -0.1, 0.05])
-    assert c.beats_null and c.z is not None and c.z > 2 and c.p == pytest.approx(1 / 5)
+    # above every draw with z > 2, but 4 draws give p = 1/5 > 0.05: it does not beat the null
+    assert not c.beats_null and c.z is not None and c.z > 2 and c.p == pytest.approx(1 / 5)
+    null19 = [0.01 * k for k in range(-9, 10)]
+    c19 = compare_to_null(0.9, null19)
+    assert c19.beats_null and c19.p == pytest.approx(1 / 20)
+    assert not compare_to_null(0.9, null19, p_max=0.04).beats_null
     assert not compare_to_null(0.05, [0.0, 0.1, -0.1]).beats_null
     assert spread_layers(list(range(30))) == [3, 9, 15, 21, 27]
     assert spread_layers([2, 5]) == [2, 5]

@@ -243,7 +243,8 @@ def distill(
     """Train a LoRA student of ``base_model`` on the teacher's numbers; save a checkpoint series.
 
     ``teacher_system`` (default: the system prompt recorded in ``data``) makes the teacher for
-    ``loss="kl"``: the base with that system prompt. The student sees no system prompt
+    ``loss="kl"``: the base with that system prompt (data written by the base itself records
+    system None: then the KL teacher is the base without one). The student sees no system prompt
     (``config.student_system``). Writes ``out_dir/checkpoint-N`` every ``config.save_every``
     steps and at the end, and ``out_dir/distill.json``.
 
@@ -258,10 +259,10 @@ def distill(
     d = _as_data(data)
     if teacher_system is None:
         teacher_system = d.system
-    if cfg.loss == "kl" and teacher_system is None:
+    if cfg.loss == "kl" and teacher_system is None and "system" not in d.settings:
         raise ValueError(
             "loss='kl' needs the teacher's system prompt: pass teacher_system=... (the data "
-            "records none), or use DistillConfig(loss='sft')"
+            "does not record which system prompt wrote it), or use DistillConfig(loss='sft')"
         )
     layers = _resolve_layers(lm, cfg)
     out = Path(out_dir).expanduser()

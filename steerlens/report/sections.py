@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from steerlens.common import jsonable
+from steerlens.report.evidence import section_evidence
 from steerlens.report.figures import PALETTE, bars, heatmap, lines_with_bands, rgba
 from steerlens.report.page import Report
 from steerlens.report.views import (
@@ -238,8 +239,16 @@ def _section_behavior(rep: Report, b: BehaviorView) -> None:
             x=b.control_steps or b.steps,
             y=b.control_scores,
             mode="lines+markers",
-            name="control",
+            name="base control",
             line={"color": PALETTE[1], "width": 2, "dash": "dash"},
+        )
+    if b.benign_scores:
+        fig.add_scatter(
+            x=b.benign_steps or b.steps,
+            y=b.benign_scores,
+            mode="lines+markers",
+            name="benign control",
+            line={"color": "#868e96", "width": 2, "dash": "dot"},
         )
     if b.teacher is not None:
         fig.add_hline(
@@ -441,6 +450,7 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
     if v:
         rep.heading("Verdict", "verdict")
         rep.verdict(str(v.get("headline", "")), v.get("lines", []), str(v.get("strength", "weak")))
+        section_evidence(rep, v)
     if _m(results.get("lineage")):
         _section_lineage(rep, _m(results["lineage"]))
     if _m(results.get("teacher_vector")):
