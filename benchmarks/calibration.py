@@ -16,22 +16,32 @@ the hook is :func:`steerlens.experiments.controls.series_plan` (the main series'
     # writes /tmp/calib/calibration.json; --commit copies it to benchmarks/results/
 
 The quick size (``OwlConfig.quick``: 8 samples, 4 LoRA steps, 16 probe prompts, 50 eval
-prompts) is as small as keeps every stage and every test of the verdict running.
+prompts) is as small as keeps every test of the verdict running. Per seed the script runs the
+owl experiment's own stage functions (teacher data, distillation of both series, per-prompt
+behavior and deltas, tracking, :func:`~steerlens.experiments.verdict`); what does not depend on
+the seed's students runs once: the teacher vector (at the headline layer 15, the quick carry
+layer, fixed in advance), the base's and the teachers' behavior. The carry test and screening do
+not enter the claim and are skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results" / "calibration.json"
+LAYER = 15
+"""The headline layer: the quick demo's carry layer, fixed before any student is trained (the
+teacher vector is extracted there once; tracking reads only it)."""
 
 
 def _binom_tail(k: int, n: int, p: float) -> float:
@@ -39,24 +49,119 @@ def _binom_tail(k: int, n: int, p: float) -> float:
     return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
 
 
-def _one_seed(seed: int, out: Path, overrides: dict[str, Any]) -> dict[str, Any]:
-    from steerlens.experiments import OwlConfig, run_owl
+@dataclass
+class _Shared:
+    """What every seed shares: the base, the trait, the teacher vector at the headline layer,
+    the behavior metric and the base's per-prompt scores."""
 
-    cfg = OwlConfig.quick(seed=seed, placebo=True, **overrides)
+    model: Any
+    trait: Any
+    vector: Any
+    behavior: Any
+    base_rows: list[float]
+    teacher: float
+    benign_teacher: float
+
+
+def _shared(model_name: str | None) -> _Shared:
+    from steerlens.behavior import trait_behavior
+    from steerlens.extract import teacher_vector
+    from steerlens.models import load_model
+    from steerlens.traits import as_trait
+
+    cfg = _config(0, model_name)
+    model = load_model(cfg.model)
+    trait = dataclasses.replace(as_trait(cfg.trait), probe_n=cfg.probe_n)
+    vec = teacher_vector(model, trait, layers=[LAYER], seed=0, progress=False)
+    beh = trait_behavior(model, trait)
+    return _Shared(
+        model,
+        trait,
+        vec,
+        beh,
+        [float(x) for x in beh.per_prompt(model)],
+        float(beh.with_system(trait.system_prompt)(model)),
+        float(beh.with_system(trait.neutral_system_prompt)(model)),
+    )
+
+
+def _config(seed: int, model_name: str | None) -> Any:
+    from steerlens.experiments import OwlConfig
+
+    return OwlConfig.quick(seed=seed, placebo=True, **({"model": model_name} if model_name else {}))
+
+
+def _one_seed(seed: int, out: Path, sh: _Shared, model_name: str | None) -> dict[str, Any]:
+    """The owl experiment's data, distillation, behavior, tracking and verdict stages for one
+    seed of the placebo (the same functions ``run_owl`` calls; no carry test, no screening)."""
+    from steerlens.distill import DistillConfig, distill, generate_teacher_data
+    from steerlens.experiments import training_prompts, verdict
+    from steerlens.experiments.controls import behavior_deltas, series_plan, series_scores
+    from steerlens.track import track_checkpoints
+
+    cfg = _config(seed, model_name)
     t0 = time.time()
-    res = run_owl(cfg, out / f"seed{seed}", progress=False, log=lambda _m: None)
-    v = res["verdict"]
+    root = out / f"seed{seed}"
+    prompts = training_prompts(cfg.n_samples, seed)
+    dcfg = DistillConfig(
+        rank=cfg.rank,
+        loss=cfg.loss,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        save_every=cfg.save_every,
+        seed=seed,
+    )
+    dirs = {}
+    for sp in series_plan(sh.trait, benign=False, placebo=True):
+        data = generate_teacher_data(
+            sh.model, prompts, system=sp.system, n=cfg.n_samples, seed=seed, progress=False
+        )
+        dirs[sp.name] = root / sp.name
+        distill(
+            sh.model,
+            data,
+            dirs[sp.name],
+            teacher_system=sp.system,
+            config=dcfg,
+            overwrite=True,
+            progress=False,
+        )
+    series = {k: series_scores(sh.model, d, sh.behavior) for k, d in dirs.items()}
+    beh = {
+        **series,
+        "teacher": sh.teacher,
+        "benign_teacher": sh.benign_teacher,
+        "metric": sh.behavior.describe(),
+        "deltas": behavior_deltas(sh.base_rows, series, seed=seed, n_boot=cfg.n_boot),
+    }
+    track = track_checkpoints(
+        sh.model,
+        dirs["main"],
+        sh.vector,
+        sh.trait,
+        control=dirs["control"],
+        layers=[LAYER],
+        cache_dir=out / "track-cache",
+        n_null=cfg.n_null,
+        n_boot=cfg.n_boot,
+        seed=seed,
+        progress=False,
+    ).to_json()
+    results = {"config": cfg.to_json(), "behavior": beh, "track": track, "carry": {}}
+    v = verdict(results)
     nums = v["numbers"]
-    mc = (nums.get("behavior") or {}).get("main_vs_control") or {}
-    st = (nums.get("alignment") or {}).get("student") or {}
-    ex = (nums.get("alignment") or {}).get("excess_vs_control") or {}
+    mc = nums["behavior"].get("main_vs_control") or {}
+    al = nums["alignment"]
+    shutil.rmtree(root, ignore_errors=True)
     return {
         "seed": seed,
         "claim": v["claim"],
         "behavior_main_vs_control": {k: mc.get(k) for k in ("estimate", "lo", "hi", "p")},
-        "eas_student_p": st.get("p"),
-        "excess_p": ex.get("p"),
-        "layer": (nums.get("alignment") or {}).get("layer"),
+        "eas_student": (al.get("student") or {}).get("eas"),
+        "eas_student_p": (al.get("student") or {}).get("p"),
+        "excess": (al.get("excess_vs_control") or {}).get("estimate"),
+        "excess_p": (al.get("excess_vs_control") or {}).get("p"),
+        "layer": al.get("layer"),
         "flags": v.get("flags", []),
         "seconds": round(time.time() - t0, 1),
     }
@@ -105,11 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(a.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    overrides = {"model": a.model} if a.model else {}
     t0 = time.time()
+    sh = _shared(a.model)
     rows: list[dict[str, Any]] = []
     for seed in range(a.seeds):
-        rows.append(_one_seed(seed, out, overrides))
+        rows.append(_one_seed(seed, out, sh, a.model))
         print(json.dumps(rows[-1]), flush=True)
         summary = _summary(rows, time.time() - t0)
         (out / "calibration.json").write_text(json.dumps(summary, indent=2))

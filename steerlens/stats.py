@@ -211,7 +211,7 @@ def sign_flip_test(
     n_perm: int = 5000,
     seed: int = 0,
     alternative: str = "two-sided",
-) -> dict[str, float]:
+) -> dict[str, float | str]:
     """Paired permutation test of mean(d) = 0 for paired differences dᵢ (DESIGN.md "Behavior
     deltas"): under the null each pair's sign is exchangeable, so the statistic mean(sᵢ·dᵢ)
     with sᵢ = ±1 at random is the null draw; p = (1 + #{|draw| ≥ |obs|}) / (1 + n_perm)
