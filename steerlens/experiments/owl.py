@@ -330,7 +330,7 @@ def _screen(r: _Run, vec: Any, data: dict[str, Any]) -> Any:
     from steerlens.screen import screen_dataset
 
     n = r.cfg.screen_max
-    names = {"main": "teacher", "control": "base", "benign": "benign"}
+    names = {"main": "teacher", "control": "control", "benign": "benign"}
     return stage(
         r.out / "screen.json",
         r.key(),
