@@ -13,7 +13,9 @@ most α; with 10 seeds only a gross miscalibration is visible (P(≥ 2 false cla
 the hook is :func:`steerlens.experiments.controls.series_plan` (the main series' data source).
 
     nice python benchmarks/calibration.py --seeds 10 --out /tmp/calib
-    # writes /tmp/calib/calibration.json; --commit copies it to benchmarks/results/
+    # writes /tmp/calib/seed<k>.json and calibration.json; --commit copies the latter to
+    # benchmarks/results/; seeds already in --out are not rerun. In parallel:
+    #   nice python benchmarks/calibration.py --out /tmp/calib --only 0 1 2 &  (… --only 3 4 5 …)
 
 The quick size (``OwlConfig.quick``: 8 samples, 4 LoRA steps, 16 probe prompts, 50 eval
 prompts) is as small as keeps every test of the verdict running. Per seed the script runs the
@@ -88,7 +90,9 @@ def _shared(model_name: str | None) -> _Shared:
 def _config(seed: int, model_name: str | None) -> Any:
     from steerlens.experiments import OwlConfig
 
-    return OwlConfig.quick(seed=seed, placebo=True, **({"model": model_name} if model_name else {}))
+    extra = {"model": model_name} if model_name else {}
+    # one checkpoint per series (the last, step 4): the verdict reads only the last
+    return OwlConfig.quick(seed=seed, placebo=True, save_every=4, **extra)
 
 
 def _one_seed(seed: int, out: Path, sh: _Shared, model_name: str | None) -> dict[str, Any]:
@@ -182,7 +186,8 @@ def _summary(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         "p_at_least_observed_inherited_at_alpha": _binom_tail(k_inh, n, alpha),
         "pass": k_inh < 3,
         "rule": "fail at >= 3 false 'inherited' claims of 10 (P <= 0.012 at rate 0.05)",
-        "seconds_total": round(seconds, 1),
+        "seconds_per_seed": [r["seconds"] for r in rows],
+        "seconds_this_call": round(seconds, 1),
         "load_avg_end": os.getloadavg(),
         "runs": rows,
     }
@@ -195,6 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--commit", action="store_true", help="copy the result to benchmarks/results")
     ap.add_argument("--positive", action="store_true", help="the steered-teacher positive control")
     ap.add_argument("--model", default=None, help="base model (default: the embedded SmolLM2)")
+    ap.add_argument(
+        "--only",
+        type=int,
+        nargs="*",
+        default=None,
+        help="run only these seeds (parallel workers share --out; every run collects all "
+        "seed*.json there into calibration.json)",
+    )
     a = ap.parse_args(argv)
     if a.positive:
         try:
@@ -211,16 +224,23 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    sh = _shared(a.model)
-    rows: list[dict[str, Any]] = []
-    for seed in range(a.seeds):
-        rows.append(_one_seed(seed, out, sh, a.model))
-        print(json.dumps(rows[-1]), flush=True)
-        summary = _summary(rows, time.time() - t0)
-        (out / "calibration.json").write_text(json.dumps(summary, indent=2))
-        if a.commit:
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(out / "calibration.json", RESULTS)
+    seeds = a.only if a.only else list(range(a.seeds))
+    todo = [k for k in seeds if not (out / f"seed{k}.json").is_file()]
+    if todo:
+        sh = _shared(a.model)
+        for seed in todo:
+            row = _one_seed(seed, out, sh, a.model)
+            (out / f"seed{seed}.json").write_text(json.dumps(row, indent=2))
+            print(json.dumps(row), flush=True)
+    rows = [
+        json.loads(p.read_text())
+        for p in sorted(out.glob("seed*.json"), key=lambda p: int(p.stem[4:]))
+    ]
+    summary = _summary(rows, time.time() - t0)
+    (out / "calibration.json").write_text(json.dumps(summary, indent=2))
+    if a.commit:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(out / "calibration.json", RESULTS)
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
     return 0
 
