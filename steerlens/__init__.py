@@ -21,15 +21,21 @@ from steerlens.distill import DistillConfig, TeacherData, distill, generate_teac
 from steerlens.edits import NoOpEditError
 from steerlens.extract import extract_vector, logistic_probe, mean_diff, pca_diff, teacher_vector
 from steerlens.intervene import ablate, steer
+from steerlens.lm_only import LMOnlyError
 from steerlens.models import LoadedModel, ModelLoadError, load_model, wrap
+from steerlens.module_vectors import module_vector, shift_vector
 from steerlens.prompts import ChatPrompt
 from steerlens.sites import site_name
+from steerlens.teachers import Teacher, as_teacher
+from steerlens.torch_module import wrap_module
 from steerlens.vectors import Provenance, SteeringVector, cosine
 from steerlens.version import __version__
 
 # Heavier parts load on first use, so `import steerlens` stays quick: name -> defining module.
 _LAZY = {
     "TraitSpec": "steerlens.traits",
+    "ContrastSet": "steerlens.contrast",
+    "ProjectionBehavior": "steerlens.behavior",
     "carry_test": "steerlens.carry",
     "student_carry_test": "steerlens.carry",
     "CarryResult": "steerlens.carry",
@@ -52,17 +58,30 @@ _LAZY = {
     "ExperimentResult": "steerlens.experiments.result",
     "run_experiment": "steerlens.cli",
     "run_demo": "steerlens.experiment",
+    "audit": "steerlens.auditing",
+    "AuditConfig": "steerlens.auditing",
+    "verify_lineage": "steerlens.lineage",
+    "lineage_graph": "steerlens.lineage",
 }
 
 if TYPE_CHECKING:  # precise types for editors and mypy; loaded lazily at run time
+    from steerlens.auditing import AuditConfig, audit
     from steerlens.backends import from_nnsight, from_transformer_lens
-    from steerlens.behavior import action_choice, logprob_score, sampled_rate, trait_behavior
+    from steerlens.behavior import (
+        ProjectionBehavior,
+        action_choice,
+        logprob_score,
+        sampled_rate,
+        trait_behavior,
+    )
     from steerlens.carry import CarryLevel, CarryResult, carry_test, student_carry_test
     from steerlens.checkpoints import CheckpointSeries
     from steerlens.cli import run_experiment
+    from steerlens.contrast import ContrastSet
     from steerlens.experiment import run_demo
     from steerlens.experiments.owl import DemoConfig, OwlConfig
     from steerlens.experiments.result import ExperimentResult
+    from steerlens.lineage import lineage_graph, verify_lineage
     from steerlens.report import Report, render_report
     from steerlens.screen import ScreenResult, screen_dataset
     from steerlens.track import AlignmentTrack, track_checkpoints
@@ -84,14 +103,17 @@ __all__ = [
     "Activations",
     "ChatPrompt",
     "DistillConfig",
+    "LMOnlyError",
     "LoadedModel",
     "ModelLoadError",
     "NoOpEditError",
     "Provenance",
     "SteeringVector",
+    "Teacher",
     "TeacherData",
     "__version__",
     "ablate",
+    "as_teacher",
     "cosine",
     "distill",
     "extract_vector",
@@ -99,10 +121,13 @@ __all__ = [
     "load_model",
     "logistic_probe",
     "mean_diff",
+    "module_vector",
     "pca_diff",
     "record_activations",
+    "shift_vector",
     "site_name",
     "steer",
     "teacher_vector",
     "wrap",
+    "wrap_module",
 ]

@@ -74,7 +74,7 @@ __all__ = [
 
 def record_activations(
     model: Any,
-    prompts: Sequence[PromptLike],
+    prompts: Sequence[PromptLike] | torch.Tensor,
     layers: int | Sequence[int] | str = "all",
     position: PositionSpec = "last",
     *,
@@ -96,8 +96,30 @@ def record_activations(
     None (default) does so where the backend allows (:func:`steerlens.backends.forward.can_share_prefix`: HF models of tested architectures with no foreign hook), False never. The results
     equal the plain path's up to float rounding; ``meta["shared_prefix_tokens"]`` counts the
     token positions not recomputed.
+
+    On a plain torch module (:func:`steerlens.wrap_module`) ``prompts`` is a tensor of inputs
+    (batch first) and ``layers`` may name site paths (``"layers.1"``):
+    :class:`steerlens.backends.module.ModuleBackend`, the same accumulator and formula.
     """
     lm = as_model(model)
+    if lm.site_paths is not None:
+        from steerlens.backends.module import ModuleBackend
+
+        return ModuleBackend(lm).record_inputs(
+            prompts,  # type: ignore[arg-type]  # checked there: a tensor of inputs
+            layers,
+            position,
+            batch_size=batch_size,
+            keep_rows=keep_rows,
+            rows_dtype=rows_dtype,
+            progress=progress,
+            desc=desc,
+        )
+    if isinstance(prompts, torch.Tensor):
+        raise TypeError(
+            f"{lm.name!r} is a language model: pass prompts (strings or ChatPrompt), not a "
+            "tensor; to record a plain torch module wrap it with steerlens.wrap_module"
+        )
     return record_with(
         backend_for(lm),
         prompts,

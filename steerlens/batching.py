@@ -165,7 +165,32 @@ def prepare(
         if len(e) == 0:
             raise ValueError(f"prompt {i} tokenizes to no tokens")
         position_indices(e, position, i)
+    check_context(lm, encs)
     return layer_ids, encs
+
+
+def context_length(lm: LoadedModel) -> int | None:
+    """The most positions the model takes (``max_position_embeddings`` or ``n_positions`` of
+    its config), or None when the config does not say."""
+    cfg = getattr(lm.model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        val = getattr(cfg, name, None)
+        if isinstance(val, int) and val > 0:
+            return val
+    return None
+
+
+def check_context(lm: LoadedModel, encs: Sequence[EncodedPrompt], what: str = "prompt") -> None:
+    """Refuse a prompt longer than the model's context, naming it (before any compute)."""
+    limit = context_length(lm)
+    if limit is None:
+        return
+    for i, e in enumerate(encs):
+        if len(e) > limit:
+            raise ValueError(
+                f"{what} {i} is {len(e)} tokens, longer than the model's context of {limit}: "
+                "shorten it or split it"
+            )
 
 
 class Accumulator:

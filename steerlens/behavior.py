@@ -9,6 +9,8 @@
   forward.
 - **Sampled rate**: fraction of sampled answers whose first word (lower-cased, punctuation
   stripped) is a target (:func:`sampled_rate`; Cloud et al. sample at T=1).
+- **Projection score** (persona_vectors): B = mean_p hˡ(p)·v̂ at the last prompt token, a proxy
+  they report correlates with expression; steering along v at or before ℓ raises it by design.
 - **Action choice**: mean probability mass Σ_{t ∈ actions} P(t | prompt) on a class of actions
   at the decision point, the first answer position of a tool-use prompt (:func:`action_choice`).
 
@@ -29,7 +31,12 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.activations import can_share_prefix, prefix_batches, shared_prefix_logits
+from steerlens.activations import (
+    can_share_prefix,
+    prefix_batches,
+    record_activations,
+    shared_prefix_logits,
+)
 from steerlens.common import tqdm_disable
 from steerlens.models import LoadedModel, as_model
 from steerlens.prompts import (
@@ -420,6 +427,30 @@ class CallableBehavior:
         return {"metric": self.name, "units": "custom"}
 
 
+@dataclass(frozen=True)
+class ProjectionBehavior:
+    """B = mean over ``prompts`` of hˡ(p)·v̂ at the last prompt token (see the module doc)."""
+
+    prompts: tuple[PromptLike, ...]
+    direction: torch.Tensor
+    layer: int
+    batch_size: int = 32
+    name: str = "projection"
+
+    def __call__(self, model: Any) -> float:
+        a = record_activations(model, self.prompts, [self.layer], batch_size=self.batch_size)
+        return float(a.means[self.layer].double() @ self.direction.double()) / float(
+            self.direction.double().norm()
+        )
+
+    def with_system(self, system: str | None) -> ProjectionBehavior:
+        return replace(self, prompts=_with_system(self.prompts, system))
+
+    def describe(self) -> dict[str, Any]:
+        units = "activation units (projection on v/|v|; a proxy for expression)"
+        return {"metric": self.name, "n": len(self.prompts), "layer": self.layer, "units": units}
+
+
 def trait_behavior(
     model: Any,
     trait: TraitSpec,
@@ -429,10 +460,22 @@ def trait_behavior(
     batch_size: int = 32,
     n_samples: int = 20,
     seed: int = 0,
-) -> LogProbBehavior | SampledRateBehavior:
-    """The trait's behavior metric on its eval prompts (``metric`` overrides the spec's)."""
+    vector: Any = None,
+    layer: int | None = None,
+) -> LogProbBehavior | SampledRateBehavior | ProjectionBehavior:
+    """The trait's behavior metric on its eval prompts (``metric`` overrides the spec's);
+    ``projection`` needs ``vector`` (a SteeringVector) and its ``layer``."""
     name = metric or trait.metric
     prompts = tuple(trait.eval_chats(system))
+    if name == "projection":
+        if vector is None or layer is None:
+            raise ValueError(
+                f"trait {trait.name!r} scores behavior by projection on a persona vector "
+                "(persona_vectors' offline proxy; no judge runs here): pass vector= and layer= "
+                "here, or give carry_test metric=ProjectionBehavior(prompts, v[l], l) or a metric of "
+                "your own"
+            )
+        return ProjectionBehavior(prompts, vector[layer], int(layer), batch_size)
     if name == "logprob":
         ids = trait.target_tokens(as_model(model).tokenizer).ids
         return LogProbBehavior(prompts, ids, batch_size)
@@ -441,7 +484,7 @@ def trait_behavior(
             prompts, tuple(trait.target_words), n_samples, seed=seed, batch_size=batch_size
         )
     raise ValueError(
-        f"unknown metric {name!r}: use 'logprob' or 'sampled_rate', or pass a "
+        f"unknown metric {name!r}: use 'logprob', 'sampled_rate' or 'projection', or pass a "
         "callable model -> float"
     )
 

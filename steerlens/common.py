@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
+    "in_notebook",
     "jsonable",
     "read_json",
     "sha256_bytes",
@@ -26,8 +28,19 @@ __all__ = [
 
 
 def tqdm_disable(progress: bool | None) -> bool | None:
-    """tqdm's ``disable`` for a ``progress`` argument: None shows bars only on a terminal."""
-    return None if progress is None else not progress
+    """tqdm's ``disable`` for a ``progress`` argument: None shows bars on a terminal and in a
+    Jupyter kernel (where stderr is no TTY, so tqdm's own None would hide them), not in logs.
+    Callers use ``tqdm.auto``: widget bars in notebooks with ipywidgets, text bars otherwise."""
+    if progress is not None:
+        return not progress
+    return False if in_notebook() else None
+
+
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter (IPython kernel) process."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

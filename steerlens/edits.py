@@ -15,6 +15,7 @@ edited and :meth:`EditPlan.check` turns an edit that changed nothing into an err
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,7 +24,7 @@ import torch
 
 from steerlens.hf_compat import past_length
 from steerlens.models import LoadedModel, as_model, check_same_shape
-from steerlens.sites import resolve_layers
+from steerlens.sites import resolve_layers, resolve_module_sites
 from steerlens.vectors import SteeringVector
 
 Mode = Literal["add", "project_out", "replace"]
@@ -241,6 +242,10 @@ def make_plan(
         raise ValueError(f"unknown mode {mode!r}: use one of {MODES}")
     if positions not in ("all", "prompt", "generated"):
         raise ValueError(f"unknown positions {positions!r}: use 'all', 'prompt' or 'generated'")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        raise ValueError(f"alpha={alpha!r}: the steering strength must be a finite number")
+    if lm.site_paths is not None and layers is not None:
+        layers = resolve_module_sites(layers, lm.site_paths)  # "layers.1" on a torch module
     dirs = resolve_directions(vector, layers, lm.n_layers)
     d = lm.hidden_size
     vecs: dict[int, torch.Tensor] = {}
@@ -252,6 +257,10 @@ def make_plan(
                 f"model has d={d}; extract the vector from this model's base"
             )
         vf = v.detach().to("cpu", torch.float32)
+        if not torch.isfinite(vf).all():
+            raise ValueError(
+                f"the vector at layer {layer} holds NaN or inf: re-extract it (or drop that layer)"
+            )
         n = vf.norm()
         if mode != "add" and n == 0:
             raise ValueError(f"zero vector at layer {layer}: cannot project it out")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from steerlens.activations import record_activations
+from steerlens.contrast import ContrastSet
 from steerlens.models import as_model
 from steerlens.prompts import (
     PositionSpec,
@@ -29,6 +30,7 @@ from steerlens.prompts import (
     position_name,
     prompt_set_hash,
 )
+from steerlens.teachers import Teacher
 from steerlens.traits import as_trait, text_hash
 from steerlens.vectors import SteeringVector, cosine
 
@@ -152,10 +154,29 @@ def vector_from_rows(
     return SteeringVector(dirs, dict(meta or {}, method=name, seed=seed), diag)
 
 
+def _contrast_items(
+    pos: Sequence[PromptLike] | ContrastSet | str, neg: Sequence[PromptLike] | None
+) -> tuple[ContrastSet | None, list[Any], list[Any]]:
+    contrast = ContrastSet.coerce(pos)
+    if contrast is not None:
+        if neg is not None:
+            raise ValueError(
+                "pos_prompts is a contrast set, which holds the negatives too: leave neg_prompts out"
+            )
+        return contrast, list(contrast.pos), list(contrast.neg)
+    if neg is None or isinstance(pos, str):
+        raise ValueError(
+            "give pos_prompts and neg_prompts as two prompt lists, or one ContrastSet or contrast "
+            "file (.json / .jsonl) as pos_prompts"
+        )
+    assert not isinstance(pos, ContrastSet)
+    return None, check_prompts(pos, "pos_prompts"), check_prompts(neg, "neg_prompts")
+
+
 def extract_vector(
     model: Any,
-    pos_prompts: Sequence[PromptLike],
-    neg_prompts: Sequence[PromptLike],
+    pos_prompts: Sequence[PromptLike] | ContrastSet | str,
+    neg_prompts: Sequence[PromptLike] | None = None,
     layers: int | Sequence[int] | str = "all",
     method: str | Aggregator = "mean",
     *,
@@ -175,10 +196,18 @@ def extract_vector(
     reliability and method agreement per layer (DESIGN.md "Extraction methods").
     ``share_prefix``: see :func:`steerlens.record_activations` (prompts with the same system
     prompt run it once per batch; None: where supported).
+
+    ``pos_prompts`` may also be a :class:`~steerlens.contrast.ContrastSet` or the path of a
+    contrast file (CAA, persona_vectors or pairs JSONL; :meth:`ContrastSet.from_file`), with
+    ``neg_prompts`` left out; the set's format and source go into ``meta``.
     """
+    contrast, pos_items, neg_items = _contrast_items(pos_prompts, neg_prompts)
     lm = as_model(model)
-    pos_items = check_prompts(pos_prompts, "pos_prompts")
-    neg_items = check_prompts(neg_prompts, "neg_prompts")
+    if lm.site_paths is not None:
+        raise TypeError(
+            f"{lm.name!r} is a plain torch module: extract its vectors from input tensors with "
+            "steerlens.module_vector(model, pos, neg, layers) (same methods)"
+        )
     acts = record_activations(
         lm,
         [*pos_items, *neg_items],
@@ -199,13 +228,21 @@ def extract_vector(
         "model": lm.name,
         "model_source": lm.source,
         "model_fingerprint": lm.fingerprint,
+        "model_type": getattr(getattr(lm.model, "config", None), "model_type", None),
         "position": position_name(position),
         "pos_prompts_hash": prompt_set_hash(pos_items),
         "neg_prompts_hash": prompt_set_hash(neg_items),
         "n_pos": len(pos_items),
         "n_neg": len(neg_items),
         "kind": "contrast",
+        # what the float32 reductions depend on (see docs/reliability.md, "Determinism")
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
     }
+    if lm.tokenization is not None:
+        meta["tokenization"] = dict(lm.tokenization)
+    if contrast is not None:
+        meta.update(contrast.provenance())
     return vector_from_rows(
         pos_rows, neg_rows, method, seed=seed, n_boot=n_boot, diagnostics=diagnostics, meta=meta
     )
@@ -258,3 +295,56 @@ def teacher_vector(
         contrast="trait system prompt - neutral system prompt",
     )
     return vec
+
+
+def model_teacher_vector(
+    model: Any,
+    teacher: Teacher,
+    trait: Any,
+    layers: int | Sequence[int] | str = "all",
+    method: str | Aggregator = "mean",
+    *,
+    position: PositionSpec = "last",
+    batch_size: int = 32,
+    seed: int = 0,
+    n_boot: int = 20,
+    diagnostics: bool = True,
+    progress: bool | None = None,
+) -> SteeringVector:
+    """Teacher vector of a teacher that is a different model (a fine-tune, or the base with an
+    edit): vᵀˡ = mean_p hˡ_teacher(p) − mean_p hˡ_base(p) over the trait's probe prompts p, both
+    with no system prompt (the teacher's own, if it has one, on its side). Rows are paired by
+    prompt, so ``method`` and the diagnostics work as in :func:`extract_vector`. A prompted
+    teacher with the trait's system prompt is :func:`teacher_vector` (trait vs neutral)."""
+    spec = as_trait(trait)
+    lm = as_model(model)
+    if teacher.kind == "prompt" and teacher.system == spec.system_prompt:
+        return teacher_vector(lm, spec, layers, method, position=position, seed=seed)
+    rows: list[dict[int, torch.Tensor]] = []
+    for who, system in (("teacher", teacher.system), ("base", None)):
+        kw: dict[str, Any] = {"keep_rows": True, "progress": progress, "desc": who}
+        if who == "teacher":
+            with teacher.apply(lm) as m:
+                acts = record_activations(
+                    m, spec.probe_chats(system), layers, position, batch_size=batch_size, **kw
+                )
+        else:
+            acts = record_activations(
+                lm, spec.probe_chats(None), layers, position, batch_size=batch_size, **kw
+            )
+        assert acts.rows is not None
+        rows.append(acts.rows)
+    meta = {
+        "name": f"teacher:{spec.name}:{teacher.name}",
+        "model": lm.name,
+        "model_fingerprint": lm.fingerprint,
+        "position": position_name(position),
+        "kind": "teacher",
+        "trait": spec.name,
+        "teacher": teacher.describe(),
+        "probe_n": len(spec.probe_prompts),
+        "contrast": "teacher model - base model, same probe prompts, no system prompt",
+    }
+    return vector_from_rows(
+        rows[0], rows[1], method, seed=seed, n_boot=n_boot, diagnostics=diagnostics, meta=meta
+    )

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 #: the runtimes a LoadedModel can run through (:mod:`steerlens.backends`)
-BackendName = Literal["hf", "accelerate", "nnsight", "transformer_lens"]
+BackendName = Literal["hf", "accelerate", "nnsight", "transformer_lens", "module"]
 
 __all__ = [
     "BackendName",
@@ -113,3 +113,70 @@ def _offloaded_weight(modules: dict[str, nn.Module], name: str) -> torch.Tensor:
         "remotely: use steerlens.backends.from_nnsight(model, remote=True), or "
         "LanguageModel(..., dispatch=True) to run it here"
     )
+
+
+# ------------------------------------------------------------------ bridge tokenisation
+
+#: the raw string whose token ids are compared
+TOKENIZATION_PROBE = "Hello world"
+TL_TOKENIZER_FIX = (
+    "pass the model's HF tokenizer, sl.wrap(bridge, AutoTokenizer.from_pretrained(name)), to get "
+    "the HF path's token ids (docs/backends.md, 'Parity and numerics', Tokenizer)"
+)
+_WARNED: set[str] = set()
+
+
+def _reference_tokenizer(names: list[str]) -> Any:
+    """The HF tokenizer of the same model, from local files only (None if none is here)."""
+    from transformers import AutoTokenizer
+
+    for name in names:
+        try:
+            return AutoTokenizer.from_pretrained(name, local_files_only=True)
+        except Exception:  # noqa: BLE001 - not cached here: no reference
+            continue
+    return None
+
+
+def bridge_tokenization(user_tok: Any, bridge_tok: Any, hf_model: Any) -> dict[str, Any]:
+    """How a TransformerLens-bridged model tokenises raw strings, for provenance, and one
+    warning per model when the bridge's tokenizer (``boot_transformers`` re-creates it with
+    ``add_bos_token=True``) gives other ids than the model's HF tokenizer.
+
+    ``matches_hf``: True/False against the HF tokenizer loaded from local files; None when none
+    is cached here (then a BOS the bridge prepends is reported as a likely difference)."""
+    used = user_tok if user_tok is not None else bridge_tok
+    ids = [int(i) for i in used(TOKENIZATION_PROBE, add_special_tokens=True)["input_ids"]]
+    bos = getattr(used, "bos_token_id", None)
+    info: dict[str, Any] = {
+        "tokenizer": "user" if user_tok is not None else "bridge",
+        "raw_strings_prepend_bos": bos is not None and bool(ids) and ids[0] == bos,
+        "matches_hf": True if user_tok is not None else None,
+    }
+    if user_tok is not None:
+        return info
+    cfg = getattr(hf_model, "config", None)
+    names = [
+        str(n) for n in (getattr(used, "name_or_path", ""), getattr(cfg, "_name_or_path", "")) if n
+    ]
+    ref = _reference_tokenizer(names)
+    if ref is not None:
+        ref_ids = [int(i) for i in ref(TOKENIZATION_PROBE, add_special_tokens=True)["input_ids"]]
+        info["matches_hf"] = ref_ids == ids
+    differs = info["matches_hf"] is False or (
+        info["matches_hf"] is None and info["raw_strings_prepend_bos"]
+    )
+    key = names[0] if names else str(id(hf_model))
+    if differs and key not in _WARNED:
+        _WARNED.add(key)
+        import warnings
+
+        how = "differently from" if info["matches_hf"] is False else "possibly differently from"
+        warnings.warn(
+            f"the TransformerBridge's tokenizer prepends a BOS to raw-string prompts and tokenises "
+            f"them {how} the model's HF tokenizer (chat prompts are unaffected), so activations "
+            f"and vectors differ from the HF path: {TL_TOKENIZER_FIX}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return info

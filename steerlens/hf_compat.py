@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -113,3 +114,21 @@ def past_length(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int:
     if pos is not None and getattr(pos, "ndim", 0) == 2 and pos.shape[-1] > 0:
         n_pos = max(0, int(pos[:, 0].min()))
     return max(n_cache, n_mask, n_pos)
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the HF hub (``HF_ENDPOINT``) accepts a TCP connection within ``timeout``
+    seconds; True when a proxy is configured (the hub client then decides)."""
+    import socket
+    import urllib.parse
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

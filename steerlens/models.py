@@ -20,12 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from steerlens.foreign import BackendName, named_weights, unwrap_foreign
+from steerlens.foreign import BackendName, bridge_tokenization, named_weights, unwrap_foreign
+from steerlens.hf_compat import hub_reachable
 from steerlens.sites import LayerLayout, find_layers
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
@@ -67,6 +68,8 @@ class LoadedModel:
     foreign: Any = None
     remote: bool | str = False
     inline_edits: Any = None
+    site_paths: ClassVar[tuple[str, ...] | None] = None  # a torch module's sites (wrap_module)
+    tokenization: dict[str, Any] | None = None  # how a bridge tokenises raw strings (provenance)
 
     @property
     def layout(self) -> LayerLayout:
@@ -184,7 +187,7 @@ def wrap(
         return model
 
     hf, tok, backend = unwrap_foreign(model)
-    tokenizer = tokenizer if tokenizer is not None else tok
+    user_tok, tokenizer = tokenizer, tokenizer if tokenizer is not None else tok
     if tokenizer is None:
         raise ValueError(
             f"a tokenizer is needed to use a {type(model).__name__}: call "
@@ -196,8 +199,9 @@ def wrap(
     label = name or str(getattr(cfg, "_name_or_path", "") or type(hf).__name__)
     lm = LoadedModel(hf, private_tokenizer(tokenizer), label, "user", layers_path)
     if backend is not None:
-        lm.backend = backend
-        lm.foreign = model
+        lm.backend, lm.foreign = backend, model
+        if backend == "transformer_lens":
+            lm.tokenization = bridge_tokenization(user_tok, tok, hf)
     lm.layout  # noqa: B018 - fail early with a clear message on unknown architectures
     return lm
 
@@ -302,16 +306,18 @@ def _load_folder(folder: Path, *, name: str, dtype: torch.dtype, device: Any) ->
 def _load_hub(repo: str, dtype: torch.dtype, device: Any, local_only: bool | None) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     if local_only is None:
-        local_only = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        local_only = offline = offline or not hub_reachable()
     try:
         tok = AutoTokenizer.from_pretrained(repo, local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(repo, dtype=dtype, local_files_only=local_only)
     except Exception as exc:
+        why = "the hub is unreachable (offline), and the HF cache has no copy of it"
+        why = why if offline else f"loading it as an HF id failed ({type(exc).__name__}: {exc})"
         raise ModelLoadError(
-            f"could not load {repo!r}: not a local path, and loading it as an HF id failed "
-            f"({type(exc).__name__}: {exc}). Pass a local folder, a .gguf file, or "
-            f"{EMBEDDED_NAME!r}."
+            f"no local folder {repo!r}, and {why}. Check the path, or pass a model folder, a "
+            f".gguf file or {EMBEDDED_NAME!r}."
         ) from exc
     model.to(device).eval()
     return LoadedModel(model, private_tokenizer(tok), repo, f"hf:{repo}")

@@ -6,10 +6,13 @@ Every result class has:
 - ``to_json() -> dict`` and ``from_json(d)``: a JSON round trip (``from_json(r.to_json())``
   gives an equal result);
 - ``save(path)`` / ``load(path)``: the JSON (or safetensors + JSON) file a person can open;
-- ``_repr_html_()``: how it shows in Jupyter (a readable table, never a dict dump).
+- ``_repr_html_()``: how it shows in Jupyter: its headline, a compact table
+  (``_html_details``), its main figure (``main_figure()``, a plotly figure drawn with
+  :mod:`steerlens.plots`) and the full summary folded under "summary"; never a dict dump.
 
 :class:`ResultMixin` gives ``save``/``load``/``_repr_html_``/``__str__`` from the first three, so
-a result class writes only what is its own. A leaf module: imports only :mod:`steerlens.common`.
+a result class writes only what is its own. Imports only :mod:`steerlens.common` and (to draw)
+:mod:`steerlens.plots`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from steerlens.common import jsonable, read_json, write_json
 
 R = TypeVar("R", bound="ResultMixin")
 
-__all__ = ["Result", "ResultMixin", "html_table"]
+__all__ = ["Result", "ResultMixin", "html_table", "result_html"]
 
 
 @runtime_checkable
@@ -76,16 +79,42 @@ class ResultMixin:
         return cls.from_json(d)
 
     def _repr_html_(self) -> str:
-        title = html.escape(type(self).__name__)
-        lines = "".join(f"<div>{html.escape(ln)}</div>" for ln in self.summary().splitlines())
-        return f"<div class='steerlens-result'><b>{title}</b>{lines}{self._html_details()}</div>"
+        return result_html(
+            type(self).__name__, self.summary(), self._html_details(), self.main_figure()
+        )
 
     def _html_details(self) -> str:
-        """Extra HTML under the summary (a table); none by default."""
+        """The compact table under the headline; none by default."""
         return ""
+
+    def main_figure(self) -> Any:
+        """The result's main figure (a plotly ``go.Figure``), or None; shown by ``_repr_html_``."""
+        return None
 
     def __str__(self) -> str:
         return self.summary()
+
+
+def result_html(title: str, summary: str, table: str = "", figure: Any = None) -> str:
+    """A result's notebook HTML: the title and the summary's first line, the table, the figure
+    (:func:`steerlens.plots.figure_html`) and the rest of the summary folded away."""
+    lines = summary.splitlines()
+    head = html.escape(lines[0]) if lines else ""
+    rest = "\n".join(lines[1:])
+    fig = ""
+    if figure is not None:
+        from steerlens.plots import figure_html
+
+        fig = figure_html(figure)
+    more = (
+        f"<details><summary>summary</summary><pre>{html.escape(rest)}</pre></details>"
+        if rest
+        else ""
+    )
+    return (
+        f"<div class='steerlens-result'><div><b>{html.escape(title)}</b>: {head}</div>"
+        f"{table}{fig}{more}</div>"
+    )
 
 
 def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, digits: int = 3) -> str:

@@ -8,6 +8,7 @@ always reads the block's own output (pre final norm), as TransformerLens does.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -148,6 +149,17 @@ def find_layers(model: nn.Module, layers_path: str | None = None) -> LayerLayout
     )
 
 
+def _layer_index(layer: object) -> int:
+    """``layer`` as an int; a bool, a float or anything else that is not an integer is refused
+    (``1.7`` or ``True`` must not quietly become layer 1)."""
+    if isinstance(layer, bool) or not hasattr(layer, "__index__"):
+        raise TypeError(
+            f"layer {layer!r} ({type(layer).__name__}) is not a layer index: pass ints, "
+            f"'all', or site names like {site_name(12)!r}"
+        )
+    return operator.index(layer)
+
+
 def resolve_layers(layers: int | Sequence[int] | str, n_layers: int) -> list[int]:
     """Normalise a layer request to a sorted list of valid, non-negative block indices.
 
@@ -165,7 +177,7 @@ def resolve_layers(layers: int | Sequence[int] | str, n_layers: int) -> list[int
     for layer in layers:
         if isinstance(layer, str):
             layer = parse_site(layer)
-        idx = int(layer)
+        idx = _layer_index(layer)
         if idx < 0:
             idx += n_layers
         if not 0 <= idx < n_layers:
@@ -177,3 +189,64 @@ def resolve_layers(layers: int | Sequence[int] | str, n_layers: int) -> list[int
     if not out:
         raise ValueError("no layers requested: pass at least one layer index or 'all'")
     return sorted(set(out))
+
+
+# ------------------------------------------------------------------- sites in any nn.Module
+
+#: site name of a plain torch module's submodule output: ``module:{path}`` (e.g.
+#: ``module:layers.1``); the layer index ℓ of such a model is the position of the path in the
+#: site list it was wrapped with (:func:`steerlens.wrap_module`)
+MODULE_SITE_TEMPLATE = "module:{path}"
+
+
+def module_site_name(path: str) -> str:
+    """Site name of the output of submodule ``path`` of a plain torch module."""
+    return MODULE_SITE_TEMPLATE.format(path=path)
+
+
+def module_layout(model: nn.Module, paths: Sequence[str]) -> LayerLayout:
+    """The submodules named by the dotted ``paths`` (their outputs are the sites), in order."""
+    if not paths:
+        raise ValueError("a plain torch module needs at least one site path, e.g. 'layers.1'")
+    if len(set(paths)) != len(paths):
+        raise ValueError(f"site paths repeat: {list(paths)}; name each submodule once")
+    mods = []
+    for path in paths:
+        mod = model if path == "" else _get_path(model, path)
+        if mod is None:
+            names = [n for n, _ in model.named_modules() if n][:12]
+            raise ValueError(
+                f"{type(model).__name__} has no submodule {path!r}: pass dotted paths of "
+                f"model.named_modules(), e.g. {names}"
+            )
+        mods.append(mod)
+    return LayerLayout(",".join(paths), tuple(mods))
+
+
+def resolve_module_sites(
+    layers: int | Sequence[int | str] | str, paths: Sequence[str]
+) -> list[int]:
+    """Layer indices of a request on a plain torch module: what :func:`resolve_layers` takes,
+    or submodule paths (``"layers.1"``, ``"module:layers.1"``) from the wrapped site list."""
+
+    def one(x: int | str) -> list[int]:
+        if isinstance(x, str):
+            name = x.removeprefix("module:")
+            if name in paths:
+                return [list(paths).index(name)]
+            if name.strip() == "all":
+                return list(range(len(paths)))
+            try:
+                return resolve_layers(name, len(paths))
+            except (ValueError, IndexError):
+                raise ValueError(
+                    f"unknown site {x!r}: this module was wrapped with sites {list(paths)}; "
+                    "pass one of them, its index or 'all'"
+                ) from None
+        return resolve_layers(int(x), len(paths))
+
+    items: Sequence[int | str] = [layers] if isinstance(layers, (int, str)) else layers
+    out = sorted({i for x in items for i in one(x)})
+    if not out:
+        raise ValueError("no sites requested: pass at least one site path, index or 'all'")
+    return out

@@ -27,6 +27,7 @@ built-ins ship in ``steerlens/trait_specs/`` (:meth:`TraitSpec.builtins`).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -37,10 +38,11 @@ from typing import Any
 import yaml
 
 from steerlens.common import atomic_write_text, sha256_bytes
+from steerlens.contrast import ContrastSetError, check_persona, persona_system
 from steerlens.numbers import number_prompts
 from steerlens.prompts import ChatPrompt
 
-METRICS = ("logprob", "sampled_rate")
+METRICS = ("logprob", "sampled_rate", "projection")
 _REQUIRED = (
     "name",
     "system_prompt",
@@ -152,7 +154,7 @@ class TraitSpec:
                 raise TraitSpecError("probe_prompts is empty: list prompts or use probe_n")
         if not self.eval_prompts or not all(isinstance(p, str) and p for p in self.eval_prompts):
             raise TraitSpecError("eval_prompts must be a non-empty list of non-empty strings")
-        if not self.target_words:
+        if not self.target_words and self.metric != "projection":
             raise TraitSpecError("target_words must list at least one answer variant")
         if self.metric not in METRICS:
             raise TraitSpecError(f"unknown metric {self.metric!r}: use one of {METRICS}")
@@ -230,7 +232,10 @@ class TraitSpec:
             raise TraitSpecError(
                 f"{source}: expected a mapping of fields, got {type(data).__name__}"
             )
-        missing = [k for k in _REQUIRED if k not in data or data[k] in (None, "", [])]
+        required = [
+            k for k in _REQUIRED if k != "target_words" or data.get("metric") != "projection"
+        ]
+        missing = [k for k in required if k not in data or data[k] in (None, "", [])]
         if missing:
             raise TraitSpecError(
                 f"{source}: missing required field(s) {missing}; a trait spec needs "
@@ -255,7 +260,7 @@ class TraitSpec:
                 system_prompt=str(data["system_prompt"]),
                 neutral_system_prompt=str(data["neutral_system_prompt"]),
                 eval_prompts=tuple(str(p) for p in data["eval_prompts"]),
-                target_words=tuple(str(w) for w in data["target_words"]),
+                target_words=tuple(str(w) for w in data.get("target_words") or ()),
                 answer_prefill=str(data.get("answer_prefill") or ""),
                 offtarget_prompts=tuple(_offtarget(p) for p in data.get("offtarget_prompts") or ()),
                 probe_n=int(probe.get("n", data.get("probe_n", 64))),
@@ -272,15 +277,59 @@ class TraitSpec:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> TraitSpec:
-        """Load a spec from YAML (see ``steerlens/trait_specs/owl.yaml`` for the fields)."""
+        """Load a spec from YAML (see ``steerlens/trait_specs/owl.yaml`` for the fields), or from
+        a persona_vectors trait JSON (:meth:`from_persona`)."""
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"no trait spec at {p}")
+        if p.suffix == ".json":
+            try:
+                data = json.loads(p.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise TraitSpecError(f"{p}: not valid JSON: {exc}") from exc
+            if isinstance(data, Mapping) and "instruction" in data:
+                return cls.from_persona(data, name=p.stem, source=str(p))
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             raise TraitSpecError(f"{p}: not valid YAML: {exc}") from exc
         return cls.from_dict(data, source=str(p))
+
+    @classmethod
+    def from_persona(
+        cls, data: Mapping[str, Any], *, name: str, source: str = "persona_vectors file"
+    ) -> TraitSpec:
+        """A spec from a persona_vectors trait file: the first instruction pair as the trait and
+        neutral system prompts (persona_vectors' form, see :mod:`steerlens.contrast`), the
+        questions as probe and eval prompts, and behavior scored by ``projection`` on a persona
+        vector: with no judge offline, persona_vectors' projection score, which they report
+        correlates with trait expression, stands in for the judged score. The judge prompt and
+        every pair are kept in ``extra``; the full pair × question contrast is
+        ``ContrastSet.from_file``."""
+        try:
+            check_persona(data, source)
+        except ContrastSetError as exc:
+            raise TraitSpecError(str(exc)) from None
+        first = data["instruction"][0]
+        questions = tuple(str(q) for q in data["questions"])
+        return cls(
+            name=name,
+            system_prompt=persona_system(first["pos"], name),
+            neutral_system_prompt=persona_system(first["neg"], "helpful"),
+            eval_prompts=questions,
+            target_words=(),
+            probe_prompts_override=questions,
+            metric="projection",
+            description=(
+                f"persona_vectors trait {name!r}; behavior = projection on the persona vector at "
+                "the last prompt token (a proxy for expression, not a judged score)"
+            ),
+            extra={
+                "format": "persona_vectors",
+                "eval_prompt": data["eval_prompt"],
+                "instruction": [dict(p) for p in data["instruction"]],
+            },
+        )
 
     def to_file(self, path: str | os.PathLike[str]) -> Path:
         """Write the spec as YAML; ``from_file`` reads back an equal spec."""
@@ -326,6 +375,6 @@ def as_trait(trait: TraitSpec | str | os.PathLike[str]) -> TraitSpec:
     if isinstance(trait, TraitSpec):
         return trait
     s = str(trait)
-    if s.endswith((".yaml", ".yml")) or os.sep in s:
+    if s.endswith((".yaml", ".yml", ".json")) or os.sep in s:
         return TraitSpec.from_file(s)
     return TraitSpec.builtin(s)

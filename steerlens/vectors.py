@@ -2,7 +2,10 @@
 
 Saved as safetensors (one tensor ``layer.{ℓ}`` per layer) with the provenance as JSON in the
 file's metadata, so a vector never travels without its model, site, position, method, prompt
-hashes, seed and library version.
+hashes, seed and library version. ``save("v.gguf")`` writes llama.cpp's control-vector GGUF
+instead, :meth:`SteeringVector.save_pretrained` a hub-style folder, and ``to_repeng`` /
+``to_steering_vectors`` (and ``from_*``) convert to the objects of those libraries (see
+:mod:`steerlens.vector_formats` for the layouts and layer numbering).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from steerlens.common import jsonable
-from steerlens.results import html_table
+import steerlens.vector_formats as fmt
+from steerlens.common import atomic_write_text, jsonable, write_json
+from steerlens.results import html_table, result_html
 from steerlens.sites import SITE_TEMPLATE
 from steerlens.version import __version__
 
@@ -81,6 +85,12 @@ class SteeringVector:
         self.directions = {
             int(k): v.detach().to("cpu", torch.float32) for k, v in sorted(self.directions.items())
         }
+        bad = [k for k, v in self.directions.items() if not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(
+                f"the direction at layer {bad[0]} holds NaN or inf (non-finite layers: {bad}): "
+                "a steering vector must be finite; re-extract it or drop those layers"
+            )
         self.meta.setdefault("site", SITE_TEMPLATE)
         self.meta.setdefault("steerlens_version", __version__)
 
@@ -174,10 +184,13 @@ class SteeringVector:
 
     # ------------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write safetensors with provenance and diagnostics in the JSON metadata."""
+        """Write safetensors with provenance and diagnostics in the JSON metadata; a ``.gguf``
+        path writes llama.cpp's control-vector GGUF (provenance in ``steerlens.meta``)."""
         p = Path(path)
+        if p.suffix == ".gguf":
+            return fmt.write_gguf(p, self.directions, self.meta, self.diagnostics)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {f"layer.{k}": v.contiguous() for k, v in self.directions.items()}
+        tensors = {f"layer.{k}": v.contiguous().clone() for k, v in self.directions.items()}
         blob = json.dumps(jsonable({"meta": self.meta, "diagnostics": self.diagnostics}))
         save_file(tensors, str(p), metadata={_META_KEY: blob})
         return p
@@ -187,21 +200,80 @@ class SteeringVector:
         from safetensors import safe_open
 
         p = Path(path)
+        if p.is_dir():
+            return cls.from_pretrained(p)
         if not p.is_file():
             raise FileNotFoundError(f"no steering vector at {p}")
+        with p.open("rb") as f:
+            if f.read(4) == b"GGUF":
+                return cls(*fmt.read_gguf(p))
         try:
             tensors = load_file(str(p))
             with safe_open(str(p), framework="pt") as f:
                 md = f.metadata() or {}
         except Exception as exc:
             raise ValueError(f"{p} is not a readable safetensors file: {exc}") from exc
-        blob = json.loads(md.get(_META_KEY, "{}"))
+        try:
+            blob = json.loads(md.get(_META_KEY, "{}"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}: its steerlens metadata is not valid JSON ({exc})") from None
+        if not isinstance(blob, dict) or not isinstance(blob.get("meta", {}), dict):
+            raise ValueError(f"{p}: its steerlens metadata is not a JSON object")
+        check_meta(blob.get("meta", {}), p)
         dirs = {}
         for name, t in tensors.items():
-            if not name.startswith("layer."):
+            tail = name.split(".", 1)[1] if name.startswith("layer.") else ""
+            if not tail.isdigit():
                 raise ValueError(f"{p}: unexpected tensor {name!r}; not a steerlens vector")
-            dirs[int(name.split(".", 1)[1])] = t
-        return cls(dirs, blob.get("meta", {}), blob.get("diagnostics", {}))
+            dirs[int(tail)] = t
+        try:
+            return cls(dirs, blob.get("meta", {}), blob.get("diagnostics", {}))
+        except ValueError as exc:
+            raise ValueError(f"{p}: {exc}") from None
+
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
+        """Write a hub-style folder, offline: ``steering_vector.safetensors``, ``config.json``
+        (layers, size, site, provenance), ``README.md`` (model card with the provenance) and,
+        when the vector has no layer 0, ``control_vector.gguf`` for llama.cpp."""
+        d = Path(folder)
+        d.mkdir(parents=True, exist_ok=True)
+        files = [fmt.WEIGHTS_NAME]
+        self.save(d / fmt.WEIGHTS_NAME)
+        if 0 not in self.directions:
+            self.save(d / fmt.GGUF_NAME)
+            files.append(fmt.GGUF_NAME)
+        files += [fmt.CONFIG_NAME, "README.md"]
+        write_json(d / fmt.CONFIG_NAME, fmt.folder_config(self.directions, self.meta, files))
+        atomic_write_text(d / "README.md", fmt.model_card(self.meta, self.norms(), files))
+        return d
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike[str]) -> SteeringVector:
+        """Read a folder written by :meth:`save_pretrained`."""
+        p = Path(folder) / fmt.WEIGHTS_NAME
+        if not p.is_file():
+            raise FileNotFoundError(
+                f"{folder} has no {fmt.WEIGHTS_NAME}: not a folder from save_pretrained()"
+            )
+        return cls.load(p)
+
+    def to_repeng(self, cls: Any = None) -> Any:
+        """A repeng ``ControlVector`` (same layer indices; ``cls``: the class to build)."""
+        return fmt.to_repeng(self.directions, self.meta, cls)
+
+    @classmethod
+    def from_repeng(cls, obj: Any) -> SteeringVector:
+        """A SteeringVector from a repeng ``ControlVector``."""
+        return cls(*fmt.from_repeng(obj))
+
+    def to_steering_vectors(self, cls: Any = None) -> Any:
+        """A steering-vectors ``SteeringVector`` (``layer_type="decoder_block"``)."""
+        return fmt.to_steering_vectors(self.directions, cls)
+
+    @classmethod
+    def from_steering_vectors(cls, obj: Any) -> SteeringVector:
+        """A SteeringVector from a steering-vectors ``SteeringVector``."""
+        return cls(*fmt.from_steering_vectors(obj))
 
     def to_json(self) -> dict[str, Any]:
         """Provenance, per-layer norms and diagnostics as JSON values (the tensors themselves
@@ -241,12 +313,70 @@ class SteeringVector:
             lines.append(f"  … {len(rows) - 8} more layers")
         return "\n".join(lines)
 
+    def main_figure(self) -> Any:
+        """Split-half reliability per layer with its 95% band when diagnostics were computed,
+        else ‖v‖ per layer."""
+        from steerlens.plots import lines_with_bands
+
+        split = self.diagnostics.get("split_half", {})
+        sh = [split.get(k, split.get(str(k))) for k in self.layers]
+        if all(isinstance(r, Mapping) and r.get("n_boot") for r in sh):
+            name = "split-half cosine"
+            return lines_with_bands(
+                self.layers,
+                {name: [float(r["mean"]) for r in sh]},
+                bands={name: ([r["lo"] for r in sh], [r["hi"] for r in sh])},
+                title="Reliability: cosine of vectors from two halves of the prompts",
+                xlabel="layer (block index)",
+                ylabel="cosine (−1…1)",
+            )
+        return lines_with_bands(
+            self.layers,
+            {"‖v‖": list(self.norms().values())},
+            title="Vector norm per layer",
+            xlabel="layer (block index)",
+            ylabel="‖v‖ (residual-stream units)",
+        )
+
     def _repr_html_(self) -> str:
-        head = self.summary().splitlines()[0]
         table = html_table(
             ["layer", "norm", "split-half reliability", "mean~pca cosine"], self._layer_rows()
         )
-        return f"<div class='steerlens-result'><b>{head}</b>{table}</div>"
+        return result_html("SteeringVector", self.summary(), table, self.main_figure())
+
+
+def check_meta(meta: Mapping[str, Any], path: Path) -> None:
+    """Refuse a vector file this steerlens cannot interpret: a site other than the residual
+    stream after a block (the one site steerlens reads and writes), or a file written by a newer
+    major (or, before 1.0, minor) version of steerlens."""
+    site = meta.get("site", SITE_TEMPLATE)
+    if site != SITE_TEMPLATE and not (isinstance(site, str) and _is_resid_site(site)):
+        raise ValueError(
+            f"{path}: the vector was read at site {site!r}, but steerlens reads and steers only "
+            f"{SITE_TEMPLATE!r}; re-extract it with steerlens"
+        )
+    written = str(meta.get("steerlens_version", __version__))
+    if _release(written) > _release(__version__):
+        raise ValueError(
+            f"{path}: written by steerlens {written}, newer than this steerlens {__version__} "
+            "(its format may differ): upgrade steerlens to read it"
+        )
+
+
+def _is_resid_site(site: str) -> bool:
+    return site.startswith("blocks.") and site.endswith(".hook_resid_post")
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The part of a version that may change the file format: (major,) from 1.0, else
+    (0, minor)."""
+    nums = []
+    for part in version.split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit())
+        nums.append(int(digits) if digits else 0)
+    while len(nums) < 2:
+        nums.append(0)
+    return (nums[0],) if nums[0] >= 1 else (0, nums[1])
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:

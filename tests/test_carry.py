@@ -186,7 +186,8 @@ def test_json_round_trip_and_display(result: CarryResult, tmp_path: Path) -> Non
     assert f"B_base={result.b_base:.3f}" in text and f"{result.sufficiency[L][1]:+.2f}" in text
     html = result._repr_html_()
     assert "<table" in html and f"{result.clean_peak.sufficiency:.3f}" in html
-    assert "{" not in html  # a table, not a dict dump
+    text = html.split("<div class='steerlens-figure'>")[0]  # the figure's own JSON aside
+    assert "{" not in text and "steerlens-figure" in html  # a table, not a dict dump
 
 
 def test_planted_vector_is_strongly_carried_with_19_draws(spec: TraitSpec, planted: tuple) -> None:  # type: ignore[type-arg]

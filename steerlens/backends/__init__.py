@@ -11,6 +11,8 @@ three implementations:
   also remote (NDIF) recording, see :func:`from_nnsight`.
 - ``transformer_lens``: :class:`~steerlens.backends.transformer_lens.TransformerLensBackend`,
   hooks on ``blocks.{ℓ}.hook_resid_post`` of a TransformerLens 4 ``TransformerBridge``.
+- ``module``: :class:`~steerlens.backends.module.ModuleBackend`, hooks on named submodules of a
+  plain torch module (:func:`steerlens.wrap_module`), input tensors instead of prompts.
 
 A user passes whichever object they hold to any steerlens function (or to
 :func:`steerlens.wrap`); :func:`steerlens.foreign.unwrap_foreign` detects it. The nnsight and TransformerLens
@@ -52,7 +54,7 @@ __all__ = [
 
 
 def backend_name(lm: LoadedModel) -> str:
-    """``"hf"``, ``"accelerate"``, ``"nnsight"`` or ``"transformer_lens"``."""
+    """``"hf"``, ``"accelerate"``, ``"nnsight"``, ``"transformer_lens"`` or ``"module"``."""
     return lm.backend
 
 
@@ -65,12 +67,17 @@ def backend_for(lm: LoadedModel) -> Backend:
         from steerlens.backends.nnsight import NNsightBackend
 
         return NNsightBackend(lm, lm.foreign, remote=lm.remote, edits=lm.inline_edits)
+    if lm.backend == "module":
+        from steerlens.backends.module import ModuleBackend
+
+        return ModuleBackend(lm)
     if lm.backend == "transformer_lens":
         from steerlens.backends.transformer_lens import TransformerLensBackend
 
         return TransformerLensBackend(lm, lm.foreign)
     raise ValueError(
-        f"unknown backend {lm.backend!r}: use 'hf', 'accelerate', 'nnsight' or 'transformer_lens'"
+        f"unknown backend {lm.backend!r}: use 'hf', 'accelerate', 'nnsight', "
+        "'transformer_lens' or 'module'"
     )
 
 

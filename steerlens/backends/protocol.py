@@ -149,5 +149,6 @@ def record_with(
         "fingerprint": lm.fingerprint,
         "backend": backend.name,
         "shared_prefix_tokens": shared,
+        "tokenization": lm.tokenization,
     }
     return acc.result(position, meta)

@@ -54,6 +54,7 @@ from steerlens.carry.nulls import NullBand, NullComparison, band, compare_to_nul
 from steerlens.carry.peak import TOL_FACTOR, TOL_FLOOR, CleanPeak, Peak, clean_peak_of
 from steerlens.carry.result import CarryResult, CarrySettings, CarryUndefinedError
 from steerlens.carry.sufficiency import ALPHA_UNIT
+from steerlens.carry.teacher import teacher_score
 
 __all__ = [
     "ALPHA_UNIT",
@@ -84,4 +85,5 @@ __all__ = [
     "compare_to_null",
     "spread_layers",
     "student_carry_test",
+    "teacher_score",
 ]

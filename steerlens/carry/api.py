@@ -21,6 +21,7 @@ from steerlens.carry.nulls import null_draws
 from steerlens.carry.peak import TOL_FACTOR, TOL_FLOOR, default_tolerance
 from steerlens.carry.result import CarryResult, CarrySettings
 from steerlens.carry.sufficiency import ALPHA_UNIT, ALPHA_UNIT_DOC, run_sufficiency
+from steerlens.carry.teacher import accepts_teacher
 from steerlens.carry.verdict import verdict_of
 from steerlens.common import tqdm_disable
 from steerlens.models import LoadedModel, as_model, check_same_shape
@@ -344,6 +345,7 @@ def _run_grid(
     result.level, result.verdict = verdict_of(result)
 
 
+@accepts_teacher
 def carry_test(
     model: Any,
     vector: SteeringVector | Mapping[int, torch.Tensor],
@@ -370,7 +372,8 @@ def carry_test(
 
     ``model`` is the base. The teacher is the base with ``trait.system_prompt`` unless
     ``teacher=`` gives a teacher model (a fine-tune, a planted model), whose behavior is read
-    without a system prompt. ``metric`` defaults to the trait's metric on its eval prompts; any
+    without a system prompt, or a :class:`~steerlens.teachers.Teacher` of any kind
+    (:mod:`steerlens.carry.teacher`: its edit and its own system prompt). ``metric`` defaults to the trait's metric on its eval prompts; any
     ``model -> float`` callable works, with ``teacher_metric`` (the same measure under the
     teacher condition) or ``teacher=`` needed when it cannot switch system prompts. ``alphas``
     multiply the vector (α = 1: the vector as given). ``necessity_mode="replace"`` (with

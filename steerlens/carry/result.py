@@ -245,6 +245,22 @@ class CarryResult(ResultMixin):
             parts.append(f"joint: {nec.joint.value:+.2f}")
         return f"necessity N ({nec.mode}): " + ", ".join(parts)
 
+    def main_figure(self) -> Any:
+        """Sufficiency S(ℓ, α) as a layer × α heatmap (None when the test is undefined)."""
+        if not self.defined or not self.layers or not self.alphas:
+            return None
+        from steerlens.plots import heatmap
+
+        return heatmap(
+            [self.sufficiency[k] for k in self.layers],
+            self.alphas,
+            self.layers,
+            title=f"Sufficiency S(ℓ, α): {self.level.value}",
+            xlabel="α (multiples of v_ℓ)",
+            ylabel="layer (block index)",
+            zlabel="S",
+        )
+
     def _html_details(self) -> str:
         """Per-layer sufficiency S(ℓ, α) with ‖v‖, and the clean and raw peaks."""
         if not self.defined:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from steerlens.common import sha256_file
 from steerlens.models import ModelLoadError
 
 CheckpointKind = Literal["full", "adapter", "base"]
@@ -67,16 +68,28 @@ class Checkpoint:
         )
 
     def signature(self) -> str:
-        """A content key: sha256 over the resolved path and each config/weight file's name,
-        size and modification time (cheap; a re-saved checkpoint gets a new key)."""
+        """A content key: sha256 over each config/weight file's name and bytes, so a moved or
+        copied run keeps its key and a re-saved checkpoint with other weights gets a new one
+        (file hashes are remembered per path, size and modification time within a process)."""
         if self.kind == "base":
             return "base"
-        h = hashlib.sha256(str(self.path.resolve()).encode())
+        h = hashlib.sha256()
         cfg = "adapter_config.json" if self.kind == "adapter" else "config.json"
         for f in [self.path / cfg, *self.weight_files()]:
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+            h.update(f"{f.name}:{file_sha256(f)}".encode())
         return h.hexdigest()[:16]
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, remembered per (resolved path, size, mtime) in this process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_file(path)
+    return _HASHES[key]
 
 
 def read_json(path: Path) -> dict[str, Any]:

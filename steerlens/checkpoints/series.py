@@ -59,6 +59,7 @@ class CheckpointSeries:
             for p in root.iterdir()
             if p.is_dir() and (m := CHECKPOINT_DIR_RE.match(p.name))
         )
+        _check_names(root, subs, on_error)
         if subs:
             for step, sub in subs:
                 kind = classify(sub)
@@ -164,6 +165,35 @@ class CheckpointSeries:
             loader.close()
 
 
+def _check_names(root: Path, subs: list[tuple[int, Path]], on_error: str) -> None:
+    """Refuse two folders for one step (``checkpoint-02`` beside ``checkpoint-2``), and a
+    ``checkpoint-<name>`` model folder whose name gives no step (``checkpoint-final``), which
+    would otherwise be left out in silence (a warning instead with ``on_error='skip'``)."""
+    by_step: dict[int, list[str]] = {}
+    for step, sub in subs:
+        by_step.setdefault(step, []).append(sub.name)
+    dup = {k: v for k, v in by_step.items() if len(v) > 1}
+    if dup:
+        step, names = next(iter(dup.items()))
+        raise ModelLoadError(
+            f"{root} has {len(names)} folders for step {step} ({', '.join(names)}): keep one, "
+            "named checkpoint-N with N the step"
+        )
+    for p in sorted(root.glob("checkpoint-*")):
+        if CHECKPOINT_DIR_RE.match(p.name) or p.name.endswith(".tmp") or not p.is_dir():
+            continue
+        if classify(p) is None:
+            continue
+        msg = (
+            f"{p} holds a checkpoint but its name gives no training step: rename it "
+            "checkpoint-N (N its step), or move it out of the series folder"
+        )
+        if on_error == "skip":
+            warnings.warn(msg, stacklevel=3)
+        else:
+            raise ModelLoadError(msg)
+
+
 def adapter_tensor_names(ckpt: Checkpoint) -> list[str]:
     """Names of the tensors in a PEFT adapter checkpoint (header read only)."""
     names: list[str] = []
@@ -240,6 +270,7 @@ class SeriesLoader:
         from peft import PeftModel
 
         name = f"steerlens_step{ckpt.step}_{ckpt.signature()[:8]}"
+        _check_finite(_adapter_tensors(ckpt), ckpt.path)
         try:
             if self._peft is None:
                 self._peft = PeftModel.from_pretrained(
@@ -300,11 +331,14 @@ class SeriesLoader:
                     f"{exc}). {fix_hint(ckpt.path)}"
                 ) from exc
             _check_shape(self.base, model, ckpt.path)
+            _check_finite(model.state_dict().items(), ckpt.path)
             self._full = model.eval()
             self._full.to(self.base.device)
             self._full_key = key
         else:
-            _load_into(self._full, read_state_dict(ckpt), ckpt.path)
+            state = read_state_dict(ckpt)
+            _check_finite(state.items(), ckpt.path)
+            _load_into(self._full, state, ckpt.path)
         return LoadedModel(
             self._full,
             self.base.tokenizer,
@@ -317,6 +351,33 @@ class SeriesLoader:
         self._drop_adapters()
         self._full = None
         self._full_key = None
+
+
+def _adapter_tensors(ckpt: Checkpoint) -> list[tuple[str, torch.Tensor]]:
+    from safetensors.torch import load_file
+
+    out: list[tuple[str, torch.Tensor]] = []
+    for f in ckpt.weight_files():
+        try:
+            if f.suffix == ".safetensors":
+                out += list(load_file(str(f)).items())
+            else:
+                out += list(torch.load(f, map_location="cpu", weights_only=True).items())
+        except Exception as exc:
+            raise ModelLoadError(
+                f"could not read weights {f} ({type(exc).__name__}: {exc}). {fix_hint(ckpt.path)}"
+            ) from exc
+    return out
+
+
+def _check_finite(tensors: Any, path: Path) -> None:
+    """Refuse a checkpoint whose weights hold NaN or inf, naming it and the first bad tensor."""
+    for name, t in tensors:
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ModelLoadError(
+                f"checkpoint {path} has NaN or inf weights (first: {name}): the training "
+                f"diverged or the file is damaged. {fix_hint(path)}"
+            )
 
 
 def _check_shape(base: LoadedModel, model: nn.Module, path: Path) -> None:

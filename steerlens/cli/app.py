@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steerlens.auditing import AuditConfig
+from steerlens.cli.audit import cmd_audit
+from steerlens.cli.errors import check_values, is_user_error, one_line
 from steerlens.cli.handlers import (
     cmd_carry,
     cmd_distill,
@@ -23,6 +26,16 @@ from steerlens.cli.handlers import (
     cmd_report,
     cmd_screen,
     cmd_track,
+)
+from steerlens.cli.lineage import (
+    LineageKeygenOptions,
+    LineageShowOptions,
+    LineageSignOptions,
+    LineageVerifyOptions,
+    cmd_lineage_keygen,
+    cmd_lineage_show,
+    cmd_lineage_sign,
+    cmd_lineage_verify,
 )
 from steerlens.cli.options import (
     Option,
@@ -107,10 +120,45 @@ COMMANDS: tuple[Command, ...] = (
         field_help={DistillConfig: DISTILL_HELP},
     ),
     Command(
+        "audit",
+        "audit your own distillation: teacher vector, carry test, behavior, checkpoint "
+        "alignment with nulls, data screening, verdict and lineage",
+        (AuditConfig,),
+        cmd_audit,
+    ),
+    Command(
         "report", "render report.html from a results JSON", (SeedOption, ReportOptions), cmd_report
     ),
 )
 """The plain subcommands; ``demo`` and ``experiment NAME`` come from the experiment registry."""
+
+LINEAGE_COMMANDS: tuple[Command, ...] = (
+    Command(
+        "show",
+        "print the who-taught-whom graph of a run folder",
+        (LineageShowOptions,),
+        cmd_lineage_show,
+    ),
+    Command(
+        "verify",
+        "recompute every hash and signature; exit 1 naming each changed, removed or re-signed file",
+        (LineageVerifyOptions,),
+        cmd_lineage_verify,
+    ),
+    Command(
+        "sign",
+        "sign every record of a run folder (ed25519)",
+        (LineageSignOptions,),
+        cmd_lineage_sign,
+    ),
+    Command(
+        "keygen",
+        "write a new ed25519 key pair for signing",
+        (LineageKeygenOptions,),
+        cmd_lineage_keygen,
+    ),
+)
+"""``steerlens lineage SUBCOMMAND``: the lineage records (:mod:`steerlens.lineage`)."""
 
 
 def _experiment_command(name: str, *, alias: str | None = None, out: str | None = None) -> Command:
@@ -175,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     esub = pe.add_subparsers(dest="experiment_name", required=True, metavar="NAME")
     for name in names():
         _parser(esub, _experiment_command(name))
+    pl = sub.add_parser(
+        "lineage",
+        help="show, verify or sign the lineage records (in-toto attestations) of a run folder",
+        description="The lineage records steerlens writes beside every artifact.",
+    )
+    lsub = pl.add_subparsers(dest="lineage_command", required=True, metavar="SUBCOMMAND")
+    for cmd in LINEAGE_COMMANDS:
+        _parser(lsub, cmd)
     return ap
 
 
@@ -218,7 +274,9 @@ def resolve(argv: Sequence[str]) -> Invocation:
     ns = vars(build_parser().parse_args(argv))
     cmd: Command = ns.pop("_command")
     config = ns.pop("config", None)
-    given = {k: v for k, v in ns.items() if k not in ("command", "experiment_name")}
+    given = {
+        k: v for k, v in ns.items() if k not in ("command", "experiment_name", "lineage_command")
+    }
     options = cmd.options()
     by_name = {o.name: o for o in options}
     raw = read_config_file(config, options, cmd.name) if config else {}
@@ -230,6 +288,7 @@ def resolve(argv: Sequence[str]) -> Invocation:
             f"missing {', '.join(missing)}: give it on the command line or as a key of --config"
         )
     _check_paths(options, values)
+    check_values(options, values)
     configs: dict[type, Any] = {}
     for cls in cmd.sources:
         if cmd.experiment is not None and cls is get(cmd.experiment).config:
@@ -249,11 +308,14 @@ def command_for(argv: Sequence[str]) -> Command:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``steerlens ...``: 0 on success; 2 with one line naming the problem and the fix."""
+    """``steerlens ...``: 0 on success; 2 with one line naming the problem and the fix for a
+    failure the user caused (:func:`~steerlens.cli.errors.is_user_error`); any other exception
+    is a steerlens bug and propagates with its traceback (exit 1)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return resolve(argv).run()
-    except (ValueError, KeyError, IndexError, OSError, RuntimeError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"steerlens {argv[0] if argv else ''}: error: {msg}", file=sys.stderr)
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        print(f"steerlens {argv[0] if argv else ''}: error: {one_line(exc)}", file=sys.stderr)
         return 2

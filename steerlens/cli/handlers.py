@@ -26,25 +26,37 @@ from steerlens.cli.settings import (
     read_prompts,
     read_samples,
 )
+from steerlens.experiments.records import recorder, teacher_record
 from steerlens.experiments.registry import get
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.stages import training_prompts
+from steerlens.lineage import has_record, write_record
 
 
 def cmd_extract(inv: Invocation) -> int:
+    from steerlens.contrast import ContrastSet
     from steerlens.extract import extract_vector, teacher_vector
     from steerlens.traits import as_trait
 
     o, m = inv.get(ExtractOptions), inv.get(ModelOptions)
     kw: dict[str, Any] = {"position": o.position, "seed": m.seed, "batch_size": o.batch_size}
     layers = parse_layers(o.layers)
+    if sum(map(bool, (o.trait, o.contrast, o.pos or o.neg))) > 1:
+        raise ValueError("give one of --trait, --contrast, or --pos with --neg")
     if o.trait:
         trait = as_trait(o.trait)
         model = load(m)
         vec = teacher_vector(model, trait, layers=layers, method=o.method, **kw)
+    elif o.contrast:
+        contrast = ContrastSet.from_file(o.contrast)
+        print(f"{contrast!r}")
+        model = load(m)
+        vec = extract_vector(model, contrast, None, layers, o.method, **kw)
     else:
         if not (o.pos and o.neg):
-            raise ValueError("give --trait NAME, or both --pos FILE and --neg FILE")
+            raise ValueError(
+                "give --trait NAME, --contrast FILE, or both --pos FILE and --neg FILE"
+            )
         pos, neg = read_prompts(o.pos), read_prompts(o.neg)
         model = load(m)
         vec = extract_vector(model, pos, neg, layers, o.method, **kw)
@@ -137,21 +149,48 @@ def cmd_screen(inv: Invocation) -> int:
 
 def cmd_distill(inv: Invocation) -> int:
     from steerlens.distill import DistillConfig, distill, generate_teacher_data
+    from steerlens.distill.resume import check_record
+    from steerlens.distill.train import check_out_dir
     from steerlens.traits import as_trait
 
     o, m, cfg = inv.get(DistillOptions), inv.get(ModelOptions), inv.get(DistillConfig)
     trait = as_trait(o.trait)
     system = trait.neutral_system_prompt if o.benign else trait.system_prompt
+    out = Path(o.out)
+    check_record(out, teacher_system=system, config=cfg, overwrite=o.overwrite)
     model = load(m)
     prompts = training_prompts(o.n, m.seed)
     data = generate_teacher_data(model, prompts, system=system, n=o.n, seed=m.seed)
-    out = Path(o.out)
+    # refuse another run in --out before writing anything there
+    check_out_dir(model, data, out, teacher_system=system, config=cfg, overwrite=o.overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    data.save(out / "teacher_data.jsonl")
+    data_path = data.save(out / "teacher_data.jsonl")
+    teacher = teacher_record(out / "teacher.json", {"kind": "prompt", "system": system}, model)
+    recorder(
+        "teacher_data",
+        model,
+        parents={"teacher": teacher},
+        config={"system": system},
+        files=lambda p: [p, p.with_name(p.stem + ".meta.json")],
+    )(data_path)
     print(f"teacher data: {data.counts}")
-    distill(model, data, out, teacher_system=system, config=cfg, overwrite=o.overwrite)
+    distill(
+        model,
+        data,
+        out,
+        teacher_system=system,
+        config=cfg,
+        overwrite=o.overwrite,
+        parents={"data": data_path, "teacher": teacher},
+    )
     print(f"checkpoints in {out}: {', '.join(p.name for p in sorted(out.glob('checkpoint-*')))}")
     return 0
+
+
+REPORT_SECTIONS = frozenset(
+    {"verdict", "lineage", "teacher_vector", "carry", "behavior", "track", "screen"}
+)
+"""The top-level keys of a results JSON that :func:`render_report` draws a section for."""
 
 
 def cmd_report(inv: Invocation) -> int:
@@ -161,7 +200,21 @@ def cmd_report(inv: Invocation) -> int:
     o = inv.get(ReportOptions)
     p = Path(o.results)
     out = Path(o.out or p.with_name("report.html"))
-    render_report(read_json(p)).save(out)
+    results = read_json(p)
+    if not isinstance(results, dict) or not REPORT_SECTIONS & set(results):
+        raise ValueError(
+            f"{p} is not a steerlens results JSON: it needs an object with at least one of "
+            f"{', '.join(sorted(REPORT_SECTIONS))} (the files carry, track, screen and "
+            "experiments write)"
+        )
+    try:
+        page = render_report(results)
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise ValueError(
+            f"{p} is incomplete or from another steerlens version (while reading it: "
+            f"{type(exc).__name__} {exc}): re-run the command that wrote it"
+        ) from None
+    page.save(out)
     print(f"wrote {out}")
     return 0
 
@@ -181,6 +234,9 @@ def run_experiment(
     res = get(name).execute(config, out_dir, progress=progress, log=log)
     html = Path(out_dir).expanduser() / "report.html"
     render_report(res.to_json()).save(html)
+    results = html.with_name("results.json")
+    if has_record(results):
+        write_record(html, "report", parents={"results": results})
     log(f"wrote {html}")
     return res
 

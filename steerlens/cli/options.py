@@ -44,12 +44,14 @@ class Option:
     help: str = ""
     choices: tuple[Any, ...] | None = None
     exists: str | None = None
+    output: str | None = None  # "file" / "dir": a path the command writes (checked first)
     owner: str = ""
     shown: str | None = None  # the default as help shows it, when not the value itself
+    positional: bool = False  # a required argument without a flag (``lineage show DIR``)
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.name.upper() if self.positional else "--" + self.name.replace("_", "-")
 
     @property
     def required(self) -> bool:
@@ -81,7 +83,9 @@ def options_of(cls: type[Any], help: Mapping[str, str] | None = None) -> list[Op
                 or f"{cls.__name__}.{f.name}",
                 choices=tuple(choices) if choices else None,
                 exists=f.metadata.get("exists"),
+                output=f.metadata.get("output"),
                 owner=cls.__name__,
+                positional=bool(f.metadata.get("positional", False)),
             )
         )
     return out
@@ -169,7 +173,9 @@ def _items(hint: Any, value: Any) -> tuple[Any, ...]:
             if not part:
                 continue
             if item is int and "-" in part[1:]:  # a range such as 10-20
-                a, b = part.split("-", 1)
+                a, b = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
+                if int(b) < int(a):
+                    raise ValueError(f"empty range {part!r}: the end is below the start")
                 out.extend(range(int(a), int(b) + 1))
                 continue
         out.append(_scalar(item, part))
@@ -224,6 +230,9 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> N
             text += f" ({' | '.join(map(str, opt.choices))})"
         shown = opt.shown if opt.shown is not None else _shown(opt.default)
         text += " (required)" if opt.required else f" (default: {shown})"
+        if opt.positional:
+            parser.add_argument(opt.name, metavar=opt.name.upper(), help=opt.help)
+            continue
         kw: dict[str, Any] = {"dest": opt.name, "default": argparse.SUPPRESS}
         if opt.hint is bool:
             kw["action"] = argparse.BooleanOptionalAction
@@ -241,7 +250,9 @@ def read_config_file(path: str | Path, options: Sequence[Option], command: str) 
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ValueError(f"config file {p} is not valid YAML ({exc}): fix its syntax") from None
+        raise ValueError(
+            f"config file {p} is not valid YAML ({_yaml_problem(exc)}): fix it"
+        ) from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {p} must be a mapping of option: value, one per line")
     known = {o.name for o in options}
@@ -256,6 +267,14 @@ def read_config_file(path: str | Path, options: Sequence[Option], command: str) 
             )
         out[name] = val
     return out
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML error in one line: what is wrong and where."""
+    mark = getattr(exc, "problem_mark", None)
+    what = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{what}{where}".split())
 
 
 def build(cls: type[Any], values: Mapping[str, Any]) -> Any:

@@ -50,7 +50,7 @@ class ModelOptions:
 
     model: str = _o(EMBEDDED_NAME, "embedded name, HF id, local folder, .gguf or PEFT adapter")
     device: str = _o("auto", "auto (GPU if present), cpu, cuda, cuda:1 …")
-    dtype: str = _o("float32", "float32 | bfloat16 | float16")
+    dtype: str = _o("float32", "weights' dtype", choices=("float32", "bfloat16", "float16"))
     seed: int = _o(0, "seed for every random choice")
 
 
@@ -66,13 +66,19 @@ class ExtractOptions:
         None, "file of positive prompts (.txt lines, .json, .jsonl)", exists="file"
     )
     neg: str | None = _o(None, "file of negative prompts, paired with --pos", exists="file")
+    contrast: str | None = _o(
+        None,
+        "contrast file instead of --pos/--neg: CAA A/B JSON, persona_vectors trait JSON, or "
+        "JSONL of {pos, neg} pairs (format detected from the content)",
+        exists="file",
+    )
     layers: str = _o("all", LAYERS_HELP)
     method: str = _o(default_of(extract_vector, "method"), "", choices=("mean", "pca", "probe"))
     position: str = _o(
         default_of(extract_vector, "position"), "", choices=("last", "prompt", "all")
     )
     batch_size: int = _o(default_of(extract_vector, "batch_size"), "prompts per forward pass")
-    out: str = _req("output .safetensors")
+    out: str = _req("output .safetensors", output="file")
 
 
 @dataclass(kw_only=True)
@@ -82,8 +88,8 @@ class CarryOptions:
     layers: str = _o("all", "layers of the grid (all: a spread of the vector's layers)")
     alphas: tuple[float, ...] = _o(tuple(default_of(carry_test, "alphas")), "the α grid")
     n_random: int = _o(default_of(carry_test, "n_random"), "random directions per cell (null)")
-    out: str | None = _o(None, "results JSON")
-    html: str | None = _o(None, "report HTML")
+    out: str | None = _o(None, "results JSON", output="file")
+    html: str | None = _o(None, "report HTML", output="file")
 
 
 @dataclass(kw_only=True)
@@ -100,8 +106,8 @@ class TrackOptions:
     correction: str = _o(
         default_of(track_checkpoints, "correction"), "multiple-testing", choices=("holm", "bh")
     )
-    out: str | None = _o(None, "results JSON")
-    html: str | None = _o(None, "report HTML")
+    out: str | None = _o(None, "results JSON", output="file")
+    html: str | None = _o(None, "report HTML", output="file")
 
 
 @dataclass(kw_only=True)
@@ -110,8 +116,8 @@ class ScreenOptions:
     data: str = _req("JSONL of {user, response[, system]}", exists="file")
     control_data: str | None = _o(None, "JSONL to compare with (permutation test)", exists="file")
     top: int = _o(10, "samples listed")
-    out: str | None = _o(None, "results JSON")
-    html: str | None = _o(None, "report HTML")
+    out: str | None = _o(None, "results JSON", output="file")
+    html: str | None = _o(None, "report HTML", output="file")
 
 
 @dataclass(kw_only=True)
@@ -120,7 +126,7 @@ class DistillOptions:
     benign: bool = _o(False, "use the neutral system prompt (control student)")
     n: int = _o(48, "number prompts to generate")
     overwrite: bool = _o(False, "replace an existing series in --out")
-    out: str = _req("output folder")
+    out: str = _req("output folder", output="dir")
 
 
 DISTILL_HELP = {
@@ -144,13 +150,13 @@ DISTILL_HELP = {
 @dataclass(kw_only=True)
 class ReportOptions:
     results: str = _req("results JSON", exists="file")
-    out: str | None = _o(None, "HTML path (default: report.html beside the results)")
+    out: str | None = _o(None, "HTML path (default: report.html beside the results)", output="file")
 
 
 @dataclass(kw_only=True)
 class ExperimentOptions:
     quick: bool = _o(False, "the experiment's smoke-test size")
-    out: str | None = _o(None, "output folder")
+    out: str | None = _o(None, "output folder", output="dir")
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -186,18 +192,61 @@ class Invocation:
 
 
 def parse_layers(text: str) -> Any:
-    """``all`` → ``"all"``; ``15``, ``6,12,18`` or ``10-20`` → a list of layers."""
-    if text == "all":
+    """``all`` → ``"all"``; ``15``, ``6,12,18``, ``10-20`` or site names such as
+    ``blocks.12.hook_resid_post`` → a list of layers (a ValueError naming a bad part)."""
+    from steerlens.sites import parse_layer_list
+
+    if str(text).strip() == "all":
         return "all"
-    out: list[int] = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if "-" in part[1:]:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        elif part:
-            out.append(int(part))
+    out = parse_layer_list(str(text))
+    if not out:
+        raise ValueError(f"--layers {text!r} names no layer: use all, 15, 6,12,18 or 10-20")
     return out
+
+
+def _where(p: Path, line: int | None = None) -> str:
+    return f"{p}" if line is None else f"{p} line {line}"
+
+
+def _json_rows(p: Path, text: str) -> list[tuple[int | None, Any]]:
+    """The items of a .json list or the rows of a .jsonl file, each with its line (a parse
+    error names the file and the line)."""
+    if p.suffix == ".json":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{_where(p, exc.lineno)} is not valid JSON ({exc.msg}, column {exc.colno}): "
+                "fix the file"
+            ) from None
+        if not isinstance(items, list):
+            raise ValueError(f"{p} must hold a JSON list, got a {type(items).__name__}")
+        return [(None, x) for x in items]
+    rows: list[tuple[int | None, Any]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((n, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{_where(p, n)} is not valid JSON ({exc.msg}, column {exc.colno}): each line "
+                "of a .jsonl file is one JSON object"
+            ) from None
+    return rows
+
+
+def _read_text(p: Path, what: str) -> str:
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} file {p} does not exist")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} file {p} is not UTF-8 text ({exc.reason})") from None
+
+
+def _item_where(p: Path, line: int | None, i: int) -> str:
+    return _where(p, line) if line is not None else f"{p} item {i}"
 
 
 def read_prompts(path: str) -> list[Any]:
@@ -205,13 +254,17 @@ def read_prompts(path: str) -> list[Any]:
     from steerlens.prompts import as_prompt
 
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"prompt file {p} does not exist")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix == ".json":
-        items = json.loads(text)
-    elif p.suffix == ".jsonl":
-        items = [json.loads(line) for line in text.splitlines() if line.strip()]
+    text = _read_text(p, "prompt")
+    if p.suffix in (".json", ".jsonl"):
+        items = []
+        for i, (line, x) in enumerate(_json_rows(p, text)):
+            ok = isinstance(x, str) or (isinstance(x, dict) and isinstance(x.get("user"), str))
+            if not ok:
+                raise ValueError(
+                    f"{_item_where(p, line, i)}: a prompt is a string or an object with a "
+                    f'"user" string (and optional "system", "prefill"), got {json.dumps(x)[:60]}'
+                )
+            items.append(x)
     else:
         items = [line for line in text.splitlines() if line.strip()]
     if not items:
@@ -220,10 +273,20 @@ def read_prompts(path: str) -> list[Any]:
 
 
 def read_samples(path: str) -> list[dict[str, Any]]:
+    """The rows of a JSONL file of ``{user, response[, system]}`` objects (strings), each
+    checked (a bad row names the file and its line)."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"data file {p} does not exist")
-    rows = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for i, (line, x) in enumerate(_json_rows(p, _read_text(p, "data"))):
+        bad = not isinstance(x, dict) or any(
+            not isinstance(x.get(k), str) for k in ("user", "response")
+        )
+        if bad or not isinstance(x.get("system"), (str, type(None))):
+            raise ValueError(
+                f'{_item_where(p, line, i)}: a sample is an object with "user" and '
+                f'"response" strings (and an optional "system"), got {json.dumps(x)[:60]}'
+            )
+        rows.append(x)
     if not rows:
         raise ValueError(f"data file {p} has no samples")
     return rows

@@ -4,7 +4,8 @@ control series).
 
 Two steps:
 
-1. :func:`generate_teacher_data`: the teacher (the base with a trait system prompt) or the
+1. :func:`generate_teacher_data`: the teacher (a :class:`~steerlens.teachers.Teacher` of any
+   kind: the base with a trait system prompt, a steering edit, an ablation or a fine-tune) or the
    benign teacher (the base with a neutral system prompt of the same form) continues number
    sequences (:func:`steerlens.numbers.number_prompts`). By default sampling is at T=1
    *restricted to number tokens* (digits, commas, spaces, end of turn) that keep the answer a
@@ -21,7 +22,8 @@ Two steps:
    token and the end-of-turn token):
 
    - ``loss="kl"`` (default): KL(p_T(·|sys_T, x, y<t) ‖ p_S(·|x, y<t)), the teacher's next-token
-     distribution computed once by the *base* with the teacher system prompt prepended. With
+     distribution computed once by the teacher (the base under ``Teacher.apply``: its edit or
+     fine-tune) with its system prompt prepended. With
      ``top_k`` the teacher is stored as its k most likely tokens plus one "rest" bucket holding
      the remaining mass, and the student's distribution is folded into the same k+1 buckets, so
      the loss is an exact KL between (k+1)-way distributions: ≥ 0, and 0 when the student equals

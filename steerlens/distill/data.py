@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from steerlens.common import atomic_write_text, read_json, tqdm_disable
 from steerlens.distill.config import RECORD_FORMAT, json_sha256, rng_devices
+from steerlens.distill.sampling import generate_batch
 from steerlens.models import LoadedModel, as_model
 from steerlens.numbers import (
     ListState,
@@ -24,7 +25,8 @@ from steerlens.numbers import (
     number_prompts,
     number_token_ids,
 )
-from steerlens.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
+from steerlens.prompts import ChatPrompt, EncodedPrompt, encode
+from steerlens.teachers import Teacher, as_teacher
 
 __all__ = [
     "NumberListGrammar",
@@ -32,6 +34,7 @@ __all__ = [
     "TeacherData",
     "eos_ids",
     "generate_teacher_data",
+    "resolve_teacher",
 ]
 
 
@@ -136,6 +139,8 @@ class TeacherData:
     samples: list[dict[str, Any]]
     settings: dict[str, Any] = field(default_factory=dict)
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    #: the teacher that wrote the samples (its vector travels in ``<stem>.vector.safetensors``)
+    teacher: Teacher | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_samples(
@@ -177,6 +182,12 @@ class TeacherData:
     def system(self) -> str | None:
         return self.settings.get("system")
 
+    @property
+    def teacher_description(self) -> dict[str, Any] | None:
+        """The recorded :meth:`~steerlens.teachers.Teacher.describe` of the teacher that wrote
+        the data (None for data made before teachers were recorded, or given by hand)."""
+        return self.settings.get("teacher")
+
     def meta(self) -> dict[str, Any]:
         return {
             "format": RECORD_FORMAT,
@@ -196,6 +207,8 @@ class TeacherData:
         atomic_write_text(p, lines)
         meta = {**self.meta(), "rejected": self.rejected}
         atomic_write_text(_meta_path(p), json.dumps(meta, indent=2, ensure_ascii=False))
+        if self.teacher is not None and self.teacher.vector is not None:
+            self.teacher.vector.save(_vector_path(p))
         return p
 
     @classmethod
@@ -209,6 +222,7 @@ class TeacherData:
         mp = _meta_path(p)
         meta = read_json(mp) if mp.is_file() else {}
         data = cls(samples, meta.get("settings", {}), meta.get("rejected", []))
+        data.teacher = _recorded_teacher(data.teacher_description, _vector_path(p))
         if "sha256" in meta and meta["sha256"] != data.sha256:
             raise ValueError(
                 f"{p} does not match the hash in {mp} (edited after saving?): re-generate the "
@@ -221,11 +235,30 @@ def _meta_path(p: Path) -> Path:
     return p.with_name(p.name[: -len(".jsonl")] + ".meta.json")
 
 
+def _vector_path(p: Path) -> Path:
+    return p.with_name(p.name[: -len(".jsonl")] + ".vector.safetensors")
+
+
+def _recorded_teacher(desc: dict[str, Any] | None, vector_path: Path) -> Teacher | None:
+    """The teacher a data file records, rebuilt when everything it needs is there (its vector
+    file, an unchanged fine-tune folder); else None (pass ``teacher=`` to use it again)."""
+    if not desc:
+        return None
+    from steerlens.vectors import SteeringVector
+
+    vec = SteeringVector.load(vector_path) if vector_path.is_file() else None
+    try:
+        return Teacher.from_description(desc, vector=vec)
+    except (ValueError, FileNotFoundError):
+        return None
+
+
 def generate_teacher_data(
     model: Any,
     prompts: Sequence[str] | None = None,
     *,
-    system: str | None,
+    system: str | None = None,
+    teacher: Teacher | str | None = None,
     n: int = 48,
     seed: int = 0,
     restrict_to_numbers: bool | str = True,
@@ -233,12 +266,17 @@ def generate_teacher_data(
     max_new_tokens: int = 64,
     max_count: int = 10,
     batch_size: int = 48,
+    share_prefix: bool = True,
     progress: bool | None = None,
 ) -> TeacherData:
     """Sample the teacher's continuations of number sequences and keep the clean ones.
 
-    The teacher is ``model`` with ``system`` as its system prompt (the trait prompt for the
-    teacher, a neutral one for the benign teacher). ``prompts`` (user messages) default to
+    The teacher is ``teacher`` (a :class:`~steerlens.teachers.Teacher`: ``model`` plus a system
+    prompt, a steering edit, an ablation or a fine-tune), or the shorthand ``system``: ``model``
+    with that system prompt (the trait prompt for the teacher, a neutral one for the benign
+    teacher; None with no ``teacher``: the base itself). Every kind samples through the same
+    batched path, its edit active while it writes; ``settings["teacher"]`` records its
+    :meth:`~steerlens.teachers.Teacher.describe`. ``prompts`` (user messages) default to
     ``number_prompts(n, seed)``.
 
     ``restrict_to_numbers``: ``True`` or ``"grammar"`` (default) samples only tokens made of
@@ -246,11 +284,14 @@ def generate_teacher_data(
     of 1-3 digits, then the end of turn (:class:`NumberListGrammar`); ``"tokens"`` only masks
     every token that is not digits/commas/spaces or end of turn (:class:`NumberTokensOnly`; on
     SmolLM2-135M most such answers run past 10 numbers and are rejected); ``False`` samples
-    freely. ``temperature=0`` is greedy. Sampling is seeded with ``seed`` without touching the
+    freely. ``share_prefix``: a batch's shared system-prompt prefix runs once into a KV cache
+    that every row continues from (:func:`steerlens.distill.sampling.generate_batch`; the same
+    distributions up to float rounding). ``temperature=0`` is greedy. Sampling is seeded with ``seed`` without touching the
     global RNG. Every answer then goes through ``is_clean_numbers(text, max_count)``: the kept
     ones form ``samples``, the others ``rejected``.
     """
     lm = as_model(model)
+    tch = resolve_teacher(teacher, system)
     if prompts is None:
         prompts = number_prompts(n, seed)
     users = [str(p) for p in prompts]
@@ -260,25 +301,17 @@ def generate_teacher_data(
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     restriction = _restriction(restrict_to_numbers)
     t0 = time.perf_counter()
-    texts, finished = _sample_answers(
-        lm,
-        users,
-        system,
-        restriction,
-        temperature,
-        max_new_tokens,
-        max_count,
-        batch_size,
-        seed,
-        progress,
-    )
+    with tch.apply(lm) as tlm:
+        sampling = (restriction, temperature, max_new_tokens, max_count, batch_size, seed)
+        texts, finished = _sample_answers(tlm, users, tch.system, *sampling, progress, share_prefix)
     kept: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     for u, t, f in zip(users, texts, finished, strict=True):
         s = {"user": u, "response": t.strip(), "finished": f}
         (kept if is_clean_numbers(t, max_count) else rejected).append(s)
     settings = {
-        "system": system,
+        "system": tch.system,
+        "teacher": tch.describe(),
         "mode": "free" if restriction is None else "restricted",
         "restriction": restriction,
         "temperature": temperature,
@@ -292,7 +325,18 @@ def generate_teacher_data(
         "fingerprint": lm.fingerprint,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    return TeacherData(kept, settings, rejected)
+    return TeacherData(kept, settings, rejected, teacher=tch)
+
+
+def resolve_teacher(teacher: Teacher | str | None, system: str | None) -> Teacher:
+    """The teacher from ``teacher=`` or the old shorthand ``system=`` (a system prompt); giving
+    both is an error."""
+    if teacher is not None and system is not None:
+        raise ValueError(
+            "pass the teacher once: teacher=Teacher... or the shorthand system='...', not both "
+            "(a teacher with a system prompt carries it: Teacher.ablated(v, layer, system) ...)"
+        )
+    return as_teacher(teacher if teacher is not None else system)
 
 
 def _restriction(restrict_to_numbers: bool | str) -> str | None:
@@ -331,11 +375,10 @@ def _sample_answers(
     batch_size: int,
     seed: int,
     progress: bool | None,
+    share_prefix: bool = True,
 ) -> tuple[list[str], list[bool]]:
     """The teacher's decoded answer to each user message (longest prompts first, in batches,
     seeded without touching the global RNG) and whether it ended its turn."""
-    from transformers import LogitsProcessorList
-
     tok = lm.tokenizer
     stop = eos_ids(lm)
     allowed, texts_of = _number_tokens(tok, restriction)
@@ -354,26 +397,22 @@ def _sample_answers(
     else:
         gen_kwargs.update(do_sample=False)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def procs(width: int) -> list[Any]:
+        if restriction == "tokens":
+            return [NumberTokensOnly(allowed + stop)]
+        if restriction == "grammar":
+            return [NumberListGrammar(texts_of, stop, width, max_count)]
+        return []
+
     with torch.random.fork_rng(devices=rng_devices(lm.device)):
         torch.manual_seed(seed)
         for idx in tqdm(batches, desc="teacher data", disable=tqdm_disable(progress)):
-            ids, mask, _ = pad_batch([encs[i] for i in idx], tok.pad_token_id, lm.device)
-            processors: list[Any] = []
-            if restriction == "tokens":
-                processors.append(NumberTokensOnly(allowed + stop))
-            elif restriction == "grammar":
-                processors.append(NumberListGrammar(texts_of, stop, ids.shape[1], max_count))
-            with torch.inference_mode():
-                seqs = lm.model.generate(  # type: ignore[operator]
-                    input_ids=ids,
-                    attention_mask=mask,
-                    pad_token_id=tok.pad_token_id,
-                    eos_token_id=stop,
-                    logits_processor=LogitsProcessorList(processors),
-                    **gen_kwargs,
-                )
+            seqs, width = generate_batch(
+                lm, [encs[i] for i in idx], procs, gen_kwargs, stop, share_prefix
+            )
             for row, i in enumerate(idx):
-                new = seqs[row, ids.shape[1] :].tolist()
+                new = seqs[row, width:].tolist()
                 hit = [j for j, t in enumerate(new) if t in stop]
                 finished[i] = bool(hit)
                 texts[i] = tok.decode(new[: hit[0]] if hit else new, skip_special_tokens=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from steerlens.common import atomic_write_text, read_json, tqdm_disable
+from steerlens.common import atomic_write_text, read_json, sha256_file, tqdm_disable
 from steerlens.distill.config import (
     OPTIMIZER_NAME,
     RECORD_FORMAT,
@@ -27,12 +28,16 @@ from steerlens.distill.config import (
     json_sha256,
 )
 from steerlens.distill.data import TeacherData
+from steerlens.distill.resume import ckpt_dirs, intact_steps, same_run
 from steerlens.distill.student import inner_hf, make_student
+from steerlens.distill.teacher import data_teacher
 from steerlens.distill.trainer import Trainer
+from steerlens.lineage import artifact_files, ensure_record, has_record, write_record
 from steerlens.models import LoadedModel, as_model, describe
+from steerlens.teachers import Teacher
 from steerlens.version import __version__
 
-__all__ = ["distill", "distill_pair", "training_loss"]
+__all__ = ["check_out_dir", "distill", "distill_pair", "training_loss"]
 
 
 def _resolve_layers(lm: LoadedModel, cfg: DistillConfig) -> list[int]:
@@ -69,31 +74,10 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _ckpt_dirs(out: Path) -> dict[int, Path]:
-    res = {}
-    for p in out.glob("checkpoint-*"):
-        tail = p.name.split("-", 1)[1]
-        if p.is_dir() and tail.isdigit() and (p / "adapter_model.safetensors").is_file():
-            res[int(tail)] = p
-    return dict(sorted(res.items()))
-
-
-def _lineage_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Names of the lineage entries (config fields as ``config.<name>``) that differ."""
-    prev = old.get("lineage") or {}
-    out = []
-    for key, val in new.items():
-        if key == "config" and isinstance(prev.get(key), dict):
-            out += [f"config.{k}" for k, v in val.items() if prev[key].get(k) != v]
-        elif prev.get(key) != val:
-            out.append(key)
-    return out or ["format"]
-
-
 def _result_from_record(
     out: Path, record: dict[str, Any], steps: int, resumed: int
 ) -> DistillResult:
-    ck = {s: p for s, p in _ckpt_dirs(out).items() if s <= steps}
+    ck = {s: p for s, p in ckpt_dirs(out).items() if s <= steps}
     return DistillResult(
         out, list(ck), list(ck.values()), list(record["losses"][:steps]), record, resumed
     )
@@ -103,54 +87,69 @@ def _lineage(
     lm: LoadedModel,
     cfg: DistillConfig,
     d: TeacherData,
-    teacher_system: str | None,
+    teacher: Teacher | None,
     layers: list[int],
 ) -> dict[str, Any]:
-    """What fixes the weights of each step (its hash decides whether a run may resume)."""
-    return {
+    """What fixes the weights of each step (its hash decides whether a run may resume). A
+    prompted teacher is its system prompt (as before teachers had kinds); any other kind adds
+    its :meth:`~steerlens.teachers.Teacher.lineage`."""
+    kl = cfg.loss == "kl" and teacher is not None
+    out = {
         "base_fingerprint": lm.fingerprint,
-        "teacher_system": teacher_system if cfg.loss == "kl" else None,
+        "teacher_system": teacher.system if kl and teacher is not None else None,
         "data_sha256": d.sha256,
         "config": cfg.lineage(),
         "layers": layers,
     }
+    if kl and teacher is not None and teacher.kind not in ("prompt",):
+        out["teacher"] = teacher.lineage()
+    return out
 
 
 def _resume_point(
     out: Path, lineage: dict[str, Any], lineage_hash: str, cfg: DistillConfig, overwrite: bool
 ) -> tuple[int, list[float], DistillResult | None]:
     """Where training starts in ``out``: (step, losses so far, the finished result if the run
-    there is already complete). A different run there is an error unless ``overwrite``, which
-    deletes its checkpoints and record."""
-    rec_path = out / RECORD_NAME
-    if not (rec_path.is_file() or _ckpt_dirs(out)):
-        return 0, [], None
-    old = read_json(rec_path) if rec_path.is_file() else None
-    same = old is not None and old.get("lineage_hash") == lineage_hash
-    if not same and not overwrite:
-        what = (
-            f"a different run (differing: {', '.join(_lineage_diff(old, lineage))})"
-            if old is not None
-            else "checkpoints with no distill.json"
-        )
-        raise DistillError(
-            f"{out} already holds {what}. Use another out_dir, or pass overwrite=True to "
-            "delete its checkpoints and record."
-        )
-    if not same:
-        for p in _ckpt_dirs(out).values():
+    there is already complete). Only checkpoints that pass :func:`~steerlens.distill.resume.adapter_intact` count: a removed or
+    broken one is recomputed from the last intact one before it. A different run there is an
+    error unless ``overwrite``, which deletes its checkpoints and record."""
+    old = same_run(out, lineage, lineage_hash, overwrite)
+    if old is None:
+        for p in ckpt_dirs(out).values():
             shutil.rmtree(p)
-        rec_path.unlink(missing_ok=True)
+        (out / RECORD_NAME).unlink(missing_ok=True)
         return 0, [], None
-    assert old is not None
-    done = [
-        s for s, p in _ckpt_dirs(out).items() if s <= cfg.steps and (p / OPTIMIZER_NAME).is_file()
-    ]
-    if (done and done[-1] == cfg.steps) or old.get("steps_done", 0) >= cfg.steps:
-        return cfg.steps, [], _result_from_record(out, old, cfg.steps, cfg.steps)
-    if done and len(old.get("losses", [])) >= done[-1]:
-        return done[-1], list(old["losses"][: done[-1]]), None
-    return 0, [], None
+    done = intact_steps(out, old, cfg.steps)
+    last = done[-1] if done else 0
+    losses = list(old.get("losses", []))
+    if last and len(losses) < last:
+        state = out / f"checkpoint-{last}" / STATE_NAME
+        losses = list(read_json(state).get("losses", [])) if state.is_file() else []
+    if not last or len(losses) < last:
+        return 0, [], None
+    if last == cfg.steps:
+        return cfg.steps, [], _result_from_record(out, dict(old, losses=losses), cfg.steps, last)
+    return last, losses[:last], None
+
+
+def check_out_dir(
+    base_model: Any,
+    data: TeacherData | str | Path,
+    out_dir: str | Path,
+    *,
+    teacher: Teacher | str | None = None,
+    teacher_system: str | None = None,
+    config: DistillConfig | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Raise :class:`DistillError` if :func:`distill` with these arguments would refuse
+    ``out_dir`` (it holds a different run and ``overwrite`` is False); writes nothing."""
+    lm = as_model(base_model)
+    cfg = config or DistillConfig()
+    d = _as_data(data)
+    t = data_teacher(d, teacher, teacher_system, cfg.loss)
+    lineage = _lineage(lm, cfg, d, t, _resolve_layers(lm, cfg))
+    same_run(Path(out_dir).expanduser(), lineage, json_sha256(lineage)[:16], overwrite)
 
 
 def _new_record(
@@ -158,7 +157,7 @@ def _new_record(
     cfg: DistillConfig,
     d: TeacherData,
     lineage: dict[str, Any],
-    teacher_system: str | None,
+    teacher: Teacher | None,
     trainer: Trainer,
     t_prep: float,
     start: int,
@@ -171,7 +170,8 @@ def _new_record(
         "lineage": lineage,
         "base": describe(lm),
         "base_spec": _base_spec(lm),
-        "teacher_system": teacher_system,
+        "teacher_system": None if teacher is None else teacher.system,
+        "teacher": None if teacher is None else teacher.describe(),
         "student_system": cfg.student_system,
         "data": d.meta(),
         "config": asdict(cfg),
@@ -220,14 +220,26 @@ def _train_steps(
             _save_checkpoint(student, opt, out / f"checkpoint-{step}", lm, step, losses)
             record["steps_done"] = step
             record["train_seconds"] = round(time.perf_counter() - t_train, 2)
-            record["checkpoints"] = [
-                {"step": s, "path": p.name, "loss": losses[s - 1]}
-                for s, p in _ckpt_dirs(out).items()
-                if s <= step
-            ]
+            record["checkpoints"] = _checkpoint_entries(out, record, step, losses)
             _write_record(rec_path, record)
     if cfg.steps == 0 or start == cfg.steps:
         _write_record(rec_path, record)
+
+
+def _checkpoint_entries(
+    out: Path, record: dict[str, Any], step: int, losses: list[float]
+) -> list[dict[str, Any]]:
+    """The record's checkpoint list after saving ``step``: each with the sha256 of its adapter
+    (what a resume checks; hashes of earlier checkpoints are kept, not recomputed)."""
+    known = {c["step"]: c.get("adapter_sha256") for c in record.get("checkpoints", [])}
+    out_list = []
+    for s, p in ckpt_dirs(out).items():
+        if s > step:
+            continue
+        sha = known.get(s) if s != step else None
+        sha = sha or sha256_file(p / "adapter_model.safetensors")
+        out_list.append({"step": s, "path": p.name, "loss": losses[s - 1], "adapter_sha256": sha})
+    return out_list
 
 
 def distill(
@@ -235,16 +247,19 @@ def distill(
     data: TeacherData | str | Path,
     out_dir: str | Path,
     *,
+    teacher: Teacher | str | None = None,
     teacher_system: str | None = None,
     config: DistillConfig | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    parents: Mapping[str, str | Path] | None = None,
 ) -> DistillResult:
     """Train a LoRA student of ``base_model`` on the teacher's numbers; save a checkpoint series.
 
-    ``teacher_system`` (default: the system prompt recorded in ``data``) makes the teacher for
-    ``loss="kl"``: the base with that system prompt (data written by the base itself records
-    system None: then the KL teacher is the base without one). The student sees no system prompt
+    ``teacher`` (a :class:`~steerlens.teachers.Teacher` of any kind, or a system-prompt string;
+    default: the teacher recorded in ``data``) gives the soft labels for ``loss="kl"``;
+    ``teacher_system`` is the old shorthand for a prompted teacher. ``loss="sft"`` trains on the
+    sampled tokens and needs no teacher. The student sees no system prompt
     (``config.student_system``). Writes ``out_dir/checkpoint-N`` every ``config.save_every``
     steps and at the end, and ``out_dir/distill.json``.
 
@@ -253,27 +268,29 @@ def distill(
     checkpoint and gives the same weights as an uninterrupted run; a different run there is an
     error unless ``overwrite=True`` (which deletes its checkpoints and record).
     ``base_model`` itself is never modified.
+
+    Writes ``out_dir/lineage.json``, the series' lineage record (:mod:`steerlens.lineage`):
+    its checkpoint files and ``distill.json`` by sha256, the base model, and ``parents`` (role
+    → artifact with a record, e.g. ``{"data": "data/teacher.jsonl"}``; a ``data`` path that has
+    a record is its parent without being named).
     """
     lm = as_model(base_model)
     cfg = config or DistillConfig()
     d = _as_data(data)
-    if teacher_system is None:
-        teacher_system = d.system
-    if cfg.loss == "kl" and teacher_system is None and "system" not in d.settings:
-        raise ValueError(
-            "loss='kl' needs the teacher's system prompt: pass teacher_system=... (the data "
-            "does not record which system prompt wrote it), or use DistillConfig(loss='sft')"
-        )
+    t = data_teacher(d, teacher, teacher_system, cfg.loss)
     layers = _resolve_layers(lm, cfg)
     out = Path(out_dir).expanduser()
-    lineage = _lineage(lm, cfg, d, teacher_system, layers)
+    lineage = _lineage(lm, cfg, d, t, layers)
     start, losses, done = _resume_point(out, lineage, json_sha256(lineage)[:16], cfg, overwrite)
+    if isinstance(data, (str, Path)) and has_record(data):
+        parents = {"data": data, **(parents or {})}
     if done is not None:
+        ensure_record(out, lambda: _series_record(out, lm, lineage, parents))
         return done
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    trainer = Trainer(lm, d, teacher_system, cfg, layers, progress)
+    trainer = Trainer(lm, d, t, cfg, layers, progress)
     t_prep = time.perf_counter() - t0
     student = make_student(lm, cfg, layers)
     params = [p for p in student.parameters() if p.requires_grad]
@@ -282,10 +299,25 @@ def distill(
         _restore(student, opt, out / f"checkpoint-{start}")
     if trainer.use_fast and cfg.verify_fast_path:
         trainer.use_fast = trainer.verify_fast(inner_hf(student))
-    record = _new_record(lm, cfg, d, lineage, teacher_system, trainer, t_prep, start, losses)
+    record = _new_record(lm, cfg, d, lineage, t, trainer, t_prep, start, losses)
     _train_steps(trainer, student, opt, record, out, lm, cfg, start, progress)
     del student, opt
+    _series_record(out, lm, lineage, parents)
     return _result_from_record(out, record, cfg.steps, start)
+
+
+def _series_record(
+    out: Path, lm: LoadedModel, lineage: dict[str, Any], parents: Mapping[str, Any] | None
+) -> Path:
+    files = [out / RECORD_NAME, *(f for p in ckpt_dirs(out).values() for f in artifact_files(p))]
+    return write_record(
+        out,
+        "student",
+        files=files,
+        parents=dict(parents or {}),
+        models={"base": describe(lm)},
+        config=lineage,
+    )
 
 
 def _write_record(path: Path, obj: Any) -> None:
@@ -356,6 +388,7 @@ def training_loss(
     base_model: Any,
     data: TeacherData | str | Path,
     *,
+    teacher: Teacher | str | None = None,
     teacher_system: str | None = None,
     config: DistillConfig | None = None,
     progress: bool | None = None,
@@ -366,9 +399,8 @@ def training_loss(
     lm = as_model(base_model)
     cfg = replace(config or DistillConfig(), skip_unchanged_blocks=False)
     d = _as_data(data)
-    if teacher_system is None:
-        teacher_system = d.system
-    trainer = Trainer(lm, d, teacher_system, cfg, _resolve_layers(lm, cfg), progress)
+    t = data_teacher(d, teacher, teacher_system, cfg.loss)
+    trainer = Trainer(lm, d, t, cfg, _resolve_layers(lm, cfg), progress)
     total, count = 0.0, 0
     with torch.inference_mode():
         for s in range(0, len(trainer.exs), cfg.eval_batch_size):

@@ -3,18 +3,22 @@
 An experiment is a config dataclass (its fields are the command-line options), a ``run`` that
 writes ``results.json`` and artifacts to an output folder and returns an
 :class:`ExperimentResult`, and a registry entry (:func:`register`, :func:`get`, :func:`names`).
-Built in: ``owl`` (:mod:`steerlens.experiments.owl`, the demo).
+Built in: ``owl`` (:mod:`steerlens.experiments.owl`, the demo), ``svd``
+(:mod:`steerlens.experiments.svd`, Blank et al.'s transfer test with every teacher kind) and
+``mlp-aux`` (:mod:`steerlens.experiments.mlp_aux`, subliminal learning in a plain MLP).
 
 This layer sits below the report: the command line renders ``report.html`` from the result.
 """
 
 from __future__ import annotations
 
+from steerlens.experiments.mlp_aux import MlpAuxConfig
 from steerlens.experiments.owl import DemoConfig, OwlConfig
 from steerlens.experiments.owl import run as run_owl
 from steerlens.experiments.registry import Experiment, ExperimentConfig, get, names, register
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.stages import DATA_SEED_OFFSET, checkpoint_behavior, training_prompts
+from steerlens.experiments.svd import SvdConfig
 from steerlens.experiments.verdict import verdict
 
 __all__ = [
@@ -23,7 +27,9 @@ __all__ = [
     "Experiment",
     "ExperimentConfig",
     "ExperimentResult",
+    "MlpAuxConfig",
     "OwlConfig",
+    "SvdConfig",
     "checkpoint_behavior",
     "get",
     "names",

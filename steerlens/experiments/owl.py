@@ -34,12 +34,14 @@ from steerlens.experiments.controls import (
     series_plan,
     series_scores,
 )
+from steerlens.experiments.records import recorder, teacher_record
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.stages import (
     StageClock,
     json_load,
     json_save,
+    series_key,
     series_record,
     stage,
     training_prompts,
@@ -151,6 +153,7 @@ class _Run:
     progress: bool | None
     log: Callable[[str], None]
     plan: list[SeriesPlan]
+    teachers: dict[str, Path] = field(default_factory=dict)  # role → teacher record file
 
     def key(self, *fields_: str) -> str:
         """Cache key: the model fingerprint and the config fields a stage depends on."""
@@ -165,9 +168,17 @@ def _open(cfg: OwlConfig, out: Path, progress: bool | None, log: Callable[[str],
     trait = as_trait(cfg.trait)
     if cfg.probe_n is not None:
         trait = dataclasses.replace(trait, probe_n=cfg.probe_n)
-    return _Run(
+    r = _Run(
         cfg, out, model, trait, progress, log, series_plan(trait, cfg.benign_control, cfg.placebo)
     )
+    for role, desc in (
+        ("teacher", {"kind": "prompt", "system": trait.system_prompt}),
+        ("benign_teacher", {"kind": "prompt", "system": trait.neutral_system_prompt}),
+        ("base", {"kind": "base", "system": None}),
+    ):
+        path = out / "teachers" / f"{role}.json"
+        r.teachers[role] = teacher_record(path, desc, model)
+    return r
 
 
 def _teacher_vector(r: _Run) -> Any:
@@ -185,6 +196,7 @@ def _teacher_vector(r: _Run) -> Any:
         lambda v, p: v.save(p),
         SteeringVector.load,
         r.log,
+        recorder("vector", r.model, parents=r.teachers, config=r.cfg.to_json()),
     )
 
 
@@ -215,7 +227,18 @@ def _carry(r: _Run, vec: Any) -> Any:
         json_save,
         json_load,
         r.log,
+        recorder("carry", r.model, parents={"vector": r.out / "vectors" / "teacher.safetensors"}),
     )
+
+
+_FILE_OF = {"main": "teacher", "control": "base", "benign": "benign"}
+
+
+def _role(sp: SeriesPlan) -> str:
+    """The teacher record of a series' data source (base, trait teacher or benign teacher)."""
+    if sp.system is None:
+        return "base"
+    return "teacher" if sp.name == "main" and "placebo" not in sp.role else "benign_teacher"
 
 
 def _teacher_data(r: _Run) -> dict[str, Any]:
@@ -225,11 +248,10 @@ def _teacher_data(r: _Run) -> dict[str, Any]:
     data_dir = r.out / "data"
     data_dir.mkdir(exist_ok=True)
     prompts = training_prompts(r.cfg.n_samples, r.cfg.seed)
-    file_of = {"main": "teacher", "control": "base", "benign": "benign"}
 
-    def generate(name: str, system: str | None) -> Any:
+    def generate(name: str, system: str | None, role: str) -> Any:
         return stage(
-            data_dir / f"{file_of[name]}.jsonl",
+            data_dir / f"{_FILE_OF[name]}.jsonl",
             r.key("trait", "seed", "n_samples"),
             lambda: generate_teacher_data(
                 r.model,
@@ -242,9 +264,16 @@ def _teacher_data(r: _Run) -> dict[str, Any]:
             lambda d, p: d.save(p),
             TeacherData.load,
             r.log,
+            recorder(
+                "teacher_data",
+                r.model,
+                parents={"teacher": r.teachers[role]},
+                config={"system": system, "n_samples": r.cfg.n_samples, "seed": r.cfg.seed},
+                files=lambda p: [p, p.with_name(p.stem + ".meta.json")],
+            ),
         )
 
-    return {sp.name: generate(sp.name, sp.system) for sp in r.plan}
+    return {sp.name: generate(sp.name, sp.system, _role(sp)) for sp in r.plan}
 
 
 def _distill(r: _Run, data: dict[str, Any]) -> dict[str, Path]:
@@ -270,6 +299,10 @@ def _distill(r: _Run, data: dict[str, Any]) -> dict[str, Path]:
             teacher_system=sp.system,
             config=dcfg,
             progress=r.progress,
+            parents={
+                "data": r.out / "data" / f"{_FILE_OF[sp.name]}.jsonl",
+                "teacher": r.teachers[_role(sp)],
+            },
         )
     return dirs
 
@@ -298,7 +331,15 @@ def _behavior(r: _Run, dirs: dict[str, Path]) -> Any:
         )
         return out
 
-    return stage(r.out / "behavior.json", r.key(), compute, json_save, json_load, r.log)
+    return stage(
+        r.out / "behavior.json",
+        f"{r.key()}-{series_key(*dirs.values())}",  # keyed on the checkpoints' contents
+        compute,
+        json_save,
+        json_load,
+        r.log,
+        recorder("behavior", model, parents={"student": dirs["main"], "control": dirs["control"]}),
+    )
 
 
 def _track(r: _Run, vec: Any, dirs: dict[str, Path]) -> dict[str, Any]:
@@ -344,6 +385,15 @@ def _screen(r: _Run, vec: Any, data: dict[str, Any]) -> Any:
         json_save,
         json_load,
         r.log,
+        recorder(
+            "screen",
+            r.model,
+            parents={
+                "vector": r.out / "vectors" / "teacher.safetensors",
+                "data": r.out / "data" / "teacher.jsonl",
+                "control_data": r.out / "data" / "control.jsonl",
+            },
+        ),
     )
 
 
@@ -362,6 +412,18 @@ def _lineage(r: _Run, data: dict[str, Any], dirs: dict[str, Path]) -> Any:
         "seeds": {"seed": r.cfg.seed},
         "steerlens_version": __version__,
     }
+
+
+def _results_record(r: _Run, main_dir: Path, ctrl_dir: Path, verdict_: Any) -> None:
+    """The record of ``results.json``: made from every stage's artifact."""
+    parents = {
+        "vector": r.out / "vectors" / "teacher.safetensors",
+        **{n: r.out / f"{n}.json" for n in ("carry", "behavior", "screen")},
+        "student": main_dir,
+        "control": ctrl_dir,
+    }
+    cfg = {"trait": r.trait.name, "verdict": verdict_.get("strength"), "run": r.cfg.to_json()}
+    recorder("results", r.model, parents=parents, config=cfg)(r.out / "results.json")
 
 
 def run(
@@ -409,6 +471,7 @@ def run(
     }
     results["verdict"] = verdict(results)
     write_json(out / "results.json", results)
+    _results_record(r, dirs["main"], dirs["control"], results["verdict"])
     log(f"wrote {out / 'results.json'} in {clock.total():.0f}s")
     return ExperimentResult(results)
 
@@ -424,3 +487,11 @@ OWL = register(
     replace=True,  # a module reload (notebook autoreload) registers it again
 )
 """The registered owl experiment."""
+
+
+# The owl stages other experiments build on (steerlens.experiments.svd runs them on its own
+# config, a subclass of OwlConfig, so their cache keys and files are the same).
+Run = _Run
+open_run = _open
+teacher_vector_stage = _teacher_vector
+carry_stage = _carry

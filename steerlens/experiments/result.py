@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlens.common import read_json, write_json
-from steerlens.results import ResultMixin
+from steerlens.results import ResultMixin, html_table
 
 __all__ = ["ExperimentResult"]
 
@@ -49,6 +49,39 @@ class ExperimentResult(ResultMixin, Mapping[str, Any]):
 
     def to_json(self) -> dict[str, Any]:
         return self._data
+
+    def _parts(self) -> dict[str, Any]:
+        """The sub-results this run holds, rebuilt as typed results where they parse."""
+        from steerlens.carry.result import CarryResult
+        from steerlens.screen.result import ScreenResult
+        from steerlens.track.results import AlignmentTrack
+
+        out: dict[str, Any] = {}
+        for key, cls in (
+            ("track", AlignmentTrack),
+            ("carry", CarryResult),
+            ("screen", ScreenResult),
+        ):
+            d = self._data.get(key)
+            if isinstance(d, Mapping):
+                try:
+                    out[key] = cls.from_json(d)
+                except (KeyError, TypeError, ValueError, IndexError):
+                    continue
+        return out
+
+    def _html_details(self) -> str:
+        """One row per part of the run: its headline."""
+        rows = [[k, r.summary().splitlines()[0]] for k, r in self._parts().items()]
+        return html_table(["part", "result"], rows) if rows else ""
+
+    def main_figure(self) -> Any:
+        """The alignment track's figure, else the carry test's."""
+        for part in self._parts().values():
+            fig = part.main_figure()
+            if fig is not None:
+                return fig
+        return None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ExperimentResult:

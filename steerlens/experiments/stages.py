@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from steerlens.common import read_json, write_json
+from steerlens.common import read_json, sha256_bytes, write_json
 
 T = TypeVar("T")
 
@@ -24,6 +24,7 @@ __all__ = [
     "checkpoint_behavior",
     "json_load",
     "json_save",
+    "series_key",
     "series_record",
     "stage",
     "training_prompts",
@@ -50,19 +51,28 @@ def stage(
     save: Callable[[T, Path], object],
     load: Callable[[Path], T],
     log: Callable[[str], None],
+    record: Callable[[Path], object] | None = None,
 ) -> T:
-    """Run ``fn`` unless ``path`` holds a result written for the same ``key``."""
+    """Run ``fn`` unless ``path`` holds a result written for the same ``key``. ``record``
+    writes ``path``'s lineage record (after a fresh result; for a reused one only when its
+    files still match, see :func:`steerlens.lineage.ensure_record`)."""
+    from steerlens.lineage import ensure_record
+
     stamp = path.with_name(path.name + ".key")
     if path.exists() and stamp.is_file() and stamp.read_text().strip() == key:
         try:
             out = load(path)
             log(f"reusing {path.name}")
+            if record is not None:
+                ensure_record(path, lambda: record(path))
             return out
         except Exception as exc:  # noqa: BLE001 - a broken cache entry is recomputed
             log(f"cached {path.name} unreadable ({exc}); recomputing")
     out = fn()
     save(out, path)
     stamp.write_text(key)
+    if record is not None:
+        record(path)
     return out
 
 
@@ -112,6 +122,19 @@ def checkpoint_behavior(
     return {"steps": steps, "scores": scores}
 
 
+def series_key(*series_dirs: Path) -> str:
+    """A short key of the checkpoints' contents in ``series_dirs`` (their steps and content
+    signatures, not their paths): a stage that reads checkpoints adds it to its cache key, so a
+    recomputed or removed checkpoint invalidates it and a moved run folder does not."""
+    from steerlens.checkpoints import CheckpointSeries
+
+    parts = []
+    for d in series_dirs:
+        series = CheckpointSeries.discover(d)
+        parts.append([[ck.step, ck.signature()] for ck in series])
+    return sha256_bytes(json.dumps(parts))[:12]
+
+
 _SERIES_KEYS = ("config", "data", "base", "teacher_system", "checkpoints", "losses", "lineage_hash")
 
 
@@ -121,7 +144,7 @@ def series_record(series_dir: Path) -> dict[str, Any]:
     rec: dict[str, Any] = {"path": str(series_dir)}
     meta = series_dir / "distill.json"
     if meta.is_file():
-        d = json.loads(meta.read_text())
+        d = read_json(meta)
         rec.update({k: d[k] for k in _SERIES_KEYS if k in d})
     rec["checkpoints"] = sorted(p.name for p in series_dir.glob("checkpoint-*"))
     return rec

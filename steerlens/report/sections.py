@@ -12,7 +12,9 @@ import numpy as np
 from steerlens.common import jsonable
 from steerlens.report.evidence import section_evidence
 from steerlens.report.figures import PALETTE, bars, heatmap, lines_with_bands, rgba
+from steerlens.report.mlp_aux import render_mlp_aux
 from steerlens.report.page import Report
+from steerlens.report.svd import section_svd
 from steerlens.report.views import (
     BehaviorView,
     CarryView,
@@ -448,6 +450,8 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
     ``track``, ``screen``, ``timings_s``). A value may also be a result object with
     ``to_json()`` (a ``CarryResult``, an ``AlignmentTrack``): it is read as its JSON."""
     results = _m(jsonable(results))
+    if results.get("kind") == "steerlens.mlp_aux":
+        return render_mlp_aux(results, title)
     trait = results.get("trait")
     rep = Report(
         title or f"steerlens report{': ' + str(trait) if trait else ''}",
@@ -464,6 +468,8 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
         _section_vector(rep, VectorView.of(_m(results["teacher_vector"])))
     if _m(results.get("carry")):
         _section_carry(rep, CarryView.of(_m(results["carry"])))
+    if _m(results.get("svd")):
+        section_svd(rep, _m(results["svd"]))
     if _m(results.get("behavior")):
         _section_behavior(rep, BehaviorView.of(_m(results["behavior"])))
     if _m(results.get("track")):

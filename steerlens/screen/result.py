@@ -197,6 +197,21 @@ class ScreenResult(ResultMixin):
             lines.append(_summary_line(name, row))
         return "\n".join(lines)
 
+    def main_figure(self) -> Any:
+        """The 15 samples with the largest ΔP, as bars labelled by dataset and response."""
+        from steerlens.plots import bars
+
+        top = self.top(15)
+        if not top:
+            return None
+        return bars(
+            [f"{i + 1}. [{r['dataset']}] {r['response'][:40]}" for i, r in enumerate(top)],
+            [float(r["delta"]) for r in top],
+            title=f"Largest projection differences ΔP at layer {self.layer}",
+            xlabel="ΔP (activation units)",
+            ylabel="sample",
+        )
+
     def _html_details(self) -> str:
         """Per dataset: n, mean ΔP, its 95% CI, median and share with ΔP > 0."""
         header = ["dataset", "n", "n NaN", "mean ΔP", "CI low", "CI high", "median", "ΔP > 0"]

@@ -26,6 +26,10 @@ corrupt entry is detected and recomputed. For PEFT adapters (and full checkpoint
 blocks are unchanged) the input of the lowest changed block is captured on the base pass and
 only the blocks above it run per checkpoint (``skip_unchanged_blocks``).
 
+On a plain torch module (:func:`steerlens.wrap_module`) the same statistics run on input
+tensors and in-memory checkpoints: :func:`~steerlens.track.modules.track_modules`,
+:func:`~steerlens.track.modules.excess_modules`.
+
 Modules: :mod:`~steerlens.track.results` (the result classes), :mod:`~steerlens.track.nulls`
 (the statistics), :mod:`~steerlens.track.replay` (base pass and per-checkpoint rows),
 :mod:`~steerlens.track.cache` (the row cache), :mod:`~steerlens.track.core`
@@ -36,6 +40,7 @@ from steerlens.backends.upper import BlockInputs
 from steerlens.track.cache import RowCache, tokenizer_key
 from steerlens.track.core import NullSpan, track_checkpoints
 from steerlens.track.inputs import probe_prompts
+from steerlens.track.modules import ModuleTrack, excess_modules, track_modules
 from steerlens.track.nulls import NullConfig, cov_null_cosines, excess_bootstrap, layer_stats
 from steerlens.track.replay import base_pass, checkpoint_rows, replay_rows
 from steerlens.track.results import AlignmentTrack, ExcessAlignment, SeriesTrack
@@ -44,6 +49,7 @@ __all__ = [
     "AlignmentTrack",
     "BlockInputs",
     "ExcessAlignment",
+    "ModuleTrack",
     "NullConfig",
     "NullSpan",
     "RowCache",
@@ -52,9 +58,11 @@ __all__ = [
     "checkpoint_rows",
     "cov_null_cosines",
     "excess_bootstrap",
+    "excess_modules",
     "layer_stats",
     "probe_prompts",
     "replay_rows",
     "tokenizer_key",
     "track_checkpoints",
+    "track_modules",
 ]

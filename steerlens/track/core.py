@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from steerlens.activations import length_batches
 from steerlens.backends.upper import BlockInputs
+from steerlens.batching import check_context
 from steerlens.checkpoints import Checkpoint, CheckpointSeries, first_changed_block
 from steerlens.common import tqdm_disable
 from steerlens.models import as_model, cache_root, describe
@@ -90,6 +91,7 @@ def _encode_run(run: TrackRun, series: Any, control: Any, batch_size: int) -> No
         if len(e) == 0:
             raise ValueError(f"probe prompt {i} tokenizes to no tokens")
         position_indices(e, run.pos, i)
+    check_context(run.lm, run.encs, "probe prompt")
     run.batches = length_batches(run.encs, batch_size)
 
 

@@ -286,6 +286,35 @@ class AlignmentTrack(ResultMixin):
         reads it back (the layout every earlier release wrote)."""
         return atomic_write_text(path, json.dumps(self.to_json(), indent=1))
 
+    def main_figure(self) -> Any:
+        """Excess alignment of the best layer over steps with its CI (with a control series),
+        else EAS as a layer × checkpoint heatmap."""
+        from steerlens.plots import heatmap, lines_with_bands
+
+        ex = self.excess
+        if ex is not None and len(ex.estimate) and np.isfinite(ex.estimate[-1]).any():
+            j = self.layers.index(self.best_layer("excess"))
+            name = f"excess alignment, layer {self.layers[j]}"
+            return lines_with_bands(
+                ex.steps,
+                {name: ex.estimate[:, j].tolist()},
+                bands={name: (ex.lo[:, j].tolist(), ex.hi[:, j].tolist())},
+                title=f"EAS(main) − EAS(control), {ex.level:.0%} bootstrap CI",
+                xlabel="training step",
+                ylabel="excess EAS (cosine units)",
+                hline=0.0,
+            )
+        main = self._s("main")
+        return heatmap(
+            main.eas.T.tolist(),
+            main.steps,
+            self.layers,
+            title="EAS: alignment of the student shift with the teacher vector",
+            xlabel="training step",
+            ylabel="layer (block index)",
+            zlabel="EAS",
+        )
+
     def _html_details(self) -> str:
         """Per-layer table at the last checkpoint: EAS, projection, norm, corrected p (and the
         control's EAS and the excess with its CI when a control was tracked)."""

@@ -1,0 +1,90 @@
+"""What ``steerlens audit`` / :func:`steerlens.audit` take: :class:`AuditConfig` (its fields are
+the command's options) and :class:`AuditError`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from steerlens.common import sha256_bytes
+
+__all__ = ["AuditConfig", "AuditError"]
+
+
+class AuditError(ValueError):
+    """Artifacts that cannot be audited together (a student of another base, no samples …)."""
+
+
+def _opt(default: Any, help: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, **meta})
+
+
+def _req(help: str, **meta: Any) -> Any:
+    return field(metadata={"help": help, **meta})
+
+
+@dataclass(kw_only=True)
+class AuditConfig:
+    """An audit of a distillation pipeline: the base model, the teacher, the student (and an
+    optional control student), the training data and the trait. Analysis settings default to
+    the owl experiment's, so pointing the audit at a demo folder repeats its numbers."""
+
+    base: str = _req("base model: embedded name, HF id or local folder (teacher and student base)")
+    student: str = _req("student: a model/adapter folder or a folder of checkpoint-N", exists="dir")
+    data: str = _req(
+        "training data JSONL: chats {messages: [...]} or {prompt|user, response|completion}",
+        exists="file",
+    )
+    trait: str = _opt("owl", "built-in trait name or trait YAML")
+    teacher_system: str | None = _opt(
+        None, "the teacher's system prompt (none: the trait's, unless another teacher is given)"
+    )
+    teacher_model: str | None = _opt(
+        None, "fine-tuned teacher: PEFT adapter or model folder of the base", exists="dir"
+    )
+    teacher_vector: str | None = _opt(
+        None, "steered teacher: .safetensors steering vector", exists="file"
+    )
+    teacher_alpha: float = _opt(4.0, "steered teacher: strength α")
+    teacher_layers: tuple[int, ...] | None = _opt(
+        None, "steered teacher: layers edited (none: the vector's)"
+    )
+    control: str | None = _opt(
+        None, "control student (trained the same way on benign data)", exists="dir"
+    )
+    control_data: str | None = _opt(
+        None, "the control student's training data JSONL", exists="file"
+    )
+    force_base: bool = _opt(False, "audit a student whose recorded base differs from --base")
+    carry_layers: tuple[int, ...] | None = _opt(None, "carry-test layers (none: a spread)")
+    alphas: tuple[float, ...] = _opt((2.0, 4.0, 8.0), "carry-test steering strengths α")
+    n_random: int = _opt(2, "random directions per carry cell (null band)")
+    probe_n: int | None = _opt(None, "probe prompts of the trait (none: the trait's own)")
+    n_null: int = _opt(1000, "random directions of the tracking null")
+    n_boot: int = _opt(1000, "bootstrap resamples of the tracking intervals")
+    screen_max: int = _opt(24, "training samples screened per data set")
+    seed: int = _opt(0, "seed for every random choice")
+    device: str = _opt("cpu", "cpu, cuda, cuda:1 …")
+    out: str = _opt("runs/audit", "output folder (results.json, report.html, lineage)")
+
+    def __post_init__(self) -> None:
+        given = [x for x in (self.teacher_model, self.teacher_vector) if x is not None]
+        if len(given) > 1:
+            raise ValueError(
+                "give one teacher: --teacher-model (a fine-tune) or --teacher-vector (a steered "
+                "base), optionally with --teacher-system"
+            )
+        if self.control_data is not None and self.control is None:
+            raise ValueError("--control-data needs --control (the student trained on it)")
+        if self.screen_max < 1:
+            raise ValueError(f"screen_max must be >= 1, got {self.screen_max}")
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+    def key(self, *fields_: str) -> str:
+        d = self.to_json()
+        sub = {k: d[k] for k in fields_} if fields_ else d
+        return sha256_bytes(json.dumps(sub, sort_keys=True))[:12]

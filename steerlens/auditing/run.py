@@ -1,0 +1,312 @@
+"""``steerlens audit`` / :func:`audit`: the owl experiment's analysis on the user's own teacher,
+student, data and trait, every stage cached in the output folder (an interrupted audit resumes).
+
+Stages: the teacher vector (trait vs neutral system prompt for the trait's prompted teacher,
+else the teacher's activations minus the base's), the carry test of that vector under the
+teacher, behavior per checkpoint of the student and the control (and of both teachers),
+alignment tracking with random-direction nulls and the control, screening of the training
+data; ``results.json`` with the verdict and the lineage the numbers were computed on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from steerlens.auditing.config import AuditConfig
+from steerlens.auditing.inputs import base_check, input_records, make_teacher, read_data
+from steerlens.common import sha256_bytes, write_json
+from steerlens.experiments.records import recorder
+from steerlens.experiments.result import ExperimentResult
+from steerlens.experiments.stages import (
+    StageClock,
+    checkpoint_behavior,
+    json_load,
+    json_save,
+    series_record,
+    stage,
+)
+from steerlens.experiments.verdict import verdict
+
+__all__ = ["audit"]
+
+
+@dataclass
+class _Audit:
+    cfg: AuditConfig
+    out: Path
+    model: Any
+    trait: Any
+    teacher: Any
+    progress: bool | None
+    log: Callable[[str], None]
+    records: dict[str, Path] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def default_teacher(self) -> bool:
+        """The trait's own prompted teacher (the demo's): the classic teacher vector."""
+        t = self.teacher
+        return t.kind == "prompt" and t.system == self.trait.system_prompt
+
+    def key(self, *fields_: str) -> str:
+        """Cache key: base fingerprint, the inputs' record digests and the config fields."""
+        from steerlens.lineage import read_record
+
+        digests = "".join(read_record(p).digest for _, p in sorted(self.records.items()))
+        return f"{self.model.fingerprint}-{sha256_bytes(digests)[:12]}-{self.cfg.key(*fields_)}"
+
+    def rec(self, kind: str, **parents: Path) -> Callable[[Path], Path]:
+        return recorder(kind, self.model, parents=parents, config=self.cfg.to_json())
+
+
+def _open(cfg: AuditConfig, progress: bool | None, log: Callable[[str], None]) -> _Audit:
+    from steerlens.models import load_model
+    from steerlens.traits import as_trait
+
+    trait = as_trait(cfg.trait)
+    if cfg.probe_n is not None:
+        trait = replace(trait, probe_n=cfg.probe_n)
+    for path, what in ((cfg.data, "training data"), (cfg.control_data, "control data")):
+        if path is not None:
+            read_data(path, what)
+    out = Path(cfg.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(cfg.base, device=cfg.device)
+    a = _Audit(cfg, out, model, trait, make_teacher(cfg, trait), progress, log)
+    a.checks.append(base_check(Path(cfg.student), model, cfg.force_base))
+    if cfg.control is not None:
+        a.checks.append(base_check(Path(cfg.control), model, cfg.force_base, "control"))
+    a.records = input_records(cfg, out, model, a.teacher, log)
+    return a
+
+
+def _vector(a: _Audit) -> Any:
+    from steerlens.extract import model_teacher_vector, teacher_vector
+    from steerlens.vectors import SteeringVector
+
+    def compute() -> Any:
+        kw: dict[str, Any] = {"layers": "all", "seed": a.cfg.seed, "progress": a.progress}
+        if a.default_teacher:
+            return teacher_vector(a.model, a.trait, **kw)
+        return model_teacher_vector(a.model, a.teacher, a.trait, **kw)
+
+    path = a.out / "vectors" / "teacher.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return stage(
+        path,
+        a.key("trait", "seed", "probe_n"),
+        compute,
+        lambda v, p: v.save(p),
+        SteeringVector.load,
+        a.log,
+        a.rec("vector", teacher=a.records["teacher"]),
+    )
+
+
+def _carry(a: _Audit, vec: Any) -> Any:
+    from steerlens.carry import carry_test
+
+    c = a.cfg
+    kw: dict[str, Any] = {} if a.default_teacher else {"teacher": a.teacher}
+    return stage(
+        a.out / "carry.json",
+        a.key("trait", "seed", "probe_n", "carry_layers", "alphas", "n_random"),
+        lambda: carry_test(
+            a.model,
+            vec,
+            a.trait,
+            layers=list(c.carry_layers) if c.carry_layers else None,
+            alphas=c.alphas,
+            n_random=c.n_random,
+            seed=c.seed,
+            progress=a.progress,
+            **kw,
+        ).to_json(),
+        json_save,
+        json_load,
+        a.log,
+        a.rec("carry", vector=a.out / "vectors" / "teacher.safetensors"),
+    )
+
+
+def _behavior(a: _Audit) -> Any:
+    from steerlens.behavior import trait_behavior
+    from steerlens.carry import teacher_score
+
+    model, trait, c = a.model, a.trait, a.cfg
+    beh = trait_behavior(model, trait)
+
+    def compute() -> dict[str, Any]:
+        main = checkpoint_behavior(model, Path(c.student), beh)
+        ctrl = (
+            checkpoint_behavior(model, Path(c.control), beh)
+            if c.control is not None
+            else {"steps": [0], "scores": [main["scores"][0]], "note": "no control: the base"}
+        )
+        return {
+            "main": main,
+            "control": ctrl,
+            "teacher": float(teacher_score(model, a.teacher, beh)),
+            "benign_teacher": float(beh.with_system(trait.neutral_system_prompt)(model)),
+            "metric": beh.describe(),
+        }
+
+    parents = {k: v for k, v in a.records.items() if k in ("teacher", "student", "control")}
+    return stage(
+        a.out / "behavior.json",
+        a.key(),
+        compute,
+        json_save,
+        json_load,
+        a.log,
+        a.rec("behavior", **parents),
+    )
+
+
+def _live_layers(vec: Any) -> list[int] | None:
+    """The vector's layers with a nonzero direction (None: all of them). A teacher that edits
+    from a middle layer on differs from the base only there."""
+    live = [layer for layer in vec.layers if float(vec[layer].norm()) > 0]
+    return None if len(live) == len(vec.layers) else live
+
+
+def _track(a: _Audit, vec: Any) -> Any:
+    from steerlens.track import track_checkpoints
+
+    c = a.cfg
+    parents = {k: v for k, v in a.records.items() if k in ("student", "control")}
+    return stage(
+        a.out / "track.json",
+        a.key(),
+        lambda: track_checkpoints(
+            a.model,
+            Path(c.student),
+            vec,
+            a.trait,
+            control=None if c.control is None else Path(c.control),
+            layers=_live_layers(vec),
+            cache_dir=a.out / "cache" / "track",
+            n_null=c.n_null,
+            n_boot=c.n_boot,
+            seed=c.seed,
+            progress=a.progress,
+        ).to_json(),
+        json_save,
+        json_load,
+        a.log,
+        a.rec("track", vector=a.out / "vectors" / "teacher.safetensors", **parents),
+    )
+
+
+def _screen(a: _Audit, vec: Any) -> Any:
+    from steerlens.screen import screen_dataset
+
+    c, n = a.cfg, a.cfg.screen_max
+    sets = {"teacher": read_data(c.data)[:n]}
+    if c.control_data is not None:
+        sets["control"] = read_data(c.control_data, "control data")[:n]
+    parents = {k: v for k, v in a.records.items() if k in ("data", "control_data")}
+    return stage(
+        a.out / "screen.json",
+        a.key(),
+        lambda: screen_dataset(
+            a.model, vec, sets, layers=_live_layers(vec), seed=c.seed, progress=a.progress
+        ).to_json(),
+        json_save,
+        json_load,
+        a.log,
+        a.rec("screen", vector=a.out / "vectors" / "teacher.safetensors", **parents),
+    )
+
+
+def _lineage(a: _Audit) -> dict[str, Any]:
+    from steerlens.lineage import read_record
+    from steerlens.models import describe
+    from steerlens.version import __version__
+
+    c = a.cfg
+    students = {"main": series_record(Path(c.student))}
+    if c.control is not None:
+        students["control"] = series_record(Path(c.control))
+    return {
+        "base": describe(a.model),
+        "teacher": {
+            "model": a.model.name,
+            "system_prompt": a.teacher.system,
+            **a.teacher.describe(),
+        },
+        "data": {
+            "teacher": {"path": c.data},
+            **({"control": {"path": c.control_data}} if c.control_data else {}),
+        },
+        "students": students,
+        "base_checks": a.checks,
+        "records": {
+            k: {"path": str(p), "sha256": read_record(p).digest} for k, p in a.records.items()
+        },
+        "seeds": {"seed": c.seed},
+        "steerlens_version": __version__,
+    }
+
+
+def audit(
+    config: AuditConfig | None = None,
+    *,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+    **fields: Any,
+) -> ExperimentResult:
+    """Audit a distillation pipeline (see the module doc): ``audit(base=..., student=...,
+    data=..., trait=..., out=...)`` or ``audit(AuditConfig(...))``. Writes ``results.json``
+    (the verdict, every stage's numbers and the lineage of the inputs), the vector, and a
+    lineage record beside each artifact to ``config.out``; returns the results.
+
+    Refuses (:class:`AuditError`) a student whose recorded base fingerprint differs from
+    ``base``, unless ``force_base=True``."""
+    cfg = replace(config, **fields) if config is not None else AuditConfig(**fields)
+    clock = StageClock(log)
+    a = _open(cfg, progress, log)
+    clock.tick("load model, check inputs")
+    vec = _vector(a)
+    clock.tick("teacher vector")
+    carry = _carry(a, vec)
+    clock.tick("carry test")
+    beh = _behavior(a)
+    clock.tick("behavior per checkpoint")
+    track = _track(a, vec)
+    clock.tick("tracking")
+    screen = _screen(a, vec)
+    clock.tick("screening")
+    results: dict[str, Any] = {
+        "kind": "steerlens.audit",
+        "config": cfg.to_json(),
+        "trait": a.trait.name,
+        "lineage": _lineage(a),
+        "teacher_vector": vec.to_json(),
+        "carry": carry,
+        "behavior": beh,
+        "track": track,
+        "screen": screen,
+        "timings_s": clock.timings,
+    }
+    results["verdict"] = verdict(results)
+    if cfg.control is None:
+        results["verdict"]["lines"].append(
+            "No control student was given: the student's behavior is compared with the base "
+            "(step 0), and no excess alignment over a control can be computed. Train a control "
+            "on benign data the same way and pass it (--control) for the controlled test."
+        )
+    write_json(a.out / "results.json", results)
+    parents = {n: a.out / f"{n}.json" for n in ("carry", "behavior", "track", "screen")}
+    rec = recorder(
+        "results",
+        a.model,
+        parents={**a.records, **parents},
+        config={"trait": a.trait.name, "verdict": results["verdict"].get("strength")},
+    )
+    rec(a.out / "results.json")
+    log(f"wrote {a.out / 'results.json'} in {clock.total():.0f}s")
+    return ExperimentResult(results)

@@ -1,0 +1,381 @@
+"""The ``svd`` experiment (``steerlens experiment svd``): Blank et al.'s steering-vector
+distillation test at the level of transfer, on the embedded model.
+
+Teachers (one :class:`~steerlens.teachers.Teacher` each):
+
+- ``prompted``: the base with the owl system prompt;
+- ``steered``: the base with α·v added at the owl teacher vector's clean-peak layer ℓ*, α the
+  carry test's clean-peak α (no system prompt): the case where the trait *is* a vector;
+- ``ablated``: the owl system prompt with v̂ projected out after every block from ℓ* on;
+- ``placebo``: the neutral system prompt of the same form;
+- ``base``: the base itself, whose student is the **base control** every delta is taken
+  against (DESIGN.md "controls").
+
+The owl stages run first (model, teacher vector, carry test: :mod:`steerlens.experiments.owl`,
+same cache files), then per teacher: its carry test (the predictor, clean-peak S), its numbers,
+a student per loss (SFT on the sampled tokens as the papers train, KL to the teacher's soft
+labels beside it), and per student the transfer (behavior delta vs the base control with CI and
+permutation p, fraction of the teacher's gap) and its alignment with the teacher vector at ℓ*
+against the random-direction null (:mod:`steerlens.experiments.svd_measure`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steerlens.common import sha256_bytes, write_json
+from steerlens.experiments.owl import OwlConfig, Run, carry_stage, open_run, teacher_vector_stage
+from steerlens.experiments.registry import Experiment, register
+from steerlens.experiments.result import ExperimentResult
+from steerlens.experiments.stages import (
+    StageClock,
+    json_load,
+    json_save,
+    series_record,
+    stage,
+    training_prompts,
+)
+from steerlens.experiments.svd_measure import alignment_at, transfer, transfer_verdict
+from steerlens.teachers import Teacher
+
+__all__ = ["SvdConfig", "run", "svd_teachers"]
+
+TEACHER_NAMES = ("prompted", "steered", "ablated", "placebo", "base")
+
+
+@dataclass
+class SvdConfig(OwlConfig):
+    """Settings of the svd run: the owl experiment's (model, trait, data, LoRA, carry grid,
+    nulls) plus where and how hard the steered teacher steers, and the losses trained."""
+
+    loss: str = field(
+        default="sft",
+        metadata={"help": "the headline distillation loss", "choices": ("kl", "sft")},
+    )
+    also_kl: bool = field(
+        default=True, metadata={"help": "train a KL (soft-label) student beside each SFT one"}
+    )
+    steer_layer: int | None = field(
+        default=None, metadata={"help": "steered/ablated layer (none: the clean-peak layer)"}
+    )
+    steer_alpha: float | None = field(
+        default=None, metadata={"help": "steering strength α (none: the clean-peak α)"}
+    )
+    teacher_carry: bool = field(
+        default=True, metadata={"help": "carry-test every teacher (the predictor per teacher)"}
+    )
+    teachers: tuple[str, ...] = field(
+        default=TEACHER_NAMES,
+        metadata={"help": "teachers to run (a subset of the five; 'base' is always run)"},
+    )
+
+    def __post_init__(self) -> None:
+        bad = [t for t in self.teachers if t not in TEACHER_NAMES]
+        if bad:
+            raise ValueError(f"unknown teachers {bad}: choose from {', '.join(TEACHER_NAMES)}")
+        if "base" not in self.teachers:
+            self.teachers = (*self.teachers, "base")  # the base control every delta needs
+
+    def losses(self) -> list[str]:
+        other = "kl" if self.loss == "sft" else "sft"
+        return [self.loss, other] if self.also_kl else [self.loss]
+
+
+def _peak(carry: dict[str, Any], cfg: SvdConfig) -> tuple[int, float, str]:
+    """ℓ* and α of the steered teacher: the config's, else the carry test's clean peak, else
+    its raw peak (with a note saying which)."""
+    cp = carry.get("clean_peak") or {}
+    rp = carry.get("raw_peak") or {}
+    src = "clean peak" if cp.get("layer") is not None else "raw peak"
+    peak = cp if cp.get("layer") is not None else rp
+    layer = cfg.steer_layer if cfg.steer_layer is not None else peak.get("layer")
+    alpha = cfg.steer_alpha if cfg.steer_alpha is not None else peak.get("alpha")
+    if layer is None or alpha is None:
+        layers = carry.get("layers") or [15]
+        layer = layer if layer is not None else int(layers[len(layers) // 2])
+        alpha = alpha if alpha is not None else float(max(cfg.alphas))
+        src = "no carry peak (no grid cell beat α=0): the middle grid layer and largest α"
+    if cfg.steer_layer is not None or cfg.steer_alpha is not None:
+        src = "config"
+    return int(layer), float(alpha), src
+
+
+def svd_teachers(vec: Any, trait: Any, layer: int, alpha: float) -> dict[str, Teacher]:
+    """The five teachers of the experiment (module doc), by name."""
+    return {
+        "prompted": Teacher.prompted(trait.system_prompt),
+        "steered": Teacher.steered(vec.select([layer]), alpha, [layer]),
+        "ablated": Teacher.ablated(vec, layer, trait.system_prompt),
+        "placebo": Teacher.prompted(trait.neutral_system_prompt),
+        "base": Teacher.base(),
+    }
+
+
+def _tkey(r: Run, t: Teacher, *fields_: str) -> str:
+    lineage = sha256_bytes(json.dumps(t.lineage(), sort_keys=True))[:12]
+    return f"{r.key(*fields_)}-{lineage}"
+
+
+def _teacher_carry(r: Run, name: str, t: Teacher, vec: Any, owl_carry: Any) -> Any:
+    """The carry test of the owl teacher vector against teacher ``t`` (the prompted teacher's
+    is the owl stage's)."""
+    from steerlens.carry import carry_test
+
+    cfg = r.cfg
+    if name == "prompted":
+        return owl_carry
+    if name == "base" or not isinstance(cfg, SvdConfig) or not cfg.teacher_carry:
+        return None
+    return stage(
+        r.out / "carry" / f"{name}.json",
+        _tkey(r, t, "trait", "seed", "probe_n", "carry_layers", "alphas", "n_random"),
+        lambda: carry_test(
+            r.model,
+            vec,
+            r.trait,
+            teacher=t,
+            layers=list(cfg.carry_layers) if cfg.carry_layers else None,
+            alphas=cfg.alphas,
+            n_random=cfg.n_random,
+            necessity=False,
+            seed=cfg.seed,
+            progress=r.progress,
+        ).to_json(),
+        json_save,
+        json_load,
+        r.log,
+    )
+
+
+def _data(r: Run, name: str, t: Teacher) -> Any:
+    from steerlens.distill import TeacherData, generate_teacher_data
+
+    prompts = training_prompts(r.cfg.n_samples, r.cfg.seed)
+    return stage(
+        r.out / "data" / f"{name}.jsonl",
+        _tkey(r, t, "trait", "seed", "n_samples"),
+        lambda: generate_teacher_data(
+            r.model, prompts, teacher=t, n=r.cfg.n_samples, seed=r.cfg.seed, progress=r.progress
+        ),
+        lambda d, p: d.save(p),
+        TeacherData.load,
+        r.log,
+    )
+
+
+def _student(r: Run, name: str, t: Teacher, data: Any, loss: str) -> Path:
+    from steerlens.distill import DistillConfig, distill
+
+    cfg = r.cfg
+    dcfg = DistillConfig(
+        rank=cfg.rank,
+        layers=cfg.lora_layers,
+        loss=loss,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        save_every=cfg.save_every,
+        seed=cfg.seed,
+    )
+    out = r.out / "students" / loss / name
+    distill(r.model, data, out, teacher=t, config=dcfg, progress=r.progress)
+    return out
+
+
+def _per_prompt(model: Any, behavior: Any) -> list[float]:
+    return [float(x) for x in behavior.per_prompt(model).tolist()]
+
+
+def _behaviors(r: Run, teachers: dict[str, Teacher], dirs: dict[str, dict[str, Path]]) -> Any:
+    """Per-eval-prompt B of the base, each teacher and each student's last checkpoint."""
+    from steerlens.behavior import trait_behavior
+    from steerlens.models import load_model
+
+    beh = trait_behavior(r.model, r.trait)
+    if not hasattr(beh, "per_prompt"):
+        raise ValueError("the svd experiment needs a per-prompt metric (the trait's logprob)")
+
+    def compute() -> dict[str, Any]:
+        out: dict[str, Any] = {"base": _per_prompt(r.model, beh), "teachers": {}, "students": {}}
+        for name, t in teachers.items():
+            with t.apply(r.model) as m:
+                out["teachers"][name] = _per_prompt(m, beh.with_system(t.system))
+        for loss, by_name in dirs.items():
+            out["students"][loss] = {}
+            for name, d in by_name.items():
+                final = sorted(d.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+                student = load_model(final[-1], base=r.model)
+                out["students"][loss][name] = _per_prompt(student, beh)
+                del student
+        out["metric"] = beh.describe()
+        return out
+
+    return stage(r.out / "behavior.json", r.key(), compute, json_save, json_load, r.log)
+
+
+def _alignment(r: Run, vec: Any, dirs: dict[str, dict[str, Path]], layer: int) -> Any:
+    """Per loss and teacher: the student's alignment at ℓ* (vs null, and vs the base control)."""
+    from steerlens.track import track_checkpoints
+
+    def compute() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for loss, by_name in dirs.items():
+            out[loss] = {}
+            for name, d in by_name.items():
+                if name == "base":
+                    continue
+                tr = track_checkpoints(
+                    r.model,
+                    d,
+                    vec,
+                    r.trait,
+                    control=by_name["base"],
+                    layers=[layer],
+                    cache_dir=r.out / "cache" / "track",
+                    n_null=r.cfg.n_null,
+                    n_boot=r.cfg.n_boot,
+                    seed=r.cfg.seed,
+                    progress=r.progress,
+                )
+                out[loss][name] = alignment_at(tr.to_json(), layer)
+        return out
+
+    return stage(r.out / "alignment.json", r.key(), compute, json_save, json_load, r.log)
+
+
+def _rows(
+    r: Run, carries: dict[str, Any], beh: Any, align: Any, teachers: dict[str, Teacher]
+) -> dict[str, Any]:
+    """Per loss and teacher: the predictor, the transfer and the alignment, as JSON."""
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    for loss, studs in beh["students"].items():
+        rows: dict[str, Any] = {}
+        for name, t in teachers.items():
+            c = carries.get(name) or {}
+            cp = c.get("clean_peak") or {}
+            tr = transfer(
+                np.array(studs[name]),
+                np.array(studs["base"]),
+                np.array(beh["teachers"][name]),
+                np.array(beh["base"]),
+                n_boot=r.cfg.n_boot,
+                seed=r.cfg.seed,
+            )
+            rows[name] = {
+                "teacher": t.describe(),
+                "carry_defined": c.get("defined"),
+                "carry_level": c.get("level"),
+                "S": cp.get("S") if c.get("defined") else None,
+                "S_layer": cp.get("layer"),
+                "S_alpha": cp.get("alpha"),
+                "S_beats_null": cp.get("beats_null"),
+                "transfer": tr.to_json(),
+                "alignment": (align.get(loss) or {}).get(name),
+            }
+        out[loss] = rows
+    return out
+
+
+def _lineage(r: Run, datas: dict[str, Any], dirs: dict[str, dict[str, Path]]) -> Any:
+    from steerlens.models import describe
+    from steerlens.version import __version__
+
+    return {
+        "base": describe(r.model),
+        "teachers": {n: d.settings.get("teacher") for n, d in datas.items()},
+        "data": {n: d.meta() for n, d in datas.items()},
+        "students": {
+            loss: {n: series_record(p) for n, p in by.items()} for loss, by in dirs.items()
+        },
+        "seeds": {"seed": r.cfg.seed},
+        "steerlens_version": __version__,
+    }
+
+
+def run(
+    cfg: SvdConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> ExperimentResult:
+    """Run the svd experiment; write ``results.json`` (the command line adds ``report.html``)."""
+    from steerlens.version import __version__
+
+    out = Path(out_dir).expanduser()
+    for sub in ("data", "carry"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    clock = StageClock(log)
+    r = open_run(cfg, out, progress, log)
+    clock.tick("load model")
+    vec = teacher_vector_stage(r)
+    clock.tick("teacher vector")
+    owl_carry = carry_stage(r, vec)
+    clock.tick("carry test")
+    layer, alpha, src = _peak(owl_carry, cfg)
+    log(f"steered teacher: α={alpha:g} at layer {layer} ({src})")
+    every = svd_teachers(vec, r.trait, layer, alpha)
+    teachers = {n: t for n, t in every.items() if n in cfg.teachers}
+    carries = {n: _teacher_carry(r, n, t, vec, owl_carry) for n, t in teachers.items()}
+    clock.tick("teacher carry tests")
+    datas = {n: _data(r, n, t) for n, t in teachers.items()}
+    clock.tick("teacher data")
+    dirs = {
+        loss: {n: _student(r, n, t, datas[n], loss) for n, t in teachers.items()}
+        for loss in cfg.losses()
+    }
+    clock.tick("distillation")
+    beh = _behaviors(r, teachers, dirs)
+    clock.tick("behavior")
+    align = _alignment(r, vec, dirs, layer)
+    clock.tick("alignment")
+    rows = _rows(r, carries, beh, align, teachers)
+    verdicts = {loss: transfer_verdict(rs) for loss, rs in rows.items()}
+    head = verdicts[cfg.loss]
+    results: dict[str, Any] = {
+        "kind": "steerlens.svd",
+        "steerlens_version": __version__,
+        "config": cfg.to_json(),
+        "trait": r.trait.name,
+        "lineage": _lineage(r, datas, dirs),
+        "teacher_vector": vec.to_json(),
+        "carry": owl_carry,
+        "svd": {
+            "layer": layer,
+            "alpha": alpha,
+            "peak_source": src,
+            "headline_loss": cfg.loss,
+            "rows": rows,
+            "verdicts": verdicts,
+            "teacher_carry": {n: c for n, c in carries.items() if n != "prompted"},
+        },
+        "timings_s": clock.timings,
+    }
+    lines = [f"{loss}: {v['headline']}" for loss, v in verdicts.items()] + head["lines"]
+    results["verdict"] = {"headline": head["headline"], "lines": lines, **_strength(head)}
+    write_json(out / "results.json", results)
+    log(f"wrote {out / 'results.json'} in {clock.total():.0f}s")
+    return ExperimentResult(results)
+
+
+def _strength(v: dict[str, Any]) -> dict[str, Any]:
+    return {"strength": v["strength"], "positive_control": v["positive_control"]}
+
+
+SVD = register(
+    Experiment(
+        name="svd",
+        config=SvdConfig,
+        run=run,
+        description="Blank et al.'s transfer test: prompted, steered, ablated and placebo "
+        "teachers, a student from each and the base control",
+        default_out="runs/svd",
+    ),
+    replace=True,
+)
+"""The registered svd experiment."""
