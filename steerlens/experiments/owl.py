@@ -391,7 +391,7 @@ def _screen(r: _Run, vec: Any, data: dict[str, Any]) -> Any:
             parents={
                 "vector": r.out / "vectors" / "teacher.safetensors",
                 "data": r.out / "data" / "teacher.jsonl",
-                "control_data": r.out / "data" / "control.jsonl",
+                "control_data": r.out / "data" / "base.jsonl",
             },
         ),
     )
