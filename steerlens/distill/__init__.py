@@ -74,6 +74,8 @@ from steerlens.distill.data import (
     eos_ids,
     generate_teacher_data,
 )
+from steerlens.distill.heldout import student_loss
+from steerlens.distill.mitigations import Mitigation, VetResult, vet, vet_by_scores
 from steerlens.distill.targets import kl_to_teacher
 from steerlens.distill.train import distill, distill_pair, training_loss
 
@@ -85,9 +87,11 @@ __all__ = [
     "DistillConfig",
     "DistillError",
     "DistillResult",
+    "Mitigation",
     "NumberListGrammar",
     "NumberTokensOnly",
     "TeacherData",
+    "VetResult",
     "default_layers",
     "default_n_samples",
     "distill",
@@ -95,5 +99,8 @@ __all__ = [
     "eos_ids",
     "generate_teacher_data",
     "kl_to_teacher",
+    "student_loss",
     "training_loss",
+    "vet",
+    "vet_by_scores",
 ]

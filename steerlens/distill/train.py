@@ -28,6 +28,7 @@ from steerlens.distill.config import (
     json_sha256,
 )
 from steerlens.distill.data import TeacherData
+from steerlens.distill.mitigations import Mitigation
 from steerlens.distill.resume import ckpt_dirs, intact_steps, same_run
 from steerlens.distill.student import inner_hf, make_student
 from steerlens.distill.teacher import data_teacher
@@ -89,6 +90,7 @@ def _lineage(
     d: TeacherData,
     teacher: Teacher | None,
     layers: list[int],
+    mitigation: Mitigation | None = None,
 ) -> dict[str, Any]:
     """What fixes the weights of each step (its hash decides whether a run may resume). A
     prompted teacher is its system prompt (as before teachers had kinds); any other kind adds
@@ -103,6 +105,8 @@ def _lineage(
     }
     if kl and teacher is not None and teacher.kind not in ("prompt",):
         out["teacher"] = teacher.lineage()
+    if mitigation is not None:
+        out["mitigation"] = mitigation.lineage()
     return out
 
 
@@ -253,6 +257,7 @@ def distill(
     overwrite: bool = False,
     progress: bool | None = None,
     parents: Mapping[str, str | Path] | None = None,
+    mitigation: Mitigation | None = None,
 ) -> DistillResult:
     """Train a LoRA student of ``base_model`` on the teacher's numbers; save a checkpoint series.
 
@@ -273,6 +278,9 @@ def distill(
     its checkpoint files and ``distill.json`` by sha256, the base model, and ``parents`` (role
     → artifact with a record, e.g. ``{"data": "data/teacher.jsonl"}``; a ``data`` path that has
     a record is its parent without being named).
+
+    ``mitigation`` (:class:`~steerlens.distill.mitigations.Mitigation`): a trait-direction
+    regulariser and/or preventative steering during training only; recorded in the lineage.
     """
     lm = as_model(base_model)
     cfg = config or DistillConfig()
@@ -280,7 +288,7 @@ def distill(
     t = data_teacher(d, teacher, teacher_system, cfg.loss)
     layers = _resolve_layers(lm, cfg)
     out = Path(out_dir).expanduser()
-    lineage = _lineage(lm, cfg, d, t, layers)
+    lineage = _lineage(lm, cfg, d, t, layers, mitigation)
     start, losses, done = _resume_point(out, lineage, json_sha256(lineage)[:16], cfg, overwrite)
     if isinstance(data, (str, Path)) and has_record(data):
         parents = {"data": data, **(parents or {})}
@@ -290,7 +298,7 @@ def distill(
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    trainer = Trainer(lm, d, t, cfg, layers, progress)
+    trainer = Trainer(lm, d, t, cfg, layers, progress, mitigation)
     t_prep = time.perf_counter() - t0
     student = make_student(lm, cfg, layers)
     params = [p for p in student.parameters() if p.requires_grad]

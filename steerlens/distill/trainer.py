@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -18,6 +19,7 @@ from steerlens.behavior import last_logits
 from steerlens.common import tqdm_disable
 from steerlens.distill.config import DistillConfig
 from steerlens.distill.data import TeacherData
+from steerlens.distill.mitigations import Mitigation, TrainingMitigation
 from steerlens.distill.targets import (
     Target,
     batch_tensors,
@@ -48,7 +50,10 @@ class Trainer:
         cfg: DistillConfig,
         layers: list[int],
         progress: bool | None,
+        mitigation: Mitigation | None = None,
     ):
+        if mitigation is not None and mitigation.regularises:
+            cfg = replace(cfg, share_prefix=False)  # one block call per forward to regularise
         self.lm, self.cfg, self.layers = lm, cfg, layers
         self.first = min(layers)
         self._perms: dict[int, list[int]] = {}
@@ -61,11 +66,16 @@ class Trainer:
             check_same_responses(self.exs, t_exs)
             with t.apply(lm) as tlm:
                 self.targets = teacher_targets(tlm, t_exs, cfg.top_k, cfg.eval_batch_size, progress)
+        self.mit = None if mitigation is None else self._mitigation(mitigation)
         self.lower: list[torch.Tensor] | None = None
         self.use_fast = False
-        if cfg.skip_unchanged_blocks and can_run_blocks_from(lm.model, self.first):
+        full = self.mit is not None and self.mit.needs_full_forward
+        if cfg.skip_unchanged_blocks and not full and can_run_blocks_from(lm.model, self.first):
             self.lower = self._lower_states(progress)
             self.use_fast = True
+
+    def _mitigation(self, m: Mitigation) -> TrainingMitigation:
+        return TrainingMitigation(self.lm, self.exs, m, self.first, self.cfg.eval_batch_size)
 
     def _lower_states(self, progress: bool | None) -> list[torch.Tensor]:
         """Residual stream after block ``first-1`` for each example (unpadded, (L, d))."""
@@ -125,6 +135,17 @@ class Trainer:
         return shared_prefix([self.exs[i] for i in idx])
 
     def loss(self, hf: nn.Module, idx: Sequence[int], fast: bool | None = None) -> torch.Tensor:
+        """The batch's distillation loss, plus the mitigation's penalty (its hooks active
+        during this forward only) when training with one."""
+        if self.mit is None:
+            return self._distill_loss(hf, idx, fast)
+        with self.mit.hooks(hf) as captured:
+            loss = self._distill_loss(hf, idx, fast)
+        return loss + self.mit.penalty(captured, [self.exs[i] for i in idx], idx).to(loss)
+
+    def _distill_loss(
+        self, hf: nn.Module, idx: Sequence[int], fast: bool | None = None
+    ) -> torch.Tensor:
         logits = self.logits(hf, idx, self.use_fast if fast is None else fast)
         if self.targets is None:
             tgt = torch.tensor(

@@ -1,0 +1,267 @@
+"""Mitigations of trait transfer a user applies to their own distillation (issue 18).
+
+- **Vetting** (:func:`vet`, :func:`vet_by_scores`): drop the top ``frac`` of the training
+  samples by projection difference ΔP (:func:`steerlens.screen.screen_dataset`, Chen et al.
+  2025) before distilling; ``mode="random"`` drops the same number at random (seeded), the
+  control arm. The kept data records what was dropped in ``settings["vetting"]``, so the
+  student's ``distill.json`` and lineage hash carry it.
+- **Trait-direction regulariser** (:class:`Mitigation` ``reg_lambda``): the training objective
+  gains ``λ · mean_{ℓ, t} ((h_student^ℓ(t) − h_base^ℓ(t)) · v̂^ℓ)²`` over the chosen layers ℓ
+  and the batch's predicting positions t, with h the residual stream after block ℓ (the
+  student's during the training forward, the base's cached once before training).
+- **Preventative steering** (:class:`Mitigation` ``steer_alpha``): ``h^ℓ ← h^ℓ + α v^ℓ`` at
+  the chosen layers during the training forwards only (persona_vectors steers with α > 0 so the
+  weights need not move along v; α < 0 subtracts). The hooks live inside each training step's
+  forward, so saved checkpoints, evaluation and the user's model never see them.
+
+``distill(..., mitigation=Mitigation(...))`` records :meth:`Mitigation.lineage` in the
+checkpoint lineage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from steerlens.activations import truncated_forward
+from steerlens.common import sha256_bytes
+from steerlens.distill.data import TeacherData
+from steerlens.distill.targets import Example
+from steerlens.models import LoadedModel
+from steerlens.prompts import EncodedPrompt, pad_batch
+from steerlens.sites import find_layers
+from steerlens.vectors import SteeringVector
+
+__all__ = ["Mitigation", "TrainingMitigation", "VetResult", "vet", "vet_by_scores"]
+
+VetMode = Literal["top", "random"]
+
+
+def vector_sha256(vec: SteeringVector, layers: Sequence[int]) -> str:
+    """sha256 of the float32 directions at ``layers`` (in order)."""
+    return sha256_bytes(b"".join(vec[ly].numpy().tobytes() for ly in layers))
+
+
+@dataclass(frozen=True)
+class Mitigation:
+    """Training-time mitigations along the teacher direction ``vector`` at ``layers`` (blocks
+    whose output residual stream is regularised / steered; each must be a layer of the vector).
+
+    ``reg_lambda``: weight λ ≥ 0 of the trait-direction regulariser. ``steer_alpha``: α of the
+    preventative steering h ← h + α v (training forwards only; 0 = off)."""
+
+    vector: SteeringVector
+    layers: tuple[int, ...]
+    reg_lambda: float = 0.0
+    steer_alpha: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(sorted({int(x) for x in self.layers})))
+        if not self.layers:
+            raise ValueError("Mitigation needs at least one layer")
+        missing = [ly for ly in self.layers if ly not in self.vector]
+        if missing:
+            raise ValueError(
+                f"Mitigation layers {missing} are not in the vector (it has {self.vector.layers})"
+            )
+        if self.reg_lambda < 0:
+            raise ValueError(f"reg_lambda must be >= 0, got {self.reg_lambda}")
+
+    @property
+    def regularises(self) -> bool:
+        return self.reg_lambda > 0
+
+    def lineage(self) -> dict[str, Any]:
+        return {
+            "vector_sha256": vector_sha256(self.vector, self.layers),
+            "layers": list(self.layers),
+            "reg_lambda": float(self.reg_lambda),
+            "steer_alpha": float(self.steer_alpha),
+        }
+
+
+def _hidden(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+class TrainingMitigation:
+    """A :class:`Mitigation` bound to a training set: the base's cached projections on v̂ at
+    the predicting positions (for the regulariser) and the hooks of a training forward."""
+
+    def __init__(
+        self, lm: LoadedModel, exs: Sequence[Example], m: Mitigation, first: int, batch: int
+    ):
+        self.m = m
+        below = [ly for ly in m.layers if ly < first]
+        if m.regularises and below:
+            raise ValueError(
+                f"regulariser layers {below} are below the lowest LoRA layer {first}: the "
+                "student's residual stream there equals the base's; pick layers >= it"
+            )
+        #: steering below the lowest LoRA layer needs the full forward (the fast path skips it)
+        self.needs_full_forward = bool(below)
+        dev, dt = lm.device, next(lm.model.parameters()).dtype
+        self.units = {ly: (m.vector[ly] / m.vector[ly].norm()).to(dev, dt) for ly in m.layers}
+        self.adds = {ly: (m.steer_alpha * m.vector[ly]).to(dev, dt) for ly in m.layers}
+        self.base_proj: list[dict[int, torch.Tensor]] = []
+        if m.regularises:
+            self.base_proj = self._base_projections(lm, exs, batch)
+
+    def _base_projections(
+        self, lm: LoadedModel, exs: Sequence[Example], batch: int
+    ) -> list[dict[int, torch.Tensor]]:
+        out: list[dict[int, torch.Tensor]] = []
+        with torch.inference_mode():
+            for s in range(0, len(exs), batch):
+                chunk = exs[s : s + batch]
+                encs = [EncodedPrompt(e.ids, 0, len(e.ids)) for e in chunk]
+                ids, mask, pos = pad_batch(encs, lm.tokenizer.pad_token_id, lm.device)
+                hs = truncated_forward(lm, ids, mask, pos, list(self.m.layers))
+                w = ids.shape[1]
+                for r, e in enumerate(chunk):
+                    cols = slice(w - len(e.ids) + e.start - 1, w - 1)
+                    out.append({ly: (hs[ly][r, cols] @ self.units[ly]).clone() for ly in hs})
+        return out
+
+    @contextlib.contextmanager
+    def hooks(self, hf: nn.Module) -> Iterator[dict[int, list[torch.Tensor]]]:
+        """Hooks on the chosen blocks of ``hf`` for one training forward: steering (α ≠ 0) and
+        capture of the (unsteered) block outputs; yields the captured outputs per layer."""
+        blocks = find_layers(hf).blocks
+        captured: dict[int, list[torch.Tensor]] = {ly: [] for ly in self.m.layers}
+
+        def make(ly: int) -> Any:
+            def hook(_mod: nn.Module, _args: Any, out: Any) -> Any:
+                h = _hidden(out)
+                if self.m.regularises:
+                    captured[ly].append(h)
+                if self.m.steer_alpha == 0:
+                    return None
+                h2 = h + self.adds[ly]
+                return (h2, *out[1:]) if isinstance(out, tuple) else h2
+
+            return hook
+
+        handles = [blocks[ly].register_forward_hook(make(ly)) for ly in self.m.layers]
+        try:
+            yield captured
+        finally:
+            for h in handles:
+                h.remove()
+
+    def penalty(
+        self, captured: dict[int, list[torch.Tensor]], exs: Sequence[Example], idx: Sequence[int]
+    ) -> torch.Tensor:
+        """λ · mean over layers and predicting positions of ((h_s − h_b)·v̂)²."""
+        if not self.m.regularises:
+            return torch.zeros(())
+        terms = []
+        for ly in self.m.layers:
+            if len(captured[ly]) != 1:
+                raise RuntimeError(f"block {ly} ran {len(captured[ly])} times in one forward")
+            h = captured[ly][0]
+            w = h.shape[1]
+            for r, (e, i) in enumerate(zip(exs, idx, strict=True)):
+                cols = slice(w - len(e.ids) + e.start - 1, w - 1)
+                shift = h[r, cols] @ self.units[ly] - self.base_proj[i][ly]
+                terms.append(shift.pow(2))
+        return self.m.reg_lambda * torch.cat(terms).mean()
+
+
+# ------------------------------------------------------------------------------ vetting
+
+
+@dataclass(frozen=True)
+class VetResult:
+    """Vetted data: ``data`` keeps the samples not in ``dropped`` (indices into the input, in
+    order); ``scores`` are the ΔP used for ranking (None for a random drop by scores)."""
+
+    data: TeacherData
+    dropped: list[int]
+    mode: str
+    frac: float
+    seed: int
+    scores: list[float] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "frac": self.frac,
+            "seed": self.seed,
+            "dropped": self.dropped,
+            "n_kept": len(self.data.samples),
+            "scores": self.scores,
+        }
+
+
+def vet_by_scores(
+    data: TeacherData,
+    scores: Sequence[float],
+    frac: float,
+    *,
+    mode: VetMode = "top",
+    seed: int = 0,
+) -> VetResult:
+    """Drop ``round(frac · n)`` samples: the highest ``scores`` (``mode="top"``; NaN ranks
+    lowest, ties by index) or a seeded random set of the same size (``mode="random"``)."""
+    n = len(data.samples)
+    if len(scores) != n:
+        raise ValueError(f"{len(scores)} scores for {n} samples: score every sample")
+    if not 0 <= frac < 1:
+        raise ValueError(f"frac must be in [0, 1), got {frac}")
+    k = round(frac * n)
+    if k == 0:
+        raise ValueError(f"frac={frac} of {n} samples drops nothing: raise frac")
+    if mode == "top":
+        s = np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf)
+        order = sorted(range(n), key=lambda i: (-s[i], i))
+        dropped = sorted(order[:k])
+    elif mode == "random":
+        dropped = sorted(np.random.default_rng(seed).choice(n, size=k, replace=False).tolist())
+    else:
+        raise ValueError(f"mode must be 'top' or 'random', got {mode!r}")
+    gone = set(dropped)
+    kept = [smp for i, smp in enumerate(data.samples) if i not in gone]
+    settings = {
+        **data.settings,
+        "vetting": {"mode": mode, "frac": frac, "seed": seed, "dropped": dropped, "n_in": n},
+    }
+    out = TeacherData(kept, settings, list(data.rejected), data.teacher)
+    return VetResult(out, dropped, mode, frac, seed, [float(x) for x in scores])
+
+
+def vet(
+    model: Any,
+    data: TeacherData,
+    vector: SteeringVector,
+    frac: float,
+    *,
+    mode: VetMode = "top",
+    layer: int | None = None,
+    seed: int = 0,
+    max_new_tokens: int = 32,
+    progress: bool | None = None,
+) -> VetResult:
+    """Score every sample by projection difference ΔP on ``vector`` at ``layer``
+    (:func:`steerlens.screen.screen_dataset`, the student's view: no system prompt) and drop
+    the top ``frac`` (or, ``mode="random"``, as many at random: the control)."""
+    from steerlens.screen import screen_dataset
+
+    samples = [{"user": s["user"], "response": s["response"]} for s in data.samples]
+    res = screen_dataset(
+        model,
+        vector,
+        samples,
+        layers=[layer] if layer is not None else None,
+        layer=layer,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        progress=progress,
+    )
+    return vet_by_scores(data, res.scores().tolist(), frac, mode=mode, seed=seed)
