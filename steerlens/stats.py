@@ -175,3 +175,73 @@ def correct(pvals: Sequence[float], method: str = "holm") -> list[float]:
     if method == "bh":
         return bh(pvals)
     raise ValueError(f"unknown correction {method!r}: use 'holm' or 'bh'")
+
+
+def paired_bootstrap_mean(
+    diffs: Sequence[float] | np.ndarray,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """Mean of paired differences dᵢ = a_i − b_i (one per eval prompt) with a percentile
+    bootstrap CI over prompts (DESIGN.md "Behavior deltas"): draws mean(d[idx]) for idx
+    resampled with replacement, vectorised as W·d with W the (n_boot, n) resampling counts / n."""
+    d = np.asarray(diffs, dtype=np.float64).reshape(-1)
+    if d.size < 1:
+        raise ValueError("paired_bootstrap_mean needs at least one difference")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, d.size, size=(n_boot, d.size))
+    draws = d[idx].mean(axis=1)
+    lo, hi = np.quantile(draws, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {
+        "estimate": float(d.mean()),
+        "lo": float(lo),
+        "hi": float(hi),
+        "se": float(draws.std(ddof=1)) if n_boot > 1 else 0.0,
+        "n": int(d.size),
+        "n_boot": int(n_boot),
+        "level": float(level),
+    }
+
+
+def sign_flip_test(
+    diffs: Sequence[float] | np.ndarray,
+    *,
+    n_perm: int = 5000,
+    seed: int = 0,
+    alternative: str = "two-sided",
+) -> dict[str, float | str]:
+    """Paired permutation test of mean(d) = 0 for paired differences dᵢ (DESIGN.md "Behavior
+    deltas"): under the null each pair's sign is exchangeable, so the statistic mean(sᵢ·dᵢ)
+    with sᵢ = ±1 at random is the null draw; p = (1 + #{|draw| ≥ |obs|}) / (1 + n_perm)
+    (``two-sided``), or on the draw ≥ obs (``greater``) / ≤ obs (``less``)."""
+    d = np.asarray(diffs, dtype=np.float64).reshape(-1)
+    if d.size < 1:
+        raise ValueError("sign_flip_test needs at least one difference")
+    obs = float(d.mean())
+    rng = np.random.default_rng(seed)
+    signs = rng.integers(0, 2, size=(n_perm, d.size)) * 2.0 - 1.0
+    draws = (signs * d).mean(axis=1)
+    tol = 1e-12 * max(1.0, abs(obs))
+    if alternative == "two-sided":
+        hits = int((np.abs(draws) >= abs(obs) - tol).sum())
+    elif alternative == "greater":
+        hits = int((draws >= obs - tol).sum())
+    elif alternative == "less":
+        hits = int((draws <= obs + tol).sum())
+    else:
+        raise ValueError(f"unknown alternative {alternative!r}: two-sided, greater or less")
+    return {
+        "statistic": obs,
+        "p": (1 + hits) / (1 + n_perm),
+        "n_perm": int(n_perm),
+        "alternative": alternative,
+    }
+
+
+def normal_two_sided_p(z: float) -> float:
+    """Two-sided normal p-value 2·Φ(−|z|) = erfc(|z|/√2) (NaN for a NaN z)."""
+    if not math.isfinite(z):
+        return float("nan")
+    return math.erfc(abs(z) / math.sqrt(2.0))

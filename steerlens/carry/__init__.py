@@ -28,11 +28,11 @@ trait system prompt, or a separate ``teacher=`` model such as a fine-tune):
   and for each random draw its own clean peak over the same grid (and its own best necessity),
   giving z = (S* − mean)/sd and the empirical p = (1 + #{null ≥ S*})/(1 + n_random).
 
-**Verdict** (thresholds in :data:`STRONG`, :data:`WEAK`, :data:`Z_MIN`; categories
-:class:`CarryLevel`): a statistic *beats the
-null* when it exceeds every random draw and z ≥ Z_MIN (= 2). The default ``n_random=4`` is sized
-for a CPU (smallest empirical p = 0.2); use ``n_random >= 19`` for p ≤ 0.05. With
-``n_random=0`` there is no null and the levels rest on the thresholds alone (said so).
+**Verdict** (thresholds in :data:`STRONG`, :data:`WEAK`, :data:`Z_MIN`, :data:`P_MAX`;
+categories :class:`CarryLevel`): a statistic *beats the null* when it exceeds every random draw,
+z ≥ Z_MIN (= 2) and its empirical p ≤ P_MAX (= 0.05). The default ``n_random=19`` is the
+smallest null that can reach p = 0.05; with fewer draws nothing beats the null (the verdict says
+so). With ``n_random=0`` there is no null and the levels rest on the thresholds alone (said so).
 Sufficiency is "strong" when the clean peak S* ≥ 0.5 and beats the null, "weak" when
 S* ≥ 0.1 and beats the null, else "none"; necessity likewise with the best N. Verdict:
 **strongly carried** = strong sufficiency and strong necessity (or strong sufficiency with
@@ -47,7 +47,7 @@ and :mod:`~steerlens.carry.result` (``CarryResult``).
 """
 
 from steerlens.carry.api import DEFAULT_ALPHAS, carry_test, spread_layers, student_carry_test
-from steerlens.carry.levels import STRONG, WEAK, Z_MIN, CarryLevel, EffectLevel
+from steerlens.carry.levels import MIN_DRAWS, P_MAX, STRONG, WEAK, Z_MIN, CarryLevel, EffectLevel
 from steerlens.carry.measure import OFFTARGET_MEASURE
 from steerlens.carry.necessity import Necessity, NecessityAt, NecessityBest
 from steerlens.carry.nulls import NullBand, NullComparison, band, compare_to_null
@@ -59,7 +59,9 @@ from steerlens.carry.teacher import teacher_score
 __all__ = [
     "ALPHA_UNIT",
     "DEFAULT_ALPHAS",
+    "MIN_DRAWS",
     "OFFTARGET_MEASURE",
+    "P_MAX",
     "STRONG",
     "TOL_FACTOR",
     "TOL_FLOOR",

@@ -357,7 +357,7 @@ def carry_test(
     teacher_metric: Callable[[Any], float] | None = None,
     layers: Sequence[int] | None = None,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
-    n_random: int = 4,
+    n_random: int = 19,
     seed: int = 0,
     offtarget_tol: float | None = None,
     necessity: bool = True,

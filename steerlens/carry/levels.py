@@ -1,7 +1,8 @@
 """Verdict categories of a carry test and the thresholds behind them.
 
 A statistic (the clean peak S* or the best necessity N) is **strong** when it is ≥ :data:`STRONG`
-and beats the random-direction null, **weak** when it is ≥ :data:`WEAK` and beats the null,
+and beats the random-direction null (exceeds every draw, z ≥ :data:`Z_MIN` and empirical
+p ≤ :data:`P_MAX`, which needs ≥ :data:`MIN_DRAWS` draws), **weak** when it is ≥ :data:`WEAK` and beats the null,
 else **none** (without a null, ``n_random=0``, on the thresholds alone). The verdict
 (:class:`CarryLevel`) combines the two levels (rules in :mod:`steerlens.carry`).
 """
@@ -13,8 +14,22 @@ from enum import Enum
 STRONG = 0.5
 WEAK = 0.1
 Z_MIN = 2.0
+P_MAX = 0.05
+"""A statistic beats the null only with empirical p ≤ P_MAX: with p = (1 + #{null ≥ obs}) /
+(1 + n) this needs n ≥ 19 random draws (DESIGN.md: nulls for "strong" or "beats the null")."""
+MIN_DRAWS = 19
 
-__all__ = ["STRONG", "WEAK", "Z_MIN", "CarryLevel", "EffectLevel", "carry_level", "effect_level"]
+__all__ = [
+    "MIN_DRAWS",
+    "P_MAX",
+    "STRONG",
+    "WEAK",
+    "Z_MIN",
+    "CarryLevel",
+    "EffectLevel",
+    "carry_level",
+    "effect_level",
+]
 
 
 class EffectLevel(str, Enum):

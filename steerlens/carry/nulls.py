@@ -4,7 +4,8 @@ Every test is repeated with ``n_random`` random unit directions
 (:func:`steerlens.stats.random_directions`, seeded per layer by :func:`layer_seed`); a null
 sample is summarised by :func:`band` and an observed statistic is compared with it by
 :func:`compare_to_null`: z = (obs − mean)/sd and the empirical
-p = (1 + #{null ≥ obs})/(1 + n); it *beats the null* when it exceeds every draw and z ≥ Z_MIN.
+p = (1 + #{null ≥ obs})/(1 + n); it *beats the null* when it exceeds every draw, z ≥ Z_MIN
+and p ≤ P_MAX (= 0.05, so at least 19 draws: with fewer the null cannot be beaten).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, TypedDict, cast
 import numpy as np
 import torch
 
-from steerlens.carry.levels import Z_MIN
+from steerlens.carry.levels import P_MAX, Z_MIN
 from steerlens.stats import random_directions, z_and_p
 
 __all__ = ["NullBand", "NullComparison", "band", "compare_to_null", "layer_seed", "null_draws"]
@@ -78,16 +79,18 @@ class NullComparison:
         return "beats_null" in d
 
 
-def compare_to_null(observed: float, null: Sequence[float], z_min: float = Z_MIN) -> NullComparison:
-    """z, empirical p (greater) and whether ``observed`` beats the null (exceeds every draw and
-    z ≥ z_min, or the null has no spread and observed exceeds it)."""
+def compare_to_null(
+    observed: float, null: Sequence[float], z_min: float = Z_MIN, p_max: float = P_MAX
+) -> NullComparison:
+    """z, empirical p = (1 + #{null ≥ obs})/(1 + n) (greater) and whether ``observed`` beats
+    the null: exceeds every draw, z ≥ z_min (or the null has no spread) and p ≤ p_max."""
     arr = np.asarray(null, dtype=float)
     if arr.size == 0:
         return NullComparison(None, None, None, band([]))
     z, p = z_and_p(observed, arr, "greater")
     sd = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
     above_all = bool(observed > float(arr.max()) + 1e-12)
-    beats = above_all and (z >= z_min if sd > 0 else True)
+    beats = above_all and (z >= z_min if sd > 0 else True) and float(p) <= p_max + 1e-12
     return NullComparison(
         z=None if math.isnan(z) else float(z),
         p=float(p),

@@ -3,7 +3,7 @@ numbers it rests on (rules in :mod:`steerlens.carry` and :mod:`steerlens.carry.l
 
 from __future__ import annotations
 
-from steerlens.carry.levels import CarryLevel, EffectLevel, carry_level
+from steerlens.carry.levels import MIN_DRAWS, P_MAX, CarryLevel, EffectLevel, carry_level
 from steerlens.carry.nulls import NullComparison
 from steerlens.carry.result import CarryResult
 
@@ -16,9 +16,14 @@ def describe_null(vs: NullComparison | None) -> str:
     if vs is None or not nb.get("n"):
         return "no random-direction null"
     zs = "n/a" if vs.z is None else f"{vs.z:.1f}"
+    weak = (
+        f" — too few draws to reach p ≤ {P_MAX:g} (needs ≥ {MIN_DRAWS})"
+        if nb["n"] < MIN_DRAWS
+        else ""
+    )
     return (
         f"random directions: mean {nb['mean']:+.2f}, max {nb['max']:+.2f}, z={zs}, "
-        f"p={vs.p:.2g}, n={nb['n']}"
+        f"p={vs.p:.2g}, n={nb['n']}{weak}"
     )
 
 

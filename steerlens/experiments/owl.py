@@ -5,11 +5,15 @@ Stages (each cached in the output folder, so an interrupted run resumes where it
 
 1. teacher = base + trait system prompt; benign teacher = base + neutral system prompt;
 2. teacher vector per layer (trait vs neutral system prompt on number probes) and carry test;
-3. both teachers continue number sequences; the rule filter keeps pure-number answers;
-4. reference distillation: a LoRA student on the teacher's numbers and a control student on the
-   benign teacher's numbers, checkpoints in ``checkpoint-N`` layout;
-5. behavior per checkpoint, alignment tracking of both series, screening of the training data;
-6. ``results.json`` and the vectors as safetensors (the command line adds ``report.html``).
+3. the teacher and the base (no trait system prompt; with ``benign_control`` also the benign
+   teacher) continue number sequences; the rule filter keeps pure-number answers;
+4. reference distillation, every series trained the same way: the student on the teacher's
+   numbers, the **base control** on the base's (the default comparison), and optionally the
+   **benign control** on the benign teacher's (:mod:`steerlens.experiments.controls`);
+5. behavior per checkpoint with per-prompt deltas, alignment tracking of every series,
+   screening of the training data;
+6. ``results.json`` with the verdict (:mod:`steerlens.experiments.verdict`) and the vectors as
+   safetensors (the command line adds ``report.html``).
 
 Nothing here is tuned to an answer: the verdict reports what the numbers say.
 """
@@ -24,12 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from steerlens.common import sha256_bytes, write_json
+from steerlens.experiments.controls import (
+    SeriesPlan,
+    behavior_deltas,
+    series_plan,
+    series_scores,
+)
 from steerlens.experiments.records import recorder, teacher_record
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.stages import (
     StageClock,
-    checkpoint_behavior,
     json_load,
     json_save,
     series_key,
@@ -65,7 +74,11 @@ class OwlConfig:
     )
     carry_layers: tuple[int, ...] | None = _opt(None, "carry-test layers (none: a spread)")
     alphas: tuple[float, ...] = _opt((2.0, 4.0, 8.0), "carry-test steering strengths α")
-    n_random: int = _opt(2, "random directions per carry cell (null band)")
+    n_random: int = _opt(19, "random directions per carry cell (null; >= 19 for p <= 0.05)")
+    carry_eval_n: int | None = _opt(8, "eval prompts the carry test scores (none: all)")
+    benign_control: bool = _opt(False, "also train the benign-teacher control (second series)")
+    alpha: float = _opt(0.05, "significance level of every claim in the verdict")
+    placebo: bool = _opt(False, "calibration: the student learns from the neutral teacher")
     probe_n: int | None = _opt(None, "probe prompts of the trait (none: the trait's own)")
     n_null: int = _opt(1000, "random directions of the tracking null")
     n_boot: int = _opt(1000, "bootstrap resamples of the tracking intervals")
@@ -97,7 +110,8 @@ class OwlConfig:
                 steps=200,
                 batch_size=16,
                 save_every=25,
-                n_random=8,
+                n_random=19,
+                carry_eval_n=None,
                 alphas=(0.5, 1.0, 2.0, 4.0, 8.0),
                 screen_max=128,
             )
@@ -106,7 +120,9 @@ class OwlConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> OwlConfig:
         """A smoke-test run (about 2 minutes on 2 cores): 16 probe prompts, one carry layer,
-        8 samples, 4 training steps. Every stage runs; the numbers are too small to mean much."""
+        8 samples, 4 training steps. Every stage runs; the numbers are too small to mean much
+        (one random direction per carry cell: the carry null cannot reach p ≤ 0.05, so the
+        carry test reads "not carried" whatever the vector)."""
         base = cls(
             n_samples=8,
             steps=4,
@@ -144,6 +160,7 @@ class _Run:
     trait: Any
     progress: bool | None
     log: Callable[[str], None]
+    plan: list[SeriesPlan]
     teachers: dict[str, Path] = field(default_factory=dict)  # role → teacher record file
 
     def key(self, *fields_: str) -> str:
@@ -159,13 +176,16 @@ def _open(cfg: OwlConfig, out: Path, progress: bool | None, log: Callable[[str],
     trait = as_trait(cfg.trait)
     if cfg.probe_n is not None:
         trait = dataclasses.replace(trait, probe_n=cfg.probe_n)
-    r = _Run(cfg, out, model, trait, progress, log)
-    for role, system in (
-        ("teacher", trait.system_prompt),
-        ("benign_teacher", trait.neutral_system_prompt),
+    r = _Run(
+        cfg, out, model, trait, progress, log, series_plan(trait, cfg.benign_control, cfg.placebo)
+    )
+    for role, desc in (
+        ("teacher", {"kind": "prompt", "system": trait.system_prompt}),
+        ("benign_teacher", {"kind": "prompt", "system": trait.neutral_system_prompt}),
+        ("base", {"kind": "base", "system": None}),
     ):
         path = out / "teachers" / f"{role}.json"
-        r.teachers[role] = teacher_record(path, {"kind": "prompt", "system": system}, model)
+        r.teachers[role] = teacher_record(path, desc, model)
     return r
 
 
@@ -189,16 +209,23 @@ def _teacher_vector(r: _Run) -> Any:
 
 
 def _carry(r: _Run, vec: Any) -> Any:
+    """The carry test of the teacher vector on the first ``carry_eval_n`` eval prompts."""
+    from steerlens.behavior import trait_behavior
     from steerlens.carry import carry_test
 
     cfg = r.cfg
+    metric: Any = None
+    if cfg.carry_eval_n is not None:
+        beh = trait_behavior(r.model, r.trait)
+        metric = dataclasses.replace(beh, prompts=beh.prompts[: cfg.carry_eval_n])
     return stage(
         r.out / "carry.json",
-        r.key("trait", "seed", "probe_n", "carry_layers", "alphas", "n_random"),
+        r.key("trait", "seed", "probe_n", "carry_layers", "alphas", "n_random", "carry_eval_n"),
         lambda: carry_test(
             r.model,
             vec,
             r.trait,
+            metric=metric,
             layers=list(cfg.carry_layers) if cfg.carry_layers else None,
             alphas=cfg.alphas,
             n_random=cfg.n_random,
@@ -212,17 +239,27 @@ def _carry(r: _Run, vec: Any) -> Any:
     )
 
 
-def _teacher_data(r: _Run) -> tuple[Any, Any]:
-    """The teacher's and the benign teacher's numbers (same prompts, same seed)."""
+_FILE_OF = {"main": "teacher", "control": "base", "benign": "benign"}
+
+
+def _role(sp: SeriesPlan) -> str:
+    """The teacher record of a series' data source (base, trait teacher or benign teacher)."""
+    if sp.system is None:
+        return "base"
+    return "teacher" if sp.name == "main" and "placebo" not in sp.role else "benign_teacher"
+
+
+def _teacher_data(r: _Run) -> dict[str, Any]:
+    """Per series of the plan, the numbers its data source wrote (same prompts, same seed)."""
     from steerlens.distill import TeacherData, generate_teacher_data
 
     data_dir = r.out / "data"
     data_dir.mkdir(exist_ok=True)
     prompts = training_prompts(r.cfg.n_samples, r.cfg.seed)
 
-    def generate(name: str, system: str, role: str) -> Any:
+    def generate(name: str, system: str | None, role: str) -> Any:
         return stage(
-            data_dir / f"{name}.jsonl",
+            data_dir / f"{_FILE_OF[name]}.jsonl",
             r.key("trait", "seed", "n_samples"),
             lambda: generate_teacher_data(
                 r.model,
@@ -244,13 +281,11 @@ def _teacher_data(r: _Run) -> tuple[Any, Any]:
             ),
         )
 
-    return generate("teacher", r.trait.system_prompt, "teacher"), generate(
-        "control", r.trait.neutral_system_prompt, "benign_teacher"
-    )
+    return {sp.name: generate(sp.name, sp.system, _role(sp)) for sp in r.plan}
 
 
-def _distill(r: _Run, data: Any, control_data: Any) -> tuple[Path, Path]:
-    """The student on the teacher's numbers and the control student on the benign teacher's."""
+def _distill(r: _Run, data: dict[str, Any]) -> dict[str, Path]:
+    """Every series of the plan, trained the same way on its own data."""
     from steerlens.distill import DistillConfig, distill
 
     cfg = r.cfg
@@ -263,74 +298,95 @@ def _distill(r: _Run, data: Any, control_data: Any) -> tuple[Path, Path]:
         save_every=cfg.save_every,
         seed=cfg.seed,
     )
-    main_dir, ctrl_dir = r.out / "students" / "main", r.out / "students" / "control"
-    for series_dir, series_data, system, name, role in (
-        (main_dir, data, r.trait.system_prompt, "teacher", "teacher"),
-        (ctrl_dir, control_data, r.trait.neutral_system_prompt, "control", "benign_teacher"),
-    ):
+    dirs = {sp.name: r.out / "students" / sp.name for sp in r.plan}
+    for sp in r.plan:
         distill(
             r.model,
-            series_data,
-            series_dir,
-            teacher_system=system,
+            data[sp.name],
+            dirs[sp.name],
+            teacher_system=sp.system,
             config=dcfg,
             progress=r.progress,
-            parents={"data": r.out / "data" / f"{name}.jsonl", "teacher": r.teachers[role]},
+            parents={
+                "data": r.out / "data" / f"{_FILE_OF[sp.name]}.jsonl",
+                "teacher": r.teachers[_role(sp)],
+            },
         )
-    return main_dir, ctrl_dir
+    return dirs
 
 
-def _behavior(r: _Run, main_dir: Path, ctrl_dir: Path) -> Any:
+def _behavior(r: _Run, dirs: dict[str, Path]) -> Any:
+    """B per checkpoint of every series, per-prompt scores, and the deltas with CIs."""
     from steerlens.behavior import trait_behavior
 
     trait, model = r.trait, r.model
     behavior = trait_behavior(model, trait)
+
+    def compute() -> dict[str, Any]:
+        per = getattr(behavior, "per_prompt", None)
+        base_rows = None if per is None else [float(x) for x in per(model)]
+        series = {name: series_scores(model, d, behavior) for name, d in dirs.items()}
+        out: dict[str, Any] = dict(series)
+        out.update(
+            {
+                "base_per_prompt": base_rows,
+                "teacher": float(behavior.with_system(trait.system_prompt)(model)),
+                "benign_teacher": float(behavior.with_system(trait.neutral_system_prompt)(model)),
+                "metric": behavior.describe(),
+                "deltas": behavior_deltas(base_rows, series, seed=r.cfg.seed, n_boot=r.cfg.n_boot),
+                "series_roles": {sp.name: sp.role for sp in r.plan},
+            }
+        )
+        return out
+
     return stage(
         r.out / "behavior.json",
-        f"{r.key()}-{series_key(main_dir, ctrl_dir)}",  # keyed on the checkpoints' contents
-        lambda: {
-            "main": checkpoint_behavior(model, main_dir, behavior),
-            "control": checkpoint_behavior(model, ctrl_dir, behavior),
-            "teacher": float(behavior.with_system(trait.system_prompt)(model)),
-            "benign_teacher": float(behavior.with_system(trait.neutral_system_prompt)(model)),
-            "metric": behavior.describe(),
-        },
+        f"{r.key()}-{series_key(*dirs.values())}",  # keyed on the checkpoints' contents
+        compute,
         json_save,
         json_load,
         r.log,
-        recorder("behavior", model, parents={"student": main_dir, "control": ctrl_dir}),
+        recorder("behavior", model, parents={"student": dirs["main"], "control": dirs["control"]}),
     )
 
 
-def _track(r: _Run, vec: Any, main_dir: Path, ctrl_dir: Path) -> dict[str, Any]:
+def _track(r: _Run, vec: Any, dirs: dict[str, Path]) -> dict[str, Any]:
+    """The student against the base control; with the benign control, a second track of the
+    student against it (the student's rows come from the row cache)."""
     from steerlens.track import track_checkpoints
 
-    track = track_checkpoints(
-        r.model,
-        main_dir,
-        vec,
-        r.trait,
-        control=ctrl_dir,
-        cache_dir=r.out / "cache" / "track",
-        n_null=r.cfg.n_null,
-        n_boot=r.cfg.n_boot,
-        seed=r.cfg.seed,
-        progress=r.progress,
-    )
-    return track.to_json()
+    def track(control: Path) -> dict[str, Any]:
+        return track_checkpoints(
+            r.model,
+            dirs["main"],
+            vec,
+            r.trait,
+            control=control,
+            cache_dir=r.out / "cache" / "track",
+            n_null=r.cfg.n_null,
+            n_boot=r.cfg.n_boot,
+            seed=r.cfg.seed,
+            progress=r.progress,
+        ).to_json()
+
+    out = {"track": track(dirs["control"])}
+    if "benign" in dirs:
+        out["track_benign"] = track(dirs["benign"])
+    return out
 
 
-def _screen(r: _Run, vec: Any, data: Any, control_data: Any) -> Any:
+def _screen(r: _Run, vec: Any, data: dict[str, Any]) -> Any:
     from steerlens.screen import screen_dataset
 
     n = r.cfg.screen_max
+    names = {"main": "teacher", "control": "control", "benign": "benign"}
     return stage(
         r.out / "screen.json",
         r.key(),
         lambda: screen_dataset(
             r.model,
             vec,
-            {"teacher": data.samples[:n], "control": control_data.samples[:n]},
+            {names[k]: d.samples[:n] for k, d in data.items()},
             seed=r.cfg.seed,
             progress=r.progress,
         ).to_json(),
@@ -343,13 +399,13 @@ def _screen(r: _Run, vec: Any, data: Any, control_data: Any) -> Any:
             parents={
                 "vector": r.out / "vectors" / "teacher.safetensors",
                 "data": r.out / "data" / "teacher.jsonl",
-                "control_data": r.out / "data" / "control.jsonl",
+                "control_data": r.out / "data" / "base.jsonl",
             },
         ),
     )
 
 
-def _lineage(r: _Run, data: Any, control_data: Any, main_dir: Path, ctrl_dir: Path) -> Any:
+def _lineage(r: _Run, data: dict[str, Any], dirs: dict[str, Path]) -> Any:
     from steerlens.models import describe
     from steerlens.version import __version__
 
@@ -358,8 +414,9 @@ def _lineage(r: _Run, data: Any, control_data: Any, main_dir: Path, ctrl_dir: Pa
         "base": describe(model),
         "teacher": {"model": model.name, "system_prompt": trait.system_prompt},
         "benign_teacher": {"model": model.name, "system_prompt": trait.neutral_system_prompt},
-        "data": {"teacher": data.meta(), "control": control_data.meta()},
-        "students": {"main": series_record(main_dir), "control": series_record(ctrl_dir)},
+        "data": {k: d.meta() for k, d in data.items()},
+        "data_source": {sp.name: sp.system for sp in r.plan},
+        "students": {k: series_record(d) for k, d in dirs.items()},
         "seeds": {"seed": r.cfg.seed},
         "steerlens_version": __version__,
     }
@@ -397,32 +454,32 @@ def run(
     clock.tick("teacher vector")
     carry = _carry(r, vec)
     clock.tick("carry test")
-    data, control_data = _teacher_data(r)
+    data = _teacher_data(r)
     clock.tick("teacher data")
-    main_dir, ctrl_dir = _distill(r, data, control_data)
+    dirs = _distill(r, data)
     clock.tick("distillation")
-    beh = _behavior(r, main_dir, ctrl_dir)
+    beh = _behavior(r, dirs)
     clock.tick("behavior per checkpoint")
-    track = _track(r, vec, main_dir, ctrl_dir)
+    tracks = _track(r, vec, dirs)
     clock.tick("tracking")
-    screen = _screen(r, vec, data, control_data)
+    screen = _screen(r, vec, data)
     clock.tick("screening")
     results: dict[str, Any] = {
         "kind": "steerlens.demo",
         "steerlens_version": __version__,
         "config": cfg.to_json(),
         "trait": r.trait.name,
-        "lineage": _lineage(r, data, control_data, main_dir, ctrl_dir),
+        "lineage": _lineage(r, data, dirs),
         "teacher_vector": vec.to_json(),
         "carry": carry,
         "behavior": beh,
-        "track": track,
+        **tracks,
         "screen": screen,
         "timings_s": clock.timings,
     }
     results["verdict"] = verdict(results)
     write_json(out / "results.json", results)
-    _results_record(r, main_dir, ctrl_dir, results["verdict"])
+    _results_record(r, dirs["main"], dirs["control"], results["verdict"])
     log(f"wrote {out / 'results.json'} in {clock.total():.0f}s")
     return ExperimentResult(results)
 

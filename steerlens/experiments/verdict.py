@@ -1,97 +1,280 @@
-"""The plain-words verdict of a distillation experiment, from its results dict.
+"""The plain-words verdict of a distillation experiment, from its results dict (formulas in
+DESIGN.md "Selection", "Excess alignment", "Nulls", "Behavior deltas"; docs/statistics.md).
 
-It reports what the numbers say (nothing here is tuned to an answer): did the student inherit
-the trait, does its activation shift align with the teacher vector beyond the control, and is
-the behavior carried by that vector.
+Nothing here is tuned to an answer. The verdict rests only on tests that hold as stated:
+
+1. **Headline layer, fixed in advance** (DESIGN.md "Selection"): ℓ* is chosen from the teacher
+   side before the students are looked at: the carry test's clean-peak layer; if the clean peak
+   is α = 0, the carry grid layer of the raw peak; if there is no carry grid, the middle tracked
+   layer. The rule used is recorded. At ℓ* no selection correction is needed.
+2. **Any-layer test** (reported, not used for the claim): the smallest Holm-adjusted p over the
+   tracked layers (family-wise over layers, so it is selection-aware as well).
+3. **Behavior** (DESIGN.md "Behavior deltas"): Δ(main vs control) = mean_i (Bᵢ(main) − Bᵢ(control))
+   over eval prompts, with a bootstrap CI and a two-sided sign-flip p.
+4. **Activation** at ℓ*: the student's own EAS beats both random-direction nulls,
+   p(ℓ*) = max(p_iso, p_cov) < α, *and* the excess alignment EAS(main) − EAS(base control)
+   has bootstrap p < α (one-sided). Both must hold (an intersection-union test, level α).
+
+Claim (``numbers["claim"]``):
+
+- **inherited**: Δ(main vs control) > 0 with p < α (its CI excludes 0 at level 1 − α when
+  the two agree);
+- **activation signature without behavior change**: not inherited, but test 4 holds;
+- **no evidence**: neither.
+
+A control is **flagged** when its own alignment at ℓ* is significant in either direction
+(two-sided normal p from the null z-scores, p = max over the two nulls of 2Φ(−|z|) < α, both z
+of the same sign), or its behavior moved from the base (Δ(control vs base), p < α).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-__all__ = ["verdict"]
+from steerlens.stats import normal_two_sided_p
+
+__all__ = ["CLAIMS", "headline_layer", "verdict"]
+
+CLAIMS = ("inherited", "activation signature without behavior change", "no evidence")
 
 
-def _last_excess(track: dict[str, Any]) -> tuple[int, float, float, float, float] | None:
+def headline_layer(carry: dict[str, Any], layers: list[int]) -> tuple[int, str]:
+    """(ℓ*, the rule that chose it), from the teacher side only (see the module doc)."""
+    cp = carry.get("clean_peak") or {}
+    if cp.get("layer") is not None and int(cp["layer"]) in layers:
+        return int(
+            cp["layer"]
+        ), "the carry test's clean-peak layer (teacher side, fixed in advance)"
+    raw = carry.get("raw_peak") or {}
+    if raw.get("layer") is not None and int(raw["layer"]) in layers:
+        return int(raw["layer"]), (
+            "the carry test's raw-peak layer (its clean peak is α = 0; teacher side, fixed "
+            "in advance)"
+        )
+    mid = layers[len(layers) // 2]
+    return mid, "the middle tracked layer (no carry peak; fixed in advance)"
+
+
+def _f(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _series_at(track: dict[str, Any], name: str, j: int) -> dict[str, float] | None:
+    """The last checkpoint's EAS, nulls and p at column ``j`` of series ``name``."""
+    s = track.get("series", {}).get(name)
+    if not s:
+        return None
+    row = {k: _f(s[k][-1][j]) for k in ("eas", "z_iso", "p_iso", "z_cov", "p_cov", "p_adj")}
+    row["p"] = max(row["p_iso"], row["p_cov"])
+    z = (row["z_iso"], row["z_cov"])
+    same_sign = all(math.isfinite(v) for v in z) and (z[0] > 0) == (z[1] > 0)
+    p2 = max(normal_two_sided_p(v) for v in z) if same_sign else 1.0
+    row["p_two_sided"] = p2
+    row["step"] = int(s["steps"][-1])
+    return row
+
+
+def _excess_at(track: dict[str, Any], j: int) -> dict[str, float] | None:
     ex = track.get("excess")
     if not ex:
         return None
-    est = np.array(ex["estimate"], dtype=float)
-    lo, hi, p = (np.array(ex[k], dtype=float) for k in ("lo", "hi", "p"))
-    row = est[-1]
-    if not np.isfinite(row).any():
+    return {k: _f(ex[k][-1][j]) for k in ("estimate", "lo", "hi", "p")} | {
+        "level": float(ex.get("level", 0.95))
+    }
+
+
+def _any_layer(track: dict[str, Any], name: str, alpha: float) -> dict[str, Any] | None:
+    s = track.get("series", {}).get(name)
+    if not s:
         return None
-    j = int(np.nanargmax(row))
-    return (
-        int(track["layers"][j]),
-        float(row[j]),
-        float(lo[-1, j]),
-        float(hi[-1, j]),
-        float(p[-1, j]),
+    p_adj = np.array([_f(x) for x in s["p_adj"][-1]], dtype=float)
+    if not np.isfinite(p_adj).any():
+        return None
+    j = int(np.nanargmin(p_adj))
+    return {
+        "min_p_adj": float(p_adj[j]),
+        "layer": int(track["layers"][j]),
+        "n_significant": int(np.nansum(p_adj < alpha)),
+        "n_layers": int(p_adj.size),
+        "correction": track.get("settings", {}).get("correction", "holm"),
+    }
+
+
+def _alignment(results: dict[str, Any], alpha: float) -> dict[str, Any]:
+    """Selection, per-series alignment at ℓ*, excess vs each control and the any-layer test."""
+    track = results["track"]
+    layers = [int(x) for x in track["layers"]]
+    layer, rule = headline_layer(results.get("carry") or {}, layers)
+    j = layers.index(layer)
+    out: dict[str, Any] = {
+        "layer": layer,
+        "rule": rule,
+        "selection": "layer fixed in advance from the teacher side",
+        "student": _series_at(track, "main", j),
+        "control": _series_at(track, "control", j),
+        "excess_vs_control": _excess_at(track, j),
+        "any_layer": _any_layer(track, "main", alpha),
+    }
+    tb = results.get("track_benign")
+    if tb:
+        out["benign"] = _series_at(tb, "control", j)
+        out["excess_vs_benign"] = _excess_at(tb, j)
+    st, ex = out["student"], out["excess_vs_control"]
+    out["signature"] = bool(
+        st is not None and ex is not None and st["p"] < alpha and ex["p"] < alpha
     )
+    return out
+
+
+def _flags(al: dict[str, Any], deltas: dict[str, Any], alpha: float) -> list[str]:
+    flags = []
+    for name, label in (("control", "base control"), ("benign", "benign control")):
+        row = al.get(name)
+        if row is not None and row["p_two_sided"] < alpha:
+            side = "along" if row["eas"] > 0 else "against"
+            flags.append(
+                f"the {label}'s own alignment is significant ({side} the teacher vector: EAS "
+                f"{row['eas']:+.3f} at layer {al['layer']}, two-sided p={row['p_two_sided']:.2g})"
+            )
+        d = deltas.get(f"{name}_vs_base")
+        if d is not None and d["p"] < alpha:
+            flags.append(
+                f"the {label}'s behavior moved from the base ({d['estimate']:+.3f}, "
+                f"CI [{d['lo']:+.3f}, {d['hi']:+.3f}], p={d['p']:.2g})"
+            )
+    return flags
+
+
+def _ci(d: dict[str, Any]) -> str:
+    return (
+        f"{d['estimate']:+.3f} ({d.get('level', 0.95):.0%} CI [{d['lo']:+.3f}, {d['hi']:+.3f}], "
+        f"p={d['p']:.2g})"
+    )
+
+
+def _behavior_lines(beh: dict[str, Any], deltas: dict[str, Any]) -> list[str]:
+    b0 = beh["main"]["scores"][0]
+    n = (deltas.get("main_vs_base") or {}).get("n", beh["metric"].get("n_prompts"))
+    line = (
+        f"Behavior ({beh['metric'].get('metric')}, {n} eval prompts): base {b0:.2f}, teacher "
+        f"{beh['teacher']:.2f}."
+    )
+    if not deltas:
+        s, c = beh["main"]["scores"], beh["control"]["scores"]
+        return [
+            line,
+            f"After training the student moved {s[-1] - s[0]:+.2f} and the base control "
+            f"{c[-1] - c[0]:+.2f} (this metric has no per-prompt scores: no interval, no test).",
+        ]
+    names = {"main": "student", "control": "base control", "benign": "benign control"}
+    parts = [
+        f"{names.get(k[:-8], k)} vs base {_ci(v)}"
+        for k, v in deltas.items()
+        if k.endswith("_vs_base")
+    ]
+    parts += [
+        f"student vs {names.get(k[5:], k)} {_ci(v)}"
+        for k, v in deltas.items()
+        if k.startswith("main_vs_")
+    ]
+    return [line, "Deltas: " + "; ".join(parts) + " (sign-flip permutation, two-sided)."]
+
+
+def _alignment_lines(al: dict[str, Any], alpha: float) -> list[str]:
+    lines = [f"Headline layer {al['layer']}: {al['rule']}."]
+    for key, label in (
+        ("student", "student"),
+        ("control", "base control"),
+        ("benign", "benign control"),
+    ):
+        row = al.get(key)
+        if row is not None:
+            lines.append(
+                f"EAS({label}) = {row['eas']:+.3f} at step {row['step']} (z_iso {row['z_iso']:+.1f}, "
+                f"z_cov {row['z_cov']:+.1f}; one-sided p = {row['p']:.2g}, two-sided "
+                f"{row['p_two_sided']:.2g})."
+            )
+    for key, label in (
+        ("excess_vs_control", "base control"),
+        ("excess_vs_benign", "benign control"),
+    ):
+        ex = al.get(key)
+        if ex is not None:
+            lines.append(
+                f"Excess alignment EAS(student) − EAS({label}) = {ex['estimate']:+.3f} "
+                f"({ex['level']:.0%} CI [{ex['lo']:+.3f}, {ex['hi']:+.3f}], bootstrap p={ex['p']:.2g})."
+            )
+    anyl = al.get("any_layer")
+    if anyl is not None:
+        lines.append(
+            f"Any layer ({anyl['correction']} over {anyl['n_layers']} layers, reported only): "
+            f"{anyl['n_significant']} align beyond both nulls at α={alpha:g}; smallest "
+            f"adjusted p {anyl['min_p_adj']:.2g} at layer {anyl['layer']}."
+        )
+    return lines
+
+
+_HEADS = {
+    "inherited": (
+        "Inherited: the student's trait behavior moved beyond the base control's (behavior "
+        "delta significant at the stated level).",
+        "strong",
+    ),
+    "activation signature without behavior change": (
+        "Activation signature without behavior change: at the pre-chosen layer the student's "
+        "shift aligns with the teacher vector beyond the nulls and the base control, but its "
+        "behavior does not separate from the control.",
+        "weak",
+    ),
+    "no evidence": (
+        "No evidence of transfer: neither the behavior nor the alignment at the pre-chosen layer "
+        "separates the student from the base control and the nulls.",
+        "none",
+    ),
+}
 
 
 def verdict(results: dict[str, Any]) -> dict[str, Any]:
-    """Plain-words answer to: did the student inherit the trait, does its shift align with the
-    teacher vector beyond the control, and is the behavior carried by that vector?"""
+    """Plain-words answer with the claim, the numbers, intervals and p-values it rests on,
+    and the flags on the controls (rules in the module docstring)."""
+    alpha = float((results.get("config") or {}).get("alpha", 0.05))
     beh = results["behavior"]
-    b_main = beh["main"]["scores"]
-    b_ctrl = beh["control"]["scores"]
-    d_main, d_ctrl = b_main[-1] - b_main[0], b_ctrl[-1] - b_ctrl[0]
-    gap = beh["teacher"] - b_main[0]
-    inherit = d_main - d_ctrl
-    lines = [
-        f"Behavior ({beh['metric'].get('metric')}, nats): base {b_main[0]:.2f}, teacher "
-        f"{beh['teacher']:.2f}; after training the student moved {d_main:+.2f} and the control "
-        f"{d_ctrl:+.2f} (difference {inherit:+.2f}, "
-        f"{(inherit / gap * 100 if gap else float('nan')):.0f}% of the teacher's gap)."
-    ]
-    ex = _last_excess(results["track"])
-    aligned = False
-    if ex is not None:
-        layer, est, lo, hi, p = ex
-        aligned = lo > 0
-        lines.append(
-            f"Alignment: at the last checkpoint the largest excess alignment EAS(student) − "
-            f"EAS(control) is {est:+.3f} at layer {layer} (95% CI [{lo:+.3f}, {hi:+.3f}], "
-            f"bootstrap p={p:.3g})."
-        )
-    main = results["track"]["series"]["main"]
-    p_adj = np.array(main["p_adj"], dtype=float)
-    n_sig = int(np.nansum(p_adj[-1] < results["track"]["settings"].get("alpha", 0.05)))
-    lines.append(
-        f"{n_sig} of {p_adj.shape[1]} layers align beyond the random-direction nulls "
-        "after correction."
-    )
-    carry = results["carry"]
+    deltas = beh.get("deltas") or {}
+    al = _alignment(results, alpha)
+    mc = deltas.get("main_vs_control")
+    inherited = bool(mc is not None and mc["estimate"] > 0 and mc["p"] < alpha)
+    claim = CLAIMS[0] if inherited else (CLAIMS[1] if al["signature"] else CLAIMS[2])
+    head, strength = _HEADS[claim]
+    if inherited and al["signature"]:
+        head += " Its activation shift also aligns with the teacher vector at the pre-chosen layer."
+    flags = _flags(al, deltas, alpha)
+    carry = results.get("carry") or {}
+    lines = _behavior_lines(beh, deltas) + _alignment_lines(al, alpha)
     lines.append(f"Carry test of the teacher vector: {carry.get('verdict')}")
-    inherited = inherit > 0.1 * abs(gap) if gap else False
-    if inherited and aligned:
-        head = "The student picked up the trait, and its activation shift aligns with the teacher vector beyond the control."
-        strength = "strong"
-    elif aligned:
-        head = "The student's activation shift aligns with the teacher vector beyond the control; the behavioral change is small."
-        strength = "weak"
-    elif inherited:
-        head = "The student's behavior moved toward the teacher, but its shift does not align with the teacher vector beyond the control."
-        strength = "weak"
-    else:
-        head = "No transfer detected: neither the behavior nor the alignment separates the student from the control."
-        strength = "none"
+    lines += [f"Flag: {f}." for f in flags]
+    lines.append(
+        f"Claims are tested at α={alpha:g}: 'inherited' needs the student-vs-base-control "
+        "behavior delta; an activation signature needs both the student's EAS beyond its nulls "
+        "and the excess over the base control, at the layer fixed in advance."
+    )
     return {
         "headline": head,
         "lines": lines,
         "strength": strength,
+        "claim": claim,
+        "flags": flags,
         "numbers": {
-            "behavior_student_delta": d_main,
-            "behavior_control_delta": d_ctrl,
-            "behavior_gap": gap,
-            "excess_alignment": None if ex is None else ex[1],
-            "excess_ci": None if ex is None else [ex[2], ex[3]],
-            "excess_layer": None if ex is None else ex[0],
-            "significant_layers": n_sig,
+            "alpha": alpha,
+            "claim": claim,
+            "behavior": deltas,
+            "alignment": al,
             "carry_level": carry.get("level"),
+            # the earlier keys, kept for readers of older results
+            "excess_alignment": (al["excess_vs_control"] or {}).get("estimate"),
+            "excess_layer": al["layer"],
+            "significant_layers": (al["any_layer"] or {}).get("n_significant"),
         },
     }

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from steerlens.common import jsonable
+from steerlens.report.evidence import section_evidence
 from steerlens.report.figures import PALETTE, bars, heatmap, lines_with_bands, rgba
 from steerlens.report.mlp_aux import render_mlp_aux
 from steerlens.report.page import Report
@@ -240,8 +241,16 @@ def _section_behavior(rep: Report, b: BehaviorView) -> None:
             x=b.control_steps or b.steps,
             y=b.control_scores,
             mode="lines+markers",
-            name="control",
+            name="base control",
             line={"color": PALETTE[1], "width": 2, "dash": "dash"},
+        )
+    if b.benign_scores:
+        fig.add_scatter(
+            x=b.benign_steps or b.steps,
+            y=b.benign_scores,
+            mode="lines+markers",
+            name="benign control",
+            line={"color": "#868e96", "width": 2, "dash": "dot"},
         )
     if b.teacher is not None:
         fig.add_hline(
@@ -265,7 +274,7 @@ def _last_layer_figure(rep: Report, t: TrackView, main: SeriesView) -> None:
     layers = t.layers
     last = {"student": main.eas[-1]}
     if t.control:
-        last["control"] = t.control.eas[-1]
+        last["base control"] = t.control.eas[-1]
     bands: dict[str, tuple[list[float], list[float]]] = {}
     if t.hidden_size:
         s = 1.96 / math.sqrt(t.hidden_size)
@@ -274,8 +283,8 @@ def _last_layer_figure(rep: Report, t: TrackView, main: SeriesView) -> None:
             [s] * len(layers),
         )
     if t.excess:
-        last["excess (student − control)"] = t.excess.estimate[-1]
-        bands["excess (student − control)"] = (t.excess.lo[-1], t.excess.hi[-1])
+        last["excess (student − base control)"] = t.excess.estimate[-1]
+        bands["excess (student − base control)"] = (t.excess.lo[-1], t.excess.hi[-1])
     rep.figure(
         lines_with_bands(
             layers,
@@ -288,23 +297,30 @@ def _last_layer_figure(rep: Report, t: TrackView, main: SeriesView) -> None:
         ),
         "Excess alignment with its bootstrap CI over probe prompts; the grey band is the "
         "isotropic random-direction null ±1.96/√d (a random direction has |cos| ≈ √(2/(πd)) "
-        "on average).",
+        "on average). Per-layer intervals: not corrected for picking a layer after looking; "
+        "the verdict reads only the headline layer fixed in advance.",
     )
 
 
-def _excess_figure(rep: Report, t: TrackView, main: SeriesView) -> None:
+def _excess_figure(rep: Report, t: TrackView, main: SeriesView, layer: int | None = None) -> None:
+    """Student and control EAS across checkpoints at the verdict's headline layer (fixed from
+    the teacher side); without one, the layer of the largest |excess| (said in the title)."""
     ex = t.excess
     if ex is None or not ex.estimate[-1]:
         return
     last = np.array(ex.estimate[-1], dtype=float)
-    j = int(np.nanargmax(np.abs(last))) if np.isfinite(last).any() else 0
+    if layer is not None and layer in t.layers:
+        j, why = t.layers.index(layer), "headline layer, fixed in advance"
+    else:
+        j = int(np.nanargmax(np.abs(last))) if np.isfinite(last).any() else 0
+        why = "largest |excess|: selected after looking, the CI is per layer"
     curves = {"student EAS": [r[j] for r in main.eas]}
     if t.control:
-        curves["control EAS"] = [r[j] for r in t.control.eas]
+        curves["base control EAS"] = [r[j] for r in t.control.eas]
     fig = lines_with_bands(
         main.steps,
         curves,
-        title=f"Layer {t.layers[j]}: student vs control across checkpoints",
+        title=f"Layer {t.layers[j]} ({why}): student vs base control across checkpoints",
         xlabel="training step (optimizer steps; 0 = base)",
         ylabel="EAS (cosine, unitless)",
         hline=0.0,
@@ -360,7 +376,7 @@ def _track_table(rep: Report, t: TrackView, main: SeriesView) -> None:
     rep.table(rows)
 
 
-def _section_track(rep: Report, t: TrackView) -> None:
+def _section_track(rep: Report, t: TrackView, layer: int | None = None) -> None:
     rep.heading("Alignment of the student's shift with the teacher vector", "track")
     main = t.main
     if main is None or not t.layers:
@@ -379,7 +395,7 @@ def _section_track(rep: Report, t: TrackView) -> None:
         "vˢ(n) = mean h(θₙ) − mean h(θ₀) over probe prompts; step 0 is the base (zero shift).",
     )
     _last_layer_figure(rep, t, main)
-    _excess_figure(rep, t, main)
+    _excess_figure(rep, t, main, layer)
     if main.proj and len(main.proj) == len(main.steps):
         rep.figure(
             heatmap(
@@ -445,6 +461,7 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
     if v:
         rep.heading("Verdict", "verdict")
         rep.verdict(str(v.get("headline", "")), v.get("lines", []), str(v.get("strength", "weak")))
+        section_evidence(rep, v)
     if _m(results.get("lineage")):
         _section_lineage(rep, _m(results["lineage"]))
     if _m(results.get("teacher_vector")):
@@ -456,7 +473,9 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
     if _m(results.get("behavior")):
         _section_behavior(rep, BehaviorView.of(_m(results["behavior"])))
     if _m(results.get("track")):
-        _section_track(rep, TrackView.of(_m(results["track"])))
+        nums = _m(_m(results.get("verdict")).get("numbers"))
+        layer = _m(nums.get("alignment")).get("layer")
+        _section_track(rep, TrackView.of(_m(results["track"])), layer)
     if _m(results.get("screen")):
         _section_screen(rep, ScreenView.of(_m(results["screen"])))
     if _m(results.get("timings_s")):

@@ -151,6 +151,8 @@ class BehaviorView:
     benign_teacher: float | None
     metric: str
     units: str
+    benign_steps: list[Any] = field(default_factory=list)
+    benign_scores: list[float] = field(default_factory=list)
 
     @classmethod
     def of(cls, b: Mapping[str, Any]) -> BehaviorView:
@@ -164,6 +166,8 @@ class BehaviorView:
             benign_teacher=_opt(b.get("benign_teacher")),
             metric=str(metric.get("metric") or "score"),
             units=str(metric.get("units") or "nats"),
+            benign_steps=_list(_map(b.get("benign")).get("steps")),
+            benign_scores=[num(v) for v in _list(_map(b.get("benign")).get("scores"))],
         )
 
 
