@@ -48,7 +48,7 @@ from steerlens.experiments.stages import (
 )
 from steerlens.experiments.verdict import verdict
 
-__all__ = ["DemoConfig", "OwlConfig", "run"]
+__all__ = ["DemoConfig", "OwlConfig", "Run", "open_run", "run"]
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -151,8 +151,9 @@ DemoConfig = OwlConfig
 
 
 @dataclass
-class _Run:
-    """What every stage of one run needs."""
+class Run:
+    """What every stage of one run needs (other experiments, e.g. svd, run the owl stages on
+    a subclass of OwlConfig, so their cache keys and files are the same)."""
 
     cfg: OwlConfig
     out: Path
@@ -168,7 +169,7 @@ class _Run:
         return f"{self.model.fingerprint}-{self.cfg.key(*fields_)}"
 
 
-def _open(cfg: OwlConfig, out: Path, progress: bool | None, log: Callable[[str], None]) -> _Run:
+def open_run(cfg: OwlConfig, out: Path, progress: bool | None, log: Callable[[str], None]) -> Run:
     from steerlens.models import load_model
     from steerlens.traits import as_trait
 
@@ -176,7 +177,7 @@ def _open(cfg: OwlConfig, out: Path, progress: bool | None, log: Callable[[str],
     trait = as_trait(cfg.trait)
     if cfg.probe_n is not None:
         trait = dataclasses.replace(trait, probe_n=cfg.probe_n)
-    r = _Run(
+    r = Run(
         cfg, out, model, trait, progress, log, series_plan(trait, cfg.benign_control, cfg.placebo)
     )
     for role, desc in (
@@ -189,7 +190,7 @@ def _open(cfg: OwlConfig, out: Path, progress: bool | None, log: Callable[[str],
     return r
 
 
-def _teacher_vector(r: _Run) -> Any:
+def teacher_vector_stage(r: Run) -> Any:
     from steerlens.extract import teacher_vector
     from steerlens.vectors import SteeringVector
 
@@ -208,7 +209,7 @@ def _teacher_vector(r: _Run) -> Any:
     )
 
 
-def _carry(r: _Run, vec: Any) -> Any:
+def carry_stage(r: Run, vec: Any) -> Any:
     """The carry test of the teacher vector on the first ``carry_eval_n`` eval prompts."""
     from steerlens.behavior import trait_behavior
     from steerlens.carry import carry_test
@@ -249,7 +250,7 @@ def _role(sp: SeriesPlan) -> str:
     return "teacher" if sp.name == "main" and "placebo" not in sp.role else "benign_teacher"
 
 
-def _teacher_data(r: _Run) -> dict[str, Any]:
+def _teacher_data(r: Run) -> dict[str, Any]:
     """Per series of the plan, the numbers its data source wrote (same prompts, same seed)."""
     from steerlens.distill import TeacherData, generate_teacher_data
 
@@ -284,7 +285,7 @@ def _teacher_data(r: _Run) -> dict[str, Any]:
     return {sp.name: generate(sp.name, sp.system, _role(sp)) for sp in r.plan}
 
 
-def _distill(r: _Run, data: dict[str, Any]) -> dict[str, Path]:
+def _distill(r: Run, data: dict[str, Any]) -> dict[str, Path]:
     """Every series of the plan, trained the same way on its own data."""
     from steerlens.distill import DistillConfig, distill
 
@@ -315,7 +316,7 @@ def _distill(r: _Run, data: dict[str, Any]) -> dict[str, Path]:
     return dirs
 
 
-def _behavior(r: _Run, dirs: dict[str, Path]) -> Any:
+def _behavior(r: Run, dirs: dict[str, Path]) -> Any:
     """B per checkpoint of every series, per-prompt scores, and the deltas with CIs."""
     from steerlens.behavior import trait_behavior
 
@@ -350,7 +351,7 @@ def _behavior(r: _Run, dirs: dict[str, Path]) -> Any:
     )
 
 
-def _track(r: _Run, vec: Any, dirs: dict[str, Path]) -> dict[str, Any]:
+def _track(r: Run, vec: Any, dirs: dict[str, Path]) -> dict[str, Any]:
     """The student against the base control; with the benign control, a second track of the
     student against it (the student's rows come from the row cache)."""
     from steerlens.track import track_checkpoints
@@ -375,7 +376,7 @@ def _track(r: _Run, vec: Any, dirs: dict[str, Path]) -> dict[str, Any]:
     return out
 
 
-def _screen(r: _Run, vec: Any, data: dict[str, Any]) -> Any:
+def _screen(r: Run, vec: Any, data: dict[str, Any]) -> Any:
     from steerlens.screen import screen_dataset
 
     n = r.cfg.screen_max
@@ -405,7 +406,7 @@ def _screen(r: _Run, vec: Any, data: dict[str, Any]) -> Any:
     )
 
 
-def _lineage(r: _Run, data: dict[str, Any], dirs: dict[str, Path]) -> Any:
+def _lineage(r: Run, data: dict[str, Any], dirs: dict[str, Path]) -> Any:
     from steerlens.models import describe
     from steerlens.version import __version__
 
@@ -422,7 +423,7 @@ def _lineage(r: _Run, data: dict[str, Any], dirs: dict[str, Path]) -> Any:
     }
 
 
-def _results_record(r: _Run, main_dir: Path, ctrl_dir: Path, verdict_: Any) -> None:
+def _results_record(r: Run, main_dir: Path, ctrl_dir: Path, verdict_: Any) -> None:
     """The record of ``results.json``: made from every stage's artifact."""
     parents = {
         "vector": r.out / "vectors" / "teacher.safetensors",
@@ -448,11 +449,11 @@ def run(
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     clock = StageClock(log)
-    r = _open(cfg, out, progress, log)
+    r = open_run(cfg, out, progress, log)
     clock.tick("load model")
-    vec = _teacher_vector(r)
+    vec = teacher_vector_stage(r)
     clock.tick("teacher vector")
-    carry = _carry(r, vec)
+    carry = carry_stage(r, vec)
     clock.tick("carry test")
     data = _teacher_data(r)
     clock.tick("teacher data")
@@ -495,11 +496,3 @@ OWL = register(
     replace=True,  # a module reload (notebook autoreload) registers it again
 )
 """The registered owl experiment."""
-
-
-# The owl stages other experiments build on (steerlens.experiments.svd runs them on its own
-# config, a subclass of OwlConfig, so their cache keys and files are the same).
-Run = _Run
-open_run = _open
-teacher_vector_stage = _teacher_vector
-carry_stage = _carry
