@@ -132,7 +132,7 @@ def test_audit_reproduces_the_demo_verdict(base_dir: Path, demo_dir: Path, tmp_p
         "student": str(d / "students/main"),
         "control": str(d / "students/control"),
     }
-    kw.update(data=str(d / "data/teacher.jsonl"), control_data=str(d / "data/control.jsonl"))
+    kw.update(data=str(d / "data/teacher.jsonl"), control_data=str(d / "data/base.jsonl"))
     logs: list[str] = []
     res = sl.audit(
         base=str(base_dir), out=str(tmp_path / "a"), progress=False, log=logs.append, **kw, **QUICK

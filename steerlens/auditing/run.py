@@ -18,11 +18,11 @@ from typing import Any
 from steerlens.auditing.config import AuditConfig
 from steerlens.auditing.inputs import base_check, input_records, make_teacher, read_data
 from steerlens.common import sha256_bytes, write_json
+from steerlens.experiments.controls import behavior_deltas, series_scores
 from steerlens.experiments.records import recorder
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.stages import (
     StageClock,
-    checkpoint_behavior,
     json_load,
     json_save,
     series_record,
@@ -107,13 +107,19 @@ def _vector(a: _Audit) -> Any:
 
 
 def _carry(a: _Audit, vec: Any) -> Any:
+    """The carry test of the teacher vector on the first ``carry_eval_n`` eval prompts (as the
+    owl experiment's carry stage)."""
+    from steerlens.behavior import trait_behavior
     from steerlens.carry import carry_test
 
     c = a.cfg
     kw: dict[str, Any] = {} if a.default_teacher else {"teacher": a.teacher}
+    if c.carry_eval_n is not None:
+        beh = trait_behavior(a.model, a.trait)
+        kw["metric"] = replace(beh, prompts=beh.prompts[: c.carry_eval_n])
     return stage(
         a.out / "carry.json",
-        a.key("trait", "seed", "probe_n", "carry_layers", "alphas", "n_random"),
+        a.key("trait", "seed", "probe_n", "carry_layers", "alphas", "n_random", "carry_eval_n"),
         lambda: carry_test(
             a.model,
             vec,
@@ -140,19 +146,26 @@ def _behavior(a: _Audit) -> Any:
     beh = trait_behavior(model, trait)
 
     def compute() -> dict[str, Any]:
-        main = checkpoint_behavior(model, Path(c.student), beh)
-        ctrl = (
-            checkpoint_behavior(model, Path(c.control), beh)
-            if c.control is not None
-            else {"steps": [0], "scores": [main["scores"][0]], "note": "no control: the base"}
+        per = getattr(beh, "per_prompt", None)
+        base_rows = None if per is None else [float(x) for x in per(model)]
+        dirs = {"main": Path(c.student)}
+        if c.control is not None:
+            dirs["control"] = Path(c.control)
+        series = {name: series_scores(model, d, beh) for name, d in dirs.items()}
+        out: dict[str, Any] = dict(series)
+        if c.control is None:
+            b0 = series["main"]["scores"][0]
+            out["control"] = {"steps": [0], "scores": [b0], "note": "no control: the base"}
+        out.update(
+            {
+                "base_per_prompt": base_rows,
+                "teacher": float(teacher_score(model, a.teacher, beh)),
+                "benign_teacher": float(beh.with_system(trait.neutral_system_prompt)(model)),
+                "metric": beh.describe(),
+                "deltas": behavior_deltas(base_rows, series, seed=c.seed, n_boot=c.n_boot),
+            }
         )
-        return {
-            "main": main,
-            "control": ctrl,
-            "teacher": float(teacher_score(model, a.teacher, beh)),
-            "benign_teacher": float(beh.with_system(trait.neutral_system_prompt)(model)),
-            "metric": beh.describe(),
-        }
+        return out
 
     parents = {k: v for k, v in a.records.items() if k in ("teacher", "student", "control")}
     return stage(
