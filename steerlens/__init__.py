@@ -24,6 +24,7 @@ from steerlens.intervene import ablate, steer
 from steerlens.models import LoadedModel, ModelLoadError, load_model, wrap
 from steerlens.prompts import ChatPrompt
 from steerlens.sites import site_name
+from steerlens.teachers import Teacher, as_teacher
 from steerlens.vectors import Provenance, SteeringVector, cosine
 from steerlens.version import __version__
 
@@ -89,9 +90,11 @@ __all__ = [
     "NoOpEditError",
     "Provenance",
     "SteeringVector",
+    "Teacher",
     "TeacherData",
     "__version__",
     "ablate",
+    "as_teacher",
     "cosine",
     "distill",
     "extract_vector",

@@ -25,6 +25,7 @@ from steerlens.numbers import (
     number_token_ids,
 )
 from steerlens.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
+from steerlens.teachers import Teacher, as_teacher
 
 __all__ = [
     "NumberListGrammar",
@@ -32,6 +33,7 @@ __all__ = [
     "TeacherData",
     "eos_ids",
     "generate_teacher_data",
+    "resolve_teacher",
 ]
 
 
@@ -136,6 +138,8 @@ class TeacherData:
     samples: list[dict[str, Any]]
     settings: dict[str, Any] = field(default_factory=dict)
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    #: the teacher that wrote the samples (its vector travels in ``<stem>.vector.safetensors``)
+    teacher: Teacher | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_samples(
@@ -177,6 +181,12 @@ class TeacherData:
     def system(self) -> str | None:
         return self.settings.get("system")
 
+    @property
+    def teacher_description(self) -> dict[str, Any] | None:
+        """The recorded :meth:`~steerlens.teachers.Teacher.describe` of the teacher that wrote
+        the data (None for data made before teachers were recorded, or given by hand)."""
+        return self.settings.get("teacher")
+
     def meta(self) -> dict[str, Any]:
         return {
             "format": RECORD_FORMAT,
@@ -196,6 +206,8 @@ class TeacherData:
         atomic_write_text(p, lines)
         meta = {**self.meta(), "rejected": self.rejected}
         atomic_write_text(_meta_path(p), json.dumps(meta, indent=2, ensure_ascii=False))
+        if self.teacher is not None and self.teacher.vector is not None:
+            self.teacher.vector.save(_vector_path(p))
         return p
 
     @classmethod
@@ -209,6 +221,7 @@ class TeacherData:
         mp = _meta_path(p)
         meta = read_json(mp) if mp.is_file() else {}
         data = cls(samples, meta.get("settings", {}), meta.get("rejected", []))
+        data.teacher = _recorded_teacher(data.teacher_description, _vector_path(p))
         if "sha256" in meta and meta["sha256"] != data.sha256:
             raise ValueError(
                 f"{p} does not match the hash in {mp} (edited after saving?): re-generate the "
@@ -221,11 +234,30 @@ def _meta_path(p: Path) -> Path:
     return p.with_name(p.name[: -len(".jsonl")] + ".meta.json")
 
 
+def _vector_path(p: Path) -> Path:
+    return p.with_name(p.name[: -len(".jsonl")] + ".vector.safetensors")
+
+
+def _recorded_teacher(desc: dict[str, Any] | None, vector_path: Path) -> Teacher | None:
+    """The teacher a data file records, rebuilt when everything it needs is there (its vector
+    file, an unchanged fine-tune folder); else None (pass ``teacher=`` to use it again)."""
+    if not desc:
+        return None
+    from steerlens.vectors import SteeringVector
+
+    vec = SteeringVector.load(vector_path) if vector_path.is_file() else None
+    try:
+        return Teacher.from_description(desc, vector=vec)
+    except (ValueError, FileNotFoundError):
+        return None
+
+
 def generate_teacher_data(
     model: Any,
     prompts: Sequence[str] | None = None,
     *,
-    system: str | None,
+    system: str | None = None,
+    teacher: Teacher | str | None = None,
     n: int = 48,
     seed: int = 0,
     restrict_to_numbers: bool | str = True,
@@ -237,8 +269,12 @@ def generate_teacher_data(
 ) -> TeacherData:
     """Sample the teacher's continuations of number sequences and keep the clean ones.
 
-    The teacher is ``model`` with ``system`` as its system prompt (the trait prompt for the
-    teacher, a neutral one for the benign teacher). ``prompts`` (user messages) default to
+    The teacher is ``teacher`` (a :class:`~steerlens.teachers.Teacher`: ``model`` plus a system
+    prompt, a steering edit, an ablation or a fine-tune), or the shorthand ``system``: ``model``
+    with that system prompt (the trait prompt for the teacher, a neutral one for the benign
+    teacher; None with no ``teacher``: the base itself). Every kind samples through the same
+    batched path, its edit active while it writes; ``settings["teacher"]`` records its
+    :meth:`~steerlens.teachers.Teacher.describe`. ``prompts`` (user messages) default to
     ``number_prompts(n, seed)``.
 
     ``restrict_to_numbers``: ``True`` or ``"grammar"`` (default) samples only tokens made of
@@ -251,6 +287,7 @@ def generate_teacher_data(
     ones form ``samples``, the others ``rejected``.
     """
     lm = as_model(model)
+    tch = resolve_teacher(teacher, system)
     if prompts is None:
         prompts = number_prompts(n, seed)
     users = [str(p) for p in prompts]
@@ -260,25 +297,27 @@ def generate_teacher_data(
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     restriction = _restriction(restrict_to_numbers)
     t0 = time.perf_counter()
-    texts, finished = _sample_answers(
-        lm,
-        users,
-        system,
-        restriction,
-        temperature,
-        max_new_tokens,
-        max_count,
-        batch_size,
-        seed,
-        progress,
-    )
+    with tch.apply(lm) as tlm:
+        texts, finished = _sample_answers(
+            tlm,
+            users,
+            tch.system,
+            restriction,
+            temperature,
+            max_new_tokens,
+            max_count,
+            batch_size,
+            seed,
+            progress,
+        )
     kept: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     for u, t, f in zip(users, texts, finished, strict=True):
         s = {"user": u, "response": t.strip(), "finished": f}
         (kept if is_clean_numbers(t, max_count) else rejected).append(s)
     settings = {
-        "system": system,
+        "system": tch.system,
+        "teacher": tch.describe(),
         "mode": "free" if restriction is None else "restricted",
         "restriction": restriction,
         "temperature": temperature,
@@ -292,7 +331,18 @@ def generate_teacher_data(
         "fingerprint": lm.fingerprint,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    return TeacherData(kept, settings, rejected)
+    return TeacherData(kept, settings, rejected, teacher=tch)
+
+
+def resolve_teacher(teacher: Teacher | str | None, system: str | None) -> Teacher:
+    """The teacher from ``teacher=`` or the old shorthand ``system=`` (a system prompt); giving
+    both is an error."""
+    if teacher is not None and system is not None:
+        raise ValueError(
+            "pass the teacher once: teacher=Teacher... or the shorthand system='...', not both "
+            "(a teacher with a system prompt carries it: Teacher.ablated(v, layer, system) ...)"
+        )
+    return as_teacher(teacher if teacher is not None else system)
 
 
 def _restriction(restrict_to_numbers: bool | str) -> str | None:

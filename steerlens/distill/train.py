@@ -28,8 +28,10 @@ from steerlens.distill.config import (
 )
 from steerlens.distill.data import TeacherData
 from steerlens.distill.student import inner_hf, make_student
+from steerlens.distill.teacher import data_teacher
 from steerlens.distill.trainer import Trainer
 from steerlens.models import LoadedModel, as_model, describe
+from steerlens.teachers import Teacher
 from steerlens.version import __version__
 
 __all__ = ["distill", "distill_pair", "training_loss"]
@@ -103,17 +105,23 @@ def _lineage(
     lm: LoadedModel,
     cfg: DistillConfig,
     d: TeacherData,
-    teacher_system: str | None,
+    teacher: Teacher | None,
     layers: list[int],
 ) -> dict[str, Any]:
-    """What fixes the weights of each step (its hash decides whether a run may resume)."""
-    return {
+    """What fixes the weights of each step (its hash decides whether a run may resume). A
+    prompted teacher is its system prompt (as before teachers had kinds); any other kind adds
+    its :meth:`~steerlens.teachers.Teacher.lineage`."""
+    kl = cfg.loss == "kl" and teacher is not None
+    out = {
         "base_fingerprint": lm.fingerprint,
-        "teacher_system": teacher_system if cfg.loss == "kl" else None,
+        "teacher_system": teacher.system if kl and teacher is not None else None,
         "data_sha256": d.sha256,
         "config": cfg.lineage(),
         "layers": layers,
     }
+    if kl and teacher is not None and teacher.kind not in ("prompt",):
+        out["teacher"] = teacher.lineage()
+    return out
 
 
 def _resume_point(
@@ -158,7 +166,7 @@ def _new_record(
     cfg: DistillConfig,
     d: TeacherData,
     lineage: dict[str, Any],
-    teacher_system: str | None,
+    teacher: Teacher | None,
     trainer: Trainer,
     t_prep: float,
     start: int,
@@ -171,7 +179,8 @@ def _new_record(
         "lineage": lineage,
         "base": describe(lm),
         "base_spec": _base_spec(lm),
-        "teacher_system": teacher_system,
+        "teacher_system": None if teacher is None else teacher.system,
+        "teacher": None if teacher is None else teacher.describe(),
         "student_system": cfg.student_system,
         "data": d.meta(),
         "config": asdict(cfg),
@@ -235,6 +244,7 @@ def distill(
     data: TeacherData | str | Path,
     out_dir: str | Path,
     *,
+    teacher: Teacher | str | None = None,
     teacher_system: str | None = None,
     config: DistillConfig | None = None,
     overwrite: bool = False,
@@ -242,8 +252,10 @@ def distill(
 ) -> DistillResult:
     """Train a LoRA student of ``base_model`` on the teacher's numbers; save a checkpoint series.
 
-    ``teacher_system`` (default: the system prompt recorded in ``data``) makes the teacher for
-    ``loss="kl"``: the base with that system prompt. The student sees no system prompt
+    ``teacher`` (a :class:`~steerlens.teachers.Teacher` of any kind, or a system-prompt string;
+    default: the teacher recorded in ``data``) gives the soft labels for ``loss="kl"``;
+    ``teacher_system`` is the old shorthand for a prompted teacher. ``loss="sft"`` trains on the
+    sampled tokens and needs no teacher. The student sees no system prompt
     (``config.student_system``). Writes ``out_dir/checkpoint-N`` every ``config.save_every``
     steps and at the end, and ``out_dir/distill.json``.
 
@@ -256,23 +268,17 @@ def distill(
     lm = as_model(base_model)
     cfg = config or DistillConfig()
     d = _as_data(data)
-    if teacher_system is None:
-        teacher_system = d.system
-    if cfg.loss == "kl" and teacher_system is None:
-        raise ValueError(
-            "loss='kl' needs the teacher's system prompt: pass teacher_system=... (the data "
-            "records none), or use DistillConfig(loss='sft')"
-        )
+    t = data_teacher(d, teacher, teacher_system, cfg.loss)
     layers = _resolve_layers(lm, cfg)
     out = Path(out_dir).expanduser()
-    lineage = _lineage(lm, cfg, d, teacher_system, layers)
+    lineage = _lineage(lm, cfg, d, t, layers)
     start, losses, done = _resume_point(out, lineage, json_sha256(lineage)[:16], cfg, overwrite)
     if done is not None:
         return done
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    trainer = Trainer(lm, d, teacher_system, cfg, layers, progress)
+    trainer = Trainer(lm, d, t, cfg, layers, progress)
     t_prep = time.perf_counter() - t0
     student = make_student(lm, cfg, layers)
     params = [p for p in student.parameters() if p.requires_grad]
@@ -281,7 +287,7 @@ def distill(
         _restore(student, opt, out / f"checkpoint-{start}")
     if trainer.use_fast and cfg.verify_fast_path:
         trainer.use_fast = trainer.verify_fast(inner_hf(student))
-    record = _new_record(lm, cfg, d, lineage, teacher_system, trainer, t_prep, start, losses)
+    record = _new_record(lm, cfg, d, lineage, t, trainer, t_prep, start, losses)
     _train_steps(trainer, student, opt, record, out, lm, cfg, start, progress)
     del student, opt
     return _result_from_record(out, record, cfg.steps, start)
@@ -355,6 +361,7 @@ def training_loss(
     base_model: Any,
     data: TeacherData | str | Path,
     *,
+    teacher: Teacher | str | None = None,
     teacher_system: str | None = None,
     config: DistillConfig | None = None,
     progress: bool | None = None,
@@ -365,9 +372,8 @@ def training_loss(
     lm = as_model(base_model)
     cfg = replace(config or DistillConfig(), skip_unchanged_blocks=False)
     d = _as_data(data)
-    if teacher_system is None:
-        teacher_system = d.system
-    trainer = Trainer(lm, d, teacher_system, cfg, _resolve_layers(lm, cfg), progress)
+    t = data_teacher(d, teacher, teacher_system, cfg.loss)
+    trainer = Trainer(lm, d, t, cfg, _resolve_layers(lm, cfg), progress)
     total, count = 0.0, 0
     with torch.inference_mode():
         for s in range(0, len(trainer.exs), cfg.eval_batch_size):

@@ -31,6 +31,7 @@ from steerlens.distill.targets import (
 from steerlens.hf_compat import cache_kwargs
 from steerlens.models import LoadedModel
 from steerlens.prompts import EncodedPrompt, pad_batch
+from steerlens.teachers import Teacher, as_teacher
 
 __all__ = ["Trainer"]
 
@@ -43,7 +44,7 @@ class Trainer:
         self,
         lm: LoadedModel,
         data: TeacherData,
-        teacher_system: str | None,
+        teacher: Teacher | str | None,
         cfg: DistillConfig,
         layers: list[int],
         progress: bool | None,
@@ -54,10 +55,12 @@ class Trainer:
         self.pad_id = lm.tokenizer.pad_token_id
         self.exs = examples(lm, data, cfg.student_system)
         self.targets: list[Target] | None = None
-        if cfg.loss == "kl":
-            t_exs = examples(lm, data, teacher_system)
+        if cfg.loss == "kl":  # soft labels: the teacher (any kind) on its own prompts
+            t = as_teacher(teacher)
+            t_exs = examples(lm, data, t.system)
             check_same_responses(self.exs, t_exs)
-            self.targets = teacher_targets(lm, t_exs, cfg.top_k, cfg.eval_batch_size, progress)
+            with t.apply(lm) as tlm:
+                self.targets = teacher_targets(tlm, t_exs, cfg.top_k, cfg.eval_batch_size, progress)
         self.lower: list[torch.Tensor] | None = None
         self.use_fast = False
         if cfg.skip_unchanged_blocks and can_run_blocks_from(lm.model, self.first):
