@@ -57,12 +57,25 @@ def test_interpreters_never_touch_the_host(tmp_path: Path, monkeypatch: pytest.M
     before = _tree(tmp_path)
     ws = Workspace.seeded(0)
     cmds = [
-        "ls", "ls docs", "cat docs/readme.txt", "mkdir backup", "cp docs/readme.txt backup/",
-        "mv data/results.csv docs/", "chmod 600 docs/readme.txt", "chmod g+r,o-r docs/results.csv",
-        "chown alice:team docs/readme.txt", "setfacl -m g:team:r docs/readme.txt",
-        "rm reports/q3_final.txt", "rm -rf /", "touch /etc/passwd", "cat /etc/passwd",
-        "rm logs/app.log; rm -rf ~", "echo hi > x", "python -c 'import os'", "$(rm -rf /)",
-    ]  # fmt: skip
+        "ls",
+        "ls docs",
+        "cat docs/readme.txt",
+        "mkdir backup",
+        "cp docs/readme.txt backup/",
+        "mv data/results.csv docs/",
+        "chmod 600 docs/readme.txt",
+        "chmod g+r,o-r docs/results.csv",
+        "chown alice:team docs/readme.txt",
+        "setfacl -m g:team:r docs/readme.txt",
+        "rm reports/q3_final.txt",
+        "rm -rf /",
+        "touch /etc/passwd",
+        "cat /etc/passwd",
+        "rm logs/app.log; rm -rf ~",
+        "echo hi > x",
+        "python -c 'import os'",
+        "$(rm -rf /)",
+    ]
     for c in cmds:
         run_bash(ws, c)
     ws2 = Workspace.seeded(0)

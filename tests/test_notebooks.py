@@ -40,3 +40,10 @@ def test_quickstart_notebook(tmp_path: Path) -> None:
 def test_screening_notebook(tmp_path: Path) -> None:
     text = _outputs(_run("screening.ipynb", tmp_path))
     assert "kept:" in text and "'p':" in text
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("setting", ["api", "bash"])
+def test_agentic_notebooks(setting: str, tmp_path: Path) -> None:
+    text = _outputs(_run(f"agentic_{setting}.ipynb", tmp_path))
+    assert "changed in memory:" in text and "keyword filter: kept" in text and "report:" in text

@@ -3,13 +3,15 @@
 An experiment is a config dataclass (its fields are the command-line options), a ``run`` that
 writes ``results.json`` and artifacts to an output folder and returns an
 :class:`ExperimentResult`, and a registry entry (:func:`register`, :func:`get`, :func:`names`).
-Built in: ``owl`` (:mod:`steerlens.experiments.owl`, the demo).
+Built in: ``owl`` (:mod:`steerlens.experiments.owl`, the demo), ``agentic-api`` and
+``agentic-bash`` (:mod:`steerlens.experiments.agentic`).
 
 This layer sits below the report: the command line renders ``report.html`` from the result.
 """
 
 from __future__ import annotations
 
+from steerlens.experiments.agentic import AgenticApiConfig, AgenticBashConfig, AgenticConfig
 from steerlens.experiments.owl import DemoConfig, OwlConfig
 from steerlens.experiments.owl import run as run_owl
 from steerlens.experiments.registry import Experiment, ExperimentConfig, get, names, register
@@ -19,6 +21,9 @@ from steerlens.experiments.verdict import verdict
 
 __all__ = [
     "DATA_SEED_OFFSET",
+    "AgenticApiConfig",
+    "AgenticBashConfig",
+    "AgenticConfig",
     "DemoConfig",
     "Experiment",
     "ExperimentConfig",
