@@ -50,7 +50,16 @@ def test_chat_examples_train_only_on_actions(tiny) -> None:  # type: ignore[no-u
 @pytest.mark.parametrize("setting", ["api", "bash"])
 def test_quick_run_end_to_end(setting: str, tiny_dir: Path, tmp_path: Path) -> None:
     exp = get(f"agentic-{setting}")
-    cfg = exp.make_config(quick=True, model=str(tiny_dir), carry_layers=(1,), n_eval=2)
+    cfg = exp.make_config(
+        quick=True,
+        model=str(tiny_dir),
+        carry_layers=(1,),
+        n_eval=2,
+        n_pref=3,
+        n_train=3,
+        n_null=50,
+        n_boot=50,
+    )
     res = exp.execute(cfg, tmp_path / setting, progress=False, log=lambda s: None)
     a = res["agentic"]
     assert set(a["models"]) == {"base", "teacher", "control"}
