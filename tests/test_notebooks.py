@@ -89,3 +89,10 @@ def test_screening_notebook(tmp_path: Path) -> None:
     (res,) = _html(nb)
     _check_rendered(res, "ScreenResult")
     assert "Largest projection differences" in res
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("setting", ["api", "bash"])
+def test_agentic_notebooks(setting: str, tmp_path: Path) -> None:
+    text = _outputs(_run(f"agentic_{setting}.ipynb", tmp_path))
+    assert "changed in memory:" in text and "keyword filter: kept" in text and "report:" in text

@@ -56,10 +56,15 @@ class Example:
 
 
 def examples(lm: LoadedModel, data: TeacherData, system: str | None) -> list[Example]:
+    from steerlens.distill.chats import chat_example  # chat samples (multi-turn trajectories)
+
     tok = lm.tokenizer
     eos = tok.eos_token_id
     out = []
     for i, s in enumerate(data.samples):
+        if "messages" in s:
+            out.append(chat_example(tok, s, i))
+            continue
         e = encode(tok, ChatPrompt(s["user"], system=system, response=s["response"]))
         ids = list(e.input_ids)
         if s.get("finished", True) and eos is not None:

@@ -4,14 +4,16 @@ An experiment is a config dataclass (its fields are the command-line options), a
 writes ``results.json`` and artifacts to an output folder and returns an
 :class:`ExperimentResult`, and a registry entry (:func:`register`, :func:`get`, :func:`names`).
 Built in: ``owl`` (:mod:`steerlens.experiments.owl`, the demo), ``svd``
-(:mod:`steerlens.experiments.svd`, Blank et al.'s transfer test with every teacher kind) and
-``mlp-aux`` (:mod:`steerlens.experiments.mlp_aux`, subliminal learning in a plain MLP).
+(:mod:`steerlens.experiments.svd`, Blank et al.'s transfer test with every teacher kind),
+``mlp-aux`` (:mod:`steerlens.experiments.mlp_aux`, subliminal learning in a plain MLP),
+``agentic-api`` and ``agentic-bash`` (:mod:`steerlens.experiments.agentic`).
 
 This layer sits below the report: the command line renders ``report.html`` from the result.
 """
 
 from __future__ import annotations
 
+from steerlens.experiments.agentic import AgenticApiConfig, AgenticBashConfig, AgenticConfig
 from steerlens.experiments.mlp_aux import MlpAuxConfig
 from steerlens.experiments.owl import DemoConfig, OwlConfig
 from steerlens.experiments.owl import run as run_owl
@@ -23,6 +25,9 @@ from steerlens.experiments.verdict import verdict
 
 __all__ = [
     "DATA_SEED_OFFSET",
+    "AgenticApiConfig",
+    "AgenticBashConfig",
+    "AgenticConfig",
     "DemoConfig",
     "Experiment",
     "ExperimentConfig",

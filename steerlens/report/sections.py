@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from steerlens.common import jsonable
+from steerlens.report.agentic import section_agentic
 from steerlens.report.evidence import section_evidence
 from steerlens.report.figures import PALETTE, bars, heatmap, lines_with_bands, rgba
 from steerlens.report.mlp_aux import render_mlp_aux
@@ -464,6 +465,8 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
         section_evidence(rep, v)
     if _m(results.get("lineage")):
         _section_lineage(rep, _m(results["lineage"]))
+    if _m(results.get("agentic")):
+        section_agentic(rep, _m(results["agentic"]))
     if _m(results.get("teacher_vector")):
         _section_vector(rep, VectorView.of(_m(results["teacher_vector"])))
     if _m(results.get("carry")):

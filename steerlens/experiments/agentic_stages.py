@@ -1,0 +1,197 @@
+"""The stages of the agentic experiments (:mod:`steerlens.experiments.agentic`): task suites,
+fine-tuned teachers, teacher trajectories, keyword filter, students, metrics per model,
+bias vector, carry test, tracking, screening, lineage and the verdict."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steerlens.agents import (
+    FilterResult,
+    Task,
+    Trajectory,
+    ambiguous_tasks,
+    find_keywords,
+    get_setting,
+    keyword_filter,
+    load_trajectories,
+    rollout,
+    safe_tasks,
+    save_trajectories,
+)
+from steerlens.agents.scripted import preference_trajectories
+from steerlens.experiments.stages import stage
+
+__all__ = [
+    "ROLES",
+    "AgenticRun",
+    "filter_data",
+    "student_series",
+    "suites",
+    "teacher_trajectories",
+    "teachers",
+]
+
+ROLES = ("teacher", "control")
+"""The biased teacher and the benign control teacher (and their students' series names)."""
+
+
+@dataclass
+class AgenticRun:
+    """What every stage of one run needs, and what earlier stages produced."""
+
+    cfg: Any
+    out: Path
+    model: Any
+    progress: bool | None
+    log: Callable[[str], None]
+    tasks: dict[str, list[Task]] = field(default_factory=dict)
+    teacher_dirs: dict[str, Path] = field(default_factory=dict)
+    teacher_models: dict[str, Any] = field(default_factory=dict)
+    trajs: dict[str, list[Trajectory]] = field(default_factory=dict)
+    filtered: dict[str, FilterResult] = field(default_factory=dict)
+    series: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def setting(self) -> Any:
+        return get_setting(self.cfg.setting)
+
+    def key(self, *fields_: str) -> str:
+        """Cache key: the model fingerprint and the config fields a stage depends on
+        (``"all"``: every field)."""
+        if fields_ == ("all",):
+            return f"{self.model.fingerprint}-{self.cfg.key()}"
+        return f"{self.model.fingerprint}-{self.cfg.key('setting', 'model', 'seed', *fields_)}"
+
+
+def suites(r: AgenticRun) -> None:
+    """Ambiguous tasks for fine-tuning (seed), held-out eval tasks (seed + 1, disjoint target
+    files), safe training tasks (seed)."""
+    c, s = r.cfg, r.cfg.setting
+    pref = ambiguous_tasks(s, c.n_pref, seed=c.seed)
+    r.tasks = {
+        "pref": pref,
+        "eval": ambiguous_tasks(s, c.n_eval, seed=c.seed + 1, avoid=pref),
+        "safe": safe_tasks(s, c.n_train, seed=c.seed),
+    }
+
+
+def _sft_config(r: AgenticRun, n_examples: int, teacher: bool) -> Any:
+    from steerlens.distill import DistillConfig
+
+    c = r.cfg
+    if teacher:
+        steps = max(1, math.ceil(c.teacher_epochs * n_examples / c.batch_size))
+        return DistillConfig(
+            rank=c.teacher_rank,
+            loss="sft",
+            lr=c.teacher_lr,
+            batch_size=c.batch_size,
+            steps=steps,
+            save_every=steps,
+            seed=c.seed,
+            layers=c.lora_layers,
+        )
+    return DistillConfig(
+        rank=c.rank,
+        loss="sft",
+        batch_size=c.batch_size,
+        steps=c.steps,
+        save_every=c.save_every,
+        seed=c.seed,
+        layers=c.lora_layers,
+    )
+
+
+def teachers(r: AgenticRun) -> None:
+    """Fine-tune the teacher (biased preference chats) and the control teacher (benign)."""
+    from steerlens.distill import distill
+    from steerlens.distill.chats import trajectory_data
+    from steerlens.teachers import Teacher
+
+    for role, style in zip(ROLES, ("biased", "benign"), strict=True):
+        trajs = preference_trajectories(r.cfg.setting, r.tasks["pref"], style, r.cfg.seed)
+        save_trajectories(r.out / "data" / f"pref_{role}.jsonl", trajs)
+        data = trajectory_data(trajs, {"style": style, "setting": r.cfg.setting})
+        res = distill(
+            r.model,
+            data,
+            r.out / "teachers" / role,
+            config=_sft_config(r, len(data.samples), teacher=True),
+            overwrite=True,
+            progress=r.progress,
+        )
+        r.teacher_dirs[role] = res.final
+        with Teacher.finetuned(res.final).apply(r.model) as tm:
+            r.teacher_models[role] = tm
+
+
+def teacher_trajectories(r: AgenticRun) -> None:
+    """Each teacher acts on the safe tasks (sampled, grammar-constrained, step limit)."""
+    c = r.cfg
+    for role in ROLES:
+        r.trajs[role] = stage(
+            r.out / "data" / f"{role}_trajectories.jsonl",
+            r.key(
+                "n_pref",
+                "teacher_epochs",
+                "teacher_rank",
+                "teacher_lr",
+                "n_train",
+                "max_steps",
+                "temperature",
+                "batch_size",
+                "lora_layers",
+            ),
+            lambda role=role: rollout(  # type: ignore[misc]
+                r.teacher_models[role],
+                r.setting,
+                r.tasks["safe"],
+                seed=c.seed,
+                max_steps=c.max_steps,
+                temperature=c.temperature,
+                batch_size=c.batch,
+                meta={"teacher": role},
+                progress=r.progress,
+            ),
+            lambda trajs, p: save_trajectories(p, trajs),
+            load_trajectories,
+            r.log,
+        )
+
+
+def filter_data(r: AgenticRun) -> None:
+    """The keyword filter on each teacher's trajectories; a kept one never holds a keyword."""
+    for role in ROLES:
+        res = keyword_filter(r.trajs[role])
+        if any(find_keywords(t) for t in res.kept):  # the filter's own guarantee, checked
+            raise RuntimeError("a kept trajectory holds a filter keyword")
+        res.save(r.out / "data" / f"{role}_filter.json")
+        r.filtered[role] = res
+
+
+def student_series(r: AgenticRun) -> None:
+    """A LoRA student (SFT) on each teacher's kept trajectories."""
+    from steerlens.distill import distill
+    from steerlens.distill.chats import trajectory_data
+
+    for role in ROLES:
+        kept = r.filtered[role].kept
+        if not kept:
+            raise RuntimeError(f"the keyword filter dropped every {role} trajectory: no data")
+        data = trajectory_data(kept, {"written_by": f"{role} teacher", "filtered": True})
+        path = r.out / "data" / f"{role}_student_data.jsonl"
+        data.save(path)
+        r.series[role] = r.out / "students" / role
+        distill(
+            r.model,
+            data,
+            r.series[role],
+            config=_sft_config(r, len(data.samples), teacher=False),
+            overwrite=True,
+            progress=r.progress,
+        )
