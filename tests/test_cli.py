@@ -163,7 +163,7 @@ def test_readme_demo_command_quick(tmp_path: Path) -> None:
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["lineage"]["base"]["n_layers"] == 30
-    counts = res["lineage"]["data"]["teacher"]["counts"]
+    counts = res["lineage"]["data"]["main"]["counts"]
     assert counts["kept"] >= 1 and counts["generated"] >= counts["kept"]
     assert res["verdict"]["strength"] in {"strong", "weak", "none"}
     assert any("Carry test" in line for line in res["verdict"]["lines"])
