@@ -4,6 +4,7 @@ Synthetic results dicts: no model needed."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -144,6 +145,11 @@ def test_claims_follow_the_tests() -> None:
     assert set(CLAIMS) >= {inh["claim"], sig["claim"]}
     text = " ".join(sig["lines"])
     assert "CI [" in text and "p=" in text and "Headline layer 15" in text
+    # each delta is named once, by its series: no raw key such as "main_vs_base" in the text
+    (deltas,) = [x for x in inh["lines"] if x.startswith("Deltas: ")]
+    assert len(re.findall(r"student vs base [+-]", deltas)) == 1
+    assert deltas.count("student vs base control") == 1
+    assert "_vs_" not in deltas
 
 
 def test_a_control_that_aligns_on_its_own_is_flagged_in_either_direction() -> None:

@@ -176,9 +176,9 @@ def _behavior_lines(beh: dict[str, Any], deltas: dict[str, Any]) -> list[str]:
         if k.endswith("_vs_base")
     ]
     parts += [
-        f"student vs {names.get(k[5:], k)} {_ci(v)}"
+        f"student vs {names.get(k.removeprefix('main_vs_'), k)} {_ci(v)}"
         for k, v in deltas.items()
-        if k.startswith("main_vs_")
+        if k.startswith("main_vs_") and k != "main_vs_base"
     ]
     return [line, "Deltas: " + "; ".join(parts) + " (sign-flip permutation, two-sided)."]
 
