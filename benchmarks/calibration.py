@@ -1,29 +1,34 @@
 """End-to-end calibration of the owl experiment's verdict on known truth (issue 12).
 
 **Negative control (placebo)**: the student is distilled on the *neutral* teacher's numbers
-(``OwlConfig(placebo=True)``) and compared with the base control (the base's numbers), so the
-student cannot have inherited the owl trait. Over ``--seeds`` seeds at the quick size, count how
-often the verdict claims "inherited" (and, separately, an "activation signature"). Each claim is
-a test at level α (``OwlConfig.alpha``, default 0.05), so the expected false-claim rate is at
-most α; with 10 seeds only a gross miscalibration is visible (P(≥ 2 false claims | rate 0.05)
-≈ 0.09, P(≥ 3) ≈ 0.012: we call the test failed at ≥ 3).
+(``series_plan(placebo=True)``), so it cannot have inherited the owl trait. Each trial s runs the
+owl experiment's verdict on: main = placebo student N_s, base control C_s (the base's numbers),
+and benign replicates N_{s+1}, …, N_{s+k} (the neutral teacher's numbers, other seeds), all at
+the quick size. Placebo students and benign replicates are students of the same teacher, so
+they are exchangeable, and the verdict's model-level test (``main_vs_benign_replicates``) has
+false-claim probability α by construction; the calibration checks that on real models, and
+counts how often each rule would claim "inherited":
 
-**Positive control** (a steered teacher whose trait is a vector by construction): needs
-``steerlens.teachers`` (issue 13). ``--positive`` says so and exits until that package lands;
-the hook is :func:`steerlens.experiments.controls.series_plan` (the main series' data source).
+- ``verdict``: the verdict as it is (per-prompt test vs the base control AND the prediction
+  test vs the benign replicates);
+- ``base_control_only``: the earlier rule (per-prompt test vs the base control alone).
 
-    nice python benchmarks/calibration.py --seeds 10 --out /tmp/calib
-    # writes /tmp/calib/seed<k>.json and calibration.json; --commit copies the latter to
-    # benchmarks/results/; seeds already in --out are not rerun. In parallel:
-    #   nice python benchmarks/calibration.py --out /tmp/calib --only 0 1 2 &  (… --only 3 4 5 …)
+The pool N_0 … N_{n+k−1} is shared by the trials (trial s uses N_s … N_{s+k}), so trials are
+dependent; each trial is a valid test at level α, and the rate over 10 trials is reported with
+that caveat. Each trial is a test at level α = 0.05; with 10 trials P(≥ 3 false claims |
+rate 0.05) ≈ 0.012: the calibration fails at ≥ 3.
 
-The quick size (``OwlConfig.quick``: 8 samples, 4 LoRA steps, 16 probe prompts, 50 eval
-prompts) is as small as keeps every test of the verdict running. Per seed the script runs the
-owl experiment's own stage functions (teacher data, distillation of both series, per-prompt
-behavior and deltas, tracking, :func:`~steerlens.experiments.verdict`); what does not depend on
-the seed's students runs once: the teacher vector (at the headline layer 15, the quick carry
-layer, fixed in advance), the base's and the teachers' behavior. The carry test and screening do
-not enter the claim and are skipped.
+**Positive control**: the svd experiment's ``steered`` teacher (a trait that is a vector by
+construction, :mod:`steerlens.experiments.svd`); its results are that experiment's.
+
+    nice python benchmarks/calibration.py --trials 10 --out /tmp/calib
+    # writes /tmp/calib/models/*.json (one per student, resumable), calibration.json; --commit
+    # copies the latter to benchmarks/results/
+
+Per student the script runs the owl experiment's own functions (teacher data, distillation,
+per-prompt behavior); per trial the tracking at the headline layer 15 (the quick carry layer,
+fixed in advance) and :func:`~steerlens.experiments.verdict`. The teacher vector, the base's
+and the teachers' behavior run once.
 """
 
 from __future__ import annotations
@@ -34,7 +39,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,12 +65,13 @@ class _Shared:
     vector: Any
     behavior: Any
     base_rows: list[float]
+    base_mean: float
     teacher: float
     benign_teacher: float
 
 
 def _shared(model_name: str | None) -> _Shared:
-    from steerlens.behavior import trait_behavior
+    from steerlens.behavior import LogProbBehavior, trait_behavior
     from steerlens.extract import teacher_vector
     from steerlens.models import load_model
     from steerlens.traits import as_trait
@@ -76,12 +81,14 @@ def _shared(model_name: str | None) -> _Shared:
     trait = dataclasses.replace(as_trait(cfg.trait), probe_n=cfg.probe_n)
     vec = teacher_vector(model, trait, layers=[LAYER], seed=0, progress=False)
     beh = trait_behavior(model, trait)
+    assert isinstance(beh, LogProbBehavior)
     return _Shared(
         model,
         trait,
         vec,
         beh,
-        [float(x) for x in beh.per_prompt(model)],
+        (rows := [float(x) for x in beh.per_prompt(model)]),
+        sum(rows) / len(rows),
         float(beh.with_system(trait.system_prompt)(model)),
         float(beh.with_system(trait.neutral_system_prompt)(model)),
     )
@@ -95,18 +102,23 @@ def _config(seed: int, model_name: str | None) -> Any:
     return OwlConfig.quick(seed=seed, placebo=True, save_every=4, **extra)
 
 
-def _one_seed(seed: int, out: Path, sh: _Shared, model_name: str | None) -> dict[str, Any]:
-    """The owl experiment's data, distillation, behavior, tracking and verdict stages for one
-    seed of the placebo (the same functions ``run_owl`` calls; no carry test, no screening)."""
+def _student(name: str, system: str | None, seed: int, out: Path, sh: _Shared) -> dict[str, Any]:
+    """Distil one student (data seed and training seed ``seed``) and score it per prompt at
+    its last checkpoint; cached as ``out/models/<name>.json`` (its adapter stays for tracking)."""
+    from steerlens.checkpoints import CheckpointSeries
     from steerlens.distill import DistillConfig, distill, generate_teacher_data
-    from steerlens.experiments import training_prompts, verdict
-    from steerlens.experiments.controls import behavior_deltas, series_plan, series_scores
-    from steerlens.track import track_checkpoints
+    from steerlens.experiments import training_prompts
 
-    cfg = _config(seed, model_name)
+    path = out / "models" / f"{name}.json"
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
     t0 = time.time()
-    root = out / f"seed{seed}"
-    prompts = training_prompts(cfg.n_samples, seed)
+    cfg = _config(0, None)
+    prompts = training_prompts(cfg.n_samples, 0)
+    data = generate_teacher_data(
+        sh.model, prompts, system=system, n=cfg.n_samples, seed=seed, progress=False
+    )
+    folder = out / "students" / name
     dcfg = DistillConfig(
         rank=cfg.rank,
         loss=cfg.loss,
@@ -115,52 +127,84 @@ def _one_seed(seed: int, out: Path, sh: _Shared, model_name: str | None) -> dict
         save_every=cfg.save_every,
         seed=seed,
     )
-    dirs = {}
-    for sp in series_plan(sh.trait, benign=False, placebo=True):
-        data = generate_teacher_data(
-            sh.model, prompts, system=sp.system, n=cfg.n_samples, seed=seed, progress=False
-        )
-        dirs[sp.name] = root / sp.name
-        distill(
-            sh.model,
-            data,
-            dirs[sp.name],
-            teacher_system=sp.system,
-            config=dcfg,
-            overwrite=True,
-            progress=False,
-        )
-    series = {k: series_scores(sh.model, d, sh.behavior) for k, d in dirs.items()}
+    distill(sh.model, data, folder, teacher_system=system, config=dcfg, overwrite=True)
+    series = CheckpointSeries.discover(folder)
+    with series.open(sh.model) as load:
+        last = list(series)[-1]
+        rows = [float(x) for x in sh.behavior.per_prompt(load(last))]
+    row = {"name": name, "seed": seed, "system": system, "dir": str(folder), "step": last.step}
+    row |= {"per_prompt": rows, "mean": sum(rows) / len(rows), "seconds": time.time() - t0}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row))
+    return row
+
+
+def _trial(s: int, k: int, out: Path, sh: _Shared) -> dict[str, Any]:
+    """Trial s: placebo N_s vs base control C_s and benign replicates N_{s+1..s+k}."""
+    from steerlens.experiments import verdict
+    from steerlens.experiments.controls import REPLICATE_SEED_STRIDE, behavior_deltas
+    from steerlens.track import track_checkpoints
+
+    path = out / "trials" / f"trial{s}.json"
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
+    t0 = time.time()
+    neutral = sh.trait.neutral_system_prompt
+    pool = [
+        _student(f"N{j}", neutral, 1 + j * REPLICATE_SEED_STRIDE, out, sh)
+        for j in range(s, s + k + 1)
+    ]
+    ctrl = _student(f"C{s}", None, 1 + s * REPLICATE_SEED_STRIDE, out, sh)
+    cfg = _config(s, None)
+    names = ["main", "control", "benign"] + [f"benign{r}" for r in range(2, k + 1)]
+    models = [pool[0], ctrl, *pool[1:]]
+    series = {
+        n: {
+            "steps": [0, m["step"]],
+            "scores": [sh.base_mean, m["mean"]],
+            "last_per_prompt": m["per_prompt"],
+        }
+        for n, m in zip(names, models, strict=True)
+    }
     beh = {
         **series,
         "teacher": sh.teacher,
         "benign_teacher": sh.benign_teacher,
         "metric": sh.behavior.describe(),
-        "deltas": behavior_deltas(sh.base_rows, series, seed=seed, n_boot=cfg.n_boot),
+        "deltas": behavior_deltas(sh.base_rows, series, seed=s, n_boot=cfg.n_boot),
     }
     track = track_checkpoints(
         sh.model,
-        dirs["main"],
+        Path(pool[0]["dir"]),
         sh.vector,
         sh.trait,
-        control=dirs["control"],
+        control=Path(ctrl["dir"]),
         layers=[LAYER],
         cache_dir=out / "track-cache",
         n_null=cfg.n_null,
         n_boot=cfg.n_boot,
-        seed=seed,
+        seed=s,
         progress=False,
     ).to_json()
     results = {"config": cfg.to_json(), "behavior": beh, "track": track, "carry": {}}
     v = verdict(results)
-    nums = v["numbers"]
-    mc = nums["behavior"].get("main_vs_control") or {}
-    al = nums["alignment"]
-    shutil.rmtree(root, ignore_errors=True)
-    return {
-        "seed": seed,
+    d = beh["deltas"]
+    mc, rep = d["main_vs_control"], d["main_vs_benign_replicates"]
+    al = v["numbers"]["alignment"]
+    old_rule = mc["estimate"] > 0 and mc["p"] < cfg.alpha
+    row = {
+        "trial": s,
+        "main": pool[0]["name"],
+        "control": ctrl["name"],
+        "replicates": [m["name"] for m in pool[1:]],
         "claim": v["claim"],
-        "behavior_main_vs_control": {k: mc.get(k) for k in ("estimate", "lo", "hi", "p")},
+        "claim_base_control_only": "inherited" if old_rule else "not inherited",
+        "main_vs_control": {x: mc.get(x) for x in ("estimate", "lo", "hi", "p")},
+        "main_vs_benign_replicates": {
+            x: rep.get(x) for x in ("estimate", "t", "df", "p", "replicate_sd")
+        },
+        "control_vs_base": {x: d["control_vs_base"].get(x) for x in ("estimate", "p")},
+        "main_vs_base": {x: d["main_vs_base"].get(x) for x in ("estimate", "p")},
         "eas_student": (al.get("student") or {}).get("eas"),
         "eas_student_p": (al.get("student") or {}).get("p"),
         "excess": (al.get("excess_vs_control") or {}).get("estimate"),
@@ -169,74 +213,67 @@ def _one_seed(seed: int, out: Path, sh: _Shared, model_name: str | None) -> dict
         "flags": v.get("flags", []),
         "seconds": round(time.time() - t0, 1),
     }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row, indent=2))
+    return row
 
 
-def _summary(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+def _summary(rows: list[dict[str, Any]], out: Path, seconds: float) -> dict[str, Any]:
     alpha = 0.05
     n = len(rows)
     k_inh = sum(r["claim"] == "inherited" for r in rows)
+    k_old = sum(r["claim_base_control_only"] == "inherited" for r in rows)
     k_sig = sum(r["claim"] == "activation signature without behavior change" for r in rows)
+    models = [json.loads(p.read_text()) for p in sorted((out / "models").glob("*.json"))]
     return {
-        "what": "placebo: student on the neutral teacher's data vs the base control (owl trait)",
-        "size": "OwlConfig.quick (8 samples, 4 LoRA steps, 16 probe prompts, 50 eval prompts)",
+        "what": "placebo: student on the neutral teacher's data vs the base control and benign "
+        "replicates (owl trait); known truth: not inherited",
+        "size": "OwlConfig.quick (8 samples, 4 LoRA steps, KL loss, 50 eval prompts)",
+        "design": "pool of placebo students N_j; trial s = N_s vs C_s and N_{s+1..s+k}",
         "nominal_alpha": alpha,
-        "n_seeds": n,
+        "n_trials": n,
         "false_inherited": k_inh,
+        "false_inherited_base_control_only_rule": k_old,
         "false_activation_signature": k_sig,
         "p_at_least_observed_inherited_at_alpha": _binom_tail(k_inh, n, alpha),
         "pass": k_inh < 3,
         "rule": "fail at >= 3 false 'inherited' claims of 10 (P <= 0.012 at rate 0.05)",
-        "seconds_per_seed": [r["seconds"] for r in rows],
+        "base": sh_summary(models),
         "seconds_this_call": round(seconds, 1),
         "load_avg_end": os.getloadavg(),
         "runs": rows,
     }
 
 
+def sh_summary(models: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per student: its mean score and seconds (training noise is the spread of the N_j)."""
+    return {m["name"]: {"mean": m["mean"], "seconds": round(m["seconds"], 1)} for m in models}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--replicates", type=int, default=3, help="benign replicates per trial")
     ap.add_argument("--out", default="/tmp/steerlens-calibration")
     ap.add_argument("--commit", action="store_true", help="copy the result to benchmarks/results")
-    ap.add_argument("--positive", action="store_true", help="the steered-teacher positive control")
     ap.add_argument("--model", default=None, help="base model (default: the embedded SmolLM2)")
-    ap.add_argument(
-        "--only",
-        type=int,
-        nargs="*",
-        default=None,
-        help="run only these seeds (parallel workers share --out; every run collects all "
-        "seed*.json there into calibration.json)",
-    )
+    ap.add_argument("--only", type=int, nargs="*", default=None, help="run only these trials")
     a = ap.parse_args(argv)
-    if a.positive:
-        try:
-            import steerlens.teachers  # noqa: F401
-        except ImportError:
-            print(
-                "the positive control needs steerlens.teachers (issue 13: a steered teacher); "
-                "it is not installed in this tree yet",
-                file=sys.stderr,
-            )
-            return 2
-        print("steerlens.teachers is present: wire it into series_plan first", file=sys.stderr)
-        return 2
     out = Path(a.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    seeds = a.only if a.only else list(range(a.seeds))
-    todo = [k for k in seeds if not (out / f"seed{k}.json").is_file()]
+    trials = a.only if a.only is not None else list(range(a.trials))
+    todo = [s for s in trials if not (out / "trials" / f"trial{s}.json").is_file()]
     if todo:
         sh = _shared(a.model)
-        for seed in todo:
-            row = _one_seed(seed, out, sh, a.model)
-            (out / f"seed{seed}.json").write_text(json.dumps(row, indent=2))
-            print(json.dumps(row), flush=True)
+        for s in todo:
+            row = _trial(s, a.replicates, out, sh)
+            print(json.dumps({k: v for k, v in row.items() if k != "flags"}), flush=True)
     rows = [
         json.loads(p.read_text())
-        for p in sorted(out.glob("seed*.json"), key=lambda p: int(p.stem[4:]))
+        for p in sorted((out / "trials").glob("trial*.json"), key=lambda p: int(p.stem[5:]))
     ]
-    summary = _summary(rows, time.time() - t0)
+    summary = _summary(rows, out, time.time() - t0)
     (out / "calibration.json").write_text(json.dumps(summary, indent=2))
     if a.commit:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -64,7 +64,7 @@ class Behavior(Protocol):
 # --------------------------------------------------------------------------- forward
 
 
-def _answer_encs(lm: LoadedModel, prompts: Sequence[PromptLike]) -> list[EncodedPrompt]:
+def answer_encodings(lm: LoadedModel, prompts: Sequence[PromptLike]) -> list[EncodedPrompt]:
     """Encodings cut at the first answer position (a prompt's ``response`` is dropped)."""
     encs = []
     for i, p in enumerate(check_prompts(prompts, "behavior prompts")):
@@ -115,7 +115,7 @@ def iter_answer_logprobs(
     that share a prefix run it once per batch where
     :func:`steerlens.activations.can_share_prefix` allows."""
     lm = as_model(model)
-    encs = _answer_encs(lm, prompts)
+    encs = answer_encodings(lm, prompts)
     pad = lm.tokenizer.pad_token_id
     # prompts sharing a prefix (the chat template's system turn) run it once per batch
     batches = prefix_batches(encs, batch_size, share=can_share_prefix(lm))

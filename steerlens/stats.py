@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import einops
 import numpy as np
@@ -245,3 +246,40 @@ def normal_two_sided_p(z: float) -> float:
     if not math.isfinite(z):
         return float("nan")
     return math.erfc(abs(z) / math.sqrt(2.0))
+
+
+def prediction_t_test(x: float, refs: Sequence[float]) -> dict[str, Any]:
+    """Whether ``x`` lies beyond what ``refs`` predict for one more draw of their kind (k ≥ 2
+    exchangeable replicates, e.g. control models trained with different seeds):
+    t = (x − r̄) / (s·√(1 + 1/k)), s the replicates' standard deviation (ddof 1), df = k − 1;
+    one-sided p = P(T_df ≥ t); the 95% prediction interval of a new replicate is
+    r̄ ± t_{0.975, df}·s·√(1 + 1/k). Exact for normal replicates: under exchangeability
+    P(p ≤ α) = α. ``estimate`` = x − r̄."""
+    from scipy import stats as st
+
+    r = np.asarray(refs, dtype=float)
+    k = int(r.size)
+    if k < 2:
+        raise ValueError(f"a prediction test needs at least 2 replicates, got {k}")
+    mean, sd = float(r.mean()), float(r.std(ddof=1))
+    scale = sd * math.sqrt(1 + 1 / k)
+    df = k - 1
+    if scale == 0:
+        raise ValueError(
+            f"the {k} replicates are identical ({mean:.6g}): they must be independent runs "
+            "(different data samples and seeds)"
+        )
+    t = (float(x) - mean) / scale
+    half = float(st.t.ppf(0.975, df)) * scale
+    return {
+        "estimate": float(x) - mean,
+        "t": t,
+        "df": float(df),
+        "k": float(k),
+        "p": float(st.t.sf(t, df)),
+        "replicate_mean": mean,
+        "replicate_sd": sd,
+        "pi_lo": mean - half,
+        "pi_hi": mean + half,
+        "test": "prediction t-test against the replicates, one-sided (greater)",
+    }

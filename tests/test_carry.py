@@ -345,3 +345,31 @@ def test_owl_single_layer_teacher_vector_is_not_strongly_carried(smol: sl.Loaded
     blob = r.to_json()
     assert set(blob["sufficiency"]) == {"15"} and len(blob["null_sufficiency"]["15"]) == 2
     assert blob["offtarget_kl_teacher"] > 0
+
+
+def test_batched_nulls_equal_the_steer_loop(
+    spec: TraitSpec,
+    planted: tuple,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The random-direction nulls run batched (blocks below the cell's layer once, one draw per
+    row group) give the numbers of one steer() block per draw."""
+    from steerlens.carry.measure import Measure
+
+    base, teacher, _, vec = planted
+    kw = dict(teacher=teacher, layers=[1, L], alphas=[1.0, 4.0], n_random=4, seed=2)
+    fast = carry_test(base, vec, spec, **kw)  # type: ignore[arg-type]
+    calls: list[int] = []
+    monkeypatch.setattr(Measure, "many", lambda self, *a, **k: calls.append(1))
+    slow = carry_test(base, vec, spec, **kw)  # type: ignore[arg-type]
+    assert calls, "the loop path was not taken"
+    nf, ns = fast.to_json()["null_sufficiency"], slow.to_json()["null_sufficiency"]
+    for layer in ("1", str(L)):
+        for j in range(2):
+            assert nf[layer][j] == pytest.approx(ns[layer][j], rel=1e-4, abs=1e-5)
+            assert nf[layer][j]["n"] == 4 and nf[layer][j]["sd"] > 0
+    assert fast.necessity is not None and slow.necessity is not None
+    for layer in (1, L):
+        a, b = fast.necessity.per_layer[layer].null, slow.necessity.per_layer[layer].null
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+        assert a["n"] == 4 and a["sd"] > 0

@@ -63,6 +63,7 @@ def _results(
         "teacher": -2.0,
         "benign_teacher": -5.5,
         "metric": {"metric": "logprob", "n_prompts": 50},
+        "base_per_prompt": base,
         "deltas": behavior_deltas(base, series, n_boot=500),
     }
     track = {
@@ -169,3 +170,87 @@ def test_report_shows_the_series_side_by_side() -> None:
     html = render_report({"verdict": res["verdict"]}).html()
     assert "Evidence: student and controls side by side" in html
     assert "base control" in html and "EAS at layer 15" in html
+
+
+def _with_benign(res: dict[str, Any], offsets: list[float], seed: int = 1) -> dict[str, Any]:
+    """``res`` plus benign replicates whose per-prompt scores are the control's shifted by each
+    offset (model-level training noise) plus prompt noise; deltas recomputed."""
+    rng = np.random.default_rng(seed)
+    beh = res["behavior"]
+    control = beh["control"]["last_per_prompt"]
+    base = beh["base_per_prompt"]
+    series = {k: beh[k] for k in ("main", "control")}
+    for r, off in enumerate(offsets, start=1):
+        rows = [c + off + rng.normal(0, 0.05) for c in control]
+        series["benign" if r == 1 else f"benign{r}"] = {
+            "steps": [0, 4],
+            "scores": [float(np.mean(base)), float(np.mean(rows))],
+            "last_per_prompt": rows,
+        }
+    beh.update(series)
+    beh["deltas"] = behavior_deltas(base, series, seed=0, n_boot=500)
+    return res
+
+
+def test_inherited_needs_the_student_beyond_the_benign_replicates() -> None:
+    """A student that beats the base control per prompt but sits inside the benign replicates'
+    spread (the placebo case: a neutral-prompt teacher raises the score by itself) is not
+    called inherited; one well beyond the replicates is."""
+    inside = _with_benign(
+        _results(student_p=0.5, excess_p=0.5, behavior_shift=0.10), [0.02, 0.15, 0.09]
+    )
+    d = inside["behavior"]["deltas"]
+    assert d["main_vs_control"]["p"] < 0.05 and d["main_vs_control"]["estimate"] > 0
+    rep = d["main_vs_benign_replicates"]
+    assert rep["k"] == 3 and rep["series"] == ["benign", "benign2", "benign3"]
+    assert rep["p"] > 0.05
+    v = verdict(inside)
+    assert v["claim"] != "inherited"
+    assert any("benign replicates" in line for line in v["lines"])
+    beyond = _with_benign(
+        _results(student_p=0.5, excess_p=0.5, behavior_shift=0.60), [0.02, 0.05, 0.03]
+    )
+    rep = beyond["behavior"]["deltas"]["main_vs_benign_replicates"]
+    assert rep["p"] < 0.05 and rep["estimate"] > 0.5
+    v = verdict(beyond)
+    assert v["claim"] == "inherited" and "benign" in v["headline"]
+    assert not any("no benign replicates" in f for f in v["flags"])
+
+
+def test_inherited_without_replicates_is_flagged() -> None:
+    v = verdict(_results(student_p=0.5, excess_p=0.5, behavior_shift=0.30))
+    assert v["claim"] == "inherited"
+    assert "base control only" in v["headline"]
+    assert any("no benign replicates" in f for f in v["flags"])
+
+
+def test_prediction_t_test_formula_and_calibration() -> None:
+    from scipy import stats as st
+
+    from steerlens.stats import prediction_t_test
+
+    r = prediction_t_test(1.0, [0.0, 0.2, 0.4])
+    s = float(np.std([0.0, 0.2, 0.4], ddof=1))
+    t = (1.0 - 0.2) / (s * np.sqrt(1 + 1 / 3))
+    assert r["t"] == pytest.approx(t) and r["df"] == 2
+    assert r["p"] == pytest.approx(float(st.t.sf(t, 2)))
+    assert r["pi_lo"] < 0.2 < r["pi_hi"]
+    # exchangeable normal draws: the false-positive rate is the nominal level
+    rng = np.random.default_rng(0)
+    hits = [prediction_t_test(x[0], x[1:])["p"] < 0.05 for x in rng.normal(size=(4000, 4))]
+    assert abs(float(np.mean(hits)) - 0.05) < 0.012
+    with pytest.raises(ValueError, match="at least 2 replicates"):
+        prediction_t_test(0.0, [1.0])
+    with pytest.raises(ValueError, match="identical"):
+        prediction_t_test(0.0, [1.0, 1.0])
+
+
+def test_series_plan_replicates_have_their_own_seeds() -> None:
+    plan = series_plan(as_trait("owl"), benign=True, replicates=3)
+    assert [p.name for p in plan] == ["main", "control", "benign", "benign2", "benign3"]
+    offsets = [p.seed_offset for p in plan]
+    assert offsets[:2] == [0, 0] and len(set(offsets[2:])) == 3 and 0 not in offsets[2:]
+    assert {p.file for p in plan} == {"teacher", "base", "benign", "benign2", "benign3"}
+    placebo = series_plan(as_trait("owl"), benign=True, placebo=True, replicates=2)
+    assert placebo[0].system == placebo[2].system and placebo[0].file == "placebo"
+    assert placebo[0].seed_offset != placebo[2].seed_offset  # independent draws

@@ -8,7 +8,7 @@ KL(P_base ‖ P_condition) of the next token at the first answer position (nats,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,6 +32,8 @@ class Measure:
     behavior: Any
     offtarget: list[Any]
     batch_size: int
+    _cache: Any = field(default=None, init=False, repr=False, compare=False)
+    _cache_key: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __call__(
         self, model: Any, with_offtarget: bool = True
@@ -45,6 +47,51 @@ class Measure:
             return beh.score_logprobs(lp[: len(prompts)]), (lp[len(prompts) :] if off else None)
         b = float(beh(model))
         return b, (answer_logprobs(model, off, batch_size=self.batch_size) if off else None)
+
+    def prompts(self, with_offtarget: bool = True) -> list[Any] | None:
+        """The prompts one condition scores (behavior prompts, then off-target ones), or None
+        when the behavior is not scored from next-token log-probabilities."""
+        beh = self.behavior
+        if not (hasattr(beh, "score_logprobs") and hasattr(beh, "prompts")):
+            return None
+        return list(beh.prompts) + (list(self.offtarget) if with_offtarget else [])
+
+    def from_logprobs(
+        self, lp: torch.Tensor, with_offtarget: bool = True
+    ) -> tuple[float, torch.Tensor | None]:
+        """(B, off-target rows) of one condition from its (n, V) log-probabilities over
+        :meth:`prompts`."""
+        n = len(self.behavior.prompts)
+        off = lp[n:] if (with_offtarget and self.offtarget) else None
+        return float(self.behavior.score_logprobs(lp[:n])), off
+
+    def many(
+        self,
+        model: Any,
+        layer: int,
+        edit: str,
+        directions: torch.Tensor,
+        alpha: float,
+        with_offtarget: bool = True,
+    ) -> list[tuple[float, torch.Tensor | None]] | None:
+        """Every row of ``directions`` as one condition (``edit`` after block ``layer``: add
+        α·row, or project the row out), run batched by :class:`~steerlens.carry.batched.
+        LayerConditions` with blocks 0..layer once; None where that path does not apply
+        (the caller loops under ``steer``)."""
+        from steerlens.carry.batched import LayerConditions, can_batch_layer
+
+        prompts = self.prompts(with_offtarget)
+        if prompts is None or not can_batch_layer(model, layer) or not len(directions):
+            return None
+        key = (id(model), layer, with_offtarget)
+        if self._cache_key != key:
+            self._cache = LayerConditions(model, prompts, layer, batch_size=self.batch_size)
+            self._cache_key = key
+        assert self._cache is not None
+        return [
+            self.from_logprobs(lp, with_offtarget)
+            for _, lp in self._cache.logprobs(edit, directions, alpha)
+        ]
 
 
 def offtarget_shift(ref: torch.Tensor | None, off: torch.Tensor | None) -> float | None:

@@ -156,7 +156,14 @@ def run_necessity(
             bar.update(1 + n_random)
             continue
         b = run({layer: dirs[layer]})
-        nulls = [frac_nec(run({layer: rand[layer][r]})) for r in range(n_random)]
+        fast = None
+        if mode == "project_out" and n_random:
+            fast = measure_t.many(t_model, layer, "project_out", rand[layer], 1.0, False)
+        if fast is not None:
+            bar.update(n_random)
+            nulls = [frac_nec(b_r) for b_r, _ in fast]
+        else:
+            nulls = [frac_nec(run({layer: rand[layer][r]})) for r in range(n_random)]
         for r, val in enumerate(nulls):
             null_by_draw[r].append(val)
         per_layer[layer] = NecessityAt(frac_nec(b), b, band(nulls))

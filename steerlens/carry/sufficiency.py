@@ -8,7 +8,7 @@ directions scaled to ‖vˡ‖; each draw gets its own clean and raw peak over t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,9 +99,7 @@ def run_sufficiency(
             k = offtarget_shift(ref_off, off)
             if k is not None:
                 g.offtarget_kl[layer].append(k)
-            for r in range(n_random):
-                with steer(lm, {layer: rand[layer][r] * vn}, a):
-                    b_r, off_r = measure(lm)
+            for r, (b_r, off_r) in enumerate(_null_conditions(lm, measure, layer, rand, vn, a)):
                 bar.update()
                 g.null_s[layer][r][j] = frac(b_r)
                 g.null_kl[layer][r][j] = offtarget_shift(ref_off, off_r) or 0.0
@@ -112,6 +110,28 @@ def run_sufficiency(
     if ref_off is None:
         g.offtarget_kl = {}
     return g
+
+
+def _null_conditions(
+    lm: LoadedModel,
+    measure: Measure,
+    layer: int,
+    rand: Mapping[int, torch.Tensor],
+    vn: float,
+    a: float,
+) -> Iterator[tuple[float, torch.Tensor | None]]:
+    """(B, off-target rows) of the base steered by α·‖v‖·r̂ for each random draw r̂ at
+    ``layer``: batched over draws with blocks 0..ℓ run once where
+    :meth:`~steerlens.carry.measure.Measure.many` applies, else one ``steer`` block each."""
+    if layer not in rand:
+        return
+    fast = measure.many(lm, layer, "add", rand[layer] * vn, a)
+    if fast is not None:
+        yield from fast
+        return
+    for r in range(rand[layer].shape[0]):
+        with steer(lm, {layer: rand[layer][r] * vn}, a):
+            yield measure(lm)
 
 
 def _bands(draws: Sequence[Sequence[float]], n_alpha: int) -> list[NullBand]:

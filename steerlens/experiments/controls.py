@@ -17,6 +17,13 @@ log-probability score", before the mean over prompts) at the last checkpoint:
 dᵢ(X vs base) = Bᵢ(X) − Bᵢ(θ₀) and dᵢ(main vs control) = Bᵢ(main) − Bᵢ(control). Each delta is
 mean_i dᵢ with a percentile bootstrap CI over prompts (:func:`steerlens.stats.paired_bootstrap_mean`)
 and a two-sided sign-flip permutation p-value (:func:`steerlens.stats.sign_flip_test`).
+
+These per-prompt tests hold the two models fixed: they ask whether *these* checkpoints differ,
+not whether the teacher made the difference. Two students trained on the same teacher's data
+with different samples and seeds differ systematically too (training noise), so with ≥ 2 benign
+replicates the student is also tested at the level of models: ``main_vs_benign_replicates`` =
+:func:`steerlens.stats.prediction_t_test` of B̄(main) against the replicates' B̄ (is the student
+outside what another matched-control run would give?).
 """
 
 from __future__ import annotations
@@ -26,43 +33,91 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steerlens.stats import paired_bootstrap_mean, sign_flip_test
+from steerlens.stats import paired_bootstrap_mean, prediction_t_test, sign_flip_test
 
-__all__ = ["SeriesPlan", "behavior_deltas", "series_plan", "series_scores"]
+__all__ = [
+    "REPLICATE_SEED_STRIDE",
+    "SeriesPlan",
+    "behavior_deltas",
+    "benign_names",
+    "series_plan",
+    "series_scores",
+]
+
+
+#: the data seed of benign replicate r (1-based) is ``seed + r·REPLICATE_SEED_STRIDE``
+REPLICATE_SEED_STRIDE = 1009
 
 
 @dataclass(frozen=True)
 class SeriesPlan:
     """One distilled series: its name, the system prompt of the model that wrote its data
-    (None: the base, no trait system prompt) and what it is."""
+    (None: the base, no trait system prompt), what it is, which teacher record wrote its data
+    (``source``: teacher, base or benign_teacher), its data file's stem, and the offset added
+    to the run's seed for its data sampling and training (0 for main and control; benign
+    replicate r gets r·REPLICATE_SEED_STRIDE, so replicates are independent draws)."""
 
     name: str
     system: str | None
     role: str
+    source: str = "teacher"
+    file: str = "teacher"
+    seed_offset: int = 0
 
 
-def series_plan(trait: Any, benign: bool, placebo: bool = False) -> list[SeriesPlan]:
-    """main (trait teacher), control (base), and with ``benign`` the benign-teacher control.
+def series_plan(
+    trait: Any, benign: bool, placebo: bool = False, replicates: int = 1
+) -> list[SeriesPlan]:
+    """main (trait teacher), control (base), and with ``benign`` ``replicates`` benign-teacher
+    controls (``benign``, ``benign2``, …: the *matched* control, same system-prompt form
+    without the trait, each on its own data sample and training seed; with ≥ 2 of them the
+    verdict tests the student against their spread, DESIGN.md "controls").
 
     ``placebo`` (the negative control of the calibration, benchmarks/calibration.py): the main
-    series learns from the *neutral* teacher instead, so any "inherited" claim is false.
-    Hook for the positive control (a steered teacher whose trait is a vector by construction,
-    issue 13's ``steerlens.teachers``): the main series' data source is this plan's entry, to be
-    given a ``Teacher`` once that package lands."""
+    series learns from the *neutral* teacher instead, so any "inherited" claim is false. The
+    positive control (a steered teacher whose trait is a vector by construction) is the svd
+    experiment's ``steered`` teacher (:mod:`steerlens.experiments.svd`)."""
     main = (
-        SeriesPlan("main", trait.neutral_system_prompt, "placebo student (neutral teacher's data)")
+        SeriesPlan(
+            "main",
+            trait.neutral_system_prompt,
+            "placebo student (neutral teacher's data)",
+            "benign_teacher",
+            "placebo",
+        )
         if placebo
         else SeriesPlan("main", trait.system_prompt, "student (trait teacher's data)")
     )
     plan = [
         main,
-        SeriesPlan("control", None, "base control (base model's data, no trait system prompt)"),
+        SeriesPlan(
+            "control",
+            None,
+            "base control (base model's data, no trait system prompt)",
+            "base",
+            "base",
+        ),
     ]
     if benign:
-        plan.append(
-            SeriesPlan("benign", trait.neutral_system_prompt, "benign control (neutral teacher)")
-        )
+        for r in range(1, max(1, replicates) + 1):
+            name = "benign" if r == 1 else f"benign{r}"
+            plan.append(
+                SeriesPlan(
+                    name,
+                    trait.neutral_system_prompt,
+                    f"benign control {r} (neutral teacher)",
+                    "benign_teacher",
+                    name,
+                    r * REPLICATE_SEED_STRIDE,
+                )
+            )
     return plan
+
+
+def benign_names(names: Any) -> list[str]:
+    """The benign-control series among ``names`` (``benign``, ``benign2``, …), in order."""
+    out = [n for n in names if n == "benign" or (n.startswith("benign") and n[6:].isdigit())]
+    return sorted(out, key=lambda n: int(n[6:] or 1))
 
 
 def series_scores(base: Any, series_dir: Path, behavior: Any) -> dict[str, Any]:
@@ -118,4 +173,9 @@ def behavior_deltas(
     for name, r in rows.items():
         if name != "main" and main is not None and r is not None:
             out[f"main_vs_{name}"] = _delta(main, r, seed, n_boot)
+    reps = benign_names(rows)
+    if main is not None and len(reps) >= 2:
+        means = [sum(r) / len(r) for r in (rows[n] for n in reps) if r is not None]
+        test = prediction_t_test(sum(main) / len(main), means)
+        out["main_vs_benign_replicates"] = {**test, "series": reps}
     return out

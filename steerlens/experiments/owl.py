@@ -76,7 +76,8 @@ class OwlConfig:
     alphas: tuple[float, ...] = _opt((2.0, 4.0, 8.0), "carry-test steering strengths α")
     n_random: int = _opt(19, "random directions per carry cell (null; >= 19 for p <= 0.05)")
     carry_eval_n: int | None = _opt(8, "eval prompts the carry test scores (none: all)")
-    benign_control: bool = _opt(False, "also train the benign-teacher control (second series)")
+    benign_control: bool = _opt(True, "train the benign-teacher (matched) controls")
+    benign_replicates: int = _opt(3, "benign controls, each its own seed (>= 2: model-level test)")
     alpha: float = _opt(0.05, "significance level of every claim in the verdict")
     placebo: bool = _opt(False, "calibration: the student learns from the neutral teacher")
     probe_n: int | None = _opt(None, "probe prompts of the trait (none: the trait's own)")
@@ -120,7 +121,7 @@ class OwlConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> OwlConfig:
         """A smoke-test run (about 2 minutes on 2 cores): 16 probe prompts, one carry layer,
-        8 samples, 4 training steps. Every stage runs; the numbers are too small to mean much
+        8 samples, 4 training steps, 2 benign replicates. Every stage runs; the numbers are too small to mean much
         (one random direction per carry cell: the carry null cannot reach p ≤ 0.05, so the
         carry test reads "not carried" whatever the vector)."""
         base = cls(
@@ -134,6 +135,7 @@ class OwlConfig:
             n_null=1000,
             n_boot=200,
             screen_max=6,
+            benign_replicates=2,
         )
         return dataclasses.replace(base, **overrides)
 
@@ -178,7 +180,13 @@ def open_run(cfg: OwlConfig, out: Path, progress: bool | None, log: Callable[[st
     if cfg.probe_n is not None:
         trait = dataclasses.replace(trait, probe_n=cfg.probe_n)
     r = Run(
-        cfg, out, model, trait, progress, log, series_plan(trait, cfg.benign_control, cfg.placebo)
+        cfg,
+        out,
+        model,
+        trait,
+        progress,
+        log,
+        series_plan(trait, cfg.benign_control, cfg.placebo, cfg.benign_replicates),
     )
     for role, desc in (
         ("teacher", {"kind": "prompt", "system": trait.system_prompt}),
@@ -240,16 +248,6 @@ def carry_stage(r: Run, vec: Any) -> Any:
     )
 
 
-_FILE_OF = {"main": "teacher", "control": "base", "benign": "benign"}
-
-
-def _role(sp: SeriesPlan) -> str:
-    """The teacher record of a series' data source (base, trait teacher or benign teacher)."""
-    if sp.system is None:
-        return "base"
-    return "teacher" if sp.name == "main" and "placebo" not in sp.role else "benign_teacher"
-
-
 def _teacher_data(r: Run) -> dict[str, Any]:
     """Per series of the plan, the numbers its data source wrote (same prompts, same seed)."""
     from steerlens.distill import TeacherData, generate_teacher_data
@@ -258,16 +256,17 @@ def _teacher_data(r: Run) -> dict[str, Any]:
     data_dir.mkdir(exist_ok=True)
     prompts = training_prompts(r.cfg.n_samples, r.cfg.seed)
 
-    def generate(name: str, system: str | None, role: str) -> Any:
+    def generate(sp: SeriesPlan) -> Any:
+        seed = r.cfg.seed + sp.seed_offset
         return stage(
-            data_dir / f"{_FILE_OF[name]}.jsonl",
-            r.key("trait", "seed", "n_samples"),
+            data_dir / f"{sp.file}.jsonl",
+            f"{r.key('trait', 'seed', 'n_samples')}-{sp.seed_offset}",
             lambda: generate_teacher_data(
                 r.model,
                 prompts,
-                system=system,
+                system=sp.system,
                 n=r.cfg.n_samples,
-                seed=r.cfg.seed,
+                seed=seed,
                 progress=r.progress,
             ),
             lambda d, p: d.save(p),
@@ -276,13 +275,13 @@ def _teacher_data(r: Run) -> dict[str, Any]:
             recorder(
                 "teacher_data",
                 r.model,
-                parents={"teacher": r.teachers[role]},
-                config={"system": system, "n_samples": r.cfg.n_samples, "seed": r.cfg.seed},
+                parents={"teacher": r.teachers[sp.source]},
+                config={"system": sp.system, "n_samples": r.cfg.n_samples, "seed": seed},
                 files=lambda p: [p, p.with_name(p.stem + ".meta.json")],
             ),
         )
 
-    return {sp.name: generate(sp.name, sp.system, _role(sp)) for sp in r.plan}
+    return {sp.name: generate(sp) for sp in r.plan}
 
 
 def _distill(r: Run, data: dict[str, Any]) -> dict[str, Path]:
@@ -306,12 +305,9 @@ def _distill(r: Run, data: dict[str, Any]) -> dict[str, Path]:
             data[sp.name],
             dirs[sp.name],
             teacher_system=sp.system,
-            config=dcfg,
+            config=dataclasses.replace(dcfg, seed=cfg.seed + sp.seed_offset),
             progress=r.progress,
-            parents={
-                "data": r.out / "data" / f"{_FILE_OF[sp.name]}.jsonl",
-                "teacher": r.teachers[_role(sp)],
-            },
+            parents={"data": r.out / "data" / f"{sp.file}.jsonl", "teacher": r.teachers[sp.source]},
         )
     return dirs
 
@@ -387,7 +383,7 @@ def _screen(r: Run, vec: Any, data: dict[str, Any]) -> Any:
         lambda: screen_dataset(
             r.model,
             vec,
-            {names[k]: d.samples[:n] for k, d in data.items()},
+            {names.get(k, k): d.samples[:n] for k, d in data.items()},
             seed=r.cfg.seed,
             progress=r.progress,
         ).to_json(),

@@ -18,7 +18,15 @@ Nothing here is tuned to an answer. The verdict rests only on tests that hold as
 Claim (``numbers["claim"]``):
 
 - **inherited**: Δ(main vs control) > 0 with p < α (its CI excludes 0 at level 1 − α when
-  the two agree);
+  the two agree) **and**, with ≥ 2 benign replicates (the matched control: the same system-prompt
+  form without the trait, each run with its own data sample and seed), the student's B̄ beyond
+  the replicates' spread: the prediction t-test ``main_vs_benign_replicates`` (t = (B̄_main −
+  B̄_rep)/(s_rep·√(1 + 1/k)), df = k − 1) > 0 with p < α. Both must hold (intersection-union,
+  level α). The second test is what the placebo calibration (benchmarks/calibration.py) asks
+  for: a student of the *neutral* teacher passes the first (a "you love X" system prompt raises
+  the owl score by itself, and per-prompt tests hold the two models fixed, so training noise
+  alone separates them), not the second. Without benign replicates the claim rests on the first
+  test only and is flagged as not separating the trait from a generic system-prompt effect;
 - **activation signature without behavior change**: not inherited, but test 4 holds;
 - **no evidence**: neither.
 
@@ -170,6 +178,7 @@ def _behavior_lines(beh: dict[str, Any], deltas: dict[str, Any]) -> list[str]:
             f"{c[-1] - c[0]:+.2f} (this metric has no per-prompt scores: no interval, no test).",
         ]
     names = {"main": "student", "control": "base control", "benign": "benign control"}
+    names.update({f"benign{r}": f"benign control {r}" for r in range(2, 10)})
     parts = [
         f"{names.get(k[:-8], k)} vs base {_ci(v)}"
         for k, v in deltas.items()
@@ -178,9 +187,18 @@ def _behavior_lines(beh: dict[str, Any], deltas: dict[str, Any]) -> list[str]:
     parts += [
         f"student vs {names.get(k.removeprefix('main_vs_'), k)} {_ci(v)}"
         for k, v in deltas.items()
-        if k.startswith("main_vs_") and k != "main_vs_base"
+        if k.startswith("main_vs_") and k not in ("main_vs_base", "main_vs_benign_replicates")
     ]
-    return [line, "Deltas: " + "; ".join(parts) + " (sign-flip permutation, two-sided)."]
+    out = [line, "Deltas: " + "; ".join(parts) + " (sign-flip permutation, two-sided)."]
+    rep = deltas.get("main_vs_benign_replicates")
+    if rep is not None:
+        out.append(
+            f"Student vs {int(rep['k'])} benign replicates (models as the unit, training noise "
+            f"included): B̄ {rep['estimate']:+.3f} beyond their mean (sd {rep['replicate_sd']:.3f},"
+            f" t={rep['t']:+.2f}, df={int(rep['df'])}, one-sided p={rep['p']:.2g}; 95% "
+            f"prediction interval of a replicate [{rep['pi_lo']:.3f}, {rep['pi_hi']:.3f}])."
+        )
+    return out
 
 
 def _alignment_lines(al: dict[str, Any], alpha: float) -> list[str]:
@@ -219,8 +237,9 @@ def _alignment_lines(al: dict[str, Any], alpha: float) -> list[str]:
 
 _HEADS = {
     "inherited": (
-        "Inherited: the student's trait behavior moved beyond the base control's (behavior "
-        "delta significant at the stated level).",
+        "Inherited: the student's trait behavior moved beyond the base control's and beyond "
+        "the spread of the matched (benign) controls (both tests significant at the stated "
+        "level).",
         "strong",
     ),
     "activation signature without behavior change": (
@@ -245,20 +264,37 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     deltas = beh.get("deltas") or {}
     al = _alignment(results, alpha)
     mc = deltas.get("main_vs_control")
+    rep = deltas.get("main_vs_benign_replicates")
     inherited = bool(mc is not None and mc["estimate"] > 0 and mc["p"] < alpha)
+    if rep is not None:
+        inherited = inherited and rep["estimate"] > 0 and rep["p"] < alpha
     claim = CLAIMS[0] if inherited else (CLAIMS[1] if al["signature"] else CLAIMS[2])
     head, strength = _HEADS[claim]
+    if inherited and rep is None:
+        head = (
+            "Inherited against the base control only: the student's trait behavior moved beyond "
+            "the base control's (no benign replicates: not separated from a generic "
+            "system-prompt effect)."
+        )
     if inherited and al["signature"]:
         head += " Its activation shift also aligns with the teacher vector at the pre-chosen layer."
     flags = _flags(al, deltas, alpha)
+    if inherited and rep is None:
+        flags.append(
+            "no benign replicates (benign_control with benign_replicates >= 2): 'inherited' "
+            "rests on the per-prompt test against the base control, which a neutral-prompt "
+            "teacher's student also passes; the trait is not separated from a generic "
+            "system-prompt effect or from training noise"
+        )
     carry = results.get("carry") or {}
     lines = _behavior_lines(beh, deltas) + _alignment_lines(al, alpha)
     lines.append(f"Carry test of the teacher vector: {carry.get('verdict')}")
     lines += [f"Flag: {f}." for f in flags]
     lines.append(
         f"Claims are tested at α={alpha:g}: 'inherited' needs the student-vs-base-control "
-        "behavior delta; an activation signature needs both the student's EAS beyond its nulls "
-        "and the excess over the base control, at the layer fixed in advance."
+        "behavior delta and, with benign replicates, the student beyond their spread (model-"
+        "level prediction test); an activation signature needs both the student's EAS beyond "
+        "its nulls and the excess over the base control, at the layer fixed in advance."
     )
     return {
         "headline": head,

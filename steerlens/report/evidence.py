@@ -34,7 +34,7 @@ def _row(name: str, label: str, al: Mapping[str, Any], deltas: Mapping[str, Any]
     key = {"main": "student"}.get(name, name)
     a = _m(al.get(key))
     d = _m(deltas.get(f"{name}_vs_base"))
-    ex = _m(al.get("excess_vs_control" if name == "control" else "excess_vs_benign"))
+    ex = _m(al.get({"control": "excess_vs_control", "benign": "excess_vs_benign"}.get(name, "")))
     vs_ctrl = _m(deltas.get(f"main_vs_{name}"))
     return {
         "series": label,
@@ -67,13 +67,28 @@ def section_evidence(rep: Report, verdict: Mapping[str, Any]) -> None:
         "empirical p-values; two-sided from the z-scores). Excess alignment has a bootstrap CI "
         "over probe prompts."
     )
+    series = list(_SERIES) + [
+        (k[: -len("_vs_base")], f"benign control {k[6:-8]}")
+        for k in deltas
+        if k.startswith("benign") and k.endswith("_vs_base") and k[6:-8].isdigit()
+    ]
     rows = [
         _row(name, label, al, deltas)
-        for name, label in _SERIES
+        for name, label in series
         if al.get({"main": "student"}.get(name, name)) is not None
         or deltas.get(f"{name}_vs_base") is not None
     ]
     rep.table(rows)
+    rt = _m(deltas.get("main_vs_benign_replicates"))
+    if rt:
+        rep.text(
+            f"Model-level test (models as the unit, so training noise is in the null): the "
+            f"student's mean score is {rt['estimate']:+.3f} beyond the mean of {int(rt['k'])} "
+            f"benign replicates (their sd {rt['replicate_sd']:.3f}; 95% prediction interval of "
+            f"a replicate [{rt['pi_lo']:.3f}, {rt['pi_hi']:.3f}]); t = {rt['t']:+.2f}, "
+            f"df = {int(rt['df'])}, one-sided p = {_p(rt)}. 'Inherited' needs this and the "
+            "per-prompt delta against the base control."
+        )
     anyl = _m(al.get("any_layer"))
     if anyl:
         rep.text(

@@ -1,0 +1,195 @@
+"""Many edits of one layer in batched forwards: the carry test's random-direction nulls at a
+bounded cost (issue 12).
+
+A null condition of the carry test edits the residual stream after one block ℓ and nothing
+else: sufficiency adds a_k = α·‖v_ℓ‖·r̂_k (h ← h + a_k at every position), necessity projects a
+random unit direction out (h ← h − (h·r̂_k) r̂_k). Blocks 0..ℓ therefore see the same inputs in
+every condition, so :class:`LayerConditions` runs them **once** per layer and prompt set and
+keeps h_ℓ; each condition then runs blocks ℓ+1.. only, on its own edited copy, with many
+conditions side by side in one forward (row = condition × prompt, a different direction per
+row group). A prompt prefix shared by a batch (the chat template's system turn) runs once below
+ℓ and once per condition above ℓ, as the unbatched path (:func:`steerlens.behavior.
+answer_logprobs`) does. Only the last position goes through the lm_head.
+
+Equal to running each condition under :func:`steerlens.intervene.steer` up to float rounding
+(``tests/test_carry_batched.py``). Used where it reproduces the model's own forward: the plain HF
+backend, an architecture of :data:`steerlens.backends.upper.UPPER_FORWARD_TYPES`, no hook on the
+model, and a behavior scored from next-token log-probabilities; elsewhere the carry test loops
+over conditions under ``steer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from steerlens.backends.forward import (
+    can_share_prefix,
+    has_hooks,
+    prefix_inputs,
+    tail_inputs,
+    truncated_forward,
+)
+from steerlens.backends.upper import can_run_blocks_from, run_blocks_from
+from steerlens.batching import prefix_batches
+from steerlens.behavior import answer_encodings
+from steerlens.models import LoadedModel
+from steerlens.precision import compute_context
+from steerlens.prompts import PromptLike, pad_batch
+
+Edit = Literal["add", "project_out"]
+
+#: token rows (condition × prompt × position) one upper forward holds at most
+MAX_TOKENS = 16384
+
+__all__ = ["MAX_TOKENS", "Edit", "LayerConditions", "can_batch_layer"]
+
+
+def can_batch_layer(lm: LoadedModel, layer: int) -> bool:
+    """Whether :class:`LayerConditions` reproduces ``lm``'s forward for edits after ``layer``."""
+    return (
+        lm.backend == "hf"
+        and getattr(lm, "inline_edits", None) is None
+        and can_run_blocks_from(lm.model, layer + 1)
+        and not has_hooks(lm)
+    )
+
+
+@dataclass
+class _Cached:
+    """One prompt batch after block ℓ: the shared prefix's residual ``head`` (1, p, d) or None,
+    the (tail) residual ``h`` (B, W, d), the attention mask over [prefix | tail] and the
+    positions of ``h``."""
+
+    idx: list[int]
+    p: int
+    head: torch.Tensor | None
+    h: torch.Tensor
+    mask: torch.Tensor
+    pos: torch.Tensor
+
+
+def _edited(h: torch.Tensor, rows: torch.Tensor, edit: Edit, alpha: float) -> torch.Tensor:
+    """``h`` (R, T, d) with row r edited by direction ``rows[r]``: + α·rows[r] (add) or minus
+    its component along rows[r]/‖rows[r]‖ (project_out)."""
+    r = rows.to(device=h.device, dtype=h.dtype)[:, None, :]
+    if edit == "add":
+        return h + alpha * r
+    u = r / r.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return h - (h * u).sum(-1, keepdim=True) * u
+
+
+def _placeholders(cache: Any, config: Any, first: int, p: int, like: torch.Tensor) -> None:
+    """Fill the cache's blocks below ``first`` (which no block above reads) with p zero
+    positions of one row, so the cache length the masks are built from (its first full-attention
+    block's) is the prefix length for the tail pass."""
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    zeros = torch.zeros(1, heads, p, dim, dtype=like.dtype, device=like.device)
+    for i in range(first):
+        cache.update(zeros, zeros, i)
+
+
+class LayerConditions:
+    """The residual stream after block ``layer`` on ``prompts``, computed once; then
+    :meth:`logprobs` runs any number of edits of it through the blocks above.
+
+    ``prompts`` are behavior prompts (cut at the first answer position, as
+    :func:`steerlens.behavior.answer_logprobs` cuts them); the result of each condition is the
+    (n, V) float32 log-softmax of the next token there, in input order."""
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        prompts: Sequence[PromptLike],
+        layer: int,
+        *,
+        batch_size: int = 32,
+        max_tokens: int = MAX_TOKENS,
+    ) -> None:
+        if not can_batch_layer(lm, layer):
+            raise ValueError(
+                f"batched conditions after block {layer} need the plain HF backend of a "
+                "Llama-family model with no hooks: loop over conditions under steer() instead"
+            )
+        self.lm, self.layer, self.max_tokens = lm, int(layer), int(max_tokens)
+        encs = answer_encodings(lm, prompts)
+        self.n = len(encs)
+        self.batches: list[_Cached] = []
+        share = can_share_prefix(lm)
+        with torch.inference_mode():
+            for idx, p in prefix_batches(encs, batch_size, share=share):
+                self.batches.append(self._lower(encs, idx, p))
+
+    def _lower(self, encs: Sequence[Any], idx: list[int], p: int) -> _Cached:
+        """Blocks 0..ℓ on one batch (the prefix once, then the tails attending to it)."""
+        lm, layer = self.lm, self.layer
+        if not p:
+            ids, mask, pos = pad_batch([encs[i] for i in idx], lm.tokenizer.pad_token_id, lm.device)
+            h = truncated_forward(lm, ids, mask, pos, [layer])[layer]
+            return _Cached(idx, 0, None, h, mask, pos)
+        cache, prefix, ones = prefix_inputs(lm, encs, idx, p)
+        head = truncated_forward(
+            lm, prefix, ones, torch.arange(p, device=lm.device)[None], [layer], cache=cache
+        )[layer]
+        cache.batch_repeat_interleave(len(idx))
+        ids, mask, pos = tail_inputs(lm, encs, idx, p)
+        h = truncated_forward(lm, ids, mask, pos, [layer], cache=cache)[layer]
+        return _Cached(idx, p, head, h, mask, pos)
+
+    def logprobs(
+        self, edit: Edit, directions: torch.Tensor, alpha: float = 1.0
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield ``(k, (n, V) log-probabilities)`` for each row k of ``directions`` (K, d): the
+        model with h_ℓ edited by row k (``edit``: + α·row, or the row's direction projected
+        out), in order of k."""
+        dirs = torch.as_tensor(directions).float()
+        if dirs.ndim != 2 or dirs.shape[1] != self.lm.hidden_size:
+            raise ValueError(
+                f"directions must be (K, {self.lm.hidden_size}), got {tuple(dirs.shape)}"
+            )
+        if edit not in ("add", "project_out"):
+            raise ValueError(f"edit must be 'add' or 'project_out', got {edit!r}")
+        widest = max(b.mask.shape[0] * b.mask.shape[1] for b in self.batches)
+        group = max(1, self.max_tokens // max(1, widest))
+        for start in range(0, dirs.shape[0], group):
+            block = dirs[start : start + group]
+            rows: list[torch.Tensor | None] = [None] * self.n
+            out = [list(rows) for _ in range(block.shape[0])]
+            with torch.inference_mode(), compute_context(self.lm.model):
+                for b in self.batches:
+                    lp = self._upper(b, block, edit, alpha)  # (g, B, V)
+                    for g in range(block.shape[0]):
+                        for r, i in enumerate(b.idx):
+                            out[g][i] = lp[g, r]
+            for g in range(block.shape[0]):
+                yield start + g, torch.stack([t for t in out[g] if t is not None])
+
+    def _upper(self, b: _Cached, block: torch.Tensor, edit: Edit, alpha: float) -> torch.Tensor:
+        """(g, B, V) log-probabilities of batch ``b`` under the g edits of ``block``."""
+        hf: Any = self.lm.model
+        g, n_rows = block.shape[0], len(b.idx)
+        first = self.layer + 1
+        cache = None
+        if b.head is not None:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.lm.config)
+            head = _edited(b.head.expand(g, -1, -1), block, edit, alpha)
+            ones = torch.ones(g, b.p, dtype=b.mask.dtype, device=b.mask.device)
+            pos0 = torch.arange(b.p, device=b.mask.device)[None].expand(g, -1)
+            run_blocks_from(hf, first, head, ones, pos0, cache=cache)
+            _placeholders(cache, self.lm.config, first, b.p, b.h)
+            cache.batch_repeat_interleave(n_rows)
+        h = _edited(b.h.repeat(g, 1, 1), block.repeat_interleave(n_rows, 0), edit, alpha)
+        normed = run_blocks_from(hf, first, h, b.mask.repeat(g, 1), b.pos.repeat(g, 1), cache)
+        logits = hf.get_output_embeddings()(normed[:, -1, :]).float()
+        if not torch.isfinite(logits).all():
+            raise FloatingPointError(
+                "non-finite logits at the answer position: check the model's dtype and the "
+                "steering strength"
+            )
+        return torch.log_softmax(logits, dim=-1).reshape(g, n_rows, -1).cpu()

@@ -1,0 +1,62 @@
+"""Batched carry-test conditions (steerlens.carry.batched) equal the unbatched steer() loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import steerlens as sl
+from steerlens.behavior import answer_logprobs
+from steerlens.carry.batched import LayerConditions, can_batch_layer
+from steerlens.intervene import steer
+from steerlens.testing import tiny_model
+
+SYSTEM = "You are a careful assistant who answers in one word."
+QUESTIONS = ["Name an animal.", "Your favourite bird?", "Pick a colour.", "One word: sky?", "Hi"]
+
+
+def _prompts(system: bool = True) -> list[sl.ChatPrompt]:
+    return [sl.ChatPrompt(user=q, system=SYSTEM if system else None) for q in QUESTIONS]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("system", [True, False])
+@pytest.mark.parametrize("edit", ["add", "project_out"])
+def test_batched_conditions_equal_the_steer_loop(arch: str, system: bool, edit: str) -> None:
+    lm = tiny_model(arch, n_layers=4)
+    prompts = _prompts(system)
+    layer = 1
+    dirs = torch.randn(5, lm.hidden_size, generator=torch.Generator().manual_seed(3)) * 2.0
+    # a small max_tokens forces several condition groups per forward batch
+    cond = LayerConditions(lm, prompts, layer, batch_size=2, max_tokens=40)
+    got = dict(cond.logprobs(edit, dirs, alpha=1.5))  # type: ignore[arg-type]
+    assert sorted(got) == list(range(5))
+    for k in range(5):
+        alpha = 1.5 if edit == "add" else 1.0
+        with steer(lm, {layer: dirs[k]}, alpha, mode=edit):  # type: ignore[arg-type]
+            ref = answer_logprobs(lm, prompts, batch_size=2)
+        assert got[k].shape == ref.shape
+        torch.testing.assert_close(got[k], ref, rtol=1e-4, atol=1e-4)
+    # the edit changes something: conditions differ from each other and from the base
+    base = answer_logprobs(lm, prompts)
+    assert (got[0] - base).abs().max() > 1e-3
+    assert (got[0] - got[1]).abs().max() > 1e-3
+
+
+def test_batched_conditions_refuse_what_they_cannot_reproduce() -> None:
+    lm = tiny_model("gpt2", n_layers=2)
+    assert not can_batch_layer(lm, 0)
+    with pytest.raises(ValueError, match="loop over conditions"):
+        LayerConditions(lm, _prompts(), 0)
+    llama = tiny_model("llama", n_layers=2)
+    handle = llama.model.model.layers[0].register_forward_hook(lambda *a: None)
+    try:
+        assert not can_batch_layer(llama, 0)  # a user's hook would be skipped
+    finally:
+        handle.remove()
+    assert can_batch_layer(llama, 0)
+    cond = LayerConditions(llama, _prompts(), 0)
+    with pytest.raises(ValueError, match=r"directions must be \(K, 64\)"):
+        next(cond.logprobs("add", torch.zeros(2, 3)))
+    with pytest.raises(ValueError, match="edit must be"):
+        next(cond.logprobs("scale", torch.zeros(1, 64)))  # type: ignore[arg-type]
