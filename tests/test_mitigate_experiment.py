@@ -85,6 +85,7 @@ def test_mitigate_runs_on_a_tiny_model(tmp_path: Path, capsys: pytest.CaptureFix
     argv = ["experiment", "mitigate", "--quick", "--model", str(d), "--device", "cpu"]
     argv += ["--n-samples", "8", "--steps", "2", "--save-every", "2", "--carry-layers", "2"]
     argv += ["--lora-layers", "0,1", "--n-null", "50", "--n-boot", "50", "--heldout-n", "3"]
+    argv += ["--reg-lambdas", "10"]
     assert main([*argv, "--out", str(out)]) == 0
     saved = json.loads((out / "results.json").read_text())
     m = saved["mitigate"]
@@ -95,7 +96,6 @@ def test_mitigate_runs_on_a_tiny_model(tmp_path: Path, capsys: pytest.CaptureFix
         "vet_10pct",
         "vet_25pct",
         "random_25pct",
-        "reg_1",
         "reg_10",
         "steer",
     ]
@@ -118,3 +118,37 @@ def test_mitigate_runs_on_a_tiny_model(tmp_path: Path, capsys: pytest.CaptureFix
     printed = capsys.readouterr().out
     for name in ("vet_scores.json", "behavior.json", "alignment.json", "cost.json"):
         assert f"reusing {name}" in printed, name
+
+
+def test_mitigate_agentic_runs_on_a_tiny_model(tmp_path: Path) -> None:
+    from steerlens.report import render_report
+
+    lm = tiny_model("llama", seed=3)
+    d = tmp_path / "model"
+    lm.model.config.max_position_embeddings = 2048  # chats with a tiny char-level tokenizer
+    lm.model.save_pretrained(d)
+    lm.tokenizer.save_pretrained(d)
+    small = {"n_eval": 1, "n_pref": 3, "n_train": 4, "steps": 1, "save_every": 1}
+    cfg = MitigateConfig.quick(
+        setting="agentic-api",
+        model=str(d),
+        device="cpu",
+        carry_layers=(2,),
+        vet_fracs=(0.25,),
+        reg_lambdas=(10.0,),
+        n_null=50,
+        n_boot=50,
+        extra={"agentic": small},
+    )
+    res = get("mitigate").execute(cfg, tmp_path / "ag", progress=False, log=lambda s: None)
+    m = res["mitigate"]
+    assert m["setting"] == "agentic-api" and m["layer"] == 2
+    arms = {a["arm"]: a for a in m["arms"]}
+    assert list(arms) == ["none", "keyword", "vet_25pct", "random_25pct", "reg_10", "steer"]
+    assert arms["none"]["n_train"] == 4 and arms["vet_25pct"]["n_train"] == 3
+    assert arms["keyword"]["n_train"] == m["filter"]["kept"]
+    for a in arms.values():
+        assert 0 <= a["safe_completed"] <= 1 and a["rate"]["n"] == 1
+        assert a["alignment"]["layer"] == 2 and np.isfinite(a["heldout_loss"])
+    html = render_report(res.to_json()).html()
+    assert "first-action rate" in html and "safe tasks completed" in html

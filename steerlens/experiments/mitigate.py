@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlens.common import write_json
-from steerlens.experiments.mitigate_measure import arm_results, mitigate_verdict, paired
+from steerlens.experiments.mitigate_measure import arm_results, mitigate_verdict, paired, pct
 from steerlens.experiments.owl import (
     OwlConfig,
     Run,
@@ -54,6 +54,9 @@ from steerlens.experiments.svd_measure import alignment_at
 
 __all__ = ["HELDOUT_SEED_OFFSET", "MitigateConfig", "arm_plan", "mitigation_site", "run"]
 
+SETTINGS = ("owl", "agentic-api")
+SIZES = ("default", "quick")
+
 HELDOUT_SEED_OFFSET = 2000
 """Held-out number prompts (the cost) are drawn with ``seed + HELDOUT_SEED_OFFSET``: neither
 the probe prompts (``seed``) nor the training prompts (``seed + DATA_SEED_OFFSET``)."""
@@ -66,7 +69,20 @@ def _opt(default: Any, help: str) -> Any:
 @dataclass
 class MitigateConfig(OwlConfig):
     """Settings of the mitigate run: the owl experiment's (model, trait, data, LoRA, carry grid,
-    nulls) plus the arms' strengths, the mitigation layer and the held-out set."""
+    nulls) plus the arms' strengths, the mitigation layer and the held-out set. With
+    ``setting="agentic-api"`` the data, teachers and metrics are the agentic experiment's
+    (:mod:`steerlens.experiments.mitigate_agentic`; its sizes from ``agentic_size``, any
+    agentic field from ``extra["agentic"]``); model, seed, device, nulls, carry and LoRA
+    layers come from here."""
+
+    setting: str = field(
+        default="owl",
+        metadata={"help": "owl numbers, or agentic-api trajectories", "choices": SETTINGS},
+    )
+    agentic_size: str = field(
+        default="default",
+        metadata={"help": "agentic-api sizes (quick: its smoke test)", "choices": SIZES},
+    )
 
     vet_fracs: tuple[float, ...] = _opt((0.1, 0.25), "vetting: fractions k of samples dropped")
     reg_lambdas: tuple[float, ...] = _opt((1.0, 10.0), "regulariser weights λ (one arm each)")
@@ -75,6 +91,11 @@ class MitigateConfig(OwlConfig):
     heldout_n: int = _opt(16, "held-out number prompts the teacher answers (the cost)")
 
     def __post_init__(self) -> None:
+        if self.setting not in SETTINGS or self.agentic_size not in SIZES:
+            raise ValueError(
+                f"setting must be one of {SETTINGS} and agentic_size one of {SIZES}, got "
+                f"{self.setting!r}, {self.agentic_size!r}"
+            )
         if not self.vet_fracs or any(not 0 < f < 1 for f in self.vet_fracs):
             raise ValueError(f"vet_fracs must be fractions in (0, 1), got {self.vet_fracs}")
         if any(lam <= 0 for lam in self.reg_lambdas):
@@ -85,13 +106,9 @@ class MitigateConfig(OwlConfig):
     @classmethod
     def quick(cls, **overrides: Any) -> MitigateConfig:
         """The owl quick size (8 samples, 4 steps, one carry layer) and 4 held-out prompts."""
-        base = super().quick(**{"heldout_n": 4, **overrides})
+        base = super().quick(**{"heldout_n": 4, "agentic_size": "quick", **overrides})
         assert isinstance(base, MitigateConfig)
         return base
-
-
-def _pct(f: float) -> str:
-    return f"{100 * f:g}pct"
 
 
 def arm_plan(cfg: MitigateConfig) -> dict[str, dict[str, Any]]:
@@ -99,24 +116,27 @@ def arm_plan(cfg: MitigateConfig) -> dict[str, dict[str, Any]]:
     regulariser per λ, preventative steering (α filled in once the carry test has run)."""
     arms: dict[str, dict[str, Any]] = {"none": {"kind": "none", "param": None}}
     for f in cfg.vet_fracs:
-        arms[f"vet_{_pct(f)}"] = {"kind": "vet", "param": f}
+        arms[f"vet_{pct(f)}"] = {"kind": "vet", "param": f}
     top = max(cfg.vet_fracs)
-    arms[f"random_{_pct(top)}"] = {"kind": "random", "param": top}
+    arms[f"random_{pct(top)}"] = {"kind": "random", "param": top}
     for lam in cfg.reg_lambdas:
         arms[f"reg_{lam:g}"] = {"kind": "reg", "param": lam}
     arms["steer"] = {"kind": "steer", "param": cfg.steer_alpha}
     return arms
 
 
-def mitigation_site(carry: dict[str, Any], cfg: MitigateConfig) -> tuple[int, float, str]:
+def mitigation_site(
+    carry: dict[str, Any], cfg: MitigateConfig, alphas: tuple[float, ...] | None = None
+) -> tuple[int, float, str]:
     """ℓ* and α: the config's, else the carry test's clean peak, else its raw peak, else the
-    middle carry layer and the largest α (the rule is returned as text)."""
+    middle carry layer and the largest α of ``alphas`` (default: the config's); the rule is
+    returned as text."""
     cp, rp = carry.get("clean_peak") or {}, carry.get("raw_peak") or {}
     peak, src = (cp, "clean peak") if cp.get("layer") is not None else (rp, "raw peak")
     layer, alpha = peak.get("layer"), peak.get("alpha")
     if layer is None or alpha is None:
         layers = carry.get("layers") or [15]
-        layer, alpha = int(layers[len(layers) // 2]), float(max(cfg.alphas))
+        layer, alpha = int(layers[len(layers) // 2]), float(max(alphas or cfg.alphas))
         src = "no carry peak: the middle carry layer and the largest α"
     if cfg.mitigation_layer is not None:
         layer, src = cfg.mitigation_layer, f"config layer ({src} α)"
@@ -398,6 +418,10 @@ def run(
     out = Path(out_dir).expanduser()
     for sub in ("data", "mitigate"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    if cfg.setting == "agentic-api":
+        from steerlens.experiments.mitigate_agentic import run_agentic
+
+        return run_agentic(cfg, out, progress, log)
     clock = StageClock(log)
     r = open_run(cfg, out, progress, log)
     vec = teacher_vector_stage(r)
@@ -416,7 +440,7 @@ def run(
     clock.tick("distillation")
     beh, align, cost = _measure(r, vec, dirs, heldout, layer, clock)
     rows = arm_results(arms, beh, align, cost, n_boot=cfg.n_boot, seed=cfg.seed)
-    vet_arm, rand_arm = f"vet_{_pct(max(cfg.vet_fracs))}", f"random_{_pct(max(cfg.vet_fracs))}"
+    vet_arm, rand_arm = f"vet_{pct(max(cfg.vet_fracs))}", f"random_{pct(max(cfg.vet_fracs))}"
     vvr = paired(beh["arms"][rand_arm], beh["arms"][vet_arm], n_boot=cfg.n_boot, seed=cfg.seed)
     verdict_ = mitigate_verdict(rows, vvr, cfg.alpha)
     results: dict[str, Any] = {

@@ -28,7 +28,12 @@ import numpy as np
 from steerlens.experiments.svd_measure import sign_flip_p, transfer
 from steerlens.stats import paired_bootstrap_mean
 
-__all__ = ["ArmResult", "Paired", "arm_results", "mitigate_verdict", "paired"]
+__all__ = ["ArmResult", "Paired", "arm_results", "mitigate_verdict", "paired", "pct"]
+
+
+def pct(f: float) -> str:
+    """An arm-name suffix for a fraction: 0.25 → ``25pct``."""
+    return f"{100 * f:g}pct"
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class ArmResult:
     heldout_loss: float
     cost: float
     safe_completed: float | None = None
+    rate: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -27,6 +27,15 @@ def _ci(est: Any, lo: Any, hi: Any) -> str:
     return f"{e:+.3g} [{a:+.3g}, {b:+.3g}]" if a is not None and b is not None else f"{e:+.3g}"
 
 
+def _rate(rate: Any) -> str:
+    if not isinstance(rate, Mapping):
+        return "—"
+    return (
+        f"{rate.get('k')}/{rate.get('n')} = {float(rate.get('rate', 0)):.2f} "
+        f"[{float(rate.get('low', 0)):.2f}, {float(rate.get('high', 0)):.2f}]"
+    )
+
+
 def mitigate_table(arms: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per arm: the numbers of the section's table."""
     out = []
@@ -56,6 +65,7 @@ def mitigate_table(arms: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "held-out loss": _f(a.get("heldout_loss")),
                 "cost vs none": _f(a.get("cost")),
                 "safe tasks completed": _f(a.get("safe_completed")),
+                "first-action rate [Wilson 95%]": _rate(a.get("rate")),
             }
         )
     return out
@@ -82,7 +92,19 @@ def section_mitigate(rep: Report, m: Mapping[str, Any], verdict: Mapping[str, An
             "none",
         )
     arms = list(m.get("arms") or [])
-    rep.table(mitigate_table(arms))
+    table = mitigate_table(arms)
+    if m.get("setting") == "owl":  # the agent-only columns
+        drop = ("safe tasks completed", "first-action rate [Wilson 95%]")
+        table = [{k: v for k, v in row.items() if k not in drop} for row in table]
+    else:
+        rep.text(
+            f"Agents: Δ is in {(m.get('metric') or {}).get('metric', 'P(biased action)')}, at the "
+            "first decision point of each held-out ambiguous eval task; the first-action rate is "
+            "sampled over eval tasks × seeds (Wilson CI); cost also includes the fraction of "
+            f"held-out safe tasks completed (base: {_f(m.get('safe_completed_base'))}). Keyword "
+            f"filter counts: {m.get('filter')}."
+        )
+    rep.table(table)
     pts = []
     for a in arms:
         tr = a.get("transfer") or {}
