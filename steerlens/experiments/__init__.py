@@ -6,7 +6,8 @@ writes ``results.json`` and artifacts to an output folder and returns an
 Built in: ``owl`` (:mod:`steerlens.experiments.owl`, the demo), ``svd``
 (:mod:`steerlens.experiments.svd`, Blank et al.'s transfer test with every teacher kind),
 ``mlp-aux`` (:mod:`steerlens.experiments.mlp_aux`, subliminal learning in a plain MLP),
-``agentic-api`` and ``agentic-bash`` (:mod:`steerlens.experiments.agentic`).
+``agentic-api`` and ``agentic-bash`` (:mod:`steerlens.experiments.agentic`), ``mitigate``
+(:mod:`steerlens.experiments.mitigate`, mitigations of trait transfer side by side).
 
 This layer sits below the report: the command line renders ``report.html`` from the result.
 """
@@ -14,6 +15,7 @@ This layer sits below the report: the command line renders ``report.html`` from 
 from __future__ import annotations
 
 from steerlens.experiments.agentic import AgenticApiConfig, AgenticBashConfig, AgenticConfig
+from steerlens.experiments.mitigate import MitigateConfig
 from steerlens.experiments.mlp_aux import MlpAuxConfig
 from steerlens.experiments.owl import DemoConfig, OwlConfig
 from steerlens.experiments.owl import run as run_owl
@@ -32,6 +34,7 @@ __all__ = [
     "Experiment",
     "ExperimentConfig",
     "ExperimentResult",
+    "MitigateConfig",
     "MlpAuxConfig",
     "OwlConfig",
     "SvdConfig",

@@ -48,7 +48,7 @@ from steerlens.experiments.stages import (
 )
 from steerlens.experiments.verdict import verdict
 
-__all__ = ["DemoConfig", "OwlConfig", "Run", "open_run", "run"]
+__all__ = ["DemoConfig", "OwlConfig", "Run", "open_run", "run", "teacher_data_stage"]
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -248,7 +248,7 @@ def carry_stage(r: Run, vec: Any) -> Any:
     )
 
 
-def _teacher_data(r: Run) -> dict[str, Any]:
+def teacher_data_stage(r: Run) -> dict[str, Any]:
     """Per series of the plan, the numbers its data source wrote (same prompts, same seed)."""
     from steerlens.distill import TeacherData, generate_teacher_data
 
@@ -451,7 +451,7 @@ def run(
     clock.tick("teacher vector")
     carry = carry_stage(r, vec)
     clock.tick("carry test")
-    data = _teacher_data(r)
+    data = teacher_data_stage(r)
     clock.tick("teacher data")
     dirs = _distill(r, data)
     clock.tick("distillation")

@@ -13,6 +13,7 @@ from steerlens.common import jsonable
 from steerlens.report.agentic import section_agentic
 from steerlens.report.evidence import section_evidence
 from steerlens.report.figures import PALETTE, bars, heatmap, lines_with_bands, rgba
+from steerlens.report.mitigate import section_mitigate
 from steerlens.report.mlp_aux import render_mlp_aux
 from steerlens.report.page import Report
 from steerlens.report.svd import section_svd
@@ -473,6 +474,8 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
         _section_carry(rep, CarryView.of(_m(results["carry"])))
     if _m(results.get("svd")):
         section_svd(rep, _m(results["svd"]))
+    if _m(results.get("mitigate")):
+        section_mitigate(rep, _m(results["mitigate"]), v)
     if _m(results.get("behavior")):
         _section_behavior(rep, BehaviorView.of(_m(results["behavior"])))
     if _m(results.get("track")):

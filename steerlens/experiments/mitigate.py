@@ -1,0 +1,490 @@
+"""The ``mitigate`` experiment (``steerlens experiment mitigate``): mitigations of trait
+transfer side by side, on the owl setting (issue 18; DESIGN.md "Mitigations").
+
+The owl stages run first (model, teacher vector, carry test, the teacher's and the base's
+numbers, the unmitigated student and the base control: :mod:`steerlens.experiments.owl`, same
+cache files), then one student per **arm**, each trained like the owl student on the teacher's
+numbers:
+
+- ``none``: no mitigation (the owl student itself);
+- ``vet_<k>``: vetting, the top k% of the training samples by projection difference ΔP on vᵀ at
+  ℓ* dropped (:func:`steerlens.distill.vet_by_scores`), for each k of ``vet_fracs``;
+- ``random_<k>``: the same number as the largest k dropped at random (seeded): the control of
+  vetting;
+- ``reg_<λ>``: the trait-direction regulariser λ·mean((h_θ − h_θ₀)·v̂)² at ℓ*, for each λ of
+  ``reg_lambdas``;
+- ``steer``: preventative steering h ← h + α·v at ℓ* during training only (persona_vectors).
+
+ℓ* and α are fixed from the teacher side before any student is looked at: the carry test's
+clean peak (else its raw peak, else the middle carry layer and the largest α), or the config's.
+Per arm (:mod:`steerlens.experiments.mitigate_measure`): transfer Δ vs the base control with CI
+and permutation p, the reduction vs ``none``, alignment at ℓ* against random-direction nulls,
+and the cost (loss on held-out clean teacher data, numbers the teacher wrote for prompts no
+student saw). Every stage is cached in the output folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steerlens.common import write_json
+from steerlens.experiments.mitigate_measure import arm_results, mitigate_verdict, paired, pct
+from steerlens.experiments.owl import (
+    OwlConfig,
+    Run,
+    carry_stage,
+    open_run,
+    teacher_data_stage,
+    teacher_vector_stage,
+)
+from steerlens.experiments.registry import Experiment, register
+from steerlens.experiments.result import ExperimentResult
+from steerlens.experiments.stages import (
+    StageClock,
+    json_load,
+    json_save,
+    series_key,
+    series_record,
+    stage,
+)
+from steerlens.experiments.svd_measure import alignment_at
+
+__all__ = ["HELDOUT_SEED_OFFSET", "MitigateConfig", "arm_plan", "mitigation_site", "run"]
+
+SETTINGS = ("owl", "agentic-api")
+SIZES = ("default", "quick")
+
+HELDOUT_SEED_OFFSET = 2000
+"""Held-out number prompts (the cost) are drawn with ``seed + HELDOUT_SEED_OFFSET``: neither
+the probe prompts (``seed``) nor the training prompts (``seed + DATA_SEED_OFFSET``)."""
+
+
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class MitigateConfig(OwlConfig):
+    """Settings of the mitigate run: the owl experiment's (model, trait, data, LoRA, carry grid,
+    nulls) plus the arms' strengths, the mitigation layer and the held-out set. With
+    ``setting="agentic-api"`` the data, teachers and metrics are the agentic experiment's
+    (:mod:`steerlens.experiments.mitigate_agentic`; its sizes from ``agentic_size``, any
+    agentic field from ``extra["agentic"]``); model, seed, device, nulls, carry and LoRA
+    layers come from here."""
+
+    benign_control: bool = field(
+        default=False,
+        metadata={"help": "also train benign controls (the arms compare with the base control)"},
+    )
+    setting: str = field(
+        default="owl",
+        metadata={"help": "owl numbers, or agentic-api trajectories", "choices": SETTINGS},
+    )
+    agentic_size: str = field(
+        default="default",
+        metadata={"help": "agentic-api sizes (quick: its smoke test)", "choices": SIZES},
+    )
+
+    vet_fracs: tuple[float, ...] = _opt((0.1, 0.25), "vetting: fractions k of samples dropped")
+    reg_lambdas: tuple[float, ...] = _opt((1.0, 10.0), "regulariser weights λ (one arm each)")
+    steer_alpha: float | None = _opt(None, "preventative steering α (none: carry clean-peak α)")
+    mitigation_layer: int | None = _opt(None, "layer ℓ* of every arm (none: carry clean peak)")
+    heldout_n: int = _opt(16, "held-out number prompts the teacher answers (the cost)")
+
+    def __post_init__(self) -> None:
+        if self.setting not in SETTINGS or self.agentic_size not in SIZES:
+            raise ValueError(
+                f"setting must be one of {SETTINGS} and agentic_size one of {SIZES}, got "
+                f"{self.setting!r}, {self.agentic_size!r}"
+            )
+        if not self.vet_fracs or any(not 0 < f < 1 for f in self.vet_fracs):
+            raise ValueError(f"vet_fracs must be fractions in (0, 1), got {self.vet_fracs}")
+        if any(lam <= 0 for lam in self.reg_lambdas):
+            raise ValueError(f"reg_lambdas must be > 0, got {self.reg_lambdas}")
+        if self.heldout_n < 1:
+            raise ValueError("heldout_n must be >= 1: the cost needs held-out data")
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> MitigateConfig:
+        """The owl quick size (8 samples, 4 steps, one carry layer) and 4 held-out prompts."""
+        base = super().quick(**{"heldout_n": 4, "agentic_size": "quick", **overrides})
+        assert isinstance(base, MitigateConfig)
+        return base
+
+
+def arm_plan(cfg: MitigateConfig) -> dict[str, dict[str, Any]]:
+    """Arm name → {kind, param}: none, vetting per k, random drop at the largest k, the
+    regulariser per λ, preventative steering (α filled in once the carry test has run)."""
+    arms: dict[str, dict[str, Any]] = {"none": {"kind": "none", "param": None}}
+    for f in cfg.vet_fracs:
+        arms[f"vet_{pct(f)}"] = {"kind": "vet", "param": f}
+    top = max(cfg.vet_fracs)
+    arms[f"random_{pct(top)}"] = {"kind": "random", "param": top}
+    for lam in cfg.reg_lambdas:
+        arms[f"reg_{lam:g}"] = {"kind": "reg", "param": lam}
+    arms["steer"] = {"kind": "steer", "param": cfg.steer_alpha}
+    return arms
+
+
+def mitigation_site(
+    carry: dict[str, Any], cfg: MitigateConfig, alphas: tuple[float, ...] | None = None
+) -> tuple[int, float, str]:
+    """ℓ* and α: the config's, else the carry test's clean peak, else its raw peak, else the
+    middle carry layer and the largest α of ``alphas`` (default: the config's); the rule is
+    returned as text."""
+    cp, rp = carry.get("clean_peak") or {}, carry.get("raw_peak") or {}
+    peak, src = (cp, "clean peak") if cp.get("layer") is not None else (rp, "raw peak")
+    layer, alpha = peak.get("layer"), peak.get("alpha")
+    if layer is None or alpha is None:
+        layers = carry.get("layers") or [15]
+        layer, alpha = int(layers[len(layers) // 2]), float(max(alphas or cfg.alphas))
+        src = "no carry peak: the middle carry layer and the largest α"
+    if cfg.mitigation_layer is not None:
+        layer, src = cfg.mitigation_layer, f"config layer ({src} α)"
+    if cfg.steer_alpha is not None:
+        alpha, src = cfg.steer_alpha, f"{src}, config α"
+    return int(layer), float(alpha), src
+
+
+def _dcfg(cfg: OwlConfig) -> Any:
+    from steerlens.distill import DistillConfig
+
+    return DistillConfig(
+        rank=cfg.rank,
+        layers=cfg.lora_layers,
+        loss=cfg.loss,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        save_every=cfg.save_every,
+        seed=cfg.seed,
+    )
+
+
+def _reg_layer(r: Run, layer: int) -> int:
+    """The regulariser's layer: ℓ*, or the lowest LoRA block when ℓ* is below it (the
+    student's residual stream below its lowest LoRA block equals the base's)."""
+    from steerlens.distill.config import default_layers
+
+    lora = r.cfg.lora_layers or default_layers(r.model.n_layers)
+    return max(layer, min(lora))
+
+
+def _heldout(r: Run) -> Any:
+    """The teacher's numbers on ``heldout_n`` prompts no student trains on."""
+    from steerlens.distill import TeacherData, generate_teacher_data
+    from steerlens.numbers import number_prompts
+
+    cfg = r.cfg
+    n = getattr(cfg, "heldout_n", 16)
+    prompts = number_prompts(n, seed=cfg.seed + HELDOUT_SEED_OFFSET)
+    return stage(
+        r.out / "data" / "heldout.jsonl",
+        r.key("trait", "seed") + f"-h{n}",
+        lambda: generate_teacher_data(
+            r.model, prompts, system=r.trait.system_prompt, n=n, seed=cfg.seed, progress=r.progress
+        ),
+        lambda d, p: d.save(p),
+        TeacherData.load,
+        r.log,
+    )
+
+
+def _vet_scores(r: Run, vec: Any, data: Any, layer: int) -> list[float]:
+    """ΔP of every training sample at ℓ* (the student's view: no system prompt)."""
+    from steerlens.screen import screen_dataset
+
+    samples = [{"user": s["user"], "response": s["response"]} for s in data.samples]
+    res = stage(
+        r.out / "mitigate" / "vet_scores.json",
+        f"{r.key('trait', 'seed', 'n_samples', 'probe_n')}-l{layer}",
+        lambda: {
+            "layer": layer,
+            "scores": screen_dataset(
+                r.model,
+                vec,
+                samples,
+                layers=[layer],
+                layer=layer,
+                seed=r.cfg.seed,
+                progress=r.progress,
+            )
+            .scores()
+            .tolist(),
+        },
+        json_save,
+        json_load,
+        r.log,
+    )
+    return [float(x) for x in res["scores"]]
+
+
+def _arm_data(r: Run, arms: dict[str, dict[str, Any]], main: Any, scores: list[float]) -> Any:
+    """Per arm its training data (the vetted or randomly thinned teacher data, else all of it),
+    the vetted sets saved as ``data/<arm>.jsonl``; and the vetting records."""
+    from steerlens.distill import vet_by_scores
+
+    datas, vetting = {}, {}
+    for name, a in arms.items():
+        if a["kind"] in ("vet", "random"):
+            if a["kind"] == "vet":
+                res = vet_by_scores(main, scores, a["param"], mode="top", seed=r.cfg.seed)
+            else:
+                res = vet_by_scores(main, scores, a["param"], mode="random", seed=r.cfg.seed)
+            res.data.save(r.out / "data" / f"{name}.jsonl")
+            datas[name], vetting[name] = res.data, {**res.to_json(), "scores": None}
+        else:
+            datas[name] = main
+        a["n_train"] = len(datas[name].samples)
+    return datas, vetting
+
+
+def _train(
+    r: Run,
+    arms: dict[str, dict[str, Any]],
+    datas: dict[str, Any],
+    control: Any,
+    vec: Any,
+    site: tuple[int, int, float],
+) -> dict[str, Path]:
+    """The base control and one student per arm, trained the same way (``none`` and the control
+    are the owl experiment's ``students/main`` and ``students/control``)."""
+    from steerlens.distill import Mitigation, distill
+
+    layer, reg_layer, alpha = site
+    dirs = {"control": r.out / "students" / "control"}
+    dirs.update({n: r.out / "students" / ("main" if n == "none" else n) for n in arms})
+    todo = {
+        "control": (control, None, None),
+        **{n: (datas[n], r.trait.system_prompt, n) for n in arms},
+    }
+    for name, (data, system, arm) in todo.items():
+        kind = arms[arm]["kind"] if arm else "none"
+        mit = None
+        if kind == "reg":
+            mit = Mitigation(vec, (reg_layer,), reg_lambda=float(arms[name]["param"]))
+        elif kind == "steer":
+            mit = Mitigation(vec, (layer,), steer_alpha=alpha)
+        src = "teacher" if system is not None else "base"
+        distill(
+            r.model,
+            data,
+            dirs[name],
+            teacher_system=system,
+            config=_dcfg(r.cfg),
+            progress=r.progress,
+            parents={"data": r.out / "data" / f"{src}.jsonl", "teacher": r.teachers[src]},
+            mitigation=mit,
+        )
+    return dirs
+
+
+def _behavior(r: Run, dirs: dict[str, Path]) -> Any:
+    """Per-eval-prompt B of the base, the teacher, the control and each arm's last checkpoint,
+    and every arm's B per checkpoint."""
+    from steerlens.behavior import trait_behavior
+    from steerlens.experiments.controls import series_scores
+
+    beh: Any = trait_behavior(r.model, r.trait)
+    if not hasattr(beh, "per_prompt"):
+        raise ValueError("the mitigate experiment needs a per-prompt metric (the trait's logprob)")
+
+    def compute() -> dict[str, Any]:
+        series = {n: series_scores(r.model, d, beh) for n, d in dirs.items()}
+        return {
+            "base": [float(x) for x in beh.per_prompt(r.model)],
+            "teacher": [
+                float(x) for x in beh.with_system(r.trait.system_prompt).per_prompt(r.model)
+            ],
+            "control": series["control"]["last_per_prompt"],
+            "arms": {n: s["last_per_prompt"] for n, s in series.items() if n != "control"},
+            "series": {n: {"steps": s["steps"], "scores": s["scores"]} for n, s in series.items()},
+            "metric": beh.describe(),
+        }
+
+    return stage(
+        r.out / "mitigate" / "behavior.json",
+        f"{r.key()}-{series_key(*dirs.values())}",
+        compute,
+        json_save,
+        json_load,
+        r.log,
+    )
+
+
+def _alignment(r: Run, vec: Any, dirs: dict[str, Path], layer: int) -> Any:
+    """Per arm: EAS at ℓ* of its last checkpoint against the nulls, and the excess over the
+    base control."""
+    from steerlens.track import track_checkpoints
+
+    def compute() -> dict[str, Any]:
+        out = {}
+        for name, d in dirs.items():
+            if name == "control":
+                continue
+            tr = track_checkpoints(
+                r.model,
+                d,
+                vec,
+                r.trait,
+                control=dirs["control"],
+                layers=[layer],
+                cache_dir=r.out / "cache" / "track",
+                n_null=r.cfg.n_null,
+                n_boot=r.cfg.n_boot,
+                seed=r.cfg.seed,
+                progress=r.progress,
+            )
+            out[name] = alignment_at(tr.to_json(), layer)
+        return out
+
+    return stage(
+        r.out / "mitigate" / "alignment.json",
+        f"{r.key()}-{series_key(*dirs.values())}-l{layer}",
+        compute,
+        json_save,
+        json_load,
+        r.log,
+    )
+
+
+def _last(d: Path) -> Path:
+    return sorted(d.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
+
+
+def _cost(r: Run, dirs: dict[str, Path], heldout: Any) -> Any:
+    """Held-out loss of the base, the control and each arm's last checkpoint."""
+    from steerlens.distill import student_loss
+    from steerlens.models import load_model
+
+    def compute() -> dict[str, float]:
+        out = {"base": student_loss(r.model, r.model, heldout, config=_dcfg(r.cfg))}
+        for name, d in dirs.items():
+            student = load_model(_last(d), base=r.model)
+            out[name] = student_loss(r.model, student, heldout, config=_dcfg(r.cfg))
+            del student
+        return out
+
+    return stage(
+        r.out / "mitigate" / "cost.json",
+        f"{r.key()}-{series_key(*dirs.values())}-h{len(heldout.samples)}",
+        compute,
+        json_save,
+        json_load,
+        r.log,
+    )
+
+
+def _lineage(r: Run, datas: dict[str, Any], dirs: dict[str, Path], vetting: Any) -> Any:
+    from steerlens.models import describe
+    from steerlens.version import __version__
+
+    return {
+        "base": describe(r.model),
+        "teacher": {"model": r.model.name, "system_prompt": r.trait.system_prompt},
+        "data": {"main": datas["none"].meta()},
+        "vetting": vetting,
+        "students": {k: series_record(d) for k, d in dirs.items()},
+        "seeds": {"seed": r.cfg.seed},
+        "steerlens_version": __version__,
+    }
+
+
+def _measure(
+    r: Run,
+    vec: Any,
+    dirs: dict[str, Path],
+    heldout: Any,
+    layer: int,
+    clock: StageClock,
+) -> tuple[Any, Any, Any]:
+    beh = _behavior(r, dirs)
+    clock.tick("behavior")
+    align = _alignment(r, vec, dirs, layer)
+    clock.tick("alignment")
+    cost = _cost(r, dirs, heldout)
+    clock.tick("cost")
+    return beh, align, cost
+
+
+def run(
+    cfg: MitigateConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> ExperimentResult:
+    """Run the mitigate experiment; write ``results.json`` (the command line adds the report)."""
+    from steerlens.version import __version__
+
+    out = Path(out_dir).expanduser()
+    for sub in ("data", "mitigate"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    if cfg.setting == "agentic-api":
+        from steerlens.experiments.mitigate_agentic import run_agentic
+
+        return run_agentic(cfg, out, progress, log)
+    clock = StageClock(log)
+    r = open_run(cfg, out, progress, log)
+    vec = teacher_vector_stage(r)
+    carry = carry_stage(r, vec)
+    layer, alpha, src = mitigation_site(carry, cfg)
+    reg_layer = _reg_layer(r, layer)
+    log(f"mitigations at layer {layer} (regulariser {reg_layer}), steering α={alpha:g} ({src})")
+    clock.tick("teacher vector and carry test")
+    data = teacher_data_stage(r)
+    heldout = _heldout(r)
+    arms = arm_plan(cfg)
+    arms["steer"]["param"] = alpha
+    datas, vetting = _arm_data(r, arms, data["main"], _vet_scores(r, vec, data["main"], layer))
+    clock.tick("data and vetting")
+    dirs = _train(r, arms, datas, data["control"], vec, (layer, reg_layer, alpha))
+    clock.tick("distillation")
+    beh, align, cost = _measure(r, vec, dirs, heldout, layer, clock)
+    rows = arm_results(arms, beh, align, cost, n_boot=cfg.n_boot, seed=cfg.seed)
+    vet_arm, rand_arm = f"vet_{pct(max(cfg.vet_fracs))}", f"random_{pct(max(cfg.vet_fracs))}"
+    vvr = paired(beh["arms"][rand_arm], beh["arms"][vet_arm], n_boot=cfg.n_boot, seed=cfg.seed)
+    verdict_ = mitigate_verdict(rows, vvr, cfg.alpha)
+    results: dict[str, Any] = {
+        "kind": "steerlens.mitigate",
+        "steerlens_version": __version__,
+        "config": cfg.to_json(),
+        "trait": r.trait.name,
+        "lineage": _lineage(r, datas, dirs, vetting),
+        "teacher_vector": vec.to_json(),
+        "carry": carry,
+        "mitigate": {
+            "setting": "owl",
+            "layer": layer,
+            "reg_layer": reg_layer,
+            "alpha": alpha,
+            "site_source": src,
+            "arms": [row.to_json() for row in rows],
+            "vet_vs_random": {"vetted": vet_arm, "random": rand_arm, **vvr.to_json()},
+            "heldout_loss_base": cost["base"],
+            "heldout_loss_control": cost["control"],
+            "behavior_series": beh["series"],
+            "metric": beh["metric"],
+        },
+        "verdict": verdict_,
+        "timings_s": clock.timings,
+    }
+    write_json(out / "results.json", results)
+    log(f"wrote {out / 'results.json'} in {clock.total():.0f}s")
+    return ExperimentResult(results)
+
+
+MITIGATE = register(
+    Experiment(
+        name="mitigate",
+        config=MitigateConfig,
+        run=run,
+        description="mitigations of trait transfer side by side (vetting, random drop, "
+        "regulariser, preventative steering) with transfer, alignment and cost per arm",
+        default_out="runs/mitigate",
+    ),
+    replace=True,
+)
+"""The registered mitigate experiment."""

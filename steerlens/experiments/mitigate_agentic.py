@@ -1,0 +1,370 @@
+"""The agentic-api setting of the ``mitigate`` experiment (``--setting agentic-api``): the same
+arms on a fine-tuned teacher agent's trajectories of safe tasks, plus the keyword filter.
+
+The agentic experiment's stages run first (:mod:`steerlens.experiments.agentic`: task suites,
+fine-tuned teacher and control teacher, their trajectories on the safe tasks, the keyword
+filter, the teacher's bias vector and its carry test; same cache files), then one student (LoRA,
+SFT on every assistant turn) per arm:
+
+- ``none``: every trajectory of the teacher (no filter);
+- ``keyword``: the keyword filter's kept trajectories (Dang et al.'s setting);
+- ``vet_<k>`` / ``random_<k>``: the top k% of trajectories by ΔP of their first action against
+  the base's greedy first action on the same task (the agentic experiment's screening) dropped,
+  or as many at random;
+- ``reg_<λ>``, ``steer``: the regulariser and preventative steering at ℓ*, on every trajectory.
+
+The base control is a student of every trajectory of the control teacher (benign preferences).
+Per arm: transfer Δ of P(biased action name) at the first decision point of each held-out
+ambiguous eval task vs the base control, the sampled first-action rate (Wilson CI), alignment at
+ℓ* on the decision-point probes, and the cost: the fraction of held-out safe tasks the student
+completes and its SFT loss on the teacher's trajectories of those tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from steerlens.common import write_json
+from steerlens.experiments.agentic_eval import bias_vector, carry
+from steerlens.experiments.agentic_stages import (
+    AgenticRun,
+    filter_data,
+    suites,
+    teacher_trajectories,
+    teachers,
+)
+from steerlens.experiments.mitigate_measure import arm_results, mitigate_verdict, paired, pct
+from steerlens.experiments.result import ExperimentResult
+from steerlens.experiments.stages import StageClock, json_load, json_save, series_key, stage
+from steerlens.experiments.svd_measure import alignment_at
+
+__all__ = ["agentic_config", "run_agentic"]
+
+HELDOUT_SEED_OFFSET = 2000
+
+
+def agentic_config(cfg: Any) -> Any:
+    """The agentic-api config of a mitigate config: its quick or device preset
+    (``agentic_size``), with the mitigate config's model, seed, device, nulls, carry and LoRA
+    layers, and ``extra["agentic"]`` (any agentic field) applied."""
+    from steerlens.experiments.agentic import AgenticApiConfig
+
+    over: dict[str, Any] = {
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "device": cfg.device,
+        "n_null": cfg.n_null,
+        "n_boot": cfg.n_boot,
+    }
+    if cfg.carry_layers:
+        over["carry_layers"] = cfg.carry_layers
+    if cfg.lora_layers:
+        over["lora_layers"] = cfg.lora_layers
+    over.update(cfg.extra.get("agentic", {}))
+    if cfg.agentic_size == "quick":
+        return AgenticApiConfig.quick(**over)
+    return AgenticApiConfig.for_device(cfg.device, **over)
+
+
+def _sft(c: Any) -> Any:
+    from steerlens.distill import DistillConfig
+
+    return DistillConfig(
+        rank=c.rank,
+        loss="sft",
+        batch_size=c.batch_size,
+        steps=c.steps,
+        save_every=c.save_every,
+        seed=c.seed,
+        layers=c.lora_layers,
+    )
+
+
+def _first_action_samples(r: AgenticRun, trajs: list[Any]) -> list[dict[str, Any]]:
+    """One sample per trajectory: its task and first action, beside the base's greedy one."""
+    from steerlens.agents import rollout
+
+    by_task = {t.task_id: t for t in r.tasks["safe"]}
+    greedy = rollout(r.model, r.setting, r.tasks["safe"], max_steps=1, temperature=0.0)
+    base_first = {t.task_id: (t.steps[0].action if t.steps else "") for t in greedy}
+    return [
+        {
+            "user": by_task[t.task_id].text,
+            "system": r.setting.system,
+            "response": t.steps[0].action if t.steps else "",
+            "base_response": base_first[t.task_id],
+        }
+        for t in trajs
+    ]
+
+
+def _vet_scores(r: AgenticRun, vec: Any, layer: int) -> list[float]:
+    from steerlens.screen import screen_dataset
+
+    trajs = r.trajs["teacher"]
+
+    def compute() -> dict[str, Any]:
+        fa = _first_action_samples(r, trajs)
+        res = screen_dataset(r.model, vec, fa, layers=[layer], layer=layer, seed=r.cfg.seed)
+        s = res.scores().tolist()
+        return {
+            "layer": layer,
+            "scores": [x if t.steps else None for x, t in zip(s, trajs, strict=True)],
+        }
+
+    got = stage(
+        r.out / "mitigate" / "vet_scores.json",
+        f"{r.key('all')}-l{layer}",
+        compute,
+        json_save,
+        json_load,
+        r.log,
+    )
+    return [float("nan") if x is None else float(x) for x in got["scores"]]
+
+
+def _arm_trajs(
+    r: AgenticRun, arms: dict[str, dict[str, Any]], scores: list[float]
+) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """Per arm its trajectories; the vetting records."""
+    from steerlens.distill import vet_by_scores
+
+    every = r.trajs["teacher"]
+    index = _first_action_samples_index(every)
+    out, vetting = {}, {}
+    for name, a in arms.items():
+        if a["kind"] in ("vet", "random"):
+            if a["kind"] == "vet":
+                res = vet_by_scores(index, scores, a["param"], mode="top", seed=r.cfg.seed)
+            else:
+                res = vet_by_scores(index, scores, a["param"], mode="random", seed=r.cfg.seed)
+            gone = set(res.dropped)
+            out[name] = [t for i, t in enumerate(every) if i not in gone]
+            vetting[name] = {**res.to_json(), "scores": None}
+        elif a["kind"] == "keyword":
+            out[name] = list(r.filtered["teacher"].kept)
+        else:
+            out[name] = list(every)
+    return out, vetting
+
+
+def _first_action_samples_index(trajs: list[Any]) -> Any:
+    """A stand-in data set, one sample per trajectory, for :func:`vet_by_scores`' ranking."""
+    from steerlens.distill import TeacherData
+
+    return TeacherData.from_samples(
+        [{"user": str(i), "response": str(len(t.steps))} for i, t in enumerate(trajs)],
+        {"mode": "trajectories"},
+    )
+
+
+def _train(
+    r: AgenticRun,
+    arms: dict[str, dict[str, Any]],
+    trajs: dict[str, list[Any]],
+    vec: Any,
+    site: tuple[int, int, float],
+) -> dict[str, Path]:
+    from steerlens.distill import Mitigation, distill
+    from steerlens.distill.chats import trajectory_data
+
+    layer, reg_layer, alpha = site
+    todo: dict[str, tuple[str, list[Any], Any]] = {
+        "control": ("control", list(r.trajs["control"]), None)
+    }
+    for name, a in arms.items():
+        mit = None
+        if a["kind"] == "reg":
+            mit = Mitigation(vec, (reg_layer,), reg_lambda=float(a["param"]))
+        elif a["kind"] == "steer":
+            mit = Mitigation(vec, (layer,), steer_alpha=alpha)
+        todo[name] = ("teacher", trajs[name], mit)
+    dirs = {}
+    for name, (role, ts, mit) in todo.items():
+        if not ts:
+            raise RuntimeError(f"arm {name} has no trajectories left to train on")
+        data = trajectory_data(ts, {"written_by": f"{role} teacher", "arm": name})
+        if name in arms:
+            arms[name]["n_train"] = len(ts)
+        dirs[name] = r.out / "mitigate" / "students" / name
+        distill(r.model, data, dirs[name], config=_sft(r.cfg), progress=r.progress, mitigation=mit)
+    return dirs
+
+
+def _probes(r: AgenticRun) -> list[Any]:
+    from steerlens.prompts import ChatPrompt
+
+    return [ChatPrompt(t.text, r.setting.system) for t in r.tasks["pref"] + r.tasks["safe"]]
+
+
+def _last(d: Path) -> Path:
+    return sorted(d.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
+
+
+def _arm_metrics(r: AgenticRun, model: Any, heldout: Any, safe: list[Any]) -> dict[str, Any]:
+    """P(biased name) per eval task, the sampled first-action rate, safe-task completion and
+    the SFT loss on the teacher's held-out trajectories."""
+    from steerlens.agents import action_choice, first_action_rate, rollout
+    from steerlens.distill import student_loss
+
+    c, st = r.cfg, r.setting
+    choice = action_choice(model, st, r.tasks["eval"])
+    kw = {"max_steps": c.max_steps, "temperature": c.temperature, "batch_size": c.batch}
+    eps = rollout(
+        model,
+        st,
+        r.tasks["eval"],
+        n_seeds=c.n_eval_seeds,
+        seed=c.seed + 7,
+        stop_kinds=st.scored,
+        **kw,
+    )
+    done = rollout(model, st, safe, seed=c.seed + 11, **kw)
+    return {
+        "p_biased": list(choice.p_biased),
+        "rate": first_action_rate(eps, st).to_json(),
+        "safe_completed": sum(t.completed for t in done) / len(done),
+        "heldout_loss": student_loss(r.model, model, heldout, config=_sft(c)),
+    }
+
+
+def _measure(r: AgenticRun, vec: Any, dirs: dict[str, Path], layer: int) -> Any:
+    from steerlens.agents import rollout, safe_tasks
+    from steerlens.distill.chats import trajectory_data
+    from steerlens.models import load_model
+    from steerlens.track import track_checkpoints
+
+    c = r.cfg
+    safe = safe_tasks(c.setting, c.n_eval, seed=c.seed + HELDOUT_SEED_OFFSET)
+
+    def compute() -> dict[str, Any]:
+        tt = rollout(
+            r.teacher_models["teacher"],
+            r.setting,
+            safe,
+            seed=c.seed + 13,
+            max_steps=c.max_steps,
+            temperature=c.temperature,
+            batch_size=c.batch,
+        )
+        heldout = trajectory_data([t for t in tt if t.steps] or tt, {"heldout": True})
+        out: dict[str, Any] = {"base": _arm_metrics(r, r.model, heldout, safe)}
+        out["teacher"] = _arm_metrics(r, r.teacher_models["teacher"], heldout, safe)
+        for name, d in dirs.items():
+            student = load_model(_last(d), base=r.model)
+            out[name] = _arm_metrics(r, student, heldout, safe)
+            del student
+            if name != "control":
+                tr = track_checkpoints(
+                    r.model,
+                    d,
+                    vec,
+                    _probes(r),
+                    control=dirs["control"],
+                    position="last",
+                    layers=[layer],
+                    cache_dir=r.out / "cache" / "track",
+                    n_null=c.n_null,
+                    n_boot=c.n_boot,
+                    seed=c.seed,
+                    progress=r.progress,
+                )
+                out[name]["alignment"] = alignment_at(tr.to_json(), layer)
+        return out
+
+    return stage(
+        r.out / "mitigate" / "metrics.json",
+        f"{r.key('all')}-{series_key(*dirs.values())}-l{layer}",
+        compute,
+        json_save,
+        json_load,
+        r.log,
+    )
+
+
+def _rows(cfg: Any, arms: dict[str, dict[str, Any]], m: dict[str, Any]) -> Any:
+    names = list(arms)
+    beh = {
+        "base": m["base"]["p_biased"],
+        "teacher": m["teacher"]["p_biased"],
+        "control": m["control"]["p_biased"],
+        "arms": {n: m[n]["p_biased"] for n in names},
+    }
+    align = {n: m[n].get("alignment") for n in names}
+    cost = {n: m[n]["heldout_loss"] for n in names}
+    rows = arm_results(arms, beh, align, cost, n_boot=cfg.n_boot, seed=cfg.seed)
+    rows = [
+        dataclasses.replace(x, safe_completed=m[x.arm]["safe_completed"], rate=m[x.arm]["rate"])
+        for x in rows
+    ]
+    return rows, beh
+
+
+def run_agentic(
+    cfg: Any, out: Path, progress: bool | None, log: Callable[[str], None]
+) -> ExperimentResult:
+    """The agentic-api setting (module doc); ``results.json`` in ``out``."""
+    from steerlens.experiments.mitigate import arm_plan, mitigation_site
+    from steerlens.models import load_model
+    from steerlens.version import __version__
+
+    clock = StageClock(log)
+    acfg = agentic_config(cfg)
+    r = AgenticRun(acfg, out, load_model(acfg.model, device=acfg.device), progress, log)
+    suites(r)
+    teachers(r)
+    teacher_trajectories(r)
+    filter_data(r)
+    clock.tick("teachers, trajectories, keyword filter")
+    vec = bias_vector(r)
+    carry_res = carry(r, vec)
+    layer, alpha, src = mitigation_site(carry_res, cfg, acfg.alphas)
+    reg_layer = max(layer, min(vec.layers))
+    clock.tick("bias vector and carry test")
+    arms: dict[str, dict[str, Any]] = {
+        "none": {"kind": "none", "param": None},
+        "keyword": {"kind": "keyword", "param": None},
+    }
+    arms.update({k: v for k, v in arm_plan(cfg).items() if k != "none"})
+    arms["steer"]["param"] = alpha
+    trajs, vetting = _arm_trajs(r, arms, _vet_scores(r, vec, layer))
+    dirs = _train(r, arms, trajs, vec, (layer, reg_layer, alpha))
+    clock.tick("distillation")
+    m = _measure(r, vec, dirs, layer)
+    clock.tick("metrics")
+    rows, beh = _rows(cfg, arms, m)
+    top = pct(max(cfg.vet_fracs))
+    vvr = paired(
+        beh["arms"][f"random_{top}"], beh["arms"][f"vet_{top}"], n_boot=cfg.n_boot, seed=cfg.seed
+    )
+    results: dict[str, Any] = {
+        "kind": "steerlens.mitigate",
+        "steerlens_version": __version__,
+        "config": {**cfg.to_json(), "agentic": acfg.to_json()},
+        "trait": "agentic-api",
+        "teacher_vector": vec.to_json(),
+        "carry": carry_res,
+        "mitigate": {
+            "setting": "agentic-api",
+            "layer": layer,
+            "reg_layer": reg_layer,
+            "alpha": alpha,
+            "site_source": src,
+            "arms": [x.to_json() for x in rows],
+            "vet_vs_random": {"vetted": f"vet_{top}", "random": f"random_{top}", **vvr.to_json()},
+            "heldout_loss_base": m["base"]["heldout_loss"],
+            "heldout_loss_control": m["control"]["heldout_loss"],
+            "safe_completed_base": m["base"]["safe_completed"],
+            "filter": r.filtered["teacher"].counts,
+            "vetting": vetting,
+            "metric": {"metric": f"P({r.setting.biased_name}) at decision", "units": "probability"},
+        },
+        "verdict": mitigate_verdict(rows, vvr, cfg.alpha),
+        "timings_s": clock.timings,
+    }
+    write_json(out / "results.json", results)
+    log(f"wrote {out / 'results.json'} in {clock.total():.0f}s")
+    return ExperimentResult(results)
