@@ -21,6 +21,7 @@ against the random-direction null (:mod:`steerlens.experiments.svd_measure`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,13 @@ class SvdConfig(OwlConfig):
     teacher_carry: bool = field(
         default=True, metadata={"help": "carry-test every teacher (the predictor per teacher)"}
     )
+    lora_at_steer: bool = field(
+        default=True,
+        metadata={
+            "help": "without --lora-layers: LoRA on as many blocks as the middle fifth, ending "
+            "at the steered layer (false: the middle fifth)"
+        },
+    )
     teachers: tuple[str, ...] = field(
         default=TEACHER_NAMES,
         metadata={"help": "teachers to run (a subset of the five; 'base' is always run)"},
@@ -79,6 +87,19 @@ class SvdConfig(OwlConfig):
             raise ValueError(f"unknown teachers {bad}: choose from {', '.join(TEACHER_NAMES)}")
         if "base" not in self.teachers:
             self.teachers = (*self.teachers, "base")  # the base control every delta needs
+
+    def student_layers(self, layer: int, n_layers: int) -> list[int] | None:
+        """The LoRA blocks of every student: ``lora_layers`` if given; with ``lora_at_steer``
+        the band of ``len(default_layers)`` blocks ending at the steered layer ``layer``; else
+        None (the distiller's middle fifth)."""
+        from steerlens.distill.config import default_layers
+
+        if self.lora_layers is not None:
+            return list(self.lora_layers)
+        if not self.lora_at_steer:
+            return None
+        width = len(default_layers(n_layers))
+        return list(range(max(0, layer - width + 1), layer + 1))
 
     def losses(self) -> list[str]:
         other = "kl" if self.loss == "sft" else "sft"
@@ -121,8 +142,9 @@ def _tkey(r: Run, t: Teacher, *fields_: str) -> str:
 
 
 def _teacher_carry(r: Run, name: str, t: Teacher, vec: Any, owl_carry: Any) -> Any:
-    """The carry test of the owl teacher vector against teacher ``t`` (the prompted teacher's
-    is the owl stage's)."""
+    """The carry test of the owl teacher vector against teacher ``t`` on the same first
+    ``carry_eval_n`` eval prompts as the owl stage's (the prompted teacher's is that stage's)."""
+    from steerlens.behavior import trait_behavior
     from steerlens.carry import carry_test
 
     cfg = r.cfg
@@ -130,14 +152,20 @@ def _teacher_carry(r: Run, name: str, t: Teacher, vec: Any, owl_carry: Any) -> A
         return owl_carry
     if name == "base" or not isinstance(cfg, SvdConfig) or not cfg.teacher_carry:
         return None
+    metric: Any = None
+    if cfg.carry_eval_n is not None:  # the owl carry test's eval prompts, so S is comparable
+        beh = trait_behavior(r.model, r.trait)
+        metric = dataclasses.replace(beh, prompts=beh.prompts[: cfg.carry_eval_n])
+    keys = ("trait", "seed", "probe_n", "carry_layers", "alphas", "n_random", "carry_eval_n")
     return stage(
         r.out / "carry" / f"{name}.json",
-        _tkey(r, t, "trait", "seed", "probe_n", "carry_layers", "alphas", "n_random"),
+        _tkey(r, t, *keys),
         lambda: carry_test(
             r.model,
             vec,
             r.trait,
             teacher=t,
+            metric=metric,
             layers=list(cfg.carry_layers) if cfg.carry_layers else None,
             alphas=cfg.alphas,
             n_random=cfg.n_random,
@@ -167,13 +195,13 @@ def _data(r: Run, name: str, t: Teacher) -> Any:
     )
 
 
-def _student(r: Run, name: str, t: Teacher, data: Any, loss: str) -> Path:
+def _student(r: Run, name: str, t: Teacher, data: Any, loss: str, layers: list[int] | None) -> Path:
     from steerlens.distill import DistillConfig, distill
 
     cfg = r.cfg
     dcfg = DistillConfig(
         rank=cfg.rank,
-        layers=cfg.lora_layers,
+        layers=None if layers is None else tuple(layers),
         loss=loss,
         steps=cfg.steps,
         batch_size=cfg.batch_size,
@@ -325,8 +353,10 @@ def run(
     clock.tick("teacher carry tests")
     datas = {n: _data(r, n, t) for n, t in teachers.items()}
     clock.tick("teacher data")
+    lora = cfg.student_layers(layer, r.model.n_layers)
+    log(f"students: LoRA on blocks {lora if lora is not None else 'the middle fifth'}")
     dirs = {
-        loss: {n: _student(r, n, t, datas[n], loss) for n, t in teachers.items()}
+        loss: {n: _student(r, n, t, datas[n], loss, lora) for n, t in teachers.items()}
         for loss in cfg.losses()
     }
     clock.tick("distillation")
@@ -349,6 +379,7 @@ def run(
             "layer": layer,
             "alpha": alpha,
             "peak_source": src,
+            "lora_layers": lora,
             "headline_loss": cfg.loss,
             "rows": rows,
             "verdicts": verdicts,
