@@ -60,8 +60,10 @@ def test_positive_control_needs_behavior_and_alignment() -> None:
 def test_svd_is_registered_with_the_owl_fields() -> None:
     assert "svd" in names() and get("svd").config is SvdConfig
     q = SvdConfig.quick()
-    assert isinstance(q, SvdConfig) and q.loss == "sft" and q.losses() == ["sft", "kl"]
-    assert SvdConfig(also_kl=False).losses() == ["sft"]
+    # KL headline, SFT beside it: the positive control's choice (SvdConfig's docstring)
+    assert isinstance(q, SvdConfig) and q.loss == "kl" and q.losses() == ["kl", "sft"]
+    assert SvdConfig(also_kl=False).losses() == ["kl"]
+    assert SvdConfig(loss="sft").losses() == ["sft", "kl"]
 
 
 def test_students_get_lora_on_the_band_ending_at_the_steered_layer() -> None:
@@ -86,6 +88,7 @@ def test_svd_runs_on_a_tiny_model(tmp_path: Path) -> None:
         carry_layers=(1,),
         lora_layers=(0, 1),
         steer_alpha=4.0,
+        loss="sft",
         also_kl=False,
         n_null=50,
         n_boot=50,

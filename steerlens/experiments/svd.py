@@ -51,14 +51,32 @@ TEACHER_NAMES = ("prompted", "steered", "ablated", "placebo", "base")
 @dataclass
 class SvdConfig(OwlConfig):
     """Settings of the svd run: the owl experiment's (model, trait, data, LoRA, carry grid,
-    nulls) plus where and how hard the steered teacher steers, and the losses trained."""
+    nulls) plus where and how hard the steered teacher steers, and the losses trained.
+
+    Two defaults differ from the owl run's, chosen by the positive control (the steered
+    teacher's student must be detected as inherited) at the default CPU size on SmolLM2
+    (48 samples, 24 steps of batch 6, LoRA r=4; steered teacher = owl vector at its clean peak,
+    layer 27, α=2, S=0.54; 2026-12-02, README "The svd experiment"):
+
+    - ``loss="kl"`` is the headline and SFT (what Cloud et al. and Blank et al. train) is
+      trained beside it (``also_kl``): with SFT on the sampled numbers the steered teacher's
+      student moved *away* from the teacher (Δ −0.13 nats, 95% CI [−0.14, −0.11], excess EAS
+      +0.000, p=0.46): not detected; with KL to the steered teacher's soft labels it moved
+      toward it (Δ +0.23 [+0.22, +0.24], p=0.0002, F=0.105) and aligned with v at layer 27
+      (excess EAS +0.68, p=0.001): detected. Hard labels on 48 samples carry too little of the
+      edit at this size; ``--loss sft`` restores the papers' headline.
+    - ``lora_at_steer``: the LoRA band (as many blocks as the middle fifth) ends at the steered
+      layer, so a student can make the edit where the teacher made it (the clean peak, 27,
+      lies above the middle fifth 9-14); it also trains ~2.5x faster (blocks below the band
+      are cached). ``--no-lora-at-steer`` trains on the middle fifth."""
 
     loss: str = field(
-        default="sft",
+        default="kl",
         metadata={"help": "the headline distillation loss", "choices": ("kl", "sft")},
     )
     also_kl: bool = field(
-        default=True, metadata={"help": "train a KL (soft-label) student beside each SFT one"}
+        default=True,
+        metadata={"help": "also train a student with the other loss (SFT beside KL, or KL)"},
     )
     steer_layer: int | None = field(
         default=None, metadata={"help": "steered/ablated layer (none: the clean-peak layer)"}
