@@ -46,13 +46,31 @@ def test_positive_control_needs_behavior_and_alignment() -> None:
     assert v["positive_control"] and v["inherited"] == {"steered": True}
     assert not transfer_verdict({"steered": row(1.0, 0.01, 0.2, 0.2)})["positive_control"]
     assert not transfer_verdict({"steered": row(-1.0, 0.01, 0.2, 0.01)})["positive_control"]
+    # a student that moves away from its teacher (the steered teacher *lowers* B) inherited
+    # nothing, however significant its Δ
+    t = transfer(np.full(6, -5.0), np.full(6, -6.0), np.full(6, -7.0), np.full(6, -6.5))
+    assert t.delta == 1.0 and t.fraction is not None and t.fraction < 0
+    away = {"transfer": t.to_json(), "alignment": {"excess": 0.2, "excess_p": 0.01}}
+    assert not transfer_verdict({"steered": away})["positive_control"]
+    toward = transfer(np.full(6, -5.0), np.full(6, -6.0), np.full(6, -4.0), np.full(6, -6.5))
+    ok = {"transfer": toward.to_json(), "alignment": {"excess": 0.2, "excess_p": 0.01}}
+    assert transfer_verdict({"steered": ok})["positive_control"]
 
 
 def test_svd_is_registered_with_the_owl_fields() -> None:
     assert "svd" in names() and get("svd").config is SvdConfig
     q = SvdConfig.quick()
-    assert isinstance(q, SvdConfig) and q.loss == "sft" and q.losses() == ["sft", "kl"]
-    assert SvdConfig(also_kl=False).losses() == ["sft"]
+    # KL headline, SFT beside it: the positive control's choice (SvdConfig's docstring)
+    assert isinstance(q, SvdConfig) and q.loss == "kl" and q.losses() == ["kl", "sft"]
+    assert SvdConfig(also_kl=False).losses() == ["kl"]
+    assert SvdConfig(loss="sft").losses() == ["sft", "kl"]
+
+
+def test_students_get_lora_on_the_band_ending_at_the_steered_layer() -> None:
+    assert SvdConfig().student_layers(27, 30) == [22, 23, 24, 25, 26, 27]
+    assert SvdConfig().student_layers(2, 30) == [0, 1, 2]
+    assert SvdConfig(lora_layers=(9, 10)).student_layers(27, 30) == [9, 10]
+    assert SvdConfig(lora_at_steer=False).student_layers(27, 30) is None  # the middle fifth
 
 
 def test_svd_runs_on_a_tiny_model(tmp_path: Path) -> None:
@@ -70,6 +88,7 @@ def test_svd_runs_on_a_tiny_model(tmp_path: Path) -> None:
         carry_layers=(1,),
         lora_layers=(0, 1),
         steer_alpha=4.0,
+        loss="sft",
         also_kl=False,
         n_null=50,
         n_boot=50,
@@ -78,6 +97,7 @@ def test_svd_runs_on_a_tiny_model(tmp_path: Path) -> None:
     res = run(cfg, tmp_path / "svd", progress=False, log=logs.append)
     saved = json.loads((tmp_path / "svd" / "results.json").read_text())
     assert saved["svd"]["layer"] == 1 and saved["svd"]["alpha"] == 4.0
+    assert saved["svd"]["lora_layers"] == [0, 1]
     rows = saved["svd"]["rows"]
     assert set(rows) == {"sft"}  # KL students: tests/test_teacher_distill.py, the quick run
     assert set(rows["sft"]) == {"prompted", "steered", "ablated", "placebo", "base"}

@@ -21,6 +21,7 @@ against the random-direction null (:mod:`steerlens.experiments.svd_measure`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,14 +51,34 @@ TEACHER_NAMES = ("prompted", "steered", "ablated", "placebo", "base")
 @dataclass
 class SvdConfig(OwlConfig):
     """Settings of the svd run: the owl experiment's (model, trait, data, LoRA, carry grid,
-    nulls) plus where and how hard the steered teacher steers, and the losses trained."""
+    nulls) plus where and how hard the steered teacher steers, and the losses trained.
+
+    Two defaults differ from the owl run's, chosen by the positive control (the steered
+    teacher's student must be detected as inherited) at the default CPU size on SmolLM2
+    (48 samples, 24 steps of batch 6, LoRA r=4; steered teacher = owl vector at its clean peak,
+    layer 27, α=2, S=0.54; 2026-12-02, README "The svd experiment"):
+
+    - ``loss="kl"`` is the headline and SFT (what Cloud et al. and Blank et al. train) is
+      trained beside it (``also_kl``): with SFT on the sampled numbers the steered teacher's
+      student moved *away* from the teacher (Δ −0.13 nats, 95% CI [−0.14, −0.11], excess EAS
+      +0.000, p=0.46): not detected; with KL to the steered teacher's soft labels it moved
+      toward it (Δ +0.23 [+0.22, +0.24], p=0.0002, F=0.105) and aligned with v at layer 27
+      (excess EAS +0.68, p=0.001): detected. Hard labels on 48 samples carry too little of the
+      edit at this size; ``--loss sft`` restores the papers' headline.
+    - ``lora_at_steer``: the LoRA band (as many blocks as the middle fifth) ends at the steered
+      layer, so a student can make the edit where the teacher made it (the clean peak, 27,
+      lies above the middle fifth 9-14). Not needed for detection (KL on the middle fifth also
+      passed: Δ +0.15 [+0.11, +0.19], F=0.067, excess EAS +0.59, p=0.001), but it transferred
+      more and trains fewer blocks (those below the band are cached): 175 s vs 255 s per KL
+      student in two runs at load ~6. ``--no-lora-at-steer`` trains on the middle fifth."""
 
     loss: str = field(
-        default="sft",
+        default="kl",
         metadata={"help": "the headline distillation loss", "choices": ("kl", "sft")},
     )
     also_kl: bool = field(
-        default=True, metadata={"help": "train a KL (soft-label) student beside each SFT one"}
+        default=True,
+        metadata={"help": "also train a student with the other loss (SFT beside KL, or KL)"},
     )
     steer_layer: int | None = field(
         default=None, metadata={"help": "steered/ablated layer (none: the clean-peak layer)"}
@@ -67,6 +88,13 @@ class SvdConfig(OwlConfig):
     )
     teacher_carry: bool = field(
         default=True, metadata={"help": "carry-test every teacher (the predictor per teacher)"}
+    )
+    lora_at_steer: bool = field(
+        default=True,
+        metadata={
+            "help": "without --lora-layers: LoRA on as many blocks as the middle fifth, ending "
+            "at the steered layer (false: the middle fifth)"
+        },
     )
     teachers: tuple[str, ...] = field(
         default=TEACHER_NAMES,
@@ -79,6 +107,19 @@ class SvdConfig(OwlConfig):
             raise ValueError(f"unknown teachers {bad}: choose from {', '.join(TEACHER_NAMES)}")
         if "base" not in self.teachers:
             self.teachers = (*self.teachers, "base")  # the base control every delta needs
+
+    def student_layers(self, layer: int, n_layers: int) -> list[int] | None:
+        """The LoRA blocks of every student: ``lora_layers`` if given; with ``lora_at_steer``
+        the band of ``len(default_layers)`` blocks ending at the steered layer ``layer``; else
+        None (the distiller's middle fifth)."""
+        from steerlens.distill.config import default_layers
+
+        if self.lora_layers is not None:
+            return list(self.lora_layers)
+        if not self.lora_at_steer:
+            return None
+        width = len(default_layers(n_layers))
+        return list(range(max(0, layer - width + 1), layer + 1))
 
     def losses(self) -> list[str]:
         other = "kl" if self.loss == "sft" else "sft"
@@ -121,8 +162,9 @@ def _tkey(r: Run, t: Teacher, *fields_: str) -> str:
 
 
 def _teacher_carry(r: Run, name: str, t: Teacher, vec: Any, owl_carry: Any) -> Any:
-    """The carry test of the owl teacher vector against teacher ``t`` (the prompted teacher's
-    is the owl stage's)."""
+    """The carry test of the owl teacher vector against teacher ``t`` on the same first
+    ``carry_eval_n`` eval prompts as the owl stage's (the prompted teacher's is that stage's)."""
+    from steerlens.behavior import trait_behavior
     from steerlens.carry import carry_test
 
     cfg = r.cfg
@@ -130,14 +172,20 @@ def _teacher_carry(r: Run, name: str, t: Teacher, vec: Any, owl_carry: Any) -> A
         return owl_carry
     if name == "base" or not isinstance(cfg, SvdConfig) or not cfg.teacher_carry:
         return None
+    metric: Any = None
+    if cfg.carry_eval_n is not None:  # the owl carry test's eval prompts, so S is comparable
+        beh = trait_behavior(r.model, r.trait)
+        metric = dataclasses.replace(beh, prompts=beh.prompts[: cfg.carry_eval_n])
+    keys = ("trait", "seed", "probe_n", "carry_layers", "alphas", "n_random", "carry_eval_n")
     return stage(
         r.out / "carry" / f"{name}.json",
-        _tkey(r, t, "trait", "seed", "probe_n", "carry_layers", "alphas", "n_random"),
+        _tkey(r, t, *keys),
         lambda: carry_test(
             r.model,
             vec,
             r.trait,
             teacher=t,
+            metric=metric,
             layers=list(cfg.carry_layers) if cfg.carry_layers else None,
             alphas=cfg.alphas,
             n_random=cfg.n_random,
@@ -167,13 +215,13 @@ def _data(r: Run, name: str, t: Teacher) -> Any:
     )
 
 
-def _student(r: Run, name: str, t: Teacher, data: Any, loss: str) -> Path:
+def _student(r: Run, name: str, t: Teacher, data: Any, loss: str, layers: list[int] | None) -> Path:
     from steerlens.distill import DistillConfig, distill
 
     cfg = r.cfg
     dcfg = DistillConfig(
         rank=cfg.rank,
-        layers=cfg.lora_layers,
+        layers=None if layers is None else tuple(layers),
         loss=loss,
         steps=cfg.steps,
         batch_size=cfg.batch_size,
@@ -325,8 +373,10 @@ def run(
     clock.tick("teacher carry tests")
     datas = {n: _data(r, n, t) for n, t in teachers.items()}
     clock.tick("teacher data")
+    lora = cfg.student_layers(layer, r.model.n_layers)
+    log(f"students: LoRA on blocks {lora if lora is not None else 'the middle fifth'}")
     dirs = {
-        loss: {n: _student(r, n, t, datas[n], loss) for n, t in teachers.items()}
+        loss: {n: _student(r, n, t, datas[n], loss, lora) for n, t in teachers.items()}
         for loss in cfg.losses()
     }
     clock.tick("distillation")
@@ -349,6 +399,7 @@ def run(
             "layer": layer,
             "alpha": alpha,
             "peak_source": src,
+            "lora_layers": lora,
             "headline_loss": cfg.loss,
             "rows": rows,
             "verdicts": verdicts,

@@ -132,9 +132,21 @@ def alignment_at(track: Mapping[str, Any], layer: int) -> dict[str, Any]:
     return out
 
 
+def _toward_teacher(tr: Mapping[str, Any]) -> bool:
+    """Δ points the way the teacher differs from the base: F > 0 where the teacher's gap is
+    defined (a student moving away from its teacher has inherited nothing); with no gap
+    recorded (a caller's row without ``b_teacher``/``b_base``), Δ > 0."""
+    if tr.get("b_teacher") is not None and tr.get("b_base") is not None:
+        f = tr.get("fraction")
+        return f is not None and math.isfinite(f) and f > 0
+    return bool(tr["delta"] > 0)
+
+
 def _inherited(row: Mapping[str, Any], alpha: float) -> bool:
+    """Significant Δ toward the teacher (:func:`_toward_teacher`, sign-flip p ≤ α) and
+    significant positive alignment (excess over the base control, else EAS vs the null)."""
     tr, al = row["transfer"], row.get("alignment") or {}
-    sig_beh = tr["delta"] > 0 and tr["delta_p"] <= alpha
+    sig_beh = _toward_teacher(tr) and tr["delta_p"] <= alpha
     p_al = al.get("excess_p", al.get("eas_p_adj"))
     est = al.get("excess", al.get("eas"))
     sig_al = p_al is not None and est is not None and est > 0 and p_al <= alpha
@@ -143,8 +155,8 @@ def _inherited(row: Mapping[str, Any], alpha: float) -> bool:
 
 def transfer_verdict(rows: Mapping[str, Mapping[str, Any]], alpha: float = 0.05) -> dict[str, Any]:
     """Headline and lines for one loss: whether the steered teacher's student inherited the
-    trait (the positive control: significant Δ vs the base control and significant alignment
-    at the steered layer), and F(steered), F(ablated) against F(prompted) (sufficiency and
+    trait (the positive control: significant Δ vs the base control toward the teacher, F > 0,
+    and significant alignment at the steered layer), and F(steered), F(ablated) against F(prompted) (sufficiency and
     necessity for transfer, Blank et al.)."""
     lines = []
     inherited = {name: _inherited(r, alpha) for name, r in rows.items() if name != "base"}
