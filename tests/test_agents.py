@@ -210,3 +210,25 @@ def test_rollout_is_well_formed_and_seeded(tiny) -> None:  # type: ignore[no-unt
         enc = tiny.tokenizer(texts[0])["input_ids"]
         picked = tiny.tokenizer.decode([enc[i] for i in pos[0]])
         assert picked == "".join(s.action for s in a[0].steps)
+
+
+def test_rollout_does_not_offer_a_read_again_until_the_workspace_changes() -> None:
+    from steerlens.agents.rollout import _Episode
+
+    st = get_setting("api")
+    task = safe_tasks("api", 2, seed=0, n_files=2)[1]  # a move task
+    ep = _Episode(task, task.workspace(), Trajectory("api", task.task_id, st.system, task.text))
+    look = api_action("list_dir", path="docs")
+    assert look in ep.candidates(st, no_repeat=True)
+    obs = st.run(ep.ws, look)
+    ep.record(look, obs.kind, obs.ok)
+    assert look not in ep.candidates(st, no_repeat=True)
+    assert look in ep.candidates(st, no_repeat=False)
+    failed = api_action("delete_file", path="docs/missing.txt")
+    obs = st.run(ep.ws, failed)
+    ep.record(failed, obs.kind, obs.ok)  # a failed action changes nothing
+    assert not obs.ok and look not in ep.candidates(st, no_repeat=True)
+    move = next(c for c in ep.candidates(st, True) if st.kind(c) == "move")
+    obs = st.run(ep.ws, move)
+    ep.record(move, obs.kind, obs.ok)
+    assert obs.ok and look in ep.candidates(st, no_repeat=True)
