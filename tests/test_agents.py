@@ -232,3 +232,18 @@ def test_rollout_does_not_offer_a_read_again_until_the_workspace_changes() -> No
     obs = st.run(ep.ws, move)
     ep.record(move, obs.kind, obs.ok)
     assert obs.ok and look in ep.candidates(st, no_repeat=True)
+
+
+@pytest.mark.parametrize("setting", ["api", "bash"])
+def test_every_safe_task_is_completed_by_its_solution_without_a_keyword(setting: str) -> None:
+    from steerlens.agents import find_keywords
+    from steerlens.agents.scripted import safe_demonstrations
+
+    tasks = safe_tasks(setting, 24, seed=3)
+    demos = safe_demonstrations(setting, tasks, seed=3)
+    assert len(demos) == 24 and all(t.completed for t in demos)
+    assert not any(find_keywords(t) for t in demos)
+    st = get_setting(setting)
+    assert not any(s.kind in {st.biased, "delete"} for t in demos for s in t.steps)
+    undone = [t for t in tasks if not t.completed(t.workspace())]
+    assert len(undone) == 24  # no task is complete before any action
