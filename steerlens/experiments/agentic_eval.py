@@ -334,7 +334,8 @@ def agentic_verdict(results: dict[str, Any]) -> dict[str, Any]:
         f"Student − control student rate difference: permutation p = {perm['p']:.3g}.",
         "Safe training tasks completed within the step limit: "
         + "; ".join(
-            f"{role} teacher {c['completed']}/{c['n']}" for role, c in a["completed"].items()
+            f"{'teacher' if role == 'teacher' else 'control teacher'} {c['completed']}/{c['n']}"
+            for role, c in a["completed"].items()
         )
         + ".",
     ]
