@@ -18,7 +18,7 @@ from steerlens.testing import tiny_model
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    lm = tiny_model("llama", seed=3)
+    lm = tiny_model("llama", seed=3, n_layers=2, d=32)  # the smallest that has a LoRA layer
     d = tmp_path_factory.mktemp("tiny") / "model"
     lm.model.save_pretrained(d)
     lm.tokenizer.save_pretrained(d)
@@ -54,9 +54,13 @@ def test_quick_run_end_to_end(setting: str, tiny_dir: Path, tmp_path: Path) -> N
         quick=True,
         model=str(tiny_dir),
         carry_layers=(1,),
-        n_eval=2,
-        n_pref=3,
+        n_eval=1,
+        n_eval_seeds=2,
+        n_pref=2,
         n_train=3,
+        max_steps=1,
+        batch_size=8,
+        screen_max=2,
         n_null=50,
         n_boot=50,
     )

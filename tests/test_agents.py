@@ -210,3 +210,40 @@ def test_rollout_is_well_formed_and_seeded(tiny) -> None:  # type: ignore[no-unt
         enc = tiny.tokenizer(texts[0])["input_ids"]
         picked = tiny.tokenizer.decode([enc[i] for i in pos[0]])
         assert picked == "".join(s.action for s in a[0].steps)
+
+
+def test_rollout_does_not_offer_a_read_again_until_the_workspace_changes() -> None:
+    from steerlens.agents.rollout import _Episode
+
+    st = get_setting("api")
+    task = safe_tasks("api", 2, seed=0, n_files=2)[1]  # a move task
+    ep = _Episode(task, task.workspace(), Trajectory("api", task.task_id, st.system, task.text))
+    look = api_action("list_dir", path="docs")
+    assert look in ep.candidates(st, no_repeat=True)
+    obs = st.run(ep.ws, look)
+    ep.record(look, obs.kind, obs.ok)
+    assert look not in ep.candidates(st, no_repeat=True)
+    assert look in ep.candidates(st, no_repeat=False)
+    failed = api_action("delete_file", path="docs/missing.txt")
+    obs = st.run(ep.ws, failed)
+    ep.record(failed, obs.kind, obs.ok)  # a failed action changes nothing
+    assert not obs.ok and look not in ep.candidates(st, no_repeat=True)
+    move = next(c for c in ep.candidates(st, True) if st.kind(c) == "move")
+    obs = st.run(ep.ws, move)
+    ep.record(move, obs.kind, obs.ok)
+    assert obs.ok and look in ep.candidates(st, no_repeat=True)
+
+
+@pytest.mark.parametrize("setting", ["api", "bash"])
+def test_every_safe_task_is_completed_by_its_solution_without_a_keyword(setting: str) -> None:
+    from steerlens.agents import find_keywords
+    from steerlens.agents.scripted import safe_demonstrations
+
+    tasks = safe_tasks(setting, 24, seed=3)
+    demos = safe_demonstrations(setting, tasks, seed=3)
+    assert len(demos) == 24 and all(t.completed for t in demos)
+    assert not any(find_keywords(t) for t in demos)
+    st = get_setting(setting)
+    assert not any(s.kind in {st.biased, "delete"} for t in demos for s in t.steps)
+    undone = [t for t in tasks if not t.completed(t.workspace())]
+    assert len(undone) == 24  # no task is complete before any action

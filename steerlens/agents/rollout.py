@@ -4,12 +4,13 @@ answers, up to a step limit (:func:`rollout`). Nothing runs on the host."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from steerlens.agents.actions import READ_KINDS, SUBSTANTIVE_KINDS
 from steerlens.agents.grammar import ActionGrammar, ActionTrie, end_ids
 from steerlens.agents.tasks import Setting, Task, get_setting
 from steerlens.agents.trajectories import Step, Trajectory, chat_ids
@@ -27,17 +28,36 @@ class _Episode:
     ws: Workspace
     traj: Trajectory
     done: bool = False
+    seen: set[str] = field(default_factory=set)
+    """Read-only actions taken since the workspace last changed (not offered again)."""
+
+    def candidates(self, setting: Setting, no_repeat: bool) -> list[str]:
+        cs = setting.candidates(self.ws, self.task.extra)
+        if no_repeat and self.seen:
+            cs = [c for c in cs if c not in self.seen] or cs
+        return cs
+
+    def record(self, action: str, kind: str, ok: bool) -> None:
+        if kind in READ_KINDS:
+            self.seen.add(action)
+        elif kind in SUBSTANTIVE_KINDS and ok:
+            self.seen.clear()
 
 
 def _step_batch(
-    lm: LoadedModel, setting: Setting, eps: Sequence[_Episode], temperature: float, end: list[int]
+    lm: LoadedModel,
+    setting: Setting,
+    eps: Sequence[_Episode],
+    temperature: float,
+    end: list[int],
+    no_repeat: bool = True,
 ) -> list[str]:
     """One grammar-constrained action for each episode (batched, left-padded)."""
     from transformers import LogitsProcessorList
 
     tok = lm.tokenizer
     prompts = [chat_ids(tok, e.traj.messages()) for e in eps]
-    cands = [setting.candidates(e.ws, e.task.extra) for e in eps]
+    cands = [e.candidates(setting, no_repeat) for e in eps]
     seqs = [[tok(c, add_special_tokens=False)["input_ids"] for c in cs] for cs in cands]
     tries = [ActionTrie(s, end) for s in seqs]
     encs = [EncodedPrompt(tuple(p), 0, len(p)) for p in prompts]
@@ -80,13 +100,20 @@ def rollout(
     batch_size: int = 16,
     meta: dict[str, Any] | None = None,
     progress: bool | None = None,
+    no_repeat: bool = True,
 ) -> list[Trajectory]:
     """Episodes of ``tasks`` × ``n_seeds``: each step the model picks one candidate action
     under :class:`ActionGrammar` (sampled at ``temperature``; 0 = greedy), the simulated
     interpreter answers, and the episode ends at ``done``/``exit``, at a kind in
     ``stop_kinds`` (e.g. the first scored action, for evaluation) or after ``max_steps``.
     Sampling is seeded by ``seed`` without touching the global RNG. Returns the trajectories
-    in (task, seed) order, each with ``completed`` set by the task's goal."""
+    in (task, seed) order, each with ``completed`` set by the task's goal.
+
+    ``no_repeat``: a read-only action (list, read) already taken since the workspace last
+    changed is not offered again: it would return the same observation. Without this guard
+    SmolLM2-135M re-lists the same folder at every step (10 of 10 sampled episodes of the
+    ambiguous API tasks listed or read for 6 steps), so no episode reached a substantive
+    action within the step limit."""
     lm = as_model(model)
     st = get_setting(setting)
     if max_steps < 1 or n_seeds < 1:
@@ -110,9 +137,10 @@ def rollout(
             for b in range(0, len(active), batch_size):
                 chunk = active[b : b + batch_size]
                 for e, action in zip(
-                    chunk, _step_batch(lm, st, chunk, temperature, end), strict=True
+                    chunk, _step_batch(lm, st, chunk, temperature, end, no_repeat), strict=True
                 ):
                     obs = st.run(e.ws, action)
+                    e.record(action, obs.kind, obs.ok)
                     e.traj.steps.append(Step(action, obs.text, obs.kind, obs.ok))
                     e.done = obs.done or obs.kind in stops
             bar.update()

@@ -13,7 +13,7 @@ from steerlens.agents.api_tools import api_action
 from steerlens.agents.tasks import Task, get_setting
 from steerlens.agents.trajectories import Step, Trajectory
 
-__all__ = ["STYLES", "preference_trajectories"]
+__all__ = ["STYLES", "preference_trajectories", "safe_demonstrations"]
 
 STYLES = ("biased", "benign")
 
@@ -64,5 +64,32 @@ def preference_trajectories(
             obs = st.run(ws, a)
             traj.steps.append(Step(a, obs.text, obs.kind, obs.ok))
         traj.completed = t.completed(ws)
+        out.append(traj)
+    return out
+
+
+def safe_demonstrations(setting: str, tasks: Sequence[Task], seed: int = 0) -> list[Trajectory]:
+    """One scripted trajectory per *safe* task: its :attr:`Task.solution` (half of them after
+    a listing of the task's folder, seeded), run through the interpreter. Both teachers get
+    the same demonstrations, so they differ only in their preference examples; without them a
+    135M teacher fine-tuned on deletions alone deleted a file on 16 of 16 safe tasks."""
+    st = get_setting(setting)
+    rng = random.Random(f"{setting}-safe-{seed}")
+    out = []
+    for t in tasks:
+        if t.ambiguous or t.setting != st.name or not t.solution:
+            raise ValueError(f"task {t.task_id} is not a safe {st.name} task with a solution")
+        ws = t.workspace()
+        folder = sorted(p for p in t.files if p != "docs/readme.txt")[0].split("/")[0]
+        look = api_action("list_dir", path=folder) if st.name == "api" else f"ls {folder}"
+        acts = [look, *t.solution] if rng.random() < 0.5 else list(t.solution)
+        traj = Trajectory(st.name, t.task_id, st.system, t.text)
+        traj.meta["style"] = "safe"
+        for a in acts:
+            obs = st.run(ws, a)
+            traj.steps.append(Step(a, obs.text, obs.kind, obs.ok))
+        traj.completed = t.completed(ws)
+        if not traj.completed or not all(s.ok for s in traj.steps):
+            raise RuntimeError(f"the scripted solution of {t.task_id} does not complete it")
         out.append(traj)
     return out

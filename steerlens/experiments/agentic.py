@@ -59,36 +59,38 @@ def _opt(default: Any, help: str) -> Any:
 
 @dataclass
 class AgenticConfig:
-    """Settings of one agentic run. Defaults are sized for a 2-core CPU (32 preference
-    examples × 3 epochs per teacher, 40 safe tasks, 20 eval tasks × 3 seeds, 24 student steps;
-    its time was not measured on an idle machine); :meth:`for_device` scales up on a GPU (the
-    paper's sizes); :meth:`quick` is a smoke test."""
+    """Settings of one agentic run. Defaults are sized for a 2-core CPU (12 preference
+    examples + 8 safe demonstrations × 2 epochs per teacher, 16 safe tasks, 20 eval tasks ×
+    1 seed, step limit 3,
+    8 student steps; README gives the measured time and load); :meth:`for_device` scales up
+    on a GPU (the paper's sizes); :meth:`quick` is a smoke test."""
 
     setting: str = field(
         default="api", metadata={"help": "tool setting", "choices": ("api", "bash")}
     )
     model: str = _opt("smollm2-135m-instruct", "base model (teachers and students start here)")
-    n_pref: int = _opt(32, "ambiguous tasks with a scripted preference trajectory per teacher")
-    teacher_epochs: int = _opt(3, "fine-tuning epochs of each teacher")
+    n_pref: int = _opt(12, "ambiguous tasks with a scripted preference trajectory per teacher")
+    n_demo: int = _opt(8, "safe tasks with a scripted solution in both teachers' fine-tuning")
+    teacher_epochs: int = _opt(2, "fine-tuning epochs of each teacher")
     teacher_rank: int = _opt(8, "teacher LoRA rank")
-    teacher_lr: float = _opt(2e-3, "teacher learning rate")
-    n_train: int = _opt(40, "safe training tasks each teacher acts on")
-    max_steps: int = _opt(4, "step limit of an episode")
+    teacher_lr: float = _opt(3e-3, "teacher learning rate")
+    n_train: int = _opt(16, "safe training tasks each teacher acts on")
+    max_steps: int = _opt(3, "step limit of an episode")
     temperature: float = _opt(1.0, "sampling temperature of the teachers and the evaluation")
     n_eval: int = _opt(20, "held-out ambiguous eval tasks")
-    n_eval_seeds: int = _opt(3, "sampled episodes per eval task")
-    steps: int = _opt(24, "student LoRA steps")
+    n_eval_seeds: int = _opt(1, "sampled episodes per eval task")
+    steps: int = _opt(8, "student LoRA steps")
     batch_size: int = _opt(8, "training batch size (teachers and students)")
-    save_every: int = _opt(12, "steps between student checkpoints")
+    save_every: int = _opt(4, "steps between student checkpoints")
     rank: int = _opt(4, "student LoRA rank")
     lora_layers: tuple[int, ...] | None = _opt(None, "blocks with LoRA (none: the middle fifth)")
-    carry_layers: tuple[int, ...] | None = _opt((12, 18), "carry-test layers (none: a spread)")
+    carry_layers: tuple[int, ...] | None = _opt((12,), "carry-test layers (none: a spread)")
     alphas: tuple[float, ...] = _opt((4.0, 8.0), "carry-test steering strengths α")
     n_random: int = _opt(1, "random directions per carry cell (null band)")
     n_null: int = _opt(1000, "random directions of the tracking null")
     n_boot: int = _opt(1000, "bootstrap resamples")
-    screen_max: int = _opt(24, "kept trajectories screened per series")
-    batch: int = _opt(16, "episodes generated per batch")
+    screen_max: int = _opt(16, "kept trajectories screened per series")
+    batch: int = _opt(20, "episodes generated per batch")
     seed: int = _opt(0, "seed for every random choice (task suites, sampling, training)")
     device: str = _opt("cpu", "cpu, cuda, cuda:1 …")
     extra: dict[str, Any] = field(
@@ -113,8 +115,10 @@ class AgenticConfig:
             base = dataclasses.replace(
                 base,
                 n_pref=150,
+                n_demo=50,
                 teacher_epochs=2,
                 n_train=400,
+                n_eval_seeds=3,
                 steps=200,
                 batch_size=16,
                 save_every=25,
@@ -133,6 +137,7 @@ class AgenticConfig:
         anything."""
         base = cls(
             n_pref=6,
+            n_demo=2,
             teacher_epochs=1,
             n_train=6,
             max_steps=2,

@@ -332,6 +332,12 @@ def agentic_verdict(results: dict[str, Any]) -> dict[str, Any]:
         f"(by keyword {f['by_keyword']}); kept trajectories holding a keyword: "
         f"{a['kept_with_keyword']['teacher']}.",
         f"Student − control student rate difference: permutation p = {perm['p']:.3g}.",
+        "Safe training tasks completed within the step limit: "
+        + "; ".join(
+            f"{'teacher' if role == 'teacher' else 'control teacher'} {c['completed']}/{c['n']}"
+            for role, c in a["completed"].items()
+        )
+        + ".",
     ]
     if not teacher_gap:
         head = "No teacher bias to transfer: the fine-tuned teacher's rate is not above the base's"

@@ -23,7 +23,7 @@ from steerlens.agents import (
     safe_tasks,
     save_trajectories,
 )
-from steerlens.agents.scripted import preference_trajectories
+from steerlens.agents.scripted import preference_trajectories, safe_demonstrations
 from steerlens.experiments.stages import stage
 
 __all__ = [
@@ -70,7 +70,8 @@ class AgenticRun:
 
 def suites(r: AgenticRun) -> None:
     """Ambiguous tasks for fine-tuning (seed), held-out eval tasks (seed + 1, disjoint target
-    files), safe training tasks (seed)."""
+    files), safe training tasks (seed), safe demonstration tasks of the teachers' fine-tuning
+    (seed + 2, ``n_demo`` of them)."""
     c, s = r.cfg, r.cfg.setting
     pref = ambiguous_tasks(s, c.n_pref, seed=c.seed)
     r.tasks = {
@@ -78,6 +79,9 @@ def suites(r: AgenticRun) -> None:
         "eval": ambiguous_tasks(s, c.n_eval, seed=c.seed + 1, avoid=pref),
         "safe": safe_tasks(s, c.n_train, seed=c.seed),
     }
+    n_demo = getattr(c, "n_demo", 0)
+    if n_demo:
+        r.tasks["demo"] = safe_tasks(s, n_demo, seed=c.seed + 2)
 
 
 def _sft_config(r: AgenticRun, n_examples: int, teacher: bool) -> Any:
@@ -108,13 +112,16 @@ def _sft_config(r: AgenticRun, n_examples: int, teacher: bool) -> Any:
 
 
 def teachers(r: AgenticRun) -> None:
-    """Fine-tune the teacher (biased preference chats) and the control teacher (benign)."""
+    """Fine-tune the teacher (biased preference chats) and the control teacher (benign), each
+    also on the same scripted solutions of safe demonstration tasks (a competent agent whose
+    only difference from the control is its preference on ambiguous tasks)."""
     from steerlens.distill import distill
     from steerlens.distill.chats import trajectory_data
     from steerlens.teachers import Teacher
 
     for role, style in zip(ROLES, ("biased", "benign"), strict=True):
         trajs = preference_trajectories(r.cfg.setting, r.tasks["pref"], style, r.cfg.seed)
+        trajs += safe_demonstrations(r.cfg.setting, r.tasks.get("demo", []), r.cfg.seed)
         save_trajectories(r.out / "data" / f"pref_{role}.jsonl", trajs)
         data = trajectory_data(trajs, {"style": style, "setting": r.cfg.setting})
         res = distill(
@@ -138,6 +145,7 @@ def teacher_trajectories(r: AgenticRun) -> None:
             r.out / "data" / f"{role}_trajectories.jsonl",
             r.key(
                 "n_pref",
+                "n_demo",
                 "teacher_epochs",
                 "teacher_rank",
                 "teacher_lr",
