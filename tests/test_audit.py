@@ -115,7 +115,10 @@ def test_audit_on_students_from_a_plain_peft_loop(base_dir: Path, tmp_path: Path
 def demo_dir(base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from steerlens.experiment import DemoConfig
 
-    cfg = DemoConfig.quick(model=str(base_dir), n_samples=6, steps=2, save_every=1, **QUICK)
+    # the audit compares a student with one control: the demo without its benign replicates
+    cfg = DemoConfig.quick(
+        model=str(base_dir), n_samples=6, steps=2, save_every=1, benign_control=False, **QUICK
+    )
     out = tmp_path_factory.mktemp("demo") / "run"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a module fixture runs outside the per-test thread setting
