@@ -2,8 +2,10 @@
 empirical p ≤ 0.05) against the 2 the demo used before, side by side (issue 12).
 
 Settings: ``loop-2`` (before: one ``steer`` block and one scored forward per condition, 2
-draws), ``batched-19`` (now: per grid layer the blocks below it run once and the 19 draws run
-as row groups of batched forwards over the blocks above, :mod:`steerlens.carry.batched`) and
+draws), ``batched-19`` (now: per grid layer the blocks below it run once and every condition of the
+layer, the vector at each α and the 19 draws at each α, runs as row groups of batched forwards
+over the blocks above, :mod:`steerlens.carry.batched`; necessity's joint ablation over the grid
+layers runs the same way from the lowest grid layer up) and
 ``loop-19`` (19 draws the old way). One process, one model load; the settings rotate order each
 repeat so the machine's drift hits all; the figures that mean anything are the medians of
 per-repeat ratios seconds(X) / seconds(loop-2) (target: batched-19 ≤ 2). The grid is the

@@ -357,19 +357,35 @@ def test_batched_nulls_equal_the_steer_loop(
     from steerlens.carry.measure import Measure
 
     base, teacher, _, vec = planted
-    kw = dict(teacher=teacher, layers=[1, L], alphas=[1.0, 4.0], n_random=4, seed=2)
+    kw = dict(teacher=teacher, layers=[L, L + 1], alphas=[1.0, 4.0], n_random=4, seed=2)
+    real, used = Measure.many, []
+
+    def spy(self: Measure, *a: object, **k: object) -> object:
+        out = real(self, *a, **k)  # type: ignore[arg-type]
+        used.append((out is not None, a[2], bool(k.get("above"))))
+        return out
+
+    monkeypatch.setattr(Measure, "many", spy)
     fast = carry_test(base, vec, spec, **kw)  # type: ignore[arg-type]
+    # every layer's sufficiency and necessity, and the joint ablation, took the batched path
+    assert sorted(used) == [(True, "add", False)] * 2 + [(True, "project_out", False)] * 2 + [
+        (True, "project_out", True)
+    ]
     calls: list[int] = []
     monkeypatch.setattr(Measure, "many", lambda self, *a, **k: calls.append(1))
     slow = carry_test(base, vec, spec, **kw)  # type: ignore[arg-type]
     assert calls, "the loop path was not taken"
-    nf, ns = fast.to_json()["null_sufficiency"], slow.to_json()["null_sufficiency"]
-    for layer in ("1", str(L)):
+    jf, js = fast.to_json(), slow.to_json()
+    for layer in (str(L), str(L + 1)):
+        assert jf["sufficiency"][layer] == pytest.approx(js["sufficiency"][layer], abs=1e-4)
         for j in range(2):
-            assert nf[layer][j] == pytest.approx(ns[layer][j], rel=1e-4, abs=1e-5)
-            assert nf[layer][j]["n"] == 4 and nf[layer][j]["sd"] > 0
+            nf, ns = jf["null_sufficiency"][layer][j], js["null_sufficiency"][layer][j]
+            assert nf == pytest.approx(ns, rel=1e-4, abs=1e-5)
+            assert nf["n"] == 4 and nf["sd"] > 0
     assert fast.necessity is not None and slow.necessity is not None
-    for layer in (1, L):
-        a, b = fast.necessity.per_layer[layer].null, slow.necessity.per_layer[layer].null
-        assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
-        assert a["n"] == 4 and a["sd"] > 0
+    assert fast.necessity.joint is not None and slow.necessity.joint is not None
+    pairs = [(fast.necessity.per_layer[la], slow.necessity.per_layer[la]) for la in (L, L + 1)]
+    for a, b in [*pairs, (fast.necessity.joint, slow.necessity.joint)]:
+        assert a.value == pytest.approx(b.value, abs=1e-4)
+        assert a.null == pytest.approx(b.null, rel=1e-4, abs=1e-5)
+        assert a.null["n"] == 4 and a.null["sd"] > 0

@@ -43,6 +43,31 @@ def test_batched_conditions_equal_the_steer_loop(arch: str, system: bool, edit: 
     assert (got[0] - got[1]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("system", [True, False])
+@pytest.mark.parametrize("edit", ["add", "project_out"])
+def test_joint_edits_over_several_blocks_equal_the_steer_loop(system: bool, edit: str) -> None:
+    """Necessity's joint ablation: row k edited after blocks 0, 2 and 3 at once, batched from
+    block 0 up, equals one multi-layer steer() per row."""
+    lm = tiny_model("llama", n_layers=5)
+    prompts = _prompts(system)
+    gen = torch.Generator().manual_seed(5)
+    dirs = {la: torch.randn(4, lm.hidden_size, generator=gen) for la in (0, 2, 3)}
+    cond = LayerConditions(lm, prompts, 0, batch_size=2, max_tokens=60)
+    above = {2: dirs[2], 3: dirs[3]}
+    got = dict(cond.logprobs(edit, dirs[0], alpha=1.0, above=above))  # type: ignore[arg-type]
+    only_first = dict(cond.logprobs(edit, dirs[0], alpha=1.0))  # type: ignore[arg-type]
+    for k in range(4):
+        with steer(lm, {la: d[k] for la, d in dirs.items()}, 1.0, mode=edit):  # type: ignore[arg-type]
+            ref = answer_logprobs(lm, prompts, batch_size=2)
+        torch.testing.assert_close(got[k], ref, rtol=1e-4, atol=1e-4)
+        # the edits above the first block are not a no-op
+        assert (got[k] - only_first[k]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="above must map layers > 0"):
+        next(cond.logprobs(edit, dirs[0], above={0: dirs[2]}))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"\(4, d\) directions"):
+        next(cond.logprobs(edit, dirs[0], above={2: dirs[2][:3]}))  # type: ignore[arg-type]
+
+
 def test_batched_conditions_refuse_what_they_cannot_reproduce() -> None:
     lm = tiny_model("gpt2", n_layers=2)
     assert not can_batch_layer(lm, 0)

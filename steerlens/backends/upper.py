@@ -20,7 +20,7 @@ Leaf-ward imports only (torch, transformers, :mod:`steerlens.hf_compat`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,11 +91,14 @@ def run_blocks_from(
     mask: torch.Tensor,
     pos: torch.Tensor,
     cache: Any = None,
+    after: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Run blocks ``first..`` of a Llama-style model (:func:`can_run_blocks_from`) on the
     residual stream ``h`` (B, T, d) and apply the final norm, building the causal+padding masks
     and rotary embeddings as the model's own forward does. With ``cache`` (a KV cache holding a
-    prefix for every block), ``h`` continues that prefix and ``mask`` covers prefix + ``h``."""
+    prefix for every block), ``h`` continues that prefix and ``mask`` covers prefix + ``h``.
+    ``after(i, h)``, when given, replaces block i's output (an edit of the residual stream
+    after block i, as a forward hook on the block would make it)."""
     inner: Any = hf.model
     config = inner.config
     masks = _attention_masks(inner, h, mask, pos, cache)
@@ -111,6 +114,8 @@ def run_blocks_from(
             **cache_kwargs(inner.layers[i], cache),
         )
         h = out[0] if isinstance(out, tuple) else out
+        if after is not None:
+            h = after(i, h)
     normed: torch.Tensor = inner.norm(h)
     return normed
 

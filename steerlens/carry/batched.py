@@ -9,7 +9,9 @@ keeps h_ℓ; each condition then runs blocks ℓ+1.. only, on its own edited cop
 conditions side by side in one forward (row = condition × prompt, a different direction per
 row group). A prompt prefix shared by a batch (the chat template's system turn) runs once below
 ℓ and once per condition above ℓ, as the unbatched path (:func:`steerlens.behavior.
-answer_logprobs`) does. Only the last position goes through the lm_head.
+answer_logprobs`) does. Only the last position goes through the lm_head. A condition may also
+edit the residual stream after blocks above ℓ (necessity's joint ablation over the grid
+layers, ℓ the lowest of them): those edits are applied between the upper blocks, per row group.
 
 Equal to running each condition under :func:`steerlens.intervene.steer` up to float rounding
 (``tests/test_carry_batched.py``). Used where it reproduces the model's own forward: the plain HF
@@ -20,7 +22,7 @@ over conditions under ``steer``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -143,35 +145,58 @@ class LayerConditions:
         return _Cached(idx, p, head, h, mask, pos)
 
     def logprobs(
-        self, edit: Edit, directions: torch.Tensor, alpha: float = 1.0
+        self,
+        edit: Edit,
+        directions: torch.Tensor,
+        alpha: float = 1.0,
+        above: Mapping[int, torch.Tensor] | None = None,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(k, (n, V) log-probabilities)`` for each row k of ``directions`` (K, d): the
         model with h_ℓ edited by row k (``edit``: + α·row, or the row's direction projected
-        out), in order of k."""
-        dirs = torch.as_tensor(directions).float()
-        if dirs.ndim != 2 or dirs.shape[1] != self.lm.hidden_size:
+        out), in order of k. ``above`` {layer > ℓ: (K, d)} edits the residual stream after
+        those blocks too, row k of each in condition k (the joint edits of necessity)."""
+        dirs = self._rows(directions, "directions")
+        ups = {int(la): self._rows(d, f"above[{la}]") for la, d in (above or {}).items()}
+        bad = [la for la, d in ups.items() if la <= self.layer or d.shape[0] != dirs.shape[0]]
+        if bad:
             raise ValueError(
-                f"directions must be (K, {self.lm.hidden_size}), got {tuple(dirs.shape)}"
+                f"above must map layers > {self.layer} to ({dirs.shape[0]}, d) directions; "
+                f"layers {bad} do not"
             )
         if edit not in ("add", "project_out"):
             raise ValueError(f"edit must be 'add' or 'project_out', got {edit!r}")
         widest = max(b.mask.shape[0] * b.mask.shape[1] for b in self.batches)
         group = max(1, self.max_tokens // max(1, widest))
         for start in range(0, dirs.shape[0], group):
-            block = dirs[start : start + group]
+            sl = slice(start, start + group)
+            block, block_up = dirs[sl], {la: d[sl] for la, d in ups.items()}
             rows: list[torch.Tensor | None] = [None] * self.n
             out = [list(rows) for _ in range(block.shape[0])]
             with torch.inference_mode(), compute_context(self.lm.model):
                 for b in self.batches:
-                    lp = self._upper(b, block, edit, alpha)  # (g, B, V)
+                    lp = self._upper(b, block, block_up, edit, alpha)  # (g, B, V)
                     for g in range(block.shape[0]):
                         for r, i in enumerate(b.idx):
                             out[g][i] = lp[g, r]
             for g in range(block.shape[0]):
                 yield start + g, torch.stack([t for t in out[g] if t is not None])
 
-    def _upper(self, b: _Cached, block: torch.Tensor, edit: Edit, alpha: float) -> torch.Tensor:
-        """(g, B, V) log-probabilities of batch ``b`` under the g edits of ``block``."""
+    def _rows(self, directions: torch.Tensor, name: str) -> torch.Tensor:
+        dirs = torch.as_tensor(directions).float()
+        if dirs.ndim != 2 or dirs.shape[1] != self.lm.hidden_size:
+            raise ValueError(f"{name} must be (K, {self.lm.hidden_size}), got {tuple(dirs.shape)}")
+        return dirs
+
+    def _upper(
+        self,
+        b: _Cached,
+        block: torch.Tensor,
+        block_up: Mapping[int, torch.Tensor],
+        edit: Edit,
+        alpha: float,
+    ) -> torch.Tensor:
+        """(g, B, V) log-probabilities of batch ``b`` under the g edits of ``block`` (and of
+        ``block_up`` after the blocks above)."""
         hf: Any = self.lm.model
         g, n_rows = block.shape[0], len(b.idx)
         first = self.layer + 1
@@ -183,11 +208,15 @@ class LayerConditions:
             head = _edited(b.head.expand(g, -1, -1), block, edit, alpha)
             ones = torch.ones(g, b.p, dtype=b.mask.dtype, device=b.mask.device)
             pos0 = torch.arange(b.p, device=b.mask.device)[None].expand(g, -1)
-            run_blocks_from(hf, first, head, ones, pos0, cache=cache)
+            after = _after(block_up, 1, edit, alpha)
+            run_blocks_from(hf, first, head, ones, pos0, cache=cache, after=after)
             _placeholders(cache, self.lm.config, first, b.p, b.h)
             cache.batch_repeat_interleave(n_rows)
         h = _edited(b.h.repeat(g, 1, 1), block.repeat_interleave(n_rows, 0), edit, alpha)
-        normed = run_blocks_from(hf, first, h, b.mask.repeat(g, 1), b.pos.repeat(g, 1), cache)
+        after = _after(block_up, n_rows, edit, alpha)
+        normed = run_blocks_from(
+            hf, first, h, b.mask.repeat(g, 1), b.pos.repeat(g, 1), cache, after=after
+        )
         logits = hf.get_output_embeddings()(normed[:, -1, :]).float()
         if not torch.isfinite(logits).all():
             raise FloatingPointError(
@@ -195,3 +224,18 @@ class LayerConditions:
                 "steering strength"
             )
         return torch.log_softmax(logits, dim=-1).reshape(g, n_rows, -1).cpu()
+
+
+def _after(
+    block_up: Mapping[int, torch.Tensor], n_rows: int, edit: Edit, alpha: float
+) -> Callable[[int, torch.Tensor], torch.Tensor] | None:
+    """The edit after each block of ``block_up`` (its g rows repeated ``n_rows`` times, as the
+    batch's rows are laid out condition-major), or None when there is none."""
+    if not block_up:
+        return None
+    per_row = {la: d.repeat_interleave(n_rows, 0) for la, d in block_up.items()}
+
+    def after(i: int, h: torch.Tensor) -> torch.Tensor:
+        return _edited(h, per_row[i], edit, alpha) if i in per_row else h
+
+    return after

@@ -73,11 +73,13 @@ class Measure:
         directions: torch.Tensor,
         alpha: float,
         with_offtarget: bool = True,
+        above: Mapping[int, torch.Tensor] | None = None,
     ) -> list[tuple[float, torch.Tensor | None]] | None:
         """Every row of ``directions`` as one condition (``edit`` after block ``layer``: add
-        α·row, or project the row out), run batched by :class:`~steerlens.carry.batched.
-        LayerConditions` with blocks 0..layer once; None where that path does not apply
-        (the caller loops under ``steer``)."""
+        α·row, or project the row out; row k of each ``above[ℓ']`` edited after block ℓ' >
+        ``layer`` as well), run batched by :class:`~steerlens.carry.batched.LayerConditions`
+        with blocks 0..layer once; None where that path does not apply (the caller loops
+        under ``steer``)."""
         from steerlens.carry.batched import LayerConditions, can_batch_layer
 
         prompts = self.prompts(with_offtarget)
@@ -90,7 +92,7 @@ class Measure:
         assert self._cache is not None
         return [
             self.from_logprobs(lp, with_offtarget)
-            for _, lp in self._cache.logprobs(edit, directions, alpha)
+            for _, lp in self._cache.logprobs(edit, directions, alpha, above)
         ]
 
 

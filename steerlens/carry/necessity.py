@@ -147,6 +147,24 @@ def run_necessity(
         bar.update()
         return b
 
+    def conditions(layers: Sequence[int]) -> tuple[float, list[float]]:
+        """B with v̂ ablated at ``layers``, and with each draw's r̂ ablated there: batched
+        (blocks below the lowest layer once) where it applies, else one ``steer`` each."""
+        first, *rest = sorted(set(layers))
+        if mode == "project_out":
+
+            def rows(la: int) -> torch.Tensor:
+                v = dirs[la].float()[None]
+                return torch.cat([v, rand[la].float()]) if n_random else v
+
+            up = {la: rows(la) for la in rest} or None
+            fast = measure_t.many(t_model, first, "project_out", rows(first), 1.0, False, above=up)
+            if fast is not None:
+                bar.update(1 + n_random)
+                return fast[0][0], [b_r for b_r, _ in fast[1:]]
+        b = run({la: dirs[la] for la in layers})
+        return b, [run({la: rand[la][r] for la in layers}) for r in range(n_random)]
+
     per_layer: dict[int, NecessityAt] = {}
     null_by_draw: list[list[float]] = [[] for _ in range(n_random)]
     configs: list[tuple[str, float]] = []
@@ -155,25 +173,16 @@ def run_necessity(
             per_layer[layer] = NecessityAt(None, reason=ZERO_VECTOR)
             bar.update(1 + n_random)
             continue
-        b = run({layer: dirs[layer]})
-        fast = None
-        if mode == "project_out" and n_random:
-            fast = measure_t.many(t_model, layer, "project_out", rand[layer], 1.0, False)
-        if fast is not None:
-            bar.update(n_random)
-            nulls = [frac_nec(b_r) for b_r, _ in fast]
-        else:
-            nulls = [frac_nec(run({layer: rand[layer][r]})) for r in range(n_random)]
+        b, null_b = conditions([layer])
+        nulls = [frac_nec(b_r) for b_r in null_b]
         for r, val in enumerate(nulls):
             null_by_draw[r].append(val)
         per_layer[layer] = NecessityAt(frac_nec(b), b, band(nulls))
         configs.append((str(layer), frac_nec(b)))
     joint = None
     if len(usable) > 1:
-        b = run({layer: dirs[layer] for layer in usable})
-        nulls = [
-            frac_nec(run({layer: rand[layer][r] for layer in usable})) for r in range(n_random)
-        ]
+        b, null_b = conditions(usable)
+        nulls = [frac_nec(b_r) for b_r in null_b]
         for r, val in enumerate(nulls):
             null_by_draw[r].append(val)
         joint = NecessityAt(frac_nec(b), b, band(nulls), layers=list(usable))

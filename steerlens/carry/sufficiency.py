@@ -8,7 +8,7 @@ directions scaled to ‖vˡ‖; each draw gets its own clean and raw peak over t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,23 +86,20 @@ def run_sufficiency(
     g = SufficiencyGrid()
     for layer in grid_layers:
         v = dirs[layer].float()
-        vn = float(v.norm())
         g.behavior[layer], g.sufficiency[layer], g.offtarget_kl[layer] = [], [], []
         g.null_s[layer] = [[0.0] * len(alphas) for _ in range(n_random)]
         g.null_kl[layer] = [[0.0] * len(alphas) for _ in range(n_random)]
-        for j, a in enumerate(alphas):
-            with steer(lm, {layer: v}, a):
-                b, off = measure(lm)
-            bar.update()
+        for j, (main, nulls) in enumerate(_layer_conditions(lm, measure, layer, v, rand, alphas)):
+            b, off = main
             g.behavior[layer].append(b)
             g.sufficiency[layer].append(frac(b))
             k = offtarget_shift(ref_off, off)
             if k is not None:
                 g.offtarget_kl[layer].append(k)
-            for r, (b_r, off_r) in enumerate(_null_conditions(lm, measure, layer, rand, vn, a)):
-                bar.update()
+            for r, (b_r, off_r) in enumerate(nulls):
                 g.null_s[layer][r][j] = frac(b_r)
                 g.null_kl[layer][r][j] = offtarget_shift(ref_off, off_r) or 0.0
+            bar.update(1 + len(nulls))
         if n_random:
             g.null_sufficiency[layer] = _bands(g.null_s[layer], len(alphas))
             if ref_off is not None:
@@ -112,26 +109,42 @@ def run_sufficiency(
     return g
 
 
-def _null_conditions(
+Outcome = tuple[float, torch.Tensor | None]
+
+
+def _layer_conditions(
     lm: LoadedModel,
     measure: Measure,
     layer: int,
+    v: torch.Tensor,
     rand: Mapping[int, torch.Tensor],
-    vn: float,
-    a: float,
-) -> Iterator[tuple[float, torch.Tensor | None]]:
-    """(B, off-target rows) of the base steered by α·‖v‖·r̂ for each random draw r̂ at
-    ``layer``: batched over draws with blocks 0..ℓ run once where
-    :meth:`~steerlens.carry.measure.Measure.many` applies, else one ``steer`` block each."""
-    if layer not in rand:
-        return
-    fast = measure.many(lm, layer, "add", rand[layer] * vn, a)
-    if fast is not None:
-        yield from fast
-        return
-    for r in range(rand[layer].shape[0]):
-        with steer(lm, {layer: rand[layer][r] * vn}, a):
-            yield measure(lm)
+    alphas: Sequence[float],
+) -> list[tuple[Outcome, list[Outcome]]]:
+    """Per α_j: ((B, off-target rows) of the base steered by α_j·v at ``layer``, the same for
+    α_j·‖v‖·r̂ of each random draw r̂). Every condition of the layer in one batched pass (blocks
+    0..ℓ run once) where :meth:`~steerlens.carry.measure.Measure.many` applies, else one
+    ``steer`` block each."""
+    draws = rand.get(layer)
+    k = 0 if draws is None else int(draws.shape[0])
+    vn = float(v.norm())
+    if vn > 0:  # a zero vector goes to steer(), which refuses an edit that edits nothing
+        rows = [a * v for a in alphas] + [
+            a * vn * r for a in alphas for r in (draws if draws is not None else [])
+        ]
+        fast = measure.many(lm, layer, "add", torch.stack(rows), 1.0)
+        if fast is not None:
+            n = len(alphas)
+            return [(fast[j], fast[n + j * k : n + (j + 1) * k]) for j in range(n)]
+    out: list[tuple[Outcome, list[Outcome]]] = []
+    for a in alphas:
+        with steer(lm, {layer: v}, a):
+            main = measure(lm)
+        nulls = []
+        for r in range(k):
+            with steer(lm, {layer: rand[layer][r] * vn}, a):
+                nulls.append(measure(lm))
+        out.append((main, nulls))
+    return out
 
 
 def _bands(draws: Sequence[Sequence[float]], n_alpha: int) -> list[NullBand]:
