@@ -203,3 +203,45 @@ def test_preventative_steering_is_training_only(
     )
     assert a == b
     assert student_loss(tiny, tiny, data, teacher=OWL, config=_cfg()) > 0
+
+
+def test_regulariser_is_monotone_in_lambda(tmp_path: Path) -> None:
+    """A steered teacher plants v at block 1; the student (LoRA 2-3, 4 Adam steps, lr 2e-3: not
+    saturated) is regularised at block 2. The penalised quantity, the mean shift projection on
+    v̂ at the training positions, and the penalty itself fall strictly as λ goes 0 → 1 → 10
+    (measured: +0.063, +0.054, +0.006; mean squares 0.0040, 0.0029, 0.00004)."""
+    from steerlens.teachers import Teacher
+
+    lm = tiny_model("llama", seed=0)
+    samples = [
+        {
+            "user": f"Continue {i}, {i + 3}",
+            "response": ", ".join(str(5 * i + j) for j in range(2 + i % 3)),
+        }
+        for i in range(8)
+    ]
+    data = TeacherData.from_samples(samples, {"system": None, "mode": "given"})
+    v = torch.randn(lm.hidden_size, generator=torch.Generator().manual_seed(1))
+    vec = SteeringVector({2: v})
+    teacher = Teacher.steered(SteeringVector({1: v}), 4.0, layers=(1,))
+    exs = examples(lm, data, None)
+    tm = TrainingMitigation(lm, exs, Mitigation(vec, (2,), reg_lambda=1.0), 2, 8)
+    cfg = DistillConfig(layers=(2, 3), steps=4, save_every=4, lr=2e-3)
+    mean, sq = [], []
+    for lam in (0.0, 1.0, 10.0):
+        mit = None if lam == 0 else Mitigation(vec, (2,), reg_lambda=lam)
+        res = distill(
+            lm,
+            data,
+            tmp_path / f"l{lam:g}",
+            teacher=teacher,
+            config=cfg,
+            progress=False,
+            mitigation=mit,
+        )
+        s = tm.shifts(res.load(lm).model, exs, lm.tokenizer.pad_token_id)[2]
+        mean.append(float(s.mean()))
+        sq.append(float(s.pow(2).mean()))
+    assert mean[0] > 0.03  # the planted direction transfers without the regulariser
+    assert mean[0] - mean[1] > 0.004 and mean[1] - mean[2] > 0.02
+    assert sq[0] - sq[1] > 5e-4 and sq[1] - sq[2] > 1e-3

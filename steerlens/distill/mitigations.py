@@ -8,7 +8,15 @@
 - **Trait-direction regulariser** (:class:`Mitigation` ``reg_lambda``): the training objective
   gains ``λ · mean_{ℓ, t} ((h_student^ℓ(t) − h_base^ℓ(t)) · v̂^ℓ)²`` over the chosen layers ℓ
   and the batch's predicting positions t, with h the residual stream after block ℓ (the
-  student's during the training forward, the base's cached once before training).
+  student's during the training forward, the base's cached once before training). It
+  constrains the projection at the *training* positions only (every predicting position of the
+  training samples: the prompt's last token and the response tokens); alignment measured
+  elsewhere (EAS = cos of the mean shift at the probe prompts' last token) is not constrained
+  and, being a cosine, can rise when the other components of the shift shrink more. Under Adam
+  the update is invariant to the loss scale, so once λ·∇penalty dominates ∇(distillation loss)
+  and the projection sits at its noise floor, larger λ gives the same student (saturation);
+  the penalty is in raw residual units², so the λ at which it saturates depends on the model.
+  Note the mean of squares (each position held), not the square of the mean.
 - **Preventative steering** (:class:`Mitigation` ``steer_alpha``): ``h^ℓ ← h^ℓ + α v^ℓ`` at
   the chosen layers during the training forwards only (persona_vectors steers with α > 0 so the
   weights need not move along v; α < 0 subtracts). The hooks live inside each training step's
@@ -172,6 +180,26 @@ class TrainingMitigation:
                 shift = h[r, cols] @ self.units[ly] - self.base_proj[i][ly]
                 terms.append(shift.pow(2))
         return self.m.reg_lambda * torch.cat(terms).mean()
+
+    def shifts(self, hf: nn.Module, exs: Sequence[Example], pad_id: int) -> dict[int, torch.Tensor]:
+        """Per layer, the student's (h_s − h_b)·v̂ at every position the penalty uses, over
+        ``exs`` (the training examples this was built on), in one forward of ``hf``."""
+        from steerlens.distill.targets import batch_tensors
+
+        ids, mask, pos, *_ = batch_tensors(exs, pad_id, next(hf.parameters()).device)
+        with torch.no_grad(), self.hooks(hf) as cap:
+            hf(input_ids=ids, attention_mask=mask, position_ids=pos)
+        out = {}
+        for ly in self.m.layers:
+            h, w = cap[ly][0], cap[ly][0].shape[1]
+            out[ly] = torch.cat(
+                [
+                    h[r, w - len(e.ids) + e.start - 1 : w - 1] @ self.units[ly]
+                    - self.base_proj[r][ly]
+                    for r, e in enumerate(exs)
+                ]
+            )
+        return out
 
 
 # ------------------------------------------------------------------------------ vetting
