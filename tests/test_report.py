@@ -279,3 +279,12 @@ def test_report_renders_in_chromium_without_errors(tmp_path: Path) -> None:
     check = browser_check(rep.save(tmp_path / "report.html"))
     assert check["errors"] == []
     assert check["figures"] == rep.n_figures >= 9 and check["drawn"] == check["figures"]
+
+
+def test_lineage_lists_students_grouped_by_loss() -> None:
+    """The svd experiment records {loss: {teacher: record}}: each student gets its own row
+    with its path and checkpoints (not an empty row per loss)."""
+    rec = {"path": "runs/svd/students/kl/steered", "checkpoints": ["checkpoint-24"]}
+    page = _page({"lineage": {"students": {"kl": {"steered": rec}, "main": {"path": "m/"}}}})
+    assert "student (kl, steered)" in page and "runs/svd/students/kl/steered" in page
+    assert "checkpoint-24" in page and "student (main)" in page

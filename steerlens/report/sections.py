@@ -34,6 +34,19 @@ def _m(d: Any) -> Mapping[str, Any]:
     return d if isinstance(d, Mapping) else {}
 
 
+def _students(students: Any) -> list[tuple[str, Mapping[str, Any]]]:
+    """(name, record) of every student: one level ({name: record}) or grouped by loss as the
+    svd experiment writes them ({loss: {teacher: record}}, named "loss, teacher")."""
+    out: list[tuple[str, Mapping[str, Any]]] = []
+    for name, s in _m(students).items():
+        s = _m(s)
+        if "path" not in s and s and all(isinstance(v, Mapping) for v in s.values()):
+            out += [(f"{name}, {sub}", _m(rec)) for sub, rec in s.items()]
+        else:
+            out.append((name, s))
+    return out
+
+
 def _section_lineage(rep: Report, lineage: Mapping[str, Any]) -> None:
     rep.heading("Lineage: who taught whom", "lineage")
     base = _m(lineage.get("base"))
@@ -66,8 +79,7 @@ def _section_lineage(rep: Report, lineage: Mapping[str, Any]) -> None:
                 "record": {"sha256": str(d.get("sha256", ""))[:16], **settings},
             }
         )
-    for name, s in _m(lineage.get("students")).items():
-        s = _m(s)
+    for name, s in _students(lineage.get("students")):
         rows.append(
             {
                 "role": f"student ({name})",
