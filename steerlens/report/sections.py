@@ -35,11 +35,9 @@ def _m(d: Any) -> Mapping[str, Any]:
 
 
 def _students(students: Any) -> list[tuple[str, Mapping[str, Any]]]:
-    """(name, record) of every student: one level ({name: record}) or grouped by loss as the
-    svd experiment writes them ({loss: {teacher: record}}, named "loss, teacher")."""
+    """(name, record) per student of {name: record} or {loss: {teacher: record}} (svd)."""
     out: list[tuple[str, Mapping[str, Any]]] = []
-    for name, s in _m(students).items():
-        s = _m(s)
+    for name, s in ((n, _m(x)) for n, x in _m(students).items()):
         if "path" not in s and s and all(isinstance(v, Mapping) for v in s.values()):
             out += [(f"{name}, {sub}", _m(rec)) for sub, rec in s.items()]
         else:
