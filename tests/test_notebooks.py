@@ -14,8 +14,10 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 def _run(name: str, tmp_path: Path) -> nbformat.NotebookNode:
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    # a per-cell safety net against a hung kernel, not a speed target: the agentic notebooks'
+    # experiment cell ran past 900 s on 2 cores with another SmolLM2 run beside it (2026-12-02)
     NotebookClient(
-        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        nb, timeout=2400, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
     return nb
 
