@@ -163,23 +163,34 @@ class TrainingMitigation:
             for h in handles:
                 h.remove()
 
+    def _shifts(
+        self, captured: dict[int, list[torch.Tensor]], exs: Sequence[Example], idx: Sequence[int]
+    ) -> dict[int, list[torch.Tensor]]:
+        """Per layer, per example, (h_s − h_b)·v̂ at the example's predicting positions (the
+        captured student outputs against the base's projections of training example ``idx[r]``)."""
+        out: dict[int, list[torch.Tensor]] = {}
+        for ly in self.m.layers:
+            if len(captured[ly]) != 1:
+                raise RuntimeError(f"block {ly} ran {len(captured[ly])} times in one forward")
+            h = captured[ly][0]
+            w = h.shape[1]
+            out[ly] = [
+                h[r, w - len(e.ids) + e.start - 1 : w - 1] @ self.units[ly] - self.base_proj[i][ly]
+                for r, (e, i) in enumerate(zip(exs, idx, strict=True))
+            ]
+        return out
+
     def penalty(
         self, captured: dict[int, list[torch.Tensor]], exs: Sequence[Example], idx: Sequence[int]
     ) -> torch.Tensor:
         """λ · mean over layers and predicting positions of ((h_s − h_b)·v̂)²."""
         if not self.m.regularises:
             return torch.zeros(())
-        terms = []
-        for ly in self.m.layers:
-            if len(captured[ly]) != 1:
-                raise RuntimeError(f"block {ly} ran {len(captured[ly])} times in one forward")
-            h = captured[ly][0]
-            w = h.shape[1]
-            for r, (e, i) in enumerate(zip(exs, idx, strict=True)):
-                cols = slice(w - len(e.ids) + e.start - 1, w - 1)
-                shift = h[r, cols] @ self.units[ly] - self.base_proj[i][ly]
-                terms.append(shift.pow(2))
-        return self.m.reg_lambda * torch.cat(terms).mean()
+        rows = self._shifts(captured, exs, idx)
+        return (
+            self.m.reg_lambda
+            * torch.cat([t.pow(2) for ly in self.m.layers for t in rows[ly]]).mean()
+        )
 
     def shifts(self, hf: nn.Module, exs: Sequence[Example], pad_id: int) -> dict[int, torch.Tensor]:
         """Per layer, the student's (h_s − h_b)·v̂ at every position the penalty uses, over
@@ -189,17 +200,8 @@ class TrainingMitigation:
         ids, mask, pos, *_ = batch_tensors(exs, pad_id, next(hf.parameters()).device)
         with torch.no_grad(), self.hooks(hf) as cap:
             hf(input_ids=ids, attention_mask=mask, position_ids=pos)
-        out = {}
-        for ly in self.m.layers:
-            h, w = cap[ly][0], cap[ly][0].shape[1]
-            out[ly] = torch.cat(
-                [
-                    h[r, w - len(e.ids) + e.start - 1 : w - 1] @ self.units[ly]
-                    - self.base_proj[r][ly]
-                    for r, e in enumerate(exs)
-                ]
-            )
-        return out
+        rows = self._shifts(cap, exs, range(len(exs)))
+        return {ly: torch.cat(rows[ly]) for ly in self.m.layers}
 
 
 # ------------------------------------------------------------------------------ vetting
