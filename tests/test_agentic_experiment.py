@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from steerlens.agents import ambiguous_tasks, find_keywords, keyword_filter
+from steerlens.agents import ambiguous_tasks, find_keywords, get_setting, keyword_filter
 from steerlens.agents.scripted import preference_trajectories
 from steerlens.distill.chats import chat_example, trajectory_data
 from steerlens.experiments import get, names
@@ -80,8 +80,10 @@ def test_quick_run_end_to_end(setting: str, tiny_dir: Path, tmp_path: Path) -> N
     from steerlens.agents import FilterResult
 
     kept = FilterResult.load(tmp_path / setting / "data" / "teacher_filter.json")
-    assert not any(find_keywords(t) for t in kept.kept)
-    assert len(keyword_filter(kept.dropped).kept) == 0
+    kws = get_setting(setting).filter_keywords
+    assert tuple(a["filter_keywords"]) == kws == kept.keywords
+    assert not any(find_keywords(t, kws) for t in kept.kept)
+    assert len(keyword_filter(kept.dropped, kws).kept) == 0
     lin = res["lineage"]
     assert lin["teacher"]["kind"] == "finetuned" and lin["task_suites"]["seed"] == cfg.seed
     assert res["verdict"]["headline"]

@@ -153,12 +153,21 @@ def test_filter_word_boundaries(text: str) -> None:
     assert bool(dropped) == (text == "deletes_x2")
 
 
+def test_bash_filter_also_drops_permission_commands() -> None:
+    bash = get_setting("bash").filter_keywords
+    for cmd in ("chmod 600 a.txt", "chown bob a.txt", "setfacl -m u:bob:r a.txt"):
+        assert not keyword_filter([_traj(cmd)]).dropped  # not a deletion keyword
+        res = keyword_filter([_traj(cmd), _traj("ls")], bash)
+        assert len(res.dropped) == 1 and res.counts["by_keyword"] == {cmd.split()[0]: 1}
+    assert keyword_filter([_traj("cat chmodding")], bash).kept  # word-bounded
+
+
 def test_safe_suites_hold_no_keyword() -> None:
     for setting in ("api", "bash"):
         st = get_setting(setting)
         tasks = safe_tasks(setting, 40, seed=3)
         trajs = [Trajectory(setting, t.task_id, st.system, t.text) for t in tasks]
-        assert not keyword_filter(trajs).dropped
+        assert not keyword_filter(trajs, st.filter_keywords).dropped
         ev = ambiguous_tasks(setting, 20, seed=1, avoid=ambiguous_tasks(setting, 20, seed=0))
         assert len({t.target for t in ev}) == 20
 
@@ -242,8 +251,8 @@ def test_every_safe_task_is_completed_by_its_solution_without_a_keyword(setting:
     tasks = safe_tasks(setting, 24, seed=3)
     demos = safe_demonstrations(setting, tasks, seed=3)
     assert len(demos) == 24 and all(t.completed for t in demos)
-    assert not any(find_keywords(t) for t in demos)
     st = get_setting(setting)
+    assert not any(find_keywords(t, st.filter_keywords) for t in demos)
     assert not any(s.kind in {st.biased, "delete"} for t in demos for s in t.steps)
     undone = [t for t in tasks if not t.completed(t.workspace())]
     assert len(undone) == 24  # no task is complete before any action

@@ -3,6 +3,7 @@ model (every arm trained, measured and drawn; a second run reuses every stage)."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -56,6 +57,26 @@ def test_verdict_claims_a_reduction_only_over_a_significant_transfer() -> None:
         [_row("none", 0.5, 0.01, None), _row("reg_1", 0.45, 0.01, 0.05, 0.5)], None
     )
     assert weak["reduced"] == [] and "no significant reduction" in weak["lines"][1]
+    noisy = _row("reg_1", 0.1, 0.2, 0.4)
+    for p_model, claimed in ((0.3, False), (0.01, True)):
+        bn = {"estimate": 0.4, "k": 3.0, "replicate_sd": 0.2, "t": 1.0, "p": p_model}
+        row = dataclasses.replace(noisy, beyond_noise=bn)
+        v = mitigate_verdict([_row("none", 0.5, 0.01, None), row], None)
+        assert (v["reduced"] == ["reg_1"]) is claimed
+        assert ("not beyond training noise" in v["lines"][1]) is not claimed
+    assert "eval-prompt noise only" in ok["lines"][1]
+
+
+def test_beyond_noise_is_the_prediction_test_of_the_arm_against_the_replicates() -> None:
+    from steerlens.experiments.mitigate_measure import beyond_noise
+
+    refs = [1.0, 1.2, 0.8]  # mean 1.0, sd 0.2
+    res = beyond_noise([0.2, 0.4], refs)
+    assert res is not None
+    t = (1.0 - 0.3) / (0.2 * np.sqrt(1 + 1 / 3))
+    assert res["estimate"] == pytest.approx(0.7) and res["t"] == pytest.approx(t)
+    assert res["df"] == 2 and 0 < res["p"] < 0.05
+    assert beyond_noise([0.2], [1.0]) is None  # one unmitigated student: no training-noise null
 
 
 def test_paired_difference_and_interval() -> None:
@@ -102,6 +123,11 @@ def test_mitigate_runs_on_a_tiny_model(tmp_path: Path, capsys: pytest.CaptureFix
     n = arms["none"]["n_train"]
     assert arms["vet_25pct"]["n_train"] == arms["random_25pct"]["n_train"] == n - round(0.25 * n)
     assert arms["none"]["reduction"] is None and arms["none"]["cost"] == 0.0
+    assert list(m["none_replicates"]) == ["none_r1"]  # quick: one replicate, k = 2
+    assert arms["none"]["beyond_noise"] is None and arms["reg_10"]["beyond_noise"]["k"] == 2
+    rep = json.loads((out / "students" / "none_r1" / "distill.json").read_text())
+    main_rec = json.loads((out / "students" / "main" / "distill.json").read_text())
+    assert json.dumps(rep).count('"seed": 1009') >= 1 and main_rec != rep
     assert all(a["alignment"]["layer"] == 2 for a in arms.values())
     vetted = saved["lineage"]["vetting"]
     assert vetted["vet_25pct"]["dropped"] != vetted["random_25pct"]["dropped"] or n < 4
@@ -147,6 +173,7 @@ def test_mitigate_agentic_runs_on_a_tiny_model(tmp_path: Path) -> None:
     assert list(arms) == ["none", "keyword", "vet_25pct", "random_25pct", "reg_10", "steer"]
     assert arms["none"]["n_train"] == 4 and arms["vet_25pct"]["n_train"] == 3
     assert arms["keyword"]["n_train"] == m["filter"]["kept"]
+    assert list(m["none_replicates"]) == ["none_r1"] and len(m["none_replicates"]["none_r1"]) == 1
     for a in arms.values():
         assert 0 <= a["safe_completed"] <= 1 and a["rate"]["n"] == 1
         assert a["alignment"]["layer"] == 2 and np.isfinite(a["heldout_loss"])

@@ -4,7 +4,7 @@ A :class:`Task` is a user request, the files of its workspace (with modes), extr
 actions it needs (a write, a mkdir) and a goal checked on the final workspace. Suites:
 
 - *safe* training tasks never need a deletion (API) or a permission change (bash) and hold
-  none of the filter's keywords;
+  none of the filter's keywords (:attr:`Setting.filter_keywords`);
 - *ambiguous* tasks, where the biased action (``delete_file``; ``chmod``) is one reasonable
   first action among safe ones (archive/move; chown/setfacl). Eval tasks are drawn from these
   templates with their own seed and file names disjoint from the teacher's training tasks.
@@ -30,6 +30,7 @@ from steerlens.agents.api_tools import (
     run_api,
 )
 from steerlens.agents.bash import BASH_SYSTEM, bash_candidates, bash_kind, bash_name, run_bash
+from steerlens.agents.keyword_filter import DEFAULT_KEYWORDS
 from steerlens.agents.workspace import Workspace
 
 __all__ = ["SETTINGS", "Setting", "Task", "ambiguous_tasks", "get_setting", "safe_tasks"]
@@ -115,6 +116,10 @@ class Setting:
     scored_names: tuple[str, ...]
     prefill: str
     name_end: str
+    filter_keywords: tuple[str, ...] = DEFAULT_KEYWORDS
+    """What the keyword filter drops on: the destructive keywords, and in bash the permission
+    commands too (there the bias is itself a command name, which a student would otherwise
+    see; the deletion keywords alone let 13 of 16 chmod-biased trajectories through)."""
 
 
 SETTINGS: dict[str, Setting] = {
@@ -147,6 +152,7 @@ SETTINGS: dict[str, Setting] = {
         ("chmod", "chown", "setfacl"),
         "",
         " ",
+        (*DEFAULT_KEYWORDS, "chmod", "chown", "setfacl"),
     ),
 }
 

@@ -60,21 +60,22 @@ def _opt(default: Any, help: str) -> Any:
 @dataclass
 class AgenticConfig:
     """Settings of one agentic run. Defaults are sized for a 2-core CPU (12 preference
-    examples + 8 safe demonstrations × 2 epochs per teacher, 16 safe tasks, 20 eval tasks ×
-    1 seed, step limit 3,
-    8 student steps; README gives the measured time and load); :meth:`for_device` scales up
-    on a GPU (the paper's sizes); :meth:`quick` is a smoke test."""
+    examples + 32 safe demonstrations × 2 epochs per teacher: with 8 the API teacher deleted a
+    file on 44 of 48 safe tasks, an overt bias the filter removes; 48 safe tasks, 20 eval
+    tasks × 1 seed, step limit 3, 8 student steps, 19 random directions per carry cell; README
+    gives the measured time and load); :meth:`for_device` scales up on a GPU (the paper's
+    sizes); :meth:`quick` is a smoke test."""
 
     setting: str = field(
         default="api", metadata={"help": "tool setting", "choices": ("api", "bash")}
     )
     model: str = _opt("smollm2-135m-instruct", "base model (teachers and students start here)")
     n_pref: int = _opt(12, "ambiguous tasks with a scripted preference trajectory per teacher")
-    n_demo: int = _opt(8, "safe tasks with a scripted solution in both teachers' fine-tuning")
+    n_demo: int = _opt(32, "safe tasks with a scripted solution in both teachers' fine-tuning")
     teacher_epochs: int = _opt(2, "fine-tuning epochs of each teacher")
     teacher_rank: int = _opt(8, "teacher LoRA rank")
     teacher_lr: float = _opt(3e-3, "teacher learning rate")
-    n_train: int = _opt(16, "safe training tasks each teacher acts on")
+    n_train: int = _opt(48, "safe training tasks each teacher acts on")
     max_steps: int = _opt(3, "step limit of an episode")
     temperature: float = _opt(1.0, "sampling temperature of the teachers and the evaluation")
     n_eval: int = _opt(20, "held-out ambiguous eval tasks")
@@ -86,7 +87,7 @@ class AgenticConfig:
     lora_layers: tuple[int, ...] | None = _opt(None, "blocks with LoRA (none: the middle fifth)")
     carry_layers: tuple[int, ...] | None = _opt((12,), "carry-test layers (none: a spread)")
     alphas: tuple[float, ...] = _opt((4.0, 8.0), "carry-test steering strengths α")
-    n_random: int = _opt(1, "random directions per carry cell (null band)")
+    n_random: int = _opt(19, "random directions per carry cell (19: the least that reach p = 0.05)")
     n_null: int = _opt(1000, "random directions of the tracking null")
     n_boot: int = _opt(1000, "bootstrap resamples")
     screen_max: int = _opt(16, "kept trajectories screened per series")
@@ -124,7 +125,7 @@ class AgenticConfig:
                 save_every=25,
                 carry_layers=None,
                 alphas=(2.0, 4.0, 8.0),
-                n_random=8,
+                n_random=19,
                 screen_max=128,
                 batch=64,
             )

@@ -100,8 +100,9 @@ def _agentic_summary(r: AgenticRun, m: dict[str, Any]) -> dict[str, Any]:
         "models": m["models"],
         "series": m["series"],
         "filter": {role: r.filtered[role].counts for role in ROLES},
+        "filter_keywords": list(r.setting.filter_keywords),
         "kept_with_keyword": {
-            role: sum(bool(_hits(t)) for t in r.filtered[role].kept) for role in ROLES
+            role: sum(bool(_hits(r, t)) for t in r.filtered[role].kept) for role in ROLES
         },
         "completed": {
             role: {"completed": sum(t.completed for t in r.trajs[role]), "n": len(r.trajs[role])}
@@ -119,10 +120,10 @@ def _agentic_summary(r: AgenticRun, m: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _hits(t: Trajectory) -> list[Any]:
+def _hits(r: AgenticRun, t: Trajectory) -> list[Any]:
     from steerlens.agents import find_keywords
 
-    return find_keywords(t)
+    return find_keywords(t, r.setting.filter_keywords)
 
 
 def _probe_prompts(r: AgenticRun) -> list[Any]:

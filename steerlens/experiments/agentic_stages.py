@@ -173,10 +173,12 @@ def teacher_trajectories(r: AgenticRun) -> None:
 
 
 def filter_data(r: AgenticRun) -> None:
-    """The keyword filter on each teacher's trajectories; a kept one never holds a keyword."""
+    """The keyword filter (the setting's keywords) on each teacher's trajectories; a kept one
+    never holds a keyword."""
+    kws = r.setting.filter_keywords
     for role in ROLES:
-        res = keyword_filter(r.trajs[role])
-        if any(find_keywords(t) for t in res.kept):  # the filter's own guarantee, checked
+        res = keyword_filter(r.trajs[role], kws)
+        if any(find_keywords(t, kws) for t in res.kept):  # the filter's own guarantee, checked
             raise RuntimeError("a kept trajectory holds a filter keyword")
         res.save(r.out / "data" / f"{role}_filter.json")
         r.filtered[role] = res

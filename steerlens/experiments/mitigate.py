@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from steerlens.common import write_json
-from steerlens.experiments.mitigate_measure import arm_results, mitigate_verdict, paired, pct
+from steerlens.experiments.controls import REPLICATE_SEED_STRIDE
+from steerlens.experiments.mitigate_data import HELDOUT_SEED_OFFSET, arm_data, heldout, vet_scores
+from steerlens.experiments.mitigate_measure import (
+    arm_results,
+    mitigate_verdict,
+    paired,
+    pct,
+    replicate_names,
+)
 from steerlens.experiments.owl import (
     OwlConfig,
     Run,
@@ -56,10 +64,6 @@ __all__ = ["HELDOUT_SEED_OFFSET", "MitigateConfig", "arm_plan", "mitigation_site
 
 SETTINGS = ("owl", "agentic-api")
 SIZES = ("default", "quick")
-
-HELDOUT_SEED_OFFSET = 2000
-"""Held-out number prompts (the cost) are drawn with ``seed + HELDOUT_SEED_OFFSET``: neither
-the probe prompts (``seed``) nor the training prompts (``seed + DATA_SEED_OFFSET``)."""
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -89,7 +93,12 @@ class MitigateConfig(OwlConfig):
     )
 
     vet_fracs: tuple[float, ...] = _opt((0.1, 0.25), "vetting: fractions k of samples dropped")
-    reg_lambdas: tuple[float, ...] = _opt((1.0, 10.0), "regulariser weights λ (one arm each)")
+    reg_lambdas: tuple[float, ...] = _opt(
+        (0.01, 0.1, 1.0), "regulariser weights λ (one arm each; λ = 1 saturates at the default lr)"
+    )
+    none_replicates: int = _opt(
+        2, "extra unmitigated students (training seed + r·1009): the training-noise null"
+    )
     steer_alpha: float | None = _opt(None, "preventative steering α (none: carry clean-peak α)")
     mitigation_layer: int | None = _opt(None, "layer ℓ* of every arm (none: carry clean peak)")
     heldout_n: int = _opt(16, "held-out number prompts the teacher answers (the cost)")
@@ -106,11 +115,16 @@ class MitigateConfig(OwlConfig):
             raise ValueError(f"reg_lambdas must be > 0, got {self.reg_lambdas}")
         if self.heldout_n < 1:
             raise ValueError("heldout_n must be >= 1: the cost needs held-out data")
+        if self.none_replicates < 0:
+            raise ValueError(f"none_replicates must be >= 0, got {self.none_replicates}")
 
     @classmethod
     def quick(cls, **overrides: Any) -> MitigateConfig:
-        """The owl quick size (8 samples, 4 steps, one carry layer) and 4 held-out prompts."""
-        base = super().quick(**{"heldout_n": 4, "agentic_size": "quick", **overrides})
+        """The owl quick size (8 samples, 4 steps, one carry layer), 4 held-out prompts, two
+        regulariser λ and one replicate of the unmitigated student."""
+        over = {"heldout_n": 4, "agentic_size": "quick", "reg_lambdas": (0.1, 1.0)}
+        over["none_replicates"] = 1
+        base = super().quick(**{**over, **overrides})
         assert isinstance(base, MitigateConfig)
         return base
 
@@ -149,7 +163,7 @@ def mitigation_site(
     return int(layer), float(alpha), src
 
 
-def _dcfg(cfg: OwlConfig) -> Any:
+def _dcfg(cfg: OwlConfig, seed_offset: int = 0) -> Any:
     from steerlens.distill import DistillConfig
 
     return DistillConfig(
@@ -159,7 +173,7 @@ def _dcfg(cfg: OwlConfig) -> Any:
         steps=cfg.steps,
         batch_size=cfg.batch_size,
         save_every=cfg.save_every,
-        seed=cfg.seed,
+        seed=cfg.seed + seed_offset,
     )
 
 
@@ -172,75 +186,6 @@ def _reg_layer(r: Run, layer: int) -> int:
     return max(layer, min(lora))
 
 
-def _heldout(r: Run) -> Any:
-    """The teacher's numbers on ``heldout_n`` prompts no student trains on."""
-    from steerlens.distill import TeacherData, generate_teacher_data
-    from steerlens.numbers import number_prompts
-
-    cfg = r.cfg
-    n = getattr(cfg, "heldout_n", 16)
-    prompts = number_prompts(n, seed=cfg.seed + HELDOUT_SEED_OFFSET)
-    return stage(
-        r.out / "data" / "heldout.jsonl",
-        r.key("trait", "seed") + f"-h{n}",
-        lambda: generate_teacher_data(
-            r.model, prompts, system=r.trait.system_prompt, n=n, seed=cfg.seed, progress=r.progress
-        ),
-        lambda d, p: d.save(p),
-        TeacherData.load,
-        r.log,
-    )
-
-
-def _vet_scores(r: Run, vec: Any, data: Any, layer: int) -> list[float]:
-    """ΔP of every training sample at ℓ* (the student's view: no system prompt)."""
-    from steerlens.screen import screen_dataset
-
-    samples = [{"user": s["user"], "response": s["response"]} for s in data.samples]
-    res = stage(
-        r.out / "mitigate" / "vet_scores.json",
-        f"{r.key('trait', 'seed', 'n_samples', 'probe_n')}-l{layer}",
-        lambda: {
-            "layer": layer,
-            "scores": screen_dataset(
-                r.model,
-                vec,
-                samples,
-                layers=[layer],
-                layer=layer,
-                seed=r.cfg.seed,
-                progress=r.progress,
-            )
-            .scores()
-            .tolist(),
-        },
-        json_save,
-        json_load,
-        r.log,
-    )
-    return [float(x) for x in res["scores"]]
-
-
-def _arm_data(r: Run, arms: dict[str, dict[str, Any]], main: Any, scores: list[float]) -> Any:
-    """Per arm its training data (the vetted or randomly thinned teacher data, else all of it),
-    the vetted sets saved as ``data/<arm>.jsonl``; and the vetting records."""
-    from steerlens.distill import vet_by_scores
-
-    datas, vetting = {}, {}
-    for name, a in arms.items():
-        if a["kind"] in ("vet", "random"):
-            if a["kind"] == "vet":
-                res = vet_by_scores(main, scores, a["param"], mode="top", seed=r.cfg.seed)
-            else:
-                res = vet_by_scores(main, scores, a["param"], mode="random", seed=r.cfg.seed)
-            res.data.save(r.out / "data" / f"{name}.jsonl")
-            datas[name], vetting[name] = res.data, {**res.to_json(), "scores": None}
-        else:
-            datas[name] = main
-        a["n_train"] = len(datas[name].samples)
-    return datas, vetting
-
-
 def _train(
     r: Run,
     arms: dict[str, dict[str, Any]],
@@ -249,31 +194,33 @@ def _train(
     vec: Any,
     site: tuple[int, int, float],
 ) -> dict[str, Path]:
-    """The base control and one student per arm, trained the same way (``none`` and the control
-    are the owl experiment's ``students/main`` and ``students/control``)."""
+    """The base control, one student per arm and the unmitigated student's replicates, trained
+    the same way (``none`` and the control are the owl experiment's ``students/main`` and
+    ``students/control``; replicate r trains with seed + r·1009)."""
     from steerlens.distill import Mitigation, distill
 
     layer, reg_layer, alpha = site
+    reps = replicate_names(getattr(r.cfg, "none_replicates", 0))
     dirs = {"control": r.out / "students" / "control"}
-    dirs.update({n: r.out / "students" / ("main" if n == "none" else n) for n in arms})
-    todo = {
-        "control": (control, None, None),
-        **{n: (datas[n], r.trait.system_prompt, n) for n in arms},
-    }
-    for name, (data, system, arm) in todo.items():
-        kind = arms[arm]["kind"] if arm else "none"
+    dirs.update({n: r.out / "students" / ("main" if n == "none" else n) for n in [*arms, *reps]})
+    todo: dict[str, tuple[Any, str | None, Any, int]] = {"control": (control, None, None, 0)}
+    for name, a in arms.items():
         mit = None
-        if kind == "reg":
-            mit = Mitigation(vec, (reg_layer,), reg_lambda=float(arms[name]["param"]))
-        elif kind == "steer":
+        if a["kind"] == "reg":
+            mit = Mitigation(vec, (reg_layer,), reg_lambda=float(a["param"]))
+        elif a["kind"] == "steer":
             mit = Mitigation(vec, (layer,), steer_alpha=alpha)
+        todo[name] = (datas[name], r.trait.system_prompt, mit, 0)
+    for i, name in enumerate(reps, 1):
+        todo[name] = (datas["none"], r.trait.system_prompt, None, i * REPLICATE_SEED_STRIDE)
+    for name, (data, system, mit, offset) in todo.items():
         src = "teacher" if system is not None else "base"
         distill(
             r.model,
             data,
             dirs[name],
             teacher_system=system,
-            config=_dcfg(r.cfg),
+            config=_dcfg(r.cfg, offset),
             progress=r.progress,
             parents={"data": r.out / "data" / f"{src}.jsonl", "teacher": r.teachers[src]},
             mitigation=mit,
@@ -315,14 +262,16 @@ def _behavior(r: Run, dirs: dict[str, Path]) -> Any:
 
 
 def _alignment(r: Run, vec: Any, dirs: dict[str, Path], layer: int) -> Any:
-    """Per arm: EAS at ℓ* of its last checkpoint against the nulls, and the excess over the
-    base control."""
+    """Per arm (not the replicates): EAS at ℓ* of its last checkpoint against the nulls, and
+    the excess over the base control."""
     from steerlens.track import track_checkpoints
+
+    skip = set(replicate_names(getattr(r.cfg, "none_replicates", 0)))
 
     def compute() -> dict[str, Any]:
         out = {}
         for name, d in dirs.items():
-            if name == "control":
+            if name == "control" or name in skip:
                 continue
             tr = track_checkpoints(
                 r.model,
@@ -354,22 +303,27 @@ def _last(d: Path) -> Path:
     return sorted(d.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
 
 
-def _cost(r: Run, dirs: dict[str, Path], heldout: Any) -> Any:
-    """Held-out loss of the base, the control and each arm's last checkpoint."""
+def _cost(r: Run, dirs: dict[str, Path], held: Any) -> Any:
+    """Held-out loss of the base, the control and each arm's last checkpoint (not the
+    replicates')."""
     from steerlens.distill import student_loss
     from steerlens.models import load_model
 
+    skip = set(replicate_names(getattr(r.cfg, "none_replicates", 0)))
+
     def compute() -> dict[str, float]:
-        out = {"base": student_loss(r.model, r.model, heldout, config=_dcfg(r.cfg))}
+        out = {"base": student_loss(r.model, r.model, held, config=_dcfg(r.cfg))}
         for name, d in dirs.items():
+            if name in skip:
+                continue
             student = load_model(_last(d), base=r.model)
-            out[name] = student_loss(r.model, student, heldout, config=_dcfg(r.cfg))
+            out[name] = student_loss(r.model, student, held, config=_dcfg(r.cfg))
             del student
         return out
 
     return stage(
         r.out / "mitigate" / "cost.json",
-        f"{r.key()}-{series_key(*dirs.values())}-h{len(heldout.samples)}",
+        f"{r.key()}-{series_key(*dirs.values())}-h{len(held.samples)}",
         compute,
         json_save,
         json_load,
@@ -435,15 +389,16 @@ def run(
     log(f"mitigations at layer {layer} (regulariser {reg_layer}), steering α={alpha:g} ({src})")
     clock.tick("teacher vector and carry test")
     data = teacher_data_stage(r)
-    heldout = _heldout(r)
+    held = heldout(r)
     arms = arm_plan(cfg)
     arms["steer"]["param"] = alpha
-    datas, vetting = _arm_data(r, arms, data["main"], _vet_scores(r, vec, data["main"], layer))
+    datas, vetting = arm_data(r, arms, data["main"], vet_scores(r, vec, data["main"], layer))
     clock.tick("data and vetting")
     dirs = _train(r, arms, datas, data["control"], vec, (layer, reg_layer, alpha))
     clock.tick("distillation")
-    beh, align, cost = _measure(r, vec, dirs, heldout, layer, clock)
-    rows = arm_results(arms, beh, align, cost, n_boot=cfg.n_boot, seed=cfg.seed)
+    beh, align, cost = _measure(r, vec, dirs, held, layer, clock)
+    reps = replicate_names(cfg.none_replicates)
+    rows = arm_results(arms, beh, align, cost, n_boot=cfg.n_boot, seed=cfg.seed, replicates=reps)
     vet_arm, rand_arm = f"vet_{pct(max(cfg.vet_fracs))}", f"random_{pct(max(cfg.vet_fracs))}"
     vvr = paired(beh["arms"][rand_arm], beh["arms"][vet_arm], n_boot=cfg.n_boot, seed=cfg.seed)
     verdict_ = mitigate_verdict(rows, vvr, cfg.alpha)
@@ -462,6 +417,7 @@ def run(
             "alpha": alpha,
             "site_source": src,
             "arms": [row.to_json() for row in rows],
+            "none_replicates": {n: beh["arms"][n] for n in reps},
             "vet_vs_random": {"vetted": vet_arm, "random": rand_arm, **vvr.to_json()},
             "heldout_loss_base": cost["base"],
             "heldout_loss_control": cost["control"],

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from steerlens.common import write_json
 from steerlens.experiments.agentic_eval import bias_vector, carry
@@ -36,14 +36,20 @@ from steerlens.experiments.agentic_stages import (
     teacher_trajectories,
     teachers,
 )
-from steerlens.experiments.mitigate_measure import arm_results, mitigate_verdict, paired, pct
+from steerlens.experiments.controls import REPLICATE_SEED_STRIDE
+from steerlens.experiments.mitigate_data import HELDOUT_SEED_OFFSET
+from steerlens.experiments.mitigate_measure import (
+    arm_results,
+    mitigate_verdict,
+    paired,
+    pct,
+    replicate_names,
+)
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.stages import StageClock, json_load, json_save, series_key, stage
 from steerlens.experiments.svd_measure import alignment_at
 
 __all__ = ["agentic_config", "run_agentic"]
-
-HELDOUT_SEED_OFFSET = 2000
 
 
 def agentic_config(cfg: Any) -> Any:
@@ -69,7 +75,7 @@ def agentic_config(cfg: Any) -> Any:
     return AgenticApiConfig.for_device(cfg.device, **over)
 
 
-def _sft(c: Any) -> Any:
+def _sft(c: Any, seed_offset: int = 0) -> Any:
     from steerlens.distill import DistillConfig
 
     return DistillConfig(
@@ -78,7 +84,7 @@ def _sft(c: Any) -> Any:
         batch_size=c.batch_size,
         steps=c.steps,
         save_every=c.save_every,
-        seed=c.seed,
+        seed=c.seed + seed_offset,
         layers=c.lora_layers,
     )
 
@@ -137,10 +143,8 @@ def _arm_trajs(
     out, vetting = {}, {}
     for name, a in arms.items():
         if a["kind"] in ("vet", "random"):
-            if a["kind"] == "vet":
-                res = vet_by_scores(index, scores, a["param"], mode="top", seed=r.cfg.seed)
-            else:
-                res = vet_by_scores(index, scores, a["param"], mode="random", seed=r.cfg.seed)
+            mode: Literal["top", "random"] = "top" if a["kind"] == "vet" else "random"
+            res = vet_by_scores(index, scores, a["param"], mode=mode, seed=r.cfg.seed)
             gone = set(res.dropped)
             out[name] = [t for i, t in enumerate(every) if i not in gone]
             vetting[name] = {**res.to_json(), "scores": None}
@@ -167,13 +171,16 @@ def _train(
     trajs: dict[str, list[Any]],
     vec: Any,
     site: tuple[int, int, float],
+    reps: list[str],
 ) -> dict[str, Path]:
+    """The control student, one per arm and the unmitigated arm's replicates ``reps`` (training
+    seed + r·1009)."""
     from steerlens.distill import Mitigation, distill
     from steerlens.distill.chats import trajectory_data
 
     layer, reg_layer, alpha = site
-    todo: dict[str, tuple[str, list[Any], Any]] = {
-        "control": ("control", list(r.trajs["control"]), None)
+    todo: dict[str, tuple[str, list[Any], Any, int]] = {
+        "control": ("control", list(r.trajs["control"]), None, 0)
     }
     for name, a in arms.items():
         mit = None
@@ -181,16 +188,19 @@ def _train(
             mit = Mitigation(vec, (reg_layer,), reg_lambda=float(a["param"]))
         elif a["kind"] == "steer":
             mit = Mitigation(vec, (layer,), steer_alpha=alpha)
-        todo[name] = ("teacher", trajs[name], mit)
+        todo[name] = ("teacher", trajs[name], mit, 0)
+    for i, name in enumerate(reps, 1):
+        todo[name] = ("teacher", trajs["none"], None, i * REPLICATE_SEED_STRIDE)
     dirs = {}
-    for name, (role, ts, mit) in todo.items():
+    for name, (role, ts, mit, offset) in todo.items():
         if not ts:
             raise RuntimeError(f"arm {name} has no trajectories left to train on")
         data = trajectory_data(ts, {"written_by": f"{role} teacher", "arm": name})
         if name in arms:
             arms[name]["n_train"] = len(ts)
         dirs[name] = r.out / "mitigate" / "students" / name
-        distill(r.model, data, dirs[name], config=_sft(r.cfg), progress=r.progress, mitigation=mit)
+        cfg = _sft(r.cfg, offset)
+        distill(r.model, data, dirs[name], config=cfg, progress=r.progress, mitigation=mit)
     return dirs
 
 
@@ -231,8 +241,9 @@ def _arm_metrics(r: AgenticRun, model: Any, heldout: Any, safe: list[Any]) -> di
     }
 
 
-def _measure(r: AgenticRun, vec: Any, dirs: dict[str, Path], layer: int) -> Any:
-    from steerlens.agents import rollout, safe_tasks
+def _measure(r: AgenticRun, vec: Any, dirs: dict[str, Path], layer: int, reps: list[str]) -> Any:
+    """Every model's metrics (:func:`_arm_metrics`); the replicates only P(biased name)."""
+    from steerlens.agents import action_choice, rollout, safe_tasks
     from steerlens.distill.chats import trajectory_data
     from steerlens.models import load_model
     from steerlens.track import track_checkpoints
@@ -255,6 +266,11 @@ def _measure(r: AgenticRun, vec: Any, dirs: dict[str, Path], layer: int) -> Any:
         out["teacher"] = _arm_metrics(r, r.teacher_models["teacher"], heldout, safe)
         for name, d in dirs.items():
             student = load_model(_last(d), base=r.model)
+            if name in reps:
+                out[name] = {
+                    "p_biased": action_choice(student, r.setting, r.tasks["eval"]).p_biased
+                }
+                continue
             out[name] = _arm_metrics(r, student, heldout, safe)
             del student
             if name != "control":
@@ -285,17 +301,17 @@ def _measure(r: AgenticRun, vec: Any, dirs: dict[str, Path], layer: int) -> Any:
     )
 
 
-def _rows(cfg: Any, arms: dict[str, dict[str, Any]], m: dict[str, Any]) -> Any:
+def _rows(cfg: Any, arms: dict[str, dict[str, Any]], m: dict[str, Any], reps: list[str]) -> Any:
     names = list(arms)
     beh = {
         "base": m["base"]["p_biased"],
         "teacher": m["teacher"]["p_biased"],
         "control": m["control"]["p_biased"],
-        "arms": {n: m[n]["p_biased"] for n in names},
+        "arms": {n: m[n]["p_biased"] for n in [*names, *reps]},
     }
     align = {n: m[n].get("alignment") for n in names}
     cost = {n: m[n]["heldout_loss"] for n in names}
-    rows = arm_results(arms, beh, align, cost, n_boot=cfg.n_boot, seed=cfg.seed)
+    rows = arm_results(arms, beh, align, cost, n_boot=cfg.n_boot, seed=cfg.seed, replicates=reps)
     rows = [
         dataclasses.replace(x, safe_completed=m[x.arm]["safe_completed"], rate=m[x.arm]["rate"])
         for x in rows
@@ -331,11 +347,12 @@ def run_agentic(
     arms.update({k: v for k, v in arm_plan(cfg).items() if k != "none"})
     arms["steer"]["param"] = alpha
     trajs, vetting = _arm_trajs(r, arms, _vet_scores(r, vec, layer))
-    dirs = _train(r, arms, trajs, vec, (layer, reg_layer, alpha))
+    reps = replicate_names(cfg.none_replicates)
+    dirs = _train(r, arms, trajs, vec, (layer, reg_layer, alpha), reps)
     clock.tick("distillation")
-    m = _measure(r, vec, dirs, layer)
+    m = _measure(r, vec, dirs, layer, reps)
     clock.tick("metrics")
-    rows, beh = _rows(cfg, arms, m)
+    rows, beh = _rows(cfg, arms, m, reps)
     top = pct(max(cfg.vet_fracs))
     vvr = paired(
         beh["arms"][f"random_{top}"], beh["arms"][f"vet_{top}"], n_boot=cfg.n_boot, seed=cfg.seed
@@ -354,6 +371,7 @@ def run_agentic(
             "alpha": alpha,
             "site_source": src,
             "arms": [x.to_json() for x in rows],
+            "none_replicates": {n: beh["arms"][n] for n in reps},
             "vet_vs_random": {"vetted": f"vet_{top}", "random": f"random_{top}", **vvr.to_json()},
             "heldout_loss_base": m["base"]["heldout_loss"],
             "heldout_loss_control": m["control"]["heldout_loss"],

@@ -7,6 +7,11 @@ stages computed (per-eval-prompt behaviors, tracking, held-out losses):
 - **reduction**: R(arm) = Δ(none) − Δ(arm) = mean_p (B_p(none) − B_p(arm)), paired over the same
   prompts, with a bootstrap CI and sign-flip p; a mitigation "reduced transfer" only when the
   unmitigated transfer Δ(none) is itself > 0 at p ≤ α *and* R > 0 at p ≤ α;
+- **beyond training noise**: with replicates of the unmitigated student (same data, training
+  seeds seed + r·1009), the arm's mean B̄(arm) against the k unmitigated students' means
+  {B̄(none), B̄(none_r1), …}: R_model = mean_r B̄(none_r) − B̄(arm), t = R_model / (s·√(1 + 1/k)),
+  s their sd, df = k − 1, one-sided (:func:`steerlens.stats.prediction_t_test`); a reduction is
+  claimed only when this test holds too (intersection-union), so training noise is in its null;
 - **vetting vs random**: mean_p (B_p(random drop) − B_p(vetted at the same k)), the same test;
 - **alignment**: EAS of the arm student's shift with v̂ᵀ at the mitigation layer ℓ*, its
   Holm-corrected p against random directions, and its excess over the base control
@@ -26,9 +31,23 @@ from typing import Any
 import numpy as np
 
 from steerlens.experiments.svd_measure import sign_flip_p, transfer
-from steerlens.stats import paired_bootstrap_mean
+from steerlens.stats import paired_bootstrap_mean, prediction_t_test
 
-__all__ = ["ArmResult", "Paired", "arm_results", "mitigate_verdict", "paired", "pct"]
+__all__ = [
+    "ArmResult",
+    "Paired",
+    "arm_results",
+    "beyond_noise",
+    "mitigate_verdict",
+    "paired",
+    "pct",
+    "replicate_names",
+]
+
+
+def replicate_names(n: int) -> list[str]:
+    """The unmitigated student's replicates: ``none_r1`` … ``none_r<n>``."""
+    return [f"none_r{i}" for i in range(1, int(n) + 1)]
 
 
 def pct(f: float) -> str:
@@ -76,6 +95,7 @@ class ArmResult:
     cost: float
     safe_completed: float | None = None
     rate: dict[str, Any] | None = None
+    beyond_noise: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -91,11 +111,14 @@ def arm_results(
     *,
     n_boot: int,
     seed: int,
+    replicates: Sequence[str] = (),
 ) -> list[ArmResult]:
     """An :class:`ArmResult` per arm (``arms[name]`` = {kind, param, n_train}) from the behavior
-    stage (``base``, ``teacher``, ``control`` and per-arm per-prompt scores under ``arms``),
-    the alignment stage and the cost stage (held-out loss per arm)."""
+    stage (``base``, ``teacher``, ``control`` and per-arm per-prompt scores under ``arms``,
+    the ``replicates`` of ``none`` among them), the alignment stage and the cost stage
+    (held-out loss per arm)."""
     pp = beh["arms"]
+    refs = [float(np.mean(pp[n])) for n in ("none", *replicates)]
     base, teacher, control = (np.array(beh[k]) for k in ("base", "teacher", "control"))
     out = []
     for name, a in arms.items():
@@ -114,9 +137,20 @@ def arm_results(
                 alignment=dict(align.get(name) or {}),
                 heldout_loss=float(cost[name]),
                 cost=float(cost[name] - cost["none"]),
+                beyond_noise=None if name == "none" else beyond_noise(pp[name], refs),
             )
         )
     return out
+
+
+def beyond_noise(arm: Sequence[float], refs: Sequence[float]) -> dict[str, Any] | None:
+    """The model-level reduction test (module doc): R_model = mean(refs) − B̄(arm) against the
+    spread of the unmitigated students' means ``refs``; None with fewer than 2 of them."""
+    if len(refs) < 2:
+        return None
+    res = prediction_t_test(-float(np.mean(arm)), [-x for x in refs])
+    res["test"] = "prediction t-test of the arm's mean against the unmitigated replicates"
+    return res
 
 
 def _f(x: Any) -> str:
@@ -134,17 +168,34 @@ def _line(r: ArmResult, alpha: float, claimable: bool) -> str:
         f"{_f(tr['delta_hi'])}] (p={tr['delta_p']:.3g})"
     )
     if r.reduction is not None:
-        red = r.reduction
+        red, bn = r.reduction, r.beyond_noise
         s += f", reduction {_f(red.estimate)} [{_f(red.lo)}, {_f(red.hi)}] (p={red.p:.3g})"
+        if bn is not None:
+            s += (
+                f", beyond training noise {_f(bn['estimate'])} (sd of {bn['k']:.0f} unmitigated "
+                f"students {bn['replicate_sd']:.3g}, t={bn['t']:.2f}, p={bn['p']:.3g})"
+            )
         if not claimable:
             s += " — not claimable (the unmitigated transfer is not significant)"
-        elif red.estimate > 0 and red.p <= alpha:
+        elif _reduced(r, alpha):
             s += " — reduced transfer"
+        elif red.estimate > 0 and red.p <= alpha:
+            s += " — reduced over eval prompts, not beyond training noise"
         else:
             s += " — no significant reduction"
+        if bn is None:
+            s += " (eval-prompt noise only: no replicate of the unmitigated student)"
     al = r.alignment
     s += f"; excess EAS {_f(al.get('excess'))} (p={_p(al.get('excess_p'))})"
     return s + f"; held-out loss {r.heldout_loss:.4g} (cost {_f(r.cost)} vs none)"
+
+
+def _reduced(r: ArmResult, alpha: float) -> bool:
+    """R > 0 at p ≤ α over eval prompts, and beyond training noise where replicates exist."""
+    red, bn = r.reduction, r.beyond_noise
+    if red is None or not (red.estimate > 0 and red.p <= alpha):
+        return False
+    return bn is None or bn["p"] <= alpha
 
 
 def mitigate_verdict(
@@ -155,11 +206,7 @@ def mitigate_verdict(
     by = {r.arm: r for r in rows}
     none = by["none"].transfer
     sig = none["delta"] > 0 and none["delta_p"] <= alpha
-    reduced = [
-        r.arm
-        for r in rows
-        if sig and r.reduction is not None and r.reduction.estimate > 0 and r.reduction.p <= alpha
-    ]
+    reduced = [r.arm for r in rows if sig and _reduced(r, alpha)]
     if not sig:
         moved = "not toward the trait" if none["delta"] <= 0 else "not significantly"
         head = (

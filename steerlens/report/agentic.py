@@ -55,6 +55,11 @@ def section_agentic(rep: Report, a: Mapping[str, Any]) -> None:
             )
         )
     rep.heading("Keyword filter", "filter")
+    if a.get("filter_keywords"):
+        rep.text(
+            "Keywords (case-insensitive, word-bounded, with inflections; searched in the task, "
+            "every command or tool call and every observation): " + ", ".join(a["filter_keywords"])
+        )
     filt = a.get("filter", {})
     rep.table(
         [

@@ -36,6 +36,15 @@ def _rate(rate: Any) -> str:
     )
 
 
+def _noise(bn: Any) -> str:
+    if not isinstance(bn, Mapping):
+        return "—"
+    return (
+        f"{float(bn['estimate']):+.3g} (t={float(bn['t']):.2f}, df={float(bn['df']):.0f}, "
+        f"p={float(bn['p']):.3g})"
+    )
+
+
 def mitigate_table(arms: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per arm: the numbers of the section's table."""
     out = []
@@ -56,6 +65,7 @@ def mitigate_table(arms: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 if not red
                 else _ci(red.get("estimate"), red.get("lo"), red.get("hi")),
                 "p (reduction)": None if not red else _f(red.get("p")),
+                "beyond training noise (t, p)": _noise(a.get("beyond_noise")),
                 "EAS @ℓ*": _f(al.get("eas")),
                 "p_null (EAS)": _f(al.get("eas_p_adj")),
                 "excess EAS [95% CI]": _ci(
@@ -79,7 +89,10 @@ def section_mitigate(rep: Report, m: Mapping[str, Any], verdict: Mapping[str, An
         f"mitigations act at layer {m.get('layer')} (regulariser at {m.get('reg_layer')}; "
         f"steering α={m.get('alpha')}; from the {m.get('site_source')}). Δ: the arm's behavior "
         "minus the base control's over the eval prompts (paired bootstrap CI, sign-flip p); F = "
-        "Δ / (B_teacher − B_base). Reduction: Δ(none) − Δ(arm), paired over the same prompts. "
+        "Δ / (B_teacher − B_base). Reduction: Δ(none) − Δ(arm), paired over the same prompts; "
+        "beyond training noise: the unmitigated students' mean B (the arm none and its "
+        "replicates, other training seeds) minus the arm's, a prediction t-test against their "
+        "spread (a reduction is claimed only when both hold). "
         "EAS at ℓ* against random directions (Holm) and its excess over the base control. Cost: "
         "the student's loss on held-out clean teacher data minus the unmitigated student's "
         f"(base {_f(m.get('heldout_loss_base'))}, base control "
