@@ -79,6 +79,17 @@ def test_beyond_noise_is_the_prediction_test_of_the_arm_against_the_replicates()
     assert beyond_noise([0.2], [1.0]) is None  # one unmitigated student: no training-noise null
 
 
+def test_agentic_config_of_a_mitigate_config_at_each_size() -> None:
+    from steerlens.experiments.agentic import AgenticApiConfig
+    from steerlens.experiments.mitigate_agentic import agentic_config
+
+    full = agentic_config(MitigateConfig(setting="agentic-api", seed=3, n_null=77))
+    assert full == AgenticApiConfig(seed=3, n_null=77, n_boot=1000, device="cpu")
+    extra = {"agentic": {"n_train": 5}}
+    small = agentic_config(MitigateConfig.quick(setting="agentic-api", extra=extra))
+    assert small.n_train == 5 and small.n_pref == AgenticApiConfig.quick().n_pref
+
+
 def test_paired_difference_and_interval() -> None:
     rng = np.random.default_rng(0)
     a = rng.normal(1.0, 0.2, 30)

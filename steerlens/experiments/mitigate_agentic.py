@@ -72,7 +72,8 @@ def agentic_config(cfg: Any) -> Any:
     over.update(cfg.extra.get("agentic", {}))
     if cfg.agentic_size == "quick":
         return AgenticApiConfig.quick(**over)
-    return AgenticApiConfig.for_device(cfg.device, **over)
+    device = over.pop("device")
+    return AgenticApiConfig.for_device(device, **over)
 
 
 def _sft(c: Any, seed_offset: int = 0) -> Any:
