@@ -186,6 +186,11 @@ def _reg_layer(r: Run, layer: int) -> int:
     return max(layer, min(lora))
 
 
+def _reps(r: Run) -> list[str]:
+    """The unmitigated student's replicates of this run (none for a plain owl config)."""
+    return replicate_names(getattr(r.cfg, "none_replicates", 0))
+
+
 def _train(
     r: Run,
     arms: dict[str, dict[str, Any]],
@@ -200,7 +205,7 @@ def _train(
     from steerlens.distill import Mitigation, distill
 
     layer, reg_layer, alpha = site
-    reps = replicate_names(getattr(r.cfg, "none_replicates", 0))
+    reps = _reps(r)
     dirs = {"control": r.out / "students" / "control"}
     dirs.update({n: r.out / "students" / ("main" if n == "none" else n) for n in [*arms, *reps]})
     todo: dict[str, tuple[Any, str | None, Any, int]] = {"control": (control, None, None, 0)}
@@ -266,7 +271,7 @@ def _alignment(r: Run, vec: Any, dirs: dict[str, Path], layer: int) -> Any:
     the excess over the base control."""
     from steerlens.track import track_checkpoints
 
-    skip = set(replicate_names(getattr(r.cfg, "none_replicates", 0)))
+    skip = set(_reps(r))
 
     def compute() -> dict[str, Any]:
         out = {}
@@ -309,7 +314,7 @@ def _cost(r: Run, dirs: dict[str, Path], held: Any) -> Any:
     from steerlens.distill import student_loss
     from steerlens.models import load_model
 
-    skip = set(replicate_names(getattr(r.cfg, "none_replicates", 0)))
+    skip = set(_reps(r))
 
     def compute() -> dict[str, float]:
         out = {"base": student_loss(r.model, r.model, held, config=_dcfg(r.cfg))}
