@@ -120,7 +120,7 @@ def input_records(
 ) -> dict[str, Path]:
     """Record files of every input (role → record): the teacher (``teachers/teacher.json``),
     the data, the student, and the control's when given."""
-    from steerlens.experiments.records import teacher_record
+    from steerlens.pipeline.records import teacher_record
 
     desc = teacher.describe()
     files = [Path(cfg.teacher_vector)] if cfg.teacher_vector else []

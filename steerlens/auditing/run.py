@@ -18,17 +18,17 @@ from typing import Any
 from steerlens.auditing.config import AuditConfig
 from steerlens.auditing.inputs import base_check, input_records, make_teacher, read_data
 from steerlens.common import sha256_bytes, write_json
-from steerlens.experiments.controls import behavior_deltas, series_scores
-from steerlens.experiments.records import recorder
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.stages import (
+from steerlens.experiments.verdict import verdict
+from steerlens.pipeline.controls import behavior_deltas, series_scores
+from steerlens.pipeline.records import recorder
+from steerlens.pipeline.stage import (
     StageClock,
     json_load,
     json_save,
     series_record,
     stage,
 )
-from steerlens.experiments.verdict import verdict
 
 __all__ = ["audit"]
 

@@ -26,11 +26,11 @@ from steerlens.cli.settings import (
     read_prompts,
     read_samples,
 )
-from steerlens.experiments.records import recorder, teacher_record
 from steerlens.experiments.registry import get
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.stages import training_prompts
 from steerlens.lineage import has_record, write_record
+from steerlens.pipeline.records import recorder, teacher_record
+from steerlens.pipeline.stage import training_prompts
 
 
 def cmd_extract(inv: Invocation) -> int:

@@ -21,9 +21,9 @@ from steerlens.experiments.owl import DemoConfig, OwlConfig
 from steerlens.experiments.owl import run as run_owl
 from steerlens.experiments.registry import Experiment, ExperimentConfig, get, names, register
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.stages import DATA_SEED_OFFSET, checkpoint_behavior, training_prompts
 from steerlens.experiments.svd import SvdConfig
 from steerlens.experiments.verdict import verdict
+from steerlens.pipeline.stage import DATA_SEED_OFFSET, checkpoint_behavior, training_prompts
 
 __all__ = [
     "DATA_SEED_OFFSET",

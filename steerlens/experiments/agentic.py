@@ -48,7 +48,7 @@ from steerlens.experiments.agentic_stages import (
 )
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.stages import StageClock
+from steerlens.pipeline.stage import StageClock
 
 __all__ = ["AgenticApiConfig", "AgenticBashConfig", "AgenticConfig", "run"]
 

@@ -36,7 +36,6 @@ from steerlens.experiments.agentic_stages import (
     teacher_trajectories,
     teachers,
 )
-from steerlens.experiments.controls import REPLICATE_SEED_STRIDE
 from steerlens.experiments.mitigate_data import HELDOUT_SEED_OFFSET
 from steerlens.experiments.mitigate_measure import (
     arm_results,
@@ -46,8 +45,9 @@ from steerlens.experiments.mitigate_measure import (
     replicate_names,
 )
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.stages import StageClock, json_load, json_save, series_key, stage
 from steerlens.experiments.svd_measure import alignment_at
+from steerlens.pipeline.controls import REPLICATE_SEED_STRIDE
+from steerlens.pipeline.stage import StageClock, json_load, json_save, series_key, stage
 
 __all__ = ["agentic_config", "run_agentic"]
 

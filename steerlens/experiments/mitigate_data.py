@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from steerlens.experiments.owl import Run
-from steerlens.experiments.stages import json_load, json_save, stage
+from steerlens.pipeline import RunContext as Run
+from steerlens.pipeline.stage import json_load, json_save, stage
 
 __all__ = ["HELDOUT_SEED_OFFSET", "arm_data", "heldout", "vet_scores"]
 

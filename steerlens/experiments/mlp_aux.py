@@ -49,8 +49,8 @@ from steerlens.experiments.mlp_data import (
 )
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.stages import StageClock
 from steerlens.module_vectors import shift_vector
+from steerlens.pipeline.stage import StageClock
 from steerlens.stats import cosines, random_directions, z_and_p
 from steerlens.torch_module import wrap_module
 from steerlens.track import ModuleTrack, NullConfig, excess_modules, track_modules
