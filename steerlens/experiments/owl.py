@@ -35,6 +35,7 @@ from steerlens.pipeline import (
     RunContext,
     behavior_stage,
     carry_stage,
+    config_json,
     distill_stage,
     finish_run,
     open_run,
@@ -137,7 +138,7 @@ class OwlConfig:
         return dataclasses.replace(base, **overrides)
 
     def to_json(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+        return config_json(self)
 
     def key(self, *fields_: str) -> str:
         d = self.to_json()
