@@ -25,8 +25,8 @@ from steerlens.cli import main, resolve
 from steerlens.cli.errors import is_user_error
 from steerlens.distill import DistillConfig, DistillError, TeacherData, distill
 from steerlens.distill.train import check_out_dir
-from steerlens.pipeline.stage import series_key
 from steerlens.models import ModelLoadError
+from steerlens.pipeline.stage import series_key
 from steerlens.sites import parse_layer_list, resolve_layers
 from steerlens.testing import tiny_model
 

@@ -19,8 +19,8 @@ from steerlens.experiments import (
     register,
     training_prompts,
 )
-from steerlens.pipeline.stage import stage
 from steerlens.numbers import number_prompts
+from steerlens.pipeline.stage import stage
 
 
 def test_registry_lists_owl_and_names_the_known_ones_for_an_unknown_name() -> None:

@@ -74,5 +74,5 @@ def test_load_checks_kind_version_and_reads_legacy_kinds(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="load it with the class that wrote it"):
         _Outer.load(p)
     p.write_text(json.dumps({"kind": "steerlens._Outer", "format_version": 99, **d}))
-    with pytest.raises(ValueError, match="format 99.*upgrade steerlens"):
+    with pytest.raises(ValueError, match=r"format 99.*upgrade steerlens"):
         _Outer.load(p)
