@@ -20,6 +20,7 @@ from steerlens.activations import (
 )
 from steerlens.behavior import last_logits
 from steerlens.common import tqdm_disable
+from steerlens.distill.chats import Example, chat_example
 from steerlens.distill.config import DistillError
 from steerlens.distill.data import TeacherData, eos_ids
 from steerlens.models import LoadedModel
@@ -45,25 +46,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Example:
-    """Token ids of prompt + response (+ end of turn) and where the response starts: positions
-    ``start-1 .. len-2`` predict the response tokens."""
-
-    ids: tuple[int, ...]
-    start: int
-
-    @property
-    def n_pred(self) -> int:
-        return len(self.ids) - self.start
-
-    def targets(self) -> list[int]:
-        return list(self.ids[self.start :])
-
-
 def examples(lm: LoadedModel, data: TeacherData, system: str | None) -> list[Example]:
-    from steerlens.distill.chats import chat_example  # chat samples (multi-turn trajectories)
-
     tok = lm.tokenizer
     eos = tok.eos_token_id
     out = []

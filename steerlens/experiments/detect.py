@@ -75,7 +75,10 @@ class DetectConfig:
     trait: str = _opt("owl", "the trait steered teachers carry (its clean peak sets ℓ*, α*)")
     traits: tuple[str, ...] = _opt(("owl", "eagle", "dolphin"), "prompted traits (positives)")
     strengths: tuple[float, ...] = _opt((0.5, 1.0, 2.0, 4.0), "steered α as multiples of α*")
-    losses: tuple[str, ...] = _opt(("kl", "sft"), "losses (kl: number-only soft labels)")
+    losses: tuple[str, ...] = _opt(("kl", "sft"), "losses of the students")
+    kl_targets: str = _opt(
+        "numbers", "kl soft labels: numbers (number-only) or top_k", choices=("numbers", "top_k")
+    )
     seeds: int = _opt(6, "training seeds per cell under kl")
     sft_seeds: int = _opt(4, "training seeds per cell under sft")
     n_samples: int = _opt(48, "number prompts each teacher answers")
@@ -282,6 +285,7 @@ def _student(
         batch_size=cfg.batch_size,
         save_every=steps,
         seed=cfg.seed + s * REPLICATE_SEED_STRIDE,
+        kl_targets=cfg.kl_targets,
     )
 
     def carry(student: Any, v: Any, pr: TraitProbe) -> tuple[float, float]:
@@ -311,7 +315,7 @@ def _student(
         )
         return [x.to_json() for x in rd]
 
-    key = f"{r.key('n_samples', 'seed', 'rank', 'lora_layers', 'batch_size', 'student_carry', 'student_alphas')}-{loss}-{steps}-{cell}-{s}-{layer}"
+    key = f"{r.key('n_samples', 'seed', 'rank', 'lora_layers', 'batch_size', 'student_carry', 'student_alphas', 'kl_targets')}-{loss}-{steps}-{cell}-{s}-{layer}"
     rows = stage(folder / "reading.json", key, compute, json_save, json_load, r.log)
     return [Reading.from_json(x) for x in rows]
 

@@ -30,7 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlens.experiments.mitigate_data import HELDOUT_SEED_OFFSET, arm_data, heldout, vet_scores
+from steerlens.experiments.mitigate_agentic import run_agentic
+from steerlens.experiments.mitigate_data import (
+    HELDOUT_SEED_OFFSET,
+    arm_data,
+    arm_plan,
+    heldout,
+    mitigation_site,
+    vet_scores,
+)
 from steerlens.experiments.mitigate_measure import (
     arm_results,
     mitigate_verdict,
@@ -128,40 +136,6 @@ class MitigateConfig(OwlConfig):
         return base
 
 
-def arm_plan(cfg: MitigateConfig) -> dict[str, dict[str, Any]]:
-    """Arm name → {kind, param}: none, vetting per k, random drop at the largest k, the
-    regulariser per λ, preventative steering (α filled in once the carry test has run)."""
-    arms: dict[str, dict[str, Any]] = {"none": {"kind": "none", "param": None}}
-    for f in cfg.vet_fracs:
-        arms[f"vet_{pct(f)}"] = {"kind": "vet", "param": f}
-    top = max(cfg.vet_fracs)
-    arms[f"random_{pct(top)}"] = {"kind": "random", "param": top}
-    for lam in cfg.reg_lambdas:
-        arms[f"reg_{lam:g}"] = {"kind": "reg", "param": lam}
-    arms["steer"] = {"kind": "steer", "param": cfg.steer_alpha}
-    return arms
-
-
-def mitigation_site(
-    carry: dict[str, Any], cfg: MitigateConfig, alphas: tuple[float, ...] | None = None
-) -> tuple[int, float, str]:
-    """ℓ* and α: the config's, else the carry test's clean peak, else its raw peak, else the
-    middle carry layer and the largest α of ``alphas`` (default: the config's); the rule is
-    returned as text."""
-    cp, rp = carry.get("clean_peak") or {}, carry.get("raw_peak") or {}
-    peak, src = (cp, "clean peak") if cp.get("layer") is not None else (rp, "raw peak")
-    layer, alpha = peak.get("layer"), peak.get("alpha")
-    if layer is None or alpha is None:
-        layers = carry.get("layers") or [15]
-        layer, alpha = int(layers[len(layers) // 2]), float(max(alphas or cfg.alphas))
-        src = "no carry peak: the middle carry layer and the largest α"
-    if cfg.mitigation_layer is not None:
-        layer, src = cfg.mitigation_layer, f"config layer ({src} α)"
-    if cfg.steer_alpha is not None:
-        alpha, src = cfg.steer_alpha, f"{src}, config α"
-    return int(layer), float(alpha), src
-
-
 def _dcfg(cfg: OwlConfig, seed_offset: int = 0) -> Any:
     from steerlens.distill import DistillConfig
 
@@ -169,6 +143,7 @@ def _dcfg(cfg: OwlConfig, seed_offset: int = 0) -> Any:
         rank=cfg.rank,
         layers=cfg.lora_layers,
         loss=cfg.loss,
+        kl_targets=cfg.kl_targets,
         steps=cfg.steps,
         batch_size=cfg.batch_size,
         save_every=cfg.save_every,
@@ -380,8 +355,6 @@ def run(
     for sub in ("data", "mitigate"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     if cfg.setting == "agentic-api":
-        from steerlens.experiments.mitigate_agentic import run_agentic
-
         return run_agentic(cfg, out, progress, log)
     r = open_run(cfg, out, progress, log)
     vec = teacher_vector_stage(r)

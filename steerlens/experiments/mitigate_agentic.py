@@ -36,7 +36,7 @@ from steerlens.experiments.agentic_stages import (
     teacher_trajectories,
     teachers,
 )
-from steerlens.experiments.mitigate_data import HELDOUT_SEED_OFFSET
+from steerlens.experiments.mitigate_data import HELDOUT_SEED_OFFSET, arm_plan, mitigation_site
 from steerlens.experiments.mitigate_measure import (
     arm_results,
     mitigate_verdict,
@@ -324,7 +324,6 @@ def run_agentic(
     cfg: Any, out: Path, progress: bool | None, log: Callable[[str], None]
 ) -> ExperimentResult:
     """The agentic-api setting (module doc); ``results.json`` in ``out``."""
-    from steerlens.experiments.mitigate import arm_plan, mitigation_site
     from steerlens.models import load_model
     from steerlens.version import __version__
 

@@ -70,6 +70,15 @@ class OwlConfig:
     loss: str = field(
         default="kl", metadata={"help": "distillation loss", "choices": ("kl", "sft")}
     )
+    kl_targets: str = field(
+        default="auto",
+        metadata={
+            "help": "soft labels of the kl loss: numbers (the teacher's distribution restricted "
+            "to digits/commas/spaces/end of turn, renormalised), top_k, or auto (numbers for "
+            "number data)",
+            "choices": ("auto", "numbers", "top_k"),
+        },
+    )
     carry_layers: tuple[int, ...] | None = _opt(None, "carry-test layers (none: a spread)")
     alphas: tuple[float, ...] = _opt((2.0, 4.0, 8.0), "carry-test steering strengths α")
     n_random: int = _opt(19, "random directions per carry cell (null; >= 19 for p <= 0.05)")

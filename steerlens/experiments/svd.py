@@ -224,6 +224,7 @@ def _student(r: Run, name: str, t: Teacher, data: Any, loss: str, layers: list[i
         rank=cfg.rank,
         layers=None if layers is None else tuple(layers),
         loss=loss,
+        kl_targets=cfg.kl_targets,
         steps=cfg.steps,
         batch_size=cfg.batch_size,
         save_every=cfg.save_every,

@@ -149,6 +149,7 @@ def distill_stage(r: RunContext, data: dict[str, Any]) -> dict[str, Path]:
         rank=cfg.rank,
         layers=cfg.lora_layers,
         loss=cfg.loss,
+        kl_targets=cfg.kl_targets,
         steps=cfg.steps,
         batch_size=cfg.batch_size,
         save_every=cfg.save_every,
