@@ -411,11 +411,7 @@ def run(
     finish_run(
         r,
         results,
-        {
-            "vector": r.out / "vectors" / "teacher.safetensors",
-            "behavior": r.out / "behavior.json",
-            "alignment": r.out / "alignment.json",
-        },
+        {"vector": r.out / "vectors" / "teacher.safetensors", "carry": r.out / "carry.json"},
     )
     return ExperimentResult(results)
 

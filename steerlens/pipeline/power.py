@@ -24,15 +24,25 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from steerlens.common import read_json
 from steerlens.pipeline.detectors import DETECTORS, Reading
 from steerlens.results import Record, html_table
 from steerlens.stats import rate, roc_auc, roc_auc_ci, threshold_at_fpr
 
-__all__ = ["DetectionResult", "DetectorRow", "Student", "classify"]
+__all__ = [
+    "POWER_FILE",
+    "DetectionResult",
+    "DetectorRow",
+    "Student",
+    "classify",
+    "fraction",
+    "measured_power",
+]
 
 
 @dataclass(frozen=True)
@@ -91,12 +101,13 @@ class DetectorRow(Record):
     def summary(self) -> str:
         return (
             f"{self.detector} ({self.loss}): AUC {self.auc:.2f} [{self.auc_lo:.2f}, "
-            f"{self.auc_hi:.2f}]; held out at FPR≤0.05 threshold: FPR {_r(self.heldout_fpr)}, "
-            f"TPR {_r(self.heldout_tpr)}; at p<α: FPR {_r(self.alpha_fpr)}, TPR {_r(self.alpha_tpr)}"
+            f"{self.auc_hi:.2f}]; held out at FPR≤0.05 threshold: FPR {fraction(self.heldout_fpr)}, "
+            f"TPR {fraction(self.heldout_tpr)}; at p<α: FPR {fraction(self.alpha_fpr)}, TPR {fraction(self.alpha_tpr)}"
         )
 
 
-def _r(d: dict[str, float]) -> str:
+def fraction(d: dict[str, float]) -> str:
+    """``k/n`` of a :func:`~steerlens.stats.rate`, or n/a when it counted nothing."""
     if not d.get("n"):
         return "n/a"
     return f"{int(d['k'])}/{int(d['n'])}"
@@ -124,14 +135,18 @@ class DetectionResult(Record):
             return "No detection power was measured for this loss."
         r = self.row(name, loss)
         steer = {k: v for k, v in r.tpr_by_cell.items() if k.startswith("steer")}
-        parts = [f"α={float(k[5:]) * self.alpha_star:g}: {_r(v)}" for k, v in sorted(steer.items())]
+        parts = [
+            f"α={float(k[5:]) * self.alpha_star:g}: {fraction(v)}" for k, v in sorted(steer.items())
+        ]
         prompted = [
-            f"{k[7:]}: {_r(v)}" for k, v in sorted(r.tpr_by_cell.items()) if k.startswith("prompt-")
+            f"{k[7:]}: {fraction(v)}"
+            for k, v in sorted(r.tpr_by_cell.items())
+            if k.startswith("prompt-")
         ]
         return (
             f"Measured power ({loss}, held-out seeds, best detector on the rule half: {name}, "
             f"AUC {r.auc:.2f} [{r.auc_lo:.2f}, {r.auc_hi:.2f}]): at p<{self.level:g} it flags "
-            f"{_r(r.alpha_fpr)} negatives and {_r(r.alpha_tpr)} positives; steered teachers "
+            f"{fraction(r.alpha_fpr)} negatives and {fraction(r.alpha_tpr)} positives; steered teachers "
             f"detected {', '.join(parts) or 'n/a'}; prompted teachers {', '.join(prompted) or 'n/a'}."
         )
 
@@ -154,8 +169,8 @@ class DetectionResult(Record):
                 r.detector,
                 r.loss,
                 f"{r.auc:.2f} [{r.auc_lo:.2f}, {r.auc_hi:.2f}]",
-                f"{_r(r.heldout_fpr)} / {_r(r.heldout_tpr)}",
-                f"{_r(r.alpha_fpr)} / {_r(r.alpha_tpr)}",
+                f"{fraction(r.heldout_fpr)} / {fraction(r.heldout_tpr)}",
+                f"{fraction(r.alpha_fpr)} / {fraction(r.alpha_tpr)}",
             ]
             for r in self.rows
         ]
@@ -302,3 +317,42 @@ def _row(
         alpha_tpr=rate([x.p < level for x in h_pos]),
         tpr_by_cell=by_cell,
     )
+
+
+POWER_FILE = Path(__file__).with_name("detection_power.json")
+"""The committed summary of the last finished bank (``benchmarks/detection.py --commit``): the
+classifier table without the scored pairs, plus how the bank was run (``bank``)."""
+
+
+def measured_power(detector: str, loss: str, path: Path = POWER_FILE) -> str:
+    """One sentence: what the bank measured for ``detector`` under ``loss`` (held-out seeds:
+    FPR and TPR of its α-level decision, TPR per steered strength and prompted trait), or that
+    no bank measured it, so a miss has no known rate."""
+    if not path.is_file():
+        return (
+            f"No detection-power bank has measured {detector} ({loss}) for this steerlens: how "
+            "often this test misses a real transfer is unknown."
+        )
+    d = read_json(path)
+    res = DetectionResult.from_json(d)
+    bank = d.get("bank") or {}
+    try:
+        r = res.row(detector, loss)
+    except StopIteration:
+        return f"The committed detection bank did not measure {detector} ({loss})."
+    cells = ", ".join(
+        f"{_cell_name(k, res.alpha_star)} {fraction(v)}" for k, v in r.tpr_by_cell.items()
+    )
+    return (
+        f"Measured power of {detector} ({loss}) on a bank of students of known truth "
+        f"({bank.get('what', 'see benchmarks/results/detection.md')}): on held-out seeds it "
+        f"flagged {fraction(r.alpha_fpr)} negatives and {fraction(r.alpha_tpr)} positives at p<{res.level:g}"
+        f" ({cells}); AUC {r.auc:.2f} [{r.auc_lo:.2f}, {r.auc_hi:.2f}]. A 'no evidence' "
+        "here misses transfers like those it did not flag."
+    )
+
+
+def _cell_name(cell: str, alpha_star: float) -> str:
+    if cell.startswith("steer"):
+        return f"steered α={float(cell[5:]) * alpha_star:g}"
+    return cell.replace("prompt-", "prompted ")
