@@ -6,6 +6,7 @@ Every handler reads and checks its inputs (trait, prompt files) before it loads 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from steerlens.experiments.registry import get
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.stages import training_prompts
 from steerlens.lineage import has_record, write_record
+from steerlens.runfolder import claim_run_folder
+from steerlens.validation import check_config
 
 
 def cmd_extract(inv: Invocation) -> int:
@@ -148,9 +151,8 @@ def cmd_screen(inv: Invocation) -> int:
 
 
 def cmd_distill(inv: Invocation) -> int:
-    from steerlens.distill import DistillConfig, distill, generate_teacher_data
+    from steerlens.distill import DistillConfig
     from steerlens.distill.resume import check_record
-    from steerlens.distill.train import check_out_dir
     from steerlens.traits import as_trait
 
     o, m, cfg = inv.get(DistillOptions), inv.get(ModelOptions), inv.get(DistillConfig)
@@ -158,6 +160,14 @@ def cmd_distill(inv: Invocation) -> int:
     system = trait.neutral_system_prompt if o.benign else trait.system_prompt
     out = Path(o.out)
     check_record(out, teacher_system=system, config=cfg, overwrite=o.overwrite)
+    with claim_run_folder(out, None):  # one run at a time in the folder
+        return _distill_into(out, system, o, m, cfg)
+
+
+def _distill_into(out: Path, system: str, o: DistillOptions, m: ModelOptions, cfg: Any) -> int:
+    from steerlens.distill import distill, generate_teacher_data
+    from steerlens.distill.train import check_out_dir
+
     model = load(m)
     prompts = training_prompts(o.n, m.seed)
     data = generate_teacher_data(model, prompts, system=system, n=o.n, seed=m.seed)
@@ -226,25 +236,43 @@ def run_experiment(
     *,
     progress: bool | None = None,
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> ExperimentResult:
     """Run the registered experiment ``name`` with ``config``, then render ``report.html``
-    beside its ``results.json`` in ``out_dir``."""
+    beside its ``results.json`` in ``out_dir``.
+
+    Before anything loads or is written, the config's values are checked
+    (:func:`~steerlens.validation.check_config`) and ``out_dir`` is claimed
+    (:func:`~steerlens.runfolder.claim_run_folder`): a folder another run is writing, or one
+    holding a finished run made with other settings, is refused (``overwrite=True`` deletes
+    that run first)."""
     from steerlens.report import render_report
 
-    res = get(name).execute(config, out_dir, progress=progress, log=log)
-    html = Path(out_dir).expanduser() / "report.html"
-    render_report(res.to_json()).save(html)
-    results = html.with_name("results.json")
-    if has_record(results):
-        write_record(html, "report", parents={"results": results})
+    exp = get(name)
+    if isinstance(config, exp.config):
+        for warning in check_config(config):
+            warnings.warn(warning, UserWarning, stacklevel=2)
+    config_json = config.to_json() if hasattr(config, "to_json") else None
+    with claim_run_folder(out_dir, config_json, overwrite=overwrite):
+        res = exp.execute(config, out_dir, progress=progress, log=log)
+        html = Path(out_dir).expanduser() / "report.html"
+        render_report(res.to_json()).save(html)
+        results = html.with_name("results.json")
+        if has_record(results):
+            write_record(html, "report", parents={"results": results})
     log(f"wrote {html}")
     return res
 
 
 def cmd_experiment(inv: Invocation) -> int:
     name = str(inv.experiment)
-    out = inv.get(ExperimentOptions).out or get(name).default_out
-    res = run_experiment(name, inv.get(get(name).config), out)
+    o = inv.get(ExperimentOptions)
+    out = o.out or get(name).default_out
+    with warnings.catch_warnings():  # resolve showed them, named by option
+        warnings.filterwarnings(
+            "ignore", message=".*significance level above", category=UserWarning
+        )
+        res = run_experiment(name, inv.get(get(name).config), out, overwrite=o.overwrite)
     print("\n" + res.summary())
     print(f"\nOpen {Path(out) / 'report.html'} in a browser.")
     return 0
