@@ -11,7 +11,8 @@ exactly as it was::
 The lock is the file ``.steerlens.lock`` (the holder's pid, host and start time), created with
 ``O_EXCL``: a second run into the same folder refuses at once, naming the holder; a lock whose
 process is gone (a run killed with ``kill -9``) is taken over. The folder's recorded settings
-are the ``config`` of its ``results.json`` (what every experiment writes when it finishes).
+are the ``config`` of its ``results.json`` (what every experiment writes when it finishes), or
+for a run that did not finish, those its claim wrote to ``.steerlens.run.json``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from steerlens.common import atomic_write_text
+
 __all__ = [
     "LOCK_NAME",
+    "RUN_NAME",
     "RunFolderError",
     "claim_run_folder",
     "config_differences",
@@ -43,12 +47,23 @@ class RunFolderError(RuntimeError):
     settings."""
 
 
+RUN_NAME = ".steerlens.run.json"
+"""The settings of the run that claimed the folder, written when it starts: an interrupted run
+is compared with them (a finished one with its ``results.json``)."""
+
+
 def recorded_config(out: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The settings the finished run in ``out`` was made with (``results.json``'s ``config``),
-    or None when ``out`` holds no finished run."""
+    """The settings the run in ``out`` was made with: ``results.json``'s ``config`` when it
+    finished, else those its claim recorded (:data:`RUN_NAME`); None when there are none."""
     p = Path(out).expanduser() / "results.json"
     if not p.is_file():
-        return None
+        started = p.with_name(RUN_NAME)
+        try:
+            d = json.loads(started.read_text(encoding="utf-8")) if started.is_file() else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None  # a claim cut short: nothing to compare
+        cfg = d.get("config") if isinstance(d, dict) else None
+        return dict(cfg) if isinstance(cfg, Mapping) else None
     try:
         d = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -179,8 +194,9 @@ def _clear(out: Path, keep: Path) -> None:
 def _refuse_other_run(out: Path, diff: list[tuple[str, Any, Any]]) -> RunFolderError:
     shown = "; ".join(f"{_flag(k)} was {_show(a)}, now {_show(b)}" for k, a, b in diff[:8])
     more = f" (and {len(diff) - 8} more)" if len(diff) > 8 else ""
+    what = "a finished" if (out / "results.json").is_file() else "an unfinished"
     return RunFolderError(
-        f"{out} holds a finished run made with other settings ({shown}{more}): use a new "
+        f"{out} holds {what} run made with other settings ({shown}{more}): use a new "
         "folder (--out), or pass --overwrite (overwrite=True) to delete that run and start "
         "afresh"
     )
@@ -222,10 +238,13 @@ def claim_run_folder(
     try:
         if diff:  # overwrite: the old run's files go before this run writes any
             _clear(folder, keep=lock)
+        if config_json is not None:
+            atomic_write_text(folder / RUN_NAME, json.dumps({"config": _norm(config_json)}))
         yield folder
     except BaseException:
         _release(lock)
-        if created and not any(folder.iterdir()):
+        if created and {p.name for p in folder.iterdir()} <= {RUN_NAME}:
+            (folder / RUN_NAME).unlink(missing_ok=True)
             folder.rmdir()  # a run that failed before writing anything leaves no folder
         raise
     _release(lock)
