@@ -86,7 +86,10 @@ def zero_layers(directions: Mapping[int, torch.Tensor]) -> list[int]:
 def check_nonzero(directions: Mapping[int, torch.Tensor]) -> None:
     """Refuse a zero (or negligible) direction, naming its layer: steering with it, adding,
     projecting out or replacing, edits nothing (the project's rule: an edit that changes
-    nothing is an error)."""
+    nothing is an error). A :class:`SteeringVector` refuses to be built with every layer zero;
+    a vector measured on every layer may hold a zero layer (a steered teacher minus the base,
+    below the steered layer), which is refused where it is used: :func:`steerlens.steer` and
+    the commands that read a vector file."""
     bad = zero_layers(directions)
     if bad:
         n = float(directions[bad[0]].detach().double().norm())
@@ -124,7 +127,8 @@ class SteeringVector:
                 f"the direction at layer {bad[0]} holds NaN or inf (non-finite layers: {bad}): "
                 "a steering vector must be finite; re-extract it or drop those layers"
             )
-        check_nonzero(self.directions)
+        if len(zero_layers(self.directions)) == len(self.directions):
+            check_nonzero(self.directions)  # every layer zero: a vector that edits nothing
         self.meta.setdefault("site", SITE_TEMPLATE)
         self.meta.setdefault("steerlens_version", __version__)
 

@@ -967,9 +967,13 @@ def test_lineage_sign_one_record(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 ZERO_CASES: list[tuple[str, Callable[[Any], Any]]] = [
-    ("build", lambda lm: sl.SteeringVector({0: torch.ones(D), 2: torch.zeros(D)})),
-    ("negligible", lambda lm: sl.SteeringVector({0: torch.ones(D), 2: torch.ones(D) * 1e-12})),
+    ("build", lambda lm: sl.SteeringVector({2: torch.zeros(D)})),
+    ("build-negligible", lambda lm: sl.SteeringVector({2: torch.ones(D) * 1e-13})),
     ("scaled-to-zero", lambda lm: sl.SteeringVector({2: torch.ones(D)}) * 0.0),
+    ("steer-zero-layer", lambda lm: _enter(sl.steer(
+        lm, sl.SteeringVector({0: torch.ones(D), 2: torch.zeros(D)}), alpha=4.0))),
+    ("steer-negligible-layer", lambda lm: _enter(sl.steer(
+        lm, sl.SteeringVector({0: torch.ones(D), 2: torch.ones(D) * 1e-12}), alpha=4.0))),
     ("steer-add", lambda lm: _enter(sl.steer(lm, {2: torch.zeros(D)}, alpha=4.0))),
     ("steer-add-vector-layer", lambda lm: _enter(
         sl.steer(lm, torch.zeros(D), alpha=4.0, layers=[2]))),
@@ -985,8 +989,14 @@ def test_zero_directions_are_refused_naming_the_layer(make: Callable[[Any], Any]
 
 
 def test_zero_vector_file_is_refused_on_load(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"zero vector at layer 2.*re-extract"):
-        sl.SteeringVector.load(_zero_vector(tmp_path / "z.safetensors"))
+    """A file whose every layer is zero is refused on load; one zero layer among others (a
+    steered teacher minus the base, below the steered layer) loads, and is refused where it is
+    used (steer, and the commands that read --vector: the table above)."""
+    z = tmp_path / "z.safetensors"
+    save_file({"layer.1": torch.zeros(D), "layer.2": torch.zeros(D)}, str(z))
+    with pytest.raises(ValueError, match=r"zero vector at layer 1.*re-extract"):
+        sl.SteeringVector.load(z)
+    assert sl.SteeringVector.load(_zero_vector(tmp_path / "one.safetensors")).layers == [1, 2]
 
 
 def _adapter_student(root: Path, base_name: str, in_features: int) -> Path:
