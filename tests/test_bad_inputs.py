@@ -246,6 +246,7 @@ def test_truncated_distill_record_is_one_line(
     assert main(["distill", "--model", str(ws["model"]), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "distill.json is corrupt or truncated" in err and len(err.strip().splitlines()) == 1
+    assert "overwrite=True" not in err and "--overwrite" in err  # the option, not the parameter
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, ws: dict[str, Path]) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -166,9 +167,23 @@ def cmd_distill(inv: Invocation) -> int:
     trait = as_trait(o.trait)
     system = trait.neutral_system_prompt if o.benign else trait.system_prompt
     out = Path(o.out)
-    check_record(out, teacher_system=system, config=cfg, overwrite=o.overwrite)
+    with _option_names():
+        check_record(out, teacher_system=system, config=cfg, overwrite=o.overwrite)
     with claim_run_folder(out, None):  # one run at a time in the folder
         return _distill_into(out, system, o, m, cfg)
+
+
+@contextmanager
+def _option_names() -> Iterator[None]:
+    """A refusal of the distill library names its parameters (``overwrite=True``,
+    ``out_dir``); on the command line it names the options (``--overwrite``, ``--out``)."""
+    from steerlens.distill import DistillError
+
+    try:
+        yield
+    except DistillError as exc:
+        text = str(exc).replace("overwrite=True", "--overwrite").replace("out_dir", "--out")
+        raise DistillError(text) from None
 
 
 def _distill_into(out: Path, system: str, o: DistillOptions, m: ModelOptions, cfg: Any) -> int:
@@ -179,7 +194,8 @@ def _distill_into(out: Path, system: str, o: DistillOptions, m: ModelOptions, cf
     prompts = training_prompts(o.n, m.seed)
     data = generate_teacher_data(model, prompts, system=system, n=o.n, seed=m.seed)
     # refuse another run in --out before writing anything there
-    check_out_dir(model, data, out, teacher_system=system, config=cfg, overwrite=o.overwrite)
+    with _option_names():
+        check_out_dir(model, data, out, teacher_system=system, config=cfg, overwrite=o.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     data_path = data.save(out / "teacher_data.jsonl")
     teacher = teacher_record(out / "teacher.json", {"kind": "prompt", "system": system}, model)
@@ -249,16 +265,20 @@ def run_experiment(
     beside its ``results.json`` in ``out_dir``.
 
     Before anything loads or is written, the config's values are checked
-    (:func:`~steerlens.validation.check_config`) and ``out_dir`` is claimed
-    (:func:`~steerlens.runfolder.claim_run_folder`): a folder another run is writing, or one
-    holding a finished run made with other settings, is refused (``overwrite=True`` deletes
-    that run first)."""
+    (:func:`~steerlens.validation.check_config`), its trait spec is read, and ``out_dir`` is
+    claimed (:func:`~steerlens.runfolder.claim_run_folder`): a folder another run is writing,
+    or one holding a run made with other settings, is refused (``overwrite=True`` deletes that
+    run first)."""
     from steerlens.report import render_report
+    from steerlens.traits import as_trait
 
     exp = get(name)
     if isinstance(config, exp.config):
         for warning in check_config(config):
             warnings.warn(warning, UserWarning, stacklevel=2)
+        trait = getattr(config, "trait", None)
+        if isinstance(trait, str) and trait:
+            as_trait(trait)  # a bad trait spec fails here, not after the model loads
     config_json = config.to_json() if hasattr(config, "to_json") else None
     with claim_run_folder(out_dir, config_json, overwrite=overwrite):
         res = exp.execute(config, out_dir, progress=progress, log=log)
