@@ -88,8 +88,8 @@ def check_nonzero(directions: Mapping[int, torch.Tensor]) -> None:
     projecting out or replacing, edits nothing (the project's rule: an edit that changes
     nothing is an error). A :class:`SteeringVector` refuses to be built with every layer zero;
     a vector measured on every layer may hold a zero layer (a steered teacher minus the base,
-    below the steered layer), which is refused where it is used: :func:`steerlens.steer` and
-    the commands that read a vector file."""
+    below the steered layer), which :func:`steerlens.steer` refuses to apply (a carry test
+    reads such a layer's cells as the base, making no edit)."""
     bad = zero_layers(directions)
     if bad:
         n = float(directions[bad[0]].detach().double().norm())

@@ -700,9 +700,11 @@ def _finished_run(out: Path, **cfg: Any) -> Path:
     return out
 
 
-def _zero_vector(path: Path) -> Path:
-    """A vector file whose layer 2 is all zeros (SteeringVector itself refuses to build one)."""
-    save_file({"layer.1": torch.ones(D), "layer.2": torch.zeros(D)}, str(path))
+def _zero_vector(path: Path, *, all_layers: bool = True) -> Path:
+    """A vector file whose layer 2 (and 1, unless ``all_layers`` is False) is all zeros
+    (SteeringVector itself refuses to build an all-zero vector)."""
+    one = torch.zeros(D) if all_layers else torch.ones(D)
+    save_file({"layer.1": one, "layer.2": torch.zeros(D)}, str(path))
     return path
 
 
@@ -778,11 +780,11 @@ ISSUE30: list[tuple[str, Callable[[Path, dict[str, Path]], list[str]], str, str]
     # 5. zero directions
     ("carry-zero-vector",
      lambda r, ws: ["carry", "--vector", str(_zero_vector(r / "zero.safetensors"))],
-     "zero vector at layer 2", "re-extract the vector"),
+     "zero vector at layer 1", "re-extract the vector"),
     ("track-zero-vector",
      lambda r, ws: ["track", "--checkpoints", str(r), "--vector",
                     str(_zero_vector(r / "zero.safetensors"))],
-     "zero vector at layer 2", "drop those layers"),
+     "zero vector at layer 1", "drop those layers"),
     # 6. values no run can use, named by their option, with the value
     ("steps-negative", lambda r, ws: [*QUICK_DEMO, "--steps", "-3", "--out", str(r / "R")],
      "--steps -3: must be 0 or more (got -3)", "non-negative whole number"),
@@ -992,12 +994,11 @@ def test_zero_directions_are_refused_naming_the_layer(make: Callable[[Any], Any]
 def test_zero_vector_file_is_refused_on_load(tmp_path: Path) -> None:
     """A file whose every layer is zero is refused on load; one zero layer among others (a
     steered teacher minus the base, below the steered layer) loads, and is refused where it is
-    used (steer, and the commands that read --vector: the table above)."""
-    z = tmp_path / "z.safetensors"
-    save_file({"layer.1": torch.zeros(D), "layer.2": torch.zeros(D)}, str(z))
+    used by steer() (a carry test reads such a layer's cells as the base: no edit is made)."""
     with pytest.raises(ValueError, match=r"zero vector at layer 1.*re-extract"):
-        sl.SteeringVector.load(z)
-    assert sl.SteeringVector.load(_zero_vector(tmp_path / "one.safetensors")).layers == [1, 2]
+        sl.SteeringVector.load(_zero_vector(tmp_path / "z.safetensors"))
+    one = _zero_vector(tmp_path / "one.safetensors", all_layers=False)
+    assert sl.SteeringVector.load(one).layers == [1, 2]
 
 
 def _adapter_student(root: Path, base_name: str, in_features: int) -> Path:

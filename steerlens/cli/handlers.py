@@ -78,16 +78,6 @@ def cmd_extract(inv: Invocation) -> int:
     return 0
 
 
-def read_vector(path: str) -> Any:
-    """The vector file of ``--vector``, every layer checked non-zero before any model loads
-    (a zero layer in a carry test, a track or a screen edits or measures nothing)."""
-    from steerlens.vectors import SteeringVector, check_nonzero
-
-    vec = SteeringVector.load(path)
-    check_nonzero(vec.directions)
-    return vec
-
-
 def _grid(text: str) -> list[int] | None:
     layers = parse_layers(text)
     return None if layers == "all" else layers
@@ -96,10 +86,11 @@ def _grid(text: str) -> list[int] | None:
 def cmd_carry(inv: Invocation) -> int:
     from steerlens.carry import carry_test
     from steerlens.traits import as_trait
+    from steerlens.vectors import SteeringVector
 
     o, m = inv.get(CarryOptions), inv.get(ModelOptions)
     trait = as_trait(o.trait)
-    vec = read_vector(o.vector)
+    vec = SteeringVector.load(o.vector)  # an all-zero vector is refused here
     model = load(m)
     res = carry_test(
         model,
@@ -117,10 +108,11 @@ def cmd_carry(inv: Invocation) -> int:
 def cmd_track(inv: Invocation) -> int:
     from steerlens.track import track_checkpoints
     from steerlens.traits import as_trait
+    from steerlens.vectors import SteeringVector
 
     o, m = inv.get(TrackOptions), inv.get(ModelOptions)
     probes: Any = read_prompts(o.prompts) if o.prompts else as_trait(o.trait)
-    vec = read_vector(o.vector)
+    vec = SteeringVector.load(o.vector)  # an all-zero vector is refused here
     model = load(m)
     track = track_checkpoints(
         model,
@@ -141,12 +133,13 @@ def cmd_track(inv: Invocation) -> int:
 
 def cmd_screen(inv: Invocation) -> int:
     from steerlens.screen import screen_dataset
+    from steerlens.vectors import SteeringVector
 
     o, m = inv.get(ScreenOptions), inv.get(ModelOptions)
     data: dict[str, list[dict[str, Any]]] = {"data": read_samples(o.data)}
     if o.control_data:
         data["control"] = read_samples(o.control_data)
-    vec = read_vector(o.vector)
+    vec = SteeringVector.load(o.vector)  # an all-zero vector is refused here
     model = load(m)
     res = screen_dataset(model, vec, data, seed=m.seed)
     lines = res.summary().splitlines()
