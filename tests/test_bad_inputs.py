@@ -1060,3 +1060,25 @@ def test_audit_headline_without_control_says_what_was_compared() -> None:
     v["numbers"]["alignment"]["student"]["p"] = 0.4
     head = no_control_headline(v, beh)
     assert "did not move from the base beyond chance" in head and "does not align" in head
+
+
+def test_structure_check_of_a_full_model_and_its_tokenizer(
+    ws: dict[str, Path], tmp_path: Path
+) -> None:
+    """A full-model student without records: its config's architecture and sizes, and a
+    tokenizer saved beside it, are compared with the base's."""
+    from steerlens.auditing.inputs import structure_check
+
+    base = sl.load_model(ws["model"])
+    other = tiny_model("llama", seed=1, d=32)
+    ck = tmp_path / "student" / "checkpoint-2"
+    other.model.save_pretrained(ck)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ws["model"])  # the base's, two tokens longer
+    tok.add_tokens(["<extra_a>", "<extra_b>"])
+    tok.save_pretrained(ck)
+    done, problems = structure_check(ck.parent, base, str(ws["model"]))
+    assert done == ["architecture and sizes", "tokenizer vocabulary"]
+    assert any("hidden_size 32, the base 64" in p for p in problems), problems
+    assert any("tokenizer has" in p for p in problems), problems
