@@ -274,7 +274,7 @@ def run_experiment(
             as_trait(trait)  # a bad trait spec fails here, not after the model loads
     config_json = config.to_json() if hasattr(config, "to_json") else None
     with claim_run_folder(out_dir, config_json, overwrite=overwrite):
-        res = exp.execute(config, out_dir, progress=progress, log=log)
+        res = exp.execute(config, out_dir, progress=progress, log=log, claim=False)
         html = Path(out_dir).expanduser() / "report.html"
         render_report(res.to_json()).save(html)
         results = html.with_name("results.json")

@@ -5,12 +5,15 @@ built-in experiments register themselves when :mod:`steerlens.experiments` is im
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from steerlens.experiments.result import ExperimentResult
+from steerlens.runfolder import claim_run_folder
+from steerlens.validation import check_config
 
 __all__ = ["Experiment", "ExperimentConfig", "get", "names", "register"]
 
@@ -58,14 +61,25 @@ class Experiment:
         *,
         progress: bool | None = None,
         log: Callable[[str], None] = print,
+        overwrite: bool = False,
+        claim: bool = True,
     ) -> ExperimentResult:
-        """Run the experiment (``results.json`` and its artifacts under ``out_dir``)."""
+        """Run the experiment (``results.json`` and its artifacts under ``out_dir``). With
+        ``claim`` (default) the config's values are checked first and the folder is held for
+        the run (:func:`~steerlens.runfolder.claim_run_folder`: another live run, or a finished
+        run of other settings, is refused before anything loads; ``overwrite`` replaces it);
+        ``claim=False`` is for a caller that holds the folder already."""
         if not isinstance(config, self.config):
             raise TypeError(
                 f"experiment {self.name!r} takes a {self.config.__name__}, got "
                 f"{type(config).__name__}: build it with get({self.name!r}).make_config(...)"
             )
-        return self.run(config, out_dir, progress=progress, log=log)
+        if not claim:
+            return self.run(config, out_dir, progress=progress, log=log)
+        for warning in check_config(config):
+            warnings.warn(warning, UserWarning, stacklevel=2)
+        with claim_run_folder(out_dir, config.to_json(), overwrite=overwrite):
+            return self.run(config, out_dir, progress=progress, log=log)
 
 
 _REGISTRY: dict[str, Experiment] = {}
