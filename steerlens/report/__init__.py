@@ -14,7 +14,7 @@ imports the report.
 from __future__ import annotations
 
 from steerlens.report.figures import bars, heatmap, lines_with_bands
-from steerlens.report.page import Report, browser_check, table, write_json
+from steerlens.report.page import Report, browser_check, first_screen, table, write_json
 from steerlens.report.sections import render_report
 from steerlens.report.views import CARRY_LEVEL_CLASS, carry_level_class
 
@@ -24,6 +24,7 @@ __all__ = [
     "bars",
     "browser_check",
     "carry_level_class",
+    "first_screen",
     "heatmap",
     "lines_with_bands",
     "render_report",
