@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -277,10 +278,19 @@ def test_public_names_are_re_exported() -> None:
 
 @pytest.mark.browser
 def test_report_renders_in_chromium_without_errors(tmp_path: Path) -> None:
-    rep = render_report(_results())
-    check = browser_check(rep.save(tmp_path / "report.html"))
+    """Checked as a person would: opened in headless Chromium, no console or script errors,
+    every figure drawn (has its SVG), and a screenshot of the first screen that is not blank."""
+    from steerlens.report import browser_screenshot
+
+    rep = render_report(_demo_like())
+    html = rep.save(tmp_path / "report.html")
+    check = browser_check(html)
     assert check["errors"] == []
     assert check["figures"] == rep.n_figures >= 9 and check["drawn"] == check["figures"]
+    png = browser_screenshot(html, tmp_path / "top.png", width=1200, height=860).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", png[16:24]) == (1200, 860)
+    assert len(png) > 40_000  # text and a drawn figure, not an empty page
 
 
 def test_lineage_lists_students_grouped_by_loss() -> None:

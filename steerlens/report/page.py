@@ -29,6 +29,7 @@ from steerlens.common import write_json as _common_write_json
 __all__ = [
     "Report",
     "browser_check",
+    "browser_screenshot",
     "first_screen",
     "fmt_value",
     "table",
@@ -307,30 +308,68 @@ def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
     return _common_write_json(path, obj)
 
 
+def _chromium(chromium: str | None) -> str:
+    exe = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        raise FileNotFoundError("chromium not found: apt-get install chromium")
+    return exe
+
+
+def _headless(exe: str, user_dir: str, *extra: str) -> list[str]:
+    return [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={user_dir}",
+        "--virtual-time-budget=10000",
+        *extra,
+    ]
+
+
+def browser_screenshot(
+    path: str | os.PathLike[str],
+    png: str | os.PathLike[str],
+    *,
+    width: int = 1280,
+    height: int = 900,
+    chromium: str | None = None,
+    timeout: float = 90.0,
+) -> Path:
+    """A PNG of a report's first screen (``width`` × ``height`` CSS pixels) as a person
+    opening it in Chromium sees it, after its scripts ran. Needs Debian's ``chromium``."""
+    exe, out = _chromium(chromium), Path(png).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as ud:
+        cmd = _headless(
+            exe,
+            ud,
+            "--hide-scrollbars",
+            f"--window-size={width},{height}",
+            f"--screenshot={out}",
+            Path(path).resolve().as_uri(),
+        )
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if not out.is_file():
+        raise RuntimeError(
+            f"chromium wrote no screenshot (rc={proc.returncode}): {proc.stderr[-500:]}"
+        )
+    return out
+
+
 def browser_check(
     path: str | os.PathLike[str], *, chromium: str | None = None, timeout: float = 90.0
 ) -> dict[str, Any]:
     """Open a report in headless Chromium and read its self-check: the number of figures, how
     many were drawn (have an SVG), and script/console errors. Needs Debian's ``chromium``."""
-    exe = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        raise FileNotFoundError("chromium not found: apt-get install chromium")
+    exe = _chromium(chromium)
     with tempfile.TemporaryDirectory() as ud:
-        cmd = [
-            exe,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={ud}",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            Path(path).resolve().as_uri(),
-        ]
+        cmd = _headless(exe, ud, "--dump-dom", Path(path).resolve().as_uri())
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     m = re.search(r'<div id="sl-status"[^>]*>', proc.stdout)
     if m is None:
