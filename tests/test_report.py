@@ -437,3 +437,10 @@ def test_lineage_is_a_graph_without_placeholders() -> None:
     assert "title='" + "ab" * 32 + "'" in sec  # and whole on hover
     for absent in ("vector_sha256", "vector_meta", "alpha", ">source<"):
         assert absent not in sec, absent
+
+
+def test_the_page_follows_the_shared_shape() -> None:
+    from steerlens.report.shape import shape_problems
+
+    assert shape_problems(_page(_demo_like())) == []
+    assert "no answer box" in shape_problems(_page({"track": _results()["track"]}))

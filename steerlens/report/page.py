@@ -62,7 +62,7 @@ details.evidence>summary{font-size:1.2rem;color:#1d2330;font-weight:600}
 .lineage{display:grid;gap:10px 26px;align-items:center;background:#fff;padding:14px;border-radius:6px;box-shadow:0 1px 2px rgba(0,0,0,.06);overflow-x:auto}
 .lineage .node{position:relative;background:#f0f4ff;border:1px solid #c5d0f5;border-radius:6px;padding:5px 9px;font-size:.86rem}
 .lineage .node.root{background:#eef7f0;border-color:#b8dcc2}
-.lineage .node.arrow::before{content:"\2192";position:absolute;left:-20px;top:50%;transform:translateY(-50%);color:#868e96;font-size:1.1rem}
+.lineage .node.arrow::before{content:"→";position:absolute;left:-20px;top:50%;transform:translateY(-50%);color:#868e96;font-size:1.1rem}
 .lineage .node details{margin:0}.lineage .node summary{color:#1d2330;font-weight:500}
 .lineage .node dl{margin:.3rem 0 0;font-size:.78rem;color:#3b4252;display:grid;grid-template-columns:auto 1fr;gap:1px 8px;max-width:360px}
 .lineage .node dt{font-weight:600}.lineage .node dd{margin:0;overflow-wrap:anywhere}

@@ -16,13 +16,14 @@ Experiments differ only in what they put into these slots (see :mod:`.sections`,
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import plotly.graph_objects as go
 
-from steerlens.report.page import Report
+from steerlens.report.page import Report, first_screen
 
 __all__ = [
     "NO_POWER",
@@ -34,6 +35,7 @@ __all__ = [
     "headline",
     "power_sentence",
     "section",
+    "shape_problems",
     "verdict_lines",
 ]
 
@@ -174,3 +176,31 @@ def dots_with_ci(
         legend={"orientation": "h", "y": -0.3},
     )
     return fig
+
+
+def shape_problems(page: str) -> list[str]:
+    """How a report page departs from the shape (empty when it follows it): the answer box
+    first, then the headline figure (the page's first figure); every other section with a
+    figure opens with a takeaway above it; the statistics folded under Evidence."""
+    out: list[str] = []
+    body = page[page.find("<main>") :]
+    ans, fig = body.find("id='answer'"), body.find("class='fig'")
+    head = body.find("<section id='headline'>")
+    if ans < 0:
+        out.append("no answer box")
+    if fig >= 0 and not (0 <= ans < head < fig):
+        out.append("the first figure is not the headline figure right below the answer")
+    for m in re.finditer(r"<section id='([^']+)'>(.*?)</section>", body, flags=re.S):
+        name, sec = m.group(1), m.group(2)
+        f = sec.find("class='fig'")
+        if name == "headline" or f < 0:
+            continue
+        t = sec.find("class='takeaway'")
+        if not 0 <= t < f:
+            out.append(f"section {name!r}: no takeaway above its first figure")
+    if "<details id='evidence'" not in body:
+        out.append("no folded Evidence section")
+    text, _ = first_screen(page)
+    if len(text) >= 600:
+        out.append(f"{len(text)} characters of visible text above the first figure")
+    return out
