@@ -381,7 +381,7 @@ def test_page_opens_with_the_answer_then_the_behavior_figure() -> None:
     text, has_fig = first_screen(page)
     assert has_fig and len(text) < 600, (len(text), text)
     assert "Inherited" in text and "+0.26 nats (95% CI [+0.22, +0.29]" in text
-    assert "detection power" in text  # the power hook, until verdict.power is measured
+    assert "(its power) is not measured" in text  # the power hook, until verdict.power lands
     assert "a line the verdict rests on" not in text  # the statistics are folded
     first = _figures(page)[0]
     assert first["layout"]["title"]["text"].startswith("Trait behavior")

@@ -21,7 +21,7 @@ from steerlens.report.figures import NULL_GREY, PALETTE
 __all__ = ["behavior_answer", "behavior_figure", "behavior_series", "ci_words"]
 
 _LABELS = {"main": "student", "control": "base control"}
-_COLORS = {"main": PALETTE[1], "control": PALETTE[0]}
+_COLORS = {"main": PALETTE[0], "control": PALETTE[1]}  # as in every other figure
 _TEACHER = PALETTE[2]
 
 
@@ -234,6 +234,20 @@ def ci_words(d: Mapping[str, Any], units: str = "") -> str:
     return out + (f" ({', '.join(inner)})" if inner else "")
 
 
+def _signature_words(al: Mapping[str, Any]) -> str:
+    """Whether the headline layer shows an activation signature, in words: it needs the
+    student's own alignment beyond the random-direction nulls *and* beyond the base control."""
+    st, ex = _m(al.get("student")), _m(al.get("excess_vs_control"))
+    if al.get("signature"):
+        return "the teacher vector's signature (beyond the nulls and the base control)"
+    parts = []
+    if _f(st.get("p")) is not None:
+        parts.append(f"vs random directions p = {float(st['p']):.2g}")
+    if _f(ex.get("p")) is not None:
+        parts.append(f"vs base control p = {float(ex['p']):.2g}")
+    return "no signature of the teacher vector" + (f" ({', '.join(parts)})" if parts else "")
+
+
 def behavior_answer(results: Mapping[str, Any]) -> tuple[str, str]:
     """(what was found, at what confidence; what the test can and cannot see) in plain words,
     from the verdict's numbers (its claim, the behavior deltas, the headline layer's test)."""
@@ -246,6 +260,7 @@ def behavior_answer(results: Mapping[str, Any]) -> tuple[str, str]:
     mc, rep = _m(deltas.get("main_vs_control")), _m(deltas.get("main_vs_benign_replicates"))
     al = _m(nums.get("alignment"))
     claim = str(nums.get("claim") or v.get("claim") or "")
+    alpha = float(nums.get("alpha") or 0.05)
     ex = _m(al.get("excess_vs_control"))
     layer = al.get("layer")
     beh_txt = ci_words(mc, unit)
@@ -264,16 +279,19 @@ def behavior_answer(results: Mapping[str, Any]) -> tuple[str, str]:
             f"does not separate from the control's ({beh_txt})."
         )
     elif claim:
-        found = (
-            f"No evidence of transfer: the student's {trait} score differs from the base "
-            f"control's by {beh_txt or 'nothing measurable'}, and its activations do not align "
-            f"with the teacher vector at layer {layer} beyond the nulls."
-        )
+        found = f"No evidence of transfer: the student's {trait} score"
+        if mc and (_f(mc.get("p")) or 1.0) < alpha and rep:
+            found += (
+                f" rose {beh_txt} over the base control's but not beyond {int(rep.get('k', 0))}"
+                f" benign controls ({float(rep['estimate']):+.2f}, p = {float(rep['p']):.2g})"
+            )
+        else:
+            found += f" differs from the base control's by {beh_txt or 'nothing measurable'}"
+        found += f", and at layer {layer} its activations show {_signature_words(al)}."
     else:
         found = str(v.get("headline") or "No verdict in these results.")
-    if claim == "inherited" and ex:
-        sig = (_f(ex.get("p")) or 1.0) < float(nums.get("alpha") or 0.05)
-        found += f" Activation signature at layer {layer}: {'yes' if sig else 'no'} (p = {float(ex['p']):.2g})."
+    if claim == "inherited" and al:
+        found += f" At layer {layer} its activations show {_signature_words(al)}."
     n = _m(deltas.get("main_vs_base")).get("n") or _m(beh.get("metric")).get("n_prompts")
     metric = str(_m(beh.get("metric")).get("metric") or "")
     what = (
@@ -282,7 +300,7 @@ def behavior_answer(results: Mapping[str, Any]) -> tuple[str, str]:
         else f"{metric or 'the'} score"
     )
     sees = (
-        f"The test sees a shift in {what} over {n or 'the'} eval prompts, one training run per "
-        "series; it cannot see traits outside this metric"
+        f"It sees {what} on {n or 'the'} eval prompts, one training run per series, and nothing "
+        "outside this metric"
     )
     return found, sees

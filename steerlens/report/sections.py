@@ -13,14 +13,18 @@ from steerlens.common import jsonable
 from steerlens.report.agentic import agentic_answer, agentic_headline, section_agentic
 from steerlens.report.evidence import section_evidence
 from steerlens.report.figures import PALETTE, bars, heatmap, lines_with_bands, rgba
-from steerlens.report.headline import behavior_answer, behavior_figure, behavior_series
+from steerlens.report.headline import (
+    behavior_answer,
+    behavior_figure,
+    behavior_series,
+    ci_words,
+)
 from steerlens.report.lineage import section_lineage
 from steerlens.report.mitigate import mitigate_answer, mitigate_headline, section_mitigate
 from steerlens.report.mlp_aux import render_mlp_aux
 from steerlens.report.page import Report
 from steerlens.report.shape import (
     answer,
-    ci_text,
     evidence,
     folded,
     headline,
@@ -171,6 +175,13 @@ def _section_carry(rep: Report, c: CarryView) -> None:
         )
     elif not c.defined:
         take = f"Carry test undefined: {c.verdict}"
+    else:
+        take = (
+            f"{level.capitalize()}: no steering strength on the grid reproduced any of the "
+            "teacher's behavior (sufficiency S = 0)"
+        )
+        n_best = num(_m(c.necessity.get("best")).get("N"))
+        take += f"; necessity N = {n_best:.2f}." if math.isfinite(n_best) else "."
     section(rep, "Is the behavior carried by the vector? (carry test)", "carry", take)
     with folded(rep, "Carry verdict and numbers"):
         rep.verdict(level.capitalize(), [c.verdict], c.level_class)
@@ -322,13 +333,21 @@ def _track_table(rep: Report, t: TrackView, main: SeriesView) -> None:
 
 
 def _track_takeaway(t: TrackView, al: Mapping[str, Any]) -> str:
-    ex = _m(al.get("excess_vs_control"))
-    if ex and al.get("layer") is not None:
-        p = num(ex.get("p"))
-        word = "aligns" if p < 0.05 and num(ex.get("estimate")) > 0 else "does not align"
+    ex, st = _m(al.get("excess_vs_control")), _m(al.get("student"))
+    if al.get("layer") is not None and (ex or st):
+        parts = []
+        if st:
+            parts.append(
+                f"the student's EAS is {num(st.get('eas')):+.2f} (p = {num(st.get('p')):.2g} "
+                "against random directions)"
+            )
+        if ex:
+            parts.append(f"its excess over the base control {ci_words(ex)}")
+        sig = "an activation signature" if al.get("signature") else "no activation signature"
         return (
-            f"At layer {al['layer']} (fixed in advance) the student's shift {word} with the "
-            f"teacher vector beyond the base control's: excess {ci_text(ex)}."
+            f"At layer {al['layer']} (fixed in advance) "
+            + ", ".join(parts)
+            + f": {sig} (it needs both)."
         )
     if t.excess is not None and t.excess.estimate and t.excess.estimate[-1]:
         last = [x for x in t.excess.estimate[-1] if math.isfinite(x)]
@@ -385,12 +404,15 @@ def _section_track(
 
 def _section_screen(rep: Report, s: ScreenView) -> None:
     take = ""
-    means = {k: num(v.get("mean")) for k, v in s.summary.items()}
-    if s.layer is not None and len(means) >= 2:
-        ranked = sorted(means.items(), key=lambda kv: -kv[1] if math.isfinite(kv[1]) else 0)
+    t, c = _m(s.summary.get("teacher")), _m(s.summary.get("control"))
+    if s.layer is not None and t and c:
+        tl, th, cl, ch = (num(x.get(k)) for x in (t, c) for k in ("lo", "hi"))
+        apart = th < cl or ch < tl
         take = (
-            f"At layer {s.layer}, {ranked[0][0]} data project highest on the teacher vector "
-            "(mean ΔP " + ", ".join(f"{k} {v:+.3g}" for k, v in ranked) + ")."
+            f"At layer {s.layer} the teacher's data project {num(t.get('mean')):+.2f} "
+            f"[{tl:+.2f}, {th:+.2f}] on the teacher vector beyond the base model's own answers, "
+            f"the control data {num(c.get('mean')):+.2f} [{cl:+.2f}, {ch:+.2f}] (mean ΔP): "
+            + ("the screen separates them." if apart else "the intervals overlap.")
         )
     section(rep, "Screening the training data", "screen", take)
     if s.layer is None or not s.delta:
@@ -410,7 +432,7 @@ def _section_screen(rep: Report, s: ScreenView) -> None:
             [label(i) for i in order],
             [d[i] for i in order],
             title=f"Samples ranked by projection difference ΔP (layer {s.layer}); "
-            "orange = teacher data, blue = control",
+            "orange = teacher data, blue = base control data, grey = benign",
             xlabel="ΔP = proj(h(x, y)) − proj(h(x, y′)) (residual-stream units)",
             ylabel="sample (index, dataset: response)",
             colors=[

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: said when the results carry no measured detection power (``verdict.power``)
-NO_POWER = "Its detection power (how often it misses a real transfer) is not measured here."
+NO_POWER = "How often it misses a real transfer (its power) is not measured here."
 
 
 def _m(d: Any) -> Mapping[str, Any]:
