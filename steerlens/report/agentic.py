@@ -61,7 +61,7 @@ def agentic_answer(a: Mapping[str, Any], verdict: Mapping[str, Any]) -> tuple[st
     found = f"{head}."
     if st and ct:
         found = (
-            f"{head}: student {st.get('k')}/{st.get('n')} vs control student "
+            f"{head}; student {st.get('k')}/{st.get('n')} vs control student "
             f"{ct.get('k')}/{ct.get('n')} episodes {a.get('biased', 'biased')}-first."
         )
     sees = (

@@ -124,8 +124,8 @@ def section_mitigate(rep: Report, m: Mapping[str, Any], verdict: Mapping[str, An
         "mitigate",
         "What each mitigation costs against how much transfer it leaves."
         if sig
-        else "The unmitigated transfer is not significant at this size: no arm can be said to "
-        "reduce it.",
+        else "The unmitigated student did not move toward the trait significantly at this size: "
+        "no arm can be said to reduce transfer.",
     )
     rep.text(
         f"Every arm is a student trained like the unmitigated one on the teacher's data; "

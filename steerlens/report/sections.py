@@ -489,8 +489,10 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
     if results.get("kind") == "steerlens.mlp_aux":
         return render_mlp_aux(results, title)
     trait = results.get("trait")
+    kind = str(results.get("kind") or "").removeprefix("steerlens.")
+    what = f" ({kind})" if kind in ("svd", "mitigate", "audit") else ""
     rep = Report(
-        title or f"steerlens report{': ' + str(trait) if trait else ''}",
+        title or f"steerlens report{': ' + str(trait) + what if trait else ''}",
         f"steerlens {results.get('steerlens_version', '')}",
     )
     v = _m(results.get("verdict"))

@@ -76,7 +76,8 @@ def answer(
     test can and cannot see) followed by the power sentence."""
     power = power_sentence(verdict)
     second = f"{sees.rstrip('.')}. {power}" if sees else power
-    rep.answer([found, second], strength or str(_m(verdict).get("strength") or "weak"))
+    first = found[:1].upper() + found[1:]
+    rep.answer([first, second], strength or str(_m(verdict).get("strength") or "weak"))
 
 
 def headline(rep: Report, fig: go.Figure, note: str | None = None) -> None:
