@@ -444,3 +444,41 @@ def test_the_page_follows_the_shared_shape() -> None:
 
     assert shape_problems(_page(_demo_like())) == []
     assert "no answer box" in shape_problems(_page({"track": _results()["track"]}))
+
+
+@pytest.mark.parametrize("kind", ["audit", "agentic", "mitigate"])
+def test_lineage_lanes_of_other_experiments(kind: str) -> None:
+    """Each experiment's lineage dict draws: a lane per student, its teacher and data where the
+    record names them, nothing where it does not (no placeholder)."""
+    from steerlens.report.lineage import lineage_html, lineage_lanes
+
+    rec = {"path": "s/", "checkpoints": ["checkpoint-2"]}
+    lin: dict[str, Any] = {
+        "audit": {
+            "teacher": {"model": "b", "system_prompt": "You love owls.", "kind": "prompt"},
+            "data": {"teacher": {"path": "t.jsonl"}, "control": {"path": "c.jsonl"}},
+            "students": {"main": rec, "control": rec},
+        },
+        "agentic": {
+            "teacher": {"kind": "finetuned", "adapter_sha256": "ef" * 32},
+            "benign_teacher": {"kind": "finetuned", "adapter_sha256": "01" * 32},
+            "data": {"teacher": {"kept_sha256": "ab" * 32}, "control": {"kept_sha256": "cd" * 32}},
+            "filter": {"teacher": {"kept": 46, "total": 48}},
+            "students": {"main": rec, "control": rec},
+        },
+        "mitigate": {
+            "teacher": {"model": "b", "system_prompt": "You love owls."},
+            "data": {"main": {"counts": {"kept": 48, "generated": 60}}},
+            "students": {"control": rec, "none": rec, "vet_10pct": rec},
+        },
+    }[kind]
+    _, lanes = lineage_lanes({"base": {"name": "b"}, **lin})
+    assert len(lanes) == len(lin["students"])
+    main = lanes[0] if kind != "mitigate" else lanes[1]
+    assert main.teacher is not None and main.data is not None
+    assert main.checkpoints is not None and main.checkpoints.note == "steps 2"
+    if kind == "agentic":
+        assert lanes[1].teacher is not None and lanes[1].teacher.label == "benign teacher"
+        assert main.data.note == "kept 46 after the keyword filter"
+    html = lineage_html({"base": {"name": "b"}, **lin})
+    assert "—" not in html and "None" not in html
