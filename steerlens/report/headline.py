@@ -17,8 +17,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from steerlens.report.figures import NULL_GREY, PALETTE
+from steerlens.report.views import BehaviorView, ScoreSeries
 
-__all__ = ["behavior_answer", "behavior_figure", "behavior_series", "ci_words"]
+__all__ = ["behavior_answer", "behavior_figure", "ci_words"]
 
 _LABELS = {"main": "student", "control": "base control"}
 _COLORS = {"main": PALETTE[0], "control": PALETTE[1]}  # as in every other figure
@@ -45,23 +46,11 @@ def _label(name: str) -> str:
     return name.replace("_", " ")
 
 
-def behavior_series(beh: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    """(name, series) of every tracked series of a behavior dict, student first, then the base
-    control, then the rest (benign controls) in their order."""
-    found = [
-        (str(k), _m(v))
-        for k, v in beh.items()
-        if isinstance(v, Mapping) and isinstance(v.get("steps"), Sequence) and v.get("scores")
-    ]
-    rank = {"main": 0, "control": 1}
-    return sorted(found, key=lambda kv: rank.get(kv[0], 2))
-
-
-def _interval(rows: Any) -> tuple[float, float, float] | None:
+def _interval(rows: Sequence[float]) -> tuple[float, float, float] | None:
     """Mean and normal 95% interval of per-prompt scores (None when there are none)."""
-    if not isinstance(rows, Sequence) or len(rows) < 2:
+    if len(rows) < 2:
         return None
-    x = np.asarray([float(r) for r in rows], dtype=float)
+    x = np.asarray(rows, dtype=float)
     x = x[np.isfinite(x)]
     if len(x) < 2:
         return None
@@ -69,14 +58,12 @@ def _interval(rows: Any) -> tuple[float, float, float] | None:
     return float(x.mean()), float(x.mean()) - half, float(x.mean()) + half
 
 
-def behavior_figure(beh: Mapping[str, Any], units: str = "nats") -> go.Figure:
+def behavior_figure(b: BehaviorView) -> go.Figure:
     """Left: base, teacher(s), the controls and the student after training, each with its 95%
     interval over eval prompts (the teachers have no per-prompt scores: no bar). Right: every
     series per checkpoint, with a bracket from the base control to the student at the last
     step labelled with the paired difference and its CI."""
-    metric = _m(beh.get("metric"))
-    series = behavior_series(beh)
-    deltas = _m(beh.get("deltas"))
+    series = b.series
     fig = make_subplots(
         rows=1,
         cols=2,
@@ -86,24 +73,26 @@ def behavior_figure(beh: Mapping[str, Any], units: str = "nats") -> go.Figure:
     )
     # left: one point per model
     cats: list[tuple[str, float, float | None, float | None, str]] = []
-    base = _interval(beh.get("base_per_prompt"))
-    b0 = _f(series[0][1]["scores"][0]) if series else None
+    base = _interval(b.base_per_prompt)
+    b0 = _f(series[0].scores[0]) if series else None
     if base is not None:
         cats.append(("base", *base, NULL_GREY))
     elif b0 is not None:
         cats.append(("base", b0, None, None, NULL_GREY))
-    for key, label in (("teacher", "teacher"), ("benign_teacher", "benign teacher")):
-        v = _f(beh.get(key))
+    for v, label, color in (
+        (b.teacher, "teacher", _TEACHER),
+        (b.benign_teacher, "benign teacher", NULL_GREY),
+    ):
         if v is not None:
-            cats.append((label, v, None, None, _TEACHER if key == "teacher" else NULL_GREY))
-    for name, s in series[2:] + series[1::-1]:  # benign controls, base control, student
-        iv = _interval(s.get("last_per_prompt"))
-        last = _f((s.get("scores") or [None])[-1])
-        color = _COLORS.get(name, NULL_GREY)
+            cats.append((label, v, None, None, color))
+    for s in series[2:] + series[1::-1]:  # benign controls, base control, student
+        iv = _interval(s.last_per_prompt)
+        last = _f(s.scores[-1])
+        color = _COLORS.get(s.name, NULL_GREY)
         if iv is not None:
-            cats.append((_label(name), *iv, color))
+            cats.append((_label(s.name), *iv, color))
         elif last is not None:
-            cats.append((_label(name), last, None, None, color))
+            cats.append((_label(s.name), last, None, None, color))
     fig.add_trace(
         go.Scatter(
             x=[c[0] for c in cats],
@@ -126,20 +115,20 @@ def behavior_figure(beh: Mapping[str, Any], units: str = "nats") -> go.Figure:
     )
     # right: per checkpoint
     shown_benign = False
-    for name, s in series:
-        benign = name.startswith("benign")
+    for s in series:
+        benign = s.name.startswith("benign")
         fig.add_trace(
             go.Scatter(
-                x=list(s["steps"]),
-                y=[_f(v) for v in s["scores"]],
+                x=s.steps,
+                y=[_f(v) for v in s.scores],
                 mode="lines+markers",
-                name="benign controls" if benign else _label(name),
-                legendgroup="benign" if benign else name,
+                name="benign controls" if benign else _label(s.name),
+                legendgroup="benign" if benign else s.name,
                 showlegend=not (benign and shown_benign),
                 line={
-                    "color": _COLORS.get(name, NULL_GREY),
-                    "width": 3 if name == "main" else 2,
-                    "dash": "dot" if benign else ("dash" if name == "control" else "solid"),
+                    "color": _COLORS.get(s.name, NULL_GREY),
+                    "width": 3 if s.name == "main" else 2,
+                    "dash": "dot" if benign else ("dash" if s.name == "control" else "solid"),
                 },
             ),
             row=1,
@@ -148,11 +137,11 @@ def behavior_figure(beh: Mapping[str, Any], units: str = "nats") -> go.Figure:
         shown_benign = shown_benign or benign
     if b0 is not None:
         fig.add_hline(y=b0, line={"dash": "dot", "color": NULL_GREY}, row=1, col=2)
-    _mark_distance(fig, dict(series), deltas, units)
+    _mark_distance(fig, {s.name: s for s in series}, b.deltas, b.units)
     fig.update_xaxes(type="category", title_text="model (last checkpoint)", row=1, col=1)
     fig.update_xaxes(title_text="training step (optimizer steps; 0 = base)", row=1, col=2)
-    unit = units.split(" (")[0]
-    fig.update_yaxes(title_text=f"trait score ({metric.get('metric', 'score')}, {unit})", row=1)
+    unit = b.units.split(" (")[0]
+    fig.update_yaxes(title_text=f"trait score ({b.metric}, {unit})", row=1)
     fig.update_layout(
         title={"text": "Trait behavior: base, teacher, student and controls", "x": 0.01},
         height=430,
@@ -165,17 +154,17 @@ def behavior_figure(beh: Mapping[str, Any], units: str = "nats") -> go.Figure:
 
 def _mark_distance(
     fig: go.Figure,
-    series: Mapping[str, Mapping[str, Any]],
-    deltas: Mapping[str, Any],
+    series: Mapping[str, ScoreSeries],
+    deltas: Mapping[str, Mapping[str, Any]],
     units: str,
 ) -> None:
     """A bracket at the last step from the base control to the student, with the paired
     difference (CI, p), and the distance beyond the benign replicates when measured."""
     main, ctrl = series.get("main"), series.get("control")
-    if not main or not ctrl or not main.get("steps"):
+    if not main or not ctrl or not main.steps:
         return
-    x = list(main["steps"])[-1]
-    y1, y0 = _f(main["scores"][-1]), _f(ctrl["scores"][-1])
+    x = main.steps[-1]
+    y1, y0 = _f(main.scores[-1]), _f(ctrl.scores[-1])
     if y1 is None or y0 is None:
         return
     fig.add_trace(
@@ -253,10 +242,10 @@ def behavior_answer(results: Mapping[str, Any]) -> tuple[str, str]:
     from the verdict's numbers (its claim, the behavior deltas, the headline layer's test)."""
     v = _m(results.get("verdict"))
     nums = _m(v.get("numbers"))
-    beh = _m(results.get("behavior"))
+    beh = BehaviorView.of(_m(results.get("behavior")))
     trait = str(results.get("trait") or "trait")
-    unit = str(_m(beh.get("metric")).get("units") or "nats").split(" (")[0]
-    deltas = _m(nums.get("behavior")) or _m(beh.get("deltas"))
+    unit = beh.units.split(" (")[0]
+    deltas = _m(nums.get("behavior")) or beh.deltas
     mc, rep = _m(deltas.get("main_vs_control")), _m(deltas.get("main_vs_benign_replicates"))
     al = _m(nums.get("alignment"))
     claim = str(nums.get("claim") or v.get("claim") or "")
@@ -292,8 +281,8 @@ def behavior_answer(results: Mapping[str, Any]) -> tuple[str, str]:
         found = str(v.get("headline") or "No verdict in these results.")
     if claim == "inherited" and al:
         found += f" At layer {layer} its activations show {_signature_words(al)}."
-    n = _m(deltas.get("main_vs_base")).get("n") or _m(beh.get("metric")).get("n_prompts")
-    metric = str(_m(beh.get("metric")).get("metric") or "")
+    n = _m(deltas.get("main_vs_base")).get("n") or beh.n_prompts
+    metric = beh.metric
     what = (
         f"the {trait} answer's log-probability"
         if metric == "logprob"

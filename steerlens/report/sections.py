@@ -13,12 +13,7 @@ from steerlens.common import jsonable
 from steerlens.report.agentic import agentic_answer, agentic_headline, section_agentic
 from steerlens.report.evidence import section_evidence
 from steerlens.report.figures import PALETTE, bars, heatmap, lines_with_bands, rgba
-from steerlens.report.headline import (
-    behavior_answer,
-    behavior_figure,
-    behavior_series,
-    ci_words,
-)
+from steerlens.report.headline import behavior_answer, behavior_figure, ci_words
 from steerlens.report.lineage import section_lineage
 from steerlens.report.mitigate import mitigate_answer, mitigate_headline, section_mitigate
 from steerlens.report.mlp_aux import render_mlp_aux
@@ -33,6 +28,7 @@ from steerlens.report.shape import (
 )
 from steerlens.report.svd import section_svd, svd_answer, svd_headline
 from steerlens.report.views import (
+    BehaviorView,
     CarryView,
     ScreenView,
     SeriesView,
@@ -463,11 +459,10 @@ def _answer_and_headline(rep: Report, results: Mapping[str, Any]) -> None:
     elif _m(results.get("mitigate")):
         found, sees = mitigate_answer(_m(results["mitigate"]), v)
         fig = mitigate_headline(_m(results["mitigate"]))
-    elif _m(results.get("behavior")) and behavior_series(_m(results["behavior"])):
+    elif (beh := BehaviorView.of(_m(results.get("behavior")))).series:
         if v:
             found, sees = behavior_answer(results)
-        beh = _m(results["behavior"])
-        fig = behavior_figure(beh, str(_m(beh.get("metric")).get("units") or "nats"))
+        fig = behavior_figure(beh)
     elif v:
         found = str(v.get("headline") or "")
     if found:
