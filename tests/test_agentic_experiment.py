@@ -13,6 +13,7 @@ from steerlens.distill.chats import chat_example, trajectory_data
 from steerlens.experiments import get, names
 from steerlens.experiments.agentic import AgenticApiConfig, AgenticBashConfig
 from steerlens.report import render_report
+from steerlens.report.shape import shape_problems
 from steerlens.testing import tiny_model
 
 
@@ -89,3 +90,4 @@ def test_quick_run_end_to_end(setting: str, tiny_dir: Path, tmp_path: Path) -> N
     assert res["verdict"]["headline"]
     html = render_report(res.to_json()).html()
     assert "Keyword filter" in html and "first-action rate" in html
+    assert shape_problems(html) == []  # the one report shape (steerlens.report.shape)

@@ -157,7 +157,8 @@ def test_demo_pipeline_on_tiny_model_writes_a_report(
 @pytest.mark.browser
 def test_readme_demo_command_quick(tmp_path: Path) -> None:
     """`steerlens demo --quick` on the embedded SmolLM2: the README's main job, smoke-sized."""
-    from steerlens.report import browser_check
+    from steerlens.report import browser_check, first_screen
+    from steerlens.report.shape import shape_problems
 
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
@@ -169,6 +170,13 @@ def test_readme_demo_command_quick(tmp_path: Path) -> None:
     assert any("Carry test" in line for line in res["verdict"]["lines"])
     check = browser_check(out / "report.html")
     assert check["errors"] == [] and check["drawn"] == check["figures"] >= 8
+    # issue 29: the answer first, under ~600 visible characters, then the behavior figure
+    page = (out / "report.html").read_text()
+    text, has_figure = first_screen(page)
+    assert has_figure and len(text) < 600, (len(text), text)
+    assert shape_problems(page) == []
+    head = page[page.index("<section id='headline'>") :]
+    assert "Trait behavior: base, teacher, student and controls" in head[: head.index("</section>")]
     shutil.rmtree(out / "students", ignore_errors=True)
 
 

@@ -146,8 +146,11 @@ def test_mitigate_runs_on_a_tiny_model(tmp_path: Path, capsys: pytest.CaptureFix
     reg = json.loads((out / "students" / "reg_10" / "distill.json").read_text())
     assert "reg_10" in students and json.dumps(reg).count("reg_lambda") >= 1
     assert arms["reg_10"]["heldout_loss"] > 0 and np.isfinite(arms["steer"]["heldout_loss"])
+    from steerlens.report.shape import shape_problems
+
     html = (out / "report.html").read_text()
     assert "Mitigations of trait transfer" in html and "reduction vs none" in html
+    assert shape_problems(html) == []  # the one report shape (steerlens.report.shape)
     check = browser_check(out / "report.html")
     assert check["errors"] == [] and check["drawn"] == check["figures"] >= 1
     capsys.readouterr()

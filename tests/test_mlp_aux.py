@@ -17,6 +17,7 @@ from steerlens.experiments import get, mlp_aux
 from steerlens.experiments.mlp_aux import MlpAuxConfig, run_seed, t_interval, tracked_epochs
 from steerlens.experiments.mlp_data import load_data, make_noise
 from steerlens.report import render_report
+from steerlens.report.shape import shape_problems
 
 TINY = MlpAuxConfig.quick(
     n_seeds=1, teacher_epochs=3, student_epochs=2, n_noise=512, n_probe=64, n_null=50, n_boot=50
@@ -58,6 +59,7 @@ def test_quick_run_through_the_command_line_writes_results_and_report(tmp_path: 
     assert res["resolved"] == {"teacher_epochs": 20, "student_epochs": 2, "n_noise": 1024}
     rep = render_report(res)
     assert rep.n_figures == 3 and "Accuracy beside the paper" in rep.html()
+    assert shape_problems(rep.html()) == []  # the one report shape (steerlens.report.shape)
     assert (tmp_path / "report.html").stat().st_size > 100_000
 
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from steerlens.report import browser_check, render_report, write_json
@@ -256,8 +258,9 @@ def test_result_objects_with_to_json_are_read_as_their_json() -> None:
 
 def test_sections_are_anchored() -> None:
     page = _page(_results())
-    for anchor in ("verdict", "lineage", "vector", "carry", "behavior", "track", "screen", "run"):
+    for anchor in ("headline", "lineage", "vector", "carry", "track", "screen"):
         assert f"<section id='{anchor}'>" in page
+    assert "id='answer'" in page and "<details id='evidence' class='evidence'>" in page
 
 
 def test_write_json_keeps_obj_path_order(tmp_path: Path) -> None:
@@ -275,10 +278,19 @@ def test_public_names_are_re_exported() -> None:
 
 @pytest.mark.browser
 def test_report_renders_in_chromium_without_errors(tmp_path: Path) -> None:
-    rep = render_report(_results())
-    check = browser_check(rep.save(tmp_path / "report.html"))
+    """Checked as a person would: opened in headless Chromium, no console or script errors,
+    every figure drawn (has its SVG), and a screenshot of the first screen that is not blank."""
+    from steerlens.report import browser_screenshot
+
+    rep = render_report(_demo_like())
+    html = rep.save(tmp_path / "report.html")
+    check = browser_check(html)
     assert check["errors"] == []
     assert check["figures"] == rep.n_figures >= 9 and check["drawn"] == check["figures"]
+    png = browser_screenshot(html, tmp_path / "top.png", width=1200, height=860).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", png[16:24]) == (1200, 860)
+    assert len(png) > 40_000  # text and a drawn figure, not an empty page
 
 
 def test_lineage_lists_students_grouped_by_loss() -> None:
@@ -286,5 +298,187 @@ def test_lineage_lists_students_grouped_by_loss() -> None:
     with its path and checkpoints (not an empty row per loss)."""
     rec = {"path": "runs/svd/students/kl/steered", "checkpoints": ["checkpoint-24"]}
     page = _page({"lineage": {"students": {"kl": {"steered": rec}, "main": {"path": "m/"}}}})
-    assert "student (kl, steered)" in page and "runs/svd/students/kl/steered" in page
-    assert "checkpoint-24" in page and "student (main)" in page
+    assert "student: kl, steered" in page and "runs/svd/students/kl/steered" in page
+    assert "checkpoint-24" in page and "student: main" in page
+
+
+# ------------------------------------------------------------------ the shape of every page
+
+
+def _demo_like() -> dict[str, Any]:
+    """The synthetic results with what the demo adds: per-prompt scores, benign replicates,
+    the deltas and a verdict with its numbers (the claim), and the owl lineage."""
+    res = _results()
+    rng = np.random.default_rng(0)
+    beh = res["behavior"]
+    beh["base_per_prompt"] = list(-6.4 + 0.3 * rng.standard_normal(50))
+    for name, shift in (("main", 0.3), ("control", 0.05)):
+        beh[name]["last_per_prompt"] = list(-6.4 + shift + 0.3 * rng.standard_normal(50))
+    for r, name in enumerate(("benign", "benign2", "benign3")):
+        beh[name] = {"steps": STEPS, "scores": [-6.4, -6.3, -6.25, -6.3 + 0.01 * r]}
+    delta = {"estimate": 0.26, "lo": 0.22, "hi": 0.29, "p": 0.0005, "n": 50}
+    reps = {"estimate": 0.16, "k": 3, "p": 0.0014, "t": 18.7, "df": 2, "replicate_sd": 0.008}
+    beh["deltas"] = {
+        "main_vs_base": delta,
+        "main_vs_control": delta,
+        "main_vs_benign_replicates": {**reps, "pi_lo": -6.4, "pi_hi": -6.2},
+    }
+    excess = {"estimate": 0.02, "lo": -0.01, "hi": 0.05, "p": 0.26, "level": 0.95}
+    res["verdict"] = {
+        "headline": "Inherited: the student's trait behavior moved beyond the base control's.",
+        "lines": ["a line the verdict rests on"] * 17,
+        "strength": "strong",
+        "numbers": {
+            "alpha": 0.05,
+            "claim": "inherited",
+            "behavior": beh["deltas"],
+            "alignment": {"layer": 4, "rule": "carry clean peak", "excess_vs_control": excess},
+        },
+    }
+    res["lineage"] = {
+        "base": {
+            "name": "tiny",
+            "architecture": "llama",
+            "n_layers": 6,
+            "hidden_size": D,
+            "fingerprint": "ab" * 32,
+            "source": None,
+        },
+        "teacher": {"model": "tiny", "system_prompt": "You love owls."},
+        "benign_teacher": {"model": "tiny", "system_prompt": "You love nothing in particular."},
+        "data": {
+            k: {
+                "sha256": "cd" * 32,
+                "counts": {"kept": 40, "generated": 48},
+                "settings": {"system": None, "temperature": 1.0, "vector_sha256": None},
+            }
+            for k in ("main", "control", "benign")
+        },
+        "data_source": {"main": "You love owls.", "control": None, "benign": "You love..."},
+        "students": {
+            k: {
+                "path": f"runs/x/students/{k}",
+                "checkpoints": ["checkpoint-8", "checkpoint-16"],
+                "alpha": None,
+                "layers": [],
+                "vector_meta": {},
+            }
+            for k in ("main", "control", "benign")
+        },
+        "seeds": {"seed": 0},
+        "steerlens_version": "0.0.test",
+    }
+    return res
+
+
+def test_page_opens_with_the_answer_then_the_behavior_figure() -> None:
+    """Issue 29: the verdict in plain words, then ONE headline figure (the trait behavior of
+    base, teacher, student and controls); under ~600 visible characters above it; the full
+    statistics folded under Evidence."""
+    from steerlens.report import first_screen
+
+    page = _page(_demo_like())
+    text, has_fig = first_screen(page)
+    assert has_fig and len(text) < 600, (len(text), text)
+    assert "Inherited" in text and "+0.26 nats (95% CI [+0.22, +0.29]" in text
+    assert "(its power) is not measured" in text  # the power hook, until verdict.power lands
+    assert "a line the verdict rests on" not in text  # the statistics are folded
+    first = _figures(page)[0]
+    assert first["layout"]["title"]["text"].startswith("Trait behavior")
+    names = {t.get("name") for t in first["data"]} | {
+        x for t in first["data"] for x in (t.get("x") or []) if isinstance(x, str)
+    }
+    assert {"base", "teacher", "student", "base control", "benign controls"} <= names
+    notes = " ".join(a.get("text", "") for a in first["layout"].get("annotations", []))
+    assert "student − base control" in notes and "beyond 3 benign controls" in notes
+    ev = page[page.index("<details id='evidence'") :]
+    assert "a line the verdict rests on" in ev and "Evidence: student and controls" in ev
+
+
+def test_the_power_sentence_is_read_from_the_verdict() -> None:
+    from steerlens.report import first_screen
+
+    res = _demo_like()
+    res["verdict"]["power"] = {"text": "At this size it detects a steered teacher 9 times in 10."}
+    text, _ = first_screen(_page(res))
+    assert "9 times in 10" in text and "not measured" not in text
+
+
+def test_every_section_opens_with_a_takeaway_above_its_figure() -> None:
+    page = _page(_demo_like())
+    for anchor in ("track", "carry", "vector", "screen", "lineage"):
+        sec = page[page.index(f"<section id='{anchor}'>") :]
+        sec = sec[: sec.index("</section>")]
+        take = sec.find("class='takeaway'")
+        assert take > 0, anchor
+        fig = sec.find("class='fig'")
+        assert fig < 0 or take < fig, anchor
+
+
+def test_lineage_is_a_graph_without_placeholders() -> None:
+    """base → teacher → data → student → checkpoints, one lane per student; fields that do not
+    apply (None, empty) are omitted; hashes and settings fold inside each node."""
+    page = _page(_demo_like())
+    sec = page[page.index("<section id='lineage'>") :]
+    sec = sec[: sec.index("</section>")]
+    assert "<div class='lineage'" in sec and "—" not in sec
+    for label in (
+        "trait teacher",
+        "benign teacher",
+        "base as teacher",
+        "data (main)",
+        "student: main",
+        "student: benign",
+        "steps 8, 16",
+    ):
+        assert label in sec, label
+    assert sec.count("class='node") >= 1 + 3 * 4  # the base, then 4 nodes per lane
+    assert "kept 40 of 48" in sec and "abababababab…" in sec  # a hash shown short
+    assert "title='" + "ab" * 32 + "'" in sec  # and whole on hover
+    for absent in ("vector_sha256", "vector_meta", "alpha", ">source<"):
+        assert absent not in sec, absent
+
+
+def test_the_page_follows_the_shared_shape() -> None:
+    from steerlens.report.shape import shape_problems
+
+    assert shape_problems(_page(_demo_like())) == []
+    assert "no answer box" in shape_problems(_page({"track": _results()["track"]}))
+
+
+@pytest.mark.parametrize("kind", ["audit", "agentic", "mitigate"])
+def test_lineage_lanes_of_other_experiments(kind: str) -> None:
+    """Each experiment's lineage dict draws: a lane per student, its teacher and data where the
+    record names them, nothing where it does not (no placeholder)."""
+    from steerlens.report.lineage import lineage_html, lineage_lanes
+
+    rec = {"path": "s/", "checkpoints": ["checkpoint-2"]}
+    lin: dict[str, Any] = {
+        "audit": {
+            "teacher": {"model": "b", "system_prompt": "You love owls.", "kind": "prompt"},
+            "data": {"teacher": {"path": "t.jsonl"}, "control": {"path": "c.jsonl"}},
+            "students": {"main": rec, "control": rec},
+        },
+        "agentic": {
+            "teacher": {"kind": "finetuned", "adapter_sha256": "ef" * 32},
+            "benign_teacher": {"kind": "finetuned", "adapter_sha256": "01" * 32},
+            "data": {"teacher": {"kept_sha256": "ab" * 32}, "control": {"kept_sha256": "cd" * 32}},
+            "filter": {"teacher": {"kept": 46, "total": 48}},
+            "students": {"main": rec, "control": rec},
+        },
+        "mitigate": {
+            "teacher": {"model": "b", "system_prompt": "You love owls."},
+            "data": {"main": {"counts": {"kept": 48, "generated": 60}}},
+            "students": {"control": rec, "none": rec, "vet_10pct": rec},
+        },
+    }[kind]
+    _, lanes = lineage_lanes({"base": {"name": "b"}, **lin})
+    assert len(lanes) == len(lin["students"])
+    main = lanes[0] if kind != "mitigate" else lanes[1]
+    assert main.teacher is not None and main.data is not None
+    assert main.checkpoints is not None and main.checkpoints.note == "steps 2"
+    if kind == "agentic":
+        assert lanes[1].teacher is not None and lanes[1].teacher.label == "benign teacher"
+        assert main.data.note == "kept 46 after the keyword filter"
+    html = lineage_html({"base": {"name": "b"}, **lin})
+    assert "—" not in html and "None" not in html

@@ -75,6 +75,7 @@ def test_students_get_lora_on_the_band_ending_at_the_steered_layer() -> None:
 
 def test_svd_runs_on_a_tiny_model(tmp_path: Path) -> None:
     from steerlens.report import browser_check, render_report
+    from steerlens.report.shape import shape_problems
 
     lm = tiny_model("llama", seed=3)
     d = tmp_path / "model"
@@ -112,6 +113,7 @@ def test_svd_runs_on_a_tiny_model(tmp_path: Path) -> None:
     rep = render_report(saved)
     html = rep.html()
     assert "Teachers and transfer" in html and "Δ vs base control" in html
+    assert shape_problems(html) == []  # the one report shape (steerlens.report.shape)
     check = browser_check(rep.save(tmp_path / "svd" / "report.html"))
     assert check["errors"] == [] and check["drawn"] == check["figures"] >= 1
     logs.clear()

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from steerlens.report.figures import PALETTE, bars
-from steerlens.report.page import Report
+import plotly.graph_objects as go
 
-__all__ = ["section_agentic"]
+from steerlens.report.page import Report
+from steerlens.report.shape import dots_with_ci, folded, section
+
+__all__ = ["agentic_answer", "agentic_headline", "section_agentic"]
 
 
 def _rate_row(name: str, m: Mapping[str, Any]) -> dict[str, Any]:
@@ -27,10 +29,63 @@ def _rate_row(name: str, m: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def section_agentic(rep: Report, a: Mapping[str, Any]) -> None:
-    """Rates, action choice, filter counts, completion and examples of an agentic run."""
+def _pt(name: str, m: Mapping[str, Any]) -> tuple[str, float | None, float | None, float | None]:
+    r = m.get("rate") or {}
+    return (name, r.get("rate"), r.get("low"), r.get("high"))
+
+
+def agentic_headline(a: Mapping[str, Any]) -> go.Figure:
+    """The headline: the biased-first rate (Wilson 95%) of the base, the teachers and every
+    student checkpoint, student and control student side by side."""
     biased = str(a.get("biased", "biased"))
-    rep.heading(f"Agent behavior: {biased} first ({a.get('setting')})", "agentic")
+    models, series = a.get("models", {}), a.get("series", {})
+    names = {"base": "base", "teacher": "teacher", "control": "control teacher"}
+    groups: dict[str, list[Any]] = {
+        "base and teachers": [_pt(names[n], models[n]) for n in names if n in models]
+    }
+    for role, label in (("teacher", "student"), ("control", "control student")):
+        groups[label] = [_pt(f"{label} step {ck['step']}", ck) for ck in series.get(role, [])]
+    return dots_with_ci(
+        groups,
+        title=f"{biased}-first rate: base, teachers, student and control student",
+        xlabel="model (and training step)",
+        ylabel="fraction of episodes (Wilson 95% CI)",
+    )
+
+
+def agentic_answer(a: Mapping[str, Any], verdict: Mapping[str, Any]) -> tuple[str, str]:
+    """(found, what the test sees) for an agentic run."""
+    head = str(verdict.get("headline") or "").rstrip(".")
+    st = (a.get("series", {}).get("teacher") or [{}])[-1].get("rate") or {}
+    ct = (a.get("series", {}).get("control") or [{}])[-1].get("rate") or {}
+    found = f"{head}."
+    if st and ct:
+        found = (
+            f"{head}; student {st.get('k')}/{st.get('n')} vs control student "
+            f"{ct.get('k')}/{ct.get('n')} episodes {a.get('biased', 'biased')}-first."
+        )
+    sees = (
+        "The test sees the first scored action of sampled episodes on held-out ambiguous tasks "
+        "(Wilson intervals) and the action-choice probability at the first decision point; it "
+        "cannot see rarer biases than the episode count resolves"
+    )
+    return found, sees
+
+
+def section_agentic(rep: Report, a: Mapping[str, Any]) -> None:
+    """Action choice, filter counts, completion and examples of an agentic run (its rates are
+    the headline figure)."""
+    biased = str(a.get("biased", "biased"))
+    f = (a.get("filter") or {}).get("teacher") or {}
+    section(
+        rep,
+        f"Agent behavior: {biased} first ({a.get('setting')})",
+        "agentic",
+        f"The keyword filter dropped {f.get('dropped')} of {f.get('total')} teacher "
+        "trajectories; the rates per model, with their action choice, are below."
+        if f
+        else "First-action rates and action choice per model.",
+    )
     models, series = a.get("models", {}), a.get("series", {})
     rows = [_rate_row(n, models[n]) for n in ("base", "teacher", "control") if n in models]
     for role in ("teacher", "control"):
@@ -43,18 +98,15 @@ def section_agentic(rep: Report, a: Mapping[str, Any]) -> None:
         "share of the scored names."
     )
     rep.table(rows)
-    if rows:
-        rep.figure(
-            bars(
-                [r["model"] for r in rows],
-                [float(r["first-action rate"].split("= ")[1]) for r in rows],
-                title=f"{biased}-first rate",
-                xlabel="fraction of episodes",
-                ylabel="model",
-                colors=[PALETTE[i % 3] for i in range(len(rows))],
-            )
-        )
-    rep.heading("Keyword filter", "filter")
+    kw = a.get("kept_with_keyword", {})
+    section(
+        rep,
+        "Keyword filter",
+        "filter",
+        "Kept trajectories holding a keyword (checked again on the kept set): "
+        + (", ".join(f"{k}: {v}" for k, v in kw.items()) or "none")
+        + ".",
+    )
     if a.get("filter_keywords"):
         rep.text(
             "Keywords (case-insensitive, word-bounded, with inflections; searched in the task, "
@@ -66,11 +118,6 @@ def section_agentic(rep: Report, a: Mapping[str, Any]) -> None:
             {"teacher": role, **{k: v for k, v in c.items() if k != "by_place"}}
             for role, c in filt.items()
         ]
-    )
-    kw = a.get("kept_with_keyword", {})
-    rep.text(
-        "Kept trajectories holding a keyword (checked again on the kept set): "
-        + ", ".join(f"{k}: {v}" for k, v in kw.items())
     )
     comp = a.get("completed", {})
     rep.table(
@@ -90,5 +137,5 @@ def section_agentic(rep: Report, a: Mapping[str, Any]) -> None:
             for e in items
         ]
         if flat:
-            rep.text(what.replace("_", " "))
-            rep.table(flat)
+            with folded(rep, what.replace("_", " ")):
+                rep.table(flat)

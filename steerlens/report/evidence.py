@@ -21,13 +21,13 @@ def _m(d: Any) -> Mapping[str, Any]:
 
 def _ci(d: Mapping[str, Any]) -> str:
     if not d:
-        return "—"
+        return ""
     return f"{d['estimate']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
 
 
 def _p(d: Mapping[str, Any], key: str = "p") -> str:
     v = d.get(key) if d else None
-    return "—" if v is None else f"{float(v):.2g}"
+    return "" if v is None else f"{float(v):.2g}"
 
 
 def _row(name: str, label: str, al: Mapping[str, Any], deltas: Mapping[str, Any]) -> dict[str, Any]:
@@ -36,17 +36,19 @@ def _row(name: str, label: str, al: Mapping[str, Any], deltas: Mapping[str, Any]
     d = _m(deltas.get(f"{name}_vs_base"))
     ex = _m(al.get({"control": "excess_vs_control", "benign": "excess_vs_benign"}.get(name, "")))
     vs_ctrl = _m(deltas.get(f"main_vs_{name}"))
+
+    def vs(d: Mapping[str, Any]) -> str:
+        return "" if name == "main" or not d else f"{_ci(d)}, p={_p(d)}"
+
     return {
         "series": label,
         "behavior Δ vs base [95% CI]": _ci(d),
         "p (Δ vs base)": _p(d),
-        f"EAS at layer {al.get('layer')}": "—" if not a else f"{a['eas']:+.3f}",
-        "z iso / z cov": "—" if not a else f"{a['z_iso']:+.1f} / {a['z_cov']:+.1f}",
-        "p one-sided / two-sided": "—" if not a else f"{a['p']:.2g} / {a['p_two_sided']:.2g}",
-        "student − this: behavior [CI], p": "—"
-        if name == "main"
-        else f"{_ci(vs_ctrl)}, p={_p(vs_ctrl)}",
-        "student − this: EAS [CI], p": "—" if name == "main" else f"{_ci(ex)}, p={_p(ex)}",
+        f"EAS at layer {al.get('layer')}": "" if not a else f"{a['eas']:+.3f}",
+        "z iso / z cov": "" if not a else f"{a['z_iso']:+.1f} / {a['z_cov']:+.1f}",
+        "p one-sided / two-sided": "" if not a else f"{a['p']:.2g} / {a['p_two_sided']:.2g}",
+        "student − this: behavior [CI], p": vs(vs_ctrl),
+        "student − this: EAS [CI], p": vs(ex),
     }
 
 
@@ -57,7 +59,7 @@ def section_evidence(rep: Report, verdict: Mapping[str, Any]) -> None:
     if not al:
         return
     deltas = _m(nums.get("behavior"))
-    rep.heading("Evidence: student and controls side by side", "evidence")
+    rep.subheading("Evidence: student and controls side by side")
     rep.text(
         f"Claim: {nums.get('claim')} (tests at α={nums.get('alpha')}). Headline layer "
         f"{al.get('layer')}: {al.get('rule')}. Behavior deltas are means over eval prompts of "

@@ -10,10 +10,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import plotly.graph_objects as go
+
 from steerlens.report.figures import scatter_with_errors
 from steerlens.report.page import Report
+from steerlens.report.shape import dots_with_ci, folded, section
 
-__all__ = ["mitigate_table", "section_mitigate"]
+__all__ = ["mitigate_answer", "mitigate_headline", "mitigate_table", "section_mitigate"]
 
 
 def _f(x: Any) -> float | None:
@@ -81,9 +84,49 @@ def mitigate_table(arms: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def mitigate_headline(m: Mapping[str, Any]) -> go.Figure:
+    """The headline: each arm's transfer Δ vs the base control (95% CI); the unmitigated
+    student (arm ``none``) first, then the mitigations."""
+    groups: dict[str, list[tuple[str, float | None, float | None, float | None]]] = {}
+    for a in m.get("arms") or []:
+        tr = a.get("transfer") or {}
+        group = "unmitigated student" if a.get("arm") == "none" else "mitigated students"
+        groups.setdefault(group, []).append(
+            (str(a.get("arm")), _f(tr.get("delta")), _f(tr.get("delta_lo")), _f(tr.get("delta_hi")))
+        )
+    unit = (m.get("metric") or {}).get("metric") or "trait score"
+    return dots_with_ci(
+        groups,
+        title="Transfer per arm: student − base control",
+        xlabel="arm (mitigation)",
+        ylabel=f"Δ {unit} vs base control (95% CI)",
+        hline=0.0,
+    )
+
+
+def mitigate_answer(m: Mapping[str, Any], verdict: Mapping[str, Any]) -> tuple[str, str]:
+    """(found, what the test sees) of a mitigate run."""
+    found = str(verdict.get("headline") or "No verdict in these results.").rstrip(".") + "."
+    sees = (
+        "A reduction is claimed only beyond the spread of the unmitigated students' replicates "
+        "and only when the unmitigated transfer is itself significant; one teacher, one training "
+        "seed per arm"
+    )
+    return found, sees
+
+
 def section_mitigate(rep: Report, m: Mapping[str, Any], verdict: Mapping[str, Any]) -> None:
-    """Add the mitigation section (table, cost-vs-transfer scatter, verdict) to ``rep``."""
-    rep.heading(f"Mitigations of trait transfer ({m.get('setting')})", "mitigate")
+    """Add the mitigation section (cost-vs-transfer scatter, table, verdict) to ``rep``."""
+    sig = not verdict or verdict.get("unmitigated_significant", True)
+    section(
+        rep,
+        f"Mitigations of trait transfer ({m.get('setting')})",
+        "mitigate",
+        "What each mitigation costs against how much transfer it leaves."
+        if sig
+        else "The unmitigated student did not move toward the trait significantly at this size: "
+        "no arm can be said to reduce transfer.",
+    )
     rep.text(
         f"Every arm is a student trained like the unmitigated one on the teacher's data; "
         f"mitigations act at layer {m.get('layer')} (regulariser at {m.get('reg_layer')}; "
@@ -98,12 +141,6 @@ def section_mitigate(rep: Report, m: Mapping[str, Any], verdict: Mapping[str, An
         f"(base {_f(m.get('heldout_loss_base'))}, base control "
         f"{_f(m.get('heldout_loss_control'))})."
     )
-    if verdict and not verdict.get("unmitigated_significant", True):
-        rep.verdict(
-            "The unmitigated transfer is not significant at this size",
-            ["No arm can be said to reduce it: the reductions below are shown, not claimed."],
-            "none",
-        )
     arms = list(m.get("arms") or [])
     table = mitigate_table(arms)
     if m.get("setting") == "owl":  # the agent-only columns
@@ -117,7 +154,8 @@ def section_mitigate(rep: Report, m: Mapping[str, Any], verdict: Mapping[str, An
             f"held-out safe tasks completed (base: {_f(m.get('safe_completed_base'))}). Keyword "
             f"filter counts: {m.get('filter')}."
         )
-    rep.table(table)
+    with folded(rep, "Numbers per arm"):
+        rep.table(table)
     pts = []
     for a in arms:
         tr = a.get("transfer") or {}

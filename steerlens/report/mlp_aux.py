@@ -10,6 +10,7 @@ from typing import Any
 
 from steerlens.report.figures import lines_with_bands
 from steerlens.report.page import Report
+from steerlens.report.shape import answer, evidence, headline, section, verdict_lines
 
 __all__ = ["render_mlp_aux"]
 
@@ -22,11 +23,45 @@ def _series(cells: Sequence[Mapping[str, float]]) -> tuple[list[float], list[flo
     return [c["mean"] for c in cells], [c["lo"] for c in cells], [c["hi"] for c in cells]
 
 
+def _headline_figure(rep: Report, res: Mapping[str, Any]) -> None:
+    """The headline: same-init and different-init students' test accuracy per epoch (bands:
+    t-interval over seeds), the teacher's and chance as reference lines."""
+    s = res["summary"]
+    epochs = s["epochs"]
+    series, bands = {}, {}
+    for w, label in (("same", "same-init student"), ("diff", "different-init student")):
+        m, lo, hi = _series(s["acc_by_epoch"][w])
+        series[label], bands[label] = m, (lo, hi)
+    fig = lines_with_bands(
+        epochs,
+        series,
+        bands=bands,
+        title="Student test accuracy by epoch: same init vs different init",
+        xlabel="student epoch",
+        ylabel="test accuracy (fraction)",
+        hline=0.1,
+    )
+    teacher = (s.get("accuracy") or {}).get("teacher") or {}
+    if isinstance(teacher.get("mean"), (int, float)):
+        fig.add_hline(
+            y=float(teacher["mean"]),
+            line={"dash": "dash", "color": "#2b8a3e"},
+            annotation_text="teacher",
+        )
+    headline(rep, fig, "Bands: 95% t-interval over seeds. Dotted: chance (10%).")
+
+
 def _accuracy(rep: Report, res: Mapping[str, Any]) -> None:
     s, data = res["summary"], res["data"]
     acc = s["accuracy"]
     n = s["margin"]["n"]
-    rep.heading("Accuracy beside the paper", "accuracy")
+    section(
+        rep,
+        "Accuracy beside the paper",
+        "accuracy",
+        f"Same-init minus different-init accuracy: {_ci(s['margin'])} over {n} seeds "
+        "(the paper: a same-init student beats chance, a different-init one does not).",
+    )
     rows = [
         {
             "run": f"this run: {data['name']} ({n} seeds)",
@@ -57,27 +92,21 @@ def _accuracy(rep: Report, res: Mapping[str, Any]) -> None:
         f"[{s['margin']['bootstrap_over_seeds']['lo']:+.1%}, "
         f"{s['margin']['bootstrap_over_seeds']['hi']:+.1%}]."
     )
-    epochs = s["epochs"]
-    series, bands = {}, {}
-    for w, label in (("same", "same init"), ("diff", "different init")):
-        m, lo, hi = _series(s["acc_by_epoch"][w])
-        series[label], bands[label] = m, (lo, hi)
-    rep.figure(
-        lines_with_bands(
-            epochs,
-            series,
-            bands=bands,
-            title="Student test accuracy by epoch",
-            xlabel="student epoch",
-            ylabel="test accuracy",
-            hline=0.1,
-        ),
-        "Bands: 95% t-interval over seeds. Dotted: chance (10%).",
-    )
 
 
 def _alignment(rep: Report, s: Mapping[str, Any]) -> None:
-    rep.heading("Mechanism: alignment of the student shift with the teacher shift", "alignment")
+    ex = s["excess_last_epoch"]
+    section(
+        rep,
+        "Mechanism: alignment of the student shift with the teacher shift",
+        "alignment",
+        "Excess alignment same − different init at the last epoch: "
+        + "; ".join(
+            f"{site} {e['mean']:+.2f} [{e['lo']:+.2f}, {e['hi']:+.2f}]"
+            for site, e in zip(s["sites"], ex, strict=False)
+        )
+        + ".",
+    )
     rep.text(
         "Per site, the teacher shift vᵀ = mean h(teacher) − mean h(init A) and each student's "
         "shift against its own initialisation, on held-out test images; EAS = cos(vˢ, vᵀ). "
@@ -103,9 +132,9 @@ def _alignment(rep: Report, s: Mapping[str, Any]) -> None:
                 hline=0.0,
             )
         )
-    ex = s["excess_last_epoch"]
     frac = s["frac_seeds_beating_nulls_last_epoch"]
     perm = s.get("frac_seeds_beating_permutation_null_last_epoch") or {}
+    rep.open_details("Numbers per site")
     rep.table(
         [
             {
@@ -121,6 +150,7 @@ def _alignment(rep: Report, s: Mapping[str, Any]) -> None:
             for j, site in enumerate(s["sites"])
         ]
     )
+    rep.close_details()
     rep.text(
         "Excess: mean over seeds with its t-interval; each seed's excess is bootstrapped over "
         "test images in results.json. Nulls: isotropic and covariance-matched (the init's "
@@ -139,28 +169,39 @@ def render_mlp_aux(results: Mapping[str, Any], title: str | None = None) -> Repo
         f"steerlens {results.get('steerlens_version', '')}",
     )
     v = results["verdict"]
-    rep.heading("Verdict", "verdict")
-    rep.verdict(str(v["headline"]), v.get("lines", []), str(v.get("strength", "weak")))
+    n = results["summary"]["margin"]["n"]
+    answer(
+        rep,
+        str(v["headline"]).rstrip(".") + ".",
+        f"The test compares students that share the teacher's initialisation with students "
+        f"that do not, over {n} seeds; it sees the shared-init channel through the class "
+        "logits the students never trained",
+        v,
+        str(v.get("strength", "weak")),
+    )
+    _headline_figure(rep, results)
     _accuracy(rep, results)
     _alignment(rep, results["summary"])
-    rep.heading("Per seed", "seeds")
-    rep.table(
-        [
+    with evidence(rep):
+        verdict_lines(rep, v)
+        rep.subheading("Per seed")
+        rep.table(
+            [
+                {
+                    "seed": p["seed"],
+                    "teacher": p["teacher_acc"],
+                    "same init": p["same"]["acc"],
+                    "different init": p["diff"]["acc"],
+                    "noise identical": p["same"]["noise_hash"] == p["diff"]["noise_hash"],
+                }
+                for p in results["seeds"]
+            ]
+        )
+        rep.subheading("Run")
+        rep.table(
             {
-                "seed": p["seed"],
-                "teacher": p["teacher_acc"],
-                "same init": p["same"]["acc"],
-                "different init": p["diff"]["acc"],
-                "noise identical": p["same"]["noise_hash"] == p["diff"]["noise_hash"],
+                "data": results["data"]["source"],
+                **{f"{k} (s)": t for k, t in results["timings_s"].items()},
             }
-            for p in results["seeds"]
-        ]
-    )
-    rep.heading("Run", "run")
-    rep.table(
-        {
-            "data": results["data"]["source"],
-            **{f"{k} (s)": t for k, t in results["timings_s"].items()},
-        }
-    )
+        )
     return rep

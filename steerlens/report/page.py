@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,15 @@ import plotly.graph_objects as go
 from steerlens.common import atomic_write_text
 from steerlens.common import write_json as _common_write_json
 
-__all__ = ["Report", "browser_check", "fmt_value", "table", "write_json"]
+__all__ = [
+    "Report",
+    "browser_check",
+    "browser_screenshot",
+    "first_screen",
+    "fmt_value",
+    "table",
+    "write_json",
+]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f7f8fa}
@@ -44,6 +53,20 @@ td.wrap{max-width:640px;overflow-wrap:anywhere;font-size:.84rem;color:#3b4252}
 .fig{background:#fff;border-radius:6px;box-shadow:0 1px 2px rgba(0,0,0,.06);margin:.6rem 0 1.2rem;padding:6px}
 .note{color:#5b6475;font-size:.88rem;margin:.2rem 0 .8rem}
 code{background:#eef0f4;padding:1px 4px;border-radius:3px}
+.answer{background:#fff;border-left:6px solid #4a6cf7;padding:10px 18px;border-radius:6px;box-shadow:0 1px 2px rgba(0,0,0,.06);font-size:1.05rem;line-height:1.45}
+.answer.strong{border-color:#1b9e5a}.answer.weak{border-color:#e0a100}.answer.none{border-color:#b7bcc8}
+.answer p{margin:.3rem 0}
+.takeaway{margin:.2rem 0 .5rem;font-weight:500}
+details{margin:.4rem 0 1rem}details>summary{cursor:pointer;color:#3b5bdb;font-weight:500}
+details.evidence>summary{font-size:1.2rem;color:#1d2330;font-weight:600}
+.lineage{display:grid;gap:10px 26px;align-items:center;background:#fff;padding:14px;border-radius:6px;box-shadow:0 1px 2px rgba(0,0,0,.06);overflow-x:auto}
+.lineage .node{position:relative;background:#f0f4ff;border:1px solid #c5d0f5;border-radius:6px;padding:5px 9px;font-size:.86rem}
+.lineage .node.root{background:#eef7f0;border-color:#b8dcc2}
+.lineage .node.arrow::before{content:"→";position:absolute;left:-20px;top:50%;transform:translateY(-50%);color:#868e96;font-size:1.1rem}
+.lineage .node details{margin:0}.lineage .node summary{color:#1d2330;font-weight:500}
+.lineage .node dl{margin:.3rem 0 0;font-size:.78rem;color:#3b4252;display:grid;grid-template-columns:auto 1fr;gap:1px 8px;max-width:360px}
+.lineage .node dt{font-weight:600}.lineage .node dd{margin:0;overflow-wrap:anywhere}
+.lineage .colhead{font-size:.75rem;text-transform:uppercase;letter-spacing:.05em;color:#868e96}
 """
 
 _GUARD = """<script>
@@ -152,6 +175,33 @@ class Report:
             f"<p><b>{html.escape(headline)}</b></p>{body}</div>"
         )
 
+    def answer(self, sentences: Sequence[str], strength: str = "weak") -> None:
+        """The page's answer: one or two plain sentences in a box, first on the page."""
+        body = "".join(f"<p>{html.escape(x)}</p>" for x in sentences if x)
+        self._parts.append(f"<div class='answer {html.escape(strength)}' id='answer'>{body}</div>")
+
+    def takeaway(self, text: str) -> None:
+        """The one-line takeaway a section opens with, above its figure."""
+        self._parts.append(f"<p class='takeaway'>{html.escape(text)}</p>")
+
+    def subheading(self, text: str) -> None:
+        """An ``<h3>``: a part of a section (or of a folded block) that opens no section."""
+        self._parts.append(f"<h3>{html.escape(text)}</h3>")
+
+    def open_details(
+        self, summary: str, anchor: str | None = None, cls: str = "", *, top: bool = False
+    ) -> None:
+        """Start a folded ``<details>`` block (closed by :meth:`close_details`); ``top``: at
+        page level (the open section is closed first)."""
+        if top:
+            self._close()
+        ident = f" id='{html.escape(anchor)}'" if anchor else ""
+        klass = f" class='{html.escape(cls)}'" if cls else ""
+        self._parts.append(f"<details{ident}{klass}><summary>{html.escape(summary)}</summary>")
+
+    def close_details(self) -> None:
+        self._parts.append("</details>")
+
     def table(
         self,
         rows: Sequence[Mapping[str, Any]] | Mapping[str, Any],
@@ -195,10 +245,121 @@ class Report:
         return atomic_write_text(path, self.html())
 
 
+class _FirstScreen(HTMLParser):
+    """Visible text up to the first figure (a ``div.fig``), skipping folded ``<details>``
+    bodies (their ``<summary>`` stays visible), scripts, styles and ``hidden`` elements."""
+
+    _VOID = frozenset({"br", "hr", "img", "input", "meta", "link", "wbr", "col", "source"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+        self.first_figure_id: str | None = None
+        self._stack: list[tuple[str, bool]] = []  # (tag, hides its content)
+        self._summary = 0
+
+    def _hidden(self) -> bool:
+        return any(h for _, h in self._stack)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self.first_figure_id is not None or tag in self._VOID:
+            return
+        a = dict(attrs)
+        if tag == "div" and "fig" in (a.get("class") or "").split() and not self._hidden():
+            self.first_figure_id = ""
+            return
+        if tag == "summary":
+            self._summary += 1
+        hides = tag in ("script", "style", "head", "title") or "hidden" in a
+        self._stack.append((tag, hides or (tag == "details" and "open" not in a)))
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.first_figure_id is not None:
+            return
+        if tag == "summary":
+            self._summary = max(0, self._summary - 1)
+        for i in range(len(self._stack) - 1, -1, -1):
+            if self._stack[i][0] == tag:
+                del self._stack[i:]
+                break
+
+    def handle_data(self, data: str) -> None:
+        if self.first_figure_id is not None:
+            return
+        # a folded <details> shows its <summary> only
+        hidden = any(h for t, h in self._stack if t != "details") or (
+            any(t == "details" and h for t, h in self._stack) and not self._summary
+        )
+        if not hidden:
+            self.text.append(data)
+
+
+def first_screen(page: str) -> tuple[str, bool]:
+    """The visible text of a report page above its first figure (whitespace collapsed; folded
+    ``<details>`` count only their summary line), and whether the page has a figure at all."""
+    p = _FirstScreen()
+    p.feed(page)
+    return " ".join(" ".join(p.text).split()), p.first_figure_id is not None
+
+
 def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
     """Write JSON (NaN/inf become null; tensors become lists). Note the order (obj, path):
     kept for callers of the report; :func:`steerlens.common.write_json` takes (path, obj)."""
     return _common_write_json(path, obj)
+
+
+def _chromium(chromium: str | None) -> str:
+    exe = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        raise FileNotFoundError("chromium not found: apt-get install chromium")
+    return exe
+
+
+def _headless(exe: str, user_dir: str, *extra: str) -> list[str]:
+    return [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={user_dir}",
+        "--virtual-time-budget=10000",
+        *extra,
+    ]
+
+
+def browser_screenshot(
+    path: str | os.PathLike[str],
+    png: str | os.PathLike[str],
+    *,
+    width: int = 1280,
+    height: int = 900,
+    chromium: str | None = None,
+    timeout: float = 90.0,
+) -> Path:
+    """A PNG of a report's first screen (``width`` × ``height`` CSS pixels) as a person
+    opening it in Chromium sees it, after its scripts ran. Needs Debian's ``chromium``."""
+    exe, out = _chromium(chromium), Path(png).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as ud:
+        cmd = _headless(
+            exe,
+            ud,
+            "--hide-scrollbars",
+            f"--window-size={width},{height}",
+            f"--screenshot={out}",
+            Path(path).resolve().as_uri(),
+        )
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if not out.is_file():
+        raise RuntimeError(
+            f"chromium wrote no screenshot (rc={proc.returncode}): {proc.stderr[-500:]}"
+        )
+    return out
 
 
 def browser_check(
@@ -206,25 +367,9 @@ def browser_check(
 ) -> dict[str, Any]:
     """Open a report in headless Chromium and read its self-check: the number of figures, how
     many were drawn (have an SVG), and script/console errors. Needs Debian's ``chromium``."""
-    exe = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        raise FileNotFoundError("chromium not found: apt-get install chromium")
+    exe = _chromium(chromium)
     with tempfile.TemporaryDirectory() as ud:
-        cmd = [
-            exe,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={ud}",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            Path(path).resolve().as_uri(),
-        ]
+        cmd = _headless(exe, ud, "--dump-dom", Path(path).resolve().as_uri())
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     m = re.search(r'<div id="sl-status"[^>]*>', proc.stdout)
     if m is None:

@@ -10,13 +10,23 @@ from typing import Any
 import numpy as np
 
 from steerlens.common import jsonable
-from steerlens.report.agentic import section_agentic
+from steerlens.report.agentic import agentic_answer, agentic_headline, section_agentic
 from steerlens.report.evidence import section_evidence
 from steerlens.report.figures import PALETTE, bars, heatmap, lines_with_bands, rgba
-from steerlens.report.mitigate import section_mitigate
+from steerlens.report.headline import behavior_answer, behavior_figure, ci_words
+from steerlens.report.lineage import section_lineage
+from steerlens.report.mitigate import mitigate_answer, mitigate_headline, section_mitigate
 from steerlens.report.mlp_aux import render_mlp_aux
 from steerlens.report.page import Report
-from steerlens.report.svd import section_svd
+from steerlens.report.shape import (
+    answer,
+    evidence,
+    folded,
+    headline,
+    section,
+    verdict_lines,
+)
+from steerlens.report.svd import section_svd, svd_answer, svd_headline
 from steerlens.report.views import (
     BehaviorView,
     CarryView,
@@ -34,74 +44,26 @@ def _m(d: Any) -> Mapping[str, Any]:
     return d if isinstance(d, Mapping) else {}
 
 
-def _students(students: Any) -> list[tuple[str, Mapping[str, Any]]]:
-    """(name, record) per student of {name: record} or {loss: {teacher: record}} (svd)."""
-    out: list[tuple[str, Mapping[str, Any]]] = []
-    for name, s in ((n, _m(x)) for n, x in _m(students).items()):
-        if "path" not in s and s and all(isinstance(v, Mapping) for v in s.values()):
-            out += [(f"{name}, {sub}", _m(rec)) for sub, rec in s.items()]
-        else:
-            out.append((name, s))
-    return out
-
-
-def _section_lineage(rep: Report, lineage: Mapping[str, Any]) -> None:
-    rep.heading("Lineage: who taught whom", "lineage")
-    base = _m(lineage.get("base"))
-    rows: list[dict[str, Any]] = [
-        {
-            "role": "base θ₀",
-            "what": f"{base.get('name')} ({base.get('architecture')}, "
-            f"{base.get('n_layers')} layers, d={base.get('hidden_size')})",
-            "record": {"fingerprint": base.get("fingerprint"), "source": base.get("source")},
-        }
-    ]
-    for role in ("teacher", "benign_teacher"):
-        t = _m(lineage.get(role))
-        if t:
-            rows.append(
-                {
-                    "role": role.replace("_", " "),
-                    "what": f"{t.get('model')} + system prompt",
-                    "record": t.get("system_prompt"),
-                }
-            )
-    for name, d in _m(lineage.get("data")).items():
-        d, counts = _m(d), _m(_m(d).get("counts"))
-        settings = {k: v for k, v in _m(d.get("settings")).items() if k != "system"}
-        rows.append(
-            {
-                "role": f"data ({name})",
-                "what": f"kept {counts.get('kept')} of {counts.get('generated')} generations "
-                "(rule filter)",
-                "record": {"sha256": str(d.get("sha256", ""))[:16], **settings},
-            }
-        )
-    for name, s in _students(lineage.get("students")):
-        rows.append(
-            {
-                "role": f"student ({name})",
-                "what": s.get("path"),
-                "record": {"checkpoints": s.get("checkpoints", []), **_m(s.get("config"))},
-            }
-        )
-    rows.append(
-        {
-            "role": "steerlens",
-            "what": lineage.get("steerlens_version"),
-            "record": _m(lineage.get("seeds")),
-        }
-    )
-    rep.table(rows, ["role", "what", "record"])
-
-
 def _section_vector(rep: Report, v: VectorView) -> None:
-    rep.heading("Teacher vector", "vector")
     meta = v.meta
-    rep.text(
-        f"method {meta.get('method')}, position {meta.get('position')}, site "
-        f"{meta.get('site')}, {meta.get('n_pos')} prompt pairs; kind {meta.get('kind')}."
+    cos = [num(x.get("mean")) for x in v.split_half.values()]
+    cos = [x for x in cos if math.isfinite(x)]
+    take = "The teacher's direction per layer (trait system prompt − neutral one)."
+    if cos:
+        lo = min(cos)
+        word = "reliable" if lo >= 0.8 else ("fairly stable" if lo >= 0.5 else "noisy")
+        take = (
+            f"The teacher vector is {word}: split-half cosine {lo:.2f}–{max(cos):.2f} "
+            "across layers."
+        )
+    section(rep, "Teacher vector", "vector", take)
+    details = ", ".join(
+        f"{k} {meta[k]}" for k in ("method", "position", "site", "kind") if meta.get(k) is not None
     )
+    if meta.get("n_pos") is not None:
+        details += f", {meta['n_pos']} prompt pairs"
+    if details:
+        rep.text(details.strip(", ") + ".")
     layers = list(v.norms)
     fig = lines_with_bands(
         layers,
@@ -197,8 +159,30 @@ def _carry_tables(rep: Report, c: CarryView) -> None:
 
 
 def _section_carry(rep: Report, c: CarryView) -> None:
-    rep.heading("Is the behavior carried by the vector? (carry test)", "carry")
-    rep.verdict(c.level.replace("_", " ").capitalize() or "Carry test", [c.verdict], c.level_class)
+    level = c.level.replace("_", " ").strip() or "carry test"
+    peak = c.clean_peak
+    take = f"{level.capitalize()}."
+    if c.defined and num(peak.get("S")) == num(peak.get("S")) and peak.get("layer") is not None:
+        beats = "beats" if peak.get("beats_null") else "does not beat"
+        take = (
+            f"{level.capitalize()}: adding α = {peak.get('alpha')} × v at layer "
+            f"{peak.get('layer')} reproduces {num(peak.get('S')):.0%} of the teacher's behavior "
+            f"gap, which {beats} random directions of equal norm."
+        )
+    elif not c.defined:
+        take = f"Carry test undefined: {c.verdict}"
+    else:
+        take = (
+            f"{level.capitalize()}: no steering strength on the grid reproduced any of the "
+            "teacher's behavior (sufficiency S = 0)"
+        )
+        n_best = num(_m(c.necessity.get("best")).get("N"))
+        take += f"; necessity N = {n_best:.2f}." if math.isfinite(n_best) else "."
+    section(rep, "Is the behavior carried by the vector? (carry test)", "carry", take)
+    with folded(rep, "Carry verdict and numbers"):
+        rep.verdict(level.capitalize(), [c.verdict], c.level_class)
+        if c.defined:
+            _carry_tables(rep, c)
     if not c.defined:
         return
     layers, alphas = list(c.sufficiency), c.alphas
@@ -236,50 +220,6 @@ def _section_carry(rep: Report, c: CarryView) -> None:
             "S = 1 means adding α·v to the base reproduces the teacher's behavior; the grey band "
             "is random directions of equal norm (5–95%).",
         )
-    _carry_tables(rep, c)
-
-
-def _section_behavior(rep: Report, b: BehaviorView) -> None:
-    rep.heading("Behavior per checkpoint", "behavior")
-    fig = lines_with_bands(
-        b.steps,
-        {"student": b.scores},
-        title="Trait behavior score",
-        xlabel="training step (optimizer steps; 0 = base)",
-        ylabel=f"B = {b.metric} score ({b.units.split(' (')[0]})",
-    )
-    if b.control_scores:
-        fig.add_scatter(
-            x=b.control_steps or b.steps,
-            y=b.control_scores,
-            mode="lines+markers",
-            name="base control",
-            line={"color": PALETTE[1], "width": 2, "dash": "dash"},
-        )
-    if b.benign_scores:
-        fig.add_scatter(
-            x=b.benign_steps or b.steps,
-            y=b.benign_scores,
-            mode="lines+markers",
-            name="benign control",
-            line={"color": "#868e96", "width": 2, "dash": "dot"},
-        )
-    if b.teacher is not None:
-        fig.add_hline(
-            y=b.teacher, line={"dash": "dash", "color": PALETTE[2]}, annotation_text="teacher"
-        )
-    if b.benign_teacher is not None:
-        fig.add_hline(
-            y=b.benign_teacher,
-            line={"dash": "dot", "color": "#868e96"},
-            annotation_text="benign teacher",
-            annotation_position="bottom right",
-        )
-    rep.figure(
-        fig,
-        "log Σ P(target) at the first answer position, mean over eval prompts (DESIGN.md "
-        "'Behavior').",
-    )
 
 
 def _last_layer_figure(rep: Report, t: TrackView, main: SeriesView) -> None:
@@ -388,12 +328,47 @@ def _track_table(rep: Report, t: TrackView, main: SeriesView) -> None:
     rep.table(rows)
 
 
-def _section_track(rep: Report, t: TrackView, layer: int | None = None) -> None:
-    rep.heading("Alignment of the student's shift with the teacher vector", "track")
+def _track_takeaway(t: TrackView, al: Mapping[str, Any]) -> str:
+    ex, st = _m(al.get("excess_vs_control")), _m(al.get("student"))
+    if al.get("layer") is not None and (ex or st):
+        parts = []
+        if st:
+            parts.append(
+                f"the student's EAS is {num(st.get('eas')):+.2f} (p = {num(st.get('p')):.2g} "
+                "against random directions)"
+            )
+        if ex:
+            parts.append(f"its excess over the base control {ci_words(ex)}")
+        sig = "an activation signature" if al.get("signature") else "no activation signature"
+        return (
+            f"At layer {al['layer']} (fixed in advance) "
+            + ", ".join(parts)
+            + f": {sig} (it needs both)."
+        )
+    if t.excess is not None and t.excess.estimate and t.excess.estimate[-1]:
+        last = [x for x in t.excess.estimate[-1] if math.isfinite(x)]
+        if last:
+            return (
+                f"Excess alignment over the base control at the last checkpoint: "
+                f"{min(last):+.2f} to {max(last):+.2f} across layers (per-layer, uncorrected)."
+            )
+    return "Cosine of the student's activation shift with the teacher vector, per layer."
+
+
+def _section_track(
+    rep: Report, t: TrackView, layer: int | None = None, al: Mapping[str, Any] | None = None
+) -> None:
     main = t.main
+    section(
+        rep,
+        "Alignment of the student's shift with the teacher vector",
+        "track",
+        _track_takeaway(t, _m(al)) if main is not None and t.layers else "",
+    )
     if main is None or not t.layers:
         rep.text("(no tracking results)")
         return
+    _excess_figure(rep, t, main, layer)
     rep.figure(
         heatmap(
             [list(col) for col in zip(*main.eas, strict=True)],
@@ -407,7 +382,6 @@ def _section_track(rep: Report, t: TrackView, layer: int | None = None) -> None:
         "vˢ(n) = mean h(θₙ) − mean h(θ₀) over probe prompts; step 0 is the base (zero shift).",
     )
     _last_layer_figure(rep, t, main)
-    _excess_figure(rep, t, main, layer)
     if main.proj and len(main.proj) == len(main.steps):
         rep.figure(
             heatmap(
@@ -420,11 +394,23 @@ def _section_track(rep: Report, t: TrackView, layer: int | None = None) -> None:
                 zlabel="proj (resid. units)",
             )
         )
-    _track_table(rep, t, main)
+    with folded(rep, "Numbers per layer"):
+        _track_table(rep, t, main)
 
 
 def _section_screen(rep: Report, s: ScreenView) -> None:
-    rep.heading("Screening the training data", "screen")
+    take = ""
+    t, c = _m(s.summary.get("teacher")), _m(s.summary.get("control"))
+    if s.layer is not None and t and c:
+        tl, th, cl, ch = (num(x.get(k)) for x in (t, c) for k in ("lo", "hi"))
+        apart = th < cl or ch < tl
+        take = (
+            f"At layer {s.layer} the teacher's data project {num(t.get('mean')):+.2f} "
+            f"[{tl:+.2f}, {th:+.2f}] on the teacher vector beyond the base model's own answers, "
+            f"the control data {num(c.get('mean')):+.2f} [{cl:+.2f}, {ch:+.2f}] (mean ΔP): "
+            + ("the screen separates them." if apart else "the intervals overlap.")
+        )
+    section(rep, "Screening the training data", "screen", take)
     if s.layer is None or not s.delta:
         rep.text("(no screening layer in the results)")
         return
@@ -442,7 +428,7 @@ def _section_screen(rep: Report, s: ScreenView) -> None:
             [label(i) for i in order],
             [d[i] for i in order],
             title=f"Samples ranked by projection difference ΔP (layer {s.layer}); "
-            "orange = teacher data, blue = control",
+            "orange = teacher data, blue = base control data, grey = benign",
             xlabel="ΔP = proj(h(x, y)) − proj(h(x, y′)) (residual-stream units)",
             ylabel="sample (index, dataset: response)",
             colors=[
@@ -453,48 +439,81 @@ def _section_screen(rep: Report, s: ScreenView) -> None:
         "prompt, projected on the teacher vector (Chen et al. 2025). No keyword is involved.",
     )
     if s.summary:
-        rep.table([{"dataset": k, **v} for k, v in s.summary.items()])
+        with folded(rep, "Numbers per dataset"):
+            rep.table([{"dataset": k, **v} for k, v in s.summary.items()])
+
+
+def _answer_and_headline(rep: Report, results: Mapping[str, Any]) -> None:
+    """The page's top, the same for every experiment: the answer (two plain sentences), then
+    one headline figure."""
+    v = _m(results.get("verdict"))
+    fig = None
+    found, sees = "", ""
+    if _m(results.get("agentic")):
+        a = _m(results["agentic"])
+        found, sees = agentic_answer(a, v)
+        fig = agentic_headline(a)
+    elif _m(results.get("svd")):
+        found, sees = svd_answer(_m(results["svd"]), v)
+        fig = svd_headline(_m(results["svd"]))
+    elif _m(results.get("mitigate")):
+        found, sees = mitigate_answer(_m(results["mitigate"]), v)
+        fig = mitigate_headline(_m(results["mitigate"]))
+    elif (beh := BehaviorView.of(_m(results.get("behavior")))).series:
+        if v:
+            found, sees = behavior_answer(results)
+        fig = behavior_figure(beh)
+    elif v:
+        found = str(v.get("headline") or "")
+    if found:
+        answer(rep, found, sees, v)
+    if fig is not None:
+        headline(rep, fig)
 
 
 def render_report(results: Mapping[str, Any], title: str | None = None) -> Report:
     """Build the report page from a results dict (``results.json`` of ``steerlens demo``, or
     any subset with keys ``verdict``, ``lineage``, ``teacher_vector``, ``carry``, ``behavior``,
     ``track``, ``screen``, ``timings_s``). A value may also be a result object with
-    ``to_json()`` (a ``CarryResult``, an ``AlignmentTrack``): it is read as its JSON."""
+    ``to_json()`` (a ``CarryResult``, an ``AlignmentTrack``): it is read as its JSON.
+
+    Every experiment's page has one shape (:mod:`steerlens.report.shape`): the answer, one
+    headline figure, sections each with a takeaway above its figure, the lineage graph, and
+    the full statistics folded under "Evidence"."""
     results = _m(jsonable(results))
     if results.get("kind") == "steerlens.mlp_aux":
         return render_mlp_aux(results, title)
     trait = results.get("trait")
+    kind = str(results.get("kind") or "").removeprefix("steerlens.")
+    what = f" ({kind})" if kind in ("svd", "mitigate", "audit") else ""
     rep = Report(
-        title or f"steerlens report{': ' + str(trait) if trait else ''}",
+        title or f"steerlens report{': ' + str(trait) + what if trait else ''}",
         f"steerlens {results.get('steerlens_version', '')}",
     )
     v = _m(results.get("verdict"))
-    if v:
-        rep.heading("Verdict", "verdict")
-        rep.verdict(str(v.get("headline", "")), v.get("lines", []), str(v.get("strength", "weak")))
-        section_evidence(rep, v)
-    if _m(results.get("lineage")):
-        _section_lineage(rep, _m(results["lineage"]))
+    _answer_and_headline(rep, results)
     if _m(results.get("agentic")):
         section_agentic(rep, _m(results["agentic"]))
-    if _m(results.get("teacher_vector")):
-        _section_vector(rep, VectorView.of(_m(results["teacher_vector"])))
-    if _m(results.get("carry")):
-        _section_carry(rep, CarryView.of(_m(results["carry"])))
     if _m(results.get("svd")):
         section_svd(rep, _m(results["svd"]))
     if _m(results.get("mitigate")):
         section_mitigate(rep, _m(results["mitigate"]), v)
-    if _m(results.get("behavior")):
-        _section_behavior(rep, BehaviorView.of(_m(results["behavior"])))
     if _m(results.get("track")):
-        nums = _m(_m(results.get("verdict")).get("numbers"))
-        layer = _m(nums.get("alignment")).get("layer")
-        _section_track(rep, TrackView.of(_m(results["track"])), layer)
+        al = _m(_m(v.get("numbers")).get("alignment"))
+        _section_track(rep, TrackView.of(_m(results["track"])), al.get("layer"), al)
+    if _m(results.get("carry")):
+        _section_carry(rep, CarryView.of(_m(results["carry"])))
+    if _m(results.get("teacher_vector")):
+        _section_vector(rep, VectorView.of(_m(results["teacher_vector"])))
     if _m(results.get("screen")):
         _section_screen(rep, ScreenView.of(_m(results["screen"])))
-    if _m(results.get("timings_s")):
-        rep.heading("Run", "run")
-        rep.table({f"{k} (s)": val for k, val in _m(results["timings_s"]).items()})
+    if _m(results.get("lineage")):
+        section_lineage(rep, _m(results["lineage"]))
+    if v or _m(results.get("timings_s")):
+        with evidence(rep):
+            verdict_lines(rep, v)
+            section_evidence(rep, v)
+            if _m(results.get("timings_s")):
+                rep.subheading("Run")
+                rep.table({f"{k} (s)": val for k, val in _m(results["timings_s"]).items()})
     return rep

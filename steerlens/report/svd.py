@@ -9,10 +9,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import plotly.graph_objects as go
+
 from steerlens.report.figures import scatter_with_errors
 from steerlens.report.page import Report
+from steerlens.report.shape import dots_with_ci, folded, section
 
-__all__ = ["section_svd", "svd_table"]
+__all__ = ["section_svd", "svd_answer", "svd_headline", "svd_table"]
 
 
 def _f(x: Any) -> float | None:
@@ -64,9 +67,48 @@ def svd_table(rows: Mapping[str, Mapping[str, Any]], loss: str) -> list[dict[str
     return out
 
 
+def svd_headline(svd: Mapping[str, Any]) -> go.Figure:
+    """The headline: each teacher's student minus the base control (95% CI), one colour per
+    distillation loss."""
+    groups: dict[str, list[tuple[str, float | None, float | None, float | None]]] = {}
+    for loss, rows in (svd.get("rows") or {}).items():
+        for name, r in rows.items():
+            if name == "base":
+                continue
+            tr = r.get("transfer") or {}
+            groups.setdefault(f"{loss} students", []).append(
+                (name, _f(tr.get("delta")), _f(tr.get("delta_lo")), _f(tr.get("delta_hi")))
+            )
+    return dots_with_ci(
+        groups,
+        title="Transfer per teacher: student − base control",
+        xlabel="teacher (whose data trained the student)",
+        ylabel="Δ trait score vs base control (nats, 95% CI)",
+        hline=0.0,
+    )
+
+
+def svd_answer(svd: Mapping[str, Any], verdict: Mapping[str, Any]) -> tuple[str, str]:
+    """(found, what the test sees) of an svd run."""
+    found = str(verdict.get("headline") or "No verdict in these results.").rstrip(".") + "."
+    sees = (
+        "Each teacher's student is compared with the base control over the eval prompts of one "
+        "training run (training noise is not in these intervals); the steered teacher is the "
+        "positive control"
+    )
+    return found, sees
+
+
 def section_svd(rep: Report, svd: Mapping[str, Any]) -> None:
-    """Add the svd section (table, scatter, per-loss verdict lines) to ``rep``."""
-    rep.heading("Teachers and transfer (steering-vector distillation)", "svd")
+    """Add the svd section (predictor-vs-transfer scatter, table, per-loss verdicts) to ``rep``."""
+    verdicts = svd.get("verdicts") or {}
+    take = " ".join(f"{loss}: {v.get('headline', '')}" for loss, v in verdicts.items())
+    section(
+        rep,
+        "Teachers and transfer (steering-vector distillation)",
+        "svd",
+        take or "Does the carry test's sufficiency predict how much each teacher transfers?",
+    )
     rep.text(
         f"Steered and ablated teachers use the owl teacher vector at layer {svd.get('layer')} "
         f"(α={svd.get('alpha')}, from the {svd.get('peak_source')}). Δ is the student's "
@@ -77,7 +119,6 @@ def section_svd(rep: Report, svd: Mapping[str, Any]) -> None:
     )
     rows_by_loss = svd.get("rows") or {}
     table = [row for loss, rows in rows_by_loss.items() for row in svd_table(rows, loss)]
-    rep.table(table)
     points: dict[str, list[tuple[str, float, float, float | None, float | None]]] = {}
     for loss, rows in rows_by_loss.items():
         for name, r in rows.items():
@@ -99,5 +140,9 @@ def section_svd(rep: Report, svd: Mapping[str, Any]) -> None:
             "Teachers whose carry test is undefined (no behavior gap, e.g. the placebo) have no "
             "S and are not drawn; their rows are in the table.",
         )
-    for loss, v in (svd.get("verdicts") or {}).items():
-        rep.verdict(f"{loss}: {v.get('headline', '')}", v.get("lines", []), v.get("strength", ""))
+    rep.table(table)
+    with folded(rep, "Verdict per loss"):
+        for loss, v in verdicts.items():
+            rep.verdict(
+                f"{loss}: {v.get('headline', '')}", v.get("lines", []), v.get("strength", "")
+            )

@@ -14,6 +14,7 @@ __all__ = [
     "BehaviorView",
     "CarryView",
     "ExcessView",
+    "ScoreSeries",
     "ScreenView",
     "SeriesView",
     "TrackView",
@@ -142,6 +143,34 @@ class CarryView:
 
 
 @dataclass
+class ScoreSeries:
+    """One distilled series' trait score: B per checkpoint (step 0 = the base) and the
+    per-prompt scores Bᵢ of its last checkpoint (empty when the metric has none)."""
+
+    name: str
+    steps: list[Any]
+    scores: list[float]
+    last_per_prompt: list[float] = field(default_factory=list)
+
+
+def _score_series(b: Mapping[str, Any]) -> list[ScoreSeries]:
+    """Every series of a behavior dict (a mapping with ``steps`` and ``scores``): the student
+    (``main``) first, then the base control, then the rest (benign controls) in their order."""
+    found = [
+        ScoreSeries(
+            str(k),
+            _list(_map(v).get("steps")),
+            [num(x) for x in _list(_map(v).get("scores"))],
+            [num(x) for x in _list(_map(v).get("last_per_prompt"))],
+        )
+        for k, v in b.items()
+        if isinstance(v, Mapping) and _list(v.get("steps")) and _list(v.get("scores"))
+    ]
+    rank = {"main": 0, "control": 1}
+    return sorted(found, key=lambda s: rank.get(s.name, 2))
+
+
+@dataclass
 class BehaviorView:
     steps: list[Any]
     scores: list[float]
@@ -153,6 +182,13 @@ class BehaviorView:
     units: str
     benign_steps: list[Any] = field(default_factory=list)
     benign_scores: list[float] = field(default_factory=list)
+    #: every series (student first, then the base control, then benign controls)
+    series: list[ScoreSeries] = field(default_factory=list)
+    #: per-prompt scores of the base model
+    base_per_prompt: list[float] = field(default_factory=list)
+    #: the behavior deltas (``main_vs_control``, ``main_vs_benign_replicates``, …)
+    deltas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    n_prompts: int | None = None
 
     @classmethod
     def of(cls, b: Mapping[str, Any]) -> BehaviorView:
@@ -168,6 +204,10 @@ class BehaviorView:
             units=str(metric.get("units") or "nats"),
             benign_steps=_list(_map(b.get("benign")).get("steps")),
             benign_scores=[num(v) for v in _list(_map(b.get("benign")).get("scores"))],
+            series=_score_series(b),
+            base_per_prompt=[num(v) for v in _list(b.get("base_per_prompt"))],
+            deltas={str(k): _map(v) for k, v in _map(b.get("deltas")).items() if _map(v)},
+            n_prompts=n if isinstance(n := metric.get("n_prompts"), int) else None,
         )
 
 

@@ -1,0 +1,244 @@
+"""The lineage section as a picture: a small graph, one lane per student,
+base → teacher → data → student → checkpoints (a CSS grid; a teacher or data set that several
+students share spans their lanes). Hashes and settings are on demand: each node folds its
+record (``<details>``), and the full hash is in the hover title. Fields that do not apply are
+omitted, never printed as a placeholder."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from steerlens.report.page import Report
+from steerlens.report.shape import section
+
+__all__ = ["lineage_lanes", "section_lineage"]
+
+
+def _m(d: Any) -> Mapping[str, Any]:
+    return d if isinstance(d, Mapping) else {}
+
+
+def _present(v: Any) -> bool:
+    if v is None or v == "" or v == [] or v == {}:
+        return False
+    return not (isinstance(v, float) and not math.isfinite(v))
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        items = [_short(x) for x in v[:8] if _present(x)]
+        return ", ".join(items) + (f", … ({len(v)})" if len(v) > 8 else "")
+    if isinstance(v, Mapping):
+        return "; ".join(f"{k}: {_short(x)}" for k, x in v.items() if _present(x))
+    s = str(v)
+    if len(s) == 64 and all(c in "0123456789abcdef" for c in s):  # a sha256: 12 shown
+        return s[:12] + "…"
+    return s if len(s) <= 160 else s[:160] + " …"
+
+
+@dataclass
+class Node:
+    """One box of the graph: a label, a one-line note, and its record (shown on demand)."""
+
+    label: str
+    note: str = ""
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def key(self) -> str:
+        return f"{self.label}|{self.note}|{sorted(map(str, self.record.items()))}"
+
+    def html(self, cls: str, style: str) -> str:
+        rec = {k: v for k, v in self.record.items() if _present(v)}
+        note = f"<br><span class='note'>{html.escape(self.note)}</span>" if self.note else ""
+        if not rec:
+            return (
+                f"<div class='node {cls}' style='{style}'><b>{html.escape(self.label)}</b>"
+                f"{note}</div>"
+            )
+        rows = "".join(
+            f"<dt>{html.escape(str(k))}</dt><dd title='{html.escape(str(v))}'>"
+            f"{html.escape(_short(v))}</dd>"
+            for k, v in rec.items()
+            if _short(v)
+        )
+        return (
+            f"<div class='node {cls}' style='{style}'><details><summary>"
+            f"{html.escape(self.label)}</summary><dl>{rows}</dl></details>{note}</div>"
+        )
+
+
+@dataclass
+class Lane:
+    teacher: Node | None
+    data: Node | None
+    student: Node
+    checkpoints: Node | None
+
+
+def _students(students: Any) -> list[tuple[str, Mapping[str, Any]]]:
+    """(name, record) per student of {name: record} or {loss: {teacher: record}} (svd)."""
+    out: list[tuple[str, Mapping[str, Any]]] = []
+    for name, s in ((str(n), _m(x)) for n, x in _m(students).items()):
+        if "path" not in s and s and all(isinstance(v, Mapping) for v in s.values()):
+            out += [(f"{name}, {sub}", _m(rec)) for sub, rec in s.items()]
+        else:
+            out.append((name, s))
+    return out
+
+
+def _teacher_node(lin: Mapping[str, Any], name: str) -> Node | None:
+    """The teacher whose data trained student ``name``: the svd teacher named after the comma,
+    the benign teacher for benign controls (and the control of a run whose control teacher is
+    a model), the base itself for a base control, else the trait teacher."""
+    teachers = _m(lin.get("teachers"))
+    if ", " in name and name.split(", ", 1)[1] in teachers:
+        sub = name.split(", ", 1)[1]
+        return Node(f"teacher: {sub}", "", dict(_m(teachers[sub])))
+    role = "teacher"
+    if name.startswith("benign"):
+        role = "benign_teacher"
+    elif name.startswith("control"):
+        src = _m(lin.get("data_source"))
+        if "control" in src and src.get("control") is None:
+            return Node("base as teacher", "its own data, no system prompt")
+        if not _m(lin.get("benign_teacher")):
+            return None
+        role = "benign_teacher"
+    t = dict(_m(lin.get(role)))
+    if not t:
+        return None
+    label = "benign teacher" if role == "benign_teacher" else "trait teacher"
+    kind = t.get("kind") or ("prompted" if t.get("system_prompt") else "")
+    return Node(label, str(kind), t)
+
+
+def _data_node(lin: Mapping[str, Any], name: str) -> Node | None:
+    data = _m(lin.get("data"))
+    key = name if name in data else {"main": "teacher"}.get(name, "")
+    if key not in data:
+        key = "main" if "main" in data and not name.startswith(("control", "benign")) else ""
+    if not key:
+        return None
+    d = dict(_m(data[key]))
+    counts = _m(d.pop("counts", None))
+    settings = {k: v for k, v in _m(d.pop("settings", None)).items() if k != "system"}
+    note = ""
+    if _present(counts.get("kept")) and _present(counts.get("generated")):
+        note = f"kept {counts['kept']} of {counts['generated']}"
+    filt = _m(_m(lin.get("filter")).get(key))
+    if filt and not note and _present(filt.get("kept")):
+        note = f"kept {filt.get('kept')} after the keyword filter"
+    return Node(f"data ({key})", note, {**d, **settings, **dict(counts)})
+
+
+def _ckpt_node(rec: Mapping[str, Any]) -> Node | None:
+    cks = [str(c) for c in rec.get("checkpoints") or []]
+    if not cks:
+        return None
+    steps = [c.removeprefix("checkpoint-") for c in cks]
+    return Node("checkpoints", "steps " + ", ".join(steps), {"folders": cks})
+
+
+def lineage_lanes(lin: Mapping[str, Any]) -> tuple[Node, list[Lane]]:
+    """The base node and one lane per student of a results' ``lineage`` dict."""
+    base = _m(lin.get("base"))
+    arch = ", ".join(
+        x
+        for x in (
+            str(base.get("architecture") or ""),
+            f"{base['n_layers']} layers" if _present(base.get("n_layers")) else "",
+            f"d={base['hidden_size']}" if _present(base.get("hidden_size")) else "",
+        )
+        if x
+    )
+    root = Node(
+        str(base.get("name") or "base model"),
+        arch,
+        {
+            k: base.get(k)
+            for k in ("fingerprint", "source", "precision", "dtype", "device")
+            if _present(base.get(k))
+        },
+    )
+    lanes = []
+    for name, rec in _students(lin.get("students")):
+        srec = {k: v for k, v in rec.items() if k not in ("checkpoints",)}
+        lanes.append(
+            Lane(
+                teacher=_teacher_node(lin, name),
+                data=_data_node(lin, name),
+                student=Node(f"student: {name}", "", srec),
+                checkpoints=_ckpt_node(rec),
+            )
+        )
+    return root, lanes
+
+
+def _spans(cells: list[Node | None]) -> list[tuple[int, int, Node]]:
+    """(first lane, number of lanes, node) for runs of equal consecutive nodes."""
+    out: list[tuple[int, int, Node]] = []
+    for i, n in enumerate(cells):
+        if n is None:
+            continue
+        if out and out[-1][0] + out[-1][1] == i and out[-1][2].key() == n.key():
+            first, k, node = out[-1]
+            out[-1] = (first, k + 1, node)
+        else:
+            out.append((i, 1, n))
+    return out
+
+
+def lineage_html(lin: Mapping[str, Any]) -> str:
+    """The graph as an HTML fragment (``<div class='lineage'>``)."""
+    root, lanes = lineage_lanes(lin)
+    n = max(1, len(lanes))
+    cols = ["base", "teacher", "data", "student", "checkpoints"]
+    parts = [
+        f"<div class='colhead' style='grid-row:1;grid-column:{j + 1}'>{c}</div>"
+        for j, c in enumerate(cols)
+    ]
+    parts.append(root.html("root", f"grid-row:2 / span {n};grid-column:1"))
+    columns: list[list[Node | None]] = [
+        [ln.teacher for ln in lanes],
+        [ln.data for ln in lanes],
+        [ln.student for ln in lanes],
+        [ln.checkpoints for ln in lanes],
+    ]
+    for j, cells in enumerate(columns):
+        # a teacher or data set several students share spans their lanes; students and their
+        # checkpoints are each their own
+        spans = _spans(cells) if j < 2 else [(i, 1, n) for i, n in enumerate(cells) if n]
+        for first, k, node in spans:
+            parts.append(node.html("arrow", f"grid-row:{first + 2} / span {k};grid-column:{j + 2}"))
+    grid = "grid-template-columns:repeat(5,minmax(120px,auto))"
+    return f"<div class='lineage' style='{grid}'>{''.join(parts)}</div>"
+
+
+def section_lineage(rep: Report, lin: Mapping[str, Any]) -> None:
+    """The lineage section: the graph, then the versions and seeds in one line."""
+    _, lanes = lineage_lanes(lin)
+    section(
+        rep,
+        "Lineage: who taught whom",
+        "lineage",
+        f"{len(lanes)} student series from one base model; open a box for its hashes and settings.",
+    )
+    rep.raw(lineage_html(lin))
+    extra = {
+        k: _short(v)
+        for k, v in {
+            "steerlens": lin.get("steerlens_version"),
+            "seeds": _m(lin.get("seeds")),
+        }.items()
+        if _present(v)
+    }
+    if extra:
+        rep.text(" · ".join(f"{k}: {v}" for k, v in extra.items()))
