@@ -159,3 +159,34 @@ def test_detect_bank_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
     logs.clear()
     exp.execute(cfg, tmp_path / "bank", progress=False, log=logs.append)
     assert sum("reusing reading.json" in x for x in logs) == 15
+
+
+def test_measured_power_quotes_the_held_out_rates(tmp_path: Path) -> None:
+    """The verdict's power sentence comes from the committed bank's held-out numbers, and says
+    plainly when no bank measured the rule."""
+    from steerlens.pipeline.power import measured_power
+
+    missing = measured_power("behavior_model", "kl", tmp_path / "none.json")
+    assert "unmeasured" in missing["text"] and "no known rate" in missing["detail"]
+    rng = np.random.default_rng(1)
+    students = [
+        Student(
+            "kl",
+            cell,
+            s,
+            label,
+            [_reading("owl", float(rng.normal(shift, 0.05)), 0.0, float(rng.normal()))],
+        )
+        for s in range(4)
+        for cell, label, shift in (("base", None, 0.0), ("steer4", "owl", 2.0))
+    ]
+    res = classify(students, layer=1, alpha_star=4.0, n_boot=100)
+    path = tmp_path / "power.json"
+    path.write_text(
+        json.dumps({**res.to_json(), "bank": {"what": "8 students", "precision": "float32"}})
+    )
+    p = measured_power("behavior_model", "kl", path)
+    r = res.row("behavior_model", "kl")
+    k, n = r.alpha_tpr["k"], r.alpha_tpr["n"]
+    assert f"flags {k}/{n} inheriting" in p["text"] and "8 students" in p["detail"]
+    assert "steered α=16" in p["detail"]

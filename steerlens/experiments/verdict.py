@@ -293,7 +293,7 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     lines += [f"Flag: {f}." for f in flags]
     loss = str((results.get("config") or {}).get("loss", "kl"))
     power = measured_power("behavior_model", loss)
-    lines.append(f"Power: {power}")
+    lines.append(f"Power: {power['detail']}")
     lines.append(
         f"Claims are tested at α={alpha:g}: 'inherited' needs the student-vs-base-control "
         "behavior delta and, with benign replicates, the student beyond their spread (model-"

@@ -324,32 +324,38 @@ POWER_FILE = Path(__file__).with_name("detection_power.json")
 classifier table without the scored pairs, plus how the bank was run (``bank``)."""
 
 
-def measured_power(detector: str, loss: str, path: Path = POWER_FILE) -> str:
-    """One sentence: what the bank measured for ``detector`` under ``loss`` (held-out seeds:
-    FPR and TPR of its α-level decision, TPR per steered strength and prompted trait), or that
-    no bank measured it, so a miss has no known rate."""
+def measured_power(detector: str, loss: str, path: Path = POWER_FILE) -> dict[str, str]:
+    """What the bank measured for ``detector`` under ``loss``: ``text``, one short sentence
+    (held-out FPR and TPR of its α-level decision), and ``detail`` (TPR per steered strength and
+    prompted trait, the AUC, the bank); both say so when no bank measured it, so a miss has no
+    known rate."""
     if not path.is_file():
-        return (
-            f"No detection-power bank has measured {detector} ({loss}) for this steerlens: how "
-            "often this test misses a real transfer is unknown."
-        )
+        text = f"Its power is unmeasured: no detection bank has run {detector} ({loss})."
+        return {"text": text, "detail": text + " A miss has no known rate."}
     d = read_json(path)
     res = DetectionResult.from_json(d)
     bank = d.get("bank") or {}
     try:
         r = res.row(detector, loss)
     except StopIteration:
-        return f"The committed detection bank did not measure {detector} ({loss})."
+        text = f"Its power is unmeasured: the committed bank did not run {detector} ({loss})."
+        return {"text": text, "detail": text}
     cells = ", ".join(
         f"{_cell_name(k, res.alpha_star)} {fraction(v)}" for k, v in r.tpr_by_cell.items()
     )
-    return (
-        f"Measured power of {detector} ({loss}) on a bank of students of known truth "
-        f"({bank.get('what', 'see benchmarks/results/detection.md')}): on held-out seeds it "
-        f"flagged {fraction(r.alpha_fpr)} negatives and {fraction(r.alpha_tpr)} positives at p<{res.level:g}"
-        f" ({cells}); AUC {r.auc:.2f} [{r.auc_lo:.2f}, {r.auc_hi:.2f}]. A 'no evidence' "
-        "here misses transfers like those it did not flag."
+    text = (
+        f"Measured power (bank of known truth, held-out): flags {fraction(r.alpha_tpr)} "
+        f"inheriting and {fraction(r.alpha_fpr)} clean students."
     )
+    detail = (
+        f"Measured power of {detector} ({loss}) on a bank of students of known truth "
+        f"({bank.get('what', 'see benchmarks/results/detection.md')}; {bank.get('precision', '')}"
+        f"): on held-out seeds it flagged {fraction(r.alpha_fpr)} negatives and "
+        f"{fraction(r.alpha_tpr)} positives at p<{res.level:g} ({cells}); AUC {r.auc:.2f} "
+        f"[{r.auc_lo:.2f}, {r.auc_hi:.2f}]. A 'no evidence' here misses transfers like those it "
+        "did not flag."
+    )
+    return {"text": text, "detail": detail}
 
 
 def _cell_name(cell: str, alpha_star: float) -> str:
