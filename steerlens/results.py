@@ -208,16 +208,19 @@ class Record(ResultMixin):
     A subclass writes only ``summary`` (and, to draw, ``_html_details`` / ``main_figure``)."""
 
     legacy_kinds: tuple[str, ...] = ()
+    #: properties written beside the fields (read by people and other tools; never read back)
+    derived_json: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         cls.result_kind = f"steerlens.{cls.__name__}"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             f.name: to_jsonable(getattr(self, f.name))
             for f in dataclasses.fields(self)  # type: ignore[arg-type]
         }
+        return out | {k: to_jsonable(getattr(self, k)) for k in self.derived_json}
 
     @classmethod
     def from_json(cls: type[R], d: Mapping[str, Any]) -> R:

@@ -76,3 +76,22 @@ def test_load_checks_kind_version_and_reads_legacy_kinds(tmp_path: Path) -> None
     p.write_text(json.dumps({"kind": "steerlens._Outer", "format_version": 99, **d}))
     with pytest.raises(ValueError, match=r"format 99.*upgrade steerlens"):
         _Outer.load(p)
+
+
+def test_converted_results_keep_their_json_layout(tmp_path: Path) -> None:
+    """Results moved onto the protocol write what they wrote before and read older files."""
+    from steerlens.carry.nulls import NullComparison
+    from steerlens.lineage.verify import LineageCheck, Problem
+
+    nc = NullComparison(
+        1.5, 0.05, True, {"mean": 0.0, "sd": 1.0, "q95": 1.6, "min": -2.0, "max": 2.0, "n": 19}
+    )
+    assert nc.to_json() == {"z": 1.5, "p": 0.05, "beats_null": True, "null": dict(nc.null)}
+    assert NullComparison.from_json({"S": 0.3, **nc.to_json()}) == nc  # read from a peak's JSON
+    chk = LineageCheck("runs/x", ["a.lineage.json"], [Problem("a", "changed")], {"a": "k1"}, 3)
+    d = chk.to_json()
+    assert d["ok"] is False and d["problems"] == [{"file": "a", "what": "changed"}]
+    assert LineageCheck.from_json(d) == chk
+    old = tmp_path / "check.json"
+    old.write_text(json.dumps({"kind": "steerlens.lineage_check", **d}))
+    assert LineageCheck.load(old) == chk

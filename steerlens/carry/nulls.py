@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict, cast
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
 
 from steerlens.carry.levels import P_MAX, Z_MIN
+from steerlens.results import Record
 from steerlens.stats import random_directions, z_and_p
 
 __all__ = ["NullBand", "NullComparison", "band", "compare_to_null", "layer_seed", "null_draws"]
@@ -55,7 +56,7 @@ def band(values: Sequence[float]) -> NullBand:
 
 
 @dataclass(frozen=True)
-class NullComparison:
+class NullComparison(Record):
     """An observed statistic against its random-direction null: z = (obs − mean)/sd (None when
     the null has no spread), empirical p = (1 + #{null ≥ obs})/(1 + n), and whether it beats
     the null (None: no null)."""
@@ -65,13 +66,9 @@ class NullComparison:
     beats_null: bool | None
     null: NullBand
 
-    def to_json(self) -> dict[str, Any]:
-        return {"z": self.z, "p": self.p, "beats_null": self.beats_null, "null": dict(self.null)}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> NullComparison:
-        null = cast(NullBand, dict(d.get("null", {})))
-        return cls(d.get("z"), d.get("p"), d.get("beats_null"), null)
+    def summary(self) -> str:
+        z = "n/a" if self.z is None else f"{self.z:+.2f}"
+        return f"z {z}, p {self.p}, beats the null: {self.beats_null}"
 
     @staticmethod
     def in_json(d: Mapping[str, Any]) -> bool:

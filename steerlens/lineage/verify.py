@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from steerlens.common import sha256_file
 from steerlens.lineage.dsse import key_id, load_public_key, signature_ok
@@ -20,7 +18,7 @@ from steerlens.lineage.record import (
     read_record,
     record_path,
 )
-from steerlens.results import ResultMixin
+from steerlens.results import Record as ResultRecord
 
 __all__ = ["LineageCheck", "Problem", "sign_lineage", "verify_lineage"]
 
@@ -37,7 +35,7 @@ class Problem:
 
 
 @dataclass
-class LineageCheck(ResultMixin):
+class LineageCheck(ResultRecord):
     """What :func:`verify_lineage` found: the records checked, their signers, the problems."""
 
     root: str
@@ -46,7 +44,8 @@ class LineageCheck(ResultMixin):
     signers: dict[str, str] = field(default_factory=dict)  # record → keyid(s)
     n_files: int = 0
 
-    result_kind = "steerlens.lineage_check"
+    legacy_kinds = ("steerlens.lineage_check",)
+    derived_json = ("ok",)
 
     @property
     def ok(self) -> bool:
@@ -61,27 +60,6 @@ class LineageCheck(ResultMixin):
         keys = sorted(set(self.signers.values()))
         sig = f"; signed by {', '.join(k[:24] + '…' for k in keys)}" if keys else "; unsigned"
         return "\n".join([head + sig, *(f"  {p}" for p in self.problems)])
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.result_kind,
-            "root": self.root,
-            "ok": self.ok,
-            "records": self.records,
-            "problems": [{"file": p.file, "what": p.what} for p in self.problems],
-            "signers": self.signers,
-            "n_files": self.n_files,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> LineageCheck:
-        return cls(
-            d["root"],
-            list(d["records"]),
-            [Problem(p["file"], p["what"]) for p in d["problems"]],
-            dict(d["signers"]),
-            int(d["n_files"]),
-        )
 
 
 def _show(p: Path, root: Path) -> str:
