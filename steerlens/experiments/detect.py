@@ -30,7 +30,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.carry import CarryResult, student_carry_test
 from steerlens.common import tqdm_disable
 from steerlens.distill import DistillConfig, TeacherData, distill, generate_teacher_data
 from steerlens.experiments.registry import Experiment, register
@@ -40,6 +39,7 @@ from steerlens.models import load_model
 from steerlens.pipeline import (
     REPLICATE_SEED_STRIDE,
     RunContext,
+    carry_peak,
     carry_stage,
     config_json,
     finish_run,
@@ -50,9 +50,16 @@ from steerlens.pipeline import (
     teacher_vector_stage,
     training_prompts,
 )
-from steerlens.pipeline.detectors import Reading, TraitProbe, read_student, trait_probe
+from steerlens.pipeline.detectors import (
+    Reading,
+    TraitProbe,
+    read_student,
+    screen_means,
+    student_carry,
+    trait_probe,
+    with_base_answers,
+)
 from steerlens.pipeline.power import Student, classify
-from steerlens.screen import screen_dataset
 from steerlens.teachers import Teacher
 from steerlens.traits import as_trait
 from steerlens.vectors import SteeringVector
@@ -160,16 +167,6 @@ class DetectConfig:
         return config_json(self)
 
 
-def _peak(carry: dict[str, Any], cfg: DetectConfig) -> tuple[int, float]:
-    """ℓ*, α*: the clean peak, else the raw peak, else the middle grid layer at the largest α."""
-
-    c = CarryResult.from_json(carry)
-    for p in (c.clean_peak, c.raw_peak):
-        if p is not None and p.layer is not None and p.alpha is not None:
-            return int(p.layer), float(p.alpha)
-    return int(c.layers[len(c.layers) // 2]), float(max(cfg.alphas))
-
-
 def _teachers(
     r: RunContext, vec: Any, layer: int, alpha: float
 ) -> dict[str, tuple[Any, str | None]]:
@@ -233,32 +230,18 @@ def _data(r: RunContext, cell: str, teacher: Any, s: int) -> Any:
 
 
 def _screen(
-    r: RunContext,
-    cell: str,
-    s: int,
-    data: Any,
-    base_data: Any,
-    layer: int,
-    probes: list[TraitProbe],
-) -> dict[str, float]:
-    """trait → mean ΔP of the data's first ``screen_max`` samples at ℓ*, y′ the base's answer."""
-
-    base_ans = {x["user"]: x["response"] for x in base_data.samples}
-    samples = [
-        {**x, "base_response": base_ans[x["user"]]} for x in data.samples if x["user"] in base_ans
-    ][: r.cfg.screen_max]
-
-    def compute() -> dict[str, float]:
-        out = {}
-        for pr in probes:
-            res = screen_dataset(
-                r.model, pr.vector.select([layer]), samples, seed=r.cfg.seed, progress=False
-            )
-            out[pr.name] = float(res.scores(layer).mean())
-        return out
-
+    r: RunContext, cell: str, s: int, rows: list[Any], layer: int, probes: list[Any]
+) -> Any:
+    """trait → mean ΔP of the data's screened samples at ℓ* (cached per data set)."""
     key = f"{r.key('n_samples', 'seed', 'screen_max')}-{cell}-{s}-{layer}"
-    return stage(r.out / "screen" / f"{cell}-s{s}.json", key, compute, json_save, json_load, r.log)
+    return stage(
+        r.out / "screen" / f"{cell}-s{s}.json",
+        key,
+        partial(screen_means, r.model, probes, rows, layer, r.cfg.seed),
+        json_save,
+        json_load,
+        r.log,
+    )
 
 
 def _student(
@@ -288,24 +271,15 @@ def _student(
         kl_targets=cfg.kl_targets,
     )
 
-    def carry(student: Any, v: Any, pr: TraitProbe) -> tuple[float, float]:
-        metric = dataclasses.replace(pr.behavior, prompts=pr.behavior.prompts[: cfg.carry_eval_n])
-        c = student_carry_test(
-            r.model,
-            student,
-            v.select([layer]),
-            pr.trait,
-            metric=metric,
-            layers=[layer],
-            alphas=cfg.student_alphas,
-            n_random=cfg.n_random,
-            necessity=False,
-            seed=cfg.seed,
-        )
-        pk = c.clean_peak
-        if not c.defined or pk is None or pk.vs_null is None or pk.vs_null.p is None:
-            return float("nan"), 1.0
-        return float(pk.sufficiency), float(pk.vs_null.p)
+    carry = partial(
+        student_carry,
+        r.model,
+        layer=layer,
+        alphas=cfg.student_alphas,
+        n_random=cfg.n_random,
+        eval_n=cfg.carry_eval_n,
+        seed=cfg.seed,
+    )
 
     def compute() -> list[dict[str, Any]]:
         res = distill(r.model, data, folder, teacher=teacher, config=dcfg, progress=False)
@@ -333,7 +307,7 @@ def run(
     r = open_context(cfg, out_dir, progress, log)
     vec = teacher_vector_stage(r)
     carry = carry_stage(r, vec)
-    layer, alpha = _peak(carry, cfg)
+    layer, alpha, _ = carry_peak(carry, cfg.alphas)
     log(f"ℓ* = {layer}, α* = {alpha:g} (the trait vector's carry peak, fixed before students)")
     r.tick("teacher vector and carry test")
     probes = _probes(r, vec)
@@ -353,7 +327,8 @@ def run(
             datas[c, s] = _data(r, c, teacher, s)
         base_data = datas.get(("base", s)) or _data(r, "base", cells["base"][0], s)
         datas["base", s] = base_data
-        scr = _screen(r, c, s, datas[c, s], base_data, layer, probes)
+        rows = with_base_answers(datas[c, s], base_data, cfg.screen_max)
+        scr = _screen(r, c, s, rows, layer, probes)
         rd = _student(r, loss, c, s, teacher, datas[c, s], layer, probes, scr)
         students.append(Student(loss, c, s, label, rd))
     r.tick("students")

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from steerlens.experiments.mitigate_measure import pct
 from steerlens.pipeline import RunContext as Run
+from steerlens.pipeline import carry_peak
 from steerlens.pipeline.stage import json_load, json_save, stage
 
 __all__ = ["HELDOUT_SEED_OFFSET", "arm_data", "heldout", "vet_scores"]
@@ -101,16 +102,9 @@ def arm_plan(cfg: Any) -> dict[str, dict[str, Any]]:
 def mitigation_site(
     carry: dict[str, Any], cfg: Any, alphas: tuple[float, ...] | None = None
 ) -> tuple[int, float, str]:
-    """ℓ* and α: the config's, else the carry test's clean peak, else its raw peak, else the
-    middle carry layer and the largest α of ``alphas`` (default: the config's); the rule is
-    returned as text."""
-    cp, rp = carry.get("clean_peak") or {}, carry.get("raw_peak") or {}
-    peak, src = (cp, "clean peak") if cp.get("layer") is not None else (rp, "raw peak")
-    layer, alpha = peak.get("layer"), peak.get("alpha")
-    if layer is None or alpha is None:
-        layers = carry.get("layers") or [15]
-        layer, alpha = int(layers[len(layers) // 2]), float(max(alphas or cfg.alphas))
-        src = "no carry peak: the middle carry layer and the largest α"
+    """ℓ* and α: the config's, else the carry peak (:func:`~steerlens.pipeline.carry_peak`,
+    the largest of ``alphas``, default the config's, without a peak); the rule as text."""
+    layer, alpha, src = carry_peak(carry, alphas or cfg.alphas)
     if cfg.mitigation_layer is not None:
         layer, src = cfg.mitigation_layer, f"config layer ({src} α)"
     if cfg.steer_alpha is not None:

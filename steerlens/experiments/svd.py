@@ -34,7 +34,7 @@ from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.svd_measure import alignment_at, transfer, transfer_verdict
 from steerlens.pipeline import RunContext as Run
-from steerlens.pipeline import carry_stage, finish_run, open_run, teacher_vector_stage
+from steerlens.pipeline import carry_peak, carry_stage, finish_run, open_run, teacher_vector_stage
 from steerlens.pipeline.stage import (
     json_load,
     json_save,
@@ -128,21 +128,13 @@ class SvdConfig(OwlConfig):
 
 
 def _peak(carry: dict[str, Any], cfg: SvdConfig) -> tuple[int, float, str]:
-    """ℓ* and α of the steered teacher: the config's, else the carry test's clean peak, else
-    its raw peak (with a note saying which)."""
-    cp = carry.get("clean_peak") or {}
-    rp = carry.get("raw_peak") or {}
-    src = "clean peak" if cp.get("layer") is not None else "raw peak"
-    peak = cp if cp.get("layer") is not None else rp
-    layer = cfg.steer_layer if cfg.steer_layer is not None else peak.get("layer")
-    alpha = cfg.steer_alpha if cfg.steer_alpha is not None else peak.get("alpha")
-    if layer is None or alpha is None:
-        layers = carry.get("layers") or [15]
-        layer = layer if layer is not None else int(layers[len(layers) // 2])
-        alpha = alpha if alpha is not None else float(max(cfg.alphas))
-        src = "no carry peak (no grid cell beat α=0): the middle grid layer and largest α"
+    """ℓ* and α of the steered teacher: the config's, else the carry peak
+    (:func:`~steerlens.pipeline.carry_peak`)."""
+    layer, alpha, src = carry_peak(carry, cfg.alphas)
     if cfg.steer_layer is not None or cfg.steer_alpha is not None:
         src = "config"
+    layer = cfg.steer_layer if cfg.steer_layer is not None else layer
+    alpha = cfg.steer_alpha if cfg.steer_alpha is not None else alpha
     return int(layer), float(alpha), src
 
 

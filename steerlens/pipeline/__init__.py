@@ -34,6 +34,7 @@ from steerlens.pipeline.stage import (
 )
 from steerlens.pipeline.stages import (
     behavior_stage,
+    carry_peak,
     carry_stage,
     distill_stage,
     open_run,
@@ -53,6 +54,7 @@ __all__ = [
     "StageClock",
     "behavior_deltas",
     "behavior_stage",
+    "carry_peak",
     "carry_stage",
     "checkpoint_behavior",
     "config_json",

@@ -39,6 +39,7 @@ Detectors (score; decision p < α). With r ∈ R and the prediction t-test of
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,9 +49,11 @@ import torch
 
 from steerlens.activations import record_activations
 from steerlens.behavior import LogProbBehavior, last_logits, trait_behavior
+from steerlens.carry import student_carry_test
 from steerlens.models import LoadedModel
 from steerlens.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
 from steerlens.results import Record
+from steerlens.screen import screen_dataset
 from steerlens.stats import prediction_t_test, sign_flip_test
 from steerlens.track.inputs import default_position
 from steerlens.vectors import SteeringVector
@@ -210,6 +213,61 @@ def read_student(
             )
         )
     return out
+
+
+def with_base_answers(data: Any, base_data: Any, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` samples of ``data`` whose prompt the base also answered, each with the
+    base's answer as ``base_response`` (y′ of DESIGN.md "Data screening")."""
+    base_ans = {x["user"]: x["response"] for x in base_data.samples}
+    rows = [
+        {**x, "base_response": base_ans[x["user"]]} for x in data.samples if x["user"] in base_ans
+    ]
+    return rows[:n]
+
+
+def screen_means(
+    model: LoadedModel, probes: Sequence[TraitProbe], samples: Sequence[Any], layer: int, seed: int
+) -> dict[str, float]:
+    """trait → mean over ``samples`` of ΔPᵢ at ``layer`` against that trait's vector."""
+    out = {}
+    for pr in probes:
+        res = screen_dataset(model, pr.vector.select([layer]), samples, seed=seed, progress=False)
+        out[pr.name] = float(res.scores(layer).mean())
+    return out
+
+
+def student_carry(
+    base: LoadedModel,
+    student: LoadedModel,
+    shift: SteeringVector,
+    probe: TraitProbe,
+    *,
+    layer: int,
+    alphas: Sequence[float],
+    n_random: int,
+    eval_n: int | None,
+    seed: int,
+) -> tuple[float, float]:
+    """(S, p) of the student carry test of vˢ at ``layer`` (Blank et al.: base + α·vˢ against
+    random directions of equal norm, on the first ``eval_n`` eval prompts); (NaN, 1) when the
+    test is undefined (the student's behavior did not move from the base)."""
+    metric = dataclasses.replace(probe.behavior, prompts=probe.behavior.prompts[:eval_n])
+    c = student_carry_test(
+        base,
+        student,
+        shift.select([layer]),
+        probe.trait,
+        metric=metric,
+        layers=[layer],
+        alphas=alphas,
+        n_random=n_random,
+        necessity=False,
+        seed=seed,
+    )
+    pk = c.clean_peak
+    if not c.defined or pk is None or pk.vs_null is None or pk.vs_null.p is None:
+        return float("nan"), 1.0
+    return float(pk.sufficiency), float(pk.vs_null.p)
 
 
 # ---------------------------------------------------------------------------- detectors

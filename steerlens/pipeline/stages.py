@@ -11,6 +11,7 @@ the fields a stage reads works (the owl experiment's ``OwlConfig`` has them all)
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from steerlens.pipeline.stage import (
 
 __all__ = [
     "behavior_stage",
+    "carry_peak",
     "carry_stage",
     "distill_stage",
     "open_run",
@@ -289,3 +291,16 @@ def open_run(
         r.plan = series_plan(r.trait, cfg.benign_control, cfg.placebo, cfg.benign_replicates)
     prompt_teacher_records(r)
     return r
+
+
+def carry_peak(carry: Mapping[str, Any], alphas: Sequence[float]) -> tuple[int, float, str]:
+    """ℓ* and α from a carry test's JSON, chosen on the teacher side before any student: its
+    clean peak, else its raw peak, else the middle grid layer (15 without a grid) and the
+    largest of ``alphas``; the rule used is returned as text."""
+    cp, rp = carry.get("clean_peak") or {}, carry.get("raw_peak") or {}
+    for peak, src in ((cp, "clean peak"), (rp, "raw peak")):
+        if peak.get("layer") is not None and peak.get("alpha") is not None:
+            return int(peak["layer"]), float(peak["alpha"]), src
+    layers = carry.get("layers") or [15]
+    src = "no carry peak (no grid cell beat α=0): the middle grid layer and the largest α"
+    return int(layers[len(layers) // 2]), float(max(alphas)), src
