@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -262,6 +262,9 @@ def distill(
     progress: bool | None = None,
     parents: Mapping[str, str | Path] | None = None,
     mitigation: Mitigation | None = None,
+    engine: str = "reference",
+    callbacks: Sequence[Any] | None = None,
+    trainer_args: Mapping[str, Any] | None = None,
 ) -> DistillResult:
     """Train a LoRA student of ``base_model`` on the teacher's numbers; save a checkpoint series.
 
@@ -285,7 +288,20 @@ def distill(
 
     ``mitigation`` (:class:`~steerlens.distill.mitigations.Mitigation`): a trait-direction
     regulariser and/or preventative steering during training only; recorded in the lineage.
+
+    ``engine``: ``"reference"`` (default: this package's single-process loop, which caches the
+    frozen lower blocks) or ``"trl"`` (:mod:`steerlens.distill.trl_engine`: TRL ``SFTTrainer`` /
+    a ``transformers.Trainer`` for the KL loss, so ``accelerate launch`` runs it on several
+    processes; needs the ``trl`` extra). Only with ``"trl"``: ``callbacks`` (``TrainerCallback``
+    objects, e.g. :class:`steerlens.integrations.SteerlensCallback`) and ``trainer_args``
+    (``TrainingArguments`` overrides, e.g. ``gradient_checkpointing``).
     """
+    if engine not in ("reference", "trl"):
+        raise ValueError(f"engine must be 'reference' or 'trl', got {engine!r}")
+    if engine != "trl" and (callbacks or trainer_args):
+        raise ValueError("callbacks and trainer_args need engine='trl'")
+    if engine == "trl" and mitigation is not None:
+        raise ValueError("mitigations run on the reference engine only (engine='reference')")
     lm = as_model(base_model)
     cfg = config or DistillConfig()
     d = _as_data(data)
@@ -293,9 +309,29 @@ def distill(
     layers = _resolve_layers(lm, cfg)
     out = Path(out_dir).expanduser()
     lineage = _lineage(lm, cfg, d, t, layers, mitigation)
-    start, losses, done = _resume_point(out, lineage, json_sha256(lineage)[:16], cfg, overwrite)
     if isinstance(data, (str, Path)) and has_record(data):
         parents = {"data": data, **(parents or {})}
+    if engine == "trl":
+        from steerlens.distill.trl_engine import distill_trl
+
+        res = distill_trl(
+            lm,
+            d,
+            t,
+            cfg,
+            layers,
+            out,
+            lineage,
+            json_sha256(lineage)[:16],
+            overwrite=overwrite,
+            progress=progress,
+            callbacks=callbacks,
+            trainer_args=trainer_args,
+        )
+        if res.record.get("world_size", 1) == 1 or _is_main_process():
+            _series_record(out, lm, lineage, parents)
+        return res
+    start, losses, done = _resume_point(out, lineage, json_sha256(lineage)[:16], cfg, overwrite)
     if done is not None:
         ensure_record(out, lambda: _series_record(out, lm, lineage, parents))
         return done
@@ -316,6 +352,12 @@ def distill(
     del student, opt
     _series_record(out, lm, lineage, parents)
     return _result_from_record(out, record, cfg.steps, start)
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _series_record(
