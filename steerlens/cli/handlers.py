@@ -182,6 +182,7 @@ def cmd_distill(inv: Invocation) -> int:
         config=cfg,
         overwrite=o.overwrite,
         parents={"data": data_path, "teacher": teacher},
+        engine=o.engine,
     )
     print(f"checkpoints in {out}: {', '.join(p.name for p in sorted(out.glob('checkpoint-*')))}")
     return 0
