@@ -64,7 +64,12 @@ def _sft(lm: LoadedModel, out: Path, callback: Any, *, peft: bool, steps: int = 
         dataloader_num_workers=0,
     )
     peft_config = (
-        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
+        LoraConfig(
+            r=4,
+            lora_alpha=8,
+            target_modules=["q_proj", "v_proj", "down_proj"],
+            layers_to_transform=[1, 2, 3],
+        )
         if peft
         else None
     )
@@ -90,7 +95,12 @@ def test_callback_track_equals_post_hoc_track(lm: LoadedModel, tmp_path: Path, p
     live = AlignmentTrack.load(tmp_path / TRACK_NAME)
     post = track_checkpoints(lm, tmp_path, vec, PROMPTS, cache_dir=False, n_boot=10, **NULLS)
     assert live.steps() == post.steps() == [0, 2, 4]
-    assert np.all(post.norm()[1:] > 0)  # training moved the student
+    assert np.all(post.norm()[1:, 1:] > 0)  # training moved the student
+    if peft:  # blocks 1.. replayed on the base's captured inputs; block 0 exactly the base's
+        assert cb.start == 1 and cb.inputs is not None and live.settings["fast"]
+        assert np.all(live.norm()[:, 0] == 0) and np.all(post.norm()[:, 0] == 0)
+    else:
+        assert cb.start == 0 and cb.inputs is None
     for key in ("eas", "proj", "norm"):
         assert np.allclose(live.metric(key), post.metric(key), rtol=1e-4, atol=1e-5), key
     assert np.allclose(live.metric("p_adj"), post.metric("p_adj"), atol=0.02)

@@ -49,7 +49,8 @@ from steerlens.track.inputs import (
     probe_prompts,
 )
 from steerlens.track.nulls import NullConfig
-from steerlens.track.replay import base_pass, checkpoint_rows
+from steerlens.backends.upper import BlockInputs
+from steerlens.track.replay import base_pass, checkpoint_rows, replay_self_check
 from steerlens.track.results import AlignmentTrack
 from steerlens.track.series import Key, Rows, series_tracks
 from steerlens.traits import as_trait
@@ -179,6 +180,8 @@ class SteerlensCallback(TrainerCallback):
         self.paths: dict[int, Path] = {}
         self.behavior_scores: dict[int, float] = {}
         self.row_cache: RowCache | None = None
+        self.start = 0
+        self.inputs: BlockInputs | None = None
         self.track: AlignmentTrack | None = None
         self.seconds: dict[str, Any] = {"base_pass": 0.0, "saves": {}, "steps": {}}
 
@@ -230,7 +233,9 @@ class SteerlensCallback(TrainerCallback):
             },
         )
         self.base_rows = self.row_cache.load("base", run.layers, run.n, run.d)
-        if self.base_rows is None:
+        self.start = _first_trained_block(lm, model)
+        capture = self.start if 0 < self.start <= run.deepest else None
+        if self.base_rows is None or capture is not None:
             if state.global_step > 0 and not _is_peft(model):
                 warnings.warn(
                     f"resuming a full fine-tune at step {state.global_step} with no cached base "
@@ -240,10 +245,16 @@ class SteerlensCallback(TrainerCallback):
             t0 = time.perf_counter()
             ctx = model.disable_adapter() if _is_peft(model) else contextlib.nullcontext()
             with ctx, _eval_mode(model):
-                rows, _ = base_pass(lm, run.encs, run.batches, run.layers, run.pos)
+                rows, inputs = base_pass(lm, run.encs, run.batches, run.layers, run.pos, capture)
+                if inputs is not None and not replay_self_check(
+                    lm, inputs, run.encs, run.layers, run.pos, rows
+                ):
+                    inputs = None  # as track_checkpoints: full truncated forwards instead
+            self.inputs = inputs
             self.seconds["base_pass"] = time.perf_counter() - t0
-            self.row_cache.save("base", rows, torch.float32)
-            self.base_rows = rows
+            if self.base_rows is None:
+                self.row_cache.save("base", rows, torch.float32)
+                self.base_rows = rows
         # earlier checkpoints of a resumed run
         for p in sorted(out.glob("checkpoint-*")):
             step = _step_of(p)
@@ -287,10 +298,13 @@ class SteerlensCallback(TrainerCallback):
 
     # ---------------------------------------------------------------- computation
     def _rows(self, model: Any) -> Rows:
-        """The student's per-prompt rows now (the computation ``track_checkpoints`` runs on a
-        checkpoint that changes block 0: a truncated forward per length batch)."""
+        """The student's per-prompt rows now, computed as ``track_checkpoints`` computes a
+        checkpoint's: only the blocks from the lowest trained one up, on the base's captured
+        inputs (a PEFT student), else a truncated forward per length batch."""
         run = self.run
         assert run is not None and self.base_rows is not None
+        if self.start > run.deepest:  # no tracked layer is trained: exactly the base's rows
+            return {k: v.clone() for k, v in self.base_rows.items()}
         with _eval_mode(model):
             rows = checkpoint_rows(
                 run.lm,
@@ -299,7 +313,7 @@ class SteerlensCallback(TrainerCallback):
                 run.layers,
                 run.pos,
                 self.batch_size,
-                None,
+                self.inputs,
                 self.base_rows,
             )
         return {k: v.float() for k, v in rows.items()}
@@ -331,7 +345,7 @@ class SteerlensCallback(TrainerCallback):
         root = cks[0].path.parent if cks else Path(".")
         run.all_series = {"main": CheckpointSeries(root, cks)}
         rows_by: dict[Key, Rows] = {("main", s): rows[s] for s in steps}
-        first: dict[Key, int] = {("main", s): 0 for s in steps}
+        first: dict[Key, int] = {("main", s): self.start for s in steps}
         tracks, _ = series_tracks(
             run,
             rows_by,
@@ -360,7 +374,7 @@ class SteerlensCallback(TrainerCallback):
             "level": 0.95,
             "seed": self.seed,
             "rows_dtype": str(torch.float32),
-            "fast": False,
+            "fast": self.inputs is not None,
             "decision": "p = max(p_iso, p_cov), corrected across layers per checkpoint",
             "live": True,
         }
@@ -402,6 +416,23 @@ class SteerlensCallback(TrainerCallback):
             Trainer.log(self.trainer, logs)
         else:
             state.log_history.append({**logs, "step": step})
+
+
+def _first_trained_block(lm: LoadedModel, model: Any) -> int:
+    """The lowest decoder block with a trainable parameter (a LoRA student: its lowest adapted
+    block), or 0 when anything outside the blocks trains (a full fine-tune): the blocks below it
+    keep the base's activations, as ``first_changed_block`` finds for a saved checkpoint."""
+    blocks = lm.layout.blocks
+    in_blocks = {id(p) for b in blocks for p in b.parameters()}
+    head = lm.model.get_output_embeddings()
+    skip = {id(p) for p in head.parameters()} if head is not None else set()
+    for p in _inner(model).parameters():
+        if p.requires_grad and id(p) not in in_blocks and id(p) not in skip:
+            return 0
+    for i, b in enumerate(blocks):
+        if any(p.requires_grad for p in b.parameters()):
+            return i
+    return len(blocks)
 
 
 def _step_of(p: Path) -> int | None:
