@@ -37,6 +37,7 @@ import torch
 from transformers import TrainerCallback
 
 from steerlens.activations import length_batches
+from steerlens.backends.upper import BlockInputs
 from steerlens.checkpoints import Checkpoint, CheckpointSeries, classify
 from steerlens.models import LoadedModel, describe, wrap
 from steerlens.prompts import PositionSpec, encode, position_indices, prompt_set_hash
@@ -49,7 +50,6 @@ from steerlens.track.inputs import (
     probe_prompts,
 )
 from steerlens.track.nulls import NullConfig
-from steerlens.backends.upper import BlockInputs
 from steerlens.track.replay import base_pass, checkpoint_rows, replay_self_check
 from steerlens.track.results import AlignmentTrack
 from steerlens.track.series import Key, Rows, series_tracks
@@ -424,7 +424,7 @@ def _first_trained_block(lm: LoadedModel, model: Any) -> int:
     keep the base's activations, as ``first_changed_block`` finds for a saved checkpoint."""
     blocks = lm.layout.blocks
     in_blocks = {id(p) for b in blocks for p in b.parameters()}
-    head = lm.model.get_output_embeddings()
+    head = lm.model.get_output_embeddings()  # type: ignore[operator]
     skip = {id(p) for p in head.parameters()} if head is not None else set()
     for p in _inner(model).parameters():
         if p.requires_grad and id(p) not in in_blocks and id(p) not in skip:
