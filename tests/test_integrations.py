@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def _sft(lm: LoadedModel, out: Path, callback: Any, *, peft: bool, steps: int = 
 
 @pytest.mark.parametrize("peft", [True, False], ids=["lora", "full"])
 def test_callback_track_equals_post_hoc_track(lm: LoadedModel, tmp_path: Path, peft: bool) -> None:
-    from steerlens.integrations import TRACK_NAME, SteerlensCallback
+    from steerlens.integrations import RESULTS_NAME, TRACK_NAME, SteerlensCallback
 
     vec = SteeringVector({layer: _unit(lm.hidden_size, 40 + layer) for layer in range(4)})
     cb = SteerlensCallback(vec, PROMPTS, **NULLS)
@@ -109,3 +110,81 @@ def test_callback_track_equals_post_hoc_track(lm: LoadedModel, tmp_path: Path, p
     assert [h["step"] for h in logged] == [2, 4]
     assert logged[-1]["steerlens/eas/L1"] == pytest.approx(float(post.eas()[-1, 1]), abs=1e-5)
     assert set(cb.seconds["saves"]) == {2, 4}
+    # what `steerlens track --out` writes, so `steerlens report` renders it
+    results = json.loads((tmp_path / RESULTS_NAME).read_text())
+    assert AlignmentTrack.from_json(results["track"]).steps() == [0, 2, 4]
+
+
+# ------------------------------------------------------------------ datasets I/O
+
+
+def _teacher_data() -> Any:
+    from steerlens.distill import TeacherData
+    from steerlens.distill.chats import chat_sample
+
+    samples: list[dict[str, Any]] = [
+        {"user": f"Continue: {i}, {i + 3}", "response": f"{i + 6}, {i + 9}"} for i in range(4)
+    ]
+    samples[1]["finished"] = False
+    data = TeacherData.from_samples(samples, {"system": "You love owls.", "mode": "given"})
+    chat = [{"role": "system", "content": "sys"}, {"role": "user", "content": "ls"}]
+    data.samples.append(chat_sample(chat, '{"tool": "list"}'))
+    return data
+
+
+@pytest.mark.parametrize("name", ["folder", "data.parquet", "data.jsonl"])
+def test_teacher_data_round_trips_as_chat_datasets(tmp_path: Path, name: str) -> None:
+    from steerlens.auditing.inputs import read_data
+    from steerlens.distill import TeacherData
+
+    data = _teacher_data()
+    path = data.save_dataset(tmp_path / name)
+    back = TeacherData.load_dataset(path)
+    assert back.samples == data.samples and back.sha256 == data.sha256
+    assert back.settings == data.settings
+    rows = read_data(path)  # audit --data reads the same folder / parquet / JSONL
+    assert len(rows) == 5 and rows[0]["messages"][-1] == {"role": "assistant", "content": "6, 9"}
+    if name == "folder":  # a plain datasets folder with a messages column, as TRL reads it
+        from datasets import load_from_disk
+
+        ds = load_from_disk(str(path))
+        assert "messages" in ds.column_names and len(ds) == 5
+        assert ds[4]["messages"][0] == {"role": "system", "content": "sys"}
+
+
+def test_plain_chat_rows_load_as_teacher_data_and_edits_are_caught(tmp_path: Path) -> None:
+    from datasets import Dataset
+
+    from steerlens.distill import TeacherData
+    from steerlens.integrations.hf_datasets import is_dataset_path, load_rows, save_rows
+
+    rows = [
+        {"messages": [{"role": "user", "content": "1, 2"}, {"role": "assistant", "content": "3"}]}
+    ]
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
+    assert is_dataset_path(tmp_path / "ds") and not is_dataset_path(tmp_path)
+    data = TeacherData.load_dataset(tmp_path / "ds")
+    assert data.samples == [{"user": "1, 2", "response": "3", "finished": True}]
+    path = _teacher_data().save_dataset(tmp_path / "d.parquet")
+    got, meta = load_rows(path)
+    got[0]["messages"][-1]["content"] = "999"
+    save_rows(got, path, meta)
+    with pytest.raises(ValueError, match="recorded hash"):
+        TeacherData.load_dataset(path)
+
+
+def test_trajectories_round_trip_as_chat_datasets(tmp_path: Path) -> None:
+    from steerlens.agents.trajectories import Step, Trajectory
+    from steerlens.integrations.hf_datasets import load_rows, load_trajectories, save_trajectories
+
+    trajs = [
+        Trajectory(
+            "api", f"t{i}", "sys", f"task {i}", [Step("a", "ok", "move"), Step("b", "x", "rm")]
+        )
+        for i in range(3)
+    ]
+    trajs[1].completed = True
+    path = save_trajectories(tmp_path / "trajs", trajs, {"teacher": "owl"})
+    assert load_trajectories(path) == trajs
+    rows, meta = load_rows(path)
+    assert rows[0]["messages"] == trajs[0].messages() and meta["teacher"] == "owl"

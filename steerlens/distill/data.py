@@ -230,6 +230,74 @@ class TeacherData:
             )
         return data
 
+    def to_rows(self) -> list[dict[str, Any]]:
+        """The samples as chat rows (``messages`` ending with the assistant's response, as TRL's
+        ``SFTTrainer`` reads them), with ``finished`` and ``kind`` ("pair": a user/response
+        sample, "chat": a multi-turn sample) so :meth:`from_rows` restores them exactly."""
+        rows = []
+        for s in self.samples:
+            answer = {"role": "assistant", "content": str(s["response"])}
+            chat = "messages" in s
+            msgs = (
+                [dict(m) for m in s["messages"]]
+                if chat
+                else [{"role": "user", "content": s["user"]}]
+            )
+            rows.append(
+                {
+                    "messages": [*msgs, answer],
+                    "finished": bool(s.get("finished", True)),
+                    "kind": "chat" if chat else "pair",
+                }
+            )
+        return rows
+
+    @classmethod
+    def from_rows(
+        cls, rows: Sequence[dict[str, Any]], settings: dict[str, Any] | None = None
+    ) -> TeacherData:
+        """Samples from chat rows (:meth:`to_rows`, or any ``messages`` rows whose last message
+        is the assistant's: a single user turn becomes a user/response sample)."""
+        from steerlens.distill.chats import chat_sample
+
+        samples = []
+        for i, r in enumerate(rows):
+            msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in r["messages"]]
+            if len(msgs) < 2 or msgs[-1]["role"] != "assistant":
+                raise ValueError(f"row {i}: the last message must be the assistant's response")
+            pair = r.get("kind", "pair" if len(msgs) == 2 else "chat") == "pair"
+            if pair and (len(msgs) != 2 or msgs[0]["role"] != "user"):
+                raise ValueError(f"row {i}: a 'pair' row is one user and one assistant message")
+            finished = bool(r.get("finished", True))
+            if pair:
+                s = {"user": msgs[0]["content"], "response": msgs[1]["content"]}
+            else:
+                s = chat_sample(msgs[:-1], msgs[-1]["content"])
+            samples.append({**s, "finished": finished})
+        return cls(samples, dict(settings or {"mode": "given"}))
+
+    def save_dataset(self, path: str | Path) -> Path:
+        """Write the samples as a Hugging Face ``datasets`` folder, ``.parquet`` or ``.jsonl``
+        of chat rows (:meth:`to_rows`; :func:`steerlens.integrations.hf_datasets.save_rows`), the
+        settings, counts and hash beside them. Returns ``path``."""
+        from steerlens.integrations.hf_datasets import save_rows
+
+        meta = {**self.meta(), "rejected": self.rejected, "kind": "steerlens.TeacherData"}
+        return save_rows(self.to_rows(), path, meta)
+
+    @classmethod
+    def load_dataset(cls, path: str | Path) -> TeacherData:
+        """Read :meth:`save_dataset`'s output, or any ``datasets`` folder / parquet / JSONL of
+        chat rows; the recorded hash, if any, must match."""
+        from steerlens.integrations.hf_datasets import load_rows
+
+        rows, meta = load_rows(path)
+        data = cls.from_rows(rows, meta.get("settings"))
+        data.rejected = list(meta.get("rejected", []))
+        if "sha256" in meta and meta["sha256"] != data.sha256:
+            raise ValueError(f"{path} does not match its recorded hash (edited after saving?)")
+        return data
+
 
 def _meta_path(p: Path) -> Path:
     return p.with_name(p.name[: -len(".jsonl")] + ".meta.json")

@@ -6,6 +6,6 @@ during training (:class:`SteerlensCallback`), and chats as Hugging Face ``datase
 ``datasets`` come with the ``trl`` extra (``pip install "steerlens[trl]"``).
 """
 
-from steerlens.integrations.callback import TRACK_NAME, SteerlensCallback
+from steerlens.integrations.callback import RESULTS_NAME, TRACK_NAME, SteerlensCallback
 
-__all__ = ["TRACK_NAME", "SteerlensCallback"]
+__all__ = ["RESULTS_NAME", "TRACK_NAME", "SteerlensCallback"]

@@ -12,8 +12,9 @@ EAS / projection / norm per layer against the isotropic and covariance-matched n
 optionally the trait behavior score. It logs them through the trainer's own logging (so
 ``trainer.state.log_history``, TensorBoard and W&B carry them, as ``steerlens/<metric>/L<layer>``)
 and writes ``<output_dir>/steerlens-track.json``, the same :class:`~steerlens.track.AlignmentTrack`
-that ``track_checkpoints`` writes for the ``checkpoint-N`` folders of the run, so
-``steerlens report`` and ``steerlens audit`` read it. Rows are cached in
+that ``track_checkpoints`` computes for the ``checkpoint-N`` folders of the run
+(``AlignmentTrack.load`` reads it), and ``<output_dir>/steerlens-results.json``, what
+``steerlens track --out`` writes (``steerlens report`` renders it). Rows are cached in
 ``<output_dir>/steerlens-rows`` (the track's :class:`~steerlens.track.RowCache`), so a resumed
 run keeps its base rows and earlier checkpoints.
 
@@ -26,6 +27,7 @@ the whole model: track the saved checkpoints post hoc with ``steerlens track`` i
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 import warnings
@@ -39,6 +41,7 @@ from transformers import TrainerCallback
 from steerlens.activations import length_batches
 from steerlens.backends.upper import BlockInputs
 from steerlens.checkpoints import Checkpoint, CheckpointSeries, classify
+from steerlens.common import atomic_write_text
 from steerlens.models import LoadedModel, describe, wrap
 from steerlens.prompts import PositionSpec, encode, position_indices, prompt_set_hash
 from steerlens.track.cache import RowCache, tokenizer_key
@@ -57,9 +60,10 @@ from steerlens.traits import as_trait
 from steerlens.vectors import SteeringVector
 from steerlens.version import __version__
 
-__all__ = ["TRACK_NAME", "SteerlensCallback"]
+__all__ = ["RESULTS_NAME", "TRACK_NAME", "SteerlensCallback"]
 
 TRACK_NAME = "steerlens-track.json"
+RESULTS_NAME = "steerlens-results.json"
 ROWS_NAME = "steerlens-rows"
 
 
@@ -293,6 +297,11 @@ class SteerlensCallback(TrainerCallback):
         self.track = self._track(self.rows, self.paths, step)
         assert self.track_path is not None
         self.track.save(self.track_path)
+        # what `steerlens track --out` writes: `steerlens report` renders it
+        results = {"track": self.track.to_json()}
+        atomic_write_text(
+            self.track_path.with_name(RESULTS_NAME), json.dumps(results, indent=1, default=str)
+        )
         self._log(self.track, state, step, score)
         self.seconds["saves"][step] = time.perf_counter() - t0
 
