@@ -188,3 +188,15 @@ def test_trajectories_round_trip_as_chat_datasets(tmp_path: Path) -> None:
     assert load_trajectories(path) == trajs
     rows, meta = load_rows(path)
     assert rows[0]["messages"] == trajs[0].messages() and meta["teacher"] == "owl"
+
+
+def test_every_n_steps_logs_between_saves(lm: LoadedModel, tmp_path: Path) -> None:
+    from steerlens.integrations import TRACK_NAME, SteerlensCallback
+
+    vec = SteeringVector({layer: _unit(lm.hidden_size, 40 + layer) for layer in range(4)})
+    cb = SteerlensCallback(vec, PROMPTS, every_n_steps=1, layers=[1, 3], **NULLS)
+    trainer = _sft(lm, tmp_path, cb, peft=True)
+    logged = [h["step"] for h in trainer.state.log_history if "steerlens/eas/L3" in h]
+    assert logged == [1, 2, 2, 3, 4, 4]  # every step, and again at each save
+    assert AlignmentTrack.load(tmp_path / TRACK_NAME).steps() == [0, 2, 4]  # saves only
+    assert "steerlens/eas/L0" not in trainer.state.log_history[-2]

@@ -141,3 +141,17 @@ def test_accelerate_launch_two_cpu_processes(lm: LoadedModel, tmp_path: Path) ->
     vec = SteeringVector({k: torch.ones(lm.hidden_size) for k in range(4)})
     tr = track_checkpoints(lm, out, vec, PROMPTS, cache_dir=False, n_null=50, n_boot=10)
     assert tr.steps() == [0, 2] and np.all(tr.norm()[1:, 2:] > 0)
+
+
+def test_engine_option_and_argument_checks(lm: LoadedModel, tmp_path: Path) -> None:
+    from steerlens.cli import resolve
+    from steerlens.cli.settings import DistillOptions
+
+    assert resolve(["distill", "--out", "x"]).get(DistillOptions).engine == "reference"
+    assert resolve(["distill", "--out", "x", "--engine", "trl"]).get(DistillOptions).engine == "trl"
+    with pytest.raises(ValueError, match="choose one of reference, trl"):
+        resolve(["distill", "--out", "x", "--engine", "deepspeed"])
+    with pytest.raises(ValueError, match="engine must be"):
+        distill(lm, _data(), tmp_path, config=_cfg(), engine="jax")
+    with pytest.raises(ValueError, match="need engine='trl'"):
+        distill(lm, _data(), tmp_path, config=_cfg(), callbacks=[object()])
