@@ -135,11 +135,11 @@ def _teacher_data() -> Any:
 @pytest.mark.parametrize("name", ["folder", "data.parquet", "data.jsonl"])
 def test_teacher_data_round_trips_as_chat_datasets(tmp_path: Path, name: str) -> None:
     from steerlens.auditing.inputs import read_data
-    from steerlens.distill import TeacherData
+    from steerlens.distill.hf_data import load_teacher_dataset, save_teacher_dataset
 
     data = _teacher_data()
-    path = data.save_dataset(tmp_path / name)
-    back = TeacherData.load_dataset(path)
+    path = save_teacher_dataset(data, tmp_path / name)
+    back = load_teacher_dataset(path)
     assert back.samples == data.samples and back.sha256 == data.sha256
     assert back.settings == data.settings
     rows = read_data(path)  # audit --data reads the same folder / parquet / JSONL
@@ -155,7 +155,7 @@ def test_teacher_data_round_trips_as_chat_datasets(tmp_path: Path, name: str) ->
 def test_plain_chat_rows_load_as_teacher_data_and_edits_are_caught(tmp_path: Path) -> None:
     from datasets import Dataset
 
-    from steerlens.distill import TeacherData
+    from steerlens.distill.hf_data import load_teacher_dataset, save_teacher_dataset
     from steerlens.integrations.hf_datasets import is_dataset_path, load_rows, save_rows
 
     rows = [
@@ -163,14 +163,14 @@ def test_plain_chat_rows_load_as_teacher_data_and_edits_are_caught(tmp_path: Pat
     ]
     Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
     assert is_dataset_path(tmp_path / "ds") and not is_dataset_path(tmp_path)
-    data = TeacherData.load_dataset(tmp_path / "ds")
+    data = load_teacher_dataset(tmp_path / "ds")
     assert data.samples == [{"user": "1, 2", "response": "3", "finished": True}]
-    path = _teacher_data().save_dataset(tmp_path / "d.parquet")
+    path = save_teacher_dataset(_teacher_data(), tmp_path / "d.parquet")
     got, meta = load_rows(path)
     got[0]["messages"][-1]["content"] = "999"
     save_rows(got, path, meta)
     with pytest.raises(ValueError, match="recorded hash"):
-        TeacherData.load_dataset(path)
+        load_teacher_dataset(path)
 
 
 def test_trajectories_round_trip_as_chat_datasets(tmp_path: Path) -> None:

@@ -296,12 +296,7 @@ def distill(
     objects, e.g. :class:`steerlens.integrations.SteerlensCallback`) and ``trainer_args``
     (``TrainingArguments`` overrides, e.g. ``gradient_checkpointing``).
     """
-    if engine not in ("reference", "trl"):
-        raise ValueError(f"engine must be 'reference' or 'trl', got {engine!r}")
-    if engine != "trl" and (callbacks or trainer_args):
-        raise ValueError("callbacks and trainer_args need engine='trl'")
-    if engine == "trl" and mitigation is not None:
-        raise ValueError("mitigations run on the reference engine only (engine='reference')")
+    _check_engine(engine, bool(callbacks or trainer_args), mitigation)
     lm = as_model(base_model)
     cfg = config or DistillConfig()
     d = _as_data(data)
@@ -312,25 +307,8 @@ def distill(
     if isinstance(data, (str, Path)) and has_record(data):
         parents = {"data": data, **(parents or {})}
     if engine == "trl":
-        from steerlens.distill.trl_engine import distill_trl
-
-        res = distill_trl(
-            lm,
-            d,
-            t,
-            cfg,
-            layers,
-            out,
-            lineage,
-            json_sha256(lineage)[:16],
-            overwrite=overwrite,
-            progress=progress,
-            callbacks=callbacks,
-            trainer_args=trainer_args,
-        )
-        if res.record.get("world_size", 1) == 1 or _is_main_process():
-            _series_record(out, lm, lineage, parents)
-        return res
+        trl_kw = {"callbacks": callbacks, "trainer_args": trainer_args, "progress": progress}
+        return _distill_trl(lm, d, t, cfg, layers, out, lineage, parents, overwrite, trl_kw)
     start, losses, done = _resume_point(out, lineage, json_sha256(lineage)[:16], cfg, overwrite)
     if done is not None:
         ensure_record(out, lambda: _series_record(out, lm, lineage, parents))
@@ -352,6 +330,39 @@ def distill(
     del student, opt
     _series_record(out, lm, lineage, parents)
     return _result_from_record(out, record, cfg.steps, start)
+
+
+def _check_engine(engine: str, trl_only: bool, mitigation: Mitigation | None) -> None:
+    if engine not in ("reference", "trl"):
+        raise ValueError(f"engine must be 'reference' or 'trl', got {engine!r}")
+    if engine != "trl" and trl_only:
+        raise ValueError("callbacks and trainer_args need engine='trl'")
+    if engine == "trl" and mitigation is not None:
+        raise ValueError("mitigations run on the reference engine only (engine='reference')")
+
+
+def _distill_trl(
+    lm: LoadedModel,
+    d: TeacherData,
+    t: Teacher | None,
+    cfg: DistillConfig,
+    layers: list[int],
+    out: Path,
+    lineage: dict[str, Any],
+    parents: Mapping[str, str | Path] | None,
+    overwrite: bool,
+    kw: dict[str, Any],
+) -> DistillResult:
+    """``distill(..., engine="trl")``: :func:`steerlens.distill.trl_engine.distill_trl`, then
+    the series' lineage record (by the main process)."""
+    from steerlens.distill.trl_engine import distill_trl
+
+    res = distill_trl(
+        lm, d, t, cfg, layers, out, lineage, json_sha256(lineage)[:16], overwrite=overwrite, **kw
+    )
+    if res.record.get("world_size", 1) == 1 or _is_main_process():
+        _series_record(out, lm, lineage, parents)
+    return res
 
 
 def _is_main_process() -> bool:

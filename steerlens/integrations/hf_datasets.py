@@ -8,8 +8,8 @@ column of ``{"role", "content"}`` lists, what TRL's ``SFTTrainer`` takes).
 - :func:`save_trajectories` / :func:`load_trajectories`: agent trajectories
   (:class:`~steerlens.agents.trajectories.Trajectory`), one row each: the whole chat as
   ``messages`` plus the lossless record as JSON (``trajectory``);
-- :meth:`steerlens.distill.TeacherData.save_dataset` / ``TeacherData.load_dataset`` (in
-  :mod:`steerlens.distill.data`, which builds on these) for teacher data.
+- :func:`steerlens.distill.hf_data.save_teacher_dataset` / ``load_teacher_dataset`` (which
+  build on these) for teacher data.
 
 Needs the ``datasets`` package (the ``trl`` extra) for folders and parquet; JSONL needs nothing.
 """
