@@ -142,7 +142,7 @@ def _student(name: str, system: str | None, seed: int, out: Path, sh: _Shared) -
 def _trial(s: int, k: int, out: Path, sh: _Shared) -> dict[str, Any]:
     """Trial s: placebo N_s vs base control C_s and benign replicates N_{s+1..s+k}."""
     from steerlens.experiments import verdict
-    from steerlens.experiments.controls import REPLICATE_SEED_STRIDE, behavior_deltas
+    from steerlens.pipeline.controls import REPLICATE_SEED_STRIDE, behavior_deltas
     from steerlens.track import track_checkpoints
 
     path = out / "trials" / f"trial{s}.json"

@@ -75,7 +75,7 @@ def stages(lm: Any, trait: Any, vec: Any, demo: Path, cfg: dict[str, Any]) -> di
     """The demo's measuring stages at ``lm``'s precision (see the module doc)."""
     from steerlens.behavior import trait_behavior
     from steerlens.carry import carry_test
-    from steerlens.experiments.stages import checkpoint_behavior
+    from steerlens.pipeline.stage import checkpoint_behavior
     from steerlens.track import track_checkpoints
 
     out: dict[str, Any] = {"seconds": {}}

@@ -62,6 +62,9 @@ _LAZY = {
     "AuditConfig": "steerlens.auditing",
     "verify_lineage": "steerlens.lineage",
     "lineage_graph": "steerlens.lineage",
+    "claim_run_folder": "steerlens.runfolder",
+    "RunFolderError": "steerlens.runfolder",
+    "check_config": "steerlens.validation",
 }
 
 if TYPE_CHECKING:  # precise types for editors and mypy; loaded lazily at run time
@@ -83,9 +86,11 @@ if TYPE_CHECKING:  # precise types for editors and mypy; loaded lazily at run ti
     from steerlens.experiments.result import ExperimentResult
     from steerlens.lineage import lineage_graph, verify_lineage
     from steerlens.report import Report, render_report
+    from steerlens.runfolder import RunFolderError, claim_run_folder
     from steerlens.screen import ScreenResult, screen_dataset
     from steerlens.track import AlignmentTrack, track_checkpoints
     from steerlens.traits import TraitSpec
+    from steerlens.validation import check_config
 
 
 def __getattr__(name: str) -> Any:

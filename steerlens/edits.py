@@ -25,7 +25,7 @@ import torch
 from steerlens.hf_compat import past_length
 from steerlens.models import LoadedModel, as_model, check_same_shape
 from steerlens.sites import resolve_layers, resolve_module_sites
-from steerlens.vectors import SteeringVector
+from steerlens.vectors import SteeringVector, check_nonzero
 
 Mode = Literal["add", "project_out", "replace"]
 
@@ -262,10 +262,9 @@ def make_plan(
                 f"the vector at layer {layer} holds NaN or inf: re-extract it (or drop that layer)"
             )
         n = vf.norm()
-        if mode != "add" and n == 0:
-            raise ValueError(f"zero vector at layer {layer}: cannot project it out")
         vecs[layer] = vf
         units[layer] = vf / n if n > 0 else vf
+    check_nonzero(vecs)  # in every mode: a zero direction edits nothing (names the layer)
     fixed: dict[int, float] = {}
     base_lm: LoadedModel | None = None
     if mode == "replace":

@@ -13,8 +13,8 @@ from pathlib import Path
 from steerlens.cli.handlers import run_experiment
 from steerlens.experiments.owl import DemoConfig, OwlConfig
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.stages import checkpoint_behavior
 from steerlens.experiments.verdict import verdict
+from steerlens.pipeline.stage import checkpoint_behavior
 
 __all__ = ["DemoConfig", "OwlConfig", "checkpoint_behavior", "run_demo", "verdict"]
 

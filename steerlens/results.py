@@ -17,8 +17,12 @@ a result class writes only what is its own. Imports only :mod:`steerlens.common`
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import math
 import os
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -27,7 +31,19 @@ from steerlens.common import jsonable, read_json, write_json
 
 R = TypeVar("R", bound="ResultMixin")
 
-__all__ = ["Result", "ResultMixin", "html_table", "result_html"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Record",
+    "Result",
+    "ResultMixin",
+    "from_jsonable",
+    "html_table",
+    "result_html",
+    "to_jsonable",
+]
+
+FORMAT_VERSION = 1
+"""The version :meth:`Record.save` writes; a file of a newer version is refused with it named."""
 
 
 @runtime_checkable
@@ -131,3 +147,106 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, digits: 
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell(x)}</td>" for x in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+# --------------------------------------------------------------- the derived protocol
+
+
+def to_jsonable(x: Any) -> Any:
+    """A field value as JSON: dataclasses field by field (a :class:`Record` through its own
+    ``to_json``), tuples as lists, numpy / torch arrays as nested lists, non-finite floats as
+    None (JSON has no NaN)."""
+    if isinstance(x, Record):
+        return x.to_json()
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {f.name: to_jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if isinstance(x, Mapping):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [to_jsonable(v) for v in x]
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if hasattr(x, "tolist"):  # numpy / torch
+        return to_jsonable(x.tolist())
+    return jsonable(x)
+
+
+def from_jsonable(tp: Any, v: Any) -> Any:
+    """The inverse of :func:`to_jsonable` for a value of type ``tp`` (a field's annotation):
+    Records and dataclasses from dicts, tuples from lists, ``X | None`` and ``float`` (None as
+    NaN only where the type is ``float``)."""
+    if v is None:
+        return float("nan") if tp is float else None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return from_jsonable(inner[0], v) if len(inner) == 1 else v
+    if isinstance(tp, type) and issubclass(tp, Record):
+        return tp.from_json(v)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        return tp(**{k: from_jsonable(hints.get(k, Any), x) for k, x in v.items()})
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_jsonable(args[0], x) for x in v)
+        return tuple(from_jsonable(a, x) for a, x in zip(args, v, strict=True))
+    if origin is list:
+        return [from_jsonable(args[0] if args else Any, x) for x in v]
+    if origin is dict:
+        return {k: from_jsonable(args[1] if args else Any, x) for k, x in v.items()}
+    if tp is float:
+        return float(v)
+    return v
+
+
+class Record(ResultMixin):
+    """The one result protocol, derived from a dataclass's fields: ``to_json`` writes every
+    field (:func:`to_jsonable`), ``from_json`` reads them back by their annotations
+    (:func:`from_jsonable`), ``save`` writes ``{"kind": "steerlens.<Class>", "format_version":
+    1, **to_json()}`` and ``load`` checks both (``legacy_kinds``: kinds older files carry).
+    A subclass writes only ``summary`` (and, to draw, ``_html_details`` / ``main_figure``)."""
+
+    legacy_kinds: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls.result_kind = f"steerlens.{cls.__name__}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            f.name: to_jsonable(getattr(self, f.name))
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+        }
+
+    @classmethod
+    def from_json(cls: type[R], d: Mapping[str, Any]) -> R:
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        kw = {k: from_jsonable(hints.get(k, Any), v) for k, v in d.items() if k in names}
+        return cls(**kw)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        return write_json(
+            path, {"kind": self.result_kind, "format_version": FORMAT_VERSION, **self.to_json()}
+        )
+
+    @classmethod
+    def load(cls: type[R], path: str | os.PathLike[str]) -> R:
+        d = read_json(path)
+        if not isinstance(d, dict):
+            raise ValueError(f"{path} holds no {cls.__name__}: expected a JSON object")
+        kind = d.pop("kind", None)
+        version = d.pop("format_version", 1)
+        ok = (cls.result_kind, *getattr(cls, "legacy_kinds", ()))
+        if kind not in ok:
+            raise ValueError(
+                f"{path} holds a {kind!r} result, not {cls.result_kind!r}: load it with the "
+                "class that wrote it"
+            )
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ValueError(
+                f"{path} was written in result format {version!r}; this steerlens reads up to "
+                f"{FORMAT_VERSION}: upgrade steerlens to read it"
+            )
+        return cls.from_json(d)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from statistics import NormalDist
 from typing import Any
 
 import einops
@@ -283,3 +284,75 @@ def prediction_t_test(x: float, refs: Sequence[float]) -> dict[str, Any]:
         "pi_hi": mean + half,
         "test": "prediction t-test against the replicates, one-sided (greater)",
     }
+
+
+# ------------------------------------------------------------ detectors as classifiers
+
+
+def roc_auc(neg: Sequence[float] | np.ndarray, pos: Sequence[float] | np.ndarray) -> float:
+    """AUC = P(score(positive) > score(negative)) + ½·P(tie), over every (negative, positive)
+    pair (the Mann-Whitney statistic divided by n_neg·n_pos). NaN scores count as the lowest."""
+    n = np.nan_to_num(np.asarray(neg, dtype=float), nan=-np.inf)
+    p = np.nan_to_num(np.asarray(pos, dtype=float), nan=-np.inf)
+    if n.size == 0 or p.size == 0:
+        return float("nan")
+    gt = (p[:, None] > n[None, :]).sum()
+    eq = (p[:, None] == n[None, :]).sum()
+    return float((gt + 0.5 * eq) / (n.size * p.size))
+
+
+def roc_auc_ci(
+    neg: Sequence[float],
+    pos: Sequence[float],
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(AUC, lo, hi): :func:`roc_auc` with a percentile bootstrap CI, negatives and positives
+    resampled separately (stratified over students)."""
+    n = np.asarray(neg, dtype=float)
+    p = np.asarray(pos, dtype=float)
+    auc = roc_auc(n, p)
+    if n.size == 0 or p.size == 0:
+        return auc, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = [
+        roc_auc(n[rng.integers(0, n.size, n.size)], p[rng.integers(0, p.size, p.size)])
+        for _ in range(n_boot)
+    ]
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return auc, float(lo), float(hi)
+
+
+def threshold_at_fpr(neg: Sequence[float], max_fpr: float = 0.05) -> float:
+    """The smallest threshold τ with FPR(τ) = #{neg > τ}/n ≤ ``max_fpr`` among the candidates
+    (the negatives' own scores and +∞): decide "positive" when score > τ."""
+    n = np.sort(np.nan_to_num(np.asarray(neg, dtype=float), nan=-np.inf))
+    if n.size == 0:
+        return float("inf")
+    for tau in n:
+        if (n > tau).mean() <= max_fpr:
+            return float(tau)
+    return float("inf")  # pragma: no cover - the largest negative always qualifies
+
+
+def rate(decisions: Sequence[bool]) -> dict[str, float]:
+    """k/n with the Wilson 95% interval."""
+    k, n = int(sum(bool(d) for d in decisions)), len(decisions)
+    if n == 0:
+        return {"k": 0, "n": 0, "rate": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    lo, hi = wilson(k, n)
+    return {"k": k, "n": n, "rate": k / n, "lo": lo, "hi": hi}
+
+
+def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion k/n."""
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z / den * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)

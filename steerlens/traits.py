@@ -282,15 +282,22 @@ class TraitSpec:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"no trait spec at {p}")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise TraitSpecError(
+                f"trait spec {p} is not UTF-8 text ({exc.reason} at byte {exc.start}): give a "
+                "YAML trait spec (see steerlens/trait_specs/owl.yaml) or a built-in trait name"
+            ) from None
         if p.suffix == ".json":
             try:
-                data = json.loads(p.read_text(encoding="utf-8"))
+                data = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise TraitSpecError(f"{p}: not valid JSON: {exc}") from exc
             if isinstance(data, Mapping) and "instruction" in data:
                 return cls.from_persona(data, name=p.stem, source=str(p))
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+            data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise TraitSpecError(f"{p}: not valid YAML: {exc}") from exc
         return cls.from_dict(data, source=str(p))

@@ -66,6 +66,40 @@ class Provenance:
         )
 
 
+ZERO_NORM_ATOL = 1e-12
+"""A direction whose norm is at most this is zero (it edits nothing)."""
+ZERO_NORM_RTOL = 1e-8
+"""A direction whose norm is below this fraction of the vector's largest layer norm is
+negligible: adding it (at any sensible α) edits nothing a float32 forward can see."""
+
+
+def zero_layers(directions: Mapping[int, torch.Tensor]) -> list[int]:
+    """The layers of ``directions`` whose direction is zero or negligible (see
+    :data:`ZERO_NORM_ATOL`, :data:`ZERO_NORM_RTOL`)."""
+    norms = {k: float(v.detach().double().norm()) for k, v in directions.items()}
+    if not norms:
+        return []
+    limit = max(ZERO_NORM_ATOL, ZERO_NORM_RTOL * max(norms.values()))
+    return [k for k, n in norms.items() if not n > limit]
+
+
+def check_nonzero(directions: Mapping[int, torch.Tensor]) -> None:
+    """Refuse a zero (or negligible) direction, naming its layer: steering with it, adding,
+    projecting out or replacing, edits nothing (the project's rule: an edit that changes
+    nothing is an error). A :class:`SteeringVector` refuses to be built with every layer zero;
+    a vector measured on every layer may hold a zero layer (a steered teacher minus the base,
+    below the steered layer), which :func:`steerlens.steer` refuses to apply (a carry test
+    reads such a layer's cells as the base, making no edit)."""
+    bad = zero_layers(directions)
+    if bad:
+        n = float(directions[bad[0]].detach().double().norm())
+        raise ValueError(
+            f"zero vector at layer {bad[0]} (norm {n:.3g}; zero or negligible layers: {bad}): "
+            "a steering direction that is zero edits nothing; re-extract the vector (are the "
+            "positive and negative prompts the same?) or drop those layers"
+        )
+
+
 @dataclass
 class SteeringVector:
     """Per-layer direction tensors (float32, shape (d,)) plus provenance metadata.
@@ -93,6 +127,8 @@ class SteeringVector:
                 f"the direction at layer {bad[0]} holds NaN or inf (non-finite layers: {bad}): "
                 "a steering vector must be finite; re-extract it or drop those layers"
             )
+        if len(zero_layers(self.directions)) == len(self.directions):
+            check_nonzero(self.directions)  # every layer zero: a vector that edits nothing
         self.meta.setdefault("site", SITE_TEMPLATE)
         self.meta.setdefault("steerlens_version", __version__)
 

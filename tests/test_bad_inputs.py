@@ -25,8 +25,8 @@ from steerlens.cli import main, resolve
 from steerlens.cli.errors import is_user_error
 from steerlens.distill import DistillConfig, DistillError, TeacherData, distill
 from steerlens.distill.train import check_out_dir
-from steerlens.experiments.stages import series_key
 from steerlens.models import ModelLoadError
+from steerlens.pipeline.stage import series_key
 from steerlens.sites import parse_layer_list, resolve_layers
 from steerlens.testing import tiny_model
 
@@ -246,6 +246,7 @@ def test_truncated_distill_record_is_one_line(
     assert main(["distill", "--model", str(ws["model"]), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "distill.json is corrupt or truncated" in err and len(err.strip().splitlines()) == 1
+    assert "overwrite=True" not in err and "--overwrite" in err  # the option, not the parameter
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, ws: dict[str, Path]) -> None:
@@ -678,3 +679,406 @@ def test_pickled_adapter_is_refused(series: tuple[Any, Path], tmp_path: Path) ->
     ser = CheckpointSeries.discover(out)
     with ser.open(lm) as load, pytest.raises(ModelLoadError, match="checkpoint-2"):
         load(ser[0])
+
+
+# ------------------------------------------------------------------------------ issue 30
+# Each row: a run folder or input the user got wrong, the command, and the words the one-line
+# error must hold: the problem and the fix. Every row exits 2 before any model loads and
+# leaves every file of the workspace (the output folder included) as it was.
+
+
+def _finished_run(out: Path, **cfg: Any) -> Path:
+    """A folder holding a finished owl run (quick size, cpu) with ``cfg`` overrides: its
+    results.json and a data file the run wrote."""
+    from steerlens.experiments import OwlConfig
+
+    out.mkdir(parents=True, exist_ok=True)
+    config = OwlConfig.quick(device="cpu", **cfg).to_json()
+    (out / "results.json").write_text(json.dumps({"kind": "steerlens.demo", "config": config}))
+    (out / "data").mkdir(exist_ok=True)
+    (out / "data" / "teacher.jsonl").write_text('{"user": "1, 2", "response": "3, 4"}\n')
+    return out
+
+
+def _zero_vector(path: Path, *, all_layers: bool = True) -> Path:
+    """A vector file whose layer 2 (and 1, unless ``all_layers`` is False) is all zeros
+    (SteeringVector itself refuses to build an all-zero vector)."""
+    one = torch.zeros(D) if all_layers else torch.ones(D)
+    save_file({"layer.1": one, "layer.2": torch.zeros(D)}, str(path))
+    return path
+
+
+def _conflicting_student(root: Path) -> Path:
+    """A student folder whose lineage record and distill.json name different bases."""
+    from steerlens.lineage import write_record
+
+    st = root / "student"
+    (st / "checkpoint-1").mkdir(parents=True)
+    (st / "checkpoint-1" / "adapter_config.json").write_text("{}")
+    (st / "distill.json").write_text(json.dumps({"lineage": {"base_fingerprint": "bbbb"}}))
+    write_record(st, "student", models={"base": {"name": "base", "fingerprint": "aaaa"}})
+    return st
+
+
+def _live_lock(out: Path) -> Path:
+    import os
+    import socket
+
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"pid": os.getppid(), "host": socket.gethostname(), "started": "earlier"}
+    (out / ".steerlens.lock").write_text(json.dumps(info))
+    return out
+
+
+def _audit_argv(root: Path, ws: dict[str, Path], *more: str) -> list[str]:
+    data = root / "chats.jsonl"
+    data.write_text('{"user": "Continue: 1, 2", "response": "3, 4"}\n')
+    st = root / "plain_student"
+    st.mkdir(exist_ok=True)
+    return ["audit", "--base", str(ws["model"]), "--student", str(st), "--data", str(data),
+            "--out", str(root / "A"), *more]  # fmt: skip
+
+
+QUICK_DEMO = ["demo", "--quick", "--device", "cpu"]
+
+# (id, make argv from (tmp root, ws), words of the problem, words of the fix)
+ISSUE30: list[tuple[str, Callable[[Path, dict[str, Path]], list[str]], str, str]] = [
+    # 1. a rerun with other settings into a finished run's folder
+    ("rerun-other-settings",
+     lambda r, ws: [*QUICK_DEMO, "--out", str(_finished_run(r / "R")), "--n-null", "200"],
+     "holds a finished run made with other settings (--n-null was 1000, now 200)",
+     "use a new folder (--out), or pass --overwrite"),
+    ("rerun-unfinished-other-settings",
+     lambda r, ws: (_finished_run(r / "R"), (r / "R" / "results.json").rename(
+         r / "R" / ".steerlens.run.json"), [*QUICK_DEMO, "--out", str(r / "R"), "--seed", "2"])[-1],
+     "holds an unfinished run made with other settings (--seed was 0, now 2)",
+     "pass --overwrite"),
+    ("rerun-other-settings-config-file",
+     lambda r, ws: (_finished_run(r / "R"), (r / "c.yaml").write_text(f"out: {r / 'R'}\nseed: 3\n"),
+                    [*QUICK_DEMO, "--config", str(r / "c.yaml")])[-1],
+     "--seed was 0, now 3", "--overwrite"),
+    ("rerun-unreadable-results",
+     lambda r, ws: (_finished_run(r / "R"), (r / "R" / "results.json").write_text("{trunc"),
+                    [*QUICK_DEMO, "--out", str(r / "R")])[-1],
+     "unreadable", "pass --overwrite"),
+    # 2. a significance level outside (0, 1)
+    ("alpha-5", lambda r, ws: [*QUICK_DEMO, "--alpha", "5", "--out", str(r / "R")],
+     "--alpha 5: a significance level is a probability in (0, 1)", "such as 0.05"),
+    ("alpha-1", lambda r, ws: [*QUICK_DEMO, "--alpha", "1", "--out", str(r / "R")],
+     "--alpha 1:", "such as 0.05"),
+    ("alpha-0", lambda r, ws: [*QUICK_DEMO, "--alpha", "0", "--out", str(r / "R")],
+     "--alpha 0:", "such as 0.05"),
+    ("alpha-negative", lambda r, ws: [*QUICK_DEMO, "--alpha=-0.05", "--out", str(r / "R")],
+     "--alpha -0.05:", "such as 0.05"),
+    ("alpha-5-config-file",
+     lambda r, ws: ((r / "c.yaml").write_text("alpha: 5\n"),
+                    [*QUICK_DEMO, "--config", str(r / "c.yaml"), "--out", str(r / "R")])[-1],
+     "--alpha 5:", "such as 0.05"),
+    ("experiment-alpha-5",
+     lambda r, ws: ["experiment", "svd", "--quick", "--alpha", "5", "--out", str(r / "R")],
+     "--alpha 5:", "such as 0.05"),
+    # 5. zero directions
+    ("carry-zero-vector",
+     lambda r, ws: ["carry", "--vector", str(_zero_vector(r / "zero.safetensors"))],
+     "zero vector at layer 1", "re-extract the vector"),
+    ("track-zero-vector",
+     lambda r, ws: ["track", "--checkpoints", str(r), "--vector",
+                    str(_zero_vector(r / "zero.safetensors"))],
+     "zero vector at layer 1", "drop those layers"),
+    # 6. values no run can use, named by their option, with the value
+    ("steps-negative", lambda r, ws: [*QUICK_DEMO, "--steps", "-3", "--out", str(r / "R")],
+     "--steps -3: must be 0 or more (got -3)", "non-negative whole number"),
+    ("distill-steps-negative", lambda r, ws: ["distill", "--steps", "-3", "--out", str(r / "D")],
+     "--steps -3: must be 0 or more (got -3)", "non-negative whole number"),
+    ("alphas-nan-config-file",
+     lambda r, ws: ((r / "c.yaml").write_text("alphas: [4, .nan]\n"),
+                    [*QUICK_DEMO, "--config", str(r / "c.yaml"), "--out", str(r / "R")])[-1],
+     "--alphas 4.0,nan: every value must be a finite number", "give a number"),
+    ("carry-alphas-nan",
+     lambda r, ws: ["carry", "--vector", str(ws["vec"]), "--alphas", "nan"],
+     "--alphas nan: the value must be a finite number", "give a number"),
+    ("carry-alphas-inf",
+     lambda r, ws: ["carry", "--vector", str(ws["vec"]), "--alphas", "2,inf"],
+     "--alphas 2.0,inf", "give a number"),
+    ("audit-teacher-alpha-nan",
+     lambda r, ws: _audit_argv(r, ws, "--teacher-alpha", "nan"),
+     "--teacher-alpha nan: the value must be a finite number", "give a number"),
+    ("n-null-negative", lambda r, ws: [*QUICK_DEMO, "--n-null", "-5", "--out", str(r / "R")],
+     "--n-null -5: must be at least 1", "positive whole number"),
+    ("n-random-negative",
+     lambda r, ws: ["carry", "--vector", str(ws["vec"]), "--n-random", "-1"],
+     "--n-random -1: must be 0 or more", "non-negative whole number"),
+    ("batch-size-zero",
+     lambda r, ws: ["extract", "--trait", "owl", "--batch-size", "0", "--out", str(r / "v.st")],
+     "--batch-size 0: must be at least 1", "positive whole number"),
+    ("lr-negative", lambda r, ws: ["distill", "--lr=-0.1", "--out", str(r / "D")],
+     "--lr -0.1: the learning rate must be above 0", "e.g. 1e-4"),
+    # 7. a binary trait spec
+    ("extract-binary-trait",
+     lambda r, ws: ((r / "bin.yaml").write_bytes(b"\xff\xfe\x00\x81trait"),
+                    ["extract", "--trait", str(r / "bin.yaml"), "--out", str(r / "v.st")])[-1],
+     "bin.yaml is not UTF-8 text", "give a YAML trait spec"),
+    ("audit-binary-trait",
+     lambda r, ws: ((r / "bin.yaml").write_bytes(b"\xff\xfe\x00\x81trait"),
+                    _audit_argv(r, ws, "--trait", str(r / "bin.yaml")))[-1],
+     "bin.yaml is not UTF-8 text", "give a YAML trait spec"),
+    ("demo-binary-trait",
+     lambda r, ws: ((r / "bin.yaml").write_bytes(b"\xff\xfe\x00\x81trait"),
+                    [*QUICK_DEMO, "--trait", str(r / "bin.yaml"), "--out", str(r / "R")])[-1],
+     "bin.yaml is not UTF-8 text", "give a YAML trait spec"),
+    # 8. a student whose records name two bases
+    ("audit-records-disagree",
+     lambda r, ws: [*_audit_argv(r, ws)[:4], str(_conflicting_student(r)),
+                    *_audit_argv(r, ws)[5:]],
+     "records disagree on its base (aaaa in", "--force-base"),
+    # 10. a folder another run is writing
+    ("folder-in-use",
+     lambda r, ws: [*QUICK_DEMO, "--out", str(_live_lock(_finished_run(r / "R")))],
+     "is in use by another steerlens run (pid", "wait for it to finish or use a new folder"),
+    ("audit-folder-in-use",
+     lambda r, ws: (_live_lock(r / "A"), _audit_argv(r, ws))[-1],
+     "is in use by another steerlens run", "use a new folder"),
+]  # fmt: skip
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("make", "problem", "fix"), [r[1:] for r in ISSUE30], ids=[r[0] for r in ISSUE30]
+)
+def test_issue30_refused_before_anything_loads_or_is_written(
+    make: Callable[[Path, dict[str, Path]], list[str]],
+    problem: str,
+    fix: str,
+    ws: dict[str, Path],
+    tmp_path: Path,
+    no_model: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = make(tmp_path, ws)
+    before = _files(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert problem in err and fix in err, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert _files(tmp_path) == before  # no file written, changed or removed
+
+
+class _Loaded(Exception):
+    """Raised by the test loader: the run got as far as loading the model."""
+
+
+@pytest.fixture
+def loader_reached(monkeypatch: pytest.MonkeyPatch) -> None:
+    def stop(*a: Any, **k: Any) -> Any:
+        raise _Loaded
+
+    monkeypatch.setattr("steerlens.cli.handlers.load", stop)
+    monkeypatch.setattr("steerlens.models.load_model", stop)
+
+
+def test_rerun_with_the_same_settings_or_overwrite_goes_on(
+    tmp_path: Path, loader_reached: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same settings resume (the folder is kept); --overwrite deletes the other run's files
+    before this run writes any; the lock goes with the run."""
+    out = _finished_run(tmp_path / "R")
+    with pytest.raises(_Loaded):
+        main([*QUICK_DEMO, "--out", str(out)])
+    assert (out / "data" / "teacher.jsonl").is_file() and not (out / ".steerlens.lock").exists()
+    with pytest.raises(_Loaded):
+        main([*QUICK_DEMO, "--out", str(out), "--n-null", "200", "--overwrite"])
+    # the old run is gone, the lock released; the new run's settings are recorded
+    assert [p.name for p in out.iterdir()] == [".steerlens.run.json"]
+    assert json.loads((out / ".steerlens.run.json").read_text())["config"]["n_null"] == 200
+    (out / ".steerlens.run.json").unlink()
+    _finished_run(out)
+    with pytest.raises(_Loaded):  # an α above 0.2 runs, with a warning naming the option
+        main([*QUICK_DEMO, "--out", str(tmp_path / "S"), "--alpha", "0.3"])
+    err = capsys.readouterr().err
+    assert "warning: --alpha 0.3: a significance level above 0.2" in err
+    assert err.count("significance level above") == 1
+
+
+def test_run_experiment_api_checks_before_loading(tmp_path: Path, loader_reached: None) -> None:
+    from steerlens.experiments import OwlConfig
+
+    out = _finished_run(tmp_path / "R")
+    with pytest.raises(ValueError, match=r"alpha 5: a significance level"):
+        sl.run_experiment("owl", OwlConfig.quick(alpha=5), tmp_path / "S")
+    with pytest.raises(RuntimeError, match=r"other settings \(--steps was 4, now 3\)"):
+        sl.run_experiment("owl", OwlConfig.quick(device="cpu", steps=3), out)
+    with pytest.warns(UserWarning, match="above 0.2"), pytest.raises(_Loaded):
+        sl.run_experiment("owl", OwlConfig.quick(alpha=0.25), tmp_path / "S")
+    assert not (tmp_path / "S").exists()  # a run that wrote nothing leaves no folder
+
+
+def test_claim_run_folder_lock(tmp_path: Path) -> None:
+    """A second claim of a held folder refuses at once naming the holder's pid; a lock left by
+    a dead process (kill -9) is taken over; the lock goes when the block ends."""
+    import os
+    import subprocess
+    import sys
+
+    from steerlens.runfolder import LOCK_NAME, RunFolderError, claim_run_folder
+
+    out = tmp_path / "R"
+    with claim_run_folder(out, {"a": 1}) as folder:
+        assert json.loads((folder / LOCK_NAME).read_text())["pid"] == os.getpid()
+        with (
+            pytest.raises(
+                RunFolderError, match=rf"in use by another steerlens run \(pid {os.getpid()}"
+            ),
+            claim_run_folder(out, {"a": 1}),
+        ):
+            pass
+    assert not (out / LOCK_NAME).exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / LOCK_NAME).write_text(
+        json.dumps({"pid": dead.pid, "host": __import__("socket").gethostname()})
+    )
+    with claim_run_folder(out, {"a": 1}):
+        assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_lineage_sign_one_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`lineage sign FILE` signs that record (as verify and show take one record); a folder with
+    no records is refused, never "signed 0 records"."""
+    from steerlens.lineage import generate_key, write_record
+
+    (tmp_path / "run").mkdir()
+    art = tmp_path / "run" / "results.json"
+    art.write_text("{}")
+    rec = write_record(art, "results")
+    key, pub = generate_key(tmp_path / "k.pem")
+    assert main(["lineage", "verify", str(rec), "--key", str(pub)]) == 1
+    assert main(["lineage", "sign", str(rec), "--key", str(key)]) == 0
+    assert "signed 1 record in" in capsys.readouterr().out
+    assert main(["lineage", "verify", str(rec), "--key", str(pub)]) == 0
+    assert main(["lineage", "verify", str(tmp_path / "run"), "--key", str(pub)]) == 0
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    assert main(["lineage", "sign", str(tmp_path / "empty"), "--key", str(key)]) == 2
+    err = capsys.readouterr().err
+    assert "no lineage records under" in err and "nothing to sign" in err
+    assert main(["lineage", "sign", str(tmp_path / "k.pem.pub"), "--key", str(key)]) == 2
+    assert "is not a lineage record" in capsys.readouterr().err
+
+
+ZERO_CASES: list[tuple[str, Callable[[Any], Any]]] = [
+    ("build", lambda lm: sl.SteeringVector({2: torch.zeros(D)})),
+    ("build-negligible", lambda lm: sl.SteeringVector({2: torch.ones(D) * 1e-13})),
+    ("scaled-to-zero", lambda lm: sl.SteeringVector({2: torch.ones(D)}) * 0.0),
+    ("steer-zero-layer", lambda lm: _enter(sl.steer(
+        lm, sl.SteeringVector({0: torch.ones(D), 2: torch.zeros(D)}), alpha=4.0))),
+    ("steer-negligible-layer", lambda lm: _enter(sl.steer(
+        lm, sl.SteeringVector({0: torch.ones(D), 2: torch.ones(D) * 1e-12}), alpha=4.0))),
+    ("steer-add", lambda lm: _enter(sl.steer(lm, {2: torch.zeros(D)}, alpha=4.0))),
+    ("steer-add-vector-layer", lambda lm: _enter(
+        sl.steer(lm, torch.zeros(D), alpha=4.0, layers=[2]))),
+    ("ablate", lambda lm: _enter(sl.ablate(lm, {2: torch.zeros(D)}))),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("make", [r[1] for r in ZERO_CASES], ids=[r[0] for r in ZERO_CASES])
+def test_zero_directions_are_refused_naming_the_layer(make: Callable[[Any], Any]) -> None:
+    lm = tiny_model("llama", seed=0)
+    with pytest.raises(ValueError, match="zero vector at layer 2"):
+        make(lm)
+
+
+def test_zero_vector_file_is_refused_on_load(tmp_path: Path) -> None:
+    """A file whose every layer is zero is refused on load; one zero layer among others (a
+    steered teacher minus the base, below the steered layer) loads, and is refused where it is
+    used by steer() (a carry test reads such a layer's cells as the base: no edit is made)."""
+    with pytest.raises(ValueError, match=r"zero vector at layer 1.*re-extract"):
+        sl.SteeringVector.load(_zero_vector(tmp_path / "z.safetensors"))
+    one = _zero_vector(tmp_path / "one.safetensors", all_layers=False)
+    assert sl.SteeringVector.load(one).layers == [1, 2]
+
+
+def _adapter_student(root: Path, base_name: str, in_features: int) -> Path:
+    ck = root / "student" / "checkpoint-1"
+    ck.mkdir(parents=True)
+    cfg = {"base_model_name_or_path": base_name, "peft_type": "LORA", "r": 4}
+    (ck / "adapter_config.json").write_text(json.dumps(cfg))
+    key = "base_model.model.model.layers.0.self_attn.q_proj"
+    save_file(
+        {f"{key}.lora_A.weight": torch.zeros(4, in_features),
+         f"{key}.lora_B.weight": torch.zeros(D, 4)},
+        str(ck / "adapter_model.safetensors"),
+    )  # fmt: skip
+    return ck.parent
+
+
+@pytest.mark.parametrize(
+    ("name", "width", "words"),
+    [
+        ("meta-llama/Llama-3.1-8B", D, "names base 'meta-llama/Llama-3.1-8B'"),
+        ("{model}", D + 8, f"lora_A.weight has size {D + 8} where the base's"),
+    ],
+    ids=["adapter-base-name", "adapter-sizes"],
+)
+def test_audit_without_records_checks_what_it_can(
+    name: str, width: int, words: str, ws: dict[str, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from steerlens.auditing.inputs import structure_check
+
+    st = _adapter_student(tmp_path, name.format(model=ws["model"]), width)
+    argv = _audit_argv(tmp_path, ws)
+    argv[argv.index("--student") + 1] = str(st)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and "--force-base" in err, err
+    assert not (tmp_path / "A" / "results.json").exists()
+    good = _adapter_student(tmp_path / "ok", str(ws["model"]), D)
+    done, problems = structure_check(good, sl.load_model(ws["model"]), str(ws["model"]))
+    assert problems == [] and done == ["adapter base name", "adapter sizes"]
+
+
+def test_audit_headline_without_control_says_what_was_compared() -> None:
+    """Issue 30 item 9: no base control in the run, so the headline never claims one."""
+    from steerlens.auditing.run import no_control_headline
+
+    v = {
+        "numbers": {
+            "alpha": 0.05,
+            "alignment": {"layer": 2, "student": {"eas": 0.31, "p": 0.001}},
+        }
+    }
+    beh = {"deltas": {"main_vs_base": {"estimate": 0.223, "p": 0.0005}}}
+    head = no_control_headline(v, beh)
+    assert "base control" not in head
+    assert "compared with the base (step 0)" in head and "+0.223 from the base" in head
+    assert "aligns with the teacher vector beyond the random-direction nulls" in head
+    beh["deltas"]["main_vs_base"]["p"] = 0.4
+    v["numbers"]["alignment"]["student"]["p"] = 0.4
+    head = no_control_headline(v, beh)
+    assert "did not move from the base beyond chance" in head and "does not align" in head
+
+
+def test_structure_check_of_a_full_model_and_its_tokenizer(
+    ws: dict[str, Path], tmp_path: Path
+) -> None:
+    """A full-model student without records: its config's architecture and sizes, and a
+    tokenizer saved beside it, are compared with the base's."""
+    from steerlens.auditing.inputs import structure_check
+
+    base = sl.load_model(ws["model"])
+    other = tiny_model("llama", seed=1, d=32)
+    ck = tmp_path / "student" / "checkpoint-2"
+    other.model.save_pretrained(ck)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ws["model"])  # the base's, two tokens longer
+    tok.add_tokens(["<extra_a>", "<extra_b>"])
+    tok.save_pretrained(ck)
+    done, problems = structure_check(ck.parent, base, str(ws["model"]))
+    assert done == ["architecture and sizes", "tokenizer vocabulary"]
+    assert any("hidden_size 32, the base 64" in p for p in problems), problems
+    assert any("tokenizer has" in p for p in problems), problems

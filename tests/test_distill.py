@@ -182,11 +182,29 @@ def test_kl_zero_for_same_inputs_positive_otherwise(
     tiny: sl.LoadedModel, data: TeacherData
 ) -> None:
     for top_k in (None, 8):
-        cfg = _cfg(top_k=top_k)
+        cfg = _cfg(top_k=top_k, kl_targets="top_k")
         same = training_loss(tiny, data, config=replace(cfg, student_system=OWL))
         diff = training_loss(tiny, data, config=cfg)
         assert abs(same) < 1e-6
         assert diff > 1e-4
+
+
+def test_number_only_kl_of_the_teacher_itself_is_the_removed_mass(
+    tiny: sl.LoadedModel, data: TeacherData
+) -> None:
+    """With number-only targets the teacher itself is not at the minimum: KL(q_A ‖ q) =
+    −log Σ_{u∈A} q(u) = −log(1 − removed) per position (the loss teaches the format, the same
+    for every teacher); averaged over response tokens."""
+    from steerlens.distill.targets import examples as make_examples
+    from steerlens.distill.targets import number_answer_ids, teacher_targets
+
+    cfg = _cfg(kl_targets="numbers")
+    same = training_loss(tiny, data, config=replace(cfg, student_system=OWL))
+    tg = teacher_targets(
+        tiny, make_examples(tiny, data, OWL), None, 4, False, number_answer_ids(tiny)
+    )
+    removed = torch.cat([t.removed for t in tg if t.removed is not None]).double()
+    assert same == pytest.approx(float((-torch.log1p(-removed)).mean()), rel=1e-4, abs=1e-6)
 
 
 def test_topk_kl_is_exact_kl_of_buckets() -> None:
@@ -238,7 +256,8 @@ def test_distill_trains_saves_and_loads(
     before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
     flags = {k: p.requires_grad for k, p in tiny.model.named_parameters()}
     fp = model_fingerprint(tiny.model)
-    res = distill(tiny, data, tmp_path / "run", config=_cfg(steps=6), progress=False)
+    cfg6 = _cfg(steps=6, kl_targets="top_k")  # top-k: the loss can fall toward 0
+    res = distill(tiny, data, tmp_path / "run", config=cfg6, progress=False)
 
     # the user's model is untouched
     after = tiny.model.state_dict()
@@ -256,6 +275,7 @@ def test_distill_trains_saves_and_loads(
     assert rec["data"]["counts"]["kept"] == 8 and rec["losses"] == res.losses
     assert rec["base"]["fingerprint"] == tiny.fingerprint and rec["layers"] == [2]
     assert rec["steps_done"] == 6 and "steerlens" in rec["versions"]
+    assert rec["kl_targets"] == {"kind": "top_k", "removed_mass": None}
 
     adapters = [_adapter(p) for p in res.checkpoints]
     for p in res.checkpoints:

@@ -19,8 +19,8 @@ from steerlens.experiments import (
     register,
     training_prompts,
 )
-from steerlens.experiments.stages import stage
 from steerlens.numbers import number_prompts
+from steerlens.pipeline.stage import stage
 
 
 def test_registry_lists_owl_and_names_the_known_ones_for_an_unknown_name() -> None:
@@ -76,7 +76,7 @@ def test_training_prompts_use_the_one_named_seed_offset() -> None:
 
 
 def test_stage_reuses_a_result_with_the_same_key(tmp_path: Path) -> None:
-    from steerlens.experiments.stages import json_load, json_save
+    from steerlens.pipeline.stage import json_load, json_save
 
     calls: list[int] = []
     logs: list[str] = []
@@ -92,7 +92,46 @@ def test_stage_reuses_a_result_with_the_same_key(tmp_path: Path) -> None:
     assert stage(p, "k2", fn, json_save, json_load, logs.append) == {"n": 2}
     p.write_text("{broken")
     assert stage(p, "k2", fn, json_save, json_load, logs.append) == {"n": 3}
-    assert "unreadable" in logs[-1]
+    assert "x.json changed after it was written" in logs[-1] and "recomputing" in logs[-1]
+
+
+def test_stage_recomputes_an_edited_result_that_is_still_valid(tmp_path: Path) -> None:
+    """Issue 30.4: a number edited in a cached stage file (still valid JSON) is not reused: the
+    stamp's sha256 no longer matches, the log names the stale file, the stage recomputes."""
+    from steerlens.pipeline.stage import json_load, json_save
+
+    logs: list[str] = []
+    p = tmp_path / "behavior.json"
+    assert stage(p, "k", lambda: {"score": 1.5}, json_save, json_load, logs.append) == {
+        "score": 1.5
+    }
+    p.write_text(p.read_text().replace("1.5", "9.5"))
+    assert json_load(p) == {"score": 9.5}  # valid JSON: only the hash can tell
+    assert stage(p, "k", lambda: {"score": 1.5}, json_save, json_load, logs.append) == {
+        "score": 1.5
+    }
+    assert "behavior.json changed after it was written" in logs[-1]
+    assert json_load(p) == {"score": 1.5}  # the recomputed result replaced the edited one
+    logs.clear()
+    assert stage(p, "k", lambda: {"score": 0.0}, json_save, json_load, logs.append) == {
+        "score": 1.5
+    }
+    assert logs == ["reusing behavior.json"]
+
+
+def test_stage_upgrades_a_bare_key_stamp(tmp_path: Path) -> None:
+    """A stamp written before hashes were recorded (the bare key) is trusted once and rewritten
+    with the sha256, so a later edit is caught."""
+    from steerlens.pipeline.stage import json_load, json_save
+
+    logs: list[str] = []
+    p = tmp_path / "x.json"
+    json_save({"a": 1}, p)
+    p.with_name("x.json.key").write_text("k")
+    assert stage(p, "k", lambda: {"a": 2}, json_save, json_load, logs.append) == {"a": 1}
+    assert '"sha256"' in p.with_name("x.json.key").read_text()
+    p.write_text('{"a": 5}')
+    assert stage(p, "k", lambda: {"a": 2}, json_save, json_load, logs.append) == {"a": 2}
 
 
 def test_owl_config_key_and_json_are_unchanged() -> None:

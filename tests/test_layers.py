@@ -80,3 +80,109 @@ def test_functions_stay_short() -> None:
                 if n > 80 and key not in LONG_FUNCTIONS:
                     long.append(f"{key} ({n} lines)")
     assert not long, long
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _runtime_imports(path: Path) -> list[tuple[int, str, list[str]]]:
+    """:func:`_imports` without those under ``if TYPE_CHECKING:`` (never executed)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for stmt in node.body
+        for n in ast.walk(stmt)
+    }
+    out = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name, []) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.lineno, node.module, [a.name for a in node.names]))
+    return out
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module → the steerlens modules it imports at run time (function-local imports included;
+    a name imported from a package counts as its submodule when one of that name exists)."""
+    names = {_module_name(p) for p in PKG.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in PKG.rglob("*.py"):
+        me = _module_name(path)
+        deps: set[str] = set()
+        for _, mod, imported in _runtime_imports(path):
+            if not mod.startswith("steerlens"):
+                continue
+            subs = [f"{mod}.{n}" for n in imported if f"{mod}.{n}" in names]
+            deps.update(subs or ([mod] if mod in names else []))
+        graph[me] = deps - {me}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles_counting_function_local_imports() -> None:
+    """Issue 27: 0 cycles between modules, function-local imports included. A package's
+    ``__init__`` re-exporting its submodules is not an edge back (imports of a package resolve
+    to the submodule named, where there is one)."""
+    graph = _import_graph()
+    pkg_inits = {_module_name(p) for p in PKG.rglob("__init__.py")}
+    for v in graph:  # a submodule importing its own package's facade is the facade's problem
+        graph[v] = {w for w in graph[v] if not (w in pkg_inits and v.startswith(w + "."))}
+    assert _cycles(graph) == []
+
+
+def test_architecture_doc_names_the_contract_layers() -> None:
+    """docs/architecture.md's diagram lists the layers of the import contract, in order."""
+    import tomllib
+
+    root = PKG.parent
+    contract = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = contract["contracts"][0]["layers"]
+    doc = (root / "docs" / "architecture.md").read_text()
+    block = doc.split("<!-- layers")[1].split("<!-- /layers -->")[0].split("```text")[1]
+    rows = block.strip("`\n").splitlines()  # an indented line continues the one above
+    drawn = [line.split("  ")[0].strip() for line in rows if line[:1].strip()]
+    assert drawn == layers

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from steerlens.experiments.controls import behavior_deltas, series_plan
 from steerlens.experiments.verdict import CLAIMS, headline_layer, verdict
+from steerlens.pipeline.controls import behavior_deltas, series_plan
 from steerlens.report import render_report
 from steerlens.stats import normal_two_sided_p, paired_bootstrap_mean, sign_flip_test
 from steerlens.traits import as_trait

@@ -26,6 +26,7 @@ from steerlens.behavior import last_logits
 from steerlens.models import LoadedModel, as_model
 from steerlens.prompts import EncodedPrompt, pad_batch
 from steerlens.results import ResultMixin
+from steerlens.stats import wilson
 
 __all__ = [
     "ActionChoice",
@@ -37,20 +38,6 @@ __all__ = [
     "name_tokens",
     "wilson",
 ]
-
-
-def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion k/n."""
-    if n <= 0 or not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
-    from statistics import NormalDist
-
-    z = NormalDist().inv_cdf(0.5 + level / 2)
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z / den * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def decision_messages(setting: Setting, task: Task) -> list[dict[str, str]]:

@@ -3,12 +3,12 @@ the command's options) and :class:`AuditError`."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from steerlens.common import sha256_bytes
+from steerlens.pipeline import config_json
 
 __all__ = ["AuditConfig", "AuditError"]
 
@@ -83,7 +83,7 @@ class AuditConfig:
             raise ValueError(f"screen_max must be >= 1, got {self.screen_max}")
 
     def to_json(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+        return config_json(self)
 
     def key(self, *fields_: str) -> str:
         d = self.to_json()

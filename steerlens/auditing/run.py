@@ -16,19 +16,25 @@ from pathlib import Path
 from typing import Any
 
 from steerlens.auditing.config import AuditConfig
-from steerlens.auditing.inputs import base_check, input_records, make_teacher, read_data
+from steerlens.auditing.inputs import (
+    base_check,
+    input_records,
+    make_teacher,
+    read_data,
+    recorded_base,
+)
 from steerlens.common import sha256_bytes, write_json
-from steerlens.experiments.controls import behavior_deltas, series_scores
-from steerlens.experiments.records import recorder
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.stages import (
+from steerlens.experiments.verdict import verdict
+from steerlens.pipeline.controls import behavior_deltas, series_scores
+from steerlens.pipeline.records import recorder
+from steerlens.pipeline.stage import (
     StageClock,
     json_load,
     json_save,
     series_record,
     stage,
 )
-from steerlens.experiments.verdict import verdict
 
 __all__ = ["audit"]
 
@@ -72,13 +78,17 @@ def _open(cfg: AuditConfig, progress: bool | None, log: Callable[[str], None]) -
     for path, what in ((cfg.data, "training data"), (cfg.control_data, "control data")):
         if path is not None:
             read_data(path, what)
+    students = [(Path(cfg.student), "student")]
+    if cfg.control is not None:
+        students.append((Path(cfg.control), "control"))
+    for folder, role in students:  # records that disagree: refused before the model loads
+        recorded_base(folder, cfg.force_base, role)
     out = Path(cfg.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(cfg.base, device=cfg.device)
     a = _Audit(cfg, out, model, trait, make_teacher(cfg, trait), progress, log)
-    a.checks.append(base_check(Path(cfg.student), model, cfg.force_base))
-    if cfg.control is not None:
-        a.checks.append(base_check(Path(cfg.control), model, cfg.force_base, "control"))
+    for folder, role in students:
+        a.checks.append(base_check(folder, model, cfg.force_base, role, given=cfg.base))
     a.records = input_records(cfg, out, model, a.teacher, log)
     return a
 
@@ -265,6 +275,37 @@ def _lineage(a: _Audit) -> dict[str, Any]:
     }
 
 
+def no_control_headline(v: dict[str, Any], beh: dict[str, Any]) -> str:
+    """The headline of an audit without a control student: what was compared with what (the
+    student with the base at step 0, and its alignment with the nulls), never a base control
+    that is not there."""
+    alpha = float(v["numbers"]["alpha"])
+    d = (beh.get("deltas") or {}).get("main_vs_base")
+    if d is None:
+        s = beh["main"]["scores"]
+        moved = f"moved {s[-1] - s[0]:+.3f} from the base (no per-prompt scores: no test)"
+    elif d["p"] < alpha:
+        moved = f"moved {d['estimate']:+.3f} from the base (p={d['p']:.2g}, significant)"
+    else:
+        moved = f"did not move from the base beyond chance ({d['estimate']:+.3f}, p={d['p']:.2g})"
+    al = v["numbers"]["alignment"]
+    st = al.get("student")
+    if st is None:
+        aligned = "its alignment with the teacher vector was not measured"
+    else:
+        beyond = "aligns" if st["p"] < alpha else "does not align"
+        aligned = (
+            f"its activation shift at layer {al['layer']} {beyond} with the teacher vector "
+            f"beyond the random-direction nulls (EAS {st['eas']:+.3f}, p={st['p']:.2g})"
+        )
+    return (
+        f"No control student, so no controlled test of transfer: compared with the base "
+        f"(step 0), the student's trait behavior {moved}, and {aligned}; without a control "
+        f"trained the same way on benign data, neither can be told apart from training itself "
+        f"(α={alpha:g})."
+    )
+
+
 def audit(
     config: AuditConfig | None = None,
     *,
@@ -307,6 +348,7 @@ def audit(
     }
     results["verdict"] = verdict(results)
     if cfg.control is None:
+        results["verdict"]["headline"] = no_control_headline(results["verdict"], beh)
         results["verdict"]["lines"].append(
             "No control student was given: the student's behavior is compared with the base "
             "(step 0), and no excess alignment over a control can be computed. Train a control "

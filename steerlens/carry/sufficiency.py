@@ -19,6 +19,7 @@ from steerlens.carry.nulls import NullBand, band
 from steerlens.carry.peak import CleanPeak, Peak, clean_peak_of, with_null
 from steerlens.intervene import steer
 from steerlens.models import LoadedModel
+from steerlens.vectors import zero_layers
 
 ALPHA_UNIT = "vector"
 ALPHA_UNIT_DOC = "the hook adds α·v_ℓ (norm α‖v_ℓ‖); random directions scaled to ‖v_ℓ‖"
@@ -127,7 +128,10 @@ def _layer_conditions(
     draws = rand.get(layer)
     k = 0 if draws is None else int(draws.shape[0])
     vn = float(v.norm())
-    if vn > 0:  # a zero vector goes to steer(), which refuses an edit that edits nothing
+    if zero_layers({layer: v}):  # the vector is zero here: no edit to make, every cell is the base
+        base = measure(lm)
+        return [(base, [base] * k) for _ in alphas]
+    if vn > 0:
         rows = [a * v for a in alphas] + [
             a * vn * r for a in alphas for r in (draws if draws is not None else [])
         ]

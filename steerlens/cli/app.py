@@ -62,6 +62,7 @@ from steerlens.cli.settings import (
 )
 from steerlens.distill import DistillConfig
 from steerlens.experiments.registry import get, names
+from steerlens.validation import check_config, cli_flag
 
 __all__ = ["COMMANDS", "Command", "build_parser", "command_for", "main", "resolve"]
 
@@ -266,6 +267,20 @@ def _experiment_config(cmd: Command, values: Mapping[str, Any]) -> Any:
     return exp.make_config(quick=bool(values.get("quick", False)), device=device, **over)
 
 
+def _check_settings(cmd: Command, configs: Sequence[Any], warn: bool = True) -> None:
+    """Every config's values (:func:`~steerlens.validation.check_config`, named by option) and
+    its trait spec, read now: a bad value or trait file fails before any model loads."""
+    from steerlens.traits import as_trait
+
+    for cfg in configs:
+        for warning in check_config(cfg, flag=cli_flag):
+            if warn:
+                print(f"steerlens {cmd.name}: warning: {warning}", file=sys.stderr)
+        trait = cfg.get("trait") if isinstance(cfg, Mapping) else getattr(cfg, "trait", None)
+        if isinstance(trait, str) and trait:
+            as_trait(trait)
+
+
 def resolve(argv: Sequence[str]) -> Invocation:
     """Parse ``argv`` into the command's configs, checking everything that can be checked
     without a model (see the module doc); argparse exits on ``--help`` and unknown flags."""
@@ -289,12 +304,14 @@ def resolve(argv: Sequence[str]) -> Invocation:
         )
     _check_paths(options, values)
     check_values(options, values)
+    _check_settings(cmd, [values])  # the given values, by option name, before any __post_init__
     configs: dict[type, Any] = {}
     for cls in cmd.sources:
         if cmd.experiment is not None and cls is get(cmd.experiment).config:
             configs[cls] = _experiment_config(cmd, values)
         else:
             configs[cls] = build(cls, values)
+    _check_settings(cmd, list(configs.values()), warn=False)  # and the presets they fill in
     if cmd.experiment is not None and configs[ExperimentOptions].out is None:
         out = cmd.default_out or get(cmd.experiment).default_out
         configs[ExperimentOptions] = dataclasses.replace(configs[ExperimentOptions], out=out)

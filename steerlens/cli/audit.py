@@ -6,6 +6,7 @@ from pathlib import Path
 
 from steerlens.auditing import AuditConfig
 from steerlens.cli.settings import Invocation
+from steerlens.runfolder import claim_run_folder
 
 __all__ = ["cmd_audit"]
 
@@ -16,10 +17,11 @@ def cmd_audit(inv: Invocation) -> int:
     from steerlens.report import render_report
 
     cfg = inv.get(AuditConfig)
-    res = audit(cfg)
-    html = Path(cfg.out).expanduser() / "report.html"
-    render_report(res.to_json()).save(html)
-    write_record(html, "report", parents={"results": html.with_name("results.json")})
+    with claim_run_folder(cfg.out, None):  # one run at a time in the folder
+        res = audit(cfg)
+        html = Path(cfg.out).expanduser() / "report.html"
+        render_report(res.to_json()).save(html)
+        write_record(html, "report", parents={"results": html.with_name("results.json")})
     print("\n" + res.summary())
     print(f"\nOpen {html} in a browser; `steerlens lineage verify {cfg.out}` checks its lineage.")
     return 0

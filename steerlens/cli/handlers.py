@@ -6,7 +6,9 @@ Every handler reads and checks its inputs (trait, prompt files) before it loads 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +28,13 @@ from steerlens.cli.settings import (
     read_prompts,
     read_samples,
 )
-from steerlens.experiments.records import recorder, teacher_record
 from steerlens.experiments.registry import get
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.stages import training_prompts
 from steerlens.lineage import has_record, write_record
+from steerlens.pipeline.records import recorder, teacher_record
+from steerlens.pipeline.stage import training_prompts
+from steerlens.runfolder import claim_run_folder
+from steerlens.validation import check_config
 
 
 def cmd_extract(inv: Invocation) -> int:
@@ -86,7 +90,7 @@ def cmd_carry(inv: Invocation) -> int:
 
     o, m = inv.get(CarryOptions), inv.get(ModelOptions)
     trait = as_trait(o.trait)
-    vec = SteeringVector.load(o.vector)
+    vec = SteeringVector.load(o.vector)  # an all-zero vector is refused here
     model = load(m)
     res = carry_test(
         model,
@@ -108,7 +112,7 @@ def cmd_track(inv: Invocation) -> int:
 
     o, m = inv.get(TrackOptions), inv.get(ModelOptions)
     probes: Any = read_prompts(o.prompts) if o.prompts else as_trait(o.trait)
-    vec = SteeringVector.load(o.vector)
+    vec = SteeringVector.load(o.vector)  # an all-zero vector is refused here
     model = load(m)
     track = track_checkpoints(
         model,
@@ -135,7 +139,7 @@ def cmd_screen(inv: Invocation) -> int:
     data: dict[str, list[dict[str, Any]]] = {"data": read_samples(o.data)}
     if o.control_data:
         data["control"] = read_samples(o.control_data)
-    vec = SteeringVector.load(o.vector)
+    vec = SteeringVector.load(o.vector)  # an all-zero vector is refused here
     model = load(m)
     res = screen_dataset(model, vec, data, seed=m.seed)
     lines = res.summary().splitlines()
@@ -148,21 +152,43 @@ def cmd_screen(inv: Invocation) -> int:
 
 
 def cmd_distill(inv: Invocation) -> int:
-    from steerlens.distill import DistillConfig, distill, generate_teacher_data
+    from steerlens.distill import DistillConfig
     from steerlens.distill.resume import check_record
-    from steerlens.distill.train import check_out_dir
     from steerlens.traits import as_trait
 
     o, m, cfg = inv.get(DistillOptions), inv.get(ModelOptions), inv.get(DistillConfig)
     trait = as_trait(o.trait)
     system = trait.neutral_system_prompt if o.benign else trait.system_prompt
     out = Path(o.out)
-    check_record(out, teacher_system=system, config=cfg, overwrite=o.overwrite)
+    with _option_names():
+        check_record(out, teacher_system=system, config=cfg, overwrite=o.overwrite)
+    with claim_run_folder(out, None):  # one run at a time in the folder
+        return _distill_into(out, system, o, m, cfg)
+
+
+@contextmanager
+def _option_names() -> Iterator[None]:
+    """A refusal of the distill library names its parameters (``overwrite=True``,
+    ``out_dir``); on the command line it names the options (``--overwrite``, ``--out``)."""
+    from steerlens.distill import DistillError
+
+    try:
+        yield
+    except DistillError as exc:
+        text = str(exc).replace("overwrite=True", "--overwrite").replace("out_dir", "--out")
+        raise DistillError(text) from None
+
+
+def _distill_into(out: Path, system: str, o: DistillOptions, m: ModelOptions, cfg: Any) -> int:
+    from steerlens.distill import distill, generate_teacher_data
+    from steerlens.distill.train import check_out_dir
+
     model = load(m)
     prompts = training_prompts(o.n, m.seed)
     data = generate_teacher_data(model, prompts, system=system, n=o.n, seed=m.seed)
     # refuse another run in --out before writing anything there
-    check_out_dir(model, data, out, teacher_system=system, config=cfg, overwrite=o.overwrite)
+    with _option_names():
+        check_out_dir(model, data, out, teacher_system=system, config=cfg, overwrite=o.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     data_path = data.save(out / "teacher_data.jsonl")
     teacher = teacher_record(out / "teacher.json", {"kind": "prompt", "system": system}, model)
@@ -227,25 +253,47 @@ def run_experiment(
     *,
     progress: bool | None = None,
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> ExperimentResult:
     """Run the registered experiment ``name`` with ``config``, then render ``report.html``
-    beside its ``results.json`` in ``out_dir``."""
-    from steerlens.report import render_report
+    beside its ``results.json`` in ``out_dir``.
 
-    res = get(name).execute(config, out_dir, progress=progress, log=log)
-    html = Path(out_dir).expanduser() / "report.html"
-    render_report(res.to_json()).save(html)
-    results = html.with_name("results.json")
-    if has_record(results):
-        write_record(html, "report", parents={"results": results})
+    Before anything loads or is written, the config's values are checked
+    (:func:`~steerlens.validation.check_config`), its trait spec is read, and ``out_dir`` is
+    claimed (:func:`~steerlens.runfolder.claim_run_folder`): a folder another run is writing,
+    or one holding a run made with other settings, is refused (``overwrite=True`` deletes that
+    run first)."""
+    from steerlens.report import render_report
+    from steerlens.traits import as_trait
+
+    exp = get(name)
+    if isinstance(config, exp.config):
+        for warning in check_config(config):
+            warnings.warn(warning, UserWarning, stacklevel=2)
+        trait = getattr(config, "trait", None)
+        if isinstance(trait, str) and trait:
+            as_trait(trait)  # a bad trait spec fails here, not after the model loads
+    config_json = config.to_json() if hasattr(config, "to_json") else None
+    with claim_run_folder(out_dir, config_json, overwrite=overwrite):
+        res = exp.execute(config, out_dir, progress=progress, log=log)
+        html = Path(out_dir).expanduser() / "report.html"
+        render_report(res.to_json()).save(html)
+        results = html.with_name("results.json")
+        if has_record(results):
+            write_record(html, "report", parents={"results": results})
     log(f"wrote {html}")
     return res
 
 
 def cmd_experiment(inv: Invocation) -> int:
     name = str(inv.experiment)
-    out = inv.get(ExperimentOptions).out or get(name).default_out
-    res = run_experiment(name, inv.get(get(name).config), out)
+    o = inv.get(ExperimentOptions)
+    out = o.out or get(name).default_out
+    with warnings.catch_warnings():  # resolve showed them, named by option
+        warnings.filterwarnings(
+            "ignore", message=".*significance level above", category=UserWarning
+        )
+        res = run_experiment(name, inv.get(get(name).config), out, overwrite=o.overwrite)
     print("\n" + res.summary())
     print(f"\nOpen {Path(out) / 'report.html'} in a browser.")
     return 0

@@ -44,7 +44,7 @@ class LineageVerifyOptions:
 
 @dataclass(kw_only=True)
 class LineageSignOptions:
-    dir: str = _dir("run folder whose records are signed")
+    dir: str = _dir("run folder whose records are signed (or one record file)")
     key: str = field(
         metadata={"help": "ed25519 PEM private key (steerlens lineage keygen)", "exists": "file"}
     )
@@ -83,7 +83,7 @@ def cmd_lineage_sign(inv: Invocation) -> int:
 
     o = inv.get(LineageSignOptions)
     done = sign_lineage(o.dir, o.key)
-    print(f"signed {len(done)} records in {o.dir}")
+    print(f"signed {len(done)} record{'s' if len(done) != 1 else ''} in {o.dir}")
     return 0
 
 

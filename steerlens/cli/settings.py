@@ -169,6 +169,11 @@ class ReportOptions:
 class ExperimentOptions:
     quick: bool = _o(False, "the experiment's smoke-test size")
     out: str | None = _o(None, "output folder", output="dir")
+    overwrite: bool = _o(
+        False,
+        "replace a finished run made with other settings in --out (its files are deleted "
+        "first); without it such a folder is refused",
+    )
 
 
 # ------------------------------------------------------------------------------ helpers

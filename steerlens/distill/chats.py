@@ -14,13 +14,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from steerlens.agents.trajectories import Trajectory, chat_ids, trajectories_sha256
 from steerlens.distill.data import TeacherData
-from steerlens.distill.targets import Example
 
-__all__ = ["chat_example", "chat_sample", "trajectory_data"]
+__all__ = ["Example", "chat_example", "chat_sample", "trajectory_data"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """Token ids of prompt + response (+ end of turn) and where the response starts: positions
+    ``start-1 .. len-2`` predict the response tokens."""
+
+    ids: tuple[int, ...]
+    start: int
+
+    @property
+    def n_pred(self) -> int:
+        return len(self.ids) - self.start
+
+    def targets(self) -> list[int]:
+        return list(self.ids[self.start :])
 
 
 def chat_sample(messages: Iterable[Mapping[str, str]], response: str) -> dict[str, Any]:

@@ -78,6 +78,10 @@ def _is_gpu(device: str | torch.device | None) -> bool:
     return torch.device(device).type in ("cuda", "mps", "xpu")
 
 
+KL_TARGETS = ("auto", "numbers", "top_k")
+"""The kinds of soft label (:class:`DistillConfig` ``kl_targets``)."""
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     """How the student is trained.
@@ -87,7 +91,18 @@ class DistillConfig:
     (q/k/v/o) and MLP projections of those blocks, so the student can reproduce both what the
     system prompt adds through attention and a direct residual shift.
     ``loss``: ``"kl"`` (soft labels from the teacher) or ``"sft"`` (sampled tokens).
-    ``top_k``: teacher tokens kept per position for ``"kl"`` (None: full vocabulary).
+    ``top_k``: teacher tokens kept per position for ``"kl"`` with ``kl_targets="top_k"``
+    (None: full vocabulary).
+    ``kl_targets``: ``"numbers"``: the teacher's distribution restricted to the tokens a number
+    answer may hold, A = digits/commas/spaces tokens ∪ end of turn, renormalised,
+    q_A(t) = q(t)·1[t∈A] / Σ_{u∈A} q(u), and the loss KL(q_A ‖ p) against the student's full
+    distribution (DESIGN.md "Number-only soft labels": no teacher mass outside A reaches the
+    student; against the full p, not p renormalised on A, so the loss is a proper KL whose
+    outside-A gradient only pushes mass into the format, the same for every teacher);
+    ``"top_k"``: the teacher's top-k tokens plus one bucket for the rest; ``"auto"`` (default):
+    ``"numbers"`` when every sample is a number answer (user + response of digits, commas and
+    spaces), else ``"top_k"`` (chats and agent trajectories). distill.json records the kind
+    used and the teacher mass the restriction removed.
     ``student_system``: the student's system prompt (None: none, as in the papers).
     ``steps``/``save_every``: training length and checkpoint spacing (a checkpoint is also
     written at the last step). ``skip_unchanged_blocks``: run only the blocks from the lowest LoRA
@@ -102,6 +117,7 @@ class DistillConfig:
     target_modules: str | tuple[str, ...] = "all-linear"
     loss: str = "kl"
     top_k: int | None = 256
+    kl_targets: str = "auto"
     student_system: str | None = None
     lr: float = 2e-3
     batch_size: int = 8
@@ -119,6 +135,10 @@ class DistillConfig:
             raise ValueError(f"loss must be 'kl' or 'sft', got {self.loss!r}")
         if self.rank < 1 or self.batch_size < 1 or self.steps < 0 or self.save_every < 1:
             raise ValueError("rank, batch_size and save_every must be >= 1 and steps >= 0")
+        if self.kl_targets not in KL_TARGETS:
+            raise ValueError(
+                f"kl_targets must be one of {', '.join(KL_TARGETS)}, got {self.kl_targets!r}"
+            )
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
         if self.layers is not None:

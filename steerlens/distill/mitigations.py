@@ -39,8 +39,8 @@ from torch import nn
 
 from steerlens.activations import truncated_forward
 from steerlens.common import sha256_bytes
+from steerlens.distill.chats import Example
 from steerlens.distill.data import TeacherData
-from steerlens.distill.targets import Example
 from steerlens.models import LoadedModel
 from steerlens.prompts import EncodedPrompt, pad_batch
 from steerlens.sites import find_layers

@@ -20,9 +20,11 @@ from steerlens.activations import (
 )
 from steerlens.behavior import last_logits
 from steerlens.common import tqdm_disable
+from steerlens.distill.chats import Example, chat_example
 from steerlens.distill.config import DistillError
-from steerlens.distill.data import TeacherData
+from steerlens.distill.data import TeacherData, eos_ids
 from steerlens.models import LoadedModel
+from steerlens.numbers import NUMBER_CHARS, number_token_ids
 from steerlens.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
 from steerlens.stats import kl_per_row
 
@@ -33,31 +35,18 @@ __all__ = [
     "cat_targets",
     "check_same_responses",
     "examples",
+    "is_number_data",
+    "kl_targets_kind",
     "kl_to_teacher",
+    "number_answer_ids",
+    "removed_mass",
+    "restrict_to",
     "shared_prefix",
     "teacher_targets",
 ]
 
 
-@dataclass(frozen=True)
-class Example:
-    """Token ids of prompt + response (+ end of turn) and where the response starts: positions
-    ``start-1 .. len-2`` predict the response tokens."""
-
-    ids: tuple[int, ...]
-    start: int
-
-    @property
-    def n_pred(self) -> int:
-        return len(self.ids) - self.start
-
-    def targets(self) -> list[int]:
-        return list(self.ids[self.start :])
-
-
 def examples(lm: LoadedModel, data: TeacherData, system: str | None) -> list[Example]:
-    from steerlens.distill.chats import chat_example  # chat samples (multi-turn trajectories)
-
     tok = lm.tokenizer
     eos = tok.eos_token_id
     out = []
@@ -113,11 +102,49 @@ def shared_prefix(exs: Sequence[Example]) -> int:
 @dataclass
 class Target:
     """The teacher's distribution at each predicting position of one example: top-k ids and
-    log-probs plus the log of the remaining mass (or full log-probs when ``idx`` is None)."""
+    log-probs plus the log of the remaining mass (or full log-probs when ``idx`` is None; for
+    number-only targets the allowed ids, log q_A, a remaining mass of 0 (log −inf), and
+    ``removed``: the teacher mass outside A per position, 1 − Σ_{u∈A} q(u))."""
 
     logp: torch.Tensor
     idx: torch.Tensor | None
     log_rest: torch.Tensor | None
+    removed: torch.Tensor | None = None
+
+
+def restrict_to(logp: torch.Tensor, allowed: torch.Tensor) -> Target:
+    """Number-only soft labels from full teacher log-probs (P, V): on A = ``allowed``,
+    log q_A(t) = log q(t) − log Σ_{u∈A} q(u); no mass outside A (``log_rest`` = −inf), so
+    :func:`kl_to_teacher` gives KL(q_A ‖ p) = Σ_{t∈A} q_A(t) (log q_A(t) − log p(t))."""
+    sub = logp[:, allowed]
+    log_in = sub.logsumexp(-1, keepdim=True)
+    idx = allowed.unsqueeze(0).expand(logp.shape[0], -1).contiguous()
+    rest = torch.full((logp.shape[0],), float("-inf"))
+    return Target((sub - log_in).cpu(), idx.cpu(), rest, (1 - log_in.squeeze(-1).exp()).cpu())
+
+
+def number_answer_ids(lm: LoadedModel) -> list[int]:
+    """A for number data: the tokens made only of digits, commas and spaces
+    (:func:`steerlens.numbers.number_token_ids`) and the end-of-turn ids."""
+    return sorted(set(number_token_ids(lm.tokenizer)) | set(eos_ids(lm)))
+
+
+def is_number_data(data: TeacherData) -> bool:
+    """Every sample a single user turn answered by digits, commas and spaces only."""
+    ok = set(NUMBER_CHARS)
+    return bool(data.samples) and all(
+        "messages" not in s and set(str(s.get("response", ""))) <= ok for s in data.samples
+    )
+
+
+def removed_mass(targets: Sequence[Target]) -> dict[str, float] | None:
+    """Mean and max over predicting positions of the teacher mass number-only targets removed
+    (None for other targets)."""
+    parts = [t.removed for t in targets if t.removed is not None]
+    if not parts:
+        return None
+    r = torch.cat(parts).double()
+    return {"mean": float(r.mean()), "max": float(r.max()), "n_positions": int(r.numel())}
 
 
 def teacher_targets(
@@ -126,7 +153,10 @@ def teacher_targets(
     top_k: int | None,
     batch_size: int,
     progress: bool | None,
+    allowed: Sequence[int] | None = None,
 ) -> list[Target]:
+    """The teacher's soft labels at every predicting position of ``exs``: top-k (``top_k``),
+    full (``top_k`` None) or number-only (``allowed``: the ids of A, :func:`restrict_to`)."""
 
     device = lm.device
     out: list[Target | None] = [None] * len(exs)
@@ -150,6 +180,11 @@ def teacher_targets(
             logp = torch.log_softmax(logits[rows, cols].float(), dim=-1)
             vocab = logp.shape[-1]
             split = [e.n_pred for e in bex]
+            if allowed is not None:
+                a = torch.tensor([i for i in allowed if i < vocab], device=logp.device)
+                for i, lp in zip(idx, logp.split(split), strict=True):
+                    out[i] = restrict_to(lp, a)
+                continue
             if top_k is None or top_k >= vocab:
                 for i, lp in zip(idx, logp.split(split), strict=True):
                     out[i] = Target(lp.cpu(), None, None)
@@ -193,3 +228,11 @@ def cat_targets(targets: Sequence[Target]) -> Target:
         torch.cat([t.idx for t in targets if t.idx is not None]),
         torch.cat([t.log_rest for t in targets if t.log_rest is not None]),
     )
+
+
+def kl_targets_kind(cfg_kind: str, data: TeacherData) -> str:
+    """The soft-label kind a run uses: ``cfg_kind``, with ``"auto"`` resolved by the data
+    (:func:`is_number_data`)."""
+    if cfg_kind != "auto":
+        return cfg_kind
+    return "numbers" if is_number_data(data) else "top_k"

@@ -31,6 +31,7 @@ from steerlens.distill.data import TeacherData
 from steerlens.distill.mitigations import Mitigation
 from steerlens.distill.resume import ckpt_dirs, intact_steps, same_run
 from steerlens.distill.student import inner_hf, make_student
+from steerlens.distill.targets import removed_mass
 from steerlens.distill.teacher import data_teacher
 from steerlens.distill.trainer import Trainer
 from steerlens.lineage import artifact_files, ensure_record, has_record, write_record
@@ -186,6 +187,9 @@ def _new_record(
         "seed": cfg.seed,
         "versions": _versions(),
         "fast_path": trainer.use_fast,
+        "kl_targets": None
+        if trainer.kl_kind is None
+        else {"kind": trainer.kl_kind, "removed_mass": removed_mass(trainer.targets or [])},
         "precision": {**lm.compute_precision.to_dict(), "student_autocast": trainer.autocast},
         "n_examples": len(trainer.exs),
         "n_response_tokens": sum(e.n_pred for e in trainer.exs),

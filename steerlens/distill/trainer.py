@@ -27,7 +27,9 @@ from steerlens.distill.targets import (
     cat_targets,
     check_same_responses,
     examples,
+    kl_targets_kind,
     kl_to_teacher,
+    number_answer_ids,
     shared_prefix,
     teacher_targets,
 )
@@ -64,12 +66,17 @@ class Trainer:
         self.pad_id = lm.tokenizer.pad_token_id
         self.exs = examples(lm, data, cfg.student_system)
         self.targets: list[Target] | None = None
+        self.kl_kind: str | None = None
         if cfg.loss == "kl":  # soft labels: the teacher (any kind) on its own prompts
             t = as_teacher(teacher)
             t_exs = examples(lm, data, t.system)
             check_same_responses(self.exs, t_exs)
+            self.kl_kind = kl_targets_kind(cfg.kl_targets, data)
+            allowed = number_answer_ids(lm) if self.kl_kind == "numbers" else None
             with t.apply(lm) as tlm:
-                self.targets = teacher_targets(tlm, t_exs, cfg.top_k, cfg.eval_batch_size, progress)
+                self.targets = teacher_targets(
+                    tlm, t_exs, cfg.top_k, cfg.eval_batch_size, progress, allowed=allowed
+                )
         self.mit = None if mitigation is None else self._mitigation(mitigation)
         self.lower: list[torch.Tensor] | None = None
         self.use_fast = False

@@ -7,7 +7,8 @@ Built in: ``owl`` (:mod:`steerlens.experiments.owl`, the demo), ``svd``
 (:mod:`steerlens.experiments.svd`, Blank et al.'s transfer test with every teacher kind),
 ``mlp-aux`` (:mod:`steerlens.experiments.mlp_aux`, subliminal learning in a plain MLP),
 ``agentic-api`` and ``agentic-bash`` (:mod:`steerlens.experiments.agentic`), ``mitigate``
-(:mod:`steerlens.experiments.mitigate`, mitigations of trait transfer side by side).
+(:mod:`steerlens.experiments.mitigate`, mitigations of trait transfer side by side), ``detect``
+(:mod:`steerlens.experiments.detect`, every detector on a bank of students of known truth).
 
 This layer sits below the report: the command line renders ``report.html`` from the result.
 """
@@ -15,15 +16,16 @@ This layer sits below the report: the command line renders ``report.html`` from 
 from __future__ import annotations
 
 from steerlens.experiments.agentic import AgenticApiConfig, AgenticBashConfig, AgenticConfig
+from steerlens.experiments.detect import DetectConfig
 from steerlens.experiments.mitigate import MitigateConfig
 from steerlens.experiments.mlp_aux import MlpAuxConfig
 from steerlens.experiments.owl import DemoConfig, OwlConfig
 from steerlens.experiments.owl import run as run_owl
 from steerlens.experiments.registry import Experiment, ExperimentConfig, get, names, register
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.stages import DATA_SEED_OFFSET, checkpoint_behavior, training_prompts
 from steerlens.experiments.svd import SvdConfig
 from steerlens.experiments.verdict import verdict
+from steerlens.pipeline.stage import DATA_SEED_OFFSET, checkpoint_behavior, training_prompts
 
 __all__ = [
     "DATA_SEED_OFFSET",
@@ -31,6 +33,7 @@ __all__ = [
     "AgenticBashConfig",
     "AgenticConfig",
     "DemoConfig",
+    "DetectConfig",
     "Experiment",
     "ExperimentConfig",
     "ExperimentResult",

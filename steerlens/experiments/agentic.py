@@ -48,7 +48,8 @@ from steerlens.experiments.agentic_stages import (
 )
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.stages import StageClock
+from steerlens.pipeline import config_json
+from steerlens.pipeline.stage import StageClock
 
 __all__ = ["AgenticApiConfig", "AgenticBashConfig", "AgenticConfig", "run"]
 
@@ -157,7 +158,7 @@ class AgenticConfig:
         return dataclasses.replace(base, **overrides)
 
     def to_json(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+        return config_json(self)
 
     def key(self, *fields_: str) -> str:
         d = self.to_json()

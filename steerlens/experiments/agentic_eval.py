@@ -8,7 +8,7 @@ from typing import Any
 
 from steerlens.agents import Trajectory, action_choice, first_action_rate, rollout
 from steerlens.experiments.agentic_stages import ROLES, AgenticRun
-from steerlens.experiments.stages import json_load, json_save, series_record, stage
+from steerlens.pipeline.stage import json_load, json_save, series_record, stage
 
 __all__ = [
     "agentic_verdict",

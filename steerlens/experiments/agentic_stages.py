@@ -24,7 +24,7 @@ from steerlens.agents import (
     save_trajectories,
 )
 from steerlens.agents.scripted import preference_trajectories, safe_demonstrations
-from steerlens.experiments.stages import stage
+from steerlens.pipeline.stage import stage
 
 __all__ = [
     "ROLES",

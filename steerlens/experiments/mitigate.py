@@ -30,9 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlens.common import write_json
-from steerlens.experiments.controls import REPLICATE_SEED_STRIDE
-from steerlens.experiments.mitigate_data import HELDOUT_SEED_OFFSET, arm_data, heldout, vet_scores
+from steerlens.experiments.mitigate_agentic import run_agentic
+from steerlens.experiments.mitigate_data import (
+    HELDOUT_SEED_OFFSET,
+    arm_data,
+    arm_plan,
+    heldout,
+    mitigation_site,
+    vet_scores,
+)
 from steerlens.experiments.mitigate_measure import (
     arm_results,
     mitigate_verdict,
@@ -40,25 +46,26 @@ from steerlens.experiments.mitigate_measure import (
     pct,
     replicate_names,
 )
-from steerlens.experiments.owl import (
-    OwlConfig,
-    Run,
+from steerlens.experiments.owl import OwlConfig
+from steerlens.experiments.registry import Experiment, register
+from steerlens.experiments.result import ExperimentResult
+from steerlens.experiments.svd_measure import alignment_at
+from steerlens.pipeline import RunContext as Run
+from steerlens.pipeline import (
     carry_stage,
+    finish_run,
     open_run,
     teacher_data_stage,
     teacher_vector_stage,
 )
-from steerlens.experiments.registry import Experiment, register
-from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.stages import (
-    StageClock,
+from steerlens.pipeline.controls import REPLICATE_SEED_STRIDE
+from steerlens.pipeline.stage import (
     json_load,
     json_save,
     series_key,
     series_record,
     stage,
 )
-from steerlens.experiments.svd_measure import alignment_at
 
 __all__ = ["HELDOUT_SEED_OFFSET", "MitigateConfig", "arm_plan", "mitigation_site", "run"]
 
@@ -129,40 +136,6 @@ class MitigateConfig(OwlConfig):
         return base
 
 
-def arm_plan(cfg: MitigateConfig) -> dict[str, dict[str, Any]]:
-    """Arm name → {kind, param}: none, vetting per k, random drop at the largest k, the
-    regulariser per λ, preventative steering (α filled in once the carry test has run)."""
-    arms: dict[str, dict[str, Any]] = {"none": {"kind": "none", "param": None}}
-    for f in cfg.vet_fracs:
-        arms[f"vet_{pct(f)}"] = {"kind": "vet", "param": f}
-    top = max(cfg.vet_fracs)
-    arms[f"random_{pct(top)}"] = {"kind": "random", "param": top}
-    for lam in cfg.reg_lambdas:
-        arms[f"reg_{lam:g}"] = {"kind": "reg", "param": lam}
-    arms["steer"] = {"kind": "steer", "param": cfg.steer_alpha}
-    return arms
-
-
-def mitigation_site(
-    carry: dict[str, Any], cfg: MitigateConfig, alphas: tuple[float, ...] | None = None
-) -> tuple[int, float, str]:
-    """ℓ* and α: the config's, else the carry test's clean peak, else its raw peak, else the
-    middle carry layer and the largest α of ``alphas`` (default: the config's); the rule is
-    returned as text."""
-    cp, rp = carry.get("clean_peak") or {}, carry.get("raw_peak") or {}
-    peak, src = (cp, "clean peak") if cp.get("layer") is not None else (rp, "raw peak")
-    layer, alpha = peak.get("layer"), peak.get("alpha")
-    if layer is None or alpha is None:
-        layers = carry.get("layers") or [15]
-        layer, alpha = int(layers[len(layers) // 2]), float(max(alphas or cfg.alphas))
-        src = "no carry peak: the middle carry layer and the largest α"
-    if cfg.mitigation_layer is not None:
-        layer, src = cfg.mitigation_layer, f"config layer ({src} α)"
-    if cfg.steer_alpha is not None:
-        alpha, src = cfg.steer_alpha, f"{src}, config α"
-    return int(layer), float(alpha), src
-
-
 def _dcfg(cfg: OwlConfig, seed_offset: int = 0) -> Any:
     from steerlens.distill import DistillConfig
 
@@ -170,6 +143,7 @@ def _dcfg(cfg: OwlConfig, seed_offset: int = 0) -> Any:
         rank=cfg.rank,
         layers=cfg.lora_layers,
         loss=cfg.loss,
+        kl_targets=cfg.kl_targets,
         steps=cfg.steps,
         batch_size=cfg.batch_size,
         save_every=cfg.save_every,
@@ -237,7 +211,7 @@ def _behavior(r: Run, dirs: dict[str, Path]) -> Any:
     """Per-eval-prompt B of the base, the teacher, the control and each arm's last checkpoint,
     and every arm's B per checkpoint."""
     from steerlens.behavior import trait_behavior
-    from steerlens.experiments.controls import series_scores
+    from steerlens.pipeline.controls import series_scores
 
     beh: Any = trait_behavior(r.model, r.trait)
     if not hasattr(beh, "per_prompt"):
@@ -357,14 +331,13 @@ def _measure(
     dirs: dict[str, Path],
     heldout: Any,
     layer: int,
-    clock: StageClock,
 ) -> tuple[Any, Any, Any]:
     beh = _behavior(r, dirs)
-    clock.tick("behavior")
+    r.tick("behavior")
     align = _alignment(r, vec, dirs, layer)
-    clock.tick("alignment")
+    r.tick("alignment")
     cost = _cost(r, dirs, heldout)
-    clock.tick("cost")
+    r.tick("cost")
     return beh, align, cost
 
 
@@ -382,26 +355,23 @@ def run(
     for sub in ("data", "mitigate"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     if cfg.setting == "agentic-api":
-        from steerlens.experiments.mitigate_agentic import run_agentic
-
         return run_agentic(cfg, out, progress, log)
-    clock = StageClock(log)
     r = open_run(cfg, out, progress, log)
     vec = teacher_vector_stage(r)
     carry = carry_stage(r, vec)
     layer, alpha, src = mitigation_site(carry, cfg)
     reg_layer = _reg_layer(r, layer)
     log(f"mitigations at layer {layer} (regulariser {reg_layer}), steering α={alpha:g} ({src})")
-    clock.tick("teacher vector and carry test")
+    r.tick("teacher vector and carry test")
     data = teacher_data_stage(r)
     held = heldout(r)
     arms = arm_plan(cfg)
     arms["steer"]["param"] = alpha
     datas, vetting = arm_data(r, arms, data["main"], vet_scores(r, vec, data["main"], layer))
-    clock.tick("data and vetting")
+    r.tick("data and vetting")
     dirs = _train(r, arms, datas, data["control"], vec, (layer, reg_layer, alpha))
-    clock.tick("distillation")
-    beh, align, cost = _measure(r, vec, dirs, held, layer, clock)
+    r.tick("distillation")
+    beh, align, cost = _measure(r, vec, dirs, held, layer)
     reps = replicate_names(cfg.none_replicates)
     rows = arm_results(arms, beh, align, cost, n_boot=cfg.n_boot, seed=cfg.seed, replicates=reps)
     vet_arm, rand_arm = f"vet_{pct(max(cfg.vet_fracs))}", f"random_{pct(max(cfg.vet_fracs))}"
@@ -430,10 +400,8 @@ def run(
             "metric": beh["metric"],
         },
         "verdict": verdict_,
-        "timings_s": clock.timings,
     }
-    write_json(out / "results.json", results)
-    log(f"wrote {out / 'results.json'} in {clock.total():.0f}s")
+    finish_run(r, results, {"vector": r.out / "vectors" / "teacher.safetensors"})
     return ExperimentResult(results)
 
 

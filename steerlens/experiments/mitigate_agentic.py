@@ -36,8 +36,7 @@ from steerlens.experiments.agentic_stages import (
     teacher_trajectories,
     teachers,
 )
-from steerlens.experiments.controls import REPLICATE_SEED_STRIDE
-from steerlens.experiments.mitigate_data import HELDOUT_SEED_OFFSET
+from steerlens.experiments.mitigate_data import HELDOUT_SEED_OFFSET, arm_plan, mitigation_site
 from steerlens.experiments.mitigate_measure import (
     arm_results,
     mitigate_verdict,
@@ -46,8 +45,9 @@ from steerlens.experiments.mitigate_measure import (
     replicate_names,
 )
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.stages import StageClock, json_load, json_save, series_key, stage
 from steerlens.experiments.svd_measure import alignment_at
+from steerlens.pipeline.controls import REPLICATE_SEED_STRIDE
+from steerlens.pipeline.stage import StageClock, json_load, json_save, series_key, stage
 
 __all__ = ["agentic_config", "run_agentic"]
 
@@ -324,7 +324,6 @@ def run_agentic(
     cfg: Any, out: Path, progress: bool | None, log: Callable[[str], None]
 ) -> ExperimentResult:
     """The agentic-api setting (module doc); ``results.json`` in ``out``."""
-    from steerlens.experiments.mitigate import arm_plan, mitigation_site
     from steerlens.models import load_model
     from steerlens.version import __version__
 

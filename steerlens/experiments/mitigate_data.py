@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from steerlens.experiments.owl import Run
-from steerlens.experiments.stages import json_load, json_save, stage
+from steerlens.experiments.mitigate_measure import pct
+from steerlens.pipeline import RunContext as Run
+from steerlens.pipeline.stage import json_load, json_save, stage
 
 __all__ = ["HELDOUT_SEED_OFFSET", "arm_data", "heldout", "vet_scores"]
 
@@ -81,3 +82,37 @@ def arm_data(r: Run, arms: dict[str, dict[str, Any]], main: Any, scores: list[fl
             datas[name] = main
         a["n_train"] = len(datas[name].samples)
     return datas, vetting
+
+
+def arm_plan(cfg: Any) -> dict[str, dict[str, Any]]:
+    """Arm name → {kind, param}: none, vetting per k, random drop at the largest k, the
+    regulariser per λ, preventative steering (α filled in once the carry test has run)."""
+    arms: dict[str, dict[str, Any]] = {"none": {"kind": "none", "param": None}}
+    for f in cfg.vet_fracs:
+        arms[f"vet_{pct(f)}"] = {"kind": "vet", "param": f}
+    top = max(cfg.vet_fracs)
+    arms[f"random_{pct(top)}"] = {"kind": "random", "param": top}
+    for lam in cfg.reg_lambdas:
+        arms[f"reg_{lam:g}"] = {"kind": "reg", "param": lam}
+    arms["steer"] = {"kind": "steer", "param": cfg.steer_alpha}
+    return arms
+
+
+def mitigation_site(
+    carry: dict[str, Any], cfg: Any, alphas: tuple[float, ...] | None = None
+) -> tuple[int, float, str]:
+    """ℓ* and α: the config's, else the carry test's clean peak, else its raw peak, else the
+    middle carry layer and the largest α of ``alphas`` (default: the config's); the rule is
+    returned as text."""
+    cp, rp = carry.get("clean_peak") or {}, carry.get("raw_peak") or {}
+    peak, src = (cp, "clean peak") if cp.get("layer") is not None else (rp, "raw peak")
+    layer, alpha = peak.get("layer"), peak.get("alpha")
+    if layer is None or alpha is None:
+        layers = carry.get("layers") or [15]
+        layer, alpha = int(layers[len(layers) // 2]), float(max(alphas or cfg.alphas))
+        src = "no carry peak: the middle carry layer and the largest α"
+    if cfg.mitigation_layer is not None:
+        layer, src = cfg.mitigation_layer, f"config layer ({src} α)"
+    if cfg.steer_alpha is not None:
+        alpha, src = cfg.steer_alpha, f"{src}, config α"
+    return int(layer), float(alpha), src

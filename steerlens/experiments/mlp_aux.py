@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,8 +48,9 @@ from steerlens.experiments.mlp_data import (
 )
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.stages import StageClock
 from steerlens.module_vectors import shift_vector
+from steerlens.pipeline import config_json
+from steerlens.pipeline.stage import StageClock
 from steerlens.stats import cosines, random_directions, z_and_p
 from steerlens.torch_module import wrap_module
 from steerlens.track import ModuleTrack, NullConfig, excess_modules, track_modules
@@ -128,7 +128,7 @@ class MlpAuxConfig:
         }
 
     def to_json(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+        return config_json(self)
 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> dict[str, float]:

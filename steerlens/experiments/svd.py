@@ -28,19 +28,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlens.common import sha256_bytes, write_json
-from steerlens.experiments.owl import OwlConfig, Run, carry_stage, open_run, teacher_vector_stage
+from steerlens.common import sha256_bytes
+from steerlens.experiments.owl import OwlConfig
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.stages import (
-    StageClock,
+from steerlens.experiments.svd_measure import alignment_at, transfer, transfer_verdict
+from steerlens.pipeline import RunContext as Run
+from steerlens.pipeline import carry_stage, finish_run, open_run, teacher_vector_stage
+from steerlens.pipeline.stage import (
     json_load,
     json_save,
     series_record,
     stage,
     training_prompts,
 )
-from steerlens.experiments.svd_measure import alignment_at, transfer, transfer_verdict
 from steerlens.teachers import Teacher
 
 __all__ = ["SvdConfig", "run", "svd_teachers"]
@@ -223,6 +224,7 @@ def _student(r: Run, name: str, t: Teacher, data: Any, loss: str, layers: list[i
         rank=cfg.rank,
         layers=None if layers is None else tuple(layers),
         loss=loss,
+        kl_targets=cfg.kl_targets,
         steps=cfg.steps,
         batch_size=cfg.batch_size,
         save_every=cfg.save_every,
@@ -358,32 +360,30 @@ def run(
     out = Path(out_dir).expanduser()
     for sub in ("data", "carry"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    clock = StageClock(log)
     r = open_run(cfg, out, progress, log)
-    clock.tick("load model")
     vec = teacher_vector_stage(r)
-    clock.tick("teacher vector")
+    r.tick("teacher vector")
     owl_carry = carry_stage(r, vec)
-    clock.tick("carry test")
+    r.tick("carry test")
     layer, alpha, src = _peak(owl_carry, cfg)
     log(f"steered teacher: α={alpha:g} at layer {layer} ({src})")
     every = svd_teachers(vec, r.trait, layer, alpha)
     teachers = {n: t for n, t in every.items() if n in cfg.teachers}
     carries = {n: _teacher_carry(r, n, t, vec, owl_carry) for n, t in teachers.items()}
-    clock.tick("teacher carry tests")
+    r.tick("teacher carry tests")
     datas = {n: _data(r, n, t) for n, t in teachers.items()}
-    clock.tick("teacher data")
+    r.tick("teacher data")
     lora = cfg.student_layers(layer, r.model.n_layers)
     log(f"students: LoRA on blocks {lora if lora is not None else 'the middle fifth'}")
     dirs = {
         loss: {n: _student(r, n, t, datas[n], loss, lora) for n, t in teachers.items()}
         for loss in cfg.losses()
     }
-    clock.tick("distillation")
+    r.tick("distillation")
     beh = _behaviors(r, teachers, dirs)
-    clock.tick("behavior")
+    r.tick("behavior")
     align = _alignment(r, vec, dirs, layer)
-    clock.tick("alignment")
+    r.tick("alignment")
     rows = _rows(r, carries, beh, align, teachers)
     verdicts = {loss: transfer_verdict(rs) for loss, rs in rows.items()}
     head = verdicts[cfg.loss]
@@ -405,12 +405,14 @@ def run(
             "verdicts": verdicts,
             "teacher_carry": {n: c for n, c in carries.items() if n != "prompted"},
         },
-        "timings_s": clock.timings,
     }
     lines = [f"{loss}: {v['headline']}" for loss, v in verdicts.items()] + head["lines"]
     results["verdict"] = {"headline": head["headline"], "lines": lines, **_strength(head)}
-    write_json(out / "results.json", results)
-    log(f"wrote {out / 'results.json'} in {clock.total():.0f}s")
+    finish_run(
+        r,
+        results,
+        {"vector": r.out / "vectors" / "teacher.safetensors", "carry": r.out / "carry.json"},
+    )
     return ExperimentResult(results)
 
 

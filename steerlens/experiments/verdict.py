@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from steerlens.pipeline.power import measured_power
 from steerlens.stats import normal_two_sided_p
 
 __all__ = ["CLAIMS", "headline_layer", "verdict"]
@@ -290,6 +291,9 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     lines = _behavior_lines(beh, deltas) + _alignment_lines(al, alpha)
     lines.append(f"Carry test of the teacher vector: {carry.get('verdict')}")
     lines += [f"Flag: {f}." for f in flags]
+    loss = str((results.get("config") or {}).get("loss", "kl"))
+    power = measured_power("behavior_model", loss)
+    lines.append(f"Power: {power}")
     lines.append(
         f"Claims are tested at α={alpha:g}: 'inherited' needs the student-vs-base-control "
         "behavior delta and, with benign replicates, the student beyond their spread (model-"
@@ -302,6 +306,7 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
         "strength": strength,
         "claim": claim,
         "flags": flags,
+        "power": power,
         "numbers": {
             "alpha": alpha,
             "claim": claim,

@@ -59,7 +59,9 @@ DIR_RECORD = "lineage.json"
 KEY_ENV = "STEERLENS_SIGNING_KEY"
 """Environment variable: path of an ed25519 PEM private key; when set, every record steerlens
 writes is signed with it."""
-_SKIP_SUFFIXES = (RECORD_SUFFIX, ".tmp", ".key")
+_SKIP_SUFFIXES = (RECORD_SUFFIX, ".tmp", ".key", ".steerlens.lock", ".steerlens.run.json")
+"""Files no record lists: records, partial writes, cache stamps, and a run's lock and started
+settings (:mod:`steerlens.runfolder`)."""
 
 
 def versions() -> dict[str, str | None]:

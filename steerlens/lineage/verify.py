@@ -12,10 +12,13 @@ from typing import Any
 from steerlens.common import sha256_file
 from steerlens.lineage.dsse import key_id, load_public_key, signature_ok
 from steerlens.lineage.record import (
+    DIR_RECORD,
+    RECORD_SUFFIX,
     Record,
     artifact_files,
     find_records,
     read_record,
+    record_path,
 )
 from steerlens.results import ResultMixin
 
@@ -208,7 +211,8 @@ def _check_one_signer(signed: dict[str, list[str]], out: LineageCheck) -> None:
 
 
 def sign_lineage(root: str | os.PathLike[str], key: str | os.PathLike[str]) -> list[Path]:
-    """Sign every record under ``root`` with the ed25519 private key in ``key`` (a PEM file);
+    """Sign every record under ``root`` (a run folder, one record file, or an artifact with a
+    record beside it) with the ed25519 private key in ``key`` (a PEM file);
     the statements are unchanged, so children's parent digests stay valid. Returns the
     records signed. Refuses a record whose files no longer match it (it would vouch for a
     change)."""
@@ -216,6 +220,21 @@ def sign_lineage(root: str | os.PathLike[str], key: str | os.PathLike[str]) -> l
     from steerlens.lineage.dsse import dumps, load_private_key, sign_envelope
 
     r = Path(root).expanduser()
+    if not r.exists():
+        raise FileNotFoundError(f"{r} does not exist: give a run folder or one record file")
+    if r.is_file() and not (r.name.endswith(RECORD_SUFFIX) or r.name == DIR_RECORD):
+        if not record_path(r).is_file():
+            raise ValueError(
+                f"{r} is not a lineage record and has none beside it: give a run folder or a "
+                f"*{RECORD_SUFFIX} file"
+            )
+        r = record_path(r)  # an artifact with a record: sign its record
+    paths = [r] if r.is_file() else find_records(r)
+    if not paths:
+        raise ValueError(
+            f"no lineage records under {r} (nothing to sign): give the folder of a run that "
+            f"steerlens wrote, or one *{RECORD_SUFFIX} file"
+        )
     k = load_private_key(key)
     check = verify_lineage(r)
     changed = [p for p in check.problems if not p.what.startswith(("not signed", "signed by"))]
@@ -227,7 +246,7 @@ def sign_lineage(root: str | os.PathLike[str], key: str | os.PathLike[str]) -> l
             else f"refusing to sign {r}: {changed[0]}; re-run the step that wrote it, then sign"
         )
     out = []
-    for p in find_records(r):
+    for p in paths:
         rec = read_record(p)
         atomic_write_text(p, dumps(sign_envelope(rec.envelope, k)))
         out.append(p)

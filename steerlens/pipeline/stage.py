@@ -1,4 +1,4 @@
-"""Building blocks shared by experiments: cached stages, stage timings, checkpoint behavior,
+"""The stage helper every experiment runs its steps through: cached stages, stage timings, checkpoint behavior,
 series records and the training-prompt seed rule.
 
 A stage's result is written beside a ``.key`` stamp; a later run with the same key (the model
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from steerlens.common import read_json, sha256_bytes, write_json
+from steerlens.common import read_json, sha256_bytes, sha256_file, write_json
 
 T = TypeVar("T")
 
@@ -28,6 +28,7 @@ __all__ = [
     "series_record",
     "stage",
     "training_prompts",
+    "write_stamp",
 ]
 
 DATA_SEED_OFFSET = 1000
@@ -44,6 +45,49 @@ def training_prompts(n: int, seed: int) -> list[str]:
     return number_prompts(n, seed=seed + DATA_SEED_OFFSET)
 
 
+def _stage_files(path: Path) -> list[Path]:
+    """The files a stage's result lives in: ``path`` and, where it exists, its
+    ``<stem>.meta.json`` sidecar (teacher data)."""
+    meta = path.with_name(path.stem + ".meta.json")
+    return [path, meta] if meta.is_file() else [path]
+
+
+def _digest(path: Path) -> str:
+    """sha256 over the stage's files (:func:`_stage_files`), names and bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in _stage_files(path):
+        h.update(f.name.encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(path.name + ".key")
+
+
+def _read_stamp(path: Path) -> tuple[str, str | None] | None:
+    """(key, sha256) of ``path``'s stamp; sha256 is None in a stamp from before the hash was
+    recorded (a bare key); None without a stamp."""
+    stamp = _stamp(path)
+    if not stamp.is_file():
+        return None
+    text = stamp.read_text().strip()
+    if text.startswith("{"):
+        try:
+            d = json.loads(text)
+            return str(d["key"]), str(d["sha256"])
+        except (ValueError, KeyError, TypeError):
+            return None
+    return text, None
+
+
+def write_stamp(path: Path, key: str) -> None:
+    """Stamp ``path`` as the result for ``key``, with the sha256 of its files."""
+    _stamp(path).write_text(json.dumps({"key": key, "sha256": _digest(path)}))
+
+
 def stage(
     path: Path,
     key: str,
@@ -53,24 +97,33 @@ def stage(
     log: Callable[[str], None],
     record: Callable[[Path], object] | None = None,
 ) -> T:
-    """Run ``fn`` unless ``path`` holds a result written for the same ``key``. ``record``
-    writes ``path``'s lineage record (after a fresh result; for a reused one only when its
-    files still match, see :func:`steerlens.lineage.ensure_record`)."""
+    """Run ``fn`` unless ``path`` holds a result written for the same ``key``, and unchanged
+    since: the stamp ``<path>.key`` records the key and the sha256 of the result's files, and a
+    file edited after it was written is named in the log and recomputed (a stale cache never
+    reaches a later stage). ``record`` writes ``path``'s lineage record (after a fresh result;
+    for a reused one only when its files still match, see :func:`steerlens.lineage.ensure_record`)."""
     from steerlens.lineage import ensure_record
 
-    stamp = path.with_name(path.name + ".key")
-    if path.exists() and stamp.is_file() and stamp.read_text().strip() == key:
+    stamp = _read_stamp(path) if path.exists() else None
+    if stamp is not None and stamp[0] == key:
         try:
+            if stamp[1] is not None and _digest(path) != stamp[1]:
+                raise ValueError(
+                    f"{path} changed after it was written (its sha256 no longer matches "
+                    f"{_stamp(path).name}): a stale cache entry"
+                )
             out = load(path)
             log(f"reusing {path.name}")
+            if stamp[1] is None:
+                write_stamp(path, key)  # an older stamp: record the hash from now on
             if record is not None:
                 ensure_record(path, lambda: record(path))
             return out
-        except Exception as exc:  # noqa: BLE001 - a broken cache entry is recomputed
-            log(f"cached {path.name} unreadable ({exc}); recomputing")
+        except Exception as exc:  # noqa: BLE001 - a broken or edited cache entry is recomputed
+            log(f"cached {path.name} not reused ({exc}); recomputing")
     out = fn()
     save(out, path)
-    stamp.write_text(key)
+    write_stamp(path, key)
     if record is not None:
         record(path)
     return out

@@ -36,7 +36,7 @@ def recorder(
     config: Any = None,
     files: Callable[[Path], list[Path]] | None = None,
 ) -> Callable[[Path], Path]:
-    """A ``record`` for :func:`~steerlens.experiments.stages.stage`: writes the record of the
+    """A ``record`` for :func:`~steerlens.pipeline.stage.stage`: writes the record of the
     stage's file (``files``: the artifact's files, default the file itself) with ``parents``
     (role → artifact), the base model and ``config``."""
     from steerlens.models import describe

@@ -1,0 +1,130 @@
+"""Detection power on known truth (issue 31): the ``detect`` experiment's bank, resumable per
+student, then the classifier table as JSON, Markdown and HTML.
+
+    nice python benchmarks/detection.py --out ~/steerlens-runs/detect            # default size
+    nice python benchmarks/detection.py --out … --seeds 4 --sft-seeds 3 --losses kl  # smaller
+    python benchmarks/detection.py --out … --commit   # copy detection.{json,md,html} to
+                                                      # benchmarks/results/ and the summary the
+                                                      # verdicts quote to steerlens/pipeline/
+
+Stop it at any time: a rerun with the same options reuses every finished student. The
+measurements are one process on the machine it runs on; the JSON records the CPU, the precision
+the model ran in and the load average at the end (run it alone: other heavy jobs on 2 cores
+slow it several times over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def markdown(res: Any, bank: dict[str, Any]) -> str:
+    """The classifier table and the power curve as Markdown."""
+    from steerlens.pipeline.power import fraction
+
+    lines = [
+        "# Detection power on known truth",
+        "",
+        f"Bank: {bank['what']}. Machine: {bank['cpu']}, {bank['precision']}; "
+        f"{bank['seconds']:.0f} s in all, load average at the end {bank['load_end']}.",
+        "",
+        res.headline(),
+        "",
+        "| detector | loss | n neg / pos | AUC [95% CI] | held-out FPR / TPR at τ (FPR≤0.05 on "
+        "the rule half) | held-out FPR / TPR at p<α |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in res.rows:
+        lines.append(
+            f"| {r.detector} | {r.loss} | {r.n_neg} / {r.n_pos} | {r.auc:.2f} [{r.auc_lo:.2f}, "
+            f"{r.auc_hi:.2f}] | {fraction(r.heldout_fpr)} / {fraction(r.heldout_tpr)} | "
+            f"{fraction(r.alpha_fpr)} / {fraction(r.alpha_tpr)} |"
+        )
+    lines += ["", "Held-out TPR at p<α per positive cell (power curve over steered α = m·α*):", ""]
+    cells = sorted({c for r in res.rows for c in r.tpr_by_cell})
+    lines.append("| detector | loss | " + " | ".join(cells) + " |")
+    lines.append("|---|---|" + "---|" * len(cells))
+    for r in res.rows:
+        row = [fraction(r.tpr_by_cell[c]) if c in r.tpr_by_cell else "–" for c in cells]
+        lines.append(f"| {r.detector} | {r.loss} | " + " | ".join(row) + " |")
+    lines += ["", f"Best detector (chosen on the rule half): {res.best}", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from steerlens.experiments import get
+    from steerlens.models import load_model
+    from steerlens.pipeline.power import POWER_FILE, DetectionResult
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="~/steerlens-runs/detect")
+    ap.add_argument("--quick", action="store_true", help="the smoke-test bank")
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--sft-seeds", type=int, default=None)
+    ap.add_argument("--losses", nargs="*", default=None)
+    ap.add_argument("--no-student-carry", action="store_true")
+    ap.add_argument("--commit", action="store_true")
+    a = ap.parse_args(argv)
+    over: dict[str, Any] = {}
+    if a.seeds is not None:
+        over["seeds"] = a.seeds
+    if a.sft_seeds is not None:
+        over["sft_seeds"] = a.sft_seeds
+    if a.losses:
+        over["losses"] = tuple(a.losses)
+    if a.no_student_carry:
+        over["student_carry"] = False
+    exp = get("detect")
+    cfg = exp.make_config(quick=a.quick, device="cpu", **over)
+    out = Path(a.out).expanduser()
+    t0 = time.time()
+    res = exp.execute(cfg, out, progress=True)
+    det = DetectionResult.from_json(res["detection"])
+    precision = load_model(cfg.model, dtype=cfg.dtype).compute_precision.name
+    sizes = {k: v for k, v in det.n_students.items()}
+    bank = {
+        "what": f"{sum(sizes.values())} students ({sizes}); {cfg.n_samples} samples, "
+        f"{cfg.steps} (kl) / {cfg.sft_steps} (sft) LoRA steps of batch {cfg.batch_size}, "
+        f"{cfg.model}, ℓ*={det.layer}, α*={det.alpha_star:g}",
+        "config": cfg.to_json(),
+        "cpu": _cpu(),
+        "precision": precision,
+        "seconds": round(time.time() - t0, 1),
+        "load_end": [round(x, 2) for x in os.getloadavg()],
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    full = {**det.to_json(), "bank": bank}
+    (out / "detection.json").write_text(json.dumps(full, indent=1))
+    (out / "detection.md").write_text(markdown(det, bank))
+    print(markdown(det, bank))
+    if a.commit:
+        RESULTS.mkdir(exist_ok=True)
+        shutil.copy(out / "detection.json", RESULTS / "detection.json")
+        shutil.copy(out / "detection.md", RESULTS / "detection.md")
+        shutil.copy(out / "detection.html", RESULTS / "detection.html")
+        summary = {k: v for k, v in full.items() if k != "scored"}
+        POWER_FILE.write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

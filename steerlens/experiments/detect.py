@@ -1,0 +1,388 @@
+"""The detection bank (``steerlens experiment detect``): every detector of
+:mod:`steerlens.pipeline.detectors` run blind on students whose truth is fixed before training,
+scored as a classifier (DESIGN.md "Detection power").
+
+Cells (teacher kind → label), each with ``seeds`` training seeds (data seed and training seed
+``seed + 1009·s``) under each loss of ``losses``:
+
+- negatives: ``base`` (the base writes the data: also the reference students R of every
+  detector's training-noise null), ``neutral`` (the neutral system prompt), ``random`` (a random
+  direction of the trait vector's norm added at ℓ* with α*);
+- positives: ``steer×m`` (the trait vector added at ℓ*, α = m·α*, m ∈ ``strengths``) and
+  ``prompt:T`` (the trait system prompt of each T in ``traits``).
+
+ℓ* and α* are the carry test's clean peak of the trait vector (teacher side, before any student).
+A positive is read against its own trait, a negative against every trait. Seeds of even index
+choose the rules (thresholds at FPR ≤ 0.05, the best detector by AUC); odd seeds report them.
+Every student is cached (``students/<loss>/<cell>-s<seed>/reading.json``), so a stopped run
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from steerlens.carry import CarryResult, student_carry_test
+from steerlens.common import tqdm_disable
+from steerlens.distill import DistillConfig, TeacherData, distill, generate_teacher_data
+from steerlens.experiments.registry import Experiment, register
+from steerlens.experiments.result import ExperimentResult
+from steerlens.extract import teacher_vector
+from steerlens.models import load_model
+from steerlens.pipeline import (
+    REPLICATE_SEED_STRIDE,
+    RunContext,
+    carry_stage,
+    config_json,
+    finish_run,
+    json_load,
+    json_save,
+    open_context,
+    stage,
+    teacher_vector_stage,
+    training_prompts,
+)
+from steerlens.pipeline.detectors import Reading, TraitProbe, read_student, trait_probe
+from steerlens.pipeline.power import Student, classify
+from steerlens.screen import screen_dataset
+from steerlens.teachers import Teacher
+from steerlens.traits import as_trait
+from steerlens.vectors import SteeringVector
+from steerlens.version import __version__
+
+__all__ = ["DETECT", "DetectConfig", "run"]
+
+
+def _opt(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class DetectConfig:
+    """The bank's size. Defaults: 10 cells × 6 seeds under number-only KL and 10 × 4 under SFT
+    (100 students of 48 samples, 24 LoRA steps of batch 6; SFT 48 steps), the trait vector's
+    carry grid as in the owl run; :meth:`quick` is a smoke-test size."""
+
+    model: str = _opt("smollm2-135m-instruct", "base model")
+    trait: str = _opt("owl", "the trait steered teachers carry (its clean peak sets ℓ*, α*)")
+    traits: tuple[str, ...] = _opt(("owl", "eagle", "dolphin"), "prompted traits (positives)")
+    strengths: tuple[float, ...] = _opt((0.5, 1.0, 2.0, 4.0), "steered α as multiples of α*")
+    losses: tuple[str, ...] = _opt(("kl", "sft"), "losses of the students")
+    kl_targets: str = _opt(
+        "numbers", "kl soft labels: numbers (number-only) or top_k", choices=("numbers", "top_k")
+    )
+    seeds: int = _opt(6, "training seeds per cell under kl")
+    sft_seeds: int = _opt(4, "training seeds per cell under sft")
+    n_samples: int = _opt(48, "number prompts each teacher answers")
+    steps: int = _opt(24, "LoRA steps per kl student")
+    sft_steps: int = _opt(48, "LoRA steps per sft student")
+    batch_size: int = _opt(6, "training batch size")
+    rank: int = _opt(4, "LoRA rank")
+    lora_layers: tuple[int, ...] | None = _opt(None, "LoRA blocks (none: the middle fifth)")
+    carry_layers: tuple[int, ...] | None = _opt(None, "carry-test layers of the trait vector")
+    alphas: tuple[float, ...] = _opt((2.0, 4.0, 8.0), "carry-test α grid")
+    n_random: int = _opt(19, "random directions per carry cell")
+    carry_eval_n: int | None = _opt(8, "eval prompts the carry tests score")
+    student_carry: bool = _opt(True, "run the student-side carry test on every student")
+    student_alphas: tuple[float, ...] = _opt((1.0, 4.0), "α grid of the student carry test")
+    screen_max: int = _opt(24, "training samples screened per data set")
+    probe_n: int | None = _opt(None, "probe prompts (none: the trait's own)")
+    alpha: float = _opt(0.05, "significance level of every decision")
+    seed: int = _opt(0, "seed for every random choice")
+    device: str = _opt("cpu", "cpu, cuda, …")
+    dtype: str = _opt("auto", "precision", choices=("auto", "float32", "bfloat16", "autocast"))
+
+    @classmethod
+    def for_device(cls, device: str | None = None, **overrides: Any) -> DetectConfig:
+        """The CPU default, or on a GPU a bank sized like Cloud et al. (10,000 samples,
+        3 epochs of batch 16 ≈ 1,875 steps per student)."""
+        import torch
+
+        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        base = cls(device=dev)
+        if dev.startswith("cuda"):
+            base = dataclasses.replace(
+                base,
+                n_samples=10_000,
+                steps=1875,
+                sft_steps=1875,
+                batch_size=16,
+                seeds=10,
+                sft_seeds=10,
+                screen_max=256,
+                carry_eval_n=None,
+            )
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> DetectConfig:
+        """A smoke-test bank: one prompted trait, two strengths, 3 seeds, 8 samples, 4 steps,
+        kl only, a one-layer carry grid."""
+        base = cls(
+            traits=("owl",),
+            strengths=(1.0, 4.0),
+            losses=("kl",),
+            seeds=3,
+            sft_seeds=3,
+            n_samples=8,
+            steps=4,
+            sft_steps=4,
+            carry_layers=(15,),
+            alphas=(4.0,),
+            n_random=3,
+            student_alphas=(4.0,),
+            probe_n=16,
+            screen_max=4,
+        )
+        return dataclasses.replace(base, **overrides)
+
+    def __post_init__(self) -> None:
+        if self.trait not in self.traits:
+            raise ValueError(f"trait {self.trait!r} must be one of traits {self.traits}")
+        if self.seeds < 3 or self.sft_seeds < 3:
+            raise ValueError(
+                "seeds and sft_seeds must be >= 3: a base student's reference set (the "
+                "training-noise null) is the other base students, and a prediction test needs 2"
+            )
+        bad = [x for x in self.losses if x not in ("kl", "sft")]
+        if bad:
+            raise ValueError(f"unknown losses {bad}: choose kl and/or sft")
+
+    def to_json(self) -> dict[str, Any]:
+        return config_json(self)
+
+
+def _peak(carry: dict[str, Any], cfg: DetectConfig) -> tuple[int, float]:
+    """ℓ*, α*: the clean peak, else the raw peak, else the middle grid layer at the largest α."""
+
+    c = CarryResult.from_json(carry)
+    for p in (c.clean_peak, c.raw_peak):
+        if p is not None and p.layer is not None and p.alpha is not None:
+            return int(p.layer), float(p.alpha)
+    return int(c.layers[len(c.layers) // 2]), float(max(cfg.alphas))
+
+
+def _teachers(
+    r: RunContext, vec: Any, layer: int, alpha: float
+) -> dict[str, tuple[Any, str | None]]:
+    """cell → (teacher, the trait it carries or None for a negative)."""
+
+    v = vec.directions[layer]
+    g = torch.Generator().manual_seed(r.cfg.seed + 7)
+    d = torch.randn(v.shape, generator=g)
+    rnd = SteeringVector({layer: d / d.norm() * v.norm()}, meta={"kind": "random"})
+    cells: dict[str, tuple[Any, str | None]] = {
+        "base": (Teacher.base(), None),
+        "neutral": (Teacher.prompted(r.trait.neutral_system_prompt), None),
+        "random": (Teacher.steered(rnd, alpha, [layer]), None),
+    }
+    for m in r.cfg.strengths:
+        cells[f"steer{m:g}"] = (
+            Teacher.steered(vec.select([layer]), m * alpha, [layer]),
+            r.cfg.trait,
+        )
+    for t in r.cfg.traits:
+        cells[f"prompt-{t}"] = (Teacher.prompted(as_trait(t).system_prompt), t)
+    return cells
+
+
+def _probes(r: RunContext, vec: Any) -> list[TraitProbe]:
+    """The trait probe of every trait (its teacher vector cached under vectors/)."""
+
+    out = [trait_probe(r.model, r.cfg.trait, r.trait, vec)]
+    for t in r.cfg.traits:
+        if t == r.cfg.trait:
+            continue
+        tr = as_trait(t)
+        if r.cfg.probe_n is not None:
+            tr = dataclasses.replace(tr, probe_n=r.cfg.probe_n)
+        v: SteeringVector = stage(
+            r.out / "vectors" / f"{t}.safetensors",
+            f"{r.key('seed', 'probe_n')}-{t}",
+            partial(teacher_vector, r.model, tr, layers="all", seed=r.cfg.seed, progress=False),
+            lambda x, p: x.save(p),
+            SteeringVector.load,
+            r.log,
+        )
+        out.append(trait_probe(r.model, t, tr, v))
+    return out
+
+
+def _data(r: RunContext, cell: str, teacher: Any, s: int) -> Any:
+
+    seed = r.cfg.seed + s * REPLICATE_SEED_STRIDE
+    prompts = training_prompts(r.cfg.n_samples, r.cfg.seed)
+    return stage(
+        r.out / "data" / f"{cell}-s{s}.jsonl",
+        f"{r.key('n_samples', 'seed')}-{cell}-{s}",
+        lambda: generate_teacher_data(
+            r.model, prompts, teacher=teacher, n=r.cfg.n_samples, seed=seed, progress=False
+        ),
+        lambda d, p: d.save(p),
+        TeacherData.load,
+        r.log,
+    )
+
+
+def _screen(
+    r: RunContext,
+    cell: str,
+    s: int,
+    data: Any,
+    base_data: Any,
+    layer: int,
+    probes: list[TraitProbe],
+) -> dict[str, float]:
+    """trait → mean ΔP of the data's first ``screen_max`` samples at ℓ*, y′ the base's answer."""
+
+    base_ans = {x["user"]: x["response"] for x in base_data.samples}
+    samples = [
+        {**x, "base_response": base_ans[x["user"]]} for x in data.samples if x["user"] in base_ans
+    ][: r.cfg.screen_max]
+
+    def compute() -> dict[str, float]:
+        out = {}
+        for pr in probes:
+            res = screen_dataset(
+                r.model, pr.vector.select([layer]), samples, seed=r.cfg.seed, progress=False
+            )
+            out[pr.name] = float(res.scores(layer).mean())
+        return out
+
+    key = f"{r.key('n_samples', 'seed', 'screen_max')}-{cell}-{s}-{layer}"
+    return stage(r.out / "screen" / f"{cell}-s{s}.json", key, compute, json_save, json_load, r.log)
+
+
+def _student(
+    r: RunContext,
+    loss: str,
+    cell: str,
+    s: int,
+    teacher: Any,
+    data: Any,
+    layer: int,
+    probes: list[TraitProbe],
+    screen: dict[str, float],
+) -> list[Reading]:
+    """Distil one student and read it against every trait (cached)."""
+
+    cfg = r.cfg
+    folder = r.out / "students" / loss / f"{cell}-s{s}"
+    steps = cfg.steps if loss == "kl" else cfg.sft_steps
+    dcfg = DistillConfig(
+        rank=cfg.rank,
+        layers=cfg.lora_layers,
+        loss=loss,
+        steps=steps,
+        batch_size=cfg.batch_size,
+        save_every=steps,
+        seed=cfg.seed + s * REPLICATE_SEED_STRIDE,
+        kl_targets=cfg.kl_targets,
+    )
+
+    def carry(student: Any, v: Any, pr: TraitProbe) -> tuple[float, float]:
+        metric = dataclasses.replace(pr.behavior, prompts=pr.behavior.prompts[: cfg.carry_eval_n])
+        c = student_carry_test(
+            r.model,
+            student,
+            v.select([layer]),
+            pr.trait,
+            metric=metric,
+            layers=[layer],
+            alphas=cfg.student_alphas,
+            n_random=cfg.n_random,
+            necessity=False,
+            seed=cfg.seed,
+        )
+        pk = c.clean_peak
+        if not c.defined or pk is None or pk.vs_null is None or pk.vs_null.p is None:
+            return float("nan"), 1.0
+        return float(pk.sufficiency), float(pk.vs_null.p)
+
+    def compute() -> list[dict[str, Any]]:
+        res = distill(r.model, data, folder, teacher=teacher, config=dcfg, progress=False)
+        student = load_model(res.checkpoints[-1], base=r.model)
+        rd = read_student(
+            r.model, student, probes, carry=carry if cfg.student_carry else None, screen=screen
+        )
+        return [x.to_json() for x in rd]
+
+    key = f"{r.key('n_samples', 'seed', 'rank', 'lora_layers', 'batch_size', 'student_carry', 'student_alphas', 'kl_targets')}-{loss}-{steps}-{cell}-{s}-{layer}"
+    rows = stage(folder / "reading.json", key, compute, json_save, json_load, r.log)
+    return [Reading.from_json(x) for x in rows]
+
+
+def run(
+    cfg: DetectConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> ExperimentResult:
+    """Build the bank (resumable per student), read every student, classify; write
+    ``results.json`` (the classifier table) and ``detection.html``."""
+
+    r = open_context(cfg, out_dir, progress, log)
+    vec = teacher_vector_stage(r)
+    carry = carry_stage(r, vec)
+    layer, alpha = _peak(carry, cfg)
+    log(f"ℓ* = {layer}, α* = {alpha:g} (the trait vector's carry peak, fixed before students)")
+    r.tick("teacher vector and carry test")
+    probes = _probes(r, vec)
+    cells = _teachers(r, vec, layer, alpha)
+    r.tick("trait probes")
+    todo = [
+        (loss, s, c)
+        for loss in cfg.losses
+        for s in range(cfg.seeds if loss == "kl" else cfg.sft_seeds)
+        for c in cells
+    ]
+    students: list[Student] = []
+    datas: dict[tuple[str, int], Any] = {}
+    for loss, s, c in tqdm(todo, desc="students", disable=tqdm_disable(progress)):
+        teacher, label = cells[c]
+        if (c, s) not in datas:
+            datas[c, s] = _data(r, c, teacher, s)
+        base_data = datas.get(("base", s)) or _data(r, "base", cells["base"][0], s)
+        datas["base", s] = base_data
+        scr = _screen(r, c, s, datas[c, s], base_data, layer, probes)
+        rd = _student(r, loss, c, s, teacher, datas[c, s], layer, probes, scr)
+        students.append(Student(loss, c, s, label, rd))
+    r.tick("students")
+    result = classify(students, layer=layer, alpha_star=alpha, level=cfg.alpha, seed=cfg.seed)
+    results: dict[str, Any] = {
+        "kind": "steerlens.detect",
+        "steerlens_version": __version__,
+        "config": cfg.to_json(),
+        "trait": r.trait.name,
+        "detection": result.to_json(),
+        "verdict": {
+            "headline": result.headline(),
+            "lines": result.summary().splitlines()[1:],
+            "strength": "n/a",
+        },
+    }
+    (r.out / "detection.html").write_text(result.html_page())
+    finish_run(r, results, {"vector": r.out / "vectors" / "teacher.safetensors"})
+    return ExperimentResult(results)
+
+
+DETECT = register(
+    Experiment(
+        name="detect",
+        config=DetectConfig,
+        run=run,
+        description="detection power: every detector on a bank of students of known truth (ROC)",
+        default_out="runs/detect",
+    ),
+    replace=True,
+)
+"""The registered detection bank."""
