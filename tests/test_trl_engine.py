@@ -76,6 +76,9 @@ def test_trl_engine_kl_loss_is_the_reference_loss(lm: LoadedModel, tmp_path: Pat
     ref = distill(lm, _data(), tmp_path / "ref", config=cfg, progress=False)
     trl = distill(lm, _data(), tmp_path / "trl", config=cfg, engine="trl")
     assert trl.losses[0] == pytest.approx(ref.losses[0], rel=1e-4)
+    # the same soft labels: number-only on number data (DistillConfig.kl_targets="auto")
+    assert trl.record["kl_targets"] == ref.record["kl_targets"]
+    assert trl.record["kl_targets"]["kind"] == "numbers"
 
 
 def test_trl_engine_resumes_and_carries_the_callback(lm: LoadedModel, tmp_path: Path) -> None:

@@ -46,7 +46,10 @@ from steerlens.distill.targets import (
     cat_targets,
     check_same_responses,
     examples,
+    kl_targets_kind,
     kl_to_teacher,
+    number_answer_ids,
+    removed_mass,
     teacher_targets,
 )
 from steerlens.models import LoadedModel, describe
@@ -162,6 +165,48 @@ def _check_out(out: Path, lineage_hash: str, overwrite: bool) -> None:
     rec.unlink()
 
 
+def _kl_trainer(
+    lm: LoadedModel,
+    d: TeacherData,
+    teacher: Teacher | None,
+    cfg: DistillConfig,
+    exs: Sequence[Example],
+    student: Any,
+    kw: dict[str, Any],
+    cbs: list[Any],
+    info: dict[str, Any],
+    progress: bool | None,
+) -> Any:
+    """The :class:`KLTrainer` of the student on the teacher's soft labels (computed here)."""
+    from datasets import Dataset
+    from transformers import TrainingArguments
+
+    if teacher is None:
+        raise DistillError("loss='kl' needs a teacher")
+    t_exs = examples(lm, d, teacher.system)
+    check_same_responses(exs, t_exs)
+    # the reference loop's soft labels: number-only (the tokens a number answer allows) or
+    # top-k, by cfg.kl_targets
+    kl_kind = kl_targets_kind(cfg.kl_targets, d)
+    allowed = number_answer_ids(lm) if kl_kind == "numbers" else None
+    with teacher.apply(lm) as tlm:
+        targets = teacher_targets(
+            tlm, t_exs, cfg.top_k, cfg.eval_batch_size, progress, allowed=allowed
+        )
+    info["kl_targets"] = {"kind": kl_kind, "removed_mass": removed_mass(targets)}
+    return KLTrainer.build(
+        exs,
+        targets,
+        lm.tokenizer.pad_token_id,
+        model=student,
+        args=TrainingArguments(**kw),
+        train_dataset=Dataset.from_dict({"idx": list(range(len(exs)))}),
+        data_collator=_collate_idx,
+        processing_class=lm.tokenizer,
+        callbacks=cbs,
+    )
+
+
 def distill_trl(
     lm: LoadedModel,
     d: TeacherData,
@@ -180,36 +225,19 @@ def distill_trl(
     """Train the LoRA student with TRL / ``transformers.Trainer`` (module docstring); returns
     the :class:`DistillResult` of the ``checkpoint-N`` series in ``out``."""
     from datasets import Dataset
-    from transformers import TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
     _check_out(out, lineage_hash, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     exs = examples(lm, d, cfg.student_system)
-    pad_id = lm.tokenizer.pad_token_id
     kw = training_arguments(out, cfg, lm, trainer_args)
     student = make_student(lm, cfg, layers)
     student.train()
     cbs = [_SaveAtEnd.make(), *(callbacks or [])]
+    info: dict[str, Any] = {"kl_targets": None}
     if cfg.loss == "kl":
-        if teacher is None:
-            raise DistillError("loss='kl' needs a teacher")
-        t_exs = examples(lm, d, teacher.system)
-        check_same_responses(exs, t_exs)
-        with teacher.apply(lm) as tlm:
-            targets = teacher_targets(tlm, t_exs, cfg.top_k, cfg.eval_batch_size, progress)
-        trainer = KLTrainer.build(
-            exs,
-            targets,
-            pad_id,
-            model=student,
-            args=TrainingArguments(**kw),
-            train_dataset=Dataset.from_dict({"idx": list(range(len(exs)))}),
-            data_collator=_collate_idx,
-            processing_class=lm.tokenizer,
-            callbacks=cbs,
-        )
+        trainer = _kl_trainer(lm, d, teacher, cfg, exs, student, kw, cbs, info, progress)
     else:
         from trl import SFTConfig, SFTTrainer
 
@@ -234,7 +262,8 @@ def distill_trl(
     t1 = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     t_train = time.perf_counter() - t1
-    return _finish(trainer, out, lm, cfg, lineage, lineage_hash, last, t_prep, t_train)
+    info["seconds"] = {"prepare": t_prep, "train": t_train}
+    return _finish(trainer, out, lm, cfg, lineage, lineage_hash, last, info)
 
 
 def _finish(
@@ -245,8 +274,7 @@ def _finish(
     lineage: dict[str, Any],
     lineage_hash: str,
     resumed: str | None,
-    t_prep: float,
-    t_train: float,
+    info: dict[str, Any],
 ) -> DistillResult:
     hist = trainer.state.log_history
     losses = [float(h["loss"]) for h in hist if "loss" in h and "step" in h]
@@ -267,7 +295,7 @@ def _finish(
         "steps": steps,
         "losses": losses,
         "resumed_from": start,
-        "seconds": {"prepare": t_prep, "train": t_train},
+        **info,
         "trainer": "KLTrainer" if type(trainer).__name__ == "_KLTrainer" else "SFTTrainer",
     }
     if trainer.is_world_process_zero():
