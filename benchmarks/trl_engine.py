@@ -7,10 +7,11 @@
 Same data for both engines (``--samples`` clean number lists of the teacher-data format,
 written deterministically: the throughput does not depend on who wrote them), the default
 ``DistillConfig`` (LoRA rank 4 on the middle fifth, ``loss="kl"`` against the owl-prompted
-teacher's top-256 soft labels, batch 8) for ``--steps`` steps, float32 weights. The engines run
-one at a time, interleaved (reference, trl, reference, trl, ...), single-threaded, each in a
-fresh folder; reported per run: the preparation (teacher targets; the reference loop also caches
-the frozen lower blocks) and the training seconds, and steps per second of training.
+teacher's soft labels of kind ``kl_targets="auto"``: number-only on this number data; batch 8)
+for ``--steps`` steps, float32 weights. The engines run one at a time, interleaved (reference,
+trl, reference, trl, ...), single-threaded, each in a fresh folder; reported per run: the
+preparation (teacher targets; the reference loop also caches the frozen lower blocks) and the
+training seconds, and steps per second of training.
 
 Then one TRL run of ``--save-every`` steps with :class:`steerlens.integrations.SteerlensCallback`
 (the owl trait's probe prompts, a random unit vector at every layer, 1000 null directions): its
@@ -78,6 +79,7 @@ def _run(engine: str, lm: Any, data: Any, cfg: Any, out: Path, callbacks: Any = 
         "samples_per_s": round(cfg.steps * cfg.batch_size / train, 3),
         "final_loss": res.losses[-1],
         "fast_path": rec.get("fast_path"),
+        "kl_targets": (rec.get("kl_targets") or {}).get("kind"),
     }
 
 
@@ -150,6 +152,7 @@ def main() -> int:
             "save_every": a.save_every,
             "loss": cfg.loss,
             "top_k": cfg.top_k,
+            "kl_targets": cfg.kl_targets,
             "lora_rank": cfg.rank,
             "rounds": a.rounds,
             "order": "interleaved reference, trl per round; one run at a time",
