@@ -16,7 +16,7 @@ from pathlib import Path
 
 IMPORTS = (
     *("torch", "transformers", "peft", "safetensors", "sklearn", "gguf", "plotly"),
-    *("nnsight", "transformer_lens", "steerlens"),
+    *("nnsight", "transformer_lens", "trl", "accelerate", "datasets", "steerlens"),
 )
 
 

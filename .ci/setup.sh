@@ -24,9 +24,9 @@ if [ "$LOCK" = none ]; then
   # newest allowed: torch stays the local CPU wheel (a constraint, so nothing swaps it for CUDA)
   echo "torch==2.13.0" > "$VENV/torch-only.txt"
   "$VENV/bin/python" -m pip install -q --upgrade --upgrade-strategy eager \
-    -c "$VENV/torch-only.txt" -e ".[dev,backends,sign]"
+    -c "$VENV/torch-only.txt" -e ".[dev,backends,sign,trl]"
   "$VENV/bin/python" .ci/check_env.py
 else
-  "$VENV/bin/python" -m pip install -q -c "$LOCK" -e ".[dev,backends,sign]"
+  "$VENV/bin/python" -m pip install -q -c "$LOCK" -e ".[dev,backends,sign,trl]"
   "$VENV/bin/python" .ci/check_env.py --lock "$LOCK"
 fi

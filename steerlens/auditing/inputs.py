@@ -41,17 +41,25 @@ def make_teacher(cfg: AuditConfig, trait: Any) -> Any:
 
 
 def read_data(path: str | Path, what: str = "training data") -> list[dict[str, Any]]:
-    """The samples of a JSONL file of chats or prompt/response pairs, each checked (a clear
-    error naming the line that is neither)."""
+    """The samples of a JSONL file of chats or prompt/response pairs, or of a Hugging Face
+    ``datasets`` folder or parquet file of such rows, each checked (a clear error naming the
+    line or row that is neither)."""
     from steerlens.screen.core import parse_sample
 
     p = Path(path).expanduser()
     rows: list[dict[str, Any]] = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
+    lines: list[Any]
+    if p.is_dir() or p.suffix == ".parquet":  # a datasets folder or parquet of chats
+        from steerlens.integrations.hf_datasets import load_rows
+
+        lines = load_rows(p)[0]
+    else:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines, 1):
+        if isinstance(line, str) and not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line) if isinstance(line, str) else line
             if not isinstance(row, dict):
                 raise TypeError(f"a JSON {type(row).__name__}, not an object")
             parse_sample(row, i)

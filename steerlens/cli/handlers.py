@@ -208,6 +208,7 @@ def _distill_into(out: Path, system: str, o: DistillOptions, m: ModelOptions, cf
         config=cfg,
         overwrite=o.overwrite,
         parents={"data": data_path, "teacher": teacher},
+        engine=o.engine,
     )
     print(f"checkpoints in {out}: {', '.join(p.name for p in sorted(out.glob('checkpoint-*')))}")
     return 0

@@ -132,6 +132,12 @@ class DistillOptions:
     benign: bool = _o(False, "use the neutral system prompt (control student)")
     n: int = _o(48, "number prompts to generate")
     overwrite: bool = _o(False, "replace an existing series in --out")
+    engine: str = _o(
+        "reference",
+        "training engine: reference (steerlens' loop, the CPU default) | trl (TRL / "
+        "transformers Trainer; needs the trl extra)",
+        choices=("reference", "trl"),
+    )
     out: str = _req("output folder", output="dir")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -266,6 +266,9 @@ def distill(
     progress: bool | None = None,
     parents: Mapping[str, str | Path] | None = None,
     mitigation: Mitigation | None = None,
+    engine: str = "reference",
+    callbacks: Sequence[Any] | None = None,
+    trainer_args: Mapping[str, Any] | None = None,
 ) -> DistillResult:
     """Train a LoRA student of ``base_model`` on the teacher's numbers; save a checkpoint series.
 
@@ -289,7 +292,15 @@ def distill(
 
     ``mitigation`` (:class:`~steerlens.distill.mitigations.Mitigation`): a trait-direction
     regulariser and/or preventative steering during training only; recorded in the lineage.
+
+    ``engine``: ``"reference"`` (default: this package's single-process loop, which caches the
+    frozen lower blocks) or ``"trl"`` (:mod:`steerlens.distill.trl_engine`: TRL ``SFTTrainer`` /
+    a ``transformers.Trainer`` for the KL loss, so ``accelerate launch`` runs it on several
+    processes; needs the ``trl`` extra). Only with ``"trl"``: ``callbacks`` (``TrainerCallback``
+    objects, e.g. :class:`steerlens.integrations.SteerlensCallback`) and ``trainer_args``
+    (``TrainingArguments`` overrides, e.g. ``gradient_checkpointing``).
     """
+    _check_engine(engine, bool(callbacks or trainer_args), mitigation)
     lm = as_model(base_model)
     cfg = config or DistillConfig()
     d = _as_data(data)
@@ -297,9 +308,12 @@ def distill(
     layers = _resolve_layers(lm, cfg)
     out = Path(out_dir).expanduser()
     lineage = _lineage(lm, cfg, d, t, layers, mitigation)
-    start, losses, done = _resume_point(out, lineage, json_sha256(lineage)[:16], cfg, overwrite)
     if isinstance(data, (str, Path)) and has_record(data):
         parents = {"data": data, **(parents or {})}
+    if engine == "trl":
+        trl_kw = {"callbacks": callbacks, "trainer_args": trainer_args, "progress": progress}
+        return _distill_trl(lm, d, t, cfg, layers, out, lineage, parents, overwrite, trl_kw)
+    start, losses, done = _resume_point(out, lineage, json_sha256(lineage)[:16], cfg, overwrite)
     if done is not None:
         ensure_record(out, lambda: _series_record(out, lm, lineage, parents))
         return done
@@ -320,6 +334,45 @@ def distill(
     del student, opt
     _series_record(out, lm, lineage, parents)
     return _result_from_record(out, record, cfg.steps, start)
+
+
+def _check_engine(engine: str, trl_only: bool, mitigation: Mitigation | None) -> None:
+    if engine not in ("reference", "trl"):
+        raise ValueError(f"engine must be 'reference' or 'trl', got {engine!r}")
+    if engine != "trl" and trl_only:
+        raise ValueError("callbacks and trainer_args need engine='trl'")
+    if engine == "trl" and mitigation is not None:
+        raise ValueError("mitigations run on the reference engine only (engine='reference')")
+
+
+def _distill_trl(
+    lm: LoadedModel,
+    d: TeacherData,
+    t: Teacher | None,
+    cfg: DistillConfig,
+    layers: list[int],
+    out: Path,
+    lineage: dict[str, Any],
+    parents: Mapping[str, str | Path] | None,
+    overwrite: bool,
+    kw: dict[str, Any],
+) -> DistillResult:
+    """``distill(..., engine="trl")``: :func:`steerlens.distill.trl_engine.distill_trl`, then
+    the series' lineage record (by the main process)."""
+    from steerlens.distill.trl_engine import distill_trl
+
+    res = distill_trl(
+        lm, d, t, cfg, layers, out, lineage, json_sha256(lineage)[:16], overwrite=overwrite, **kw
+    )
+    if res.record.get("world_size", 1) == 1 or _is_main_process():
+        _series_record(out, lm, lineage, parents)
+    return res
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _series_record(
