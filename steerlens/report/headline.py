@@ -58,20 +58,11 @@ def _interval(rows: Sequence[float]) -> tuple[float, float, float] | None:
     return float(x.mean()), float(x.mean()) - half, float(x.mean()) + half
 
 
-def behavior_figure(b: BehaviorView) -> go.Figure:
-    """Left: base, teacher(s), the controls and the student after training, each with its 95%
-    interval over eval prompts (the teachers have no per-prompt scores: no bar). Right: every
-    series per checkpoint, with a bracket from the base control to the student at the last
-    step labelled with the paired difference and its CI."""
+def _points(b: BehaviorView) -> list[tuple[str, float, float | None, float | None, str]]:
+    """The left panel's points: (label, value, lo, hi, colour) of the base, the teachers, the
+    controls and the student after training (no interval where there are no per-prompt
+    scores)."""
     series = b.series
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        column_widths=[0.36, 0.64],
-        horizontal_spacing=0.09,
-        subplot_titles=("after training (95% CI over eval prompts)", "per checkpoint"),
-    )
-    # left: one point per model
     cats: list[tuple[str, float, float | None, float | None, str]] = []
     base = _interval(b.base_per_prompt)
     b0 = _f(series[0].scores[0]) if series else None
@@ -93,6 +84,24 @@ def behavior_figure(b: BehaviorView) -> go.Figure:
             cats.append((_label(s.name), *iv, color))
         elif last is not None:
             cats.append((_label(s.name), last, None, None, color))
+    return cats
+
+
+def behavior_figure(b: BehaviorView) -> go.Figure:
+    """Left: base, teacher(s), the controls and the student after training, each with its 95%
+    interval over eval prompts (the teachers have no per-prompt scores: no bar). Right: every
+    series per checkpoint, with a bracket from the base control to the student at the last
+    step labelled with the paired difference and its CI."""
+    series = b.series
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.36, 0.64],
+        horizontal_spacing=0.09,
+        subplot_titles=("after training (95% CI over eval prompts)", "per checkpoint"),
+    )
+    cats = _points(b)
+    b0 = _f(series[0].scores[0]) if series else None
     fig.add_trace(
         go.Scatter(
             x=[c[0] for c in cats],
