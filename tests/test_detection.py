@@ -155,6 +155,12 @@ def test_detect_bank_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
         ("prompt-owl", True),
     }
     assert (tmp_path / "bank" / "detection.html").is_file()
+    from steerlens.report import render_report
+    from steerlens.report.shape import shape_problems
+
+    page = render_report(res.to_json()).html()
+    assert shape_problems(page) == [] and "Detectors as classifiers" in page
+    assert det.headline()[:40] in page
     assert json.loads((tmp_path / "bank" / "results.json").read_text())["timings_s"]["total"] > 0
     logs.clear()
     exp.execute(cfg, tmp_path / "bank", progress=False, log=logs.append)

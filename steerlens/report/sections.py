@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 
 from steerlens.common import jsonable
+from steerlens.pipeline.power import DetectionResult
 from steerlens.report.agentic import agentic_answer, agentic_headline, section_agentic
 from steerlens.report.carry import section_carry
+from steerlens.report.detect import detect_answer, section_detect
 from steerlens.report.evidence import section_evidence
 from steerlens.report.figures import PALETTE, bars, heatmap, lines_with_bands, rgba
 from steerlens.report.headline import behavior_answer, behavior_figure, ci_words
@@ -320,6 +322,9 @@ def _answer_and_headline(rep: Report, results: Mapping[str, Any]) -> None:
     v = _m(results.get("verdict"))
     fig = None
     found, sees = "", ""
+    if _m(results.get("detection")):
+        detect_answer(rep, DetectionResult.from_json(_m(results["detection"])))
+        return
     if _m(results.get("agentic")):
         a = _m(results["agentic"])
         found, sees = agentic_answer(a, v)
@@ -356,13 +361,15 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
         return render_mlp_aux(results, title)
     trait = results.get("trait")
     kind = str(results.get("kind") or "").removeprefix("steerlens.")
-    what = f" ({kind})" if kind in ("svd", "mitigate", "audit") else ""
+    what = f" ({kind})" if kind in ("svd", "mitigate", "audit", "detect") else ""
     rep = Report(
         title or f"steerlens report{': ' + str(trait) + what if trait else ''}",
         f"steerlens {results.get('steerlens_version', '')}",
     )
     v = _m(results.get("verdict"))
     _answer_and_headline(rep, results)
+    if _m(results.get("detection")):
+        section_detect(rep, DetectionResult.from_json(_m(results["detection"])))
     if _m(results.get("agentic")):
         section_agentic(rep, _m(results["agentic"]))
     if _m(results.get("svd")):
