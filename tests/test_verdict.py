@@ -254,3 +254,18 @@ def test_series_plan_replicates_have_their_own_seeds() -> None:
     placebo = series_plan(as_trait("owl"), benign=True, placebo=True, replicates=2)
     assert placebo[0].system == placebo[2].system and placebo[0].file == "placebo"
     assert placebo[0].seed_offset != placebo[2].seed_offset  # independent draws
+
+
+def test_the_verdict_quotes_the_power_of_its_rule() -> None:
+    """Issue 31: the verdict states how often its behavior rule misses, from the committed
+    detection bank (pipeline/detection_power.json), or says plainly that no bank measured it."""
+    from steerlens.pipeline.power import POWER_FILE, measured_power
+
+    v = verdict(_results(student_p=0.3, excess_p=0.3, behavior_shift=0.2))
+    expected = measured_power("behavior_model", "kl")
+    assert v["power"] == expected
+    assert f"Power: {expected['detail']}" in v["lines"]
+    if POWER_FILE.is_file():
+        assert "Measured power" in v["power"]["text"]
+    else:
+        assert "unmeasured" in v["power"]["text"]
