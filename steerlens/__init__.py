@@ -6,7 +6,9 @@
     vec = sl.teacher_vector(model, trait)
     print(sl.carry_test(model, vec, trait).summary())
 
-The package root is the public facade: it re-exports names from every layer (the layers
+The package root is the public facade of the library (the command line and the experiments
+live in :mod:`steerlens.cli` and :mod:`steerlens.experiments`; ``__all__`` lists every name,
+the lazy ones included): it re-exports names from every layer (the layers
 themselves import only downward; see the import-linter contract in pyproject.toml). The light
 core loads with ``import steerlens``; the rest loads on first use.
 """
@@ -53,11 +55,6 @@ _LAZY = {
     "Report": "steerlens.report",
     "from_nnsight": "steerlens.backends",
     "from_transformer_lens": "steerlens.backends",
-    "OwlConfig": "steerlens.experiments.owl",
-    "DemoConfig": "steerlens.experiments.owl",
-    "ExperimentResult": "steerlens.experiments.result",
-    "run_experiment": "steerlens.cli",
-    "run_demo": "steerlens.experiment",
     "audit": "steerlens.auditing",
     "AuditConfig": "steerlens.auditing",
     "verify_lineage": "steerlens.lineage",
@@ -79,11 +76,7 @@ if TYPE_CHECKING:  # precise types for editors and mypy; loaded lazily at run ti
     )
     from steerlens.carry import CarryLevel, CarryResult, carry_test, student_carry_test
     from steerlens.checkpoints import CheckpointSeries
-    from steerlens.cli import run_experiment
     from steerlens.contrast import ContrastSet
-    from steerlens.experiment import run_demo
-    from steerlens.experiments.owl import DemoConfig, OwlConfig
-    from steerlens.experiments.result import ExperimentResult
     from steerlens.lineage import lineage_graph, verify_lineage
     from steerlens.report import Report, render_report
     from steerlens.runfolder import RunFolderError, claim_run_folder
@@ -101,38 +94,43 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*__all__, *_LAZY])
+    return list(__all__)
 
 
-__all__ = [
-    "Activations",
-    "ChatPrompt",
-    "DistillConfig",
-    "LMOnlyError",
-    "LoadedModel",
-    "ModelLoadError",
-    "NoOpEditError",
-    "Provenance",
-    "SteeringVector",
-    "Teacher",
-    "TeacherData",
-    "__version__",
-    "ablate",
-    "as_teacher",
-    "cosine",
-    "distill",
-    "extract_vector",
-    "generate_teacher_data",
-    "load_model",
-    "logistic_probe",
-    "mean_diff",
-    "module_vector",
-    "pca_diff",
-    "record_activations",
-    "shift_vector",
-    "site_name",
-    "steer",
-    "teacher_vector",
-    "wrap",
-    "wrap_module",
-]
+__all__ = sorted(
+    [
+        *[
+            "Activations",
+            "ChatPrompt",
+            "DistillConfig",
+            "LMOnlyError",
+            "LoadedModel",
+            "ModelLoadError",
+            "NoOpEditError",
+            "Provenance",
+            "SteeringVector",
+            "Teacher",
+            "TeacherData",
+            "__version__",
+            "ablate",
+            "as_teacher",
+            "cosine",
+            "distill",
+            "extract_vector",
+            "generate_teacher_data",
+            "load_model",
+            "logistic_probe",
+            "mean_diff",
+            "module_vector",
+            "pca_diff",
+            "record_activations",
+            "shift_vector",
+            "site_name",
+            "steer",
+            "teacher_vector",
+            "wrap",
+            "wrap_module",
+        ],
+        *_LAZY,
+    ]
+)

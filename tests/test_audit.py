@@ -13,7 +13,7 @@ import torch
 
 import steerlens as sl
 from steerlens.auditing import AuditError, base_check
-from steerlens.cli import main
+from steerlens.cli import main, run_experiment
 from steerlens.testing import tiny_model
 
 QUICK: dict[str, Any] = {
@@ -123,7 +123,7 @@ def demo_dir(base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a module fixture runs outside the per-test thread setting
     try:
-        sl.run_experiment("owl", cfg, out, progress=False, log=lambda _: None)
+        run_experiment("owl", cfg, out, progress=False, log=lambda _: None)
     finally:
         torch.set_num_threads(threads)
     return out

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 import steerlens as sl
 from steerlens.checkpoints import CheckpointSeries
-from steerlens.cli import main, resolve
+from steerlens.cli import main, resolve, run_experiment
 from steerlens.cli.errors import is_user_error
 from steerlens.distill import DistillConfig, DistillError, TeacherData, distill
 from steerlens.distill.train import check_out_dir
@@ -907,11 +907,11 @@ def test_run_experiment_api_checks_before_loading(tmp_path: Path, loader_reached
 
     out = _finished_run(tmp_path / "R")
     with pytest.raises(ValueError, match=r"alpha 5: a significance level"):
-        sl.run_experiment("owl", OwlConfig.quick(alpha=5), tmp_path / "S")
+        run_experiment("owl", OwlConfig.quick(alpha=5), tmp_path / "S")
     with pytest.raises(RuntimeError, match=r"other settings \(--steps was 4, now 3\)"):
-        sl.run_experiment("owl", OwlConfig.quick(device="cpu", steps=3), out)
+        run_experiment("owl", OwlConfig.quick(device="cpu", steps=3), out)
     with pytest.warns(UserWarning, match="above 0.2"), pytest.raises(_Loaded):
-        sl.run_experiment("owl", OwlConfig.quick(alpha=0.25), tmp_path / "S")
+        run_experiment("owl", OwlConfig.quick(alpha=0.25), tmp_path / "S")
     assert not (tmp_path / "S").exists()  # a run that wrote nothing leaves no folder
 
 

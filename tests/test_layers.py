@@ -186,3 +186,15 @@ def test_architecture_doc_names_the_contract_layers() -> None:
     rows = block.strip("`\n").splitlines()  # an indented line continues the one above
     drawn = [line.split("  ")[0].strip() for line in rows if line[:1].strip()]
     assert drawn == layers
+
+
+def test_the_root_exports_the_library_and_lists_it_all() -> None:
+    """Issue 27: ``__all__`` names every public name of the facade (lazy ones included), each
+    resolves, and none comes from the command line or the experiments."""
+    names = steerlens.__all__
+    assert len(names) == len(set(names)) and "run_experiment" not in names
+    for name in names:
+        obj = getattr(steerlens, name)
+        mod = getattr(obj, "__module__", "") or ""
+        assert not mod.startswith(("steerlens.cli", "steerlens.experiment")), (name, mod)
+    assert set(dir(steerlens)) == set(names)
