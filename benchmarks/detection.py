@@ -70,8 +70,23 @@ def markdown(res: Any, bank: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _student_seconds(out: Path) -> dict[str, float]:
+    """Median, min and max of the training seconds the finished students' distill.json
+    record (their own clock; data generation and reading not included)."""
+    import statistics
+
+    secs = [
+        float(json.loads(p.read_text()).get("train_seconds", "nan"))
+        for p in out.glob("students/*/*/distill.json")
+    ]
+    if not secs:
+        return {}
+    return {"median": statistics.median(secs), "min": min(secs), "max": max(secs), "n": len(secs)}
+
+
 def main(argv: list[str] | None = None) -> int:
     from steerlens.experiments import get
+    from steerlens.experiments.detect import classify_finished, todo_order
     from steerlens.models import load_model
     from steerlens.pipeline.power import POWER_FILE, DetectionResult
 
@@ -82,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sft-seeds", type=int, default=None)
     ap.add_argument("--losses", nargs="*", default=None)
     ap.add_argument("--no-student-carry", action="store_true")
+    ap.add_argument("--screen-max", type=int, default=None)
     ap.add_argument("--commit", action="store_true")
+    ap.add_argument(
+        "--classify-only",
+        action="store_true",
+        help="classify the students the bank in --out has finished (a stopped run); train none",
+    )
     a = ap.parse_args(argv)
     over: dict[str, Any] = {}
     if a.seeds is not None:
@@ -93,22 +114,32 @@ def main(argv: list[str] | None = None) -> int:
         over["losses"] = tuple(a.losses)
     if a.no_student_carry:
         over["student_carry"] = False
+    if a.screen_max is not None:
+        over["screen_max"] = a.screen_max
     exp = get("detect")
     cfg = exp.make_config(quick=a.quick, device="cpu", **over)
     out = Path(a.out).expanduser()
     t0 = time.time()
-    res = exp.execute(cfg, out, progress=True)
-    det = DetectionResult.from_json(res["detection"])
+    if a.classify_only:
+        det = classify_finished(cfg, out)
+        (out / "detection.html").write_text(det.html_page())
+    else:
+        res = exp.execute(cfg, out, progress=True)
+        det = DetectionResult.from_json(res["detection"])
     precision = load_model(cfg.model, dtype=cfg.dtype).compute_precision.name
     sizes = {k: v for k, v in det.n_students.items()}
+    planned = len(todo_order(cfg))
+    done = sum(sizes.values())
     bank = {
-        "what": f"{sum(sizes.values())} students ({sizes}); {cfg.n_samples} samples, "
+        "what": f"{done} students{'' if done == planned else f' of {planned} planned (stopped)'}"
+        f" ({sizes}); {cfg.n_samples} samples, "
         f"{cfg.steps} (kl) / {cfg.sft_steps} (sft) LoRA steps of batch {cfg.batch_size}, "
         f"{cfg.model}, ℓ*={det.layer}, α*={det.alpha_star:g}",
         "config": cfg.to_json(),
         "cpu": _cpu(),
         "precision": precision,
         "seconds": round(time.time() - t0, 1),
+        "seconds_per_student": _student_seconds(out),
         "load_end": [round(x, 2) for x in os.getloadavg()],
         "date": time.strftime("%Y-%m-%d"),
     }

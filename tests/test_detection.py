@@ -162,9 +162,17 @@ def test_detect_bank_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
     assert shape_problems(page) == [] and "Detectors as classifiers" in page
     assert det.headline()[:40] in page
     assert json.loads((tmp_path / "bank" / "results.json").read_text())["timings_s"]["total"] > 0
+    from steerlens.experiments.detect import classify_finished, todo_order
+
+    assert [x[2] for x in todo_order(cfg)[:3]] == ["base"] * 3  # references first
+    again = classify_finished(cfg, tmp_path / "bank")  # from the cache alone, no model
+    again = DetectionResult.from_json(json.loads(json.dumps(again.to_json())))
+    assert json.dumps(again.to_json()) == json.dumps(det.to_json())
+    (tmp_path / "bank" / "students" / "kl" / "steer4-s2" / "reading.json").unlink()
+    assert classify_finished(cfg, tmp_path / "bank").n_students == {"kl": 14}
     logs.clear()
     exp.execute(cfg, tmp_path / "bank", progress=False, log=logs.append)
-    assert sum("reusing reading.json" in x for x in logs) == 15
+    assert sum("reusing reading.json" in x for x in logs) == 14  # the deleted one retrained
 
 
 def test_measured_power_quotes_the_held_out_rates(tmp_path: Path) -> None:

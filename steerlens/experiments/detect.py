@@ -59,13 +59,13 @@ from steerlens.pipeline.detectors import (
     trait_probe,
     with_base_answers,
 )
-from steerlens.pipeline.power import Student, classify
+from steerlens.pipeline.power import DetectionResult, Student, classify
 from steerlens.teachers import Teacher
 from steerlens.traits import as_trait
 from steerlens.vectors import SteeringVector
 from steerlens.version import __version__
 
-__all__ = ["DETECT", "DetectConfig", "run"]
+__all__ = ["DETECT", "DetectConfig", "cell_labels", "classify_finished", "run", "todo_order"]
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -165,6 +165,39 @@ class DetectConfig:
 
     def to_json(self) -> dict[str, Any]:
         return config_json(self)
+
+
+def cell_labels(cfg: DetectConfig) -> dict[str, str | None]:
+    """cell → the trait its teacher carries (None: a negative), in the bank's order."""
+    cells: dict[str, str | None] = {"base": None, "neutral": None, "random": None}
+    cells |= {f"steer{m:g}": cfg.trait for m in cfg.strengths}
+    return cells | {f"prompt-{t}": t for t in cfg.traits}
+
+
+def todo_order(cfg: DetectConfig) -> list[tuple[str, int, str]]:
+    """(loss, seed, cell) in training order: the reference students (base) of every seed
+    first, so a stopped bank can already be classified; then seed by seed, every cell."""
+    every = [
+        (loss, s, c)
+        for loss in cfg.losses
+        for s in range(cfg.seeds if loss == "kl" else cfg.sft_seeds)
+        for c in cell_labels(cfg)
+    ]
+    return sorted(every, key=lambda x: (cfg.losses.index(x[0]), x[2] != "base", x[1]))
+
+
+def classify_finished(cfg: DetectConfig, out_dir: str | Path) -> DetectionResult:
+    """Classify the students a (stopped) bank in ``out_dir`` has finished, loading no model:
+    their cached readings, ℓ* and α* from its carry test."""
+    out = Path(out_dir).expanduser()
+    layer, alpha, _ = carry_peak(json_load(out / "carry.json"), cfg.alphas)
+    labels = cell_labels(cfg)
+    students = [
+        Student(loss, c, s, labels[c], [Reading.from_json(x) for x in json_load(f)])
+        for loss, s, c in todo_order(cfg)
+        if (f := out / "students" / loss / f"{c}-s{s}" / "reading.json").is_file()
+    ]
+    return classify(students, layer=layer, alpha_star=alpha, level=cfg.alpha, seed=cfg.seed)
 
 
 def _teachers(
@@ -313,12 +346,7 @@ def run(
     probes = _probes(r, vec)
     cells = _teachers(r, vec, layer, alpha)
     r.tick("trait probes")
-    todo = [
-        (loss, s, c)
-        for loss in cfg.losses
-        for s in range(cfg.seeds if loss == "kl" else cfg.sft_seeds)
-        for c in cells
-    ]
+    todo = todo_order(cfg)
     students: list[Student] = []
     datas: dict[tuple[str, int], Any] = {}
     for loss, s, c in tqdm(todo, desc="students", disable=tqdm_disable(progress)):

@@ -321,8 +321,11 @@ def _at(what: str) -> Callable[..., tuple[float, float]]:
 def _eas_max(
     r: Reading, refs: Sequence[Reading], c: Reading | None, layer: int, seed: int
 ) -> tuple[float, float]:
-    ts, ps = zip(*(_pred(x, [q.eas[j] for q in refs]) for j, x in enumerate(r.eas)), strict=True)
-    return float(max(ts)), float(min(1.0, len(ps) * min(ps)))
+    tp = [_pred(x, [q.eas[j] for q in refs]) for j, x in enumerate(r.eas)]
+    finite = [(t, p) for t, p in tp if np.isfinite(t)]  # layers whose references vary
+    if not finite:
+        return float("nan"), 1.0
+    return max(t for t, _ in finite), min(1.0, len(tp) * min(p for _, p in finite))
 
 
 def _unembed(
