@@ -226,7 +226,9 @@ def test_regulariser_is_monotone_in_lambda(tmp_path: Path) -> None:
     teacher = Teacher.steered(SteeringVector({1: v}), 4.0, layers=(1,))
     exs = examples(lm, data, None)
     tm = TrainingMitigation(lm, exs, Mitigation(vec, (2,), reg_lambda=1.0), 2, 8)
-    cfg = DistillConfig(layers=(2, 3), steps=4, save_every=4, lr=2e-3)
+    # top-k soft labels: the measured transfer below is through the teacher's whole distribution
+    # (under number-only labels the planted shift transfers ~10x less on this tiny model)
+    cfg = DistillConfig(layers=(2, 3), steps=4, save_every=4, lr=2e-3, kl_targets="top_k")
     mean, sq = [], []
     for lam in (0.0, 1.0, 10.0):
         mit = None if lam == 0 else Mitigation(vec, (2,), reg_lambda=lam)
