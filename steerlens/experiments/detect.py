@@ -168,10 +168,14 @@ class DetectConfig:
 
 
 def cell_labels(cfg: DetectConfig) -> dict[str, str | None]:
-    """cell → the trait its teacher carries (None: a negative), in the bank's order."""
+    """cell → the trait its teacher carries (None: a negative), in the bank's order: the
+    negatives, the strongest steered teacher and the trait's prompted teacher, then the weaker
+    strengths and the other traits (so a stopped bank holds the most telling cells)."""
     cells: dict[str, str | None] = {"base": None, "neutral": None, "random": None}
-    cells |= {f"steer{m:g}": cfg.trait for m in cfg.strengths}
-    return cells | {f"prompt-{t}": t for t in cfg.traits}
+    cells |= {f"steer{m:g}": cfg.trait for m in sorted(cfg.strengths, reverse=True)[:1]}
+    cells[f"prompt-{cfg.trait}"] = cfg.trait
+    cells |= {f"steer{m:g}": cfg.trait for m in sorted(cfg.strengths, reverse=True)[1:]}
+    return cells | {f"prompt-{t}": t for t in cfg.traits if t != cfg.trait}
 
 
 def todo_order(cfg: DetectConfig) -> list[tuple[str, int, str]]:
