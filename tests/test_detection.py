@@ -154,6 +154,8 @@ def test_detect_bank_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
         ("steer4", True),
         ("prompt-owl", True),
     }
+    base_screen = [x.score for x in det.scored["screen/kl"] if x.cell == "base"]
+    assert any(abs(v) > 0 for v in base_screen)  # y′ is an independent base sample
     assert (tmp_path / "bank" / "detection.html").is_file()
     from steerlens.report import render_report
     from steerlens.report.shape import shape_problems

@@ -190,16 +190,32 @@ def todo_order(cfg: DetectConfig) -> list[tuple[str, int, str]]:
     return sorted(every, key=lambda x: (cfg.losses.index(x[0]), x[2] != "base", x[1]))
 
 
+def _with_screen(readings: list[Reading], screen: dict[str, float]) -> list[Reading]:
+    """The readings with the data's screening as computed now (a data-level reading: the
+    screening stage's file is its source, not the copy a cached reading holds)."""
+    return [dataclasses.replace(x, screen=screen.get(x.trait)) for x in readings]
+
+
 def classify_finished(cfg: DetectConfig, out_dir: str | Path) -> DetectionResult:
     """Classify the students a (stopped) bank in ``out_dir`` has finished, loading no model:
-    their cached readings, ℓ* and α* from its carry test."""
+    their cached readings and screening, ℓ* and α* from its carry test."""
     out = Path(out_dir).expanduser()
     layer, alpha, _ = carry_peak(json_load(out / "carry.json"), cfg.alphas)
     labels = cell_labels(cfg)
     students = [
-        Student(loss, c, s, labels[c], [Reading.from_json(x) for x in json_load(f)])
+        Student(
+            loss,
+            c,
+            s,
+            labels[c],
+            _with_screen(
+                [Reading.from_json(x) for x in json_load(f)],
+                json_load(scr) if scr.is_file() else {},
+            ),
+        )
         for loss, s, c in todo_order(cfg)
         if (f := out / "students" / loss / f"{c}-s{s}" / "reading.json").is_file()
+        for scr in [out / "screen" / f"{c}-s{s}.json"]
     ]
     return classify(students, layer=layer, alpha_star=alpha, level=cfg.alpha, seed=cfg.seed)
 
@@ -270,7 +286,7 @@ def _screen(
     r: RunContext, cell: str, s: int, rows: list[Any], layer: int, probes: list[Any]
 ) -> Any:
     """trait → mean ΔP of the data's screened samples at ℓ* (cached per data set)."""
-    key = f"{r.key('n_samples', 'seed', 'screen_max')}-{cell}-{s}-{layer}"
+    key = f"{r.key('n_samples', 'seed', 'screen_max')}-{cell}-{s}-{layer}-y2"
     return stage(
         r.out / "screen" / f"{cell}-s{s}.json",
         key,
@@ -357,12 +373,15 @@ def run(
         teacher, label = cells[c]
         if (c, s) not in datas:
             datas[c, s] = _data(r, c, teacher, s)
-        base_data = datas.get(("base", s)) or _data(r, "base", cells["base"][0], s)
-        datas["base", s] = base_data
-        rows = with_base_answers(datas[c, s], base_data, cfg.screen_max)
+        # y′ of the screening: an independent base sample (the next seed's), so the base cell's
+        # own data is screened against base answers it did not write (its ΔP is the null)
+        s2 = (s + 1) % (cfg.seeds if loss == "kl" else cfg.sft_seeds)
+        if ("base", s2) not in datas:
+            datas["base", s2] = _data(r, "base", cells["base"][0], s2)
+        rows = with_base_answers(datas[c, s], datas["base", s2], cfg.screen_max)
         scr = _screen(r, c, s, rows, layer, probes)
         rd = _student(r, loss, c, s, teacher, datas[c, s], layer, probes, scr)
-        students.append(Student(loss, c, s, label, rd))
+        students.append(Student(loss, c, s, label, _with_screen(rd, scr)))
     r.tick("students")
     result = classify(students, layer=layer, alpha_star=alpha, level=cfg.alpha, seed=cfg.seed)
     results: dict[str, Any] = {
