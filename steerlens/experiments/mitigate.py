@@ -55,6 +55,7 @@ from steerlens.pipeline import (
     carry_stage,
     finish_run,
     open_run,
+    student_config,
     teacher_data_stage,
     teacher_vector_stage,
 )
@@ -136,21 +137,6 @@ class MitigateConfig(OwlConfig):
         return base
 
 
-def _dcfg(cfg: OwlConfig, seed_offset: int = 0) -> Any:
-    from steerlens.distill import DistillConfig
-
-    return DistillConfig(
-        rank=cfg.rank,
-        layers=cfg.lora_layers,
-        loss=cfg.loss,
-        kl_targets=cfg.kl_targets,
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        save_every=cfg.save_every,
-        seed=cfg.seed + seed_offset,
-    )
-
-
 def _reg_layer(r: Run, layer: int) -> int:
     """The regulariser's layer: ℓ*, or the lowest LoRA block when ℓ* is below it (the
     student's residual stream below its lowest LoRA block equals the base's)."""
@@ -199,7 +185,7 @@ def _train(
             data,
             dirs[name],
             teacher_system=system,
-            config=_dcfg(r.cfg, offset),
+            config=student_config(r.cfg, offset),
             progress=r.progress,
             parents={"data": r.out / "data" / f"{src}.jsonl", "teacher": r.teachers[src]},
             mitigation=mit,
@@ -291,12 +277,12 @@ def _cost(r: Run, dirs: dict[str, Path], held: Any) -> Any:
     skip = set(_reps(r))
 
     def compute() -> dict[str, float]:
-        out = {"base": student_loss(r.model, r.model, held, config=_dcfg(r.cfg))}
+        out = {"base": student_loss(r.model, r.model, held, config=student_config(r.cfg))}
         for name, d in dirs.items():
             if name in skip:
                 continue
             student = load_model(_last(d), base=r.model)
-            out[name] = student_loss(r.model, student, held, config=_dcfg(r.cfg))
+            out[name] = student_loss(r.model, student, held, config=student_config(r.cfg))
             del student
         return out
 

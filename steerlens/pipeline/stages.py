@@ -36,6 +36,7 @@ __all__ = [
     "prompt_teacher_records",
     "run_lineage",
     "screen_stage",
+    "student_config",
     "teacher_data_stage",
     "teacher_vector_stage",
     "track_stage",
@@ -142,12 +143,12 @@ def teacher_data_stage(r: RunContext) -> dict[str, Any]:
     return {sp.name: generate(sp) for sp in r.plan}
 
 
-def distill_stage(r: RunContext, data: dict[str, Any]) -> dict[str, Path]:
-    """Every series of the plan, trained the same way on its own data."""
-    from steerlens.distill import DistillConfig, distill
+def student_config(cfg: Any, seed_offset: int = 0) -> Any:
+    """The ``DistillConfig`` of an owl-family run's students (LoRA rank and blocks, loss, soft
+    labels, steps, batch, checkpoint spacing), seeded ``cfg.seed + seed_offset``."""
+    from steerlens.distill import DistillConfig
 
-    cfg = r.cfg
-    dcfg = DistillConfig(
+    return DistillConfig(
         rank=cfg.rank,
         layers=cfg.lora_layers,
         loss=cfg.loss,
@@ -155,8 +156,14 @@ def distill_stage(r: RunContext, data: dict[str, Any]) -> dict[str, Path]:
         steps=cfg.steps,
         batch_size=cfg.batch_size,
         save_every=cfg.save_every,
-        seed=cfg.seed,
+        seed=cfg.seed + seed_offset,
     )
+
+
+def distill_stage(r: RunContext, data: dict[str, Any]) -> dict[str, Path]:
+    """Every series of the plan, trained the same way on its own data."""
+    from steerlens.distill import distill
+
     dirs = {sp.name: r.out / "students" / sp.name for sp in r.plan}
     for sp in r.plan:
         distill(
@@ -164,7 +171,7 @@ def distill_stage(r: RunContext, data: dict[str, Any]) -> dict[str, Path]:
             data[sp.name],
             dirs[sp.name],
             teacher_system=sp.system,
-            config=dataclasses.replace(dcfg, seed=cfg.seed + sp.seed_offset),
+            config=student_config(r.cfg, sp.seed_offset),
             progress=r.progress,
             parents={"data": r.out / "data" / f"{sp.file}.jsonl", "teacher": r.teachers[sp.source]},
         )
