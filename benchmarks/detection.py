@@ -59,15 +59,50 @@ def markdown(res: Any, bank: dict[str, Any]) -> str:
             f"{r.auc_hi:.2f}] | {fraction(r.heldout_fpr)} / {fraction(r.heldout_tpr)} | "
             f"{fraction(r.alpha_fpr)} / {fraction(r.alpha_tpr)} |"
         )
-    lines += ["", "Held-out TPR at p<α per positive cell (power curve over steered α = m·α*):", ""]
     cells = sorted({c for r in res.rows for c in r.tpr_by_cell})
+    if not cells:
+        lines += ["", "No held-out positive yet: no power curve (the bank was stopped early).", ""]
+        lines += _pairs_table(res)
+        return "\n".join(lines)
+    lines += ["", "Held-out TPR at p<α per positive cell (power curve over steered α = m·α*):", ""]
     lines.append("| detector | loss | " + " | ".join(cells) + " |")
     lines.append("|---|---|" + "---|" * len(cells))
     for r in res.rows:
         row = [fraction(r.tpr_by_cell[c]) if c in r.tpr_by_cell else "–" for c in cells]
         lines.append(f"| {r.detector} | {r.loss} | " + " | ".join(row) + " |")
     lines += ["", f"Best detector (chosen on the rule half): {res.best}", ""]
+    lines += _pairs_table(res)
     return "\n".join(lines)
+
+
+def _pairs_table(res: Any) -> list[str]:
+    """Every student read against its own trait (negatives: against the bank's trait): each
+    detector's score and p, so a partial bank still shows which signal sees what."""
+    dets = [r.detector for r in res.rows if r.loss == "kl"] or [r.detector for r in res.rows]
+    loss = "kl" if any(r.loss == "kl" for r in res.rows) else (res.rows[0].loss if res.rows else "")
+    by = {d: res.scored.get(f"{d}/{loss}", []) for d in dets}
+    if not dets or not by[dets[0]]:
+        return []
+    trait = next((x.trait for x in by[dets[0]] if x.positive), by[dets[0]][0].trait)
+    keys = [(x.cell, x.seed) for x in by[dets[0]] if x.trait == trait]
+    out = [
+        f"Every {loss} student read against `{trait}`: score (p); p < {res.level:g} in bold. "
+        "The reference set of each is the base students (the student itself left out).",
+        "",
+        "| student | label | " + " | ".join(dets) + " |",
+        "|---|---|" + "---|" * len(dets),
+    ]
+    for cell, seed in keys:
+        cells = []
+        for d in dets:
+            x = next(y for y in by[d] if (y.cell, y.seed, y.trait) == (cell, seed, trait))
+            txt = f"{x.score:+.3g} ({x.p:.2g})"
+            cells.append(f"**{txt}**" if x.p < res.level else txt)
+        pos = next(
+            y.positive for y in by[dets[0]] if (y.cell, y.seed, y.trait) == (cell, seed, trait)
+        )
+        out.append(f"| {cell}-s{seed} | {'+' if pos else '−'} | " + " | ".join(cells) + " |")
+    return [*out, ""]
 
 
 def _student_seconds(out: Path) -> dict[str, float]:
