@@ -134,20 +134,14 @@ class DetectionResult(Record):
         if name is None:
             return "No detection power was measured for this loss."
         r = self.row(name, loss)
-        steer = {k: v for k, v in r.tpr_by_cell.items() if k.startswith("steer")}
-        parts = [
-            f"α={float(k[5:]) * self.alpha_star:g}: {fraction(v)}" for k, v in sorted(steer.items())
-        ]
-        prompted = [
-            f"{k[7:]}: {fraction(v)}"
-            for k, v in sorted(r.tpr_by_cell.items())
-            if k.startswith("prompt-")
-        ]
+        cells = ", ".join(
+            f"{_cell_name(k, self.alpha_star)} {fraction(v)}" for k, v in r.tpr_by_cell.items()
+        )
         return (
-            f"Measured power ({loss}, held-out seeds, best detector on the rule half: {name}, "
-            f"AUC {r.auc:.2f} [{r.auc_lo:.2f}, {r.auc_hi:.2f}]): at p<{self.level:g} it flags "
-            f"{fraction(r.alpha_fpr)} negatives and {fraction(r.alpha_tpr)} positives; steered teachers "
-            f"detected {', '.join(parts) or 'n/a'}; prompted teachers {', '.join(prompted) or 'n/a'}."
+            f"Measured power ({loss}; best detector on the rule half: {name}, AUC over all seeds "
+            f"{r.auc:.2f} [{r.auc_lo:.2f}, {r.auc_hi:.2f}]): on held-out seeds at p<{self.level:g} "
+            f"it flags {fraction(r.alpha_fpr)} negatives and {fraction(r.alpha_tpr)} positives"
+            f" ({cells or 'no held-out positive yet'})."
         )
 
     def headline(self) -> str:
