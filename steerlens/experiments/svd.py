@@ -21,7 +21,6 @@ against the random-direction null (:mod:`steerlens.experiments.svd_measure`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,47 +148,25 @@ def svd_teachers(vec: Any, trait: Any, layer: int, alpha: float) -> dict[str, Te
     }
 
 
+def _tag(t: Teacher) -> str:
+    """The teacher's lineage, hashed: what a stage of that teacher adds to its cache key."""
+    return sha256_bytes(json.dumps(t.lineage(), sort_keys=True))[:12]
+
+
 def _tkey(r: Run, t: Teacher, *fields_: str) -> str:
-    lineage = sha256_bytes(json.dumps(t.lineage(), sort_keys=True))[:12]
-    return f"{r.key(*fields_)}-{lineage}"
+    return f"{r.key(*fields_)}-{_tag(t)}"
 
 
 def _teacher_carry(r: Run, name: str, t: Teacher, vec: Any, owl_carry: Any) -> Any:
     """The carry test of the owl teacher vector against teacher ``t`` on the same first
     ``carry_eval_n`` eval prompts as the owl stage's (the prompted teacher's is that stage's)."""
-    from steerlens.behavior import trait_behavior
-    from steerlens.carry import carry_test
 
     cfg = r.cfg
     if name == "prompted":
         return owl_carry
     if name == "base" or not isinstance(cfg, SvdConfig) or not cfg.teacher_carry:
         return None
-    metric: Any = None
-    if cfg.carry_eval_n is not None:  # the owl carry test's eval prompts, so S is comparable
-        beh = trait_behavior(r.model, r.trait)
-        metric = dataclasses.replace(beh, prompts=beh.prompts[: cfg.carry_eval_n])
-    keys = ("trait", "seed", "probe_n", "carry_layers", "alphas", "n_random", "carry_eval_n")
-    return stage(
-        r.out / "carry" / f"{name}.json",
-        _tkey(r, t, *keys),
-        lambda: carry_test(
-            r.model,
-            vec,
-            r.trait,
-            teacher=t,
-            metric=metric,
-            layers=list(cfg.carry_layers) if cfg.carry_layers else None,
-            alphas=cfg.alphas,
-            n_random=cfg.n_random,
-            necessity=False,
-            seed=cfg.seed,
-            progress=r.progress,
-        ).to_json(),
-        json_save,
-        json_load,
-        r.log,
-    )
+    return carry_stage(r, vec, teacher=t, name=name, key_suffix=f"-{_tag(t)}")
 
 
 def _data(r: Run, name: str, t: Teacher) -> Any:

@@ -76,8 +76,22 @@ def teacher_vector_stage(r: RunContext) -> Any:
     )
 
 
-def carry_stage(r: RunContext, vec: Any) -> Any:
-    """The carry test of the teacher vector on the first ``carry_eval_n`` eval prompts."""
+CARRY_KEYS = ("trait", "seed", "probe_n", "carry_layers", "alphas", "n_random", "carry_eval_n")
+"""The config fields a carry stage depends on (its cache key)."""
+
+
+def carry_stage(
+    r: RunContext,
+    vec: Any,
+    *,
+    teacher: Any = None,
+    name: str | None = None,
+    key_suffix: str = "",
+) -> Any:
+    """The carry test of the teacher vector on the first ``carry_eval_n`` eval prompts: against
+    the trait's prompted teacher (``carry.json``, with necessity and its lineage record), or,
+    given ``teacher`` and ``name``, against that teacher (``carry/<name>.json``, sufficiency
+    only; the same eval prompts, so S is comparable)."""
     from steerlens.behavior import trait_behavior
     from steerlens.carry import carry_test
 
@@ -86,9 +100,11 @@ def carry_stage(r: RunContext, vec: Any) -> Any:
     if cfg.carry_eval_n is not None:
         beh = trait_behavior(r.model, r.trait)
         metric = dataclasses.replace(beh, prompts=beh.prompts[: cfg.carry_eval_n])
+    kw: dict[str, Any] = {} if teacher is None else {"teacher": teacher, "necessity": False}
+    own = teacher is None
     return stage(
-        r.out / "carry.json",
-        r.key("trait", "seed", "probe_n", "carry_layers", "alphas", "n_random", "carry_eval_n"),
+        r.out / "carry.json" if own else r.out / "carry" / f"{name}.json",
+        r.key(*CARRY_KEYS) + key_suffix,
         lambda: carry_test(
             r.model,
             vec,
@@ -99,11 +115,14 @@ def carry_stage(r: RunContext, vec: Any) -> Any:
             n_random=cfg.n_random,
             seed=cfg.seed,
             progress=r.progress,
+            **kw,
         ).to_json(),
         json_save,
         json_load,
         r.log,
-        recorder("carry", r.model, parents={"vector": r.out / "vectors" / "teacher.safetensors"}),
+        recorder("carry", r.model, parents={"vector": r.out / "vectors" / "teacher.safetensors"})
+        if own
+        else None,
     )
 
 
