@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="~/steerlens-runs/detect")
     ap.add_argument("--quick", action="store_true", help="the smoke-test bank")
     ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--neg-seeds", type=int, default=None)
     ap.add_argument("--sft-seeds", type=int, default=None)
+    ap.add_argument("--sft-neg-seeds", type=int, default=None)
     ap.add_argument("--losses", nargs="*", default=None)
     ap.add_argument("--no-student-carry", action="store_true")
     ap.add_argument("--screen-max", type=int, default=None)
@@ -141,10 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = ap.parse_args(argv)
     over: dict[str, Any] = {}
-    if a.seeds is not None:
-        over["seeds"] = a.seeds
-    if a.sft_seeds is not None:
-        over["sft_seeds"] = a.sft_seeds
+    for name in ("seeds", "neg_seeds", "sft_seeds", "sft_neg_seeds"):
+        if getattr(a, name) is not None:
+            over[name] = getattr(a, name)
     if a.losses:
         over["losses"] = tuple(a.losses)
     if a.no_student_carry:

@@ -12,8 +12,14 @@ import pytest
 
 from steerlens.experiments.verdict import CLAIMS, headline_layer, verdict
 from steerlens.pipeline.controls import behavior_deltas, series_plan
+from steerlens.pipeline.signature import SignatureTest, signature_test
 from steerlens.report import render_report
-from steerlens.stats import normal_two_sided_p, paired_bootstrap_mean, sign_flip_test
+from steerlens.stats import (
+    normal_two_sided_p,
+    paired_bootstrap_mean,
+    prediction_t_test,
+    sign_flip_test,
+)
 from steerlens.traits import as_trait
 
 LAYERS = [3, 15, 27]
@@ -262,10 +268,64 @@ def test_the_verdict_quotes_the_power_of_its_rule() -> None:
     from steerlens.pipeline.power import POWER_FILE, measured_power
 
     v = verdict(_results(student_p=0.3, excess_p=0.3, behavior_shift=0.2))
-    expected = measured_power("behavior_model", "kl")
-    assert v["power"] == expected
-    assert f"Power: {expected['detail']}" in v["lines"]
+    # no benign replicates: the per-prompt test against the base control decided
+    expected = measured_power("behavior_vs_control", "kl")
+    assert v["power"]["text"].startswith(f"Behavior rule: {expected['text']}")
+    with_reps = verdict(
+        _with_benign(_results(student_p=0.3, excess_p=0.3, behavior_shift=0.2), [0.0, 0.1, 0.05])
+    )
+    model = measured_power("behavior_model", "kl")
+    assert with_reps["power"]["text"].startswith(f"Behavior rule: {model['text']}")
+    assert expected["detail"] in v["lines"][-2]
+    # without a model-level activation test the activation rule is the unmeasured EAS one
+    assert "was not measured by the bank" in v["power"]["text"]
     if POWER_FILE.is_file():
         assert "Measured power" in v["power"]["text"]
     else:
         assert "unmeasured" in v["power"]["text"]
+    # with it, the verdict quotes proj_fixed's measured power
+    r = _results(student_p=0.3, excess_p=0.3, behavior_shift=0.0)
+    r["signature"] = signature_test(
+        15, {"main": 9.0, "control": 1.0, "benign": 2.0}, _EAS
+    ).to_json()
+    act = measured_power("proj_fixed", "kl")
+    assert verdict(r)["power"]["text"].endswith(f"Activation rule: {act['text']}")
+
+
+_EAS = {"main": 0.3, "control": 0.1, "benign": 0.0}
+
+
+def test_signature_test_is_the_prediction_test_of_proj_against_the_controls() -> None:
+    """The model-level activation test (pipeline/signature.py) equals stats.prediction_t_test
+    on the controls' projections; with fewer than 2 varying controls it does not test."""
+    proj = {"main": 9.0, "control": 1.0, "benign": 2.0, "benign2": 1.5}
+    t = signature_test(15, proj, {**_EAS, "benign2": 0.05})
+    ref = prediction_t_test(9.0, [1.0, 2.0, 1.5])
+    assert t.tested and t.t == pytest.approx(ref["t"]) and t.p == pytest.approx(ref["p"])
+    assert t.estimate == pytest.approx(9.0 - 1.5) and t.controls == {
+        "control": 1.0,
+        "benign": 2.0,
+        "benign2": 1.5,
+    }
+    assert SignatureTest.from_json(t.to_json()) == t
+    assert not signature_test(15, {"main": 9.0, "control": 1.0}, _EAS).tested
+    flat = signature_test(15, {"main": 9.0, "control": 1.0, "benign": 1.0}, _EAS)
+    assert not flat.tested and "no model-level test" in flat.summary()
+
+
+def test_the_signature_claim_follows_the_model_level_test_when_there_is_one() -> None:
+    """Issue 31: with a model-level activation test in the results, the signature claim is
+    that test (the bank's detector), whatever the probe-prompt EAS tests say."""
+    r = _results(student_p=0.01, excess_p=0.01, behavior_shift=0.0)
+    r["signature"] = signature_test(
+        15, {"main": 1.2, "control": 1.0, "benign": 2.0}, _EAS
+    ).to_json()
+    v = verdict(r)
+    assert v["claim"] == "no evidence"  # EAS alone would have said "signature"
+    assert v["numbers"]["alignment"]["signature_rule"] == "proj_fixed"
+    assert any(x.startswith("Model-level activation test") for x in v["lines"])
+    r = _results(student_p=0.3, excess_p=0.3, behavior_shift=0.0)
+    r["signature"] = signature_test(
+        15, {"main": 9.0, "control": 1.0, "benign": 2.0, "benign2": 1.4}, _EAS
+    ).to_json()
+    assert verdict(r)["claim"] == "activation signature without behavior change"

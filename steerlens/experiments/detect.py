@@ -2,8 +2,10 @@
 :mod:`steerlens.pipeline.detectors` run blind on students whose truth is fixed before training,
 scored as a classifier (DESIGN.md "Detection power").
 
-Cells (teacher kind → label), each with ``seeds`` training seeds (data seed and training seed
-``seed + 1009·s``) under each loss of ``losses``:
+Cells (teacher kind → label), each with its training seeds (data seed and training seed
+``seed + 1009·s``) under each loss of ``losses``: ``seeds`` / ``sft_seeds`` per positive cell,
+``neg_seeds`` / ``sft_neg_seeds`` per negative cell (more negatives than positives per cell: the
+false-positive side needs ≥ 20 of them and there are only three placebo kinds):
 
 - negatives: ``base`` (the base writes the data: also the reference students R of every
   detector's training-noise null), ``neutral`` (the neutral system prompt), ``random`` (a random
@@ -65,7 +67,15 @@ from steerlens.traits import as_trait
 from steerlens.vectors import SteeringVector
 from steerlens.version import __version__
 
-__all__ = ["DETECT", "DetectConfig", "cell_labels", "classify_finished", "run", "todo_order"]
+__all__ = [
+    "DETECT",
+    "DetectConfig",
+    "cell_labels",
+    "classify_finished",
+    "n_seeds",
+    "run",
+    "todo_order",
+]
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -74,9 +84,11 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class DetectConfig:
-    """The bank's size. Defaults: 10 cells × 6 seeds under number-only KL and 10 × 4 under SFT
-    (100 students of 48 samples, 24 LoRA steps of batch 6; SFT 48 steps), the trait vector's
-    carry grid as in the owl run; :meth:`quick` is a smoke-test size."""
+    """The bank's size. Defaults: under number-only KL 7 positive cells × 4 seeds and 3
+    negative cells × 7 seeds (28 + 21 students), under SFT 7 × 2 and 3 × 4 (14 + 12): 75
+    students of 48 samples, 24 LoRA steps of batch 6 (SFT 48 steps), ≈ 2.2 min each on 2 quiet
+    CPU cores in float32 (≈ 2.7 h in all); the trait vector's carry grid as in the owl run.
+    :meth:`quick` is a smoke-test size."""
 
     model: str = _opt("smollm2-135m-instruct", "base model")
     trait: str = _opt("owl", "the trait steered teachers carry (its clean peak sets ℓ*, α*)")
@@ -86,8 +98,10 @@ class DetectConfig:
     kl_targets: str = _opt(
         "numbers", "kl soft labels: numbers (number-only) or top_k", choices=("numbers", "top_k")
     )
-    seeds: int = _opt(6, "training seeds per cell under kl")
-    sft_seeds: int = _opt(4, "training seeds per cell under sft")
+    seeds: int = _opt(4, "training seeds per positive cell under kl")
+    neg_seeds: int = _opt(7, "training seeds per negative cell under kl")
+    sft_seeds: int = _opt(2, "training seeds per positive cell under sft")
+    sft_neg_seeds: int = _opt(4, "training seeds per negative cell under sft")
     n_samples: int = _opt(48, "number prompts each teacher answers")
     steps: int = _opt(24, "LoRA steps per kl student")
     sft_steps: int = _opt(48, "LoRA steps per sft student")
@@ -123,7 +137,9 @@ class DetectConfig:
                 sft_steps=1875,
                 batch_size=16,
                 seeds=10,
+                neg_seeds=10,
                 sft_seeds=10,
+                sft_neg_seeds=10,
                 screen_max=256,
                 carry_eval_n=None,
             )
@@ -138,7 +154,9 @@ class DetectConfig:
             strengths=(1.0, 4.0),
             losses=("kl",),
             seeds=3,
+            neg_seeds=3,
             sft_seeds=3,
+            sft_neg_seeds=3,
             n_samples=8,
             steps=4,
             sft_steps=4,
@@ -154,10 +172,15 @@ class DetectConfig:
     def __post_init__(self) -> None:
         if self.trait not in self.traits:
             raise ValueError(f"trait {self.trait!r} must be one of traits {self.traits}")
-        if self.seeds < 3 or self.sft_seeds < 3:
+        if self.neg_seeds < 3 or self.sft_neg_seeds < 3:
             raise ValueError(
-                "seeds and sft_seeds must be >= 3: a base student's reference set (the "
+                "neg_seeds and sft_neg_seeds must be >= 3: a base student's reference set (the "
                 "training-noise null) is the other base students, and a prediction test needs 2"
+            )
+        if self.seeds < 2 or self.sft_seeds < 2:
+            raise ValueError(
+                "seeds and sft_seeds must be >= 2: even seeds choose the rules, odd seeds "
+                "report them, so a positive cell needs one of each"
             )
         bad = [x for x in self.losses if x not in ("kl", "sft")]
         if bad:
@@ -178,14 +201,21 @@ def cell_labels(cfg: DetectConfig) -> dict[str, str | None]:
     return cells | {f"prompt-{t}": t for t in cfg.traits if t != cfg.trait}
 
 
+def n_seeds(cfg: DetectConfig, loss: str, negative: bool) -> int:
+    """How many training seeds a cell has under ``loss``."""
+    if loss == "kl":
+        return cfg.neg_seeds if negative else cfg.seeds
+    return cfg.sft_neg_seeds if negative else cfg.sft_seeds
+
+
 def todo_order(cfg: DetectConfig) -> list[tuple[str, int, str]]:
     """(loss, seed, cell) in training order: the reference students (base) of every seed
     first, so a stopped bank can already be classified; then seed by seed, every cell."""
     every = [
         (loss, s, c)
         for loss in cfg.losses
-        for s in range(cfg.seeds if loss == "kl" else cfg.sft_seeds)
-        for c in cell_labels(cfg)
+        for c, label in cell_labels(cfg).items()
+        for s in range(n_seeds(cfg, loss, label is None))
     ]
     return sorted(every, key=lambda x: (cfg.losses.index(x[0]), x[2] != "base", x[1]))
 
@@ -375,7 +405,7 @@ def run(
             datas[c, s] = _data(r, c, teacher, s)
         # y′ of the screening: an independent base sample (the next seed's), so the base cell's
         # own data is screened against base answers it did not write (its ΔP is the null)
-        s2 = (s + 1) % (cfg.seeds if loss == "kl" else cfg.sft_seeds)
+        s2 = (s + 1) % n_seeds(cfg, loss, True)
         if ("base", s2) not in datas:
             datas["base", s2] = _data(r, "base", cells["base"][0], s2)
         rows = with_base_answers(datas[c, s], datas["base", s2], cfg.screen_max)

@@ -34,6 +34,7 @@ from steerlens.experiments.verdict import verdict
 from steerlens.pipeline import (
     RunContext,
     behavior_stage,
+    carry_peak,
     carry_stage,
     config_json,
     distill_stage,
@@ -45,6 +46,7 @@ from steerlens.pipeline import (
     teacher_vector_stage,
     track_stage,
 )
+from steerlens.pipeline.signature import signature_stage
 
 __all__ = ["OWL", "DemoConfig", "OwlConfig", "Run", "run"]
 
@@ -189,6 +191,9 @@ def run(
     r.tick("tracking")
     screen = screen_stage(r, vec, data)
     r.tick("screening")
+    layer, _, _ = carry_peak(carry, cfg.alphas)
+    signature = signature_stage(r, vec, dirs, layer) if len(dirs) > 2 else None
+    r.tick("model-level activation test")
     results: dict[str, Any] = {
         "kind": "steerlens.demo",
         "steerlens_version": __version__,
@@ -200,6 +205,7 @@ def run(
         "behavior": beh,
         **tracks,
         "screen": screen,
+        "signature": signature,
     }
     results["verdict"] = verdict(results)
     parents = {

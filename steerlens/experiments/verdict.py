@@ -11,9 +11,14 @@ Nothing here is tuned to an answer. The verdict rests only on tests that hold as
    tracked layers (family-wise over layers, so it is selection-aware as well).
 3. **Behavior** (DESIGN.md "Behavior deltas"): Δ(main vs control) = mean_i (Bᵢ(main) − Bᵢ(control))
    over eval prompts, with a bootstrap CI and a two-sided sign-flip p.
-4. **Activation** at ℓ*: the student's own EAS beats both random-direction nulls,
-   p(ℓ*) = max(p_iso, p_cov) < α, *and* the excess alignment EAS(main) − EAS(base control)
-   has bootstrap p < α (one-sided). Both must hold (an intersection-union test, level α).
+4. **Activation** at ℓ*: with ≥ 2 clean controls (the base control and the benign replicates)
+   the detection bank's chosen detector, ``proj_fixed`` (:mod:`steerlens.pipeline.signature`):
+   the student's projection on v̂ at ℓ* against the controls' spread, prediction t-test p < α
+   (training noise is its null; its power is measured, ``verdict["power"]``). Without them
+   (older results, no benign control): the student's own EAS beats both random-direction nulls,
+   p(ℓ*) = max(p_iso, p_cov) < α, *and* the excess alignment EAS(main) − EAS(base control) has
+   bootstrap p < α (one-sided); both must hold (an intersection-union test, level α). That rule
+   leaves training noise out and its power is unmeasured.
 
 Claim (``numbers["claim"]``):
 
@@ -43,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from steerlens.pipeline.power import measured_power
+from steerlens.pipeline.signature import DETECTOR, SignatureTest
 from steerlens.stats import normal_two_sided_p
 
 __all__ = ["CLAIMS", "headline_layer", "verdict"]
@@ -257,6 +263,24 @@ _HEADS = {
 }
 
 
+def _power(loss: str, behavior_rule: str, activation_rule: str | None) -> dict[str, str]:
+    """The measured power of the behavior rule that decided (``behavior_model`` with benign
+    replicates, else ``behavior_vs_control``) and of the activation rule, when the bank ran it."""
+    beh = measured_power(behavior_rule, loss)
+    if activation_rule is None:
+        act = {
+            "text": "The activation rule used here (EAS with probe-prompt nulls) was not "
+            "measured by the bank.",
+        }
+        act["detail"] = act["text"]
+    else:
+        act = measured_power(activation_rule, loss)
+    return {
+        "text": f"Behavior rule: {beh['text']} Activation rule: {act['text']}",
+        "detail": f"Behavior rule: {beh['detail']} Activation rule: {act['detail']}",
+    }
+
+
 def verdict(results: dict[str, Any]) -> dict[str, Any]:
     """Plain-words answer with the claim, the numbers, intervals and p-values it rests on,
     and the flags on the controls (rules in the module docstring)."""
@@ -264,6 +288,10 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     beh = results["behavior"]
     deltas = beh.get("deltas") or {}
     al = _alignment(results, alpha)
+    sig = SignatureTest.from_json(results["signature"]) if results.get("signature") else None
+    if sig is not None and sig.tested:
+        al["signature"] = sig.significant(alpha)
+        al["signature_rule"] = DETECTOR
     mc = deltas.get("main_vs_control")
     rep = deltas.get("main_vs_benign_replicates")
     inherited = bool(mc is not None and mc["estimate"] > 0 and mc["p"] < alpha)
@@ -289,16 +317,26 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
         )
     carry = results.get("carry") or {}
     lines = _behavior_lines(beh, deltas) + _alignment_lines(al, alpha)
+    if sig is not None:
+        lines.append(f"Model-level activation test (the rule used when tested): {sig.summary()}.")
     lines.append(f"Carry test of the teacher vector: {carry.get('verdict')}")
     lines += [f"Flag: {f}." for f in flags]
     loss = str((results.get("config") or {}).get("loss", "kl"))
-    power = measured_power("behavior_model", loss)
+    power = _power(
+        loss, "behavior_vs_control" if rep is None else "behavior_model", al.get("signature_rule")
+    )
     lines.append(f"Power: {power['detail']}")
+    act = (
+        "the student's projection on v̂ beyond the clean controls' spread (model-level "
+        "prediction test)"
+        if al.get("signature_rule")
+        else "both the student's EAS beyond its nulls and the excess over the base control"
+    )
     lines.append(
         f"Claims are tested at α={alpha:g}: 'inherited' needs the student-vs-base-control "
         "behavior delta and, with benign replicates, the student beyond their spread (model-"
-        "level prediction test); an activation signature needs both the student's EAS beyond "
-        "its nulls and the excess over the base control, at the layer fixed in advance."
+        f"level prediction test); an activation signature needs {act}, at the layer fixed in "
+        "advance."
     )
     return {
         "headline": head,
@@ -308,6 +346,7 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
         "flags": flags,
         "power": power,
         "numbers": {
+            "signature": None if sig is None else sig.to_json(),
             "alpha": alpha,
             "claim": claim,
             "behavior": deltas,
