@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sft-seeds", type=int, default=None)
     ap.add_argument("--sft-neg-seeds", type=int, default=None)
     ap.add_argument("--losses", nargs="*", default=None)
-    ap.add_argument("--no-student-carry", action="store_true")
+    ap.add_argument("--no-student-carry", action="store_true", help="--carry-seeds 0")
+    ap.add_argument("--carry-seeds", type=int, default=None, help="seeds with a student carry")
     ap.add_argument("--screen-max", type=int, default=None)
     ap.add_argument("--commit", action="store_true")
     ap.add_argument(
@@ -149,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.losses:
         over["losses"] = tuple(a.losses)
     if a.no_student_carry:
-        over["student_carry"] = False
+        over["carry_seeds"] = 0
+    if a.carry_seeds is not None:
+        over["carry_seeds"] = a.carry_seeds
     if a.screen_max is not None:
         over["screen_max"] = a.screen_max
     exp = get("detect")

@@ -139,7 +139,7 @@ def test_detect_bank_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
     exp = get("detect")
     cfg = exp.make_config(
         quick=True, device="cpu", model=str(d), carry_layers=(1,), n_samples=4, steps=2,
-        probe_n=6, student_carry=False, strengths=(4.0,),
+        probe_n=6, carry_seeds=1, strengths=(4.0,),
     )  # fmt: skip
     logs: list[str] = []
     res = exp.execute(cfg, tmp_path / "bank", progress=False, log=logs.append)
@@ -154,6 +154,12 @@ def test_detect_bank_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
         ("steer4", True),
         ("prompt-owl", True),
     }
+    # the student carry test ran on seed 0 only (carry_seeds=1), beside the reading
+    bank = tmp_path / "bank" / "students" / "kl"
+    assert (bank / "steer4-s0" / "carry.json").is_file()
+    assert not (bank / "steer4-s1" / "carry.json").exists()
+    carry = {(x.cell, x.seed): x.p for x in det.scored["student_carry/kl"]}
+    assert all(p == 1.0 for (c, s), p in carry.items() if s > 0)  # no test: no decision
     base_screen = [x.score for x in det.scored["screen/kl"] if x.cell == "base"]
     assert any(abs(v) > 0 for v in base_screen)  # y′ is an independent base sample
     assert (tmp_path / "bank" / "detection.html").is_file()
@@ -175,6 +181,7 @@ def test_detect_bank_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
     logs.clear()
     exp.execute(cfg, tmp_path / "bank", progress=False, log=logs.append)
     assert sum("reusing reading.json" in x for x in logs) == 14  # the deleted one retrained
+    assert sum("reusing carry.json" in x for x in logs) == 1 + 5  # the teacher's, seed 0's
 
 
 def test_measured_power_quotes_the_held_out_rates(tmp_path: Path) -> None:
@@ -225,5 +232,5 @@ def test_negative_cells_have_their_own_seed_counts() -> None:
     assert n_seeds(cfg, "sft", True) == 4 and n_seeds(cfg, "kl", False) == 4
     with pytest.raises(ValueError, match="neg_seeds"):
         DetectConfig(neg_seeds=2)
-    with pytest.raises(ValueError, match="held-out|odd seeds"):
+    with pytest.raises(ValueError, match="odd seeds"):
         DetectConfig(sft_seeds=1)

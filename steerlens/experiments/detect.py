@@ -23,7 +23,7 @@ resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from steerlens.activations import record_activations
+from steerlens.checkpoints import CheckpointSeries
 from steerlens.common import tqdm_disable
 from steerlens.distill import DistillConfig, TeacherData, distill, generate_teacher_data
 from steerlens.experiments.registry import Experiment, register
@@ -112,7 +114,9 @@ class DetectConfig:
     alphas: tuple[float, ...] = _opt((2.0, 4.0, 8.0), "carry-test α grid")
     n_random: int = _opt(19, "random directions per carry cell")
     carry_eval_n: int | None = _opt(8, "eval prompts the carry tests score")
-    student_carry: bool = _opt(True, "run the student-side carry test on every student")
+    carry_seeds: int = _opt(
+        2, "seeds per cell whose students get the student-side carry test (0: none)"
+    )
     student_alphas: tuple[float, ...] = _opt((1.0, 4.0), "α grid of the student carry test")
     screen_max: int = _opt(24, "training samples screened per data set")
     probe_n: int | None = _opt(None, "probe prompts (none: the trait's own)")
@@ -164,6 +168,7 @@ class DetectConfig:
             alphas=(4.0,),
             n_random=3,
             student_alphas=(4.0,),
+            carry_seeds=1,
             probe_n=16,
             screen_max=4,
         )
@@ -239,13 +244,17 @@ def classify_finished(cfg: DetectConfig, out_dir: str | Path) -> DetectionResult
             s,
             labels[c],
             _with_screen(
-                [Reading.from_json(x) for x in json_load(f)],
+                _with_carry(
+                    [Reading.from_json(x) for x in json_load(f)],
+                    json_load(cf) if cf.is_file() else {},
+                ),
                 json_load(scr) if scr.is_file() else {},
             ),
         )
         for loss, s, c in todo_order(cfg)
         if (f := out / "students" / loss / f"{c}-s{s}" / "reading.json").is_file()
         for scr in [out / "screen" / f"{c}-s{s}.json"]
+        for cf in [f.parent / "carry.json"]
     ]
     return classify(students, layer=layer, alpha_star=alpha, level=cfg.alpha, seed=cfg.seed)
 
@@ -354,27 +363,63 @@ def _student(
         kl_targets=cfg.kl_targets,
     )
 
-    carry = partial(
-        student_carry,
-        r.model,
-        layer=layer,
-        alphas=cfg.student_alphas,
-        n_random=cfg.n_random,
-        eval_n=cfg.carry_eval_n,
-        seed=cfg.seed,
-    )
-
     def compute() -> list[dict[str, Any]]:
         res = distill(r.model, data, folder, teacher=teacher, config=dcfg, progress=False)
         student = load_model(res.checkpoints[-1], base=r.model)
-        rd = read_student(
-            r.model, student, probes, carry=carry if cfg.student_carry else None, screen=screen
-        )
+        rd = read_student(r.model, student, probes, screen=screen)
         return [x.to_json() for x in rd]
 
-    key = f"{r.key('n_samples', 'seed', 'rank', 'lora_layers', 'batch_size', 'student_carry', 'student_alphas', 'kl_targets')}-{loss}-{steps}-{cell}-{s}-{layer}"
+    key = f"{r.key('n_samples', 'seed', 'rank', 'lora_layers', 'batch_size', 'kl_targets')}-{loss}-{steps}-{cell}-{s}-{layer}"
     rows = stage(folder / "reading.json", key, compute, json_save, json_load, r.log)
     return [Reading.from_json(x) for x in rows]
+
+
+def _student_carry(
+    r: RunContext, loss: str, cell: str, s: int, layer: int, probes: list[TraitProbe]
+) -> dict[str, list[float]]:
+    """trait → [S, p] of the student-side carry test (Blank et al.) of the student's shift vˢ
+    at ℓ*: base + α·vˢ against random directions of equal norm (cached beside the reading)."""
+    cfg = r.cfg
+    folder = r.out / "students" / loss / f"{cell}-s{s}"
+
+    def compute() -> dict[str, list[float]]:
+        last = list(CheckpointSeries.discover(folder))[-1]
+        student = load_model(last.path, base=r.model)
+        out = {}
+        for pr in probes:
+            acts = record_activations(
+                student, pr.trait.probe_chats(None), [layer], pr.position, progress=False
+            )
+            shift = SteeringVector(
+                {layer: acts.means[layer] - pr.base_means[layer]}, meta={"kind": "student_shift"}
+            )
+            out[pr.name] = list(
+                student_carry(
+                    r.model,
+                    student,
+                    shift,
+                    pr,
+                    layer=layer,
+                    alphas=cfg.student_alphas,
+                    n_random=cfg.n_random,
+                    eval_n=cfg.carry_eval_n,
+                    seed=cfg.seed,
+                )
+            )
+        return out
+
+    key = f"{r.key('n_samples', 'seed', 'rank', 'lora_layers', 'batch_size', 'kl_targets', 'student_alphas', 'n_random', 'carry_eval_n')}-{loss}-{cell}-{s}-{layer}"
+    return stage(folder / "carry.json", key, compute, json_save, json_load, r.log)
+
+
+def _with_carry(readings: list[Reading], carry: Mapping[str, Sequence[float]]) -> list[Reading]:
+    """The readings with their student carry test (S, p), where one ran."""
+    return [
+        dataclasses.replace(x, carry_s=carry[x.trait][0], carry_p=carry[x.trait][1])
+        if x.trait in carry
+        else x
+        for x in readings
+    ]
 
 
 def run(
@@ -411,6 +456,8 @@ def run(
         rows = with_base_answers(datas[c, s], datas["base", s2], cfg.screen_max)
         scr = _screen(r, c, s, rows, layer, probes)
         rd = _student(r, loss, c, s, teacher, datas[c, s], layer, probes, scr)
+        if s < cfg.carry_seeds:
+            rd = _with_carry(rd, _student_carry(r, loss, c, s, layer, probes))
         students.append(Student(loss, c, s, label, _with_screen(rd, scr)))
     r.tick("students")
     result = classify(students, layer=layer, alpha_star=alpha, level=cfg.alpha, seed=cfg.seed)
