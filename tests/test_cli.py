@@ -140,7 +140,10 @@ def test_demo_pipeline_on_tiny_model_writes_a_report(
     # the model-level activation test (issue 31): the student against its 3 clean controls
     sig = saved["signature"]
     assert set(sig["controls"]) == {"control", "benign", "benign2"} and sig["layer"] == 1
-    assert saved["verdict"]["numbers"]["alignment"]["signature_rule"] == "proj_fixed"
+    from steerlens.pipeline.signature import activation_rule
+
+    rule = saved["verdict"]["numbers"]["alignment"]["signature_rule"]
+    assert rule == sig["detector"] == activation_rule("kl")
     check = browser_check(out / "report.html")
     assert check["errors"] == [] and check["figures"] >= 8 and check["drawn"] == check["figures"]
     logs.clear()
@@ -152,7 +155,13 @@ def test_demo_pipeline_on_tiny_model_writes_a_report(
     argv += ["--n-samples", "6", "--steps", "2", "--save-every", "1", "--carry-layers", "1"]
     assert main([*argv, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    for name in ("teacher.safetensors", "carry.json", "behavior.json", "screen.json", "signature"):
+    for name in (
+        "teacher.safetensors",
+        "carry.json",
+        "behavior.json",
+        "screen.json",
+        "signature_readings.json",
+    ):
         assert f"reusing {name}" in printed, name  # behavior, screen: keyed on every field
     assert res["verdict"]["headline"] in printed and f"Open {out / 'report.html'}" in printed
 

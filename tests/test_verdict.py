@@ -5,6 +5,7 @@ Synthetic results dicts: no model needed."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,13 @@ import pytest
 
 from steerlens.experiments.verdict import CLAIMS, headline_layer, verdict
 from steerlens.pipeline.controls import behavior_deltas, series_plan
-from steerlens.pipeline.signature import SignatureTest, signature_test
+from steerlens.pipeline.detectors import Reading
+from steerlens.pipeline.signature import (
+    ACTIVATION_DETECTORS,
+    SignatureTest,
+    activation_rule,
+    signature_test,
+)
 from steerlens.report import render_report
 from steerlens.stats import (
     normal_two_sided_p,
@@ -286,31 +293,62 @@ def test_the_verdict_quotes_the_power_of_its_rule() -> None:
     # with it, the verdict quotes proj_fixed's measured power
     r = _results(student_p=0.3, excess_p=0.3, behavior_shift=0.0)
     r["signature"] = signature_test(
-        15, {"main": 9.0, "control": 1.0, "benign": 2.0}, _EAS
+        _readings({"main": 9.0, "control": 1.0, "benign": 2.0}), 15
     ).to_json()
-    act = measured_power("proj_fixed", "kl")
+    act = measured_power("proj_fixed", "kl")  # the detector the signature ran
     assert verdict(r)["power"]["text"].endswith(f"Activation rule: {act['text']}")
 
 
-_EAS = {"main": 0.3, "control": 0.1, "benign": 0.0}
-
-
-def test_signature_test_is_the_prediction_test_of_proj_against_the_controls() -> None:
-    """The model-level activation test (pipeline/signature.py) equals stats.prediction_t_test
-    on the controls' projections; with fewer than 2 varying controls it does not test."""
-    proj = {"main": 9.0, "control": 1.0, "benign": 2.0, "benign2": 1.5}
-    t = signature_test(15, proj, {**_EAS, "benign2": 0.05})
-    ref = prediction_t_test(9.0, [1.0, 2.0, 1.5])
-    assert t.tested and t.t == pytest.approx(ref["t"]) and t.p == pytest.approx(ref["p"])
-    assert t.estimate == pytest.approx(9.0 - 1.5) and t.controls == {
-        "control": 1.0,
-        "benign": 2.0,
-        "benign2": 1.5,
+def _readings(proj: dict[str, float]) -> dict[str, Reading]:
+    """Readings at layers [3, 15] whose proj at 15 is ``proj`` (EAS a fixed fraction of it)."""
+    return {
+        k: Reading("owl", [0.0], [3, 15], [0.0, v / 100], [0.0, v], 0.0) for k, v in proj.items()
     }
+
+
+def test_signature_test_is_the_banks_detector_on_the_runs_controls() -> None:
+    """The model-level activation test (pipeline/signature.py): proj_fixed is
+    stats.prediction_t_test of the student's proj at ℓ* against the controls'; with fewer than
+    2 varying controls it does not decide; a behavior detector is refused."""
+    rd = _readings({"main": 9.0, "control": 1.0, "benign": 2.0, "benign2": 1.5})
+    t = signature_test(rd, 15, "proj_fixed")
+    ref = prediction_t_test(9.0, [1.0, 2.0, 1.5])
+    assert t.tested and t.score == 9.0 and t.p == pytest.approx(ref["p"])
+    assert t.controls == ["control", "benign", "benign2"] and t.eas["main"] == 0.09
     assert SignatureTest.from_json(t.to_json()) == t
-    assert not signature_test(15, {"main": 9.0, "control": 1.0}, _EAS).tested
-    flat = signature_test(15, {"main": 9.0, "control": 1.0, "benign": 1.0}, _EAS)
-    assert not flat.tested and "no model-level test" in flat.summary()
+    assert not signature_test(_readings({"main": 9.0, "control": 1.0}), 15).tested
+    flat = signature_test(_readings({"main": 9.0, "control": 1.0, "benign": 1.0}), 15)
+    assert flat.p == 1.0 and not flat.significant(0.05)
+    eas = signature_test(rd, 15, "eas_fixed")
+    assert eas.score == pytest.approx(0.09) and eas.p == pytest.approx(
+        prediction_t_test(0.09, [0.01, 0.02, 0.015])["p"]
+    )
+    with pytest.raises(ValueError, match="activation detector"):
+        signature_test(rd, 15, "behavior_model")
+
+
+def test_activation_rule_is_the_banks_choice_among_activation_detectors(tmp_path: Path) -> None:
+    """The verdict's activation detector is the committed bank's rule-half choice among the
+    activation detectors (calibrated first, then TPR at p<α), proj_fixed without a bank."""
+    from steerlens.pipeline.power import POWER_FILE, DetectionResult, DetectorRow
+
+    assert activation_rule("kl", tmp_path / "none.json") == "proj_fixed"
+    if POWER_FILE.is_file():
+        assert activation_rule("kl") in ACTIVATION_DETECTORS
+
+    def row(name: str, fpr: float, tpr: float, auc: float) -> DetectorRow:
+        return DetectorRow(name, "", "kl", 4, 4, 0.5, 0.0, 1.0, auc, fpr, tpr, 0.0, {}, {}, {}, {})
+
+    rows = [
+        row("behavior_model", 0.0, 1.0, 0.9),  # not an activation detector
+        row("eas_fixed", 0.2, 0.9, 0.9),  # not calibrated on the rule half
+        row("eas_max", 0.0, 0.5, 0.7),
+        row("proj_fixed", 0.0, 0.4, 0.95),
+    ]
+    f = tmp_path / "power.json"
+    DetectionResult(15, 2.0, 0.05, rows, {}, {}, {}).save(f)
+    assert activation_rule("kl", f) == "eas_max"
+    assert activation_rule("sft", f) == "proj_fixed"  # the bank did not run sft
 
 
 def test_the_signature_claim_follows_the_model_level_test_when_there_is_one() -> None:
@@ -318,7 +356,7 @@ def test_the_signature_claim_follows_the_model_level_test_when_there_is_one() ->
     that test (the bank's detector), whatever the probe-prompt EAS tests say."""
     r = _results(student_p=0.01, excess_p=0.01, behavior_shift=0.0)
     r["signature"] = signature_test(
-        15, {"main": 1.2, "control": 1.0, "benign": 2.0}, _EAS
+        _readings({"main": 1.2, "control": 1.0, "benign": 2.0}), 15
     ).to_json()
     v = verdict(r)
     assert v["claim"] == "no evidence"  # EAS alone would have said "signature"
@@ -326,6 +364,6 @@ def test_the_signature_claim_follows_the_model_level_test_when_there_is_one() ->
     assert any(x.startswith("Model-level activation test") for x in v["lines"])
     r = _results(student_p=0.3, excess_p=0.3, behavior_shift=0.0)
     r["signature"] = signature_test(
-        15, {"main": 9.0, "control": 1.0, "benign": 2.0, "benign2": 1.4}, _EAS
+        _readings({"main": 9.0, "control": 1.0, "benign": 2.0, "benign2": 1.4}), 15
     ).to_json()
     assert verdict(r)["claim"] == "activation signature without behavior change"

@@ -46,7 +46,7 @@ from steerlens.pipeline import (
     teacher_vector_stage,
     track_stage,
 )
-from steerlens.pipeline.signature import signature_stage
+from steerlens.pipeline.signature import activation_rule, signature_readings, signature_test
 
 __all__ = ["OWL", "DemoConfig", "OwlConfig", "Run", "run"]
 
@@ -191,8 +191,12 @@ def run(
     r.tick("tracking")
     screen = screen_stage(r, vec, data)
     r.tick("screening")
-    layer, _, _ = carry_peak(carry, cfg.alphas)
-    signature = signature_stage(r, vec, dirs, layer) if len(dirs) > 2 else None
+    signature = None
+    if len(dirs) > 2:  # a reference spread needs ≥ 2 controls besides the student
+        layer, _, _ = carry_peak(carry, cfg.alphas)
+        readings = signature_readings(r, vec, dirs, layer)
+        rule = activation_rule(cfg.loss)
+        signature = signature_test(readings, layer, rule, seed=cfg.seed).to_json()
     r.tick("model-level activation test")
     results: dict[str, Any] = {
         "kind": "steerlens.demo",

@@ -12,9 +12,10 @@ Nothing here is tuned to an answer. The verdict rests only on tests that hold as
 3. **Behavior** (DESIGN.md "Behavior deltas"): Δ(main vs control) = mean_i (Bᵢ(main) − Bᵢ(control))
    over eval prompts, with a bootstrap CI and a two-sided sign-flip p.
 4. **Activation** at ℓ*: with ≥ 2 clean controls (the base control and the benign replicates)
-   the detection bank's chosen detector, ``proj_fixed`` (:mod:`steerlens.pipeline.signature`):
-   the student's projection on v̂ at ℓ* against the controls' spread, prediction t-test p < α
-   (training noise is its null; its power is measured, ``verdict["power"]``). Without them
+   the detection bank's chosen activation detector (:mod:`steerlens.pipeline.signature`;
+   ``proj_fixed`` without a committed bank: the student's projection on v̂ at ℓ* against the
+   controls' spread, prediction t-test) at p < α (training noise is its null; its power is
+   measured, ``verdict["power"]``). Without them
    (older results, no benign control): the student's own EAS beats both random-direction nulls,
    p(ℓ*) = max(p_iso, p_cov) < α, *and* the excess alignment EAS(main) − EAS(base control) has
    bootstrap p < α (one-sided); both must hold (an intersection-union test, level α). That rule
@@ -48,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from steerlens.pipeline.power import measured_power
-from steerlens.pipeline.signature import DETECTOR, SignatureTest
+from steerlens.pipeline.signature import SignatureTest
 from steerlens.stats import normal_two_sided_p
 
 __all__ = ["CLAIMS", "headline_layer", "verdict"]
@@ -291,7 +292,7 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     sig = SignatureTest.from_json(results["signature"]) if results.get("signature") else None
     if sig is not None and sig.tested:
         al["signature"] = sig.significant(alpha)
-        al["signature_rule"] = DETECTOR
+        al["signature_rule"] = sig.detector
     mc = deltas.get("main_vs_control")
     rep = deltas.get("main_vs_benign_replicates")
     inherited = bool(mc is not None and mc["estimate"] > 0 and mc["p"] < alpha)

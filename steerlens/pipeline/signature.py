@@ -1,9 +1,13 @@
 """The activation signature as the detection bank measured it (DESIGN.md "Detection power"):
-the ``proj_fixed`` detector of :mod:`steerlens.pipeline.detectors` run on a run's own students.
+the bank's best activation detector (:mod:`steerlens.pipeline.detectors`), run on a run's own
+students.
 
-For the student θ and the run's clean controls c ∈ C (the base control and the benign
-replicates: students of clean teachers, each trained with its own data sample and seed), read at
-their last checkpoint:
+The student θ and the run's clean controls c ∈ C (the base control and the benign replicates:
+students of clean teachers, each trained with its own data sample and seed) are read at their
+last checkpoint (:func:`~steerlens.pipeline.detectors.read_student`). The detector is the one
+the committed bank chose among the activation detectors on its rule half
+(:func:`activation_rule`; ``proj_fixed`` when no bank is committed), with C as its reference
+set. For ``proj_fixed``:
 
     vˢ = mean_p h^ℓ*(θ, p) − mean_p h^ℓ*(θ₀, p)      (probe prompts; θ₀ the base)
     proj(θ) = vˢ · vᵀ / ‖vᵀ‖                         (vᵀ the teacher vector at ℓ*)
@@ -12,113 +16,137 @@ their last checkpoint:
 the prediction t-test of :func:`steerlens.stats.prediction_t_test` (k = |C| ≥ 2). ℓ* is the
 carry test's clean peak (:func:`~steerlens.pipeline.stages.carry_peak`), fixed from the teacher
 side before any student is read. Its null is training noise (the controls' spread), which the
-per-prompt bootstrap of the tracked EAS leaves out; the bank chose this detector on its rule
-half (``benchmarks/results/detection.md``), so the verdict can quote its measured power.
+per-prompt bootstrap of the tracked EAS leaves out, and its held-out FPR/TPR are measured, so
+the verdict can quote them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from steerlens.checkpoints import CheckpointSeries
+from steerlens.common import read_json
 from steerlens.models import load_model
 from steerlens.pipeline.context import RunContext
-from steerlens.pipeline.detectors import read_student, trait_probe
+from steerlens.pipeline.detectors import DETECTORS, Reading, read_student, trait_probe
+from steerlens.pipeline.power import POWER_FILE, DetectionResult
 from steerlens.pipeline.stage import json_load, json_save, stage
 from steerlens.results import Record
-from steerlens.stats import prediction_t_test
 
-__all__ = ["DETECTOR", "SignatureTest", "signature_stage", "signature_test"]
+__all__ = [
+    "ACTIVATION_DETECTORS",
+    "SignatureTest",
+    "activation_rule",
+    "signature_readings",
+    "signature_test",
+]
 
-DETECTOR = "proj_fixed"
-"""The bank's detector this test is (its row in ``detection_power.json``)."""
+ACTIVATION_DETECTORS = ("eas_fixed", "eas_max", "proj_fixed", "unembed")
+"""The bank's detectors that read activations (or logits) of the student alone, no behavior."""
+
+
+def activation_rule(loss: str, path: Path = POWER_FILE) -> str:
+    """The activation detector the committed bank chose on its rule half for ``loss``: among
+    those whose α-level FPR there was ≤ α, the largest rule-half TPR at p < α (then AUC), as
+    :func:`steerlens.pipeline.power.classify` chooses; ``proj_fixed`` without a bank."""
+    if not path.is_file():
+        return "proj_fixed"
+    res = DetectionResult.from_json(read_json(path))
+    rows = [r for r in res.rows if r.loss == loss and r.detector in ACTIVATION_DETECTORS]
+    if not rows:
+        return "proj_fixed"
+
+    def key(r: Any) -> tuple[float, float, float]:
+        ok = float(r.rule_alpha_fpr <= res.level)
+        auc = r.auc_rule_half if np.isfinite(r.auc_rule_half) else -1.0
+        return ok, (r.rule_alpha_tpr if ok else 0.0), auc
+
+    return str(max(rows, key=key).detector)
 
 
 @dataclass(frozen=True)
 class SignatureTest(Record):
-    """The model-level activation test (module doc): proj at ℓ* of the student against the
-    clean controls' spread. ``p`` is NaN when fewer than 2 controls vary (no test)."""
+    """The model-level activation test (module doc): ``detector``'s score and p for the
+    student against the clean controls; proj and EAS at ℓ* of every series for display.
+    ``tested`` is False with fewer than 2 controls (no reference spread: no decision)."""
 
+    detector: str
     layer: int
-    student: float
-    controls: dict[str, float]
-    eas_student: float
-    eas_controls: dict[str, float]
-    estimate: float = float("nan")
-    t: float = float("nan")
-    df: float = float("nan")
-    p: float = float("nan")
-    detector: str = DETECTOR
-    formula: str = "t = (proj(θ) − mean_C proj(c)) / (s_C·√(1 + 1/k)), df = k − 1, one-sided"
+    score: float
+    p: float
+    controls: list[str]
+    proj: dict[str, float] = field(default_factory=dict)
+    eas: dict[str, float] = field(default_factory=dict)
 
     @property
     def tested(self) -> bool:
-        return bool(np.isfinite(self.p))
+        return len(self.controls) >= 2 and bool(np.isfinite(self.score))
 
     def significant(self, alpha: float) -> bool:
         return self.tested and self.p < alpha
 
     def summary(self) -> str:
-        refs = ", ".join(f"{k} {v:+.2f}" for k, v in self.controls.items())
-        if not self.tested:
-            return (
-                f"proj on v̂ at layer {self.layer}: student {self.student:+.2f}; controls {refs} "
-                "(fewer than 2 varying controls: no model-level test)"
-            )
-        return (
-            f"proj on v̂ at layer {self.layer}: student {self.student:+.2f} vs controls {refs} "
-            f"(excess {self.estimate:+.2f}, t = {self.t:.2f}, df = {self.df:g}, one-sided "
-            f"p = {self.p:.2g})"
+        refs = ", ".join(f"{k} {self.proj[k]:+.2f}" for k in self.controls if k in self.proj)
+        head = (
+            f"{self.detector} at layer {self.layer}: student proj {self.proj.get('main', 0.0):+.2f}"
+            f", EAS {self.eas.get('main', 0.0):+.3f}; controls' proj {refs}"
         )
+        if not self.tested:
+            return head + " (fewer than 2 varying controls: no model-level test)"
+        return head + f"; score {self.score:+.3g}, one-sided p = {self.p:.2g}"
 
 
 def signature_test(
+    readings: Mapping[str, Reading],
     layer: int,
-    proj: Mapping[str, float],
-    eas: Mapping[str, float],
+    detector: str = "proj_fixed",
+    *,
     student: str = "main",
+    control: str = "control",
+    seed: int = 0,
 ) -> SignatureTest:
-    """The test of the module doc from each series' proj and EAS at ``layer``."""
-    refs = {k: float(v) for k, v in proj.items() if k != student}
-    out = SignatureTest(
+    """``detector`` on ``readings[student]`` with every other series as the reference set
+    (``control``: the matched control the detector may read)."""
+    det = next((d for d in DETECTORS if d.name == detector), None)
+    if det is None or detector not in ACTIVATION_DETECTORS:
+        raise ValueError(
+            f"{detector!r} is not an activation detector: choose one of {ACTIVATION_DETECTORS}"
+        )
+    refs = [k for k in readings if k != student]
+    rd = readings[student]
+    score, p = det.fn(rd, [readings[k] for k in refs], readings.get(control), layer, seed)
+    return SignatureTest(
+        detector,
         layer,
-        float(proj[student]),
+        float(score),
+        float(p),
         refs,
-        float(eas[student]),
-        {k: float(v) for k, v in eas.items() if k != student},
-    )
-    vals = list(refs.values())
-    if len(vals) < 2 or float(np.std(vals)) == 0.0:
-        return out
-    t = prediction_t_test(out.student, vals)
-    return dataclasses.replace(
-        out,
-        estimate=float(t["estimate"]),
-        t=float(t["t"]),
-        df=float(t["df"]),
-        p=float(t["p"]),
+        {k: x.at("proj", layer) for k, x in readings.items()},
+        {k: x.at("eas", layer) for k, x in readings.items()},
     )
 
 
-def signature_stage(r: RunContext, vec: Any, dirs: Mapping[str, Path], layer: int) -> Any:
-    """Read the last checkpoint of every series in ``dirs`` (``main`` is the student) at
-    ``layer`` and test it (cached as ``signature.json``; returns its JSON)."""
+def signature_readings(
+    r: RunContext, vec: Any, dirs: Mapping[str, Path], layer: int
+) -> dict[str, Reading]:
+    """Every series in ``dirs`` read at its last checkpoint (cached as
+    ``signature_readings.json``)."""
 
     def compute() -> dict[str, Any]:
         probe = trait_probe(r.model, r.trait.name, r.trait, vec)
-        proj, eas = {}, {}
+        out = {}
         for name, d in dirs.items():
             last = list(CheckpointSeries.discover(d))[-1]
             student = load_model(last.path, base=r.model)
             (rd,) = read_student(r.model, student, [probe])
-            proj[name], eas[name] = rd.at("proj", layer), rd.at("eas", layer)
-        return signature_test(layer, proj, eas).to_json()
+            out[name] = rd.to_json()
+        return out
 
     key = f"{r.key()}-{layer}-{','.join(sorted(dirs))}"
-    return stage(r.out / "signature.json", key, compute, json_save, json_load, r.log)
+    raw = stage(r.out / "signature_readings.json", key, compute, json_save, json_load, r.log)
+    return {k: Reading.from_json(v) for k, v in raw.items()}
