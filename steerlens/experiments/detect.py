@@ -215,14 +215,24 @@ def n_seeds(cfg: DetectConfig, loss: str, negative: bool) -> int:
 
 def todo_order(cfg: DetectConfig) -> list[tuple[str, int, str]]:
     """(loss, seed, cell) in training order: the reference students (base) of every seed
-    first, so a stopped bank can already be classified; then seed by seed, every cell."""
+    first, so a stopped bank can already be classified; then every cell's seeds spread evenly
+    over the run (seed s of a cell with n seeds at s/n), so a stopped bank holds about the same
+    fraction of every cell, negatives and positives alike."""
+    labels = cell_labels(cfg)
+    order = {c: i for i, c in enumerate(labels)}
     every = [
         (loss, s, c)
         for loss in cfg.losses
-        for c, label in cell_labels(cfg).items()
+        for c, label in labels.items()
         for s in range(n_seeds(cfg, loss, label is None))
     ]
-    return sorted(every, key=lambda x: (cfg.losses.index(x[0]), x[2] != "base", x[1]))
+
+    def key(x: tuple[str, int, str]) -> tuple[int, bool, float, int]:
+        loss, s, c = x
+        frac = s / n_seeds(cfg, loss, labels[c] is None)
+        return cfg.losses.index(loss), c != "base", frac, order[c]
+
+    return sorted(every, key=key)
 
 
 def _with_screen(readings: list[Reading], screen: dict[str, float]) -> list[Reading]:
