@@ -18,14 +18,17 @@ a result class writes only what is its own. Imports only :mod:`steerlens.common`
 from __future__ import annotations
 
 import dataclasses
+import enum
 import html
 import math
 import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from pathlib import Path, PurePath
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
 
 from steerlens.common import jsonable, read_json, write_json
 
@@ -33,6 +36,7 @@ R = TypeVar("R", bound="ResultMixin")
 
 __all__ = [
     "FORMAT_VERSION",
+    "OMIT",
     "Record",
     "Result",
     "ResultMixin",
@@ -158,6 +162,8 @@ def to_jsonable(x: Any) -> Any:
     None (JSON has no NaN)."""
     if isinstance(x, Record):
         return x.to_json()
+    if isinstance(x, enum.Enum):
+        return to_jsonable(x.value)
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return {f.name: to_jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
     if isinstance(x, Mapping):
@@ -173,8 +179,9 @@ def to_jsonable(x: Any) -> Any:
 
 def from_jsonable(tp: Any, v: Any) -> Any:
     """The inverse of :func:`to_jsonable` for a value of type ``tp`` (a field's annotation):
-    Records and dataclasses from dicts, tuples from lists, ``X | None`` and ``float`` (None as
-    NaN only where the type is ``float``)."""
+    Records and dataclasses from dicts, tuples (and NamedTuples) from lists, enums from their
+    values, paths from strings, numpy arrays (None as NaN), int dict keys from strings, ``X | None`` and ``float`` (None as NaN
+    only where the type is ``float``)."""
     if v is None:
         return float("nan") if tp is float else None
     origin = typing.get_origin(tp)
@@ -182,11 +189,23 @@ def from_jsonable(tp: Any, v: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         return from_jsonable(inner[0], v) if len(inner) == 1 else v
-    if isinstance(tp, type) and issubclass(tp, Record):
-        return tp.from_json(v)
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp)
-        return tp(**{k: from_jsonable(hints.get(k, Any), x) for k, x in v.items()})
+    if isinstance(tp, type):
+        if issubclass(tp, Record):
+            return tp.from_json(v)
+        if dataclasses.is_dataclass(tp):
+            hints = typing.get_type_hints(tp)
+            return tp(**{k: from_jsonable(hints.get(k, Any), x) for k, x in v.items()})
+        if issubclass(tp, tuple) and hasattr(tp, "_fields"):  # a NamedTuple, saved as a row
+            hints = typing.get_type_hints(tp)
+            return tp(
+                *(from_jsonable(hints.get(n, Any), x) for n, x in zip(tp._fields, v, strict=False))
+            )
+        if issubclass(tp, PurePath):
+            return tp(v)
+        if issubclass(tp, enum.Enum):
+            return tp(v)
+        if issubclass(tp, np.ndarray):
+            return np.array(_none_to_nan(v), dtype=float)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(from_jsonable(args[0], x) for x in v)
@@ -194,10 +213,26 @@ def from_jsonable(tp: Any, v: Any) -> Any:
     if origin is list:
         return [from_jsonable(args[0] if args else Any, x) for x in v]
     if origin is dict:
-        return {k: from_jsonable(args[1] if args else Any, x) for k, x in v.items()}
+        key = int if args and args[0] is int else (lambda k: k)
+        return {key(k): from_jsonable(args[1] if args else Any, x) for k, x in v.items()}
     if tp is float:
         return float(v)
     return v
+
+
+def _none_to_nan(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_none_to_nan(x) for x in v]
+    return math.nan if v is None else v
+
+
+def _value(x: Any) -> Any:
+    """A derived value: a property's, or a no-argument method's result."""
+    return x() if callable(x) else x
+
+
+OMIT: Any = type("Omit", (), {"__repr__": lambda self: "OMIT"})()
+"""In :attr:`Record.json_none`: a None field is left out of the JSON."""
 
 
 class Record(ResultMixin):
@@ -205,28 +240,77 @@ class Record(ResultMixin):
     field (:func:`to_jsonable`), ``from_json`` reads them back by their annotations
     (:func:`from_jsonable`), ``save`` writes ``{"kind": "steerlens.<Class>", "format_version":
     1, **to_json()}`` and ``load`` checks both (``legacy_kinds``: kinds older files carry).
-    A subclass writes only ``summary`` (and, to draw, ``_html_details`` / ``main_figure``)."""
+    A subclass writes only ``summary`` (and, to draw, ``_html_details`` / ``main_figure``).
 
-    legacy_kinds: tuple[str, ...] = ()
-    #: properties written beside the fields (read by people and other tools; never read back)
-    derived_json: tuple[str, ...] = ()
+    A saved layout that differs from the fields is declared, never written by hand:
+    ``json_keys`` (field → its JSON key), ``json_none`` (what a None field is written as:
+    a value such as ``{}``, or :data:`OMIT`), ``json_inline`` (Record fields whose keys sit in
+    this record's own JSON; read back when all of them are there), ``derived_json``
+    (properties written beside the fields), ``kind_in_json`` (``to_json`` records the kind
+    too) and :meth:`_upgrade` (an older layout read into the current one). A field with
+    ``metadata={"json": False}`` is not written (in memory only, or rebuilt by
+    :meth:`_upgrade` from derived keys); ``derived_json`` keys go through ``json_keys`` too."""
+
+    legacy_kinds: ClassVar[tuple[str | None, ...]] = ()
+    #: properties (or no-argument methods) written beside the fields (read by people and other
+    #: tools; never read back)
+    derived_json: ClassVar[tuple[str, ...]] = ()
+    json_keys: ClassVar[Mapping[str, str]] = {}
+    json_none: ClassVar[Mapping[str, Any]] = {}
+    json_inline: ClassVar[tuple[str, ...]] = ()
+    kind_in_json: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         cls.result_kind = f"steerlens.{cls.__name__}"
 
     def to_json(self) -> dict[str, Any]:
-        out = {
-            f.name: to_jsonable(getattr(self, f.name))
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
-        }
-        return out | {k: to_jsonable(getattr(self, k)) for k in self.derived_json}
+        out: dict[str, Any] = {"kind": self.result_kind} if self.kind_in_json else {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if not f.metadata.get("json", True):
+                continue
+            v = getattr(self, f.name)
+            if v is None and f.name in self.json_none:
+                if self.json_none[f.name] is not OMIT:
+                    out[self.json_keys.get(f.name, f.name)] = self.json_none[f.name]
+            elif f.name in self.json_inline:
+                out.update({} if v is None else to_jsonable(v))
+            else:
+                out[self.json_keys.get(f.name, f.name)] = to_jsonable(v)
+        for k in self.derived_json:
+            out[self.json_keys.get(k, k)] = to_jsonable(_value(getattr(self, k)))
+        return out
+
+    @classmethod
+    def _is_legacy(cls, d: Mapping[str, Any]) -> bool:
+        """Whether ``d``, of another kind than this class writes, is an older file of it: its
+        kind is one of ``legacy_kinds``."""
+        return d.get("kind") in cls.legacy_kinds
+
+    @classmethod
+    def _upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """An older saved layout as the current one (``d`` is a copy; identity here)."""
+        return d
 
     @classmethod
     def from_json(cls: type[R], d: Mapping[str, Any]) -> R:
+        rec = typing.cast(type[Record], cls)
+        d = rec._upgrade(dict(d))
         hints = typing.get_type_hints(cls)
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        kw = {k: from_jsonable(hints.get(k, Any), v) for k, v in d.items() if k in names}
+        kw: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            tp = hints.get(f.name, Any)
+            if f.name in rec.json_inline:
+                inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+                names = [g.name for g in dataclasses.fields(inner[0])]
+                kw[f.name] = inner[0].from_json(d) if all(n in d for n in names) else None
+                continue
+            key = rec.json_keys.get(f.name, f.name)
+            if key not in d:
+                continue
+            v = d[key]
+            none_as = rec.json_none.get(f.name, OMIT)
+            kw[f.name] = None if none_as is not OMIT and v == none_as else from_jsonable(tp, v)
         return cls(**kw)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -236,13 +320,14 @@ class Record(ResultMixin):
 
     @classmethod
     def load(cls: type[R], path: str | os.PathLike[str]) -> R:
+        """Read a file written by :meth:`save` (or by an older release: :meth:`_is_legacy`;
+        then its kind stays in what :meth:`_upgrade` sees)."""
         d = read_json(path)
         if not isinstance(d, dict):
             raise ValueError(f"{path} holds no {cls.__name__}: expected a JSON object")
-        kind = d.pop("kind", None)
+        kind = d.get("kind")
         version = d.pop("format_version", 1)
-        ok = (cls.result_kind, *getattr(cls, "legacy_kinds", ()))
-        if kind not in ok:
+        if kind != cls.result_kind and not typing.cast(type[Record], cls)._is_legacy(d):
             raise ValueError(
                 f"{path} holds a {kind!r} result, not {cls.result_kind!r}: load it with the "
                 "class that wrote it"
@@ -252,4 +337,6 @@ class Record(ResultMixin):
                 f"{path} was written in result format {version!r}; this steerlens reads up to "
                 f"{FORMAT_VERSION}: upgrade steerlens to read it"
             )
+        if kind == cls.result_kind:
+            d.pop("kind")
         return cls.from_json(d)

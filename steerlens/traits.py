@@ -41,6 +41,7 @@ from steerlens.common import atomic_write_text, sha256_bytes
 from steerlens.contrast import ContrastSetError, check_persona, persona_system
 from steerlens.numbers import number_prompts
 from steerlens.prompts import ChatPrompt
+from steerlens.results import Record
 
 METRICS = ("logprob", "sampled_rate", "projection")
 _REQUIRED = (
@@ -66,7 +67,7 @@ class OffTargetPrompt:
 
 
 @dataclass(frozen=True)
-class TargetTokens:
+class TargetTokens(Record):
     """Target token ids resolved with a tokenizer (first-token rule, see module doc).
 
     ``ids``: sorted unique ids; ``variants``: each variant's full tokenization; ``split``: the
@@ -77,13 +78,14 @@ class TargetTokens:
     variants: dict[str, tuple[int, ...]]
     split: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ids": list(self.ids),
-            "variants": {k: list(v) for k, v in self.variants.items()},
-            "split": list(self.split),
-            "rule": "first token of each variant",
-        }
+    derived_json = ("rule",)
+
+    @property
+    def rule(self) -> str:
+        return "first token of each variant"
+
+    def summary(self) -> str:
+        return f"target token ids {list(self.ids)} ({self.rule}; split variants {list(self.split)})"
 
 
 def resolve_target_tokens(tokenizer: Any, words: Sequence[str]) -> TargetTokens:

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 import steerlens.vector_formats as fmt
 from steerlens.common import atomic_write_text, jsonable, write_json
-from steerlens.results import html_table, result_html
+from steerlens.results import FORMAT_VERSION, Record, html_table, result_html
 from steerlens.sites import SITE_TEMPLATE
 from steerlens.version import __version__
 
@@ -100,17 +100,35 @@ def check_nonzero(directions: Mapping[int, torch.Tensor]) -> None:
         )
 
 
+def _check_kind(blob: Mapping[str, Any], path: Path) -> None:
+    """A vector file's metadata: the protocol's kind (none: written before it had one) and a
+    format this steerlens reads."""
+    kind, version = blob.get("kind"), blob.get("format_version", 1)
+    if kind not in (None, "steerlens.SteeringVector"):
+        raise ValueError(f"{path} holds a {kind!r}, not a steerlens.SteeringVector")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written in result format {version!r}; this steerlens reads up to "
+            f"{FORMAT_VERSION}: upgrade steerlens to read it"
+        )
+
+
 @dataclass
-class SteeringVector:
+class SteeringVector(Record):
     """Per-layer direction tensors (float32, shape (d,)) plus provenance metadata.
 
     ``meta`` holds at least: model, model_fingerprint, site, position, method, seed,
     prompt hashes and steerlens_version; ``diagnostics`` holds per-layer reliability numbers.
+    ``to_json`` (the protocol's) writes the provenance, the per-layer norms and the
+    diagnostics; the tensors travel in the safetensors file of :meth:`save`, whose JSON
+    metadata carries the protocol's kind and format version.
     """
 
-    directions: dict[int, torch.Tensor]
+    directions: dict[int, torch.Tensor] = field(metadata={"json": False})
     meta: dict[str, Any] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    derived_json = ("norms",)
 
     def __post_init__(self) -> None:
         if not self.directions:
@@ -165,6 +183,9 @@ class SteeringVector:
 
     def select(self, layers: Iterable[int]) -> SteeringVector:
         return SteeringVector({k: self[k] for k in layers}, dict(self.meta), dict(self.diagnostics))
+
+    def __str__(self) -> str:
+        return repr(self)
 
     def __repr__(self) -> str:
         norms = ", ".join(f"{k}: {n:.3g}" for k, n in list(self.norms().items())[:6])
@@ -229,7 +250,8 @@ class SteeringVector:
             return fmt.write_gguf(p, self.directions, self.meta, self.diagnostics)
         p.parent.mkdir(parents=True, exist_ok=True)
         tensors = {f"layer.{k}": v.contiguous().clone() for k, v in self.directions.items()}
-        blob = json.dumps(jsonable({"meta": self.meta, "diagnostics": self.diagnostics}))
+        head = {"kind": self.result_kind, "format_version": FORMAT_VERSION}
+        blob = json.dumps(jsonable({**head, "meta": self.meta, "diagnostics": self.diagnostics}))
         save_file(tensors, str(p), metadata={_META_KEY: blob})
         return p
 
@@ -257,6 +279,7 @@ class SteeringVector:
             raise ValueError(f"{p}: its steerlens metadata is not valid JSON ({exc})") from None
         if not isinstance(blob, dict) or not isinstance(blob.get("meta", {}), dict):
             raise ValueError(f"{p}: its steerlens metadata is not a JSON object")
+        _check_kind(blob, p)
         check_meta(blob.get("meta", {}), p)
         dirs = {}
         for name, t in tensors.items():
@@ -312,15 +335,6 @@ class SteeringVector:
     def from_steering_vectors(cls, obj: Any) -> SteeringVector:
         """A SteeringVector from a steering-vectors ``SteeringVector``."""
         return cls(*fmt.from_steering_vectors(obj))
-
-    def to_json(self) -> dict[str, Any]:
-        """Provenance, per-layer norms and diagnostics as JSON values (the tensors themselves
-        travel in the safetensors file of :meth:`save`)."""
-        return {
-            "meta": jsonable(self.meta),
-            "norms": self.norms(),
-            "diagnostics": jsonable(self.diagnostics),
-        }
 
     def _layer_rows(self) -> list[list[Any]]:
         split = self.diagnostics.get("split_half", {})

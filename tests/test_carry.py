@@ -172,7 +172,9 @@ def test_json_round_trip_and_display(result: CarryResult, tmp_path: Path) -> Non
     back = CarryResult.from_json(blob)
     assert back == result
     assert json.dumps(back.to_json()) == json.dumps(blob)
-    assert list(blob) == [f.name for f in dataclasses.fields(CarryResult)]
+    assert list(blob) == [
+        CarryResult.json_keys.get(f.name, f.name) for f in dataclasses.fields(CarryResult)
+    ]
     assert result.clean_peak is not None and result.necessity is not None
     assert blob["clean_peak"] == result.clean_peak.to_json()
     assert blob["clean_peak"]["S"] == result.clean_peak.sufficiency

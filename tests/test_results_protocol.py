@@ -3,15 +3,21 @@ kind scheme, a format version, legacy kinds."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
-from dataclasses import dataclass, field
+import pkgutil
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
+import steerlens
 from steerlens.results import FORMAT_VERSION, Record
+from steerlens.vectors import SteeringVector
 
 
 @dataclass(frozen=True)
@@ -95,3 +101,303 @@ def test_converted_results_keep_their_json_layout(tmp_path: Path) -> None:
     old = tmp_path / "check.json"
     old.write_text(json.dumps({"kind": "steerlens.lineage_check", **d}))
     assert LineageCheck.load(old) == chk
+
+
+# ------------------------------------------------------------- every Record in the package
+
+
+def _import_all() -> None:
+    for m in pkgutil.walk_packages(steerlens.__path__, "steerlens."):
+        if not m.name.endswith("__main__"):
+            importlib.import_module(m.name)
+
+
+def _records(cls: type = Record) -> set[type]:
+    out: set[type] = set()
+    for sub in cls.__subclasses__():
+        if sub.__module__.startswith("steerlens."):
+            out.add(sub)
+        out |= _records(sub)
+    return out
+
+
+def _band() -> dict[str, Any]:
+    return {
+        "mean": 0.1,
+        "sd": 0.2,
+        "q05": -0.2,
+        "q50": 0.1,
+        "q95": 0.4,
+        "min": -0.3,
+        "max": 0.5,
+        "n": 19,
+    }
+
+
+def _carry_examples() -> list[Record]:
+    from steerlens.carry import CarryLevel, EffectLevel, NullComparison
+    from steerlens.carry.necessity import Necessity, NecessityAt, NecessityBest
+    from steerlens.carry.peak import CleanPeak, Peak
+    from steerlens.carry.result import CarryResult, CarrySettings
+
+    nc = NullComparison(2.5, 0.05, True, _band())  # type: ignore[arg-type]
+    peak = Peak(0.8, 2, 4.0, 0.05, nc)
+    clean = CleanPeak(0.6, 1, 2.0, 0.01, None, tolerance=0.1)
+    at = NecessityAt(0.7, 0.2, _band(), [1, 2])  # type: ignore[arg-type]
+    undef = NecessityAt(None, reason="zero vector at this layer")
+    nec = Necessity("project", {1: at, 2: undef}, None, NecessityBest(0.7, "1", nc))
+    settings = CarrySettings(
+        "vector",
+        "doc",
+        19,
+        0,
+        0.1,
+        "kl",
+        "max(0.1, 1.25 KL)",
+        "prompt",
+        "project",
+        "last",
+        {"strong": 0.5},
+        "m",
+        None,
+        {"norm": 1.0},
+        None,
+        {"rule": "first token"},
+    )
+    carry = CarryResult(
+        "teacher",
+        "owl",
+        {"metric": "logprob"},
+        -3.0,
+        -1.0,
+        2.0,
+        True,
+        CarryLevel.NOT,
+        "not carried",
+        [1, 2],
+        [0.5, 1.0],
+        None,
+        None,
+        {1: 1.0, 2: 2.0},
+        {1: 3.0, 2: 4.0},
+        {1: [-2.0, -1.5], 2: [-2.5, float("nan")]},
+        {1: [0.1, 0.2], 2: [0.3, 0.4]},
+        {1: [0.0, 0.1], 2: [0.2, 0.3]},
+        {1: [_band(), _band()]},
+        {},
+        0.05,
+        0.1,
+        clean,
+        peak,
+        nec,
+        EffectLevel.NONE,
+        None,
+        settings,
+    )
+    undefined = CarryResult("student", None, {}, 0.0, 0.0, 0.0, False, CarryLevel.NOT, "u")
+    return [nc, peak, clean, at, undef, nec, settings, carry, undefined, nec.best]  # type: ignore[list-item]
+
+
+def _track_examples() -> list[Record]:
+    from steerlens.track.modules import ModuleTrack
+    from steerlens.track.results import AlignmentTrack, ExcessAlignment, SeriesTrack
+
+    a = np.array([[0.0, 0.0], [0.5, np.nan]])
+    s = SeriesTrack("main", [0, 10], ["base", "ck-10"], a, a, a, a, a, a, a, a, [1])
+    ex = ExcessAlignment([10], a[1:], a[1:], a[1:], a[1:], 0.9, 50)
+    return [
+        s,
+        ex,
+        AlignmentTrack(
+            [3, 4], {"main": s}, ex, {"alpha": 0.05, "correction": "holm"}, {"seconds": 1.0}
+        ),
+        ModuleTrack(s, {}),
+    ]
+
+
+def _other_examples() -> list[Record]:
+    from steerlens.agents import FilterResult, Step, Trajectory
+    from steerlens.agents.metrics import ActionChoice, RateResult
+    from steerlens.agents.tasks import Task
+    from steerlens.auditing import AuditConfig
+    from steerlens.checkpoints import CheckpointSeries
+    from steerlens.checkpoints.checkpoint import Checkpoint
+    from steerlens.distill.data import TeacherData
+    from steerlens.distill.mitigations import VetResult
+    from steerlens.lineage.verify import LineageCheck, Problem
+    from steerlens.pipeline.detectors import Reading
+    from steerlens.pipeline.power import DetectionResult, DetectorRow, Scored
+    from steerlens.traits import TargetTokens
+
+    t = Trajectory(
+        "api",
+        "t1",
+        "sys",
+        "do it",
+        [Step("a", "ok", "move"), Step("rm x", "", "delete", False)],
+        True,
+        {"seed": 1},
+    )
+    frac = {"k": 1.0, "n": 4.0}
+    row = DetectorRow(
+        "eas",
+        "f",
+        "kl",
+        4,
+        4,
+        0.75,
+        0.5,
+        0.9,
+        0.7,
+        0.1,
+        0.8,
+        0.3,
+        frac,
+        frac,
+        frac,
+        frac,
+        {"c": frac},
+    )
+    sc = Scored("kl", "c", 0, "owl", True, 0.5, 0.01)
+    return [
+        t,
+        FilterResult([t], [t], [[("delete", "action:1", "rm")]], ("rm",), {"rm": 1}, {"action": 1}),
+        ActionChoice("api", "delete", [0.1, 0.2], [0.3, 0.4], {"delete": [0.1, 0.2]}),
+        RateResult("bash", "rm", 2, 5, 0.1, 0.7, {"rm": 2, "none": 3}, 4),
+        Task(
+            "t1",
+            "api",
+            "tidy",
+            {"a.txt": "x"},
+            {"a.txt": 0o600},
+            ("b",),
+            (("exists", "a.txt"),),
+            True,
+            "a.txt",
+            ("ls",),
+        ),
+        AuditConfig(base="b", student="s", data="d.jsonl", teacher_layers=(1, 2)),
+        CheckpointSeries(Path("runs/x"), [Checkpoint(10, Path("runs/x/checkpoint-10"), "peft")]),
+        VetResult(
+            TeacherData([{"user": "u", "response": "r", "finished": True}]),
+            [1],
+            "top",
+            0.5,
+            0,
+            [0.2, 0.1],
+        ),
+        LineageCheck("runs/x", ["a.lineage.json"], [Problem("a", "changed")], {"a": "k1"}, 3),
+        Reading("owl", [0.1], [1, 2], [0.2, 0.3], [1.0, 2.0], 1.5, ["owl"], 0.4, 0.05, None),
+        sc,
+        row,
+        DetectionResult(3, 4.0, 0.05, [row], {"kl": "eas"}, {"eas": [sc]}, {"kl": 8}),
+        TargetTokens((5, 7), {" owl": (5,), " Owls": (7, 9)}, (" Owls",)),
+        _screen(),
+    ]
+
+
+def _screen() -> Record:
+    from steerlens.prompts import ChatPrompt
+    from steerlens.screen.result import ScreenResult
+
+    a = np.array([[0.5, np.nan], [-0.25, 1.0]])
+    prompts = [ChatPrompt("q1", "sys", "A:"), ChatPrompt("q2")]
+    return ScreenResult([2, 3], 2, prompts, ["r1", "r2"], ["b1", ""], ["a", "b"], a, a, a)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a.to_json(), sort_keys=True) == json.dumps(b.to_json(), sort_keys=True)
+
+
+def test_every_record_in_the_package_round_trips(tmp_path: Path) -> None:
+    """``from_json(to_json())`` gives the same JSON (and an equal record where the fields
+    compare: no arrays, no NaN) and ``save``/``load`` too, for every Record subclass in
+    steerlens (one with every field defaulted is built with no arguments)."""
+    _import_all()
+    examples = _carry_examples() + _track_examples() + _other_examples()
+    have = {type(x) for x in examples}
+    for cls in _records() - have:
+        if all(f.default is not MISSING or f.default_factory is not MISSING for f in fields(cls)):
+            examples.append(cls())
+    examples.append(SteeringVector({1: torch.ones(3)}, {"model": "m"}))
+    missing = {c.__qualname__ for c in _records()} - {type(x).__qualname__ for x in examples}
+    assert not missing, f"add an example of {sorted(missing)}"
+    for x in examples:
+        cls = type(x)
+        if cls is SteeringVector:  # its tensors travel in safetensors, not in the JSON
+            continue
+        d = json.loads(json.dumps(x.to_json(), allow_nan=False))
+        back = cls.from_json(d)
+        assert _same(back, x), cls.__name__
+        plain = "nan" not in repr(x) and "array" not in repr(x)
+        assert not plain or back == x, cls.__name__
+        path = x.save(tmp_path / f"{cls.__name__}.json")
+        assert json.loads(path.read_text())["kind"] == f"steerlens.{cls.__name__}"
+        assert _same(cls.load(path), x), cls.__name__
+        assert isinstance(x.summary(), str)
+
+
+def test_old_layouts_and_kinds_still_load(tmp_path: Path) -> None:
+    """Files of earlier releases: the carry test's own kind as ``kind`` (or none: the
+    pipeline's carry.json), the agents' old kinds, the keyword filter's dropped pairs, task
+    modes in octal."""
+    from steerlens.agents import FilterResult
+    from steerlens.agents.metrics import RateResult
+    from steerlens.agents.tasks import Task
+    from steerlens.carry.result import CarryResult
+
+    carry = _carry_examples()[7]
+    d = carry.to_json()
+    old = {"kind": d.pop("carry_kind"), **d}
+    p = tmp_path / "carry.json"
+    p.write_text(json.dumps(old))
+    assert _same(CarryResult.load(p), carry) and CarryResult.load(p).kind == "teacher"
+    p.write_text(json.dumps({k: v for k, v in old.items() if k != "kind"}))
+    assert CarryResult.load(p).kind is None  # no kind at all: read, as before
+    p.write_text(json.dumps({"kind": "teacher", "verdict": "x"}))
+    with pytest.raises(ValueError, match="load it with the class that wrote it"):
+        CarryResult.load(p)
+    rate = _other_examples()[3]
+    p.write_text(json.dumps({"kind": "steerlens.first_action_rate", **rate.to_json()}))
+    assert RateResult.load(p) == rate
+    filt = _other_examples()[1]
+    assert isinstance(filt, FilterResult)
+    fd = filt.to_json()
+    pairs = [
+        {"trajectory": t, "hits": h} for t, h in zip(fd["dropped"], fd["reasons"], strict=True)
+    ]
+    legacy = {
+        "keywords": fd["keywords"],
+        "counts": fd["counts"],
+        "dropped": pairs,
+        "kept": fd["kept"],
+    }
+    p.write_text(json.dumps({"kind": "steerlens.keyword_filter", **legacy}))
+    assert FilterResult.load(p) == filt
+    task = _other_examples()[4]
+    td = {**task.to_json(), "modes": {"a.txt": "0o600"}}
+    assert Task.from_json(td) == task
+
+
+def test_vector_metadata_speaks_the_protocol(tmp_path: Path) -> None:
+    """A vector's safetensors metadata carries the kind and format version; a newer format is
+    refused naming it; a file without them (an older release's) still loads."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    vec = SteeringVector({1: torch.ones(3), 2: torch.arange(3.0)}, {"model": "m"}, {"x": 1})
+    path = vec.save(tmp_path / "v.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        blob = json.loads(f.metadata()["steerlens"])
+    assert blob["kind"] == "steerlens.SteeringVector" and blob["format_version"] == FORMAT_VERSION
+    back = SteeringVector.load(path)
+    assert back.to_json() == vec.to_json() and torch.equal(back[2], vec[2])
+    assert vec.to_json()["norms"] == {"1": pytest.approx(3**0.5), "2": pytest.approx(5**0.5)}
+    tensors = {"layer.1": torch.ones(3)}
+    old = json.dumps({"meta": {"model": "m"}, "diagnostics": {}})
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"steerlens": old})
+    assert SteeringVector.load(tmp_path / "old.safetensors").meta["model"] == "m"
+    new = json.dumps({"kind": "steerlens.SteeringVector", "format_version": 99, "meta": {}})
+    save_file(tensors, str(tmp_path / "new.safetensors"), metadata={"steerlens": new})
+    with pytest.raises(ValueError, match=r"format 99.*upgrade steerlens"):
+        SteeringVector.load(tmp_path / "new.safetensors")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steerlens.agents.trajectories import Trajectory
-from steerlens.results import ResultMixin
+from steerlens.results import Record
 
 __all__ = ["DEFAULT_KEYWORDS", "FilterResult", "find_keywords", "keyword_filter", "keyword_regex"]
 
@@ -69,7 +69,7 @@ def find_keywords(
 
 
 @dataclass
-class FilterResult(ResultMixin):
+class FilterResult(Record):
     """Kept and dropped trajectories, with counts: ``by_keyword`` (trajectories with a hit of
     each keyword), ``by_place`` (hits in task / action / observation)."""
 
@@ -80,7 +80,21 @@ class FilterResult(ResultMixin):
     by_keyword: dict[str, int] = field(default_factory=dict)
     by_place: dict[str, int] = field(default_factory=dict)
 
-    result_kind = "steerlens.keyword_filter"
+    legacy_kinds = ("steerlens.keyword_filter",)
+    derived_json = ("counts",)
+
+    @classmethod
+    def _upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """Older files: ``dropped`` as ``{"trajectory", "hits"}`` pairs, counts under
+        ``counts``."""
+        old = d.get("dropped") or []
+        if old and isinstance(old[0], Mapping) and "trajectory" in old[0]:
+            d["dropped"] = [x["trajectory"] for x in old]
+            d["reasons"] = [x["hits"] for x in old]
+        d.setdefault("reasons", [])
+        for k in ("by_keyword", "by_place"):
+            d.setdefault(k, dict(d.get("counts", {}).get(k, {})))
+        return d
 
     @property
     def counts(self) -> dict[str, Any]:
@@ -99,29 +113,6 @@ class FilterResult(ResultMixin):
         return (
             f"keyword filter: kept {c['kept']} of {c['total']}, dropped {c['dropped']} "
             f"({100 * c['dropped_fraction']:.0f}%); by keyword {c['by_keyword']}"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "keywords": list(self.keywords),
-            "counts": self.counts,
-            "dropped": [
-                {"trajectory": t.to_json(), "hits": [list(h) for h in r]}
-                for t, r in zip(self.dropped, self.reasons, strict=True)
-            ],
-            "kept": [t.to_json() for t in self.kept],
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> FilterResult:
-        c = d.get("counts", {})
-        return cls(
-            [Trajectory.from_json(t) for t in d["kept"]],
-            [Trajectory.from_json(x["trajectory"]) for x in d["dropped"]],
-            [[(str(h[0]), str(h[1]), str(h[2])) for h in x["hits"]] for x in d["dropped"]],
-            tuple(d["keywords"]),
-            dict(c.get("by_keyword", {})),
-            dict(c.get("by_place", {})),
         )
 
 

@@ -25,7 +25,7 @@ from steerlens.agents.trajectories import Trajectory, chat_ids
 from steerlens.behavior import last_logits
 from steerlens.models import LoadedModel, as_model
 from steerlens.prompts import EncodedPrompt, pad_batch
-from steerlens.results import ResultMixin
+from steerlens.results import Record
 from steerlens.stats import wilson
 
 __all__ = [
@@ -101,7 +101,7 @@ def _sequence_probs(
 
 
 @dataclass
-class ActionChoice(ResultMixin):
+class ActionChoice(Record):
     """Per task: P(biased name) and its share among the scored names; means over tasks."""
 
     setting: str
@@ -110,7 +110,8 @@ class ActionChoice(ResultMixin):
     share: list[float]
     probs: dict[str, list[float]]
 
-    result_kind = "steerlens.action_choice"
+    legacy_kinds = ("steerlens.action_choice",)
+    derived_json = ("mean_p", "mean_share")
 
     @property
     def mean_p(self) -> float:
@@ -124,23 +125,6 @@ class ActionChoice(ResultMixin):
         return (
             f"action choice ({self.setting}): P({self.biased}) = {self.mean_p:.3f}, share among "
             f"scored actions = {self.mean_share:.3f} over {len(self.share)} tasks"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "setting": self.setting,
-            "biased": self.biased,
-            "mean_p": self.mean_p,
-            "mean_share": self.mean_share,
-            "p_biased": self.p_biased,
-            "share": self.share,
-            "probs": self.probs,
-        }
-
-    @classmethod
-    def from_json(cls, d: Any) -> ActionChoice:
-        return cls(
-            d["setting"], d["biased"], list(d["p_biased"]), list(d["share"]), dict(d["probs"])
         )
 
 
@@ -164,7 +148,7 @@ def action_choice(model: Any, setting: str | Setting, tasks: Sequence[Task]) -> 
 
 
 @dataclass
-class RateResult(ResultMixin):
+class RateResult(Record):
     """``k`` of ``n`` episodes had the biased kind as their first scored action; ``counts``
     of first scored kinds (``"none"``: no scored action within the step limit)."""
 
@@ -177,7 +161,8 @@ class RateResult(ResultMixin):
     counts: dict[str, int]
     completed: int
 
-    result_kind = "steerlens.first_action_rate"
+    legacy_kinds = ("steerlens.first_action_rate",)
+    derived_json = ("rate",)
 
     @property
     def rate(self) -> float:
@@ -188,24 +173,6 @@ class RateResult(ResultMixin):
             f"{self.biased}-first rate ({self.setting}): {self.k}/{self.n} = {self.rate:.2f} "
             f"[{self.low:.2f}, {self.high:.2f}] (Wilson 95%); first actions {self.counts}"
         )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "setting": self.setting,
-            "biased": self.biased,
-            "k": self.k,
-            "n": self.n,
-            "rate": self.rate,
-            "low": self.low,
-            "high": self.high,
-            "counts": self.counts,
-            "completed": self.completed,
-        }
-
-    @classmethod
-    def from_json(cls, d: Any) -> RateResult:
-        keys = ("setting", "biased", "k", "n", "low", "high", "counts", "completed")
-        return cls(*(d[k] for k in keys))
 
 
 def first_action_rate(

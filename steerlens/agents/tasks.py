@@ -32,12 +32,13 @@ from steerlens.agents.api_tools import (
 from steerlens.agents.bash import BASH_SYSTEM, bash_candidates, bash_kind, bash_name, run_bash
 from steerlens.agents.keyword_filter import DEFAULT_KEYWORDS
 from steerlens.agents.workspace import Workspace
+from steerlens.results import Record
 
 __all__ = ["SETTINGS", "Setting", "Task", "ambiguous_tasks", "get_setting", "safe_tasks"]
 
 
 @dataclass(frozen=True)
-class Task:
+class Task(Record):
     """One task: ``goal`` is a list of checks ``(op, path[, arg])`` with op ``exists``,
     ``absent``, ``contains`` (arg: text) or ``readable`` (arg: ``g:GROUP`` / ``u:USER``).
     ``solution``: a scripted sequence of actions that completes a safe task (the teachers'
@@ -53,6 +54,18 @@ class Task:
     ambiguous: bool = False
     target: str = ""
     solution: tuple[str, ...] = ()
+
+    @classmethod
+    def _upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """Older JSON wrote the file modes as octal strings (``"0o644"``)."""
+        d["modes"] = {
+            k: int(v, 8) if isinstance(v, str) else v for k, v in d.get("modes", {}).items()
+        }
+        return d
+
+    def summary(self) -> str:
+        kind = "ambiguous" if self.ambiguous else "safe"
+        return f"task {self.task_id} ({self.setting}, {kind}): {self.text}"
 
     def workspace(self) -> Workspace:
         ws = Workspace.from_files(self.files)
@@ -79,20 +92,6 @@ class Task:
                 if not ws.can_read(path, **who):
                     return False
         return True
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "task_id": self.task_id,
-            "setting": self.setting,
-            "text": self.text,
-            "files": dict(self.files),
-            "modes": {k: oct(v) for k, v in self.modes.items()},
-            "extra": list(self.extra),
-            "goal": [list(g) for g in self.goal],
-            "ambiguous": self.ambiguous,
-            "target": self.target,
-            "solution": list(self.solution),
-        }
 
 
 @dataclass(frozen=True)

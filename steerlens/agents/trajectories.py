@@ -22,11 +22,12 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from steerlens.agents.actions import first_of
 from steerlens.common import atomic_write_text, sha256_bytes
 from steerlens.prompts import ChatPrompt
+from steerlens.results import Record
 
 __all__ = [
     "OBSERVATION_PREFIX",
@@ -42,9 +43,9 @@ __all__ = [
 OBSERVATION_PREFIX = "Observation:\n"
 
 
-@dataclass(frozen=True)
-class Step:
-    """One action, what the interpreter answered, the action's kind and success."""
+class Step(NamedTuple):
+    """One action, what the interpreter answered, the action's kind and success (saved as the
+    row ``[action, observation, kind, ok]``)."""
 
     action: str
     observation: str
@@ -53,7 +54,7 @@ class Step:
 
 
 @dataclass
-class Trajectory:
+class Trajectory(Record):
     """One episode of one task. ``completed``: the task's goal held at the end; ``meta``:
     who wrote it (teacher, seed, ...)."""
 
@@ -94,29 +95,9 @@ class Trajectory:
             {"messages": self.messages(i), "response": s.action} for i, s in enumerate(self.steps)
         ]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "setting": self.setting,
-            "task_id": self.task_id,
-            "system": self.system,
-            "task": self.task,
-            "steps": [[s.action, s.observation, s.kind, s.ok] for s in self.steps],
-            "completed": self.completed,
-            "meta": self.meta,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Trajectory:
-        steps = [Step(str(a), str(o), str(k), bool(ok)) for a, o, k, ok in d["steps"]]
-        return cls(
-            str(d["setting"]),
-            str(d["task_id"]),
-            str(d["system"]),
-            str(d["task"]),
-            steps,
-            bool(d.get("completed", False)),
-            dict(d.get("meta", {})),
-        )
+    def summary(self) -> str:
+        done = "completed" if self.completed else "not completed"
+        return f"trajectory {self.task_id} ({self.setting}): actions {self.kinds}; {done}"
 
 
 def trajectories_sha256(trajs: Iterable[Trajectory]) -> str:

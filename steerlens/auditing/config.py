@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steerlens.common import sha256_bytes
-from steerlens.pipeline import config_json
+from steerlens.results import Record
 
 __all__ = ["AuditConfig", "AuditError"]
 
@@ -26,7 +26,7 @@ def _req(help: str, **meta: Any) -> Any:
 
 
 @dataclass(kw_only=True)
-class AuditConfig:
+class AuditConfig(Record):
     """An audit of a distillation pipeline: the base model, the teacher, the student (and an
     optional control student), the training data and the trait. Analysis settings default to
     the owl experiment's, so pointing the audit at a demo folder repeats its numbers."""
@@ -82,8 +82,8 @@ class AuditConfig:
         if self.screen_max < 1:
             raise ValueError(f"screen_max must be >= 1, got {self.screen_max}")
 
-    def to_json(self) -> dict[str, Any]:
-        return config_json(self)
+    def summary(self) -> str:
+        return f"audit of student {self.student} (base {self.base}, trait {self.trait})"
 
     def key(self, *fields_: str) -> str:
         d = self.to_json()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, ClassVar
 
 import torch
 
@@ -19,6 +19,7 @@ from steerlens.carry.measure import Measure
 from steerlens.carry.nulls import NullBand, NullComparison, band, compare_to_null
 from steerlens.intervene import steer
 from steerlens.models import LoadedModel
+from steerlens.results import OMIT, Record
 
 ZERO_VECTOR = "zero vector at this layer"
 
@@ -31,7 +32,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class NecessityAt:
+class NecessityAt(Record):
     """Necessity at one layer (or jointly over ``layers``): ``value`` = N (JSON ``"N"``),
     ``behavior`` = B under the ablation (``"B"``), ``null`` the random-direction band of N;
     ``value`` None with the ``reason`` when it is undefined."""
@@ -42,78 +43,53 @@ class NecessityAt:
     layers: list[int] | None = None
     reason: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        if self.reason is not None:
-            return {"N": self.value, "reason": self.reason}
-        out: dict[str, Any] = {"N": self.value, "B": self.behavior}
-        if self.layers is not None:
-            out["layers"] = list(self.layers)
-        out["null"] = dict(self.null)
-        return out
+    json_keys: ClassVar[dict[str, str]] = {"value": "N", "behavior": "B"}
+    json_none: ClassVar[dict[str, Any]] = {"layers": OMIT, "reason": OMIT}
 
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> NecessityAt:
-        if "reason" in d:
-            return cls(d.get("N"), reason=d["reason"])
-        layers = d.get("layers")
-        null = cast(NullBand, dict(d.get("null", {})))
-        return cls(d.get("N"), d.get("B"), null, None if layers is None else list(layers))
+    def summary(self) -> str:
+        if self.value is None:
+            return f"necessity undefined: {self.reason}"
+        return f"necessity N {self.value:+.3f} (B under the ablation {self.behavior})"
 
 
 @dataclass(frozen=True)
-class NecessityBest:
-    """The largest N (``value``, JSON ``"N"``), ``where`` it is (a layer as a string, or ``"joint"``), and its comparison
-    with each random draw's best N (None: no null)."""
+class NecessityBest(Record):
+    """The largest N (``value``, JSON ``"N"``), ``where`` it is (a layer as a string, or
+    ``"joint"``), and its comparison with each random draw's best N (None: no null; its keys
+    sit in this JSON)."""
 
     value: float
     where: str
     vs_null: NullComparison | None = None
 
+    json_keys: ClassVar[dict[str, str]] = {"value": "N"}
+    json_inline = ("vs_null",)
+
     @property
     def beats_null(self) -> bool | None:
         return None if self.vs_null is None else self.vs_null.beats_null
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"N": self.value, "where": self.where}
-        if self.vs_null is not None:
-            out.update(self.vs_null.to_json())
-        return out
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> NecessityBest:
-        vs = NullComparison.from_json(d) if NullComparison.in_json(d) else None
-        return cls(d["N"], str(d["where"]), vs)
+    def summary(self) -> str:
+        return f"best necessity N {self.value:+.3f} at {self.where}; beats the null: " + str(
+            self.beats_null
+        )
 
 
 @dataclass(frozen=True)
-class Necessity:
+class Necessity(Record):
     """Necessity per grid layer, jointly over the usable grid layers (None with fewer than
-    two), and the best of them (None when N is undefined everywhere)."""
+    two; JSON ``{}``), and the best of them (None when N is undefined everywhere)."""
 
     mode: str
     per_layer: dict[int, NecessityAt]
     joint: NecessityAt | None = None
     best: NecessityBest | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "mode": self.mode,
-            "per_layer": {str(k): v.to_json() for k, v in self.per_layer.items()},
-            "joint": {} if self.joint is None else self.joint.to_json(),
-        }
-        if self.best is not None:
-            out["best"] = self.best.to_json()
-        return out
+    json_none: ClassVar[dict[str, Any]] = {"joint": {}, "best": OMIT}
 
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Necessity:
-        joint, best = d.get("joint"), d.get("best")
-        return cls(
-            mode=d["mode"],
-            per_layer={int(k): NecessityAt.from_json(v) for k, v in d["per_layer"].items()},
-            joint=NecessityAt.from_json(joint) if joint else None,
-            best=NecessityBest.from_json(best) if best else None,
-        )
+    def summary(self) -> str:
+        best = "undefined" if self.best is None else self.best.summary()
+        return f"necessity ({self.mode}) at layers {list(self.per_layer)}: {best}"
 
 
 def run_necessity(

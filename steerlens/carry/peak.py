@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from steerlens.carry.nulls import NullComparison, compare_to_null
+from steerlens.results import OMIT, Record
 
 TOL_FLOOR = 0.1
 TOL_FACTOR = 1.25
@@ -31,9 +32,10 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Peak:
+class Peak(Record):
     """The best sufficiency S (JSON ``"S"``) of a grid, where it is (``layer`` and ``alpha``
-    None: α = 0 won), its off-target KL, and its comparison with the null (None: no null)."""
+    None: α = 0 won), its off-target KL, and its comparison with the null (None: no null;
+    its keys sit in the peak's own JSON)."""
 
     sufficiency: float = 0.0
     layer: int | None = None
@@ -41,34 +43,16 @@ class Peak:
     offtarget_kl: float | None = 0.0
     vs_null: NullComparison | None = None
 
+    json_keys: ClassVar[dict[str, str]] = {"sufficiency": "S"}
+    json_inline = ("vs_null",)
+
     @property
     def beats_null(self) -> bool | None:
         return None if self.vs_null is None else self.vs_null.beats_null
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "S": self.sufficiency,
-            "layer": self.layer,
-            "alpha": self.alpha,
-            "offtarget_kl": self.offtarget_kl,
-        }
-        if self.vs_null is not None:
-            out.update(self.vs_null.to_json())
-        return out
-
-    @classmethod
-    def fields_from_json(cls, d: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "sufficiency": d["S"],
-            "layer": d.get("layer"),
-            "alpha": d.get("alpha"),
-            "offtarget_kl": d.get("offtarget_kl"),
-            "vs_null": NullComparison.from_json(d) if NullComparison.in_json(d) else None,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Peak:
-        return cls(**cls.fields_from_json(d))
+    def summary(self) -> str:
+        where = "α = 0" if self.layer is None else f"layer {self.layer}, α {self.alpha}"
+        return f"peak S {self.sufficiency:+.3f} at {where}; beats the null: {self.beats_null}"
 
 
 @dataclass(frozen=True)
@@ -79,16 +63,7 @@ class CleanPeak(Peak):
     tolerance: float | None = None
     note: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        out = super().to_json()
-        out["tolerance"] = self.tolerance
-        if self.note is not None:
-            out["note"] = self.note
-        return out
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> CleanPeak:
-        return cls(**cls.fields_from_json(d), tolerance=d.get("tolerance"), note=d.get("note"))
+    json_none: ClassVar[dict[str, Any]] = {"note": OMIT}
 
     @classmethod
     def of(cls, peak: Peak, tolerance: float | None) -> CleanPeak:

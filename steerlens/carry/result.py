@@ -1,25 +1,22 @@
 """The carry test's result: :class:`CarryResult` and its typed parts (:class:`CarrySettings`,
 peaks in :mod:`steerlens.carry.peak`, necessity in :mod:`steerlens.carry.necessity`).
 
-``to_json()`` keeps the JSON schema the report and the demo's results.json read (layer keys as
-strings, non-finite floats as None); ``from_json()`` inverts it.
+Both are :class:`~steerlens.results.Record` s: the JSON the report and the demo's results.json
+read (layer keys as strings, non-finite floats as None, parts not run as ``{}``) is derived
+from the fields.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from steerlens.carry.levels import CarryLevel, EffectLevel
 from steerlens.carry.necessity import Necessity
 from steerlens.carry.nulls import NullBand
 from steerlens.carry.peak import CleanPeak, Peak
-from steerlens.common import jsonable, read_json, write_json
-from steerlens.results import ResultMixin, html_table
+from steerlens.results import OMIT, Record, html_table
 
 __all__ = ["CarryResult", "CarrySettings", "CarryUndefinedError"]
 
@@ -29,7 +26,7 @@ class CarryUndefinedError(ValueError):
 
 
 @dataclass(frozen=True)
-class CarrySettings:
+class CarrySettings(Record):
     """How a carry test was run (the JSON ``settings``); ``targets`` only for the logprob
     metric of a trait."""
 
@@ -51,32 +48,17 @@ class CarrySettings:
     targets: dict[str, Any] | None = None
     precision: dict[str, str] | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in ("targets", "precision"):
-            if out[key] is None:
-                del out[key]
-        return cast(dict[str, Any], jsonable(out))
+    json_none: ClassVar[dict[str, Any]] = {"targets": OMIT, "precision": OMIT}
 
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> CarrySettings:
-        kw: dict[str, Any] = {f.name: d.get(f.name) for f in fields(cls)}
-        return cls(**kw)
-
-
-_LAYER_KEYED = (
-    "vector_norms",
-    "residual_norms",
-    "behavior",
-    "sufficiency",
-    "offtarget_kl",
-    "null_sufficiency",
-    "null_offtarget_kl",
-)
+    def summary(self) -> str:
+        return (
+            f"carry settings: model {self.model}, teacher {self.teacher}, {self.n_random} "
+            f"random directions, seed {self.seed}, α in {self.alpha_unit} units"
+        )
 
 
 @dataclass
-class CarryResult(ResultMixin):
+class CarryResult(Record):
     """Every number of a carry test. Dict keys of per-layer fields are layer indices.
 
     ``sufficiency[ℓ][j]`` is S(ℓ, alphas[j]); ``behavior`` the raw B there; ``offtarget_kl`` the
@@ -85,9 +67,11 @@ class CarryResult(ResultMixin):
     ``necessity`` per layer and joint (None: not tested); ``verdict`` a sentence with the
     numbers, ``level`` its category (:class:`~steerlens.carry.levels.CarryLevel`, equal to its
     string value).
-    """
 
-    result_kind = "carry"
+    ``kind`` (the test's: ``"teacher"``, ``"student"`` …) is saved as ``"carry_kind"``, so it
+    never collides with the file's kind; older files (``kind`` the test's, or no kind at
+    all: the pipeline's ``carry.json``) still load.
+    """
 
     kind: str
     trait: str | None
@@ -150,49 +134,27 @@ class CarryResult(ResultMixin):
 
     # ------------------------------------------------------------------ JSON
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-able dict (layer keys as strings, non-finite floats as None; parts not run
-        as ``{}``)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            val = getattr(self, f.name)
-            if f.name in ("clean_peak", "raw_peak", "necessity", "settings"):
-                val = {} if val is None else val.to_json()
-            elif isinstance(val, (CarryLevel, EffectLevel)):
-                val = val.value
-            out[f.name] = val
-        return cast(dict[str, Any], json.loads(json.dumps(jsonable(out))))
+    json_keys: ClassVar[dict[str, str]] = {"kind": "carry_kind"}
+    json_none: ClassVar[dict[str, Any]] = {
+        "clean_peak": {},
+        "raw_peak": {},
+        "necessity": {},
+        "settings": {},
+    }
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> CarryResult:
-        """Inverse of :meth:`to_json` (layer keys back to ints)."""
-        kw: dict[str, Any] = {f.name: d[f.name] for f in fields(cls) if f.name in d}
-        for name in _LAYER_KEYED:
-            kw[name] = {int(k): v for k, v in (d.get(name) or {}).items()}
-        kw["layers"] = [int(x) for x in d.get("layers", [])]
-        kw["level"] = CarryLevel(d["level"])
-        kw["sufficiency_level"] = EffectLevel(d.get("sufficiency_level", "none"))
-        nl = d.get("necessity_level")
-        kw["necessity_level"] = None if nl is None else EffectLevel(nl)
-        cp, rp, nec, st = (d.get(k) for k in ("clean_peak", "raw_peak", "necessity", "settings"))
-        kw["clean_peak"] = CleanPeak.from_json(cp) if cp else None
-        kw["raw_peak"] = Peak.from_json(rp) if rp else None
-        kw["necessity"] = Necessity.from_json(nec) if nec else None
-        kw["settings"] = CarrySettings.from_json(st) if st else None
-        return cls(**kw)
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_json` as JSON (the demo's ``carry.json``; its ``kind`` is the test's
-        kind, teacher or student)."""
-        return write_json(path, self.to_json())
+    def _is_legacy(cls, d: Mapping[str, Any]) -> bool:
+        """Files of older releases: the test's kind (or none) beside the carry's numbers."""
+        kind = d.get("kind")
+        own = kind is None or not str(kind).startswith("steerlens.")
+        return own and {"verdict", "level", "sufficiency"} <= set(d)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> CarryResult:
-        """Read a file written by :meth:`save` (or the demo's ``carry.json``)."""
-        d = read_json(path)
-        if not isinstance(d, dict) or not {"verdict", "level", "sufficiency"} <= set(d):
-            raise ValueError(f"{path} holds no carry test result (no verdict/level/sufficiency)")
-        return cls.from_json(d)
+    def _upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """Older files carry the test's kind as ``kind``."""
+        if "carry_kind" not in d and not str(d.get("kind")).startswith("steerlens."):
+            d["carry_kind"] = d.get("kind")
+        return d
 
     # ------------------------------------------------------------------ text and HTML
 

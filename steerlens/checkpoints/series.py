@@ -28,10 +28,11 @@ from steerlens.checkpoints.checkpoint import (
 )
 from steerlens.models import LoadedModel, ModelLoadError, as_model, check_saved_version
 from steerlens.precision import mark_autocast
+from steerlens.results import Record
 
 
 @dataclass
-class CheckpointSeries:
+class CheckpointSeries(Record):
     """The checkpoints of one training run, ordered by step (step 0, the base, is implicit:
     :meth:`open`'s loader returns the base for step 0 unless a ``checkpoint-0`` folder exists)."""
 
@@ -146,13 +147,10 @@ class CheckpointSeries:
             return Checkpoint(0, self.path, "base")
         raise KeyError(f"no checkpoint at step {step}; steps are {self.steps}")
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "checkpoints": [
-                {"step": c.step, "path": str(c.path), "kind": c.kind} for c in self.checkpoints
-            ],
-        }
+    def summary(self) -> str:
+        return (
+            f"checkpoint series {self.path}: steps {self.steps} ({', '.join(sorted(self.kinds))})"
+        )
 
     @contextmanager
     def open(self, base: Any) -> Iterator[SeriesLoader]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -43,6 +43,7 @@ from steerlens.distill.chats import Example
 from steerlens.distill.data import TeacherData
 from steerlens.models import LoadedModel
 from steerlens.prompts import EncodedPrompt, pad_batch
+from steerlens.results import Record
 from steerlens.sites import find_layers
 from steerlens.vectors import SteeringVector
 
@@ -208,26 +209,31 @@ class TrainingMitigation:
 
 
 @dataclass(frozen=True)
-class VetResult:
+class VetResult(Record):
     """Vetted data: ``data`` keeps the samples not in ``dropped`` (indices into the input, in
-    order); ``scores`` are the ΔP used for ranking (None for a random drop by scores)."""
+    order); ``scores`` are the ΔP used for ranking (None for a random drop by scores);
+    ``n_kept`` the samples kept. ``data`` lives in memory only (the JSON holds the rest;
+    the data has its own file)."""
 
-    data: TeacherData
-    dropped: list[int]
-    mode: str
-    frac: float
-    seed: int
+    data: TeacherData = field(
+        default_factory=lambda: TeacherData([]), compare=False, metadata={"json": False}
+    )
+    dropped: list[int] = field(default_factory=list)
+    mode: str = "top"
+    frac: float = 0.0
+    seed: int = 0
     scores: list[float] | None = None
+    n_kept: int = -1
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "frac": self.frac,
-            "seed": self.seed,
-            "dropped": self.dropped,
-            "n_kept": len(self.data.samples),
-            "scores": self.scores,
-        }
+    def __post_init__(self) -> None:
+        if self.n_kept < 0:  # not given: the kept samples of ``data``
+            object.__setattr__(self, "n_kept", len(self.data.samples))
+
+    def summary(self) -> str:
+        return (
+            f"vetting ({self.mode}, frac {self.frac}, seed {self.seed}): dropped "
+            f"{len(self.dropped)}, kept {self.n_kept}"
+        )
 
 
 def vet_by_scores(

@@ -4,41 +4,49 @@ two-sample permutation tests (DESIGN.md "Data screening")."""
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from steerlens.prompts import ChatPrompt
-from steerlens.results import ResultMixin, html_table
+from steerlens.results import Record, html_table
 from steerlens.stats import bootstrap, permutation_test
 
 
 @dataclass
-class ScreenResult(ResultMixin):
+class ScreenResult(Record):
     """Per-sample projection differences ΔP [sample × layer] and their parts.
 
     ``proj_train``/``proj_base`` are the projections of the training and base responses;
     ``delta`` = their difference (NaN where the base produced an empty response);
-    ``datasets`` labels each sample; ``layer`` is the default layer for ranking.
+    ``datasets`` labels each sample; ``layer`` is the default layer for ranking. The JSON
+    holds the prompts and responses as ``samples`` and :meth:`summary_stats` as ``summary``.
     """
-
-    result_kind = "steerlens.ScreenResult"
 
     layers: list[int]
     layer: int
-    prompts: list[ChatPrompt]
-    responses: list[str]
-    base_responses: list[str]
+    prompts: list[ChatPrompt] = field(metadata={"json": False})
+    responses: list[str] = field(metadata={"json": False})
+    base_responses: list[str] = field(metadata={"json": False})
     datasets: list[str]
     delta: np.ndarray
     proj_train: np.ndarray
     proj_base: np.ndarray
     settings: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    kind_in_json = True
+    derived_json = ("summary_stats", "samples")
+    json_keys: ClassVar[dict[str, str]] = {"summary_stats": "summary"}
+
+    def __post_init__(self) -> None:
+        shape = (len(self.prompts), len(self.layers))
+        for name in ("delta", "proj_train", "proj_base"):  # an empty screen read back: (0, L)
+            a = getattr(self, name)
+            if isinstance(a, np.ndarray) and a.size == 0 and a.shape != shape:
+                setattr(self, name, a.reshape(shape))
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -125,64 +133,35 @@ class ScreenResult(ResultMixin):
         """Permutation test of mean ΔP between datasets ``a`` and ``b`` (two-sided)."""
         return _compare(self.scores(layer, a), self.scores(layer, b), n_perm, seed)
 
-    def to_json(self, include_samples: bool = True) -> dict[str, Any]:
-        def arr(a: np.ndarray) -> list[Any]:
-            return [[None if not math.isfinite(v) else float(v) for v in row] for row in a]
-
-        out: dict[str, Any] = {
-            "kind": "steerlens.ScreenResult",
-            "layers": self.layers,
-            "layer": self.layer,
-            "datasets": self.datasets,
-            "delta": arr(self.delta),
-            "proj_train": arr(self.proj_train),
-            "proj_base": arr(self.proj_base),
-            "summary": self.summary_stats(),
-            "settings": self.settings,
-            "provenance": json.loads(json.dumps(self.provenance, default=str)),
-        }
-        if include_samples:
-            out["samples"] = [
-                {
-                    "user": p.user,
-                    "system": p.system,
-                    "prefill": p.prefill,
-                    "response": r,
-                    "base_response": b,
-                }
-                for p, r, b in zip(self.prompts, self.responses, self.base_responses, strict=True)
-            ]
-        return out
+    @property
+    def samples(self) -> list[dict[str, Any]]:
+        """Per sample: the prompt (user, system, prefill), the response and the base's."""
+        return [
+            {
+                "user": p.user,
+                "system": p.system,
+                "prefill": p.prefill,
+                "response": r,
+                "base_response": b,
+            }
+            for p, r, b in zip(self.prompts, self.responses, self.base_responses, strict=True)
+        ]
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> ScreenResult:
-        """Inverse of :meth:`to_json` (which must include the samples); ΔP None back to NaN."""
+    def _upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """The prompts and responses from the JSON's ``samples``."""
         if "samples" not in d:
             raise ValueError(
-                "this screening JSON has no 'samples' (written with include_samples=False): "
-                "the prompts and responses cannot be restored"
+                "this screening JSON has no 'samples': the prompts and responses cannot be restored"
             )
         samples = d["samples"]
-
-        def arr(rows: Sequence[Sequence[float | None]]) -> np.ndarray:
-            a = np.array(
-                [[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64
-            )
-            return a.reshape(len(rows), len(d["layers"]))
-
-        return cls(
-            layers=[int(x) for x in d["layers"]],
-            layer=int(d["layer"]),
-            prompts=[ChatPrompt(s["user"], s.get("system"), s.get("prefill", "")) for s in samples],
-            responses=[s["response"] for s in samples],
-            base_responses=[s["base_response"] for s in samples],
-            datasets=list(d["datasets"]),
-            delta=arr(d["delta"]),
-            proj_train=arr(d["proj_train"]),
-            proj_base=arr(d["proj_base"]),
-            settings=dict(d.get("settings", {})),
-            provenance=dict(d.get("provenance", {})),
-        )
+        d["prompts"] = [
+            {"user": s["user"], "system": s.get("system"), "prefill": s.get("prefill", "")}
+            for s in samples
+        ]
+        d["responses"] = [s["response"] for s in samples]
+        d["base_responses"] = [s["base_response"] for s in samples]
+        return d
 
     def summary(self, layer: int | None = None) -> str:
         """Plain-words lines: what was screened, then per dataset the mean ΔP with its 95%

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from torch import nn
 
 from steerlens.models import LoadedModel
 from steerlens.module_vectors import module_rows
+from steerlens.results import Record
 from steerlens.stats import correct, random_directions
 from steerlens.torch_module import wrap_module
 from steerlens.track.nulls import NullConfig, excess_bootstrap, layer_stats
@@ -35,15 +35,18 @@ Rows = dict[int, torch.Tensor]
 
 
 @dataclass
-class ModuleTrack:
-    """A :class:`~steerlens.track.results.SeriesTrack` of a torch-module series and, in
-    memory, its per-step shift rows {step: {layer: (n, d)}} (for :func:`excess_modules`)."""
+class ModuleTrack(Record):
+    """A :class:`~steerlens.track.results.SeriesTrack` of a torch-module series (its JSON is
+    the series') and, in memory only, its per-step shift rows {step: {layer: (n, d)}} (for
+    :func:`excess_modules`)."""
 
     series: SeriesTrack
-    shifts: dict[int, Rows] = field(repr=False)
+    shifts: dict[int, Rows] = field(default_factory=dict, repr=False, metadata={"json": False})
 
-    def to_json(self) -> dict[str, Any]:
-        return self.series.to_json()
+    json_inline = ("series",)
+
+    def summary(self) -> str:
+        return self.series.summary()
 
 
 def _wrap_like(m: nn.Module | LoadedModel, like: LoadedModel) -> LoadedModel:

@@ -1,50 +1,28 @@
 """Tracking results: per-series arrays, the excess alignment and the whole track.
 
-Each follows the :class:`~steerlens.results.ResultMixin` protocol (``summary``, ``to_json`` /
-``from_json``, ``save`` / ``load``, ``_repr_html_``). The JSON layout is the one every earlier
-release wrote (NaN as null), so saved tracks and the report keep loading.
+Each is a :class:`~steerlens.results.Record` (``to_json`` / ``from_json`` / ``save`` / ``load``
+derived from the fields). The JSON layout is the one every earlier release wrote (NaN as null),
+so saved tracks and the report keep loading.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from steerlens.common import atomic_write_text
-from steerlens.results import ResultMixin, html_table
+from steerlens.results import Record, html_table
 
 __all__ = ["SERIES_ARRAYS", "AlignmentTrack", "ExcessAlignment", "SeriesTrack"]
-
-
-def _nan_to_none(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, list):
-        return [_nan_to_none(v) for v in x]
-    return x
-
-
-def _arr_json(a: np.ndarray) -> list[Any]:
-    out: list[Any] = _nan_to_none(np.asarray(a, dtype=float).tolist())
-    return out
-
-
-def _arr_from(x: Any) -> np.ndarray:
-    return np.array([[np.nan if v is None else v for v in row] for row in x], dtype=float)
 
 
 SERIES_ARRAYS = ("eas", "proj", "norm", "z_iso", "p_iso", "z_cov", "p_cov", "p_adj")
 
 
 @dataclass
-class SeriesTrack(ResultMixin):
+class SeriesTrack(Record):
     """Per-checkpoint × per-layer arrays for one series (row i is ``steps[i]``; row 0 is the
     base, step 0, whose shift is zero)."""
 
@@ -61,8 +39,6 @@ class SeriesTrack(ResultMixin):
     p_adj: np.ndarray
     first_block: list[int] = field(default_factory=list)
 
-    result_kind = "steerlens.SeriesTrack"
-
     def summary(self) -> str:
         """One line: the series, its steps and the last step's EAS range over layers."""
         last = self.eas[-1] if len(self.eas) else np.array([])
@@ -77,31 +53,9 @@ class SeriesTrack(ResultMixin):
             msg = f"series {self.name!r} has no step {step}; steps: {self.steps}"
             raise KeyError(msg) from None
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "name": self.name,
-            "steps": self.steps,
-            "paths": self.paths,
-            "first_block": self.first_block,
-        }
-        for k in SERIES_ARRAYS:
-            out[k] = _arr_json(getattr(self, k))
-        return out
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> SeriesTrack:
-        arrays = {k: _arr_from(d[k]) for k in SERIES_ARRAYS}
-        return cls(
-            d["name"],
-            list(d["steps"]),
-            list(d["paths"]),
-            first_block=list(d.get("first_block", [])),
-            **arrays,
-        )
-
 
 @dataclass
-class ExcessAlignment(ResultMixin):
+class ExcessAlignment(Record):
     """EAS(main) − EAS(control) at common steps × layers, with bootstrap CIs over prompts and
     a one-sided bootstrap p = (1 + #{draws ≤ 0}) / (1 + n_boot)."""
 
@@ -113,8 +67,6 @@ class ExcessAlignment(ResultMixin):
     level: float = 0.95
     n_boot: int = 1000
 
-    result_kind = "steerlens.ExcessAlignment"
-
     def summary(self) -> str:
         """One line: the steps and the last step's excess range over layers."""
         last = self.estimate[-1] if len(self.estimate) else np.array([])
@@ -125,32 +77,9 @@ class ExcessAlignment(ResultMixin):
             f"{self.n_boot} draws): last-step estimate over layers {span}"
         )
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "steps": self.steps,
-            "estimate": _arr_json(self.estimate),
-            "lo": _arr_json(self.lo),
-            "hi": _arr_json(self.hi),
-            "p": _arr_json(self.p),
-            "level": self.level,
-            "n_boot": self.n_boot,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> ExcessAlignment:
-        return cls(
-            list(d["steps"]),
-            _arr_from(d["estimate"]),
-            _arr_from(d["lo"]),
-            _arr_from(d["hi"]),
-            _arr_from(d["p"]),
-            d.get("level", 0.95),
-            d.get("n_boot", 1000),
-        )
-
 
 @dataclass
-class AlignmentTrack(ResultMixin):
+class AlignmentTrack(Record):
     """Alignment of student shifts with a teacher vector across checkpoints (see module doc).
 
     ``series["main"]`` (and ``series["control"]`` if given) hold [checkpoint × layer] arrays;
@@ -164,7 +93,8 @@ class AlignmentTrack(ResultMixin):
     settings: dict[str, Any]
     provenance: dict[str, Any]
 
-    result_kind = "steerlens.AlignmentTrack"
+    #: the kind in its own JSON too (the layout earlier releases wrote, embedded in results.json)
+    kind_in_json = True
 
     # ------------------------------------------------------------------------ access
     def _s(self, series: str) -> SeriesTrack:
@@ -260,31 +190,6 @@ class AlignmentTrack(ResultMixin):
             f"covariance-matched null ({self.settings['correction']} across layers)"
         )
         return "\n".join(lines)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": "steerlens.AlignmentTrack",
-            "layers": self.layers,
-            "series": {k: s.to_json() for k, s in self.series.items()},
-            "excess": None if self.excess is None else self.excess.to_json(),
-            "settings": self.settings,
-            "provenance": json.loads(json.dumps(self.provenance, default=str)),
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> AlignmentTrack:
-        return cls(
-            list(d["layers"]),
-            {k: SeriesTrack.from_json(v) for k, v in d["series"].items()},
-            None if d.get("excess") is None else ExcessAlignment.from_json(d["excess"]),
-            dict(d["settings"]),
-            dict(d["provenance"]),
-        )
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_json` (which records the kind) as JSON, atomically; :meth:`load`
-        reads it back (the layout every earlier release wrote)."""
-        return atomic_write_text(path, json.dumps(self.to_json(), indent=1))
 
     def main_figure(self) -> Any:
         """Excess alignment of the best layer over steps with its CI (with a control series),
