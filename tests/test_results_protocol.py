@@ -227,6 +227,7 @@ def _other_examples() -> list[Record]:
     from steerlens.lineage.verify import LineageCheck, Problem
     from steerlens.pipeline.detectors import Reading
     from steerlens.pipeline.power import DetectionResult, DetectorRow, Scored
+    from steerlens.pipeline.signature import SignatureTest
     from steerlens.traits import TargetTokens
 
     t = Trajectory(
@@ -293,6 +294,7 @@ def _other_examples() -> list[Record]:
         DetectionResult(3, 4.0, 0.05, [row], {"kl": "eas"}, {"eas": [sc]}, {"kl": 8}),
         TargetTokens((5, 7), {" owl": (5,), " Owls": (7, 9)}, (" Owls",)),
         _screen(),
+        SignatureTest("proj_fixed", 27, 60.1, 0.13, ["control", "benign"], {"main": 60.1}),
     ]
 
 
