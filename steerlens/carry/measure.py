@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from steerlens.behavior import answer_logprobs
+from steerlens.carry.batched import LayerConditions, can_batch_layer
 from steerlens.stats import kl_rows
 from steerlens.vectors import SteeringVector
 
@@ -80,8 +81,6 @@ class Measure:
         ``layer`` as well), run batched by :class:`~steerlens.carry.batched.LayerConditions`
         with blocks 0..layer once; None where that path does not apply (the caller loops
         under ``steer``)."""
-        from steerlens.carry.batched import LayerConditions, can_batch_layer
-
         prompts = self.prompts(with_offtarget)
         if prompts is None or not can_batch_layer(model, layer) or not len(directions):
             return None
