@@ -31,6 +31,7 @@ from steerlens.backends.forward import (
     tail_inputs,
     truncated_forward,
 )
+from steerlens.backends.module import ModuleBackend
 from steerlens.batching import (
     MIN_SHARED_PREFIX,
     Accumulator,
@@ -105,8 +106,6 @@ def record_activations(
     """
     lm = as_model(model)
     if lm.site_paths is not None:
-        from steerlens.backends.module import ModuleBackend
-
         return ModuleBackend(lm).record_inputs(
             prompts,  # type: ignore[arg-type]  # checked there: a tensor of inputs
             layers,

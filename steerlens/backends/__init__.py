@@ -32,7 +32,9 @@ from steerlens.backends.forward import (
     truncated_forward,
 )
 from steerlens.backends.hf import HFBackend
+from steerlens.backends.module import ModuleBackend
 from steerlens.backends.protocol import Backend, record_with
+from steerlens.backends.transformer_lens import TransformerLensBackend
 from steerlens.common import sha256_bytes
 from steerlens.foreign import foreign_kind
 from steerlens.models import LoadedModel, wrap
@@ -68,12 +70,8 @@ def backend_for(lm: LoadedModel) -> Backend:
 
         return NNsightBackend(lm, lm.foreign, remote=lm.remote, edits=lm.inline_edits)
     if lm.backend == "module":
-        from steerlens.backends.module import ModuleBackend
-
         return ModuleBackend(lm)
     if lm.backend == "transformer_lens":
-        from steerlens.backends.transformer_lens import TransformerLensBackend
-
         return TransformerLensBackend(lm, lm.foreign)
     raise ValueError(
         f"unknown backend {lm.backend!r}: use 'hf', 'accelerate', 'nnsight', "
