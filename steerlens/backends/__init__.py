@@ -1,12 +1,15 @@
 """Backends: plain torch hooks on HF models (default), nnsight and TransformerLens objects.
 
-One protocol (:class:`~steerlens.backends.protocol.Backend`: ``record_batch`` and ``steer``),
-three implementations:
+One protocol (:class:`~steerlens.backends.protocol.Backend`: ``record_batch``, ``steer``, and
+the fast paths ``record_shared`` and ``split_after`` where a runtime offers them), four
+implementations:
 
 - ``hf``: :class:`~steerlens.backends.hf.HFBackend`, torch hooks on the HF module, on one
   device or accelerate-sharded (``device_map`` over several devices, or offload: backend name
   ``"accelerate"``); prefix sharing and the truncated forward live in
-  :mod:`steerlens.backends.forward`.
+  :mod:`steerlens.backends.forward`, the forward cut after one block
+  (:class:`~steerlens.backends.hf.HFSplitForward`, the carry test's batched conditions) runs
+  the upper blocks by :mod:`steerlens.backends.upper`.
 - ``nnsight``: :class:`~steerlens.backends.nnsight.NNsightBackend`, nnsight traces and edits;
   also remote (NDIF) recording, see :func:`from_nnsight`.
 - ``transformer_lens``: :class:`~steerlens.backends.transformer_lens.TransformerLensBackend`,
