@@ -31,11 +31,13 @@ from steerlens.backends.forward import (
     tail_inputs,
     truncated_forward,
 )
+from steerlens.backends.module import ModuleBackend
 from steerlens.batching import (
     MIN_SHARED_PREFIX,
     Accumulator,
     Activations,
     Reducer,
+    in_input_order,
     length_batches,
     position_weights,
     prefix_batches,
@@ -56,6 +58,7 @@ __all__ = [
     "can_share_prefix",
     "capture_blocks",
     "has_hooks",
+    "in_input_order",
     "length_batches",
     "mark_position_wise",
     "position_weights",
@@ -103,8 +106,6 @@ def record_activations(
     """
     lm = as_model(model)
     if lm.site_paths is not None:
-        from steerlens.backends.module import ModuleBackend
-
         return ModuleBackend(lm).record_inputs(
             prompts,  # type: ignore[arg-type]  # checked there: a tensor of inputs
             layers,

@@ -8,7 +8,7 @@ plans, and :class:`Accumulator` turns their (B, d) per-prompt means into :class:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,3 +236,13 @@ class Accumulator:
             n_tokens=self.n_tokens,
             meta=meta,
         )
+
+
+def in_input_order(batches: Iterable[tuple[Sequence[int], torch.Tensor]]) -> torch.Tensor:
+    """The rows of ``(prompt indices, rows)`` batches (from :func:`prefix_batches`' order)
+    stacked back in prompt order."""
+    rows: dict[int, torch.Tensor] = {}
+    for idx, batch in batches:
+        for r, i in enumerate(idx):
+            rows[i] = batch[r]
+    return torch.stack([rows[i] for i in range(len(rows))])

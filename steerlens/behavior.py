@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from steerlens.activations import (
     can_share_prefix,
+    in_input_order,
     prefix_batches,
     record_activations,
     shared_prefix_logits,
@@ -104,7 +105,7 @@ def last_logits(
 
 
 def iter_answer_logprobs(
-    model: Any,
+    lm: LoadedModel,
     prompts: Sequence[PromptLike],
     *,
     batch_size: int = 32,
@@ -113,8 +114,8 @@ def iter_answer_logprobs(
     """Yield (prompt indices, (b, V) float32 log-softmax at the first answer position) per
     length-sorted batch. The model runs as it is (hooks of a ``steer`` block apply); prompts
     that share a prefix run it once per batch where
-    :func:`steerlens.activations.can_share_prefix` allows."""
-    lm = as_model(model)
+    :func:`steerlens.activations.can_share_prefix` allows. ``lm`` is the typed model: the
+    public scores (:func:`answer_logprobs`, :func:`logprob_per_prompt`) coerce theirs."""
     encs = answer_encodings(lm, prompts)
     pad = lm.tokenizer.pad_token_id
     # prompts sharing a prefix (the chat template's system turn) run it once per batch
@@ -143,11 +144,10 @@ def answer_logprobs(
 ) -> torch.Tensor:
     """(n, V) float32 log-probabilities of the next token at each prompt's first answer
     position, in input order. Memory n × V; for many prompts prefer :func:`logprob_per_prompt`."""
-    rows: dict[int, torch.Tensor] = {}
-    for idx, lp in iter_answer_logprobs(model, prompts, batch_size=batch_size, progress=progress):
-        for r, i in enumerate(idx):
-            rows[i] = lp[r]
-    return torch.stack([rows[i] for i in range(len(rows))])
+    lm = as_model(model)
+    return in_input_order(
+        iter_answer_logprobs(lm, prompts, batch_size=batch_size, progress=progress)
+    )
 
 
 def _check_ids(ids: Sequence[int], vocab: int, what: str) -> torch.Tensor:
@@ -174,8 +174,8 @@ def logprob_per_prompt(
     progress: bool | None = False,
 ) -> torch.Tensor:
     """Per prompt: log Σ_{t ∈ targets} P(t | prompt) at the first answer position (float64)."""
-    out = torch.empty(len(prompts), dtype=torch.float64)
-    for idx, lp in iter_answer_logprobs(model, prompts, batch_size=batch_size, progress=progress):
+    lm, out = as_model(model), torch.empty(len(prompts), dtype=torch.float64)
+    for idx, lp in iter_answer_logprobs(lm, prompts, batch_size=batch_size, progress=progress):
         out[torch.tensor(idx)] = target_logprob(lp, target_token_ids).double()
     return out
 

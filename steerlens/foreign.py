@@ -5,6 +5,7 @@ fingerprinting. Imports nothing from steerlens: :mod:`steerlens.models` and the 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -169,8 +170,6 @@ def bridge_tokenization(user_tok: Any, bridge_tok: Any, hf_model: Any) -> dict[s
     key = names[0] if names else str(id(hf_model))
     if differs and key not in _WARNED:
         _WARNED.add(key)
-        import warnings
-
         how = "differently from" if info["matches_hf"] is False else "possibly differently from"
         warnings.warn(
             f"the TransformerBridge's tokenizer prepends a BOS to raw-string prompts and tokenises "

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import socket
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -119,9 +121,6 @@ def past_length(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int:
 def hub_reachable(timeout: float = 2.0) -> bool:
     """Whether the HF hub (``HF_ENDPOINT``) accepts a TCP connection within ``timeout``
     seconds; True when a proxy is configured (the hub client then decides)."""
-    import socket
-    import urllib.parse
-
     if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return True
     url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))

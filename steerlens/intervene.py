@@ -51,6 +51,7 @@ __all__ = [
     "replace_component",
     "resolve_directions",
     "steer",
+    "steer_model",
 ]
 
 
@@ -71,8 +72,29 @@ def steer(
     (the model's :func:`~steerlens.backends.backend_for`). Yields the wrapped model, so
     ``with steer(model, v, 4.0, layers=[15]) as m: m.generate(prompts)`` works. Raises
     :class:`~steerlens.edits.NoOpEditError` on exit if the model ran but nothing was edited.
+    ``model`` and a ``base=`` model are anything :func:`~steerlens.models.as_model` accepts.
     """
-    lm = as_model(model)
+    if base is not None and not isinstance(base, (int, float, Mapping)):
+        base = as_model(base)
+    with steer_model(
+        as_model(model), vector, alpha, layers, mode, positions=positions, base=base
+    ) as m:
+        yield m
+
+
+@contextmanager
+def steer_model(
+    lm: LoadedModel,
+    vector: SteeringVector | Mapping[int, torch.Tensor] | torch.Tensor,
+    alpha: float = 1.0,
+    layers: int | Sequence[int] | str | None = None,
+    mode: Mode = "add",
+    *,
+    positions: Positions = "all",
+    base: LoadedModel | float | Mapping[int, float] | None = None,
+) -> Iterator[LoadedModel]:
+    """:func:`steer` on a :class:`~steerlens.models.LoadedModel` as it is (``base`` one too,
+    or numbers): the entry for library code that already holds the typed model."""
     plan = make_plan(lm, vector, alpha, layers, mode, positions=positions, base=base)
     with backend_for(lm).steer(plan) as m:
         yield m

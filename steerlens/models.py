@@ -38,6 +38,7 @@ from steerlens.precision import (
     precision_of_dtype,
     resolve_precision,
 )
+from steerlens.prompts import generate_texts
 from steerlens.sites import LayerLayout, find_layers
 
 __all__ = [
@@ -149,8 +150,6 @@ class LoadedModel:
         """
         if prompts is None:
             return self.model.generate(max_new_tokens=max_new_tokens, do_sample=do_sample, **kwargs)  # type: ignore[operator]
-        from steerlens.prompts import generate_texts
-
         return generate_texts(
             self,
             prompts,

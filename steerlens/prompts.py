@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 import torch
+from tqdm.auto import tqdm
 
 from steerlens.precision import compute_context
 
@@ -211,8 +212,6 @@ def generate_texts(
 ) -> list[str]:
     """Generate the new text for each prompt (chat-templated for ``ChatPrompt``), batched with
     left padding. Sampling is seeded without touching the global RNG state."""
-    from tqdm.auto import tqdm
-
     tok = model.tokenizer
     items = check_prompts(prompts)
     encs = [encode(tok, p) for p in items]

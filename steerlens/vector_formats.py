@@ -20,6 +20,7 @@ wraps it.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Mapping
@@ -113,8 +114,6 @@ def read_gguf(path: str | os.PathLike[str]) -> Parts:
 
 
 def _import(module: str, name: str, pip: str) -> Any:
-    import importlib
-
     try:
         return getattr(importlib.import_module(module), name)
     except ImportError as exc:

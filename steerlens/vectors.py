@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import steerlens.vector_formats as fmt
 from steerlens.common import atomic_write_text, jsonable, write_json
+from steerlens.plots import lines_with_bands
 from steerlens.results import FORMAT_VERSION, Record, html_table, result_html
 from steerlens.sites import SITE_TEMPLATE
 from steerlens.version import __version__
@@ -257,8 +259,6 @@ class SteeringVector(Record):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SteeringVector:
-        from safetensors import safe_open
-
         p = Path(path)
         if p.is_dir():
             return cls.from_pretrained(p)
@@ -368,8 +368,6 @@ class SteeringVector(Record):
     def main_figure(self) -> Any:
         """Split-half reliability per layer with its 95% band when diagnostics were computed,
         else ‖v‖ per layer."""
-        from steerlens.plots import lines_with_bands
-
         split = self.diagnostics.get("split_half", {})
         sh = [split.get(k, split.get(str(k))) for k in self.layers]
         if all(isinstance(r, Mapping) and r.get("n_boot") for r in sh):

@@ -6,6 +6,10 @@ import pytest
 import torch
 
 import steerlens as sl
+from steerlens.backends import backend_for
+from steerlens.backends.module import ModuleBackend
+from steerlens.backends.protocol import Backend, NoSplitForward, SplitForward
+from steerlens.backends.transformer_lens import TransformerLensBackend
 from steerlens.behavior import answer_logprobs
 from steerlens.carry.batched import LayerConditions, can_batch_layer
 from steerlens.intervene import steer
@@ -85,3 +89,18 @@ def test_batched_conditions_refuse_what_they_cannot_reproduce() -> None:
         next(cond.logprobs("add", torch.zeros(2, 3)))
     with pytest.raises(ValueError, match="edit must be"):
         next(cond.logprobs("scale", torch.zeros(1, 64)))  # type: ignore[arg-type]
+
+
+def test_the_split_forward_is_a_backend_capability() -> None:
+    """LayerConditions runs through Backend.split_after: the HF backend offers it on the Llama
+    family with no hooks; other architectures and the other runtimes answer None (the carry
+    test then loops under steer)."""
+    llama = tiny_model("llama", n_layers=2)
+    backend = backend_for(llama)
+    assert isinstance(backend, Backend)
+    split = backend.split_after(0)
+    assert isinstance(split, SplitForward) and split.layer == 0
+    assert backend_for(tiny_model("gpt2", n_layers=2)).split_after(0) is None
+    for runtime in (ModuleBackend, TransformerLensBackend):
+        assert issubclass(runtime, NoSplitForward)
+    assert NoSplitForward().split_after(0) is None

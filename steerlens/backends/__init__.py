@@ -1,12 +1,15 @@
 """Backends: plain torch hooks on HF models (default), nnsight and TransformerLens objects.
 
-One protocol (:class:`~steerlens.backends.protocol.Backend`: ``record_batch`` and ``steer``),
-three implementations:
+One protocol (:class:`~steerlens.backends.protocol.Backend`: ``record_batch``, ``steer``, and
+the fast paths ``record_shared`` and ``split_after`` where a runtime offers them), four
+implementations:
 
 - ``hf``: :class:`~steerlens.backends.hf.HFBackend`, torch hooks on the HF module, on one
   device or accelerate-sharded (``device_map`` over several devices, or offload: backend name
   ``"accelerate"``); prefix sharing and the truncated forward live in
-  :mod:`steerlens.backends.forward`.
+  :mod:`steerlens.backends.forward`, the forward cut after one block
+  (:class:`~steerlens.backends.hf.HFSplitForward`, the carry test's batched conditions) runs
+  the upper blocks by :mod:`steerlens.backends.upper`.
 - ``nnsight``: :class:`~steerlens.backends.nnsight.NNsightBackend`, nnsight traces and edits;
   also remote (NDIF) recording, see :func:`from_nnsight`.
 - ``transformer_lens``: :class:`~steerlens.backends.transformer_lens.TransformerLensBackend`,
@@ -32,7 +35,9 @@ from steerlens.backends.forward import (
     truncated_forward,
 )
 from steerlens.backends.hf import HFBackend
+from steerlens.backends.module import ModuleBackend
 from steerlens.backends.protocol import Backend, record_with
+from steerlens.backends.transformer_lens import TransformerLensBackend
 from steerlens.common import sha256_bytes
 from steerlens.foreign import foreign_kind
 from steerlens.models import LoadedModel, wrap
@@ -68,12 +73,8 @@ def backend_for(lm: LoadedModel) -> Backend:
 
         return NNsightBackend(lm, lm.foreign, remote=lm.remote, edits=lm.inline_edits)
     if lm.backend == "module":
-        from steerlens.backends.module import ModuleBackend
-
         return ModuleBackend(lm)
     if lm.backend == "transformer_lens":
-        from steerlens.backends.transformer_lens import TransformerLensBackend
-
         return TransformerLensBackend(lm, lm.foreign)
     raise ValueError(
         f"unknown backend {lm.backend!r}: use 'hf', 'accelerate', 'nnsight', "

@@ -197,10 +197,15 @@ def prefix_inputs(
     lm: LoadedModel, encs: Sequence[EncodedPrompt], idx: Sequence[int], p: int
 ) -> tuple[Any, torch.Tensor, torch.Tensor]:
     """An empty KV cache, the shared prefix (1, p) and its attention mask."""
-    from transformers import DynamicCache
-
     prefix = torch.tensor([encs[idx[0]].input_ids[:p]], dtype=torch.long, device=lm.device)
-    return DynamicCache(config=lm.config), prefix, torch.ones_like(prefix)
+    return empty_cache(lm.config), prefix, torch.ones_like(prefix)
+
+
+def empty_cache(config: Any) -> Any:
+    """An empty HF KV cache (``DynamicCache``) for a model of ``config``."""
+    from transformers import DynamicCache  # transformers loads on first forward, not on import
+
+    return DynamicCache(config=config)
 
 
 def tail_inputs(

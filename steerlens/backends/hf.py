@@ -4,7 +4,9 @@ read and edited on the device each block runs on.
 
 Recording stops after the deepest requested block and reduces positions inside the hooks
 (:mod:`steerlens.backends.forward`); prompts sharing a prefix run it once where
-:func:`~steerlens.backends.forward.can_share_prefix` allows.
+:func:`~steerlens.backends.forward.can_share_prefix` allows. :class:`HFSplitForward` cuts the
+forward of a Llama-family model after one block (the carry test's batched conditions), the
+blocks above run by :func:`~steerlens.backends.upper.run_blocks_from`.
 """
 
 from __future__ import annotations
@@ -17,16 +19,23 @@ import torch
 
 from steerlens.backends.forward import (
     can_share_prefix,
+    empty_cache,
+    has_hooks,
     mark_position_wise,
     plan_pre_hook,
+    prefix_inputs,
     reduce_positions,
     shared_prefix_forward,
+    tail_inputs,
     truncated_forward,
 )
+from steerlens.backends.protocol import After, Residual
+from steerlens.backends.upper import can_run_blocks_from, run_blocks_from
 from steerlens.edits import EditPlan, block_output, with_block_output
 from steerlens.foreign import embedding_device
 from steerlens.models import LoadedModel
-from steerlens.prompts import EncodedPrompt, PositionSpec
+from steerlens.precision import compute_context
+from steerlens.prompts import EncodedPrompt, PositionSpec, pad_batch
 
 
 class HFBackend:
@@ -72,6 +81,21 @@ class HFBackend:
     ) -> dict[int, torch.Tensor]:
         return shared_prefix_forward(self.lm, encs, idx, p, layers, position)
 
+    def split_after(self, layer: int) -> HFSplitForward | None:
+        """:class:`HFSplitForward` where it reproduces the model's forward: the plain "hf"
+        backend (not "accelerate"), an architecture of
+        :data:`~steerlens.backends.upper.UPPER_FORWARD_TYPES`, no hook on the model (a
+        user's hook would be skipped by the hand-built upper forward)."""
+        lm = self.lm
+        if (
+            lm.backend == "hf"
+            and lm.inline_edits is None
+            and can_run_blocks_from(lm.model, layer + 1)
+            and not has_hooks(lm)
+        ):
+            return HFSplitForward(lm, layer)
+        return None
+
     @contextmanager
     def steer(self, plan: EditPlan) -> Iterator[LoadedModel]:
         blocks = self.lm.layout.blocks
@@ -96,3 +120,64 @@ class HFBackend:
         finally:
             for h in handles:
                 h.remove()
+
+
+class HFSplitForward:
+    """The forward of an HF Llama-family model cut after block ``layer``
+    (:class:`~steerlens.backends.protocol.SplitForward`): the lower blocks through the model's
+    own forward stopped early, the upper ones through
+    :func:`~steerlens.backends.upper.run_blocks_from` and the lm_head on the last position."""
+
+    def __init__(self, lm: LoadedModel, layer: int) -> None:
+        self.lm, self.layer = lm, int(layer)
+
+    def lower(self, encs: Sequence[EncodedPrompt], idx: Sequence[int], p: int) -> Residual:
+        lm, layer = self.lm, self.layer
+        if not p:
+            ids, mask, pos = pad_batch([encs[i] for i in idx], lm.tokenizer.pad_token_id, lm.device)
+            h = truncated_forward(lm, ids, mask, pos, [layer])[layer]
+            return Residual(0, None, h, mask, pos)
+        cache, prefix, ones = prefix_inputs(lm, encs, idx, p)
+        head = truncated_forward(
+            lm, prefix, ones, torch.arange(p, device=lm.device)[None], [layer], cache=cache
+        )[layer]
+        cache.batch_repeat_interleave(len(idx))
+        ids, mask, pos = tail_inputs(lm, encs, idx, p)
+        h = truncated_forward(lm, ids, mask, pos, [layer], cache=cache)[layer]
+        return Residual(p, head, h, mask, pos)
+
+    def upper_prefix(self, head: torch.Tensor, after: After | None, repeat: int) -> Any:
+        g, p = head.shape[0], head.shape[1]
+        first = self.layer + 1
+        cache = empty_cache(self.lm.config)
+        ones = torch.ones(g, p, dtype=torch.long, device=head.device)
+        pos0 = torch.arange(p, device=head.device)[None].expand(g, -1)
+        with compute_context(self.lm.model):
+            run_blocks_from(self.lm.model, first, head, ones, pos0, cache=cache, after=after)
+        _placeholders(cache, self.lm.config, first, p, head)
+        cache.batch_repeat_interleave(repeat)
+        return cache
+
+    def upper_logits(
+        self,
+        h: torch.Tensor,
+        mask: torch.Tensor,
+        pos: torch.Tensor,
+        prefix: Any = None,
+        after: After | None = None,
+    ) -> torch.Tensor:
+        hf: Any = self.lm.model
+        with compute_context(hf):
+            normed = run_blocks_from(hf, self.layer + 1, h, mask, pos, prefix, after=after)
+            return hf.get_output_embeddings()(normed[:, -1, :]).float()
+
+
+def _placeholders(cache: Any, config: Any, first: int, p: int, like: torch.Tensor) -> None:
+    """Fill the cache's blocks below ``first`` (which no block above reads) with p zero
+    positions of one row, so the cache length the masks are built from (its first full-attention
+    block's) is the prefix length for the tail pass."""
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    zeros = torch.zeros(1, heads, p, dim, dtype=like.dtype, device=like.device)
+    for i in range(first):
+        cache.update(zeros, zeros, i)

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlens.backends.forward import StopForward
+from steerlens.backends.protocol import NoSplitForward
 from steerlens.batching import Accumulator, Activations
 from steerlens.common import sha256_bytes, tqdm_disable
 from steerlens.edits import EditPlan, block_output, with_block_output
@@ -54,7 +55,7 @@ def site_rows(h: torch.Tensor, position: PositionSpec) -> torch.Tensor:
     )
 
 
-class ModuleBackend:
+class ModuleBackend(NoSplitForward):
     """Torch forward hooks on the site submodules of a plain torch module."""
 
     name = "module"

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from steerlens.backends.forward import plan_pre_hook
-from steerlens.backends.protocol import NoPrefixSharing
+from steerlens.backends.protocol import NoPrefixSharing, NoSplitForward
 from steerlens.edits import EditPlan
 from steerlens.foreign import embedding_device
 from steerlens.models import LoadedModel
@@ -65,7 +65,7 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-class NNsightBackend(NoPrefixSharing):
+class NNsightBackend(NoPrefixSharing, NoSplitForward):
     """Record and steer through an nnsight envoy (see the module doc)."""
 
     name = "nnsight"

@@ -13,6 +13,11 @@ TransformerLens bridge) and offers:
 - ``steer(plan)``: a context manager inside which every forward of the model (plain calls,
   ``generate``, recording) applies the :class:`~steerlens.edits.EditPlan` at the plan's
   layers, and which yields the :class:`~steerlens.models.LoadedModel` to run.
+- ``split_after(layer)``: the model's forward cut after block ℓ (:class:`SplitForward`: the
+  blocks up to ℓ once, then the blocks above on many edited copies of the residual stream, the
+  carry test's batched conditions), or None where the backend cannot reproduce the model's own
+  forward that way (HF only, Llama family, no hooks; the others answer None and callers run
+  whole forwards under ``steer``).
 
 The edit formulas are DESIGN.md "Hook modes" (:mod:`steerlens.edits`). :func:`record_with` is
 the loop of :func:`steerlens.record_activations` for every backend.
@@ -20,9 +25,10 @@ the loop of :func:`steerlens.record_activations` for every backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from tqdm.auto import tqdm
@@ -40,7 +46,65 @@ from steerlens.edits import EditPlan
 from steerlens.models import LoadedModel
 from steerlens.prompts import EncodedPrompt, PositionSpec, PromptLike, pad_batch
 
-__all__ = ["Backend", "NoPrefixSharing", "record_with", "reduce_positions"]
+__all__ = [
+    "After",
+    "Backend",
+    "NoPrefixSharing",
+    "NoSplitForward",
+    "Residual",
+    "SplitForward",
+    "record_with",
+    "reduce_positions",
+]
+
+#: an edit of the residual stream after block i of an upper pass: ``after(i, h) -> h``
+After = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Residual:
+    """The residual stream after block ℓ of one prompt batch (:meth:`SplitForward.lower`): the
+    shared prefix's ``head`` (1, p, d) or None (``p`` = 0), the (tail) residual ``h`` (B, W, d),
+    the attention ``mask`` over [prefix | tail] (B, p + W) and the positions ``pos`` of ``h``."""
+
+    p: int
+    head: torch.Tensor | None
+    h: torch.Tensor
+    mask: torch.Tensor
+    pos: torch.Tensor
+
+
+@runtime_checkable
+class SplitForward(Protocol):
+    """A model's forward cut after block ``layer`` (:meth:`Backend.split_after`): the blocks up
+    to ``layer`` run once per prompt batch, the blocks above as often as there are edits of the
+    residual stream between them. Equal to the whole forward up to float rounding."""
+
+    layer: int
+
+    def lower(self, encs: Sequence[EncodedPrompt], idx: Sequence[int], p: int) -> Residual:
+        """Blocks 0..ℓ on prompts ``idx`` of ``encs``, their first ``p`` tokens (shared) run
+        once (``p`` = 0: no shared prefix)."""
+        ...
+
+    def upper_prefix(self, head: torch.Tensor, after: After | None, repeat: int) -> Any:
+        """Blocks ℓ+1.. on g edited copies ``head`` (g, p, d) of a shared prefix; returns what
+        :meth:`upper_logits` continues from (a KV cache), each of its g rows repeated
+        ``repeat`` times (the tails' rows are laid out condition-major)."""
+        ...
+
+    def upper_logits(
+        self,
+        h: torch.Tensor,
+        mask: torch.Tensor,
+        pos: torch.Tensor,
+        prefix: Any = None,
+        after: After | None = None,
+    ) -> torch.Tensor:
+        """(R, V) float32 next-token logits at the last position: blocks ℓ+1.. (each output
+        passed through ``after``), the final norm and the lm_head on the residual ``h``
+        (R, W, d), continuing ``prefix`` (from :meth:`upper_prefix`) when given."""
+        ...
 
 
 @runtime_checkable
@@ -84,6 +148,11 @@ class Backend(Protocol):
         """Apply ``plan`` to every forward of the model inside the block."""
         ...
 
+    def split_after(self, layer: int) -> SplitForward | None:
+        """The forward cut after block ``layer``, or None where this backend cannot reproduce
+        the model's own forward that way now (then run whole forwards, e.g. under ``steer``)."""
+        ...
+
 
 class NoPrefixSharing:
     """The prefix-sharing half of :class:`Backend` for runtimes that do not share prompt
@@ -103,6 +172,15 @@ class NoPrefixSharing:
         position: PositionSpec,
     ) -> dict[int, torch.Tensor]:
         raise NotImplementedError(f"{self.name} does not share prompt prefixes: use record_batch")
+
+
+class NoSplitForward:
+    """The split-forward half of :class:`Backend` for runtimes that run whole forwards only
+    (nnsight, TransformerLens, plain torch modules): callers loop over conditions under
+    ``steer`` instead (same numbers)."""
+
+    def split_after(self, layer: int) -> SplitForward | None:
+        return None
 
 
 def record_with(

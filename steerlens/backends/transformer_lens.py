@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from steerlens.backends.forward import plan_pre_hook, reduce_positions
-from steerlens.backends.protocol import NoPrefixSharing
+from steerlens.backends.protocol import NoPrefixSharing, NoSplitForward
 from steerlens.edits import EditPlan
 from steerlens.foreign import embedding_device
 from steerlens.models import LoadedModel
@@ -40,7 +40,7 @@ def compatibility_mode(bridge: Any) -> bool:
     return bool(getattr(bridge, "compatibility_mode", False))
 
 
-class TransformerLensBackend(NoPrefixSharing):
+class TransformerLensBackend(NoPrefixSharing, NoSplitForward):
     """Record and steer through a TransformerLens bridge's hook points (see the module doc)."""
 
     name = "transformer_lens"

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.activations import record_activations
+from steerlens.backends import backend_for, record_with
 from steerlens.behavior import as_behavior, trait_behavior
 from steerlens.carry.levels import STRONG, WEAK, Z_MIN, CarryLevel, effect_level
 from steerlens.carry.measure import OFFTARGET_MEASURE, Measure, offtarget_shift, vector_directions
@@ -275,8 +275,8 @@ def _residual_norms(s: _Setup, beh: Any, batch_size: int) -> dict[int, float]:
     prompts = getattr(beh, "prompts", None) or (s.spec.eval_chats() if s.spec else None)
     if not prompts:
         return {}
-    acts = record_activations(
-        s.lm,
+    acts = record_with(
+        backend_for(s.lm),
         list(prompts),
         s.layers,
         "last",

@@ -13,34 +13,30 @@ answer_logprobs`) does. Only the last position goes through the lm_head. A condi
 edit the residual stream after blocks above ℓ (necessity's joint ablation over the grid
 layers, ℓ the lowest of them): those edits are applied between the upper blocks, per row group.
 
+The model runs through its backend's :meth:`~steerlens.backends.protocol.Backend.split_after`
+(:class:`~steerlens.backends.protocol.SplitForward`: ``lower`` once, ``upper_prefix`` /
+``upper_logits`` per condition group); this module only lays out the rows and the edits.
 Equal to running each condition under :func:`steerlens.intervene.steer` up to float rounding
-(``tests/test_carry_batched.py``). Used where it reproduces the model's own forward: the plain HF
+(``tests/test_carry_batched.py``). Used where the backend offers the split (the plain HF
 backend, an architecture of :data:`steerlens.backends.upper.UPPER_FORWARD_TYPES`, no hook on the
-model, and a behavior scored from next-token log-probabilities; elsewhere the carry test loops
-over conditions under ``steer``.
+model) and the behavior is scored from next-token log-probabilities; elsewhere the carry test
+loops over conditions under ``steer``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
-from steerlens.backends.forward import (
-    can_share_prefix,
-    has_hooks,
-    prefix_inputs,
-    tail_inputs,
-    truncated_forward,
-)
-from steerlens.backends.upper import can_run_blocks_from, run_blocks_from
+from steerlens.backends import backend_for
+from steerlens.backends.protocol import After, Residual, SplitForward
 from steerlens.batching import prefix_batches
 from steerlens.behavior import answer_encodings
 from steerlens.models import LoadedModel
-from steerlens.precision import compute_context
-from steerlens.prompts import PromptLike, pad_batch
+from steerlens.prompts import PromptLike
 
 Edit = Literal["add", "project_out"]
 
@@ -53,27 +49,17 @@ __all__ = ["MAX_TOKENS", "Edit", "LayerConditions", "can_batch_layer"]
 
 
 def can_batch_layer(lm: LoadedModel, layer: int) -> bool:
-    """Whether :class:`LayerConditions` reproduces ``lm``'s forward for edits after ``layer``."""
-    return (
-        lm.backend == "hf"
-        and getattr(lm, "inline_edits", None) is None
-        and can_run_blocks_from(lm.model, layer + 1)
-        and not has_hooks(lm)
-    )
+    """Whether :class:`LayerConditions` reproduces ``lm``'s forward for edits after ``layer``
+    (its backend offers :meth:`~steerlens.backends.protocol.Backend.split_after` there now)."""
+    return backend_for(lm).split_after(layer) is not None
 
 
 @dataclass
 class _Cached:
-    """One prompt batch after block ℓ: the shared prefix's residual ``head`` (1, p, d) or None,
-    the (tail) residual ``h`` (B, W, d), the attention mask over [prefix | tail] and the
-    positions of ``h``."""
+    """One prompt batch (prompts ``idx``) after block ℓ: its :class:`Residual`."""
 
     idx: list[int]
-    p: int
-    head: torch.Tensor | None
-    h: torch.Tensor
-    mask: torch.Tensor
-    pos: torch.Tensor
+    res: Residual
 
 
 def _edited(h: torch.Tensor, rows: torch.Tensor, edit: Edit, alpha: float) -> torch.Tensor:
@@ -84,17 +70,6 @@ def _edited(h: torch.Tensor, rows: torch.Tensor, edit: Edit, alpha: float) -> to
         return h + alpha * r
     u = r / r.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return h - (h * u).sum(-1, keepdim=True) * u
-
-
-def _placeholders(cache: Any, config: Any, first: int, p: int, like: torch.Tensor) -> None:
-    """Fill the cache's blocks below ``first`` (which no block above reads) with p zero
-    positions of one row, so the cache length the masks are built from (its first full-attention
-    block's) is the prefix length for the tail pass."""
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    zeros = torch.zeros(1, heads, p, dim, dtype=like.dtype, device=like.device)
-    for i in range(first):
-        cache.update(zeros, zeros, i)
 
 
 class LayerConditions:
@@ -114,35 +89,23 @@ class LayerConditions:
         batch_size: int = 32,
         max_tokens: int = MAX_TOKENS,
     ) -> None:
-        if not can_batch_layer(lm, layer):
+        backend = backend_for(lm)
+        split = backend.split_after(layer)
+        if split is None:
             raise ValueError(
                 f"batched conditions after block {layer} need the plain HF backend of a "
                 "Llama-family model with no hooks: loop over conditions under steer() instead"
             )
+        self.split: SplitForward = split
         self.lm, self.layer, self.max_tokens = lm, int(layer), int(max_tokens)
         encs = answer_encodings(lm, prompts)
         self.n = len(encs)
         self.batches: list[_Cached] = []
-        share = can_share_prefix(lm)
+        share = backend.can_share_prefix()
         with torch.inference_mode():
+            # blocks 0..ℓ on each batch (a shared prefix once, then the tails attending to it)
             for idx, p in prefix_batches(encs, batch_size, share=share):
-                self.batches.append(self._lower(encs, idx, p))
-
-    def _lower(self, encs: Sequence[Any], idx: list[int], p: int) -> _Cached:
-        """Blocks 0..ℓ on one batch (the prefix once, then the tails attending to it)."""
-        lm, layer = self.lm, self.layer
-        if not p:
-            ids, mask, pos = pad_batch([encs[i] for i in idx], lm.tokenizer.pad_token_id, lm.device)
-            h = truncated_forward(lm, ids, mask, pos, [layer])[layer]
-            return _Cached(idx, 0, None, h, mask, pos)
-        cache, prefix, ones = prefix_inputs(lm, encs, idx, p)
-        head = truncated_forward(
-            lm, prefix, ones, torch.arange(p, device=lm.device)[None], [layer], cache=cache
-        )[layer]
-        cache.batch_repeat_interleave(len(idx))
-        ids, mask, pos = tail_inputs(lm, encs, idx, p)
-        h = truncated_forward(lm, ids, mask, pos, [layer], cache=cache)[layer]
-        return _Cached(idx, p, head, h, mask, pos)
+                self.batches.append(_Cached(idx, split.lower(encs, idx, p)))
 
     def logprobs(
         self,
@@ -165,14 +128,14 @@ class LayerConditions:
             )
         if edit not in ("add", "project_out"):
             raise ValueError(f"edit must be 'add' or 'project_out', got {edit!r}")
-        widest = max(b.mask.shape[0] * b.mask.shape[1] for b in self.batches)
+        widest = max(b.res.mask.shape[0] * b.res.mask.shape[1] for b in self.batches)
         group = max(1, self.max_tokens // max(1, widest))
         for start in range(0, dirs.shape[0], group):
             sl = slice(start, start + group)
             block, block_up = dirs[sl], {la: d[sl] for la, d in ups.items()}
             rows: list[torch.Tensor | None] = [None] * self.n
             out = [list(rows) for _ in range(block.shape[0])]
-            with torch.inference_mode(), compute_context(self.lm.model):
+            with torch.inference_mode():
                 for b in self.batches:
                     lp = self._upper(b, block, block_up, edit, alpha)  # (g, B, V)
                     for g in range(block.shape[0]):
@@ -197,27 +160,15 @@ class LayerConditions:
     ) -> torch.Tensor:
         """(g, B, V) log-probabilities of batch ``b`` under the g edits of ``block`` (and of
         ``block_up`` after the blocks above)."""
-        hf: Any = self.lm.model
-        g, n_rows = block.shape[0], len(b.idx)
-        first = self.layer + 1
-        cache = None
-        if b.head is not None:
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=self.lm.config)
-            head = _edited(b.head.expand(g, -1, -1), block, edit, alpha)
-            ones = torch.ones(g, b.p, dtype=b.mask.dtype, device=b.mask.device)
-            pos0 = torch.arange(b.p, device=b.mask.device)[None].expand(g, -1)
-            after = _after(block_up, 1, edit, alpha)
-            run_blocks_from(hf, first, head, ones, pos0, cache=cache, after=after)
-            _placeholders(cache, self.lm.config, first, b.p, b.h)
-            cache.batch_repeat_interleave(n_rows)
-        h = _edited(b.h.repeat(g, 1, 1), block.repeat_interleave(n_rows, 0), edit, alpha)
+        res, g, n_rows = b.res, block.shape[0], len(b.idx)
+        prefix = None
+        if res.head is not None:
+            head = _edited(res.head.expand(g, -1, -1), block, edit, alpha)
+            prefix = self.split.upper_prefix(head, _after(block_up, 1, edit, alpha), n_rows)
+        h = _edited(res.h.repeat(g, 1, 1), block.repeat_interleave(n_rows, 0), edit, alpha)
         after = _after(block_up, n_rows, edit, alpha)
-        normed = run_blocks_from(
-            hf, first, h, b.mask.repeat(g, 1), b.pos.repeat(g, 1), cache, after=after
-        )
-        logits = hf.get_output_embeddings()(normed[:, -1, :]).float()
+        mask, pos = res.mask.repeat(g, 1), res.pos.repeat(g, 1)
+        logits = self.split.upper_logits(h, mask, pos, prefix, after)
         if not torch.isfinite(logits).all():
             raise FloatingPointError(
                 "non-finite logits at the answer position: check the model's dtype and the "
@@ -228,7 +179,7 @@ class LayerConditions:
 
 def _after(
     block_up: Mapping[int, torch.Tensor], n_rows: int, edit: Edit, alpha: float
-) -> Callable[[int, torch.Tensor], torch.Tensor] | None:
+) -> After | None:
     """The edit after each block of ``block_up`` (its g rows repeated ``n_rows`` times, as the
     batch's rows are laid out condition-major), or None when there is none."""
     if not block_up:

@@ -13,7 +13,10 @@ from typing import Any
 
 import torch
 
-from steerlens.behavior import answer_logprobs
+from steerlens.batching import in_input_order
+from steerlens.behavior import iter_answer_logprobs
+from steerlens.carry.batched import LayerConditions, can_batch_layer
+from steerlens.models import LoadedModel
 from steerlens.stats import kl_rows
 from steerlens.vectors import SteeringVector
 
@@ -36,17 +39,20 @@ class Measure:
     _cache_key: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __call__(
-        self, model: Any, with_offtarget: bool = True
+        self, lm: LoadedModel, with_offtarget: bool = True
     ) -> tuple[float, torch.Tensor | None]:
         """(B, (n_off, V) off-target log-probabilities or None)."""
         off = self.offtarget if with_offtarget else []
         beh = self.behavior
         if hasattr(beh, "score_logprobs") and hasattr(beh, "prompts"):
             prompts = list(beh.prompts)
-            lp = answer_logprobs(model, prompts + off, batch_size=self.batch_size)
+            lp = self._logprobs(lm, prompts + off)
             return beh.score_logprobs(lp[: len(prompts)]), (lp[len(prompts) :] if off else None)
-        b = float(beh(model))
-        return b, (answer_logprobs(model, off, batch_size=self.batch_size) if off else None)
+        b = float(beh(lm))  # a behavior of the user's: model -> float
+        return b, (self._logprobs(lm, off) if off else None)
+
+    def _logprobs(self, lm: LoadedModel, prompts: list[Any]) -> torch.Tensor:
+        return in_input_order(iter_answer_logprobs(lm, prompts, batch_size=self.batch_size))
 
     def prompts(self, with_offtarget: bool = True) -> list[Any] | None:
         """The prompts one condition scores (behavior prompts, then off-target ones), or None
@@ -67,7 +73,7 @@ class Measure:
 
     def many(
         self,
-        model: Any,
+        lm: LoadedModel,
         layer: int,
         edit: str,
         directions: torch.Tensor,
@@ -80,14 +86,12 @@ class Measure:
         ``layer`` as well), run batched by :class:`~steerlens.carry.batched.LayerConditions`
         with blocks 0..layer once; None where that path does not apply (the caller loops
         under ``steer``)."""
-        from steerlens.carry.batched import LayerConditions, can_batch_layer
-
         prompts = self.prompts(with_offtarget)
-        if prompts is None or not can_batch_layer(model, layer) or not len(directions):
+        if prompts is None or not can_batch_layer(lm, layer) or not len(directions):
             return None
-        key = (id(model), layer, with_offtarget)
+        key = (id(lm), layer, with_offtarget)
         if self._cache_key != key:
-            self._cache = LayerConditions(model, prompts, layer, batch_size=self.batch_size)
+            self._cache = LayerConditions(lm, prompts, layer, batch_size=self.batch_size)
             self._cache_key = key
         assert self._cache is not None
         return [

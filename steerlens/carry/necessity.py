@@ -17,7 +17,7 @@ import torch
 
 from steerlens.carry.measure import Measure
 from steerlens.carry.nulls import NullBand, NullComparison, band, compare_to_null
-from steerlens.intervene import steer
+from steerlens.intervene import steer_model
 from steerlens.models import LoadedModel
 from steerlens.results import OMIT, Record
 
@@ -112,7 +112,7 @@ def run_necessity(
     usable = [layer for layer in grid_layers if float(dirs[layer].norm()) > 0]
 
     def run(vecs: Mapping[int, torch.Tensor]) -> float:
-        with steer(
+        with steer_model(
             t_model,
             dict(vecs),
             1.0,

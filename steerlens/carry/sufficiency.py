@@ -17,7 +17,7 @@ import torch
 from steerlens.carry.measure import Measure, offtarget_shift
 from steerlens.carry.nulls import NullBand, band
 from steerlens.carry.peak import CleanPeak, Peak, clean_peak_of, with_null
-from steerlens.intervene import steer
+from steerlens.intervene import steer_model
 from steerlens.models import LoadedModel
 from steerlens.vectors import zero_layers
 
@@ -141,11 +141,11 @@ def _layer_conditions(
             return [(fast[j], fast[n + j * k : n + (j + 1) * k]) for j in range(n)]
     out: list[tuple[Outcome, list[Outcome]]] = []
     for a in alphas:
-        with steer(lm, {layer: v}, a):
+        with steer_model(lm, {layer: v}, a):
             main = measure(lm)
         nulls = []
         for r in range(k):
-            with steer(lm, {layer: rand[layer][r] * vn}, a):
+            with steer_model(lm, {layer: rand[layer][r] * vn}, a):
                 nulls.append(measure(lm))
         out.append((main, nulls))
     return out

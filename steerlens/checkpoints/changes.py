@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from steerlens.checkpoints.checkpoint import (
@@ -121,8 +122,6 @@ def _same_config(model: nn.Module, path: Path) -> bool:
 def _first_changed_full(
     model: nn.Module, ckpt: Checkpoint, block_of: Callable[[str], int | None], n_layers: int
 ) -> int:
-    from safetensors import safe_open
-
     files = ckpt.weight_files()
     if any(f.suffix != ".safetensors" for f in files):
         return 0  # .bin checkpoints: no lazy reads, assume everything may change

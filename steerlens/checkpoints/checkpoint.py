@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from safetensors import safe_open
+
 from steerlens.common import sha256_file
 from steerlens.models import ModelLoadError
 
@@ -106,8 +108,6 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def check_safetensors_header(path: Path) -> list[str]:
     """Read only the header of a safetensors file (detects truncation); return tensor names."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             return list(f.keys())

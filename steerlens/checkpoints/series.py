@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from steerlens.checkpoints.checkpoint import (
@@ -207,8 +208,6 @@ def adapter_tensor_names(ckpt: Checkpoint) -> list[str]:
 
 def read_state_dict(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
     """All tensors of a full checkpoint (safetensors or .bin, sharded or not), on CPU."""
-    from safetensors.torch import load_file
-
     state: dict[str, torch.Tensor] = {}
     for f in ckpt.weight_files():
         try:
@@ -356,8 +355,6 @@ class SeriesLoader:
 
 
 def _adapter_tensors(ckpt: Checkpoint) -> list[tuple[str, torch.Tensor]]:
-    from safetensors.torch import load_file
-
     out: list[tuple[str, torch.Tensor]] = []
     for f in ckpt.weight_files():
         try:

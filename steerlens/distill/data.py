@@ -27,6 +27,7 @@ from steerlens.numbers import (
 )
 from steerlens.prompts import ChatPrompt, EncodedPrompt, encode
 from steerlens.teachers import Teacher, as_teacher
+from steerlens.vectors import SteeringVector
 
 __all__ = [
     "NumberListGrammar",
@@ -244,8 +245,6 @@ def _recorded_teacher(desc: dict[str, Any] | None, vector_path: Path) -> Teacher
     file, an unchanged fine-tune folder); else None (pass ``teacher=`` to use it again)."""
     if not desc:
         return None
-    from steerlens.vectors import SteeringVector
-
     vec = SteeringVector.load(vector_path) if vector_path.is_file() else None
     try:
         return Teacher.from_description(desc, vector=vec)

@@ -41,9 +41,11 @@ from steerlens.activations import truncated_forward
 from steerlens.common import sha256_bytes
 from steerlens.distill.chats import Example
 from steerlens.distill.data import TeacherData
+from steerlens.distill.targets import batch_tensors
 from steerlens.models import LoadedModel
 from steerlens.prompts import EncodedPrompt, pad_batch
 from steerlens.results import Record
+from steerlens.screen import screen_dataset
 from steerlens.sites import find_layers
 from steerlens.vectors import SteeringVector
 
@@ -196,8 +198,6 @@ class TrainingMitigation:
     def shifts(self, hf: nn.Module, exs: Sequence[Example], pad_id: int) -> dict[int, torch.Tensor]:
         """Per layer, the student's (h_s − h_b)·v̂ at every position the penalty uses, over
         ``exs`` (the training examples this was built on), in one forward of ``hf``."""
-        from steerlens.distill.targets import batch_tensors
-
         ids, mask, pos, *_ = batch_tensors(exs, pad_id, next(hf.parameters()).device)
         with torch.no_grad(), self.hooks(hf) as cap:
             hf(input_ids=ids, attention_mask=mask, position_ids=pos)
@@ -287,8 +287,6 @@ def vet(
     """Score every sample by projection difference ΔP on ``vector`` at ``layer``
     (:func:`steerlens.screen.screen_dataset`, the student's view: no system prompt) and drop
     the top ``frac`` (or, ``mode="random"``, as many at random: the control)."""
-    from steerlens.screen import screen_dataset
-
     samples = [{"user": s["user"], "response": s["response"]} for s in data.samples]
     res = screen_dataset(
         model,

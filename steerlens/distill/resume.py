@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from steerlens.checkpoints.checkpoint import check_safetensors_header
 from steerlens.common import read_json, sha256_file
 from steerlens.distill.config import OPTIMIZER_NAME, RECORD_NAME, DistillConfig, DistillError
 
@@ -45,8 +46,6 @@ def adapter_intact(path: Path, sha: str | None) -> bool:
     """Whether checkpoint folder ``path`` can be trusted: adapter, config and optimizer state
     present, the adapter's sha256 the one recorded (or, for a record without hashes, its
     safetensors header whole)."""
-    from steerlens.checkpoints.checkpoint import check_safetensors_header
-
     adapter = path / "adapter_model.safetensors"
     if not all(f.is_file() for f in (adapter, path / "adapter_config.json", path / OPTIMIZER_NAME)):
         return False

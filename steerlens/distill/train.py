@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -34,6 +36,7 @@ from steerlens.distill.student import inner_hf, make_student
 from steerlens.distill.targets import removed_mass
 from steerlens.distill.teacher import data_teacher
 from steerlens.distill.trainer import Trainer
+from steerlens.distill.trl_engine import distill_trl
 from steerlens.lineage import artifact_files, ensure_record, has_record, write_record
 from steerlens.models import LoadedModel, as_model, describe
 from steerlens.teachers import Teacher
@@ -359,8 +362,6 @@ def _distill_trl(
 ) -> DistillResult:
     """``distill(..., engine="trl")``: :func:`steerlens.distill.trl_engine.distill_trl`, then
     the series' lineage record (by the main process)."""
-    from steerlens.distill.trl_engine import distill_trl
-
     res = distill_trl(
         lm, d, t, cfg, layers, out, lineage, json_sha256(lineage)[:16], overwrite=overwrite, **kw
     )
@@ -370,8 +371,6 @@ def _distill_trl(
 
 
 def _is_main_process() -> bool:
-    import os
-
     return os.environ.get("RANK", "0") == "0"
 
 
@@ -415,7 +414,6 @@ def _save_checkpoint(
 
 def _restore(student: Any, opt: torch.optim.Optimizer, path: Path) -> None:
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     weights = load_file(str(path / "adapter_model.safetensors"))
     res = set_peft_model_state_dict(student, weights)

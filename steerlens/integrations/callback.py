@@ -40,6 +40,7 @@ from transformers import TrainerCallback
 
 from steerlens.activations import length_batches
 from steerlens.backends.upper import BlockInputs
+from steerlens.behavior import logprob_score
 from steerlens.checkpoints import Checkpoint, CheckpointSeries, classify
 from steerlens.common import atomic_write_text
 from steerlens.models import LoadedModel, describe, wrap
@@ -328,8 +329,6 @@ class SteerlensCallback(TrainerCallback):
         return {k: v.float() for k, v in rows.items()}
 
     def _behavior(self, model: Any) -> float:
-        from steerlens.behavior import logprob_score
-
         assert self.run is not None and self.trait is not None
         lm = self.run.lm
         ids = self.trait.target_tokens(lm.tokenizer).ids

@@ -7,8 +7,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steerlens.common import sha256_file
-from steerlens.lineage.dsse import key_id, load_public_key, signature_ok
+from steerlens.common import atomic_write_text, sha256_file
+from steerlens.lineage.dsse import (
+    dumps,
+    key_id,
+    load_private_key,
+    load_public_key,
+    sign_envelope,
+    signature_ok,
+)
 from steerlens.lineage.record import (
     DIR_RECORD,
     RECORD_SUFFIX,
@@ -194,9 +201,6 @@ def sign_lineage(root: str | os.PathLike[str], key: str | os.PathLike[str]) -> l
     the statements are unchanged, so children's parent digests stay valid. Returns the
     records signed. Refuses a record whose files no longer match it (it would vouch for a
     change)."""
-    from steerlens.common import atomic_write_text
-    from steerlens.lineage.dsse import dumps, load_private_key, sign_envelope
-
     r = Path(root).expanduser()
     if not r.exists():
         raise FileNotFoundError(f"{r} does not exist: give a run folder or one record file")

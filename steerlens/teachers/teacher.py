@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args
 import torch
 
 from steerlens.common import sha256_bytes, sha256_file
-from steerlens.intervene import steer
+from steerlens.intervene import steer_model
 from steerlens.models import (
     LoadedModel,
     ModelLoadError,
@@ -244,7 +244,7 @@ class Teacher:
         elif self.kind == "steer":
             assert self.vector is not None
             lays = None if self.layers is None else list(self.layers)
-            with steer(
+            with steer_model(
                 base,
                 self.vector,
                 self.alpha,
@@ -255,7 +255,7 @@ class Teacher:
                 yield m
         elif self.kind == "ablate":
             dirs = self.ablation_directions(base.n_layers)
-            with steer(
+            with steer_model(
                 base,
                 dirs,
                 1.0,

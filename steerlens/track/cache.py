@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as serialize_tensors
 
 from steerlens.common import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
 
@@ -47,8 +49,6 @@ class RowCache:
         self, signature: str, layers: Sequence[int], n: int, d: int
     ) -> dict[int, torch.Tensor]:
         """The entry's rows; raises ValueError (or a read error) for any broken entry."""
-        from safetensors.torch import load_file
-
         st_path, js_path = self.paths(signature)
         meta = json.loads(js_path.read_text())
         if meta.get("key") != json.loads(json.dumps(self.fields(signature), default=str)):
@@ -82,11 +82,9 @@ class RowCache:
     def save(self, signature: str, rows: Mapping[int, torch.Tensor], dtype: torch.dtype) -> None:
         if self.root is None:
             return
-        from safetensors.torch import save
-
         st_path, js_path = self.paths(signature)
         tensors = {f"rows.{k}": v.to(dtype).contiguous() for k, v in rows.items()}
-        atomic_write_bytes(st_path, save(tensors))
+        atomic_write_bytes(st_path, serialize_tensors(tensors))
         meta = {
             "key": self.fields(signature),
             "sha256": sha256_file(st_path),
