@@ -24,6 +24,7 @@ __all__ = [
     "checkpoint_behavior",
     "json_load",
     "json_save",
+    "last_checkpoint",
     "series_key",
     "series_record",
     "stage",
@@ -173,6 +174,14 @@ def checkpoint_behavior(
             steps.append(ck.step)
             scores.append(float(behavior(load(ck))))
     return {"steps": steps, "scores": scores}
+
+
+def last_checkpoint(series_dir: Path) -> Path:
+    """The ``checkpoint-<step>`` folder of ``series_dir`` with the largest step."""
+    cks = sorted(series_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    if not cks:
+        raise FileNotFoundError(f"{series_dir} holds no checkpoint-<step> folder")
+    return cks[-1]
 
 
 def series_key(*series_dirs: Path) -> str:

@@ -32,10 +32,12 @@ __all__ = [
     "carry_peak",
     "carry_stage",
     "distill_stage",
+    "lineage_json",
     "open_run",
     "prompt_teacher_records",
     "run_lineage",
     "screen_stage",
+    "series_records",
     "student_config",
     "teacher_data_stage",
     "teacher_vector_stage",
@@ -162,21 +164,23 @@ def teacher_data_stage(r: RunContext) -> dict[str, Any]:
     return {sp.name: generate(sp) for sp in r.plan}
 
 
-def student_config(cfg: Any, seed_offset: int = 0) -> Any:
+def student_config(cfg: Any, seed_offset: int = 0, **overrides: Any) -> Any:
     """The ``DistillConfig`` of an owl-family run's students (LoRA rank and blocks, loss, soft
-    labels, steps, batch, checkpoint spacing), seeded ``cfg.seed + seed_offset``."""
+    labels, steps, batch, checkpoint spacing), seeded ``cfg.seed + seed_offset``; ``overrides``
+    (``DistillConfig`` fields: svd's per-student ``loss`` and ``layers``) replace those."""
     from steerlens.distill import DistillConfig
 
-    return DistillConfig(
-        rank=cfg.rank,
-        layers=cfg.lora_layers,
-        loss=cfg.loss,
-        kl_targets=cfg.kl_targets,
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        save_every=cfg.save_every,
-        seed=cfg.seed + seed_offset,
-    )
+    fields_ = {
+        "rank": cfg.rank,
+        "layers": cfg.lora_layers,
+        "loss": cfg.loss,
+        "kl_targets": cfg.kl_targets,
+        "steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "save_every": cfg.save_every,
+        "seed": cfg.seed + seed_offset,
+    }
+    return DistillConfig(**{**fields_, **overrides})
 
 
 def distill_stage(r: RunContext, data: dict[str, Any]) -> dict[str, Path]:
@@ -287,21 +291,40 @@ def screen_stage(r: RunContext, vec: Any, data: dict[str, Any]) -> Any:
     )
 
 
-def run_lineage(r: RunContext, data: dict[str, Any], dirs: dict[str, Path]) -> Any:
+def series_records(dirs: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`series_record` of every series folder in ``dirs`` (nested mappings kept: svd's
+    students by loss, then teacher)."""
+    return {
+        k: series_records(d) if isinstance(d, Mapping) else series_record(d)
+        for k, d in dirs.items()
+    }
+
+
+def lineage_json(r: RunContext, **parts: Any) -> dict[str, Any]:
+    """The ``lineage`` block of a run's results: the base model, ``parts`` in order (teachers,
+    data, students …, each as the experiment records it), the seed and the steerlens version."""
     from steerlens.models import describe
     from steerlens.version import __version__
 
-    model, trait = r.model, r.trait
     return {
-        "base": describe(model),
-        "teacher": {"model": model.name, "system_prompt": trait.system_prompt},
-        "benign_teacher": {"model": model.name, "system_prompt": trait.neutral_system_prompt},
-        "data": {k: d.meta() for k, d in data.items()},
-        "data_source": {sp.name: sp.system for sp in r.plan},
-        "students": {k: series_record(d) for k, d in dirs.items()},
+        "base": describe(r.model),
+        **parts,
         "seeds": {"seed": r.cfg.seed},
         "steerlens_version": __version__,
     }
+
+
+def run_lineage(r: RunContext, data: dict[str, Any], dirs: dict[str, Path]) -> Any:
+    """The owl-family lineage: both prompted teachers, every series' data and its source."""
+    model, trait = r.model, r.trait
+    return lineage_json(
+        r,
+        teacher={"model": model.name, "system_prompt": trait.system_prompt},
+        benign_teacher={"model": model.name, "system_prompt": trait.neutral_system_prompt},
+        data={k: d.meta() for k, d in data.items()},
+        data_source={sp.name: sp.system for sp in r.plan},
+        students=series_records(dirs),
+    )
 
 
 def open_run(
