@@ -3,11 +3,9 @@ the command's options) and :class:`AuditError`."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerlens.common import sha256_bytes
 from steerlens.pipeline import config_json
 
 __all__ = ["AuditConfig", "AuditError"]
@@ -84,8 +82,3 @@ class AuditConfig:
 
     def to_json(self) -> dict[str, Any]:
         return config_json(self)
-
-    def key(self, *fields_: str) -> str:
-        d = self.to_json()
-        sub = {k: d[k] for k in fields_} if fields_ else d
-        return sha256_bytes(json.dumps(sub, sort_keys=True))[:12]
