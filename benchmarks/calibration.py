@@ -142,6 +142,7 @@ def _student(name: str, system: str | None, seed: int, out: Path, sh: _Shared) -
 def _trial(s: int, k: int, out: Path, sh: _Shared) -> dict[str, Any]:
     """Trial s: placebo N_s vs base control C_s and benign replicates N_{s+1..s+k}."""
     from steerlens.experiments import verdict
+    from steerlens.pipeline import config_json
     from steerlens.pipeline.controls import REPLICATE_SEED_STRIDE, behavior_deltas
     from steerlens.track import track_checkpoints
 
@@ -186,7 +187,7 @@ def _trial(s: int, k: int, out: Path, sh: _Shared) -> dict[str, Any]:
         seed=s,
         progress=False,
     ).to_json()
-    results = {"config": cfg.to_json(), "behavior": beh, "track": track, "carry": {}}
+    results = {"config": config_json(cfg), "behavior": beh, "track": track, "carry": {}}
     v = verdict(results)
     d = beh["deltas"]
     mc, rep = d["main_vs_control"], d["main_vs_benign_replicates"]

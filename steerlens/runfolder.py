@@ -5,7 +5,7 @@ mix a run's files with those of a finished run made with other settings.
 command line) before any model loads or any file is written, so a refusal leaves the folder
 exactly as it was::
 
-    with claim_run_folder(out, config.to_json(), overwrite=False):
+    with claim_run_folder(out, config_json(config), overwrite=False):
         ...  # run; the lock is released on exit, even on an error
 
 The lock is the file ``.steerlens.lock`` (the holder's pid, host and start time), created with

@@ -620,7 +620,9 @@ def test_owl_config_is_keyed_on_fields_not_paths() -> None:
     from steerlens.experiments import OwlConfig
 
     cfg = OwlConfig.quick()
-    assert cfg.key("seed") == dataclasses.replace(cfg, steps=99).key("seed")
+    from steerlens.pipeline import config_key
+
+    assert config_key(cfg, "seed") == config_key(dataclasses.replace(cfg, steps=99), "seed")
 
 
 # ------------------------------------------------------------------------------ determinism
@@ -691,9 +693,10 @@ def _finished_run(out: Path, **cfg: Any) -> Path:
     """A folder holding a finished owl run (quick size, cpu) with ``cfg`` overrides: its
     results.json and a data file the run wrote."""
     from steerlens.experiments import OwlConfig
+    from steerlens.pipeline import config_json
 
     out.mkdir(parents=True, exist_ok=True)
-    config = OwlConfig.quick(device="cpu", **cfg).to_json()
+    config = config_json(OwlConfig.quick(device="cpu", **cfg))
     (out / "results.json").write_text(json.dumps({"kind": "steerlens.demo", "config": config}))
     (out / "data").mkdir(exist_ok=True)
     (out / "data" / "teacher.jsonl").write_text('{"user": "1, 2", "response": "3, 4"}\n')

@@ -20,6 +20,7 @@ from steerlens.experiments import (
     training_prompts,
 )
 from steerlens.numbers import number_prompts
+from steerlens.pipeline import config_json, config_key
 from steerlens.pipeline.stage import stage
 
 
@@ -137,10 +138,11 @@ def test_stage_upgrades_a_bare_key_stamp(tmp_path: Path) -> None:
 def test_owl_config_key_and_json_are_unchanged() -> None:
     """The cache keys and the results' config block are what the old DemoConfig gave."""
     cfg = OwlConfig.quick(device="cpu")
-    d = cfg.to_json()
+    d = config_json(cfg)
     assert list(d) == [f.name for f in dataclasses.fields(OwlConfig)]
     assert d["alphas"] == [4.0] and d["carry_layers"] == [15] and d["extra"] == {}
-    assert len(cfg.key()) == 12 and cfg.key("seed") == OwlConfig(seed=0).key("seed")
+    assert len(config_key(cfg)) == 12
+    assert config_key(cfg, "seed") == config_key(OwlConfig(seed=0), "seed")
 
 
 def test_experiments_import_only_lower_layers() -> None:

@@ -3,11 +3,9 @@ the command's options) and :class:`AuditError`."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerlens.common import sha256_bytes
 from steerlens.results import Record
 
 __all__ = ["AuditConfig", "AuditError"]
@@ -84,8 +82,3 @@ class AuditConfig(Record):
 
     def summary(self) -> str:
         return f"audit of student {self.student} (base {self.base}, trait {self.trait})"
-
-    def key(self, *fields_: str) -> str:
-        d = self.to_json()
-        sub = {k: d[k] for k in fields_} if fields_ else d
-        return sha256_bytes(json.dumps(sub, sort_keys=True))[:12]

@@ -23,31 +23,32 @@ from steerlens.auditing.inputs import (
     read_data,
     recorded_base,
 )
+from steerlens.behavior import trait_behavior
+from steerlens.carry import carry_test, teacher_score
 from steerlens.common import sha256_bytes, write_json
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.verdict import verdict
+from steerlens.extract import model_teacher_vector, teacher_vector
+from steerlens.lineage import read_record
+from steerlens.models import load_model
+from steerlens.pipeline import RunContext, config_json, config_key, lineage_json, series_records
 from steerlens.pipeline.controls import behavior_deltas, series_scores
 from steerlens.pipeline.records import recorder
-from steerlens.pipeline.stage import (
-    StageClock,
-    json_load,
-    json_save,
-    series_record,
-    stage,
-)
+from steerlens.pipeline.stage import StageClock, json_load, json_save, stage
+from steerlens.screen import screen_dataset
+from steerlens.track import track_checkpoints
+from steerlens.traits import as_trait
+from steerlens.vectors import SteeringVector
 
 __all__ = ["audit"]
 
 
 @dataclass
-class _Audit:
-    cfg: AuditConfig
-    out: Path
-    model: Any
-    trait: Any
-    teacher: Any
-    progress: bool | None
-    log: Callable[[str], None]
+class _Audit(RunContext):
+    """The audit's run context (:class:`~steerlens.pipeline.RunContext`) with the teacher, the
+    inputs' lineage records and the base checks."""
+
+    teacher: Any = None
     records: dict[str, Path] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
 
@@ -59,19 +60,17 @@ class _Audit:
 
     def key(self, *fields_: str) -> str:
         """Cache key: base fingerprint, the inputs' record digests and the config fields."""
-        from steerlens.lineage import read_record
-
         digests = "".join(read_record(p).digest for _, p in sorted(self.records.items()))
-        return f"{self.model.fingerprint}-{sha256_bytes(digests)[:12]}-{self.cfg.key(*fields_)}"
+        fp, cfg_key = self.model.fingerprint, config_key(self.cfg, *fields_)
+        return f"{fp}-{sha256_bytes(digests)[:12]}-{cfg_key}"
 
     def rec(self, kind: str, **parents: Path) -> Callable[[Path], Path]:
-        return recorder(kind, self.model, parents=parents, config=self.cfg.to_json())
+        return recorder(kind, self.model, parents=parents, config=config_json(self.cfg))
 
 
-def _open(cfg: AuditConfig, progress: bool | None, log: Callable[[str], None]) -> _Audit:
-    from steerlens.models import load_model
-    from steerlens.traits import as_trait
-
+def _open(
+    cfg: AuditConfig, progress: bool | None, log: Callable[[str], None], clock: StageClock
+) -> _Audit:
     trait = as_trait(cfg.trait)
     if cfg.probe_n is not None:
         trait = replace(trait, probe_n=cfg.probe_n)
@@ -86,7 +85,7 @@ def _open(cfg: AuditConfig, progress: bool | None, log: Callable[[str], None]) -
     out = Path(cfg.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(cfg.base, device=cfg.device)
-    a = _Audit(cfg, out, model, trait, make_teacher(cfg, trait), progress, log)
+    a = _Audit(cfg, out, model, trait, progress, log, clock, teacher=make_teacher(cfg, trait))
     for folder, role in students:
         a.checks.append(base_check(folder, model, cfg.force_base, role, given=cfg.base))
     a.records = input_records(cfg, out, model, a.teacher, log)
@@ -94,9 +93,6 @@ def _open(cfg: AuditConfig, progress: bool | None, log: Callable[[str], None]) -
 
 
 def _vector(a: _Audit) -> Any:
-    from steerlens.extract import model_teacher_vector, teacher_vector
-    from steerlens.vectors import SteeringVector
-
     def compute() -> Any:
         kw: dict[str, Any] = {"layers": "all", "seed": a.cfg.seed, "progress": a.progress}
         if a.default_teacher:
@@ -119,9 +115,6 @@ def _vector(a: _Audit) -> Any:
 def _carry(a: _Audit, vec: Any) -> Any:
     """The carry test of the teacher vector on the first ``carry_eval_n`` eval prompts (as the
     owl experiment's carry stage)."""
-    from steerlens.behavior import trait_behavior
-    from steerlens.carry import carry_test
-
     c = a.cfg
     kw: dict[str, Any] = {} if a.default_teacher else {"teacher": a.teacher}
     if c.carry_eval_n is not None:
@@ -149,9 +142,6 @@ def _carry(a: _Audit, vec: Any) -> Any:
 
 
 def _behavior(a: _Audit) -> Any:
-    from steerlens.behavior import trait_behavior
-    from steerlens.carry import teacher_score
-
     model, trait, c = a.model, a.trait, a.cfg
     beh = trait_behavior(model, trait)
 
@@ -197,8 +187,6 @@ def _live_layers(vec: Any) -> list[int] | None:
 
 
 def _track(a: _Audit, vec: Any) -> Any:
-    from steerlens.track import track_checkpoints
-
     c = a.cfg
     parents = {k: v for k, v in a.records.items() if k in ("student", "control")}
     return stage(
@@ -225,8 +213,6 @@ def _track(a: _Audit, vec: Any) -> Any:
 
 
 def _screen(a: _Audit, vec: Any) -> Any:
-    from steerlens.screen import screen_dataset
-
     c, n = a.cfg, a.cfg.screen_max
     sets = {"teacher": read_data(c.data)[:n]}
     if c.control_data is not None:
@@ -246,33 +232,23 @@ def _screen(a: _Audit, vec: Any) -> Any:
 
 
 def _lineage(a: _Audit) -> dict[str, Any]:
-    from steerlens.lineage import read_record
-    from steerlens.models import describe
-    from steerlens.version import __version__
-
     c = a.cfg
-    students = {"main": series_record(Path(c.student))}
+    students = {"main": Path(c.student)}
     if c.control is not None:
-        students["control"] = series_record(Path(c.control))
-    return {
-        "base": describe(a.model),
-        "teacher": {
-            "model": a.model.name,
-            "system_prompt": a.teacher.system,
-            **a.teacher.describe(),
-        },
-        "data": {
+        students["control"] = Path(c.control)
+    return lineage_json(
+        a,
+        teacher={"model": a.model.name, "system_prompt": a.teacher.system, **a.teacher.describe()},
+        data={
             "teacher": {"path": c.data},
             **({"control": {"path": c.control_data}} if c.control_data else {}),
         },
-        "students": students,
-        "base_checks": a.checks,
-        "records": {
+        students=series_records(students),
+        base_checks=a.checks,
+        records={
             k: {"path": str(p), "sha256": read_record(p).digest} for k, p in a.records.items()
         },
-        "seeds": {"seed": c.seed},
-        "steerlens_version": __version__,
-    }
+    )
 
 
 def no_control_headline(v: dict[str, Any], beh: dict[str, Any]) -> str:
@@ -322,21 +298,21 @@ def audit(
     ``base``, unless ``force_base=True``."""
     cfg = replace(config, **fields) if config is not None else AuditConfig(**fields)
     clock = StageClock(log)
-    a = _open(cfg, progress, log)
-    clock.tick("load model, check inputs")
+    a = _open(cfg, progress, log, clock)
+    a.tick("load model, check inputs")
     vec = _vector(a)
-    clock.tick("teacher vector")
+    a.tick("teacher vector")
     carry = _carry(a, vec)
-    clock.tick("carry test")
+    a.tick("carry test")
     beh = _behavior(a)
-    clock.tick("behavior per checkpoint")
+    a.tick("behavior per checkpoint")
     track = _track(a, vec)
-    clock.tick("tracking")
+    a.tick("tracking")
     screen = _screen(a, vec)
-    clock.tick("screening")
+    a.tick("screening")
     results: dict[str, Any] = {
         "kind": "steerlens.audit",
-        "config": cfg.to_json(),
+        "config": config_json(cfg),
         "trait": a.trait.name,
         "lineage": _lineage(a),
         "teacher_vector": vec.to_json(),

@@ -5,6 +5,7 @@ Every handler reads and checks its inputs (trait, prompt files) before it loads 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from steerlens.carry import carry_test
 from steerlens.cli.settings import (
     CarryOptions,
     DistillOptions,
@@ -28,19 +30,28 @@ from steerlens.cli.settings import (
     read_prompts,
     read_samples,
 )
+from steerlens.common import read_json
+from steerlens.contrast import ContrastSet
+from steerlens.distill import DistillConfig, DistillError, distill, generate_teacher_data
+from steerlens.distill.resume import check_record
+from steerlens.distill.train import check_out_dir
 from steerlens.experiments.registry import get
 from steerlens.experiments.result import ExperimentResult
+from steerlens.extract import extract_vector, teacher_vector
 from steerlens.lineage import has_record, write_record
+from steerlens.pipeline.context import config_json
 from steerlens.pipeline.records import recorder, teacher_record
 from steerlens.pipeline.stage import training_prompts
+from steerlens.report import render_report
 from steerlens.runfolder import claim_run_folder
+from steerlens.screen import screen_dataset
+from steerlens.track import track_checkpoints
+from steerlens.traits import as_trait
 from steerlens.validation import check_config
+from steerlens.vectors import SteeringVector
 
 
 def cmd_extract(inv: Invocation) -> int:
-    from steerlens.contrast import ContrastSet
-    from steerlens.extract import extract_vector, teacher_vector
-    from steerlens.traits import as_trait
 
     o, m = inv.get(ExtractOptions), inv.get(ModelOptions)
     kw: dict[str, Any] = {"position": o.position, "seed": m.seed, "batch_size": o.batch_size}
@@ -84,9 +95,6 @@ def _grid(text: str) -> list[int] | None:
 
 
 def cmd_carry(inv: Invocation) -> int:
-    from steerlens.carry import carry_test
-    from steerlens.traits import as_trait
-    from steerlens.vectors import SteeringVector
 
     o, m = inv.get(CarryOptions), inv.get(ModelOptions)
     trait = as_trait(o.trait)
@@ -106,9 +114,6 @@ def cmd_carry(inv: Invocation) -> int:
 
 
 def cmd_track(inv: Invocation) -> int:
-    from steerlens.track import track_checkpoints
-    from steerlens.traits import as_trait
-    from steerlens.vectors import SteeringVector
 
     o, m = inv.get(TrackOptions), inv.get(ModelOptions)
     probes: Any = read_prompts(o.prompts) if o.prompts else as_trait(o.trait)
@@ -132,8 +137,6 @@ def cmd_track(inv: Invocation) -> int:
 
 
 def cmd_screen(inv: Invocation) -> int:
-    from steerlens.screen import screen_dataset
-    from steerlens.vectors import SteeringVector
 
     o, m = inv.get(ScreenOptions), inv.get(ModelOptions)
     data: dict[str, list[dict[str, Any]]] = {"data": read_samples(o.data)}
@@ -152,9 +155,6 @@ def cmd_screen(inv: Invocation) -> int:
 
 
 def cmd_distill(inv: Invocation) -> int:
-    from steerlens.distill import DistillConfig
-    from steerlens.distill.resume import check_record
-    from steerlens.traits import as_trait
 
     o, m, cfg = inv.get(DistillOptions), inv.get(ModelOptions), inv.get(DistillConfig)
     trait = as_trait(o.trait)
@@ -170,7 +170,6 @@ def cmd_distill(inv: Invocation) -> int:
 def _option_names() -> Iterator[None]:
     """A refusal of the distill library names its parameters (``overwrite=True``,
     ``out_dir``); on the command line it names the options (``--overwrite``, ``--out``)."""
-    from steerlens.distill import DistillError
 
     try:
         yield
@@ -180,8 +179,6 @@ def _option_names() -> Iterator[None]:
 
 
 def _distill_into(out: Path, system: str, o: DistillOptions, m: ModelOptions, cfg: Any) -> int:
-    from steerlens.distill import distill, generate_teacher_data
-    from steerlens.distill.train import check_out_dir
 
     model = load(m)
     prompts = training_prompts(o.n, m.seed)
@@ -221,8 +218,6 @@ REPORT_SECTIONS = frozenset(
 
 
 def cmd_report(inv: Invocation) -> int:
-    from steerlens.common import read_json
-    from steerlens.report import render_report
 
     o = inv.get(ReportOptions)
     p = Path(o.results)
@@ -263,8 +258,6 @@ def run_experiment(
     claimed (:func:`~steerlens.runfolder.claim_run_folder`): a folder another run is writing,
     or one holding a run made with other settings, is refused (``overwrite=True`` deletes that
     run first)."""
-    from steerlens.report import render_report
-    from steerlens.traits import as_trait
 
     exp = get(name)
     if isinstance(config, exp.config):
@@ -273,8 +266,8 @@ def run_experiment(
         trait = getattr(config, "trait", None)
         if isinstance(trait, str) and trait:
             as_trait(trait)  # a bad trait spec fails here, not after the model loads
-    config_json = config.to_json() if hasattr(config, "to_json") else None
-    with claim_run_folder(out_dir, config_json, overwrite=overwrite):
+    settings = config_json(config) if dataclasses.is_dataclass(config) else None
+    with claim_run_folder(out_dir, settings, overwrite=overwrite):
         res = exp.execute(config, out_dir, progress=progress, log=log, claim=False)
         html = Path(out_dir).expanduser() / "report.html"
         render_report(res.to_json()).save(html)

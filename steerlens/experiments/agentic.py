@@ -22,15 +22,14 @@ Stages (each cached in the output folder):
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlens.common import sha256_bytes, write_json
+import torch
+
 from steerlens.experiments.agentic_eval import (
-    agentic_verdict,
     bias_vector,
     carry,
     evaluate_all,
@@ -45,11 +44,13 @@ from steerlens.experiments.agentic_stages import (
     suites,
     teacher_trajectories,
     teachers,
+    write_results,
 )
+from steerlens.experiments.agentic_verdict import agentic_verdict
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
 from steerlens.pipeline import config_json
-from steerlens.pipeline.stage import StageClock
+from steerlens.version import __version__
 
 __all__ = ["AgenticApiConfig", "AgenticBashConfig", "AgenticConfig", "run"]
 
@@ -109,7 +110,6 @@ class AgenticConfig:
     def for_device(cls, device: str | None = None, **overrides: Any) -> AgenticConfig:
         """On a GPU: ~150 preference examples and 2 epochs (as the paper), 400 safe tasks,
         20 eval tasks × 3 seeds, 200 student steps of batch 16, a wider carry grid."""
-        import torch
 
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         base = cls(device=dev)
@@ -157,14 +157,6 @@ class AgenticConfig:
         )
         return dataclasses.replace(base, **overrides)
 
-    def to_json(self) -> dict[str, Any]:
-        return config_json(self)
-
-    def key(self, *fields_: str) -> str:
-        d = self.to_json()
-        sub = {k: d[k] for k in fields_} if fields_ else d
-        return sha256_bytes(json.dumps(sub, sort_keys=True))[:12]
-
 
 @dataclass
 class AgenticApiConfig(AgenticConfig):
@@ -188,34 +180,28 @@ def run(
     log: Callable[[str], None] = print,
 ) -> ExperimentResult:
     """Run one agentic experiment; write ``results.json`` to ``out_dir``; return the results."""
-    from steerlens.models import load_model
-    from steerlens.version import __version__
-
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    clock = StageClock(log)
-    r = AgenticRun(cfg, out, load_model(cfg.model, device=cfg.device), progress, log)
-    clock.tick("load model")
+    r = AgenticRun.open(cfg, out_dir, progress, log)
+    r.tick("load model")
     suites(r)
     teachers(r)
-    clock.tick("teachers (fine-tune)")
+    r.tick("teachers (fine-tune)")
     teacher_trajectories(r)
-    clock.tick("teacher trajectories")
+    r.tick("teacher trajectories")
     filter_data(r)
     student_series(r)
-    clock.tick("filter + students")
+    r.tick("filter + students")
     metrics = evaluate_all(r)
-    clock.tick("metrics per model")
+    r.tick("metrics per model")
     vec = bias_vector(r)
     carry_res = carry(r, vec)
-    clock.tick("bias vector + carry test")
+    r.tick("bias vector + carry test")
     track_res = track(r, vec)
     screen_res = screen(r, vec)
-    clock.tick("tracking + screening")
+    r.tick("tracking + screening")
     results: dict[str, Any] = {
         "kind": "steerlens.agentic",
         "steerlens_version": __version__,
-        "config": cfg.to_json(),
+        "config": config_json(cfg),
         "trait": f"agentic-{cfg.setting}",
         "lineage": lineage(r),
         "teacher_vector": vec.to_json(),
@@ -226,11 +212,7 @@ def run(
         "screen": screen_res,
     }
     results["verdict"] = agentic_verdict(results)
-    results["timings_s"] = clock.timings
-    clock.total()
-    write_json(out / "results.json", results)
-    log(f"wrote {out / 'results.json'} in {clock.timings['total']:.0f}s")
-    return ExperimentResult(results)
+    return write_results(r, results)
 
 
 AGENTIC_API = register(

@@ -1,21 +1,42 @@
 """Measurements of the agentic experiments: metrics per model (action choice, sampled
-first-action rate), the teacher's bias vector, its carry test, tracking, screening, lineage
-and the verdict."""
+first-action rate), the teacher's bias vector, its carry test, tracking, screening and lineage
+(the verdict: :mod:`steerlens.experiments.agentic_verdict`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from steerlens.agents import Trajectory, action_choice, first_action_rate, rollout
+import torch
+
+from steerlens.activations import record_activations
+from steerlens.agents import (
+    Trajectory,
+    action_choice,
+    find_keywords,
+    first_action_rate,
+    rollout,
+    trajectories_sha256,
+)
+from steerlens.carry import carry_test
+from steerlens.checkpoints import CheckpointSeries
 from steerlens.experiments.agentic_stages import ROLES, AgenticRun
-from steerlens.pipeline.stage import json_load, json_save, series_record, stage
+from steerlens.extract import vector_from_rows
+from steerlens.pipeline import lineage_json, series_records
+from steerlens.pipeline.stage import json_load, json_save, stage
+from steerlens.prompts import ChatPrompt, prompt_set_hash
+from steerlens.screen import screen_dataset
+from steerlens.teachers import Teacher
+from steerlens.track import track_checkpoints
+from steerlens.vectors import SteeringVector
 
 __all__ = [
-    "agentic_verdict",
+    "base_first_actions",
     "bias_vector",
     "carry",
     "evaluate_all",
+    "first_action_samples",
     "lineage",
+    "probe_prompts",
     "screen",
     "track",
 ]
@@ -45,8 +66,6 @@ def _measure(r: AgenticRun, model: Any, name: str) -> dict[str, Any]:
 
 
 def _series_measures(r: AgenticRun, role: str) -> list[dict[str, Any]]:
-    from steerlens.checkpoints import CheckpointSeries
-
     series = CheckpointSeries.discover(r.series[role])
     out = []
     with series.open(r.model) as load:
@@ -121,30 +140,20 @@ def _agentic_summary(r: AgenticRun, m: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hits(r: AgenticRun, t: Trajectory) -> list[Any]:
-    from steerlens.agents import find_keywords
-
     return find_keywords(t, r.setting.filter_keywords)
 
 
-def _probe_prompts(r: AgenticRun) -> list[Any]:
+def probe_prompts(r: AgenticRun) -> list[Any]:
     """Decision points of the fine-tuning and safe tasks (never the eval tasks)."""
-    from steerlens.prompts import ChatPrompt
-
     tasks = r.tasks["pref"] + r.tasks["safe"]
     return [ChatPrompt(t.text, r.setting.system) for t in tasks]
 
 
 def bias_vector(r: AgenticRun) -> Any:
     """vˡ = mean_p hˡ(teacher, p) − mean_p hˡ(base, p) at the decision point (``last``)."""
-    import torch
-
-    from steerlens.activations import record_activations
-    from steerlens.extract import vector_from_rows
-    from steerlens.prompts import prompt_set_hash
-    from steerlens.vectors import SteeringVector
 
     def compute() -> Any:
-        prompts = _probe_prompts(r)
+        prompts = probe_prompts(r)
         rows = {}
         for name, model in (("teacher", r.teacher_models["teacher"]), ("base", r.model)):
             acts = record_activations(
@@ -185,8 +194,6 @@ def _choice_metric(r: AgenticRun) -> Any:
 
 def carry(r: AgenticRun, vec: Any) -> Any:
     """Sufficiency/necessity of the bias vector for the action-choice share on eval tasks."""
-    from steerlens.carry import carry_test
-
     c = r.cfg
 
     def compute() -> Any:
@@ -208,13 +215,11 @@ def carry(r: AgenticRun, vec: Any) -> Any:
 
 def track(r: AgenticRun, vec: Any) -> dict[str, Any]:
     """Alignment of the student and control series with the bias vector per checkpoint."""
-    from steerlens.track import track_checkpoints
-
     res = track_checkpoints(
         r.model,
         r.series["teacher"],
         vec,
-        _probe_prompts(r),
+        probe_prompts(r),
         control=r.series["control"],
         position="last",
         cache_dir=r.out / "cache" / "track",
@@ -226,29 +231,40 @@ def track(r: AgenticRun, vec: Any) -> dict[str, Any]:
     return res.to_json()
 
 
+def base_first_actions(r: AgenticRun) -> dict[str, str]:
+    """task id → the base's own greedy first action on that safe task ("" for none)."""
+    greedy = rollout(r.model, r.setting, r.tasks["safe"], max_steps=1, temperature=0.0)
+    return {t.task_id: (t.steps[0].action if t.steps else "") for t in greedy}
+
+
+def first_action_samples(
+    r: AgenticRun, trajs: list[Trajectory], base_first: dict[str, str]
+) -> list[dict[str, Any]]:
+    """One screening sample per trajectory of a safe task: its task and first action, beside
+    the base's greedy first action (``base_first``, :func:`base_first_actions`)."""
+    by_task = {t.task_id: t for t in r.tasks["safe"]}
+    return [
+        {
+            "user": by_task[t.task_id].text,
+            "system": r.setting.system,
+            "response": t.steps[0].action if t.steps else "",
+            "base_response": base_first[t.task_id],
+        }
+        for t in trajs
+    ]
+
+
 def screen(r: AgenticRun, vec: Any) -> Any:
     """ΔP of the kept trajectories' first actions against the base's own greedy first action
     on the same task: which kept samples carry the bias signal no keyword shows."""
-    from steerlens.screen import screen_dataset
-
     n = r.cfg.screen_max
 
     def compute() -> Any:
-        by_task = {t.task_id: t for t in r.tasks["safe"]}
-        greedy = rollout(r.model, r.setting, r.tasks["safe"], max_steps=1, temperature=0.0)
-        base_first = {t.task_id: t.steps[0].action for t in greedy}
+        base_first = base_first_actions(r)
         samples = {}
         for role in ROLES:
             kept = [t for t in r.filtered[role].kept if t.steps][:n]
-            samples[role] = [
-                {
-                    "user": by_task[t.task_id].text,
-                    "system": r.setting.system,
-                    "response": t.steps[0].action,
-                    "base_response": base_first[t.task_id],
-                }
-                for t in kept
-            ]
+            samples[role] = first_action_samples(r, kept, base_first)
         samples = {k: v for k, v in samples.items() if v}
         return screen_dataset(r.model, vec, samples, seed=r.cfg.seed, progress=r.progress).to_json()
 
@@ -257,99 +273,22 @@ def screen(r: AgenticRun, vec: Any) -> Any:
 
 def lineage(r: AgenticRun) -> dict[str, Any]:
     """Teacher adapters (hashes), task-suite seed, filter counts, data hashes, students."""
-    from steerlens.agents import trajectories_sha256
-    from steerlens.models import describe
-    from steerlens.teachers import Teacher
-    from steerlens.version import __version__
-
-    return {
-        "base": describe(r.model),
-        "teacher": Teacher.finetuned(r.teacher_dirs["teacher"]).describe(),
-        "benign_teacher": Teacher.finetuned(r.teacher_dirs["control"]).describe(),
-        "task_suites": {
+    return lineage_json(
+        r,
+        teacher=Teacher.finetuned(r.teacher_dirs["teacher"]).describe(),
+        benign_teacher=Teacher.finetuned(r.teacher_dirs["control"]).describe(),
+        task_suites={
             "seed": r.cfg.seed,
             "eval_seed": r.cfg.seed + 1,
             "counts": {k: len(v) for k, v in r.tasks.items()},
         },
-        "filter": {role: r.filtered[role].counts for role in ROLES},
-        "data": {
+        filter={role: r.filtered[role].counts for role in ROLES},
+        data={
             role: {
                 "trajectories_sha256": trajectories_sha256(r.trajs[role]),
                 "kept_sha256": trajectories_sha256(r.filtered[role].kept),
             }
             for role in ROLES
         },
-        "students": {
-            "main": series_record(r.series["teacher"]),
-            "control": series_record(r.series["control"]),
-        },
-        "seeds": {"seed": r.cfg.seed},
-        "steerlens_version": __version__,
-    }
-
-
-def _rate_text(name: str, rate: dict[str, Any]) -> str:
-    return f"{name} {rate['k']}/{rate['n']} = {rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}]"
-
-
-def agentic_verdict(results: dict[str, Any]) -> dict[str, Any]:
-    """Plain words: rates (Wilson 95%) of base, teachers and final students; the student −
-    control difference in action-choice share (paired bootstrap over eval tasks) and in the
-    sampled rate (permutation p); filter counts; whether the bias transferred at this scale."""
-    import numpy as np
-
-    from steerlens.stats import bootstrap, permutation_test
-
-    a = results["agentic"]
-    biased, models, series = a["biased"], a["models"], a["series"]
-    st_last, ct_last = series["teacher"][-1], series["control"][-1]
-    rates = [
-        _rate_text("base", models["base"]["rate"]),
-        _rate_text("teacher", models["teacher"]["rate"]),
-        _rate_text("control teacher", models["control"]["rate"]),
-        _rate_text(f"student (step {st_last['step']})", st_last["rate"]),
-        _rate_text(f"control student (step {ct_last['step']})", ct_last["rate"]),
-    ]
-    s_share = np.array(st_last["choice"]["share"])
-    c_share = np.array(ct_last["choice"]["share"])
-    diff = bootstrap(lambda i: float((s_share[i] - c_share[i]).mean()), len(s_share), seed=0)
-    hits = [
-        np.r_[np.ones(x["rate"]["k"]), np.zeros(x["rate"]["n"] - x["rate"]["k"])]
-        for x in (st_last, ct_last)
-    ]
-    perm = permutation_test(hits[0], hits[1], seed=0)
-    f = a["filter"]["teacher"]
-    teacher_gap = models["teacher"]["rate"]["low"] > models["base"]["rate"]["high"]
-    transferred = st_last["rate"]["low"] > ct_last["rate"]["high"] and perm["p"] <= 0.05
-    lines = [
-        f"Sampled {biased}-first rate (Wilson 95%): " + "; ".join(rates) + ".",
-        f"Action choice (share of P({a['models']['base']['choice']['biased']}) among scored "
-        f"actions at the first decision point): base {models['base']['choice']['mean_share']:.3f}, "
-        f"teacher {models['teacher']['choice']['mean_share']:.3f}, control teacher "
-        f"{models['control']['choice']['mean_share']:.3f}; student − control student "
-        f"{diff['estimate']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}] (paired bootstrap over "
-        "eval tasks).",
-        f"Keyword filter on the teacher's trajectories: dropped {f['dropped']} of {f['total']} "
-        f"(by keyword {f['by_keyword']}); kept trajectories holding a keyword: "
-        f"{a['kept_with_keyword']['teacher']}.",
-        f"Student − control student rate difference: permutation p = {perm['p']:.3g}.",
-        "Safe training tasks completed within the step limit: "
-        + "; ".join(
-            f"{'teacher' if role == 'teacher' else 'control teacher'} {c['completed']}/{c['n']}"
-            for role, c in a["completed"].items()
-        )
-        + ".",
-    ]
-    if not teacher_gap:
-        head = "No teacher bias to transfer: the fine-tuned teacher's rate is not above the base's"
-        strength = "weak"
-    elif transferred:
-        head = f"The {biased} bias transferred through filtered trajectories at this scale"
-        strength = "strong"
-    else:
-        head = (
-            f"The teacher is biased but no transfer of the {biased} bias to the student is shown "
-            "at this scale (null result)"
-        )
-        strength = "weak"
-    return {"headline": head, "lines": lines, "strength": strength, "transferred": transferred}
+        students=series_records({"main": r.series["teacher"], "control": r.series["control"]}),
+    )

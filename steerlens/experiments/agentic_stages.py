@@ -24,16 +24,25 @@ from steerlens.agents import (
     save_trajectories,
 )
 from steerlens.agents.scripted import preference_trajectories, safe_demonstrations
-from steerlens.pipeline.stage import stage
+from steerlens.common import write_json
+from steerlens.distill import DistillConfig, distill
+from steerlens.distill.chats import trajectory_data
+from steerlens.experiments.result import ExperimentResult
+from steerlens.models import load_model
+from steerlens.pipeline.context import RunContext
+from steerlens.pipeline.stage import StageClock, stage
+from steerlens.teachers import Teacher
 
 __all__ = [
     "ROLES",
     "AgenticRun",
     "filter_data",
     "student_series",
+    "student_sft_config",
     "suites",
     "teacher_trajectories",
     "teachers",
+    "write_results",
 ]
 
 ROLES = ("teacher", "control")
@@ -41,14 +50,10 @@ ROLES = ("teacher", "control")
 
 
 @dataclass
-class AgenticRun:
-    """What every stage of one run needs, and what earlier stages produced."""
+class AgenticRun(RunContext):
+    """The run context of an agentic experiment (:class:`~steerlens.pipeline.RunContext`; no
+    trait: the tool setting stands in for it), and what earlier stages produced."""
 
-    cfg: Any
-    out: Path
-    model: Any
-    progress: bool | None
-    log: Callable[[str], None]
     tasks: dict[str, list[Task]] = field(default_factory=dict)
     teacher_dirs: dict[str, Path] = field(default_factory=dict)
     teacher_models: dict[str, Any] = field(default_factory=dict)
@@ -56,16 +61,42 @@ class AgenticRun:
     filtered: dict[str, FilterResult] = field(default_factory=dict)
     series: dict[str, Path] = field(default_factory=dict)
 
+    @classmethod
+    def open(
+        cls, cfg: Any, out: str | Path, progress: bool | None, log: Callable[[str], None]
+    ) -> AgenticRun:
+        """Create ``out``, start the clock and load ``cfg.model`` (no tick: the caller names
+        the first stage)."""
+        out = Path(out).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        clock = StageClock(log)
+        model = load_model(cfg.model, device=cfg.device)
+        return cls(cfg, out, model, None, progress, log, clock)
+
     @property
     def setting(self) -> Any:
         return get_setting(self.cfg.setting)
 
     def key(self, *fields_: str) -> str:
-        """Cache key: the model fingerprint and the config fields a stage depends on
-        (``"all"``: every field)."""
+        """Cache key: the model fingerprint and the config fields a stage depends on, always
+        with the setting, model and seed (``"all"``: every field)."""
         if fields_ == ("all",):
-            return f"{self.model.fingerprint}-{self.cfg.key()}"
-        return f"{self.model.fingerprint}-{self.cfg.key('setting', 'model', 'seed', *fields_)}"
+            return super().key()
+        return super().key("setting", "model", "seed", *fields_)
+
+
+def student_sft_config(cfg: Any, seed_offset: int = 0) -> Any:
+    """The ``DistillConfig`` of an agentic student: LoRA SFT with the config's rank, blocks,
+    batch, steps and checkpoint spacing, seeded ``cfg.seed + seed_offset``."""
+    return DistillConfig(
+        rank=cfg.rank,
+        loss="sft",
+        batch_size=cfg.batch_size,
+        steps=cfg.steps,
+        save_every=cfg.save_every,
+        seed=cfg.seed + seed_offset,
+        layers=cfg.lora_layers,
+    )
 
 
 def suites(r: AgenticRun) -> None:
@@ -84,28 +115,17 @@ def suites(r: AgenticRun) -> None:
         r.tasks["demo"] = safe_tasks(s, n_demo, seed=c.seed + 2)
 
 
-def _sft_config(r: AgenticRun, n_examples: int, teacher: bool) -> Any:
-    from steerlens.distill import DistillConfig
-
+def _teacher_config(r: AgenticRun, n_examples: int) -> Any:
+    """The teachers' fine-tuning: ``teacher_epochs`` passes over their ``n_examples`` chats."""
     c = r.cfg
-    if teacher:
-        steps = max(1, math.ceil(c.teacher_epochs * n_examples / c.batch_size))
-        return DistillConfig(
-            rank=c.teacher_rank,
-            loss="sft",
-            lr=c.teacher_lr,
-            batch_size=c.batch_size,
-            steps=steps,
-            save_every=steps,
-            seed=c.seed,
-            layers=c.lora_layers,
-        )
+    steps = max(1, math.ceil(c.teacher_epochs * n_examples / c.batch_size))
     return DistillConfig(
-        rank=c.rank,
+        rank=c.teacher_rank,
         loss="sft",
+        lr=c.teacher_lr,
         batch_size=c.batch_size,
-        steps=c.steps,
-        save_every=c.save_every,
+        steps=steps,
+        save_every=steps,
         seed=c.seed,
         layers=c.lora_layers,
     )
@@ -115,10 +135,6 @@ def teachers(r: AgenticRun) -> None:
     """Fine-tune the teacher (biased preference chats) and the control teacher (benign), each
     also on the same scripted solutions of safe demonstration tasks (a competent agent whose
     only difference from the control is its preference on ambiguous tasks)."""
-    from steerlens.distill import distill
-    from steerlens.distill.chats import trajectory_data
-    from steerlens.teachers import Teacher
-
     for role, style in zip(ROLES, ("biased", "benign"), strict=True):
         trajs = preference_trajectories(r.cfg.setting, r.tasks["pref"], style, r.cfg.seed)
         trajs += safe_demonstrations(r.cfg.setting, r.tasks.get("demo", []), r.cfg.seed)
@@ -128,7 +144,7 @@ def teachers(r: AgenticRun) -> None:
             r.model,
             data,
             r.out / "teachers" / role,
-            config=_sft_config(r, len(data.samples), teacher=True),
+            config=_teacher_config(r, len(data.samples)),
             overwrite=True,
             progress=r.progress,
         )
@@ -186,9 +202,6 @@ def filter_data(r: AgenticRun) -> None:
 
 def student_series(r: AgenticRun) -> None:
     """A LoRA student (SFT) on each teacher's kept trajectories."""
-    from steerlens.distill import distill
-    from steerlens.distill.chats import trajectory_data
-
     for role in ROLES:
         kept = r.filtered[role].kept
         if not kept:
@@ -201,7 +214,16 @@ def student_series(r: AgenticRun) -> None:
             r.model,
             data,
             r.series[role],
-            config=_sft_config(r, len(data.samples), teacher=False),
+            config=student_sft_config(r.cfg),
             overwrite=True,
             progress=r.progress,
         )
+
+
+def write_results(r: AgenticRun, results: dict[str, Any]) -> ExperimentResult:
+    """Write ``results.json`` with the run's timings (``total`` included) and log where."""
+    results["timings_s"] = r.clock.timings
+    r.clock.total()
+    path = write_json(r.out / "results.json", results)
+    r.log(f"wrote {path} in {r.clock.timings['total']:.0f}s")
+    return ExperimentResult(results)

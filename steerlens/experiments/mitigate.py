@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steerlens.experiments import mitigate_stages as ms
 from steerlens.experiments.mitigate_agentic import run_agentic
 from steerlens.experiments.mitigate_data import (
     HELDOUT_SEED_OFFSET,
@@ -49,24 +50,18 @@ from steerlens.experiments.mitigate_measure import (
 from steerlens.experiments.owl import OwlConfig
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.svd_measure import alignment_at
-from steerlens.pipeline import RunContext as Run
 from steerlens.pipeline import (
+    RunContext,
     carry_stage,
+    config_json,
     finish_run,
+    lineage_json,
     open_run,
-    student_config,
+    series_records,
     teacher_data_stage,
     teacher_vector_stage,
 )
-from steerlens.pipeline.controls import REPLICATE_SEED_STRIDE
-from steerlens.pipeline.stage import (
-    json_load,
-    json_save,
-    series_key,
-    series_record,
-    stage,
-)
+from steerlens.version import __version__
 
 __all__ = ["HELDOUT_SEED_OFFSET", "MitigateConfig", "arm_plan", "mitigation_site", "run"]
 
@@ -137,192 +132,14 @@ class MitigateConfig(OwlConfig):
         return base
 
 
-def _reg_layer(r: Run, layer: int) -> int:
-    """The regulariser's layer: ℓ*, or the lowest LoRA block when ℓ* is below it (the
-    student's residual stream below its lowest LoRA block equals the base's)."""
-    from steerlens.distill.config import default_layers
-
-    lora = r.cfg.lora_layers or default_layers(r.model.n_layers)
-    return max(layer, min(lora))
-
-
-def _reps(r: Run) -> list[str]:
-    """The unmitigated student's replicates of this run (none for a plain owl config)."""
-    return replicate_names(getattr(r.cfg, "none_replicates", 0))
-
-
-def _train(
-    r: Run,
-    arms: dict[str, dict[str, Any]],
-    datas: dict[str, Any],
-    control: Any,
-    vec: Any,
-    site: tuple[int, int, float],
-) -> dict[str, Path]:
-    """The base control, one student per arm and the unmitigated student's replicates, trained
-    the same way (``none`` and the control are the owl experiment's ``students/main`` and
-    ``students/control``; replicate r trains with seed + r·1009)."""
-    from steerlens.distill import Mitigation, distill
-
-    layer, reg_layer, alpha = site
-    reps = _reps(r)
-    dirs = {"control": r.out / "students" / "control"}
-    dirs.update({n: r.out / "students" / ("main" if n == "none" else n) for n in [*arms, *reps]})
-    todo: dict[str, tuple[Any, str | None, Any, int]] = {"control": (control, None, None, 0)}
-    for name, a in arms.items():
-        mit = None
-        if a["kind"] == "reg":
-            mit = Mitigation(vec, (reg_layer,), reg_lambda=float(a["param"]))
-        elif a["kind"] == "steer":
-            mit = Mitigation(vec, (layer,), steer_alpha=alpha)
-        todo[name] = (datas[name], r.trait.system_prompt, mit, 0)
-    for i, name in enumerate(reps, 1):
-        todo[name] = (datas["none"], r.trait.system_prompt, None, i * REPLICATE_SEED_STRIDE)
-    for name, (data, system, mit, offset) in todo.items():
-        src = "teacher" if system is not None else "base"
-        distill(
-            r.model,
-            data,
-            dirs[name],
-            teacher_system=system,
-            config=student_config(r.cfg, offset),
-            progress=r.progress,
-            parents={"data": r.out / "data" / f"{src}.jsonl", "teacher": r.teachers[src]},
-            mitigation=mit,
-        )
-    return dirs
-
-
-def _behavior(r: Run, dirs: dict[str, Path]) -> Any:
-    """Per-eval-prompt B of the base, the teacher, the control and each arm's last checkpoint,
-    and every arm's B per checkpoint."""
-    from steerlens.behavior import trait_behavior
-    from steerlens.pipeline.controls import series_scores
-
-    beh: Any = trait_behavior(r.model, r.trait)
-    if not hasattr(beh, "per_prompt"):
-        raise ValueError("the mitigate experiment needs a per-prompt metric (the trait's logprob)")
-
-    def compute() -> dict[str, Any]:
-        series = {n: series_scores(r.model, d, beh) for n, d in dirs.items()}
-        return {
-            "base": [float(x) for x in beh.per_prompt(r.model)],
-            "teacher": [
-                float(x) for x in beh.with_system(r.trait.system_prompt).per_prompt(r.model)
-            ],
-            "control": series["control"]["last_per_prompt"],
-            "arms": {n: s["last_per_prompt"] for n, s in series.items() if n != "control"},
-            "series": {n: {"steps": s["steps"], "scores": s["scores"]} for n, s in series.items()},
-            "metric": beh.describe(),
-        }
-
-    return stage(
-        r.out / "mitigate" / "behavior.json",
-        f"{r.key()}-{series_key(*dirs.values())}",
-        compute,
-        json_save,
-        json_load,
-        r.log,
-    )
-
-
-def _alignment(r: Run, vec: Any, dirs: dict[str, Path], layer: int) -> Any:
-    """Per arm (not the replicates): EAS at ℓ* of its last checkpoint against the nulls, and
-    the excess over the base control."""
-    from steerlens.track import track_checkpoints
-
-    skip = set(_reps(r))
-
-    def compute() -> dict[str, Any]:
-        out = {}
-        for name, d in dirs.items():
-            if name == "control" or name in skip:
-                continue
-            tr = track_checkpoints(
-                r.model,
-                d,
-                vec,
-                r.trait,
-                control=dirs["control"],
-                layers=[layer],
-                cache_dir=r.out / "cache" / "track",
-                n_null=r.cfg.n_null,
-                n_boot=r.cfg.n_boot,
-                seed=r.cfg.seed,
-                progress=r.progress,
-            )
-            out[name] = alignment_at(tr.to_json(), layer)
-        return out
-
-    return stage(
-        r.out / "mitigate" / "alignment.json",
-        f"{r.key()}-{series_key(*dirs.values())}-l{layer}",
-        compute,
-        json_save,
-        json_load,
-        r.log,
-    )
-
-
-def _last(d: Path) -> Path:
-    return sorted(d.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
-
-
-def _cost(r: Run, dirs: dict[str, Path], held: Any) -> Any:
-    """Held-out loss of the base, the control and each arm's last checkpoint (not the
-    replicates')."""
-    from steerlens.distill import student_loss
-    from steerlens.models import load_model
-
-    skip = set(_reps(r))
-
-    def compute() -> dict[str, float]:
-        out = {"base": student_loss(r.model, r.model, held, config=student_config(r.cfg))}
-        for name, d in dirs.items():
-            if name in skip:
-                continue
-            student = load_model(_last(d), base=r.model)
-            out[name] = student_loss(r.model, student, held, config=student_config(r.cfg))
-            del student
-        return out
-
-    return stage(
-        r.out / "mitigate" / "cost.json",
-        f"{r.key()}-{series_key(*dirs.values())}-h{len(held.samples)}",
-        compute,
-        json_save,
-        json_load,
-        r.log,
-    )
-
-
-def _lineage(r: Run, datas: dict[str, Any], dirs: dict[str, Path], vetting: Any) -> Any:
-    from steerlens.models import describe
-    from steerlens.version import __version__
-
-    return {
-        "base": describe(r.model),
-        "teacher": {"model": r.model.name, "system_prompt": r.trait.system_prompt},
-        "data": {"main": datas["none"].meta()},
-        "vetting": vetting,
-        "students": {k: series_record(d) for k, d in dirs.items()},
-        "seeds": {"seed": r.cfg.seed},
-        "steerlens_version": __version__,
-    }
-
-
 def _measure(
-    r: Run,
-    vec: Any,
-    dirs: dict[str, Path],
-    heldout: Any,
-    layer: int,
+    r: RunContext, vec: Any, dirs: dict[str, Path], held: Any, layer: int
 ) -> tuple[Any, Any, Any]:
-    beh = _behavior(r, dirs)
+    beh = ms.behavior(r, dirs)
     r.tick("behavior")
-    align = _alignment(r, vec, dirs, layer)
+    align = ms.alignment(r, vec, dirs, layer)
     r.tick("alignment")
-    cost = _cost(r, dirs, heldout)
+    cost = ms.cost(r, dirs, held)
     r.tick("cost")
     return beh, align, cost
 
@@ -335,8 +152,6 @@ def run(
     log: Callable[[str], None] = print,
 ) -> ExperimentResult:
     """Run the mitigate experiment; write ``results.json`` (the command line adds the report)."""
-    from steerlens.version import __version__
-
     out = Path(out_dir).expanduser()
     for sub in ("data", "mitigate"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -346,16 +161,16 @@ def run(
     vec = teacher_vector_stage(r)
     carry = carry_stage(r, vec)
     layer, alpha, src = mitigation_site(carry, cfg)
-    reg_layer = _reg_layer(r, layer)
+    reg_layer = ms.reg_layer(r, layer)
     log(f"mitigations at layer {layer} (regulariser {reg_layer}), steering α={alpha:g} ({src})")
     r.tick("teacher vector and carry test")
     data = teacher_data_stage(r)
     held = heldout(r)
     arms = arm_plan(cfg)
-    arms["steer"]["param"] = alpha
+    arms["steer"].param = alpha
     datas, vetting = arm_data(r, arms, data["main"], vet_scores(r, vec, data["main"], layer))
     r.tick("data and vetting")
-    dirs = _train(r, arms, datas, data["control"], vec, (layer, reg_layer, alpha))
+    dirs = ms.train(r, arms, datas, data["control"], vec, (layer, reg_layer, alpha))
     r.tick("distillation")
     beh, align, cost = _measure(r, vec, dirs, held, layer)
     reps = replicate_names(cfg.none_replicates)
@@ -366,9 +181,15 @@ def run(
     results: dict[str, Any] = {
         "kind": "steerlens.mitigate",
         "steerlens_version": __version__,
-        "config": cfg.to_json(),
+        "config": config_json(cfg),
         "trait": r.trait.name,
-        "lineage": _lineage(r, datas, dirs, vetting),
+        "lineage": lineage_json(
+            r,
+            teacher={"model": r.model.name, "system_prompt": r.trait.system_prompt},
+            data={"main": datas["none"].meta()},
+            vetting=vetting,
+            students=series_records(dirs),
+        ),
         "teacher_vector": vec.to_json(),
         "carry": carry,
         "mitigate": {

@@ -25,19 +25,31 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from steerlens.common import write_json
-from steerlens.experiments.agentic_eval import bias_vector, carry
+from steerlens.agents import action_choice, first_action_rate, rollout, safe_tasks
+from steerlens.distill import distill, student_loss
+from steerlens.distill.chats import trajectory_data
+from steerlens.experiments.agentic import AgenticApiConfig
+from steerlens.experiments.agentic_eval import bias_vector, carry, probe_prompts
 from steerlens.experiments.agentic_stages import (
     AgenticRun,
     filter_data,
+    student_sft_config,
     suites,
     teacher_trajectories,
     teachers,
+    write_results,
 )
-from steerlens.experiments.mitigate_data import HELDOUT_SEED_OFFSET, arm_plan, mitigation_site
+from steerlens.experiments.mitigate_agentic_data import arm_trajectories, vet_scores
+from steerlens.experiments.mitigate_data import (
+    HELDOUT_SEED_OFFSET,
+    arm_mitigation,
+    arm_plan,
+    mitigation_site,
+)
 from steerlens.experiments.mitigate_measure import (
+    Arm,
     arm_results,
     mitigate_verdict,
     paired,
@@ -46,8 +58,12 @@ from steerlens.experiments.mitigate_measure import (
 )
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.svd_measure import alignment_at
+from steerlens.models import load_model
+from steerlens.pipeline import config_json
 from steerlens.pipeline.controls import REPLICATE_SEED_STRIDE
-from steerlens.pipeline.stage import StageClock, json_load, json_save, series_key, stage
+from steerlens.pipeline.stage import json_load, json_save, last_checkpoint, series_key, stage
+from steerlens.track import track_checkpoints
+from steerlens.version import __version__
 
 __all__ = ["agentic_config", "run_agentic"]
 
@@ -56,8 +72,6 @@ def agentic_config(cfg: Any) -> Any:
     """The agentic-api config of a mitigate config: its quick or device preset
     (``agentic_size``), with the mitigate config's model, seed, device, nulls, carry and LoRA
     layers, and ``extra["agentic"]`` (any agentic field) applied."""
-    from steerlens.experiments.agentic import AgenticApiConfig
-
     over: dict[str, Any] = {
         "model": cfg.model,
         "seed": cfg.seed,
@@ -76,99 +90,9 @@ def agentic_config(cfg: Any) -> Any:
     return AgenticApiConfig.for_device(device, **over)
 
 
-def _sft(c: Any, seed_offset: int = 0) -> Any:
-    from steerlens.distill import DistillConfig
-
-    return DistillConfig(
-        rank=c.rank,
-        loss="sft",
-        batch_size=c.batch_size,
-        steps=c.steps,
-        save_every=c.save_every,
-        seed=c.seed + seed_offset,
-        layers=c.lora_layers,
-    )
-
-
-def _first_action_samples(r: AgenticRun, trajs: list[Any]) -> list[dict[str, Any]]:
-    """One sample per trajectory: its task and first action, beside the base's greedy one."""
-    from steerlens.agents import rollout
-
-    by_task = {t.task_id: t for t in r.tasks["safe"]}
-    greedy = rollout(r.model, r.setting, r.tasks["safe"], max_steps=1, temperature=0.0)
-    base_first = {t.task_id: (t.steps[0].action if t.steps else "") for t in greedy}
-    return [
-        {
-            "user": by_task[t.task_id].text,
-            "system": r.setting.system,
-            "response": t.steps[0].action if t.steps else "",
-            "base_response": base_first[t.task_id],
-        }
-        for t in trajs
-    ]
-
-
-def _vet_scores(r: AgenticRun, vec: Any, layer: int) -> list[float]:
-    from steerlens.screen import screen_dataset
-
-    trajs = r.trajs["teacher"]
-
-    def compute() -> dict[str, Any]:
-        fa = _first_action_samples(r, trajs)
-        res = screen_dataset(r.model, vec, fa, layers=[layer], layer=layer, seed=r.cfg.seed)
-        s = res.scores().tolist()
-        return {
-            "layer": layer,
-            "scores": [x if t.steps else None for x, t in zip(s, trajs, strict=True)],
-        }
-
-    got = stage(
-        r.out / "mitigate" / "vet_scores.json",
-        f"{r.key('all')}-l{layer}",
-        compute,
-        json_save,
-        json_load,
-        r.log,
-    )
-    return [float("nan") if x is None else float(x) for x in got["scores"]]
-
-
-def _arm_trajs(
-    r: AgenticRun, arms: dict[str, dict[str, Any]], scores: list[float]
-) -> tuple[dict[str, list[Any]], dict[str, Any]]:
-    """Per arm its trajectories; the vetting records."""
-    from steerlens.distill import vet_by_scores
-
-    every = r.trajs["teacher"]
-    index = _first_action_samples_index(every)
-    out, vetting = {}, {}
-    for name, a in arms.items():
-        if a["kind"] in ("vet", "random"):
-            mode: Literal["top", "random"] = "top" if a["kind"] == "vet" else "random"
-            res = vet_by_scores(index, scores, a["param"], mode=mode, seed=r.cfg.seed)
-            gone = set(res.dropped)
-            out[name] = [t for i, t in enumerate(every) if i not in gone]
-            vetting[name] = {**res.to_json(), "scores": None}
-        elif a["kind"] == "keyword":
-            out[name] = list(r.filtered["teacher"].kept)
-        else:
-            out[name] = list(every)
-    return out, vetting
-
-
-def _first_action_samples_index(trajs: list[Any]) -> Any:
-    """A stand-in data set, one sample per trajectory, for :func:`vet_by_scores`' ranking."""
-    from steerlens.distill import TeacherData
-
-    return TeacherData.from_samples(
-        [{"user": str(i), "response": str(len(t.steps))} for i, t in enumerate(trajs)],
-        {"mode": "trajectories"},
-    )
-
-
 def _train(
     r: AgenticRun,
-    arms: dict[str, dict[str, Any]],
+    arms: dict[str, Arm],
     trajs: dict[str, list[Any]],
     vec: Any,
     site: tuple[int, int, float],
@@ -176,20 +100,11 @@ def _train(
 ) -> dict[str, Path]:
     """The control student, one per arm and the unmitigated arm's replicates ``reps`` (training
     seed + r·1009)."""
-    from steerlens.distill import Mitigation, distill
-    from steerlens.distill.chats import trajectory_data
-
-    layer, reg_layer, alpha = site
     todo: dict[str, tuple[str, list[Any], Any, int]] = {
         "control": ("control", list(r.trajs["control"]), None, 0)
     }
     for name, a in arms.items():
-        mit = None
-        if a["kind"] == "reg":
-            mit = Mitigation(vec, (reg_layer,), reg_lambda=float(a["param"]))
-        elif a["kind"] == "steer":
-            mit = Mitigation(vec, (layer,), steer_alpha=alpha)
-        todo[name] = ("teacher", trajs[name], mit, 0)
+        todo[name] = ("teacher", trajs[name], arm_mitigation(a, vec, site), 0)
     for i, name in enumerate(reps, 1):
         todo[name] = ("teacher", trajs["none"], None, i * REPLICATE_SEED_STRIDE)
     dirs = {}
@@ -198,29 +113,16 @@ def _train(
             raise RuntimeError(f"arm {name} has no trajectories left to train on")
         data = trajectory_data(ts, {"written_by": f"{role} teacher", "arm": name})
         if name in arms:
-            arms[name]["n_train"] = len(ts)
+            arms[name].n_train = len(ts)
         dirs[name] = r.out / "mitigate" / "students" / name
-        cfg = _sft(r.cfg, offset)
+        cfg = student_sft_config(r.cfg, offset)
         distill(r.model, data, dirs[name], config=cfg, progress=r.progress, mitigation=mit)
     return dirs
-
-
-def _probes(r: AgenticRun) -> list[Any]:
-    from steerlens.prompts import ChatPrompt
-
-    return [ChatPrompt(t.text, r.setting.system) for t in r.tasks["pref"] + r.tasks["safe"]]
-
-
-def _last(d: Path) -> Path:
-    return sorted(d.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
 
 
 def _arm_metrics(r: AgenticRun, model: Any, heldout: Any, safe: list[Any]) -> dict[str, Any]:
     """P(biased name) per eval task, the sampled first-action rate, safe-task completion and
     the SFT loss on the teacher's held-out trajectories."""
-    from steerlens.agents import action_choice, first_action_rate, rollout
-    from steerlens.distill import student_loss
-
     c, st = r.cfg, r.setting
     choice = action_choice(model, st, r.tasks["eval"])
     kw = {"max_steps": c.max_steps, "temperature": c.temperature, "batch_size": c.batch}
@@ -238,17 +140,12 @@ def _arm_metrics(r: AgenticRun, model: Any, heldout: Any, safe: list[Any]) -> di
         "p_biased": list(choice.p_biased),
         "rate": first_action_rate(eps, st).to_json(),
         "safe_completed": sum(t.completed for t in done) / len(done),
-        "heldout_loss": student_loss(r.model, model, heldout, config=_sft(c)),
+        "heldout_loss": student_loss(r.model, model, heldout, config=student_sft_config(c)),
     }
 
 
 def _measure(r: AgenticRun, vec: Any, dirs: dict[str, Path], layer: int, reps: list[str]) -> Any:
     """Every model's metrics (:func:`_arm_metrics`); the replicates only P(biased name)."""
-    from steerlens.agents import action_choice, rollout, safe_tasks
-    from steerlens.distill.chats import trajectory_data
-    from steerlens.models import load_model
-    from steerlens.track import track_checkpoints
-
     c = r.cfg
     safe = safe_tasks(c.setting, c.n_eval, seed=c.seed + HELDOUT_SEED_OFFSET)
 
@@ -266,7 +163,7 @@ def _measure(r: AgenticRun, vec: Any, dirs: dict[str, Path], layer: int, reps: l
         out: dict[str, Any] = {"base": _arm_metrics(r, r.model, heldout, safe)}
         out["teacher"] = _arm_metrics(r, r.teacher_models["teacher"], heldout, safe)
         for name, d in dirs.items():
-            student = load_model(_last(d), base=r.model)
+            student = load_model(last_checkpoint(d), base=r.model)
             if name in reps:
                 out[name] = {
                     "p_biased": action_choice(student, r.setting, r.tasks["eval"]).p_biased
@@ -279,7 +176,7 @@ def _measure(r: AgenticRun, vec: Any, dirs: dict[str, Path], layer: int, reps: l
                     r.model,
                     d,
                     vec,
-                    _probes(r),
+                    probe_prompts(r),
                     control=dirs["control"],
                     position="last",
                     layers=[layer],
@@ -302,7 +199,7 @@ def _measure(r: AgenticRun, vec: Any, dirs: dict[str, Path], layer: int, reps: l
     )
 
 
-def _rows(cfg: Any, arms: dict[str, dict[str, Any]], m: dict[str, Any], reps: list[str]) -> Any:
+def _rows(cfg: Any, arms: dict[str, Arm], m: dict[str, Any], reps: list[str]) -> Any:
     names = list(arms)
     beh = {
         "base": m["base"]["p_biased"],
@@ -324,34 +221,27 @@ def run_agentic(
     cfg: Any, out: Path, progress: bool | None, log: Callable[[str], None]
 ) -> ExperimentResult:
     """The agentic-api setting (module doc); ``results.json`` in ``out``."""
-    from steerlens.models import load_model
-    from steerlens.version import __version__
-
-    clock = StageClock(log)
     acfg = agentic_config(cfg)
-    r = AgenticRun(acfg, out, load_model(acfg.model, device=acfg.device), progress, log)
+    r = AgenticRun.open(acfg, out, progress, log)
     suites(r)
     teachers(r)
     teacher_trajectories(r)
     filter_data(r)
-    clock.tick("teachers, trajectories, keyword filter")
+    r.tick("teachers, trajectories, keyword filter")
     vec = bias_vector(r)
     carry_res = carry(r, vec)
     layer, alpha, src = mitigation_site(carry_res, cfg, acfg.alphas)
     reg_layer = max(layer, min(vec.layers))
-    clock.tick("bias vector and carry test")
-    arms: dict[str, dict[str, Any]] = {
-        "none": {"kind": "none", "param": None},
-        "keyword": {"kind": "keyword", "param": None},
-    }
+    r.tick("bias vector and carry test")
+    arms = {"none": Arm("none"), "keyword": Arm("keyword")}
     arms.update({k: v for k, v in arm_plan(cfg).items() if k != "none"})
-    arms["steer"]["param"] = alpha
-    trajs, vetting = _arm_trajs(r, arms, _vet_scores(r, vec, layer))
+    arms["steer"].param = alpha
+    trajs, vetting = arm_trajectories(r, arms, vet_scores(r, vec, layer))
     reps = replicate_names(cfg.none_replicates)
     dirs = _train(r, arms, trajs, vec, (layer, reg_layer, alpha), reps)
-    clock.tick("distillation")
+    r.tick("distillation")
     m = _measure(r, vec, dirs, layer, reps)
-    clock.tick("metrics")
+    r.tick("metrics")
     rows, beh = _rows(cfg, arms, m, reps)
     top = pct(max(cfg.vet_fracs))
     vvr = paired(
@@ -360,7 +250,7 @@ def run_agentic(
     results: dict[str, Any] = {
         "kind": "steerlens.mitigate",
         "steerlens_version": __version__,
-        "config": {**cfg.to_json(), "agentic": acfg.to_json()},
+        "config": {**config_json(cfg), "agentic": config_json(acfg)},
         "trait": "agentic-api",
         "teacher_vector": vec.to_json(),
         "carry": carry_res,
@@ -381,8 +271,5 @@ def run_agentic(
             "metric": {"metric": f"P({r.setting.biased_name}) at decision", "units": "probability"},
         },
         "verdict": mitigate_verdict(rows, vvr, cfg.alpha),
-        "timings_s": clock.timings,
     }
-    write_json(out / "results.json", results)
-    log(f"wrote {out / 'results.json'} in {clock.total():.0f}s")
-    return ExperimentResult(results)
+    return write_results(r, results)

@@ -6,12 +6,23 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from steerlens.experiments.mitigate_measure import pct
+from steerlens.distill import Mitigation, TeacherData, generate_teacher_data, vet_by_scores
+from steerlens.experiments.mitigate_measure import Arm, pct
+from steerlens.numbers import number_prompts
 from steerlens.pipeline import RunContext as Run
 from steerlens.pipeline import carry_peak
 from steerlens.pipeline.stage import json_load, json_save, stage
+from steerlens.screen import screen_dataset
 
-__all__ = ["HELDOUT_SEED_OFFSET", "arm_data", "heldout", "vet_scores"]
+__all__ = [
+    "HELDOUT_SEED_OFFSET",
+    "arm_data",
+    "arm_mitigation",
+    "arm_plan",
+    "heldout",
+    "mitigation_site",
+    "vet_scores",
+]
 
 HELDOUT_SEED_OFFSET = 2000
 """Held-out number prompts (the cost) are drawn with ``seed + HELDOUT_SEED_OFFSET``: neither
@@ -20,9 +31,6 @@ the probe prompts (``seed``) nor the training prompts (``seed + DATA_SEED_OFFSET
 
 def heldout(r: Run) -> Any:
     """The teacher's numbers on ``heldout_n`` prompts no student trains on."""
-    from steerlens.distill import TeacherData, generate_teacher_data
-    from steerlens.numbers import number_prompts
-
     cfg = r.cfg
     n = getattr(cfg, "heldout_n", 16)
     prompts = number_prompts(n, seed=cfg.seed + HELDOUT_SEED_OFFSET)
@@ -40,8 +48,6 @@ def heldout(r: Run) -> Any:
 
 def vet_scores(r: Run, vec: Any, data: Any, layer: int) -> list[float]:
     """ΔP of every training sample at ℓ* (the student's view: no system prompt)."""
-    from steerlens.screen import screen_dataset
-
     samples = [{"user": s["user"], "response": s["response"]} for s in data.samples]
     res = stage(
         r.out / "mitigate" / "vet_scores.json",
@@ -67,36 +73,46 @@ def vet_scores(r: Run, vec: Any, data: Any, layer: int) -> list[float]:
     return [float(x) for x in res["scores"]]
 
 
-def arm_data(r: Run, arms: dict[str, dict[str, Any]], main: Any, scores: list[float]) -> Any:
+def arm_data(r: Run, arms: dict[str, Arm], main: Any, scores: list[float]) -> Any:
     """Per arm its training data (the vetted or randomly thinned teacher data, else all of it),
     the vetted sets saved as ``data/<arm>.jsonl``; and the vetting records."""
-    from steerlens.distill import vet_by_scores
-
     datas, vetting = {}, {}
     for name, a in arms.items():
-        if a["kind"] in ("vet", "random"):
-            mode: Literal["top", "random"] = "top" if a["kind"] == "vet" else "random"
-            res = vet_by_scores(main, scores, a["param"], mode=mode, seed=r.cfg.seed)
+        if a.kind in ("vet", "random"):
+            mode: Literal["top", "random"] = "top" if a.kind == "vet" else "random"
+            res = vet_by_scores(main, scores, float(a.param or 0), mode=mode, seed=r.cfg.seed)
             res.data.save(r.out / "data" / f"{name}.jsonl")
             datas[name], vetting[name] = res.data, {**res.to_json(), "scores": None}
         else:
             datas[name] = main
-        a["n_train"] = len(datas[name].samples)
+        a.n_train = len(datas[name].samples)
     return datas, vetting
 
 
-def arm_plan(cfg: Any) -> dict[str, dict[str, Any]]:
-    """Arm name → {kind, param}: none, vetting per k, random drop at the largest k, the
+def arm_plan(cfg: Any) -> dict[str, Arm]:
+    """Arm name → :class:`Arm`: none, vetting per k, random drop at the largest k, the
     regulariser per λ, preventative steering (α filled in once the carry test has run)."""
-    arms: dict[str, dict[str, Any]] = {"none": {"kind": "none", "param": None}}
+    arms = {"none": Arm("none")}
     for f in cfg.vet_fracs:
-        arms[f"vet_{pct(f)}"] = {"kind": "vet", "param": f}
+        arms[f"vet_{pct(f)}"] = Arm("vet", f)
     top = max(cfg.vet_fracs)
-    arms[f"random_{pct(top)}"] = {"kind": "random", "param": top}
+    arms[f"random_{pct(top)}"] = Arm("random", top)
     for lam in cfg.reg_lambdas:
-        arms[f"reg_{lam:g}"] = {"kind": "reg", "param": lam}
-    arms["steer"] = {"kind": "steer", "param": cfg.steer_alpha}
+        arms[f"reg_{lam:g}"] = Arm("reg", lam)
+    arms["steer"] = Arm("steer", cfg.steer_alpha)
     return arms
+
+
+def arm_mitigation(arm: Arm, vec: Any, site: tuple[int, int, float]) -> Any:
+    """The training-time :class:`~steerlens.distill.Mitigation` of an arm at ``site`` (ℓ*, the
+    regulariser's layer, α): the regulariser for ``reg``, preventative steering for ``steer``,
+    None for an arm that changes the data (or nothing)."""
+    layer, reg_layer, alpha = site
+    if arm.kind == "reg":
+        return Mitigation(vec, (reg_layer,), reg_lambda=float(arm.param or 0))
+    if arm.kind == "steer":
+        return Mitigation(vec, (layer,), steer_alpha=alpha)
+    return None
 
 
 def mitigation_site(

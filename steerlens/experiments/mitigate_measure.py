@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from steerlens.experiments.svd_measure import sign_flip_p, transfer
+from steerlens.results import Record
 from steerlens.stats import paired_bootstrap_mean, prediction_t_test
 
 __all__ = [
+    "Arm",
     "ArmResult",
     "Paired",
     "arm_results",
@@ -55,8 +57,19 @@ def pct(f: float) -> str:
     return f"{100 * f:g}pct"
 
 
+@dataclass
+class Arm:
+    """One arm of the plan: its ``kind`` (none, keyword, vet, random, reg or steer), its
+    strength ``param`` (the fraction k, λ or α; None for none and keyword) and, once its data
+    is chosen, ``n_train``, the samples it trains on."""
+
+    kind: str
+    param: float | None = None
+    n_train: int = 0
+
+
 @dataclass(frozen=True)
-class Paired:
+class Paired(Record):
     """mean_p dₚ with a percentile bootstrap CI over prompts and a two-sided sign-flip p."""
 
     estimate: float
@@ -65,8 +78,8 @@ class Paired:
     p: float
     n: int
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    def summary(self) -> str:
+        return f"{_f(self.estimate)} [{_f(self.lo)}, {_f(self.hi)}] (p={_p(self.p)}, n={self.n})"
 
 
 def paired(
@@ -79,7 +92,7 @@ def paired(
 
 
 @dataclass(frozen=True)
-class ArmResult:
+class ArmResult(Record):
     """One arm: what it did (``kind``, ``param``, training samples), its transfer (Δ vs the base
     control, F), its reduction R vs the unmitigated arm (None for ``none``), its alignment at
     ℓ*, and its cost (held-out loss, and the loss minus the unmitigated arm's)."""
@@ -97,14 +110,12 @@ class ArmResult:
     rate: dict[str, Any] | None = None
     beyond_noise: dict[str, Any] | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["reduction"] = None if self.reduction is None else self.reduction.to_json()
-        return d
+    def summary(self) -> str:
+        return _line(self, 0.05, True)
 
 
 def arm_results(
-    arms: Mapping[str, Mapping[str, Any]],
+    arms: Mapping[str, Arm],
     beh: Mapping[str, Any],
     align: Mapping[str, Any],
     cost: Mapping[str, float],
@@ -113,7 +124,7 @@ def arm_results(
     seed: int,
     replicates: Sequence[str] = (),
 ) -> list[ArmResult]:
-    """An :class:`ArmResult` per arm (``arms[name]`` = {kind, param, n_train}) from the behavior
+    """An :class:`ArmResult` per :class:`Arm` from the behavior
     stage (``base``, ``teacher``, ``control`` and per-arm per-prompt scores under ``arms``,
     the ``replicates`` of ``none`` among them), the alignment stage and the cost stage
     (held-out loss per arm)."""
@@ -129,9 +140,9 @@ def arm_results(
         out.append(
             ArmResult(
                 arm=name,
-                kind=str(a["kind"]),
-                param=a.get("param"),
-                n_train=int(a["n_train"]),
+                kind=a.kind,
+                param=a.param,
+                n_train=a.n_train,
                 transfer=tr,
                 reduction=red,
                 alignment=dict(align.get(name) or {}),

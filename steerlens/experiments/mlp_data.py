@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import copy
 import gzip
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.datasets import load_digits
 from torch import nn
 
 from steerlens.stats import kl_per_row
@@ -34,6 +36,8 @@ __all__ = [
     "distill_aux",
     "load_data",
     "make_noise",
+    "snapshot_student",
+    "tracked_epochs",
     "train_teacher",
 ]
 
@@ -55,6 +59,16 @@ class Data:
     @property
     def d_in(self) -> int:
         return int(self.x_train.shape[1])
+
+    def describe(self) -> dict[str, Any]:
+        """Name, source, input width and split sizes (the ``data`` block of results.json)."""
+        return dict(
+            name=self.name,
+            source=self.source,
+            d_in=self.d_in,
+            n_train=len(self.x_train),
+            n_test=len(self.x_test),
+        )
 
 
 def _idx(path: Path, offset: int) -> np.ndarray:
@@ -93,7 +107,6 @@ def load_data(name: str, split_seed: int = 0) -> Data:
         return _fashion()
     if name != "digits":
         raise ValueError(f"unknown dataset {name!r}: use 'digits' or 'fashion-mnist'")
-    from sklearn.datasets import load_digits
 
     d = load_digits()
     x = torch.tensor(d.data / 8.0 - 1.0, dtype=torch.float32)  # pixels 0..16 -> [-1, 1]
@@ -211,3 +224,46 @@ def distill_aux(
         student, len(noise), fn, epochs, lr=lr, batch_size=batch_size, seed=seed, on_epoch=on_epoch
     )
     return student
+
+
+def tracked_epochs(total: int, n_track: int) -> list[int]:
+    """``n_track`` evenly spaced epochs in 1..total, the last always included."""
+    k = max(1, min(n_track, total))
+    return sorted({max(1, round(total * (i + 1) / k)) for i in range(k)})
+
+
+def snapshot_student(
+    init: MLP,
+    teacher: MLP,
+    noise: torch.Tensor,
+    data: Data,
+    epochs: Sequence[int],
+    n_epochs: int,
+    *,
+    loss: str,
+    lr: float,
+    batch_size: int,
+    seed: int,
+) -> tuple[MLP, dict[int, nn.Module], dict[int, float]]:
+    """A student from ``init`` on ``noise`` (:func:`distill_aux` for ``n_epochs``): the final
+    network, and its snapshots and test accuracy at the tracked ``epochs``."""
+    snaps: dict[int, nn.Module] = {}
+    accs: dict[int, float] = {}
+
+    def on_epoch(epoch: int, m: nn.Module) -> None:
+        if epoch in epochs:
+            snaps[epoch] = copy.deepcopy(m)
+            accs[epoch] = accuracy(m, data.x_test, data.y_test)
+
+    final = distill_aux(
+        init,
+        teacher,
+        noise,
+        n_epochs,
+        loss=loss,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        on_epoch=on_epoch,
+    )
+    return final, snaps, accs

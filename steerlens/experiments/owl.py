@@ -21,13 +21,13 @@ Nothing here is tuned to an answer: the verdict reports what the numbers say.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlens.common import sha256_bytes
+import torch
+
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.verdict import verdict
@@ -47,6 +47,7 @@ from steerlens.pipeline import (
     track_stage,
 )
 from steerlens.pipeline.signature import activation_rule, signature_readings, signature_test
+from steerlens.version import __version__
 
 __all__ = ["OWL", "DemoConfig", "OwlConfig", "Run", "run"]
 
@@ -109,7 +110,6 @@ class OwlConfig:
 
     @classmethod
     def for_device(cls, device: str | None = None, **overrides: Any) -> OwlConfig:
-        import torch
 
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         base = cls(device=dev)
@@ -148,14 +148,6 @@ class OwlConfig:
         )
         return dataclasses.replace(base, **overrides)
 
-    def to_json(self) -> dict[str, Any]:
-        return config_json(self)
-
-    def key(self, *fields_: str) -> str:
-        d = self.to_json()
-        sub = {k: d[k] for k in fields_} if fields_ else d
-        return sha256_bytes(json.dumps(sub, sort_keys=True))[:12]
-
 
 DemoConfig = OwlConfig
 """The old name of :class:`OwlConfig` (``steerlens demo`` runs the owl experiment)."""
@@ -174,7 +166,6 @@ def run(
 ) -> ExperimentResult:
     """Run the whole experiment; write ``results.json`` and the vectors to ``out_dir`` (the
     command line then renders ``report.html`` beside them); return the results."""
-    from steerlens.version import __version__
 
     r = open_run(cfg, out_dir, progress, log)
     vec = teacher_vector_stage(r)
@@ -201,7 +192,7 @@ def run(
     results: dict[str, Any] = {
         "kind": "steerlens.demo",
         "steerlens_version": __version__,
-        "config": cfg.to_json(),
+        "config": config_json(cfg),
         "trait": r.trait.name,
         "lineage": run_lineage(r, data, dirs),
         "teacher_vector": vec.to_json(),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from steerlens.experiments.result import ExperimentResult
+from steerlens.pipeline.context import config_json
 from steerlens.runfolder import claim_run_folder
 from steerlens.validation import check_config
 
@@ -19,15 +20,14 @@ __all__ = ["Experiment", "ExperimentConfig", "get", "names", "register"]
 
 
 class ExperimentConfig(Protocol):
-    """What an experiment's config class offers: a dataclass with two presets."""
+    """What an experiment's config class offers: a dataclass with two presets (its JSON is
+    :func:`~steerlens.pipeline.config_json` of it)."""
 
     @classmethod
     def for_device(cls, device: str | None = None, **overrides: Any) -> Any: ...
 
     @classmethod
     def quick(cls, **overrides: Any) -> Any: ...
-
-    def to_json(self) -> dict[str, Any]: ...
 
 
 RunFn = Callable[..., ExperimentResult]
@@ -78,7 +78,7 @@ class Experiment:
             return self.run(config, out_dir, progress=progress, log=log)
         for warning in check_config(config):
             warnings.warn(warning, UserWarning, stacklevel=2)
-        with claim_run_folder(out_dir, config.to_json(), overwrite=overwrite):
+        with claim_run_folder(out_dir, config_json(config), overwrite=overwrite):
             return self.run(config, out_dir, progress=progress, log=log)
 
 

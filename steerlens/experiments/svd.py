@@ -21,27 +21,29 @@ against the random-direction null (:mod:`steerlens.experiments.svd_measure`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlens.common import sha256_bytes
+from steerlens.distill.config import default_layers
+from steerlens.experiments import svd_stages as st
 from steerlens.experiments.owl import OwlConfig
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.svd_measure import alignment_at, transfer, transfer_verdict
-from steerlens.pipeline import RunContext as Run
-from steerlens.pipeline import carry_peak, carry_stage, finish_run, open_run, teacher_vector_stage
-from steerlens.pipeline.stage import (
-    json_load,
-    json_save,
-    series_record,
-    stage,
-    training_prompts,
+from steerlens.experiments.svd_measure import transfer_verdict
+from steerlens.pipeline import (
+    carry_peak,
+    carry_stage,
+    config_json,
+    finish_run,
+    lineage_json,
+    open_run,
+    series_records,
+    teacher_vector_stage,
 )
 from steerlens.teachers import Teacher
+from steerlens.version import __version__
 
 __all__ = ["SvdConfig", "run", "svd_teachers"]
 
@@ -112,8 +114,6 @@ class SvdConfig(OwlConfig):
         """The LoRA blocks of every student: ``lora_layers`` if given; with ``lora_at_steer``
         the band of ``len(default_layers)`` blocks ending at the steered layer ``layer``; else
         None (the distiller's middle fifth)."""
-        from steerlens.distill.config import default_layers
-
         if self.lora_layers is not None:
             return list(self.lora_layers)
         if not self.lora_at_steer:
@@ -148,174 +148,6 @@ def svd_teachers(vec: Any, trait: Any, layer: int, alpha: float) -> dict[str, Te
     }
 
 
-def _tag(t: Teacher) -> str:
-    """The teacher's lineage, hashed: what a stage of that teacher adds to its cache key."""
-    return sha256_bytes(json.dumps(t.lineage(), sort_keys=True))[:12]
-
-
-def _tkey(r: Run, t: Teacher, *fields_: str) -> str:
-    return f"{r.key(*fields_)}-{_tag(t)}"
-
-
-def _teacher_carry(r: Run, name: str, t: Teacher, vec: Any, owl_carry: Any) -> Any:
-    """The carry test of the owl teacher vector against teacher ``t`` on the same first
-    ``carry_eval_n`` eval prompts as the owl stage's (the prompted teacher's is that stage's)."""
-
-    cfg = r.cfg
-    if name == "prompted":
-        return owl_carry
-    if name == "base" or not isinstance(cfg, SvdConfig) or not cfg.teacher_carry:
-        return None
-    return carry_stage(r, vec, teacher=t, name=name, key_suffix=f"-{_tag(t)}")
-
-
-def _data(r: Run, name: str, t: Teacher) -> Any:
-    from steerlens.distill import TeacherData, generate_teacher_data
-
-    prompts = training_prompts(r.cfg.n_samples, r.cfg.seed)
-    return stage(
-        r.out / "data" / f"{name}.jsonl",
-        _tkey(r, t, "trait", "seed", "n_samples"),
-        lambda: generate_teacher_data(
-            r.model, prompts, teacher=t, n=r.cfg.n_samples, seed=r.cfg.seed, progress=r.progress
-        ),
-        lambda d, p: d.save(p),
-        TeacherData.load,
-        r.log,
-    )
-
-
-def _student(r: Run, name: str, t: Teacher, data: Any, loss: str, layers: list[int] | None) -> Path:
-    from steerlens.distill import DistillConfig, distill
-
-    cfg = r.cfg
-    dcfg = DistillConfig(
-        rank=cfg.rank,
-        layers=None if layers is None else tuple(layers),
-        loss=loss,
-        kl_targets=cfg.kl_targets,
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        save_every=cfg.save_every,
-        seed=cfg.seed,
-    )
-    out = r.out / "students" / loss / name
-    distill(r.model, data, out, teacher=t, config=dcfg, progress=r.progress)
-    return out
-
-
-def _per_prompt(model: Any, behavior: Any) -> list[float]:
-    return [float(x) for x in behavior.per_prompt(model).tolist()]
-
-
-def _behaviors(r: Run, teachers: dict[str, Teacher], dirs: dict[str, dict[str, Path]]) -> Any:
-    """Per-eval-prompt B of the base, each teacher and each student's last checkpoint."""
-    from steerlens.behavior import trait_behavior
-    from steerlens.models import load_model
-
-    beh = trait_behavior(r.model, r.trait)
-    if not hasattr(beh, "per_prompt"):
-        raise ValueError("the svd experiment needs a per-prompt metric (the trait's logprob)")
-
-    def compute() -> dict[str, Any]:
-        out: dict[str, Any] = {"base": _per_prompt(r.model, beh), "teachers": {}, "students": {}}
-        for name, t in teachers.items():
-            with t.apply(r.model) as m:
-                out["teachers"][name] = _per_prompt(m, beh.with_system(t.system))
-        for loss, by_name in dirs.items():
-            out["students"][loss] = {}
-            for name, d in by_name.items():
-                final = sorted(d.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-                student = load_model(final[-1], base=r.model)
-                out["students"][loss][name] = _per_prompt(student, beh)
-                del student
-        out["metric"] = beh.describe()
-        return out
-
-    return stage(r.out / "behavior.json", r.key(), compute, json_save, json_load, r.log)
-
-
-def _alignment(r: Run, vec: Any, dirs: dict[str, dict[str, Path]], layer: int) -> Any:
-    """Per loss and teacher: the student's alignment at ℓ* (vs null, and vs the base control)."""
-    from steerlens.track import track_checkpoints
-
-    def compute() -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for loss, by_name in dirs.items():
-            out[loss] = {}
-            for name, d in by_name.items():
-                if name == "base":
-                    continue
-                tr = track_checkpoints(
-                    r.model,
-                    d,
-                    vec,
-                    r.trait,
-                    control=by_name["base"],
-                    layers=[layer],
-                    cache_dir=r.out / "cache" / "track",
-                    n_null=r.cfg.n_null,
-                    n_boot=r.cfg.n_boot,
-                    seed=r.cfg.seed,
-                    progress=r.progress,
-                )
-                out[loss][name] = alignment_at(tr.to_json(), layer)
-        return out
-
-    return stage(r.out / "alignment.json", r.key(), compute, json_save, json_load, r.log)
-
-
-def _rows(
-    r: Run, carries: dict[str, Any], beh: Any, align: Any, teachers: dict[str, Teacher]
-) -> dict[str, Any]:
-    """Per loss and teacher: the predictor, the transfer and the alignment, as JSON."""
-    import numpy as np
-
-    out: dict[str, Any] = {}
-    for loss, studs in beh["students"].items():
-        rows: dict[str, Any] = {}
-        for name, t in teachers.items():
-            c = carries.get(name) or {}
-            cp = c.get("clean_peak") or {}
-            tr = transfer(
-                np.array(studs[name]),
-                np.array(studs["base"]),
-                np.array(beh["teachers"][name]),
-                np.array(beh["base"]),
-                n_boot=r.cfg.n_boot,
-                seed=r.cfg.seed,
-            )
-            rows[name] = {
-                "teacher": t.describe(),
-                "carry_defined": c.get("defined"),
-                "carry_level": c.get("level"),
-                "S": cp.get("S") if c.get("defined") else None,
-                "S_layer": cp.get("layer"),
-                "S_alpha": cp.get("alpha"),
-                "S_beats_null": cp.get("beats_null"),
-                "transfer": tr.to_json(),
-                "alignment": (align.get(loss) or {}).get(name),
-            }
-        out[loss] = rows
-    return out
-
-
-def _lineage(r: Run, datas: dict[str, Any], dirs: dict[str, dict[str, Path]]) -> Any:
-    from steerlens.models import describe
-    from steerlens.version import __version__
-
-    return {
-        "base": describe(r.model),
-        "teachers": {n: d.settings.get("teacher") for n, d in datas.items()},
-        "data": {n: d.meta() for n, d in datas.items()},
-        "students": {
-            loss: {n: series_record(p) for n, p in by.items()} for loss, by in dirs.items()
-        },
-        "seeds": {"seed": r.cfg.seed},
-        "steerlens_version": __version__,
-    }
-
-
 def run(
     cfg: SvdConfig,
     out_dir: str | Path,
@@ -324,8 +156,6 @@ def run(
     log: Callable[[str], None] = print,
 ) -> ExperimentResult:
     """Run the svd experiment; write ``results.json`` (the command line adds ``report.html``)."""
-    from steerlens.version import __version__
-
     out = Path(out_dir).expanduser()
     for sub in ("data", "carry"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -338,30 +168,35 @@ def run(
     log(f"steered teacher: α={alpha:g} at layer {layer} ({src})")
     every = svd_teachers(vec, r.trait, layer, alpha)
     teachers = {n: t for n, t in every.items() if n in cfg.teachers}
-    carries = {n: _teacher_carry(r, n, t, vec, owl_carry) for n, t in teachers.items()}
+    carries = {n: st.teacher_carry(r, n, t, vec, owl_carry) for n, t in teachers.items()}
     r.tick("teacher carry tests")
-    datas = {n: _data(r, n, t) for n, t in teachers.items()}
+    datas = {n: st.teacher_data(r, n, t) for n, t in teachers.items()}
     r.tick("teacher data")
     lora = cfg.student_layers(layer, r.model.n_layers)
     log(f"students: LoRA on blocks {lora if lora is not None else 'the middle fifth'}")
     dirs = {
-        loss: {n: _student(r, n, t, datas[n], loss, lora) for n, t in teachers.items()}
+        loss: {n: st.student(r, n, t, datas[n], loss, lora) for n, t in teachers.items()}
         for loss in cfg.losses()
     }
     r.tick("distillation")
-    beh = _behaviors(r, teachers, dirs)
+    beh = st.behaviors(r, teachers, dirs)
     r.tick("behavior")
-    align = _alignment(r, vec, dirs, layer)
+    align = st.alignment(r, vec, dirs, layer)
     r.tick("alignment")
-    rows = _rows(r, carries, beh, align, teachers)
+    rows = st.rows(r, carries, beh, align, teachers)
     verdicts = {loss: transfer_verdict(rs) for loss, rs in rows.items()}
     head = verdicts[cfg.loss]
     results: dict[str, Any] = {
         "kind": "steerlens.svd",
         "steerlens_version": __version__,
-        "config": cfg.to_json(),
+        "config": config_json(cfg),
         "trait": r.trait.name,
-        "lineage": _lineage(r, datas, dirs),
+        "lineage": lineage_json(
+            r,
+            teachers={n: d.settings.get("teacher") for n, d in datas.items()},
+            data={n: d.meta() for n, d in datas.items()},
+            students=series_records(dirs),
+        ),
         "teacher_vector": vec.to_json(),
         "carry": owl_carry,
         "svd": {

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from steerlens.experiments.verdict_lines import alignment_lines, behavior_lines
 from steerlens.pipeline.power import measured_power
 from steerlens.pipeline.signature import SignatureTest
 from steerlens.stats import normal_two_sided_p
@@ -164,85 +165,6 @@ def _flags(al: dict[str, Any], deltas: dict[str, Any], alpha: float) -> list[str
     return flags
 
 
-def _ci(d: dict[str, Any]) -> str:
-    return (
-        f"{d['estimate']:+.3f} ({d.get('level', 0.95):.0%} CI [{d['lo']:+.3f}, {d['hi']:+.3f}], "
-        f"p={d['p']:.2g})"
-    )
-
-
-def _behavior_lines(beh: dict[str, Any], deltas: dict[str, Any]) -> list[str]:
-    b0 = beh["main"]["scores"][0]
-    n = (deltas.get("main_vs_base") or {}).get("n", beh["metric"].get("n_prompts"))
-    line = (
-        f"Behavior ({beh['metric'].get('metric')}, {n} eval prompts): base {b0:.2f}, teacher "
-        f"{beh['teacher']:.2f}."
-    )
-    if not deltas:
-        s, c = beh["main"]["scores"], beh["control"]["scores"]
-        return [
-            line,
-            f"After training the student moved {s[-1] - s[0]:+.2f} and the base control "
-            f"{c[-1] - c[0]:+.2f} (this metric has no per-prompt scores: no interval, no test).",
-        ]
-    names = {"main": "student", "control": "base control", "benign": "benign control"}
-    names.update({f"benign{r}": f"benign control {r}" for r in range(2, 10)})
-    parts = [
-        f"{names.get(k[:-8], k)} vs base {_ci(v)}"
-        for k, v in deltas.items()
-        if k.endswith("_vs_base")
-    ]
-    parts += [
-        f"student vs {names.get(k.removeprefix('main_vs_'), k)} {_ci(v)}"
-        for k, v in deltas.items()
-        if k.startswith("main_vs_") and k not in ("main_vs_base", "main_vs_benign_replicates")
-    ]
-    out = [line, "Deltas: " + "; ".join(parts) + " (sign-flip permutation, two-sided)."]
-    rep = deltas.get("main_vs_benign_replicates")
-    if rep is not None:
-        out.append(
-            f"Student vs {int(rep['k'])} benign replicates (models as the unit, training noise "
-            f"included): B̄ {rep['estimate']:+.3f} beyond their mean (sd {rep['replicate_sd']:.3f},"
-            f" t={rep['t']:+.2f}, df={int(rep['df'])}, one-sided p={rep['p']:.2g}; 95% "
-            f"prediction interval of a replicate [{rep['pi_lo']:.3f}, {rep['pi_hi']:.3f}])."
-        )
-    return out
-
-
-def _alignment_lines(al: dict[str, Any], alpha: float) -> list[str]:
-    lines = [f"Headline layer {al['layer']}: {al['rule']}."]
-    for key, label in (
-        ("student", "student"),
-        ("control", "base control"),
-        ("benign", "benign control"),
-    ):
-        row = al.get(key)
-        if row is not None:
-            lines.append(
-                f"EAS({label}) = {row['eas']:+.3f} at step {row['step']} (z_iso {row['z_iso']:+.1f}, "
-                f"z_cov {row['z_cov']:+.1f}; one-sided p = {row['p']:.2g}, two-sided "
-                f"{row['p_two_sided']:.2g})."
-            )
-    for key, label in (
-        ("excess_vs_control", "base control"),
-        ("excess_vs_benign", "benign control"),
-    ):
-        ex = al.get(key)
-        if ex is not None:
-            lines.append(
-                f"Excess alignment EAS(student) − EAS({label}) = {ex['estimate']:+.3f} "
-                f"({ex['level']:.0%} CI [{ex['lo']:+.3f}, {ex['hi']:+.3f}], bootstrap p={ex['p']:.2g})."
-            )
-    anyl = al.get("any_layer")
-    if anyl is not None:
-        lines.append(
-            f"Any layer ({anyl['correction']} over {anyl['n_layers']} layers, reported only): "
-            f"{anyl['n_significant']} align beyond both nulls at α={alpha:g}; smallest "
-            f"adjusted p {anyl['min_p_adj']:.2g} at layer {anyl['layer']}."
-        )
-    return lines
-
-
 _HEADS = {
     "inherited": (
         "Inherited: the student's trait behavior moved beyond the base control's and beyond "
@@ -317,7 +239,7 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
             "system-prompt effect or from training noise"
         )
     carry = results.get("carry") or {}
-    lines = _behavior_lines(beh, deltas) + _alignment_lines(al, alpha)
+    lines = behavior_lines(beh, deltas) + alignment_lines(al, alpha)
     if sig is not None:
         lines.append(f"Model-level activation test (the rule used when tested): {sig.summary()}.")
     lines.append(f"Carry test of the teacher vector: {carry.get('verdict')}")

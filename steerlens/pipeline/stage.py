@@ -8,13 +8,17 @@ so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from steerlens.checkpoints import CheckpointSeries
 from steerlens.common import read_json, sha256_bytes, sha256_file, write_json
+from steerlens.lineage import ensure_record
+from steerlens.numbers import number_prompts
 
 T = TypeVar("T")
 
@@ -24,6 +28,7 @@ __all__ = [
     "checkpoint_behavior",
     "json_load",
     "json_save",
+    "last_checkpoint",
     "series_key",
     "series_record",
     "stage",
@@ -40,7 +45,6 @@ The one place this offset is defined (the demo and ``steerlens distill`` both us
 def training_prompts(n: int, seed: int) -> list[str]:
     """The ``n`` number prompts the teachers answer for distillation data (see
     :data:`DATA_SEED_OFFSET`)."""
-    from steerlens.numbers import number_prompts
 
     return number_prompts(n, seed=seed + DATA_SEED_OFFSET)
 
@@ -54,7 +58,6 @@ def _stage_files(path: Path) -> list[Path]:
 
 def _digest(path: Path) -> str:
     """sha256 over the stage's files (:func:`_stage_files`), names and bytes."""
-    import hashlib
 
     h = hashlib.sha256()
     for f in _stage_files(path):
@@ -102,7 +105,6 @@ def stage(
     file edited after it was written is named in the log and recomputed (a stale cache never
     reaches a later stage). ``record`` writes ``path``'s lineage record (after a fresh result;
     for a reused one only when its files still match, see :func:`steerlens.lineage.ensure_record`)."""
-    from steerlens.lineage import ensure_record
 
     stamp = _read_stamp(path) if path.exists() else None
     if stamp is not None and stamp[0] == key:
@@ -164,7 +166,6 @@ def checkpoint_behavior(
     base: Any, series_dir: Path, behavior: Callable[[Any], float]
 ) -> dict[str, Any]:
     """The behavior score of the base (step 0) and every checkpoint of a series."""
-    from steerlens.checkpoints import CheckpointSeries
 
     series = CheckpointSeries.discover(series_dir)
     steps, scores = [0], [float(behavior(base))]
@@ -175,11 +176,18 @@ def checkpoint_behavior(
     return {"steps": steps, "scores": scores}
 
 
+def last_checkpoint(series_dir: Path) -> Path:
+    """The ``checkpoint-<step>`` folder of ``series_dir`` with the largest step."""
+    cks = sorted(series_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    if not cks:
+        raise FileNotFoundError(f"{series_dir} holds no checkpoint-<step> folder")
+    return cks[-1]
+
+
 def series_key(*series_dirs: Path) -> str:
     """A short key of the checkpoints' contents in ``series_dirs`` (their steps and content
     signatures, not their paths): a stage that reads checkpoints adds it to its cache key, so a
     recomputed or removed checkpoint invalidates it and a moved run folder does not."""
-    from steerlens.checkpoints import CheckpointSeries
 
     parts = []
     for d in series_dirs:

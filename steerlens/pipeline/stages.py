@@ -15,8 +15,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from steerlens.behavior import trait_behavior
+from steerlens.carry import carry_test
+from steerlens.distill import DistillConfig, TeacherData, distill, generate_teacher_data
+from steerlens.extract import teacher_vector
+from steerlens.models import describe
 from steerlens.pipeline.context import RunContext, config_json, open_context
-from steerlens.pipeline.controls import SeriesPlan, behavior_deltas, series_scores
+from steerlens.pipeline.controls import SeriesPlan, behavior_deltas, series_plan, series_scores
 from steerlens.pipeline.records import recorder, teacher_record
 from steerlens.pipeline.stage import (
     json_load,
@@ -26,16 +31,22 @@ from steerlens.pipeline.stage import (
     stage,
     training_prompts,
 )
+from steerlens.screen import screen_dataset
+from steerlens.track import track_checkpoints
+from steerlens.vectors import SteeringVector
+from steerlens.version import __version__
 
 __all__ = [
     "behavior_stage",
     "carry_peak",
     "carry_stage",
     "distill_stage",
+    "lineage_json",
     "open_run",
     "prompt_teacher_records",
     "run_lineage",
     "screen_stage",
+    "series_records",
     "student_config",
     "teacher_data_stage",
     "teacher_vector_stage",
@@ -58,8 +69,6 @@ def prompt_teacher_records(r: RunContext) -> dict[str, Path]:
 
 
 def teacher_vector_stage(r: RunContext) -> Any:
-    from steerlens.extract import teacher_vector
-    from steerlens.vectors import SteeringVector
 
     vec_path = r.out / "vectors" / "teacher.safetensors"
     vec_path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,8 +101,6 @@ def carry_stage(
     the trait's prompted teacher (``carry.json``, with necessity and its lineage record), or,
     given ``teacher`` and ``name``, against that teacher (``carry/<name>.json``, sufficiency
     only; the same eval prompts, so S is comparable)."""
-    from steerlens.behavior import trait_behavior
-    from steerlens.carry import carry_test
 
     cfg = r.cfg
     metric: Any = None
@@ -128,7 +135,6 @@ def carry_stage(
 
 def teacher_data_stage(r: RunContext) -> dict[str, Any]:
     """Per series of the plan, the numbers its data source wrote (same prompts, same seed)."""
-    from steerlens.distill import TeacherData, generate_teacher_data
 
     data_dir = r.out / "data"
     data_dir.mkdir(exist_ok=True)
@@ -162,26 +168,26 @@ def teacher_data_stage(r: RunContext) -> dict[str, Any]:
     return {sp.name: generate(sp) for sp in r.plan}
 
 
-def student_config(cfg: Any, seed_offset: int = 0) -> Any:
+def student_config(cfg: Any, seed_offset: int = 0, **overrides: Any) -> Any:
     """The ``DistillConfig`` of an owl-family run's students (LoRA rank and blocks, loss, soft
-    labels, steps, batch, checkpoint spacing), seeded ``cfg.seed + seed_offset``."""
-    from steerlens.distill import DistillConfig
+    labels, steps, batch, checkpoint spacing), seeded ``cfg.seed + seed_offset``; ``overrides``
+    (``DistillConfig`` fields: svd's per-student ``loss`` and ``layers``) replace those."""
 
-    return DistillConfig(
-        rank=cfg.rank,
-        layers=cfg.lora_layers,
-        loss=cfg.loss,
-        kl_targets=cfg.kl_targets,
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        save_every=cfg.save_every,
-        seed=cfg.seed + seed_offset,
-    )
+    fields_ = {
+        "rank": cfg.rank,
+        "layers": cfg.lora_layers,
+        "loss": cfg.loss,
+        "kl_targets": cfg.kl_targets,
+        "steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "save_every": cfg.save_every,
+        "seed": cfg.seed + seed_offset,
+    }
+    return DistillConfig(**{**fields_, **overrides})
 
 
 def distill_stage(r: RunContext, data: dict[str, Any]) -> dict[str, Path]:
     """Every series of the plan, trained the same way on its own data."""
-    from steerlens.distill import distill
 
     dirs = {sp.name: r.out / "students" / sp.name for sp in r.plan}
     for sp in r.plan:
@@ -199,7 +205,6 @@ def distill_stage(r: RunContext, data: dict[str, Any]) -> dict[str, Path]:
 
 def behavior_stage(r: RunContext, dirs: dict[str, Path]) -> Any:
     """B per checkpoint of every series, per-prompt scores, and the deltas with CIs."""
-    from steerlens.behavior import trait_behavior
 
     trait, model = r.trait, r.model
     behavior = trait_behavior(model, trait)
@@ -235,7 +240,6 @@ def behavior_stage(r: RunContext, dirs: dict[str, Path]) -> Any:
 def track_stage(r: RunContext, vec: Any, dirs: dict[str, Path]) -> dict[str, Any]:
     """The student against the base control; with the benign control, a second track of the
     student against it (the student's rows come from the row cache)."""
-    from steerlens.track import track_checkpoints
 
     def track(control: Path) -> dict[str, Any]:
         return track_checkpoints(
@@ -258,7 +262,6 @@ def track_stage(r: RunContext, vec: Any, dirs: dict[str, Path]) -> dict[str, Any
 
 
 def screen_stage(r: RunContext, vec: Any, data: dict[str, Any]) -> Any:
-    from steerlens.screen import screen_dataset
 
     n = r.cfg.screen_max
     names = {"main": "teacher", "control": "control", "benign": "benign"}
@@ -287,21 +290,38 @@ def screen_stage(r: RunContext, vec: Any, data: dict[str, Any]) -> Any:
     )
 
 
-def run_lineage(r: RunContext, data: dict[str, Any], dirs: dict[str, Path]) -> Any:
-    from steerlens.models import describe
-    from steerlens.version import __version__
-
-    model, trait = r.model, r.trait
+def series_records(dirs: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`series_record` of every series folder in ``dirs`` (nested mappings kept: svd's
+    students by loss, then teacher)."""
     return {
-        "base": describe(model),
-        "teacher": {"model": model.name, "system_prompt": trait.system_prompt},
-        "benign_teacher": {"model": model.name, "system_prompt": trait.neutral_system_prompt},
-        "data": {k: d.meta() for k, d in data.items()},
-        "data_source": {sp.name: sp.system for sp in r.plan},
-        "students": {k: series_record(d) for k, d in dirs.items()},
+        k: series_records(d) if isinstance(d, Mapping) else series_record(d)
+        for k, d in dirs.items()
+    }
+
+
+def lineage_json(r: RunContext, **parts: Any) -> dict[str, Any]:
+    """The ``lineage`` block of a run's results: the base model, ``parts`` in order (teachers,
+    data, students …, each as the experiment records it), the seed and the steerlens version."""
+
+    return {
+        "base": describe(r.model),
+        **parts,
         "seeds": {"seed": r.cfg.seed},
         "steerlens_version": __version__,
     }
+
+
+def run_lineage(r: RunContext, data: dict[str, Any], dirs: dict[str, Path]) -> Any:
+    """The owl-family lineage: both prompted teachers, every series' data and its source."""
+    model, trait = r.model, r.trait
+    return lineage_json(
+        r,
+        teacher={"model": model.name, "system_prompt": trait.system_prompt},
+        benign_teacher={"model": model.name, "system_prompt": trait.neutral_system_prompt},
+        data={k: d.meta() for k, d in data.items()},
+        data_source={sp.name: sp.system for sp in r.plan},
+        students=series_records(dirs),
+    )
 
 
 def open_run(
@@ -310,7 +330,6 @@ def open_run(
     """The run context of a prompted-teacher experiment (owl and the experiments built on its
     stages): :func:`~steerlens.pipeline.context.open_context`, the teachers' records and, with
     ``plan``, the series plan of the config's controls (:func:`series_plan`)."""
-    from steerlens.pipeline.controls import series_plan
 
     r = open_context(cfg, out_dir, progress, log)
     if plan:
