@@ -227,6 +227,7 @@ def _other_examples() -> list[Record]:
     from steerlens.lineage.verify import LineageCheck, Problem
     from steerlens.pipeline.detectors import Reading
     from steerlens.pipeline.power import DetectionResult, DetectorRow, Scored
+    from steerlens.experiments.mitigate_measure import ArmResult, Paired
     from steerlens.pipeline.signature import SignatureTest
     from steerlens.traits import TargetTokens
 
@@ -295,6 +296,19 @@ def _other_examples() -> list[Record]:
         TargetTokens((5, 7), {" owl": (5,), " Owls": (7, 9)}, (" Owls",)),
         _screen(),
         SignatureTest("proj_fixed", 27, 60.1, 0.13, ["control", "benign"], {"main": 60.1}),
+        Paired(0.1, 0.05, 0.2, 0.01, 50),
+        ArmResult(
+            "vet0.5",
+            "vet",
+            0.5,
+            40,
+            {"F": 0.4, "delta": 0.1, "delta_lo": 0.05, "delta_hi": 0.15, "delta_p": 0.01},
+            Paired(-0.05, -0.1, 0.0, 0.04, 50),
+            {"eas": 0.2},
+            1.23,
+            0.01,
+            0.9,
+        ),
     ]
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -109,6 +109,9 @@ class ArmResult(Record):
     safe_completed: float | None = None
     rate: dict[str, Any] | None = None
     beyond_noise: dict[str, Any] | None = None
+
+    #: ``kind`` is the arm's kind; the file's own kind key is the protocol's
+    json_keys: ClassVar[Mapping[str, str]] = {"kind": "arm_kind"}
 
     def summary(self) -> str:
         return _line(self, 0.05, True)

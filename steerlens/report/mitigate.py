@@ -56,7 +56,7 @@ def mitigate_table(arms: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         out.append(
             {
                 "arm": a.get("arm"),
-                "kind": a.get("kind"),
+                "kind": a.get("arm_kind", a.get("kind")),  # "kind" in files before 2026-12-07
                 "param": a.get("param"),
                 "train samples": a.get("n_train"),
                 "Δ vs base control [95% CI]": _ci(
