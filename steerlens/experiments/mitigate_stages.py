@@ -13,12 +13,11 @@ from steerlens.distill import distill, student_loss
 from steerlens.distill.config import default_layers
 from steerlens.experiments.mitigate_data import arm_mitigation
 from steerlens.experiments.mitigate_measure import Arm, replicate_names
-from steerlens.experiments.svd_measure import alignment_at
+from steerlens.experiments.svd_measure import aligned_at
 from steerlens.models import load_model
 from steerlens.pipeline import RunContext, student_config
 from steerlens.pipeline.controls import REPLICATE_SEED_STRIDE, series_scores
 from steerlens.pipeline.stage import json_load, json_save, last_checkpoint, series_key, stage
-from steerlens.track import track_checkpoints
 
 __all__ = ["alignment", "behavior", "cost", "reg_layer", "replicates", "train"]
 
@@ -109,20 +108,7 @@ def alignment(r: RunContext, vec: Any, dirs: dict[str, Path], layer: int) -> Any
         for name, d in dirs.items():
             if name in skip:
                 continue
-            tr = track_checkpoints(
-                r.model,
-                d,
-                vec,
-                r.trait,
-                control=dirs["control"],
-                layers=[layer],
-                cache_dir=r.out / "cache" / "track",
-                n_null=r.cfg.n_null,
-                n_boot=r.cfg.n_boot,
-                seed=r.cfg.seed,
-                progress=r.progress,
-            )
-            out[name] = alignment_at(tr.to_json(), layer)
+            out[name] = aligned_at(r, d, dirs["control"], vec, layer)
         return out
 
     return stage(

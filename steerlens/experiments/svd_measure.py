@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from steerlens.stats import bootstrap
+from steerlens.track import track_checkpoints
 
-__all__ = ["Transfer", "alignment_at", "sign_flip_p", "transfer", "transfer_verdict"]
+__all__ = ["Transfer", "aligned_at", "alignment_at", "sign_flip_p", "transfer", "transfer_verdict"]
 
 
 def sign_flip_p(d: np.ndarray, *, n_perm: int = 4096, seed: int = 0) -> float:
@@ -130,6 +131,25 @@ def alignment_at(track: Mapping[str, Any], layer: int) -> dict[str, Any]:
             excess_p=ex["p"][-1][j],
         )
     return out
+
+
+def aligned_at(r: Any, student: Any, control: Any, vec: Any, layer: int) -> dict[str, Any]:
+    """:func:`alignment_at` of ``student`` beside ``control`` at ``layer`` (one
+    :func:`~steerlens.track.track_checkpoints` over the run's track cache and null sizes)."""
+    tr = track_checkpoints(
+        r.model,
+        student,
+        vec,
+        r.trait,
+        control=control,
+        layers=[layer],
+        cache_dir=r.out / "cache" / "track",
+        n_null=r.cfg.n_null,
+        n_boot=r.cfg.n_boot,
+        seed=r.cfg.seed,
+        progress=r.progress,
+    )
+    return alignment_at(tr.to_json(), layer)
 
 
 def _toward_teacher(tr: Mapping[str, Any]) -> bool:

@@ -15,12 +15,11 @@ import numpy as np
 from steerlens.behavior import trait_behavior
 from steerlens.common import sha256_bytes
 from steerlens.distill import TeacherData, distill, generate_teacher_data
-from steerlens.experiments.svd_measure import alignment_at, transfer
+from steerlens.experiments.svd_measure import aligned_at, transfer
 from steerlens.models import load_model
 from steerlens.pipeline import RunContext, carry_stage, student_config
 from steerlens.pipeline.stage import json_load, json_save, last_checkpoint, stage, training_prompts
 from steerlens.teachers import Teacher
-from steerlens.track import track_checkpoints
 
 __all__ = ["alignment", "behaviors", "rows", "student", "teacher_carry", "teacher_data"]
 
@@ -103,20 +102,7 @@ def alignment(r: RunContext, vec: Any, dirs: dict[str, dict[str, Path]], layer: 
             for name, d in by_name.items():
                 if name == "base":
                     continue
-                tr = track_checkpoints(
-                    r.model,
-                    d,
-                    vec,
-                    r.trait,
-                    control=by_name["base"],
-                    layers=[layer],
-                    cache_dir=r.out / "cache" / "track",
-                    n_null=r.cfg.n_null,
-                    n_boot=r.cfg.n_boot,
-                    seed=r.cfg.seed,
-                    progress=r.progress,
-                )
-                out[loss][name] = alignment_at(tr.to_json(), layer)
+                out[loss][name] = aligned_at(r, d, by_name["base"], vec, layer)
         return out
 
     return stage(r.out / "alignment.json", r.key(), compute, json_save, json_load, r.log)
