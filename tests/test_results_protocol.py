@@ -224,10 +224,10 @@ def _other_examples() -> list[Record]:
     from steerlens.checkpoints.checkpoint import Checkpoint
     from steerlens.distill.data import TeacherData
     from steerlens.distill.mitigations import VetResult
+    from steerlens.experiments.mitigate_measure import ArmResult, Paired
     from steerlens.lineage.verify import LineageCheck, Problem
     from steerlens.pipeline.detectors import Reading
     from steerlens.pipeline.power import DetectionResult, DetectorRow, Scored
-    from steerlens.experiments.mitigate_measure import ArmResult, Paired
     from steerlens.pipeline.signature import SignatureTest
     from steerlens.traits import TargetTokens
 

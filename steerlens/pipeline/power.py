@@ -339,7 +339,7 @@ def measured_power(detector: str, loss: str, path: Path = POWER_FILE) -> dict[st
     )
     text = (
         f"Measured power (bank of known truth, held-out): flags {fraction(r.alpha_tpr)} "
-        f"inheriting and {fraction(r.alpha_fpr)} clean students."
+        f"inheriting students and {fraction(r.alpha_fpr)} clean (student, trait) pairs."
     )
     detail = (
         f"Measured power of {detector} ({loss}) on a bank of students of known truth "
