@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from steerlens.experiments import get
     from steerlens.experiments.detect import classify_finished, todo_order
     from steerlens.models import load_model
+    from steerlens.pipeline import config_json
     from steerlens.pipeline.power import POWER_FILE, DetectionResult
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         f" ({sizes}); {cfg.n_samples} samples, "
         f"{cfg.steps} (kl) / {cfg.sft_steps} (sft) LoRA steps of batch {cfg.batch_size}, "
         f"{cfg.model}, ℓ*={det.layer}, α*={det.alpha_star:g}",
-        "config": cfg.to_json(),
+        "config": config_json(cfg),
         "cpu": _cpu(),
         "precision": precision,
         "seconds": round(time.time() - t0, 1),

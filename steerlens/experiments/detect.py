@@ -178,9 +178,6 @@ class DetectConfig:
         if bad:
             raise ValueError(f"unknown losses {bad}: choose kl and/or sft")
 
-    def to_json(self) -> dict[str, Any]:
-        return config_json(self)
-
 
 def cell_labels(cfg: DetectConfig) -> dict[str, str | None]:
     """cell → the trait its teacher carries (None: a negative), in the bank's order: the
@@ -292,7 +289,7 @@ def run(
     results: dict[str, Any] = {
         "kind": "steerlens.detect",
         "steerlens_version": __version__,
-        "config": cfg.to_json(),
+        "config": config_json(cfg),
         "trait": r.trait.name,
         "detection": result.to_json(),
         "verdict": {
