@@ -213,6 +213,7 @@ def test_measured_power_quotes_the_held_out_rates(tmp_path: Path) -> None:
     k, n = r.alpha_tpr["k"], r.alpha_tpr["n"]
     assert f"flags {k}/{n} inheriting" in p["text"] and "8 students" in p["detail"]
     assert "steered α=16" in p["detail"]
+    assert p["short"] == f"{k}/{n} hits, {r.alpha_fpr['k']}/{r.alpha_fpr['n']} false alarms"
 
 
 def test_negative_cells_have_their_own_seed_counts() -> None:

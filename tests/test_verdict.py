@@ -277,26 +277,29 @@ def test_the_verdict_quotes_the_power_of_its_rule() -> None:
     v = verdict(_results(student_p=0.3, excess_p=0.3, behavior_shift=0.2))
     # no benign replicates: the per-prompt test against the base control decided
     expected = measured_power("behavior_vs_control", "kl")
-    assert v["power"]["text"].startswith(f"Behavior rule: {expected['text']}")
+    assert f"behavior rule {expected['short']};" in v["power"]["text"]
+    assert v["power"]["detail"].startswith(f"Behavior rule: {expected['detail']}")
     with_reps = verdict(
         _with_benign(_results(student_p=0.3, excess_p=0.3, behavior_shift=0.2), [0.0, 0.1, 0.05])
     )
     model = measured_power("behavior_model", "kl")
-    assert with_reps["power"]["text"].startswith(f"Behavior rule: {model['text']}")
+    assert f"behavior rule {model['short']};" in with_reps["power"]["text"]
     assert expected["detail"] in v["lines"][-2]
     # without a model-level activation test the activation rule is the unmeasured EAS one
-    assert "was not measured by the bank" in v["power"]["text"]
+    assert v["power"]["text"].endswith("activation rule unmeasured.")
     if POWER_FILE.is_file():
-        assert "Measured power" in v["power"]["text"]
+        assert "false alarms" in v["power"]["text"] and "Measured power" in v["lines"][-2]
     else:
-        assert "unmeasured" in v["power"]["text"]
+        assert "behavior rule unmeasured" in v["power"]["text"]
     # with it, the verdict quotes proj_fixed's measured power
     r = _results(student_p=0.3, excess_p=0.3, behavior_shift=0.0)
     r["signature"] = signature_test(
         _readings({"main": 9.0, "control": 1.0, "benign": 2.0}), 15
     ).to_json()
     act = measured_power("proj_fixed", "kl")  # the detector the signature ran
-    assert verdict(r)["power"]["text"].endswith(f"Activation rule: {act['text']}")
+    assert verdict(r)["power"]["text"].endswith(f"activation rule {act['short']}.")
+    assert verdict(r)["power"]["detail"].endswith(f"Activation rule: {act['detail']}")
+    assert len(verdict(r)["power"]["text"]) < 110  # it stands on the report's first screen
 
 
 def _readings(proj: dict[str, float]) -> dict[str, Reading]:

@@ -191,15 +191,12 @@ def _power(loss: str, behavior_rule: str, activation_rule: str | None) -> dict[s
     replicates, else ``behavior_vs_control``) and of the activation rule, when the bank ran it."""
     beh = measured_power(behavior_rule, loss)
     if activation_rule is None:
-        act = {
-            "text": "The activation rule used here (EAS with probe-prompt nulls) was not "
-            "measured by the bank.",
-        }
-        act["detail"] = act["text"]
+        text = "The activation rule used here (EAS with probe-prompt nulls) was not measured."
+        act = {"text": text, "detail": text, "short": "unmeasured"}
     else:
         act = measured_power(activation_rule, loss)
     return {
-        "text": f"Behavior rule: {beh['text']} Activation rule: {act['text']}",
+        "text": f"Held-out power: behavior rule {beh['short']}; activation rule {act['short']}.",
         "detail": f"Behavior rule: {beh['detail']} Activation rule: {act['detail']}",
     }
 

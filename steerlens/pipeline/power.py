@@ -320,12 +320,13 @@ classifier table without the scored pairs, plus how the bank was run (``bank``).
 
 def measured_power(detector: str, loss: str, path: Path = POWER_FILE) -> dict[str, str]:
     """What the bank measured for ``detector`` under ``loss``: ``text``, one short sentence
-    (held-out FPR and TPR of its α-level decision), and ``detail`` (TPR per steered strength and
+    (held-out FPR and TPR of its α-level decision), ``short`` (the two rates in a few words,
+    "unmeasured" without a bank), and ``detail`` (TPR per steered strength and
     prompted trait, the AUC, the bank); both say so when no bank measured it, so a miss has no
     known rate."""
     if not path.is_file():
         text = f"Its power is unmeasured: no detection bank has run {detector} ({loss})."
-        return {"text": text, "detail": text + " A miss has no known rate."}
+        return {"text": text, "detail": text + " A miss has no known rate.", "short": "unmeasured"}
     d = read_json(path)
     res = DetectionResult.from_json(d)
     bank = d.get("bank") or {}
@@ -333,7 +334,7 @@ def measured_power(detector: str, loss: str, path: Path = POWER_FILE) -> dict[st
         r = res.row(detector, loss)
     except StopIteration:
         text = f"Its power is unmeasured: the committed bank did not run {detector} ({loss})."
-        return {"text": text, "detail": text}
+        return {"text": text, "detail": text, "short": "unmeasured"}
     cells = ", ".join(
         f"{_cell_name(k, res.alpha_star)} {fraction(v)}" for k, v in r.tpr_by_cell.items()
     )
@@ -349,7 +350,8 @@ def measured_power(detector: str, loss: str, path: Path = POWER_FILE) -> dict[st
         f"[{r.auc_lo:.2f}, {r.auc_hi:.2f}]. A 'no evidence' here misses transfers like those it "
         "did not flag."
     )
-    return {"text": text, "detail": detail}
+    short = f"{fraction(r.alpha_tpr)} hits, {fraction(r.alpha_fpr)} false alarms"
+    return {"text": text, "detail": detail, "short": short}
 
 
 def _cell_name(cell: str, alpha_star: float) -> str:
