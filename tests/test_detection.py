@@ -235,3 +235,5 @@ def test_negative_cells_have_their_own_seed_counts() -> None:
         DetectConfig(neg_seeds=2)
     with pytest.raises(ValueError, match="odd seeds"):
         DetectConfig(sft_seeds=1)
+    with pytest.raises(ValueError, match="carry_seeds must be >= 0"):
+        DetectConfig(carry_seeds=-1)

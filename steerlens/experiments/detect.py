@@ -174,6 +174,10 @@ class DetectConfig:
                 "seeds and sft_seeds must be >= 2: even seeds choose the rules, odd seeds "
                 "report them, so a positive cell needs one of each"
             )
+        if self.carry_seeds < 0:
+            raise ValueError(
+                f"carry_seeds must be >= 0 (0: no student carry test), got {self.carry_seeds}"
+            )
         bad = [x for x in self.losses if x not in ("kl", "sft")]
         if bad:
             raise ValueError(f"unknown losses {bad}: choose kl and/or sft")

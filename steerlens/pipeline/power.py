@@ -42,6 +42,7 @@ __all__ = [
     "classify",
     "fraction",
     "measured_power",
+    "rule_half_rank",
 ]
 
 
@@ -262,14 +263,18 @@ def classify(
                 out.append(Scored(loss, st.cell, st.seed, t, pos, s, p))
             scored[f"{det.name}/{loss}"] = out
             rows.append(_row(det.name, det.formula, loss, out, level, seed, n_boot))
-            row = rows[-1]
-            calibrated = float(row.rule_alpha_fpr <= level)
-            auc_r = row.auc_rule_half if np.isfinite(row.auc_rule_half) else -1.0
-            tpr = row.rule_alpha_tpr if calibrated else 0.0
-            keys[det.name] = (calibrated, tpr, auc_r, -len(keys))
+            keys[det.name] = (*rule_half_rank(rows[-1], level), -len(keys))
         if keys:
             best[loss] = max(keys, key=lambda k: keys[k])
     return DetectionResult(layer, alpha_star, level, rows, best, scored, n_students)
+
+
+def rule_half_rank(row: DetectorRow, level: float) -> tuple[float, float, float]:
+    """How the rule half ranks a detector (module doc, "best detector"): calibrated (α-level
+    FPR ≤ ``level``) first, then its TPR at p < α, then its AUC; larger is better."""
+    calibrated = float(row.rule_alpha_fpr <= level)
+    auc_r = row.auc_rule_half if np.isfinite(row.auc_rule_half) else -1.0
+    return calibrated, (row.rule_alpha_tpr if calibrated else 0.0), auc_r
 
 
 def _row(

@@ -34,7 +34,7 @@ from steerlens.common import read_json
 from steerlens.models import load_model
 from steerlens.pipeline.context import RunContext
 from steerlens.pipeline.detectors import DETECTORS, Reading, read_student, trait_probe
-from steerlens.pipeline.power import POWER_FILE, DetectionResult
+from steerlens.pipeline.power import POWER_FILE, DetectionResult, rule_half_rank
 from steerlens.pipeline.stage import json_load, json_save, stage
 from steerlens.results import Record
 
@@ -60,13 +60,8 @@ def activation_rule(loss: str, path: Path = POWER_FILE) -> str:
     rows = [r for r in res.rows if r.loss == loss and r.detector in ACTIVATION_DETECTORS]
     if not rows:
         return "proj_fixed"
-
-    def key(r: Any) -> tuple[float, float, float]:
-        ok = float(r.rule_alpha_fpr <= res.level)
-        auc = r.auc_rule_half if np.isfinite(r.auc_rule_half) else -1.0
-        return ok, (r.rule_alpha_tpr if ok else 0.0), auc
-
-    return str(max(rows, key=key).detector)
+    # ties: the earlier detector, as classify() breaks them
+    return str(max(rows, key=lambda r: rule_half_rank(r, res.level)).detector)
 
 
 @dataclass(frozen=True)
