@@ -51,6 +51,14 @@ from steerlens.experiments.mlp_measure import (
     t_interval,
     verdict,
 )
+from steerlens.experiments.mlp_records import (
+    MlpAuxInitAcc,
+    MlpAuxPaperRow,
+    MlpAuxResults,
+    MlpAuxSeed,
+    MlpAuxSizes,
+    MlpAuxStudent,
+)
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
 from steerlens.module_vectors import shift_vector
@@ -68,6 +76,7 @@ __all__ = [
     "permutation_null",
     "run",
     "run_seed",
+    "seed_result",
     "summarize",
     "t_interval",
     "tracked_epochs",
@@ -76,9 +85,9 @@ __all__ = [
 
 #: what the paper and the planning run report (test accuracy of the students' class logits)
 PAPER = {
-    "MNIST (Cloud et al. 2025)": {"same_init": ">0.50", "different_init": "≈0.10 (chance)"},
-    "Fashion-MNIST (planning run)": {"same_init": "≈0.50", "different_init": "≈0.10"},
-    "8×8 digits (planning run)": {"same_init": "≈0.30", "different_init": "≈0.10"},
+    "MNIST (Cloud et al. 2025)": MlpAuxPaperRow(">0.50", "≈0.10 (chance)"),
+    "Fashion-MNIST (planning run)": MlpAuxPaperRow("≈0.50", "≈0.10"),
+    "8×8 digits (planning run)": MlpAuxPaperRow("≈0.30", "≈0.10"),
 }
 
 
@@ -132,14 +141,14 @@ class MlpAuxConfig:
         )
         return dataclasses.replace(base, **overrides)
 
-    def resolved(self) -> dict[str, int]:
+    def resolved(self) -> MlpAuxSizes:
         """The per-dataset defaults filled in."""
         fashion = self.dataset == "fashion-mnist"
-        return {
-            "teacher_epochs": self.teacher_epochs or (5 if fashion else 100),
-            "student_epochs": self.student_epochs or (5 if fashion else 50),
-            "n_noise": self.n_noise or (60000 if fashion else 16384),
-        }
+        return MlpAuxSizes(
+            teacher_epochs=self.teacher_epochs or (5 if fashion else 100),
+            student_epochs=self.student_epochs or (5 if fashion else 50),
+            n_noise=self.n_noise or (60000 if fashion else 16384),
+        )
 
 
 @dataclass
@@ -149,7 +158,7 @@ class _Seed:
     cfg: MlpAuxConfig
     data: Data
     s: int
-    sizes: dict[str, int]
+    sizes: MlpAuxSizes
 
     def init(self, which: str) -> MLP:
         offset = 0 if which == "A" else 7919  # B₀: a different seed, never equal to A₀'s
@@ -157,10 +166,15 @@ class _Seed:
 
 
 def run_seed(cfg: MlpAuxConfig, data: Data, s: int) -> dict[str, Any]:
+    """:func:`seed_result` as JSON (an element of ``seeds`` in results.json)."""
+    return seed_result(cfg, data, s).to_json()
+
+
+def seed_result(cfg: MlpAuxConfig, data: Data, s: int) -> MlpAuxSeed:
     """Teacher, same-init and different-init students of seed ``s``, their accuracies and the
-    alignment of their shifts with the teacher's (JSON). Runs on one CPU thread (restored
-    after): these matmuls are tiny and more threads only wait on each other (10-20x slower on
-    a busy machine)."""
+    alignment of their shifts with the teacher's. Runs on one CPU thread (restored after):
+    these matmuls are tiny and more threads only wait on each other (10-20x slower on a busy
+    machine)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -169,34 +183,28 @@ def run_seed(cfg: MlpAuxConfig, data: Data, s: int) -> dict[str, Any]:
         torch.set_num_threads(threads)
 
 
-def _run_seed(cfg: MlpAuxConfig, data: Data, s: int) -> dict[str, Any]:
+def _run_seed(cfg: MlpAuxConfig, data: Data, s: int) -> MlpAuxSeed:
     r = _Seed(cfg, data, s, cfg.resolved())
     a0, b0 = r.init("A"), r.init("B")
     teacher = train_teacher(
         a0,
         data,
-        r.sizes["teacher_epochs"],
+        r.sizes.teacher_epochs,
         lr=cfg.lr,
         batch_size=cfg.batch_size,
         seed=cfg.seed + 1000 * s,
     )
-    noise = make_noise(r.sizes["n_noise"], data.d_in, cfg.seed + 1000 * s + 2)
-    epochs = tracked_epochs(r.sizes["student_epochs"], cfg.n_track)
+    noise = make_noise(r.sizes.n_noise, data.d_in, cfg.seed + 1000 * s + 2)
+    epochs = tracked_epochs(r.sizes.student_epochs, cfg.n_track)
     probe = data.x_test[: cfg.n_probe]
     base_a = wrap_module(a0, SITES, name=f"init-A-{s}")
     vt = shift_vector(wrap_module(teacher, SITES, name=f"teacher-{s}"), base_a, probe)
     nulls = NullConfig(cfg.n_null, cfg.seed + s)
-    out: dict[str, Any] = {
-        "seed": s,
-        "teacher_acc": accuracy(teacher, data.x_test, data.y_test),
-        "init_acc": {
-            "A": accuracy(a0, data.x_test, data.y_test),
-            "B": accuracy(b0, data.x_test, data.y_test),
-        },
-        "teacher_shift_norm": vt.norms(),
-        "epochs": epochs,
-    }
-    tracks = {}
+    teacher_acc = accuracy(teacher, data.x_test, data.y_test)
+    init_acc = MlpAuxInitAcc(
+        A=accuracy(a0, data.x_test, data.y_test), B=accuracy(b0, data.x_test, data.y_test)
+    )
+    tracks, students = [], []
     for name, init in (("same", a0), ("diff", b0)):
         final, snaps, accs = snapshot_student(
             init,
@@ -204,40 +212,47 @@ def _run_seed(cfg: MlpAuxConfig, data: Data, s: int) -> dict[str, Any]:
             noise,
             data,
             epochs,
-            r.sizes["student_epochs"],
+            r.sizes.student_epochs,
             loss=cfg.loss,
             lr=cfg.lr,
             batch_size=cfg.batch_size,
             seed=cfg.seed + 1000 * s + 1,  # batch order: the same for both inits
         )
         base = wrap_module(init, SITES, name=f"init-{name}-{s}")
-        tracks[name] = track_modules(base, sorted(snaps.items()), vt, probe, name=name, cfg=nulls)
-        out[name] = {
-            "acc": accuracy(final, data.x_test, data.y_test),
-            "acc_by_epoch": [accs[e] for e in epochs],
-            "noise_hash": inputs_hash(noise),
-            "init_fingerprint": base.fingerprint,
-            "track": tracks[name].to_json(),
-            "perm_null": permutation_null(tracks[name], vt, cfg.n_null, cfg.seed + s),
-        }
-    ex = excess_modules(tracks["same"], tracks["diff"], vt, n_boot=cfg.n_boot, seed=cfg.seed + s)
-    out["excess"] = ex.to_json()
+        track = track_modules(base, sorted(snaps.items()), vt, probe, name=name, cfg=nulls)
+        tracks.append(track)
+        students.append(
+            MlpAuxStudent(
+                acc=accuracy(final, data.x_test, data.y_test),
+                acc_by_epoch=[accs[e] for e in epochs],
+                noise_hash=inputs_hash(noise),
+                init_fingerprint=base.fingerprint,
+                track=track.series,
+                perm_null=permutation_null(track, vt, cfg.n_null, cfg.seed + s),
+            )
+        )
+    excess = excess_modules(tracks[0], tracks[1], vt, n_boot=cfg.n_boot, seed=cfg.seed + s)
     iso = cosines(vt[1], random_directions(cfg.hidden, cfg.n_null, cfg.seed + s))
-    out["iso_null_band"] = [float(np.quantile(iso, 0.025)), float(np.quantile(iso, 0.975))]
-    return out
+    return MlpAuxSeed(
+        seed=s,
+        teacher_acc=teacher_acc,
+        init_acc=init_acc,
+        teacher_shift_norm=vt.norms(),
+        epochs=epochs,
+        same=students[0],
+        diff=students[1],
+        excess=excess,
+        iso_null_band=[float(np.quantile(iso, 0.025)), float(np.quantile(iso, 0.975))],
+    )
 
 
 def _all_seeds(
     cfg: MlpAuxConfig, data: Data, progress: bool | None, log: Callable[[str], None]
-) -> list[dict[str, Any]]:
+) -> list[MlpAuxSeed]:
     per_seed = []
     for s in tqdm(range(cfg.n_seeds), desc="seeds", disable=tqdm_disable(progress)):
-        per_seed.append(run_seed(cfg, data, cfg.seed + s))
-        p = per_seed[-1]
-        log(
-            f"seed {s}: teacher {p['teacher_acc']:.3f}, same-init {p['same']['acc']:.3f}, "
-            f"different-init {p['diff']['acc']:.3f}"
-        )
+        per_seed.append(seed_result(cfg, data, cfg.seed + s))
+        log(f"seed {s}: {per_seed[-1].summary()}")
     return per_seed
 
 
@@ -259,21 +274,21 @@ def run(
     per_seed = _all_seeds(cfg, data, progress, log)
     clock.tick("teachers, students and tracking")
     summary = summarize(per_seed)
-    results: dict[str, Any] = {
-        "kind": "steerlens.mlp_aux",
-        "steerlens_version": __version__,
-        "config": config_json(cfg),
-        "resolved": cfg.resolved(),
-        "data": data.describe(),
-        "paper": PAPER,
-        "summary": summary,
-        "seeds": per_seed,
-        "verdict": verdict(summary, data.name),
-    }
-    clock.total()
-    results["timings_s"] = clock.timings
+    res = MlpAuxResults(
+        steerlens_version=__version__,
+        config=config_json(cfg),
+        resolved=cfg.resolved(),
+        data=data.describe(),
+        paper=PAPER,
+        over_seeds=summary,
+        seeds=per_seed,
+        verdict=verdict(summary, data.name),
+    )
+    total = clock.total()
+    res.timings_s = clock.timings
+    results = res.results_json()
     write_json(out / "results.json", results)
-    log(f"wrote {out / 'results.json'} in {clock.timings['total']:.0f}s")
+    log(f"wrote {out / 'results.json'} in {total:.0f}s")
     return ExperimentResult(results)
 
 

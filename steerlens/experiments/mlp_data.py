@@ -18,7 +18,6 @@ import gzip
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
 
+from steerlens.experiments.mlp_records import MlpAuxData
 from steerlens.stats import kl_per_row
 
 __all__ = [
@@ -60,9 +60,9 @@ class Data:
     def d_in(self) -> int:
         return int(self.x_train.shape[1])
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> MlpAuxData:
         """Name, source, input width and split sizes (the ``data`` block of results.json)."""
-        return dict(
+        return MlpAuxData(
             name=self.name,
             source=self.source,
             d_in=self.d_in,

@@ -1,13 +1,16 @@
-"""The report of the ``mlp-aux`` experiment (``results.json`` of kind ``steerlens.mlp_aux``):
-the verdict, the accuracy table beside the paper's numbers, accuracy and alignment curves per
-tracked epoch (t-interval bands over seeds, the isotropic null band), the excess alignment and
-the per-seed table."""
+"""The report of the ``mlp-aux`` experiment (``results.json`` of kind ``steerlens.mlp_aux``,
+read once as :class:`~steerlens.experiments.mlp_records.MlpAuxResults`): the verdict, the
+accuracy table beside the paper's numbers, accuracy and alignment curves per tracked epoch
+(t-interval bands over seeds, the isotropic null band), the excess alignment and the per-seed
+table."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from steerlens.experiments.mlp_records import MlpAuxInterval, MlpAuxResults, MlpAuxSummary
 from steerlens.report.figures import lines_with_bands
 from steerlens.report.page import Report
 from steerlens.report.shape import answer, evidence, headline, section, verdict_lines
@@ -15,25 +18,26 @@ from steerlens.report.shape import answer, evidence, headline, section, verdict_
 __all__ = ["render_mlp_aux"]
 
 
-def _ci(d: Mapping[str, Any]) -> str:
-    return f"{d['mean']:.1%} [{d['lo']:.1%}, {d['hi']:.1%}]"
+def _ci(d: MlpAuxInterval) -> str:
+    return f"{d.mean:.1%} [{d.lo:.1%}, {d.hi:.1%}]"
 
 
-def _series(cells: Sequence[Mapping[str, float]]) -> tuple[list[float], list[float], list[float]]:
-    return [c["mean"] for c in cells], [c["lo"] for c in cells], [c["hi"] for c in cells]
+def _series(cells: Sequence[MlpAuxInterval]) -> tuple[list[float], list[float], list[float]]:
+    return [c.mean for c in cells], [c.lo for c in cells], [c.hi for c in cells]
 
 
-def _headline_figure(rep: Report, res: Mapping[str, Any]) -> None:
+def _headline_figure(rep: Report, s: MlpAuxSummary) -> None:
     """The headline: same-init and different-init students' test accuracy per epoch (bands:
     t-interval over seeds), the teacher's and chance as reference lines."""
-    s = res["summary"]
-    epochs = s["epochs"]
     series, bands = {}, {}
-    for w, label in (("same", "same-init student"), ("diff", "different-init student")):
-        m, lo, hi = _series(s["acc_by_epoch"][w])
+    for cells, label in (
+        (s.acc_by_epoch.same, "same-init student"),
+        (s.acc_by_epoch.diff, "different-init student"),
+    ):
+        m, lo, hi = _series(cells)
         series[label], bands[label] = m, (lo, hi)
     fig = lines_with_bands(
-        epochs,
+        s.epochs,
         series,
         bands=bands,
         title="Student test accuracy by epoch: same init vs different init",
@@ -41,69 +45,66 @@ def _headline_figure(rep: Report, res: Mapping[str, Any]) -> None:
         ylabel="test accuracy (fraction)",
         hline=0.1,
     )
-    teacher = (s.get("accuracy") or {}).get("teacher") or {}
-    if isinstance(teacher.get("mean"), (int, float)):
+    if math.isfinite(s.accuracy.teacher.mean):
         fig.add_hline(
-            y=float(teacher["mean"]),
+            y=s.accuracy.teacher.mean,
             line={"dash": "dash", "color": "#2b8a3e"},
             annotation_text="teacher",
         )
     headline(rep, fig, "Bands: 95% t-interval over seeds. Dotted: chance (10%).")
 
 
-def _accuracy(rep: Report, res: Mapping[str, Any]) -> None:
-    s, data = res["summary"], res["data"]
-    acc = s["accuracy"]
-    n = s["margin"]["n"]
+def _accuracy(rep: Report, res: MlpAuxResults) -> None:
+    s = res.over_seeds
+    acc, n = s.accuracy, s.margin.n
     section(
         rep,
         "Accuracy beside the paper",
         "accuracy",
-        f"Same-init minus different-init accuracy: {_ci(s['margin'])} over {n} seeds "
+        f"Same-init minus different-init accuracy: {_ci(s.margin)} over {n} seeds "
         "(the paper: a same-init student beats chance, a different-init one does not).",
     )
     rows = [
         {
-            "run": f"this run: {data['name']} ({n} seeds)",
-            "same-init student": _ci(acc["same_init"]),
-            "different-init student": _ci(acc["different_init"]),
-            "teacher": _ci(acc["teacher"]),
-            "same − different": _ci(s["margin"]),
+            "run": f"this run: {res.data.name} ({n} seeds)",
+            "same-init student": _ci(acc.same_init),
+            "different-init student": _ci(acc.different_init),
+            "teacher": _ci(acc.teacher),
+            "same − different": _ci(s.margin),
         }
     ]
-    for name, p in res.get("paper", {}).items():
+    for name, p in res.paper.items():
         rows.append(
             {
                 "run": name,
-                "same-init student": p["same_init"],
-                "different-init student": p["different_init"],
+                "same-init student": p.same_init,
+                "different-init student": p.different_init,
                 "teacher": "",
                 "same − different": "",
             }
         )
     rep.table(rows)
-    r = res["resolved"]
+    r, boot = res.resolved, s.margin.bootstrap_over_seeds
     rep.text(
-        f"Test accuracy of the class logits (never trained in the students), mean and {s['interval']}. "
-        f"Teacher {r['teacher_epochs']} epochs on the class logits; students {r['student_epochs']} "
-        f"epochs on {r['n_noise']} uniform noise images, loss {res['config']['loss']} on the "
-        f"{res['config']['n_aux']} auxiliary logits; the untrained init scores "
-        f"{_ci(acc['init'])}. Percentile bootstrap of the margin over seeds: "
-        f"[{s['margin']['bootstrap_over_seeds']['lo']:+.1%}, "
-        f"{s['margin']['bootstrap_over_seeds']['hi']:+.1%}]."
+        f"Test accuracy of the class logits (never trained in the students), mean and {s.interval}. "
+        f"Teacher {r.teacher_epochs} epochs on the class logits; students {r.student_epochs} "
+        f"epochs on {r.n_noise} uniform noise images, loss {res.config['loss']} on the "
+        f"{res.config['n_aux']} auxiliary logits; the untrained init scores "
+        f"{_ci(acc.init)}. Percentile bootstrap of the margin over seeds: "
+        f"[{boot.lo:+.1%}, {boot.hi:+.1%}]."
     )
 
 
-def _alignment(rep: Report, s: Mapping[str, Any]) -> None:
-    ex = s["excess_last_epoch"]
+def _alignment(rep: Report, s: MlpAuxSummary) -> None:
+    ex = s.excess_last_epoch
     section(
         rep,
         "Mechanism: alignment of the student shift with the teacher shift",
         "alignment",
         "Excess alignment same − different init at the last epoch: "
         + "; ".join(
-            f"{site} {e['mean']:+.2f} [{e['lo']:+.2f}, {e['hi']:+.2f}]"
-            for site, e in zip(s["sites"], ex, strict=False)
+            f"{site} {e.mean:+.2f} [{e.lo:+.2f}, {e.hi:+.2f}]"
+            for site, e in zip(s.sites, ex, strict=False)
         )
         + ".",
     )
@@ -113,17 +114,16 @@ def _alignment(rep: Report, s: Mapping[str, Any]) -> None:
         "A different-init student is compared in its own coordinates with vᵀ in A's: its "
         "units are unrelated to A's, so the theory expects EAS at the null there."
     )
-    lo_n, hi_n = s["iso_null_band"]
-    epochs = s["epochs"]
-    for j, site in enumerate(s["sites"]):
+    lo_n, hi_n = s.iso_null_band
+    for j, site in enumerate(s.sites):
         series, bands = {}, {}
-        for w, label in (("same", "same init"), ("diff", "different init")):
-            m, lo, hi = _series(s["eas"][w][j])
+        for curves, label in ((s.eas.same, "same init"), (s.eas.diff, "different init")):
+            m, lo, hi = _series(curves[j])
             series[label], bands[label] = m, (lo, hi)
-        bands["isotropic null 95%"] = ([lo_n] * len(epochs), [hi_n] * len(epochs))
+        bands["isotropic null 95%"] = ([lo_n] * len(s.epochs), [hi_n] * len(s.epochs))
         rep.figure(
             lines_with_bands(
-                epochs,
+                s.epochs,
                 series,
                 bands=bands,
                 title=f"EAS at {site} by student epoch",
@@ -132,22 +132,22 @@ def _alignment(rep: Report, s: Mapping[str, Any]) -> None:
                 hline=0.0,
             )
         )
-    frac = s["frac_seeds_beating_nulls_last_epoch"]
-    perm = s.get("frac_seeds_beating_permutation_null_last_epoch") or {}
+    frac = s.frac_seeds_beating_nulls_last_epoch
+    perm = s.frac_seeds_beating_permutation_null_last_epoch
     rep.open_details("Numbers per site")
     rep.table(
         [
             {
                 "site": site,
-                "EAS same (last epoch)": s["eas"]["same"][j][-1]["mean"],
-                "EAS different (last epoch)": s["eas"]["diff"][j][-1]["mean"],
-                "excess same − different": f"{ex[j]['mean']:+.3f} [{ex[j]['lo']:+.3f}, {ex[j]['hi']:+.3f}]",
-                "seeds beating both nulls: same": frac["same"][j],
-                "different": frac["diff"][j],
-                "seeds beating the permutation null: same": (perm.get("same") or [None] * 9)[j],
-                "different ": (perm.get("diff") or [None] * 9)[j],
+                "EAS same (last epoch)": s.eas.same[j][-1].mean,
+                "EAS different (last epoch)": s.eas.diff[j][-1].mean,
+                "excess same − different": f"{ex[j].mean:+.3f} [{ex[j].lo:+.3f}, {ex[j].hi:+.3f}]",
+                "seeds beating both nulls: same": frac.same[j],
+                "different": frac.diff[j],
+                "seeds beating the permutation null: same": perm.same[j] if perm else None,
+                "different ": perm.diff[j] if perm else None,
             }
-            for j, site in enumerate(s["sites"])
+            for j, site in enumerate(s.sites)
         ]
     )
     rep.close_details()
@@ -164,44 +164,39 @@ def _alignment(rep: Report, s: Mapping[str, Any]) -> None:
 
 def render_mlp_aux(results: Mapping[str, Any], title: str | None = None) -> Report:
     """The report page of an ``mlp-aux`` results dict."""
+    res = MlpAuxResults.from_json(results)
     rep = Report(
-        title or f"steerlens mlp-aux: subliminal learning in an MLP ({results['data']['name']})",
-        f"steerlens {results.get('steerlens_version', '')}",
+        title or f"steerlens mlp-aux: subliminal learning in an MLP ({res.data.name})",
+        f"steerlens {res.steerlens_version}",
     )
-    v = results["verdict"]
-    n = results["summary"]["margin"]["n"]
+    v = res.verdict
     answer(
         rep,
-        str(v["headline"]).rstrip(".") + ".",
+        v.headline.rstrip(".") + ".",
         f"The test compares students that share the teacher's initialisation with students "
-        f"that do not, over {n} seeds; it sees the shared-init channel through the class "
-        "logits the students never trained",
-        v,
-        str(v.get("strength", "weak")),
+        f"that do not, over {res.over_seeds.margin.n} seeds; it sees the shared-init channel "
+        "through the class logits the students never trained",
+        v.to_json(),
+        v.strength,
     )
-    _headline_figure(rep, results)
-    _accuracy(rep, results)
-    _alignment(rep, results["summary"])
+    _headline_figure(rep, res.over_seeds)
+    _accuracy(rep, res)
+    _alignment(rep, res.over_seeds)
     with evidence(rep):
-        verdict_lines(rep, v)
+        verdict_lines(rep, v.to_json())
         rep.subheading("Per seed")
         rep.table(
             [
                 {
-                    "seed": p["seed"],
-                    "teacher": p["teacher_acc"],
-                    "same init": p["same"]["acc"],
-                    "different init": p["diff"]["acc"],
-                    "noise identical": p["same"]["noise_hash"] == p["diff"]["noise_hash"],
+                    "seed": p.seed,
+                    "teacher": p.teacher_acc,
+                    "same init": p.same.acc,
+                    "different init": p.diff.acc,
+                    "noise identical": p.same.noise_hash == p.diff.noise_hash,
                 }
-                for p in results["seeds"]
+                for p in res.seeds
             ]
         )
         rep.subheading("Run")
-        rep.table(
-            {
-                "data": results["data"]["source"],
-                **{f"{k} (s)": t for k, t in results["timings_s"].items()},
-            }
-        )
+        rep.table({"data": res.data.source, **{f"{k} (s)": t for k, t in res.timings_s.items()}})
     return rep
