@@ -120,12 +120,12 @@ def _alignment(rep: Report, s: MlpAuxSummary) -> None:
         for curves, label in ((s.eas.same, "same init"), (s.eas.diff, "different init")):
             m, lo, hi = _series(curves[j])
             series[label], bands[label] = m, (lo, hi)
-        bands["isotropic null 95%"] = ([lo_n] * len(s.epochs), [hi_n] * len(s.epochs))
+        null = ([lo_n] * len(s.epochs), [hi_n] * len(s.epochs))
         rep.figure(
             lines_with_bands(
                 s.epochs,
                 series,
-                bands=bands,
+                bands={**bands, "isotropic null 95%": null},
                 title=f"EAS at {site} by student epoch",
                 xlabel="student epoch",
                 ylabel="cos(student shift, teacher shift)",
