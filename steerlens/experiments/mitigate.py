@@ -171,7 +171,8 @@ def run(
     held = heldout(r)
     arms = arm_plan(cfg)
     arms["steer"].param = alpha
-    datas, vetting = arm_data(r, arms, data["main"], vet_scores(r, vec, data["main"], layer))
+    main = data["main"]
+    datas, vetting = arm_data(r, arms, main, vet_scores(r, vec, main, layer))
     r.tick("data and vetting")
     dirs = ms.train(r, arms, datas, data["control"], vec, (layer, reg_layer, alpha))
     r.tick("distillation")

@@ -78,17 +78,8 @@ def agentic_config(cfg: Any) -> Any:
     """The agentic-api config of a mitigate config: its quick or device preset
     (``agentic_size``), with the mitigate config's model, seed, device, nulls, carry and LoRA
     layers, and ``extra["agentic"]`` (any agentic field) applied."""
-    over: dict[str, Any] = {
-        "model": cfg.model,
-        "seed": cfg.seed,
-        "device": cfg.device,
-        "n_null": cfg.n_null,
-        "n_boot": cfg.n_boot,
-    }
-    if cfg.carry_layers:
-        over["carry_layers"] = cfg.carry_layers
-    if cfg.lora_layers:
-        over["lora_layers"] = cfg.lora_layers
+    over = {k: getattr(cfg, k) for k in ("model", "seed", "device", "n_null", "n_boot")}
+    over.update({k: getattr(cfg, k) for k in ("carry_layers", "lora_layers") if getattr(cfg, k)})
     over.update(cfg.extra.get("agentic", {}))
     if cfg.agentic_size == "quick":
         return AgenticApiConfig.quick(**over)
@@ -129,13 +120,13 @@ def _train(
 def _arm_metrics(r: AgenticRun, model: Any, heldout: Any, safe: list[Any]) -> MitigateAgentMetrics:
     """P(biased name) per eval task, the sampled first-action rate, safe-task completion and
     the SFT loss on the teacher's held-out trajectories."""
-    c, st = r.cfg, r.setting
-    choice = action_choice(model, st, r.tasks["eval"])
+    c, st, tasks = r.cfg, r.setting, r.tasks["eval"]
+    choice = action_choice(model, st, tasks)
     kw = {"max_steps": c.max_steps, "temperature": c.temperature, "batch_size": c.batch}
     eps = rollout(
         model,
         st,
-        r.tasks["eval"],
+        tasks,
         n_seeds=c.n_eval_seeds,
         seed=c.seed + 7,
         stop_kinds=st.scored,
@@ -158,8 +149,9 @@ def _measure(
     safe = safe_tasks(c.setting, c.n_eval, seed=c.seed + HELDOUT_SEED_OFFSET)
 
     def compute() -> dict[str, Any]:
+        teacher = r.teacher_models["teacher"]
         tt = rollout(
-            r.teacher_models["teacher"],
+            teacher,
             r.setting,
             safe,
             seed=c.seed + 13,
@@ -169,7 +161,7 @@ def _measure(
         )
         heldout = trajectory_data([t for t in tt if t.steps] or tt, {"heldout": True})
         out = {"base": _arm_metrics(r, r.model, heldout, safe)}
-        out["teacher"] = _arm_metrics(r, r.teacher_models["teacher"], heldout, safe)
+        out["teacher"] = _arm_metrics(r, teacher, heldout, safe)
         for name, d in dirs.items():
             student = load_model(last_checkpoint(d), base=r.model)
             if name in reps:
