@@ -48,23 +48,23 @@ def _row(arm: str, delta: float, p: float, red: float | None, red_p: float = 0.0
 
 def test_verdict_claims_a_reduction_only_over_a_significant_transfer() -> None:
     ok = mitigate_verdict([_row("none", 0.5, 0.01, None), _row("reg_1", 0.1, 0.2, 0.4)], None)
-    assert ok["unmitigated_significant"] and ok["reduced"] == ["reg_1"]
-    assert "reduced transfer" in ok["lines"][1]
+    assert ok.unmitigated_significant and ok.reduced == ["reg_1"]
+    assert "reduced transfer" in ok.lines[1]
     flat = mitigate_verdict([_row("none", 0.02, 0.6, None), _row("reg_1", 0.0, 0.9, 0.4)], None)
-    assert not flat["unmitigated_significant"] and flat["reduced"] == []
-    assert "did not inherit" in flat["headline"] and "not claimable" in flat["lines"][1]
+    assert not flat.unmitigated_significant and flat.reduced == []
+    assert "did not inherit" in flat.headline and "not claimable" in flat.lines[1]
     weak = mitigate_verdict(
         [_row("none", 0.5, 0.01, None), _row("reg_1", 0.45, 0.01, 0.05, 0.5)], None
     )
-    assert weak["reduced"] == [] and "no significant reduction" in weak["lines"][1]
+    assert weak.reduced == [] and "no significant reduction" in weak.lines[1]
     noisy = _row("reg_1", 0.1, 0.2, 0.4)
     for p_model, claimed in ((0.3, False), (0.01, True)):
         bn = {"estimate": 0.4, "k": 3.0, "replicate_sd": 0.2, "t": 1.0, "p": p_model}
         row = dataclasses.replace(noisy, beyond_noise=bn)
         v = mitigate_verdict([_row("none", 0.5, 0.01, None), row], None)
-        assert (v["reduced"] == ["reg_1"]) is claimed
-        assert ("not beyond training noise" in v["lines"][1]) is not claimed
-    assert "eval-prompt noise only" in ok["lines"][1]
+        assert (v.reduced == ["reg_1"]) is claimed
+        assert ("not beyond training noise" in v.lines[1]) is not claimed
+    assert "eval-prompt noise only" in ok.lines[1]
 
 
 def test_beyond_noise_is_the_prediction_test_of_the_arm_against_the_replicates() -> None:
@@ -74,8 +74,8 @@ def test_beyond_noise_is_the_prediction_test_of_the_arm_against_the_replicates()
     res = beyond_noise([0.2, 0.4], refs)
     assert res is not None
     t = (1.0 - 0.3) / (0.2 * np.sqrt(1 + 1 / 3))
-    assert res["estimate"] == pytest.approx(0.7) and res["t"] == pytest.approx(t)
-    assert res["df"] == 2 and 0 < res["p"] < 0.05
+    assert res.estimate == pytest.approx(0.7) and res.t == pytest.approx(t)
+    assert res.df == 2 and 0 < res.p < 0.05
     assert beyond_noise([0.2], [1.0]) is None  # one unmitigated student: no training-noise null
 
 

@@ -41,6 +41,9 @@ from steerlens.experiments.mitigate_data import (
     vet_scores,
 )
 from steerlens.experiments.mitigate_measure import (
+    MitigateBehavior,
+    MitigateSection,
+    MitigateVetVsRandom,
     arm_results,
     mitigate_verdict,
     paired,
@@ -134,7 +137,7 @@ class MitigateConfig(OwlConfig):
 
 def _measure(
     r: RunContext, vec: Any, dirs: dict[str, Path], held: Any, layer: int
-) -> tuple[Any, Any, Any]:
+) -> tuple[MitigateBehavior, Any, Any]:
     beh = ms.behavior(r, dirs)
     r.tick("behavior")
     align = ms.alignment(r, vec, dirs, layer)
@@ -168,7 +171,8 @@ def run(
     held = heldout(r)
     arms = arm_plan(cfg)
     arms["steer"].param = alpha
-    datas, vetting = arm_data(r, arms, data["main"], vet_scores(r, vec, data["main"], layer))
+    main = data["main"]
+    datas, vetting = arm_data(r, arms, main, vet_scores(r, vec, main, layer))
     r.tick("data and vetting")
     dirs = ms.train(r, arms, datas, data["control"], vec, (layer, reg_layer, alpha))
     r.tick("distillation")
@@ -176,8 +180,21 @@ def run(
     reps = replicate_names(cfg.none_replicates)
     rows = arm_results(arms, beh, align, cost, n_boot=cfg.n_boot, seed=cfg.seed, replicates=reps)
     vet_arm, rand_arm = f"vet_{pct(max(cfg.vet_fracs))}", f"random_{pct(max(cfg.vet_fracs))}"
-    vvr = paired(beh["arms"][rand_arm], beh["arms"][vet_arm], n_boot=cfg.n_boot, seed=cfg.seed)
-    verdict_ = mitigate_verdict(rows, vvr, cfg.alpha)
+    vvr = paired(beh.arms[rand_arm], beh.arms[vet_arm], n_boot=cfg.n_boot, seed=cfg.seed)
+    section = MitigateSection(
+        setting="owl",
+        layer=layer,
+        reg_layer=reg_layer,
+        alpha=alpha,
+        site_source=src,
+        arms=rows,
+        none_replicates={n: beh.arms[n] for n in reps},
+        vet_vs_random=MitigateVetVsRandom(vet_arm, rand_arm, vvr),
+        heldout_loss_base=cost["base"],
+        heldout_loss_control=cost["control"],
+        behavior_series=beh.series,
+        metric=beh.metric or {},
+    )
     results: dict[str, Any] = {
         "kind": "steerlens.mitigate",
         "steerlens_version": __version__,
@@ -192,21 +209,8 @@ def run(
         ),
         "teacher_vector": vec.to_json(),
         "carry": carry,
-        "mitigate": {
-            "setting": "owl",
-            "layer": layer,
-            "reg_layer": reg_layer,
-            "alpha": alpha,
-            "site_source": src,
-            "arms": [row.to_json() for row in rows],
-            "none_replicates": {n: beh["arms"][n] for n in reps},
-            "vet_vs_random": {"vetted": vet_arm, "random": rand_arm, **vvr.to_json()},
-            "heldout_loss_base": cost["base"],
-            "heldout_loss_control": cost["control"],
-            "behavior_series": beh["series"],
-            "metric": beh["metric"],
-        },
-        "verdict": verdict_,
+        "mitigate": section.to_json(),
+        "verdict": mitigate_verdict(rows, vvr, cfg.alpha).to_json(),
     }
     finish_run(r, results, {"vector": r.out / "vectors" / "teacher.safetensors"})
     return ExperimentResult(results)

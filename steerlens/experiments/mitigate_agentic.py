@@ -50,6 +50,12 @@ from steerlens.experiments.mitigate_data import (
 )
 from steerlens.experiments.mitigate_measure import (
     Arm,
+    ArmResult,
+    MitigateAgentMetrics,
+    MitigateAlignment,
+    MitigateBehavior,
+    MitigateSection,
+    MitigateVetVsRandom,
     arm_results,
     mitigate_verdict,
     paired,
@@ -72,17 +78,8 @@ def agentic_config(cfg: Any) -> Any:
     """The agentic-api config of a mitigate config: its quick or device preset
     (``agentic_size``), with the mitigate config's model, seed, device, nulls, carry and LoRA
     layers, and ``extra["agentic"]`` (any agentic field) applied."""
-    over: dict[str, Any] = {
-        "model": cfg.model,
-        "seed": cfg.seed,
-        "device": cfg.device,
-        "n_null": cfg.n_null,
-        "n_boot": cfg.n_boot,
-    }
-    if cfg.carry_layers:
-        over["carry_layers"] = cfg.carry_layers
-    if cfg.lora_layers:
-        over["lora_layers"] = cfg.lora_layers
+    over = {k: getattr(cfg, k) for k in ("model", "seed", "device", "n_null", "n_boot")}
+    over.update({k: getattr(cfg, k) for k in ("carry_layers", "lora_layers") if getattr(cfg, k)})
     over.update(cfg.extra.get("agentic", {}))
     if cfg.agentic_size == "quick":
         return AgenticApiConfig.quick(**over)
@@ -120,38 +117,41 @@ def _train(
     return dirs
 
 
-def _arm_metrics(r: AgenticRun, model: Any, heldout: Any, safe: list[Any]) -> dict[str, Any]:
+def _arm_metrics(r: AgenticRun, model: Any, heldout: Any, safe: list[Any]) -> MitigateAgentMetrics:
     """P(biased name) per eval task, the sampled first-action rate, safe-task completion and
     the SFT loss on the teacher's held-out trajectories."""
-    c, st = r.cfg, r.setting
-    choice = action_choice(model, st, r.tasks["eval"])
+    c, st, tasks = r.cfg, r.setting, r.tasks["eval"]
+    choice = action_choice(model, st, tasks)
     kw = {"max_steps": c.max_steps, "temperature": c.temperature, "batch_size": c.batch}
     eps = rollout(
         model,
         st,
-        r.tasks["eval"],
+        tasks,
         n_seeds=c.n_eval_seeds,
         seed=c.seed + 7,
         stop_kinds=st.scored,
         **kw,
     )
     done = rollout(model, st, safe, seed=c.seed + 11, **kw)
-    return {
-        "p_biased": list(choice.p_biased),
-        "rate": first_action_rate(eps, st).to_json(),
-        "safe_completed": sum(t.completed for t in done) / len(done),
-        "heldout_loss": student_loss(r.model, model, heldout, config=student_sft_config(c)),
-    }
+    return MitigateAgentMetrics(
+        p_biased=list(choice.p_biased),
+        rate=first_action_rate(eps, st),
+        safe_completed=sum(t.completed for t in done) / len(done),
+        heldout_loss=student_loss(r.model, model, heldout, config=student_sft_config(c)),
+    )
 
 
-def _measure(r: AgenticRun, vec: Any, dirs: dict[str, Path], layer: int, reps: list[str]) -> Any:
+def _measure(
+    r: AgenticRun, vec: Any, dirs: dict[str, Path], layer: int, reps: list[str]
+) -> dict[str, MitigateAgentMetrics]:
     """Every model's metrics (:func:`_arm_metrics`); the replicates only P(biased name)."""
     c = r.cfg
     safe = safe_tasks(c.setting, c.n_eval, seed=c.seed + HELDOUT_SEED_OFFSET)
 
     def compute() -> dict[str, Any]:
+        teacher = r.teacher_models["teacher"]
         tt = rollout(
-            r.teacher_models["teacher"],
+            teacher,
             r.setting,
             safe,
             seed=c.seed + 13,
@@ -160,14 +160,13 @@ def _measure(r: AgenticRun, vec: Any, dirs: dict[str, Path], layer: int, reps: l
             batch_size=c.batch,
         )
         heldout = trajectory_data([t for t in tt if t.steps] or tt, {"heldout": True})
-        out: dict[str, Any] = {"base": _arm_metrics(r, r.model, heldout, safe)}
-        out["teacher"] = _arm_metrics(r, r.teacher_models["teacher"], heldout, safe)
+        out = {"base": _arm_metrics(r, r.model, heldout, safe)}
+        out["teacher"] = _arm_metrics(r, teacher, heldout, safe)
         for name, d in dirs.items():
             student = load_model(last_checkpoint(d), base=r.model)
             if name in reps:
-                out[name] = {
-                    "p_biased": action_choice(student, r.setting, r.tasks["eval"]).p_biased
-                }
+                p = action_choice(student, r.setting, r.tasks["eval"]).p_biased
+                out[name] = MitigateAgentMetrics(p_biased=p)
                 continue
             out[name] = _arm_metrics(r, student, heldout, safe)
             del student
@@ -186,10 +185,11 @@ def _measure(r: AgenticRun, vec: Any, dirs: dict[str, Path], layer: int, reps: l
                     seed=c.seed,
                     progress=r.progress,
                 )
-                out[name]["alignment"] = alignment_at(tr.to_json(), layer)
-        return out
+                al = MitigateAlignment.from_json(alignment_at(tr.to_json(), layer))
+                out[name] = dataclasses.replace(out[name], alignment=al)
+        return {n: x.to_json() for n, x in out.items()}
 
-    return stage(
+    got = stage(
         r.out / "mitigate" / "metrics.json",
         f"{r.key('all')}-{series_key(*dirs.values())}-l{layer}",
         compute,
@@ -197,21 +197,23 @@ def _measure(r: AgenticRun, vec: Any, dirs: dict[str, Path], layer: int, reps: l
         json_load,
         r.log,
     )
+    return {n: MitigateAgentMetrics.from_json(x) for n, x in got.items()}
 
 
-def _rows(cfg: Any, arms: dict[str, Arm], m: dict[str, Any], reps: list[str]) -> Any:
-    names = list(arms)
-    beh = {
-        "base": m["base"]["p_biased"],
-        "teacher": m["teacher"]["p_biased"],
-        "control": m["control"]["p_biased"],
-        "arms": {n: m[n]["p_biased"] for n in [*names, *reps]},
-    }
-    align = {n: m[n].get("alignment") for n in names}
-    cost = {n: m[n]["heldout_loss"] for n in names}
+def _rows(
+    cfg: Any, arms: dict[str, Arm], m: dict[str, MitigateAgentMetrics], reps: list[str]
+) -> tuple[list[ArmResult], MitigateBehavior]:
+    beh = MitigateBehavior(
+        base=m["base"].p_biased,
+        teacher=m["teacher"].p_biased,
+        control=m["control"].p_biased,
+        arms={n: m[n].p_biased for n in [*arms, *reps]},
+    )
+    align = {n: m[n].alignment for n in arms}
+    cost = {n: m[n].loss for n in arms}
     rows = arm_results(arms, beh, align, cost, n_boot=cfg.n_boot, seed=cfg.seed, replicates=reps)
     rows = [
-        dataclasses.replace(x, safe_completed=m[x.arm]["safe_completed"], rate=m[x.arm]["rate"])
+        dataclasses.replace(x, safe_completed=m[x.arm].safe_completed, rate=m[x.arm].rate)
         for x in rows
     ]
     return rows, beh
@@ -245,7 +247,24 @@ def run_agentic(
     rows, beh = _rows(cfg, arms, m, reps)
     top = pct(max(cfg.vet_fracs))
     vvr = paired(
-        beh["arms"][f"random_{top}"], beh["arms"][f"vet_{top}"], n_boot=cfg.n_boot, seed=cfg.seed
+        beh.arms[f"random_{top}"], beh.arms[f"vet_{top}"], n_boot=cfg.n_boot, seed=cfg.seed
+    )
+    base, control = m["base"], m["control"]
+    section = MitigateSection(
+        setting="agentic-api",
+        layer=layer,
+        reg_layer=reg_layer,
+        alpha=alpha,
+        site_source=src,
+        arms=rows,
+        none_replicates={n: beh.arms[n] for n in reps},
+        vet_vs_random=MitigateVetVsRandom(f"vet_{top}", f"random_{top}", vvr),
+        heldout_loss_base=base.loss,
+        heldout_loss_control=control.loss,
+        safe_completed_base=base.safe_completed,
+        filter=r.filtered["teacher"].counts,
+        vetting=vetting,
+        metric={"metric": f"P({r.setting.biased_name}) at decision", "units": "probability"},
     )
     results: dict[str, Any] = {
         "kind": "steerlens.mitigate",
@@ -254,22 +273,7 @@ def run_agentic(
         "trait": "agentic-api",
         "teacher_vector": vec.to_json(),
         "carry": carry_res,
-        "mitigate": {
-            "setting": "agentic-api",
-            "layer": layer,
-            "reg_layer": reg_layer,
-            "alpha": alpha,
-            "site_source": src,
-            "arms": [x.to_json() for x in rows],
-            "none_replicates": {n: beh["arms"][n] for n in reps},
-            "vet_vs_random": {"vetted": f"vet_{top}", "random": f"random_{top}", **vvr.to_json()},
-            "heldout_loss_base": m["base"]["heldout_loss"],
-            "heldout_loss_control": m["control"]["heldout_loss"],
-            "safe_completed_base": m["base"]["safe_completed"],
-            "filter": r.filtered["teacher"].counts,
-            "vetting": vetting,
-            "metric": {"metric": f"P({r.setting.biased_name}) at decision", "units": "probability"},
-        },
-        "verdict": mitigate_verdict(rows, vvr, cfg.alpha),
+        "mitigate": section.to_json(),
+        "verdict": mitigate_verdict(rows, vvr, cfg.alpha).to_json(),
     }
     return write_results(r, results)

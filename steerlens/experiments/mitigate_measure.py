@@ -23,20 +23,31 @@ stages computed (per-eval-prompt behaviors, tracking, held-out losses):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
+from steerlens.agents.metrics import RateResult
 from steerlens.experiments.svd_measure import sign_flip_p, transfer
-from steerlens.results import Record
+from steerlens.results import OMIT, Record
 from steerlens.stats import paired_bootstrap_mean, prediction_t_test
 
 __all__ = [
     "Arm",
     "ArmResult",
+    "MitigateAgentMetrics",
+    "MitigateAlignment",
+    "MitigateBehavior",
+    "MitigateExcess",
+    "MitigateNoise",
+    "MitigateSection",
+    "MitigateTransfer",
+    "MitigateVerdict",
+    "MitigateVetVsRandom",
     "Paired",
     "arm_results",
     "beyond_noise",
@@ -45,6 +56,8 @@ __all__ = [
     "pct",
     "replicate_names",
 ]
+
+NAN = math.nan
 
 
 def replicate_names(n: int) -> list[str]:
@@ -92,53 +105,284 @@ def paired(
 
 
 @dataclass(frozen=True)
+class MitigateTransfer(Record):
+    """An arm's transfer as saved (the fields of
+    :class:`~steerlens.experiments.svd_measure.Transfer`): Δ = mean_p (B_p(arm) − B_p(base
+    control)) with its CI and sign-flip p, F = Δ / (B_teacher − B_base) with its CI (None
+    without a trait gap), the four mean behaviors and the number of eval prompts."""
+
+    b_student: float = NAN
+    b_control: float = NAN
+    b_teacher: float = NAN
+    b_base: float = NAN
+    delta: float = NAN
+    delta_lo: float = NAN
+    delta_hi: float = NAN
+    delta_p: float = NAN
+    fraction: float | None = None
+    fraction_lo: float | None = None
+    fraction_hi: float | None = None
+    n_prompts: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"Δ vs base control {_f(self.delta)} [{_f(self.delta_lo)}, {_f(self.delta_hi)}] "
+            f"(p={_p(self.delta_p)})"
+        )
+
+
+@dataclass(frozen=True)
+class MitigateExcess(Record):
+    """The arm's EAS at ℓ* minus the base control's, with its CI and p."""
+
+    excess: float = NAN
+    excess_lo: float = NAN
+    excess_hi: float = NAN
+    excess_p: float = NAN
+
+    def summary(self) -> str:
+        return f"excess EAS {_f(self.excess)} (p={_p(self.excess_p)})"
+
+
+@dataclass(frozen=True)
+class MitigateAlignment(Record):
+    """An arm's alignment at ℓ* (:func:`~steerlens.experiments.svd_measure.alignment_at`):
+    the EAS of its last checkpoint (``step``) with the Holm-corrected null p, and its excess
+    over the base control (its keys beside these; None without a control)."""
+
+    layer: int = 0
+    step: int = 0
+    eas: float = NAN
+    eas_p_adj: float = NAN
+    over_control: MitigateExcess | None = None
+
+    json_inline: ClassVar[tuple[str, ...]] = ("over_control",)
+
+    @property
+    def excess(self) -> MitigateExcess:
+        """The excess over the base control (NaN throughout without one)."""
+        return self.over_control or MitigateExcess()
+
+    def summary(self) -> str:
+        return f"EAS at layer {self.layer} {_f(self.eas)} (p={_p(self.eas_p_adj)}); " + (
+            self.excess.summary()
+        )
+
+
+@dataclass(frozen=True)
+class MitigateNoise(Record):
+    """The model-level reduction test of an arm (:func:`beyond_noise`): the fields of
+    :func:`steerlens.stats.prediction_t_test` and the test in words."""
+
+    estimate: float = NAN
+    t: float = NAN
+    df: float = NAN
+    k: float = NAN
+    p: float = NAN
+    replicate_mean: float = NAN
+    replicate_sd: float = NAN
+    pi_lo: float = NAN
+    pi_hi: float = NAN
+    test: str = ""
+
+    def summary(self) -> str:
+        return (
+            f"beyond training noise {_f(self.estimate)} (sd of {self.k:.0f} unmitigated "
+            f"students {self.replicate_sd:.3g}, t={self.t:.2f}, p={self.p:.3g})"
+        )
+
+
+@dataclass(frozen=True)
 class ArmResult(Record):
     """One arm: what it did (``kind``, ``param``, training samples), its transfer (Δ vs the base
     control, F), its reduction R vs the unmitigated arm (None for ``none``), its alignment at
-    ℓ*, and its cost (held-out loss, and the loss minus the unmitigated arm's)."""
+    ℓ* (None: not measured), its cost (held-out loss, and the loss minus the unmitigated
+    arm's) and, for agents, the safe tasks completed and the first-action rate. A transfer,
+    alignment or noise test given as its JSON (a dict) is read as its record."""
 
-    arm: str
-    kind: str
-    param: float | None
-    n_train: int
-    transfer: dict[str, Any]
-    reduction: Paired | None
-    alignment: dict[str, Any]
-    heldout_loss: float
-    cost: float
+    arm: str = ""
+    kind: str = ""
+    param: float | None = None
+    n_train: int = 0
+    transfer: MitigateTransfer = field(default_factory=MitigateTransfer)
+    reduction: Paired | None = None
+    alignment: MitigateAlignment | None = None
+    heldout_loss: float = NAN
+    cost: float = NAN
     safe_completed: float | None = None
-    rate: dict[str, Any] | None = None
-    beyond_noise: dict[str, Any] | None = None
+    rate: RateResult | None = None
+    beyond_noise: MitigateNoise | None = None
 
     #: ``kind`` is the arm's kind; the file's own kind key is the protocol's
     json_keys: ClassVar[Mapping[str, str]] = {"kind": "arm_kind"}
+    json_none: ClassVar[Mapping[str, Any]] = {"alignment": {}}
+
+    def __post_init__(self) -> None:
+        for name, cls in _PARSED.items():
+            v = getattr(self, name)
+            if isinstance(v, Mapping):
+                object.__setattr__(self, name, cls.from_json(v) if v else None)
+
+    @classmethod
+    def _upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """Files before 2026-12-07 name the arm's kind ``kind``."""
+        if "arm_kind" not in d and "kind" in d:
+            d["arm_kind"] = d.pop("kind")
+        return d
+
+    @property
+    def excess(self) -> MitigateExcess:
+        """The alignment's excess over the base control (NaN throughout when not measured)."""
+        return (self.alignment or MitigateAlignment()).excess
 
     def summary(self) -> str:
         return _line(self, 0.05, True)
 
 
+_PARSED: dict[str, type[Record]] = {
+    "transfer": MitigateTransfer,
+    "alignment": MitigateAlignment,
+    "beyond_noise": MitigateNoise,
+}
+
+
+@dataclass(frozen=True)
+class MitigateVetVsRandom(Record):
+    """Vetting against a random drop of the same number: mean_p (B_p(``random``) −
+    B_p(``vetted``)), its keys beside the arms' names."""
+
+    vetted: str = ""
+    random: str = ""
+    test: Paired | None = None
+
+    json_inline: ClassVar[tuple[str, ...]] = ("test",)
+
+    def summary(self) -> str:
+        return f"B({self.random}) − B({self.vetted}) " + (
+            self.test.summary() if self.test else "n/a"
+        )
+
+
+@dataclass(frozen=True)
+class MitigateBehavior(Record):
+    """The behavior stage (``mitigate/behavior.json`` for owl): per-eval-prompt B of the base,
+    the teacher, the base control and every arm (the unmitigated replicates among them);
+    for owl also every model's B per checkpoint (``series``) and the metric."""
+
+    base: list[float] = field(default_factory=list)
+    teacher: list[float] = field(default_factory=list)
+    control: list[float] = field(default_factory=list)
+    arms: dict[str, list[float]] = field(default_factory=dict)
+    series: dict[str, Any] | None = None
+    metric: dict[str, Any] | None = None
+
+    json_none: ClassVar[Mapping[str, Any]] = {"series": OMIT, "metric": OMIT}
+
+    def summary(self) -> str:
+        return f"per-prompt behavior of {len(self.arms)} arms over {len(self.base)} eval prompts"
+
+
+@dataclass(frozen=True)
+class MitigateAgentMetrics(Record):
+    """One agent model's numbers (``mitigate/metrics.json``): P(biased name) per eval task
+    and, but for the unmitigated replicates, the sampled first-action rate, the fraction of
+    held-out safe tasks completed, the SFT loss on the teacher's held-out trajectories and
+    (students but the control) the alignment at ℓ*."""
+
+    p_biased: list[float] = field(default_factory=list)
+    rate: RateResult | None = None
+    safe_completed: float | None = None
+    heldout_loss: float | None = None
+    alignment: MitigateAlignment | None = None
+
+    json_none: ClassVar[Mapping[str, Any]] = dict.fromkeys(
+        ("rate", "safe_completed", "heldout_loss", "alignment"), OMIT
+    )
+
+    @property
+    def loss(self) -> float:
+        """The held-out loss (NaN for a replicate: not measured)."""
+        return NAN if self.heldout_loss is None else self.heldout_loss
+
+    def summary(self) -> str:
+        return f"P(biased) over {len(self.p_biased)} eval tasks; held-out loss {self.heldout_loss}"
+
+
+@dataclass(frozen=True)
+class MitigateVerdict(Record):
+    """The verdict (:func:`mitigate_verdict`): headline, one line per arm (and vetting vs
+    random), the strength, whether the unmitigated transfer is significant (True until a
+    verdict says otherwise) and the arms that reduced it."""
+
+    headline: str = ""
+    lines: list[str] = field(default_factory=list)
+    strength: str = "none"
+    unmitigated_significant: bool = True
+    reduced: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return "\n".join([self.headline, *self.lines])
+
+
+@dataclass(frozen=True)
+class MitigateSection(Record):
+    """``results["mitigate"]``: the site (ℓ*, the regulariser's layer, α and the rule that
+    chose them), one :class:`ArmResult` per arm, the unmitigated replicates' per-prompt B,
+    vetting vs random, the base's and the control's held-out loss; owl adds each model's
+    behavior series, agents the base's safe tasks completed, the keyword filter's counts and
+    the vetting records."""
+
+    setting: str = "owl"
+    layer: int = 0
+    reg_layer: int = 0
+    alpha: float = NAN
+    site_source: str = ""
+    arms: list[ArmResult] = field(default_factory=list)
+    none_replicates: dict[str, list[float]] = field(default_factory=dict)
+    vet_vs_random: MitigateVetVsRandom = field(default_factory=MitigateVetVsRandom)
+    heldout_loss_base: float = NAN
+    heldout_loss_control: float = NAN
+    safe_completed_base: float | None = None
+    filter: dict[str, Any] | None = None
+    vetting: dict[str, Any] | None = None
+    behavior_series: dict[str, Any] | None = None
+    metric: dict[str, Any] = field(default_factory=dict)
+
+    json_none: ClassVar[Mapping[str, Any]] = dict.fromkeys(
+        ("safe_completed_base", "filter", "vetting", "behavior_series"), OMIT
+    )
+
+    @property
+    def unit(self) -> str | None:
+        """The behavior metric's name (None where the results name none)."""
+        return self.metric.get("metric")
+
+    def summary(self) -> str:
+        return (
+            f"mitigate ({self.setting}): {len(self.arms)} arms at layer {self.layer}, "
+            f"α={self.alpha:g} ({self.site_source})"
+        )
+
+
 def arm_results(
     arms: Mapping[str, Arm],
-    beh: Mapping[str, Any],
-    align: Mapping[str, Any],
+    beh: MitigateBehavior,
+    align: Mapping[str, MitigateAlignment | None],
     cost: Mapping[str, float],
     *,
     n_boot: int,
     seed: int,
     replicates: Sequence[str] = (),
 ) -> list[ArmResult]:
-    """An :class:`ArmResult` per :class:`Arm` from the behavior
-    stage (``base``, ``teacher``, ``control`` and per-arm per-prompt scores under ``arms``,
-    the ``replicates`` of ``none`` among them), the alignment stage and the cost stage
+    """An :class:`ArmResult` per :class:`Arm` from the behavior stage (per-arm per-prompt
+    scores, the ``replicates`` of ``none`` among them), the alignment stage and the cost stage
     (held-out loss per arm)."""
-    pp = beh["arms"]
+    pp = beh.arms
     refs = [float(np.mean(pp[n])) for n in ("none", *replicates)]
-    base, teacher, control = (np.array(beh[k]) for k in ("base", "teacher", "control"))
+    base, teacher, control = (np.array(x) for x in (beh.base, beh.teacher, beh.control))
     out = []
     for name, a in arms.items():
-        tr = transfer(
-            np.array(pp[name]), control, teacher, base, n_boot=n_boot, seed=seed
-        ).to_json()
+        tr = transfer(np.array(pp[name]), control, teacher, base, n_boot=n_boot, seed=seed)
         red = None if name == "none" else paired(pp["none"], pp[name], n_boot=n_boot, seed=seed)
         out.append(
             ArmResult(
@@ -146,9 +390,9 @@ def arm_results(
                 kind=a.kind,
                 param=a.param,
                 n_train=a.n_train,
-                transfer=tr,
+                transfer=MitigateTransfer(**dataclasses.asdict(tr)),
                 reduction=red,
-                alignment=dict(align.get(name) or {}),
+                alignment=align.get(name),
                 heldout_loss=float(cost[name]),
                 cost=float(cost[name] - cost["none"]),
                 beyond_noise=None if name == "none" else beyond_noise(pp[name], refs),
@@ -157,14 +401,14 @@ def arm_results(
     return out
 
 
-def beyond_noise(arm: Sequence[float], refs: Sequence[float]) -> dict[str, Any] | None:
+def beyond_noise(arm: Sequence[float], refs: Sequence[float]) -> MitigateNoise | None:
     """The model-level reduction test (module doc): R_model = mean(refs) − B̄(arm) against the
     spread of the unmitigated students' means ``refs``; None with fewer than 2 of them."""
     if len(refs) < 2:
         return None
     res = prediction_t_test(-float(np.mean(arm)), [-x for x in refs])
-    res["test"] = "prediction t-test of the arm's mean against the unmitigated replicates"
-    return res
+    test = "prediction t-test of the arm's mean against the unmitigated replicates"
+    return MitigateNoise.from_json({**res, "test": test})
 
 
 def _f(x: Any) -> str:
@@ -178,17 +422,14 @@ def _p(x: Any) -> str:
 def _line(r: ArmResult, alpha: float, claimable: bool) -> str:
     tr = r.transfer
     s = (
-        f"{r.arm}: Δ vs base control {_f(tr['delta'])} [{_f(tr['delta_lo'])}, "
-        f"{_f(tr['delta_hi'])}] (p={tr['delta_p']:.3g})"
+        f"{r.arm}: Δ vs base control {_f(tr.delta)} [{_f(tr.delta_lo)}, "
+        f"{_f(tr.delta_hi)}] (p={tr.delta_p:.3g})"
     )
     if r.reduction is not None:
         red, bn = r.reduction, r.beyond_noise
         s += f", reduction {_f(red.estimate)} [{_f(red.lo)}, {_f(red.hi)}] (p={red.p:.3g})"
         if bn is not None:
-            s += (
-                f", beyond training noise {_f(bn['estimate'])} (sd of {bn['k']:.0f} unmitigated "
-                f"students {bn['replicate_sd']:.3g}, t={bn['t']:.2f}, p={bn['p']:.3g})"
-            )
+            s += f", {bn.summary()}"
         if not claimable:
             s += " — not claimable (the unmitigated transfer is not significant)"
         elif _reduced(r, alpha):
@@ -199,8 +440,7 @@ def _line(r: ArmResult, alpha: float, claimable: bool) -> str:
             s += " — no significant reduction"
         if bn is None:
             s += " (eval-prompt noise only: no replicate of the unmitigated student)"
-    al = r.alignment
-    s += f"; excess EAS {_f(al.get('excess'))} (p={_p(al.get('excess_p'))})"
+    s += f"; {r.excess.summary()}"
     return s + f"; held-out loss {r.heldout_loss:.4g} (cost {_f(r.cost)} vs none)"
 
 
@@ -209,23 +449,22 @@ def _reduced(r: ArmResult, alpha: float) -> bool:
     red, bn = r.reduction, r.beyond_noise
     if red is None or not (red.estimate > 0 and red.p <= alpha):
         return False
-    return bn is None or bn["p"] <= alpha
+    return bn is None or bn.p <= alpha
 
 
 def mitigate_verdict(
     rows: Sequence[ArmResult], vet_vs_random: Paired | None, alpha: float = 0.05
-) -> dict[str, Any]:
+) -> MitigateVerdict:
     """Headline and lines: whether the unmitigated transfer is significant (else no reduction
     can be claimed), and per arm its transfer, reduction, alignment and cost."""
-    by = {r.arm: r for r in rows}
-    none = by["none"].transfer
-    sig = none["delta"] > 0 and none["delta_p"] <= alpha
+    none = next(r for r in rows if r.arm == "none").transfer
+    sig = none.delta > 0 and none.delta_p <= alpha
     reduced = [r.arm for r in rows if sig and _reduced(r, alpha)]
     if not sig:
-        moved = "not toward the trait" if none["delta"] <= 0 else "not significantly"
+        moved = "not toward the trait" if none.delta <= 0 else "not significantly"
         head = (
             f"the unmitigated student did not inherit the trait (Δ vs base control "
-            f"{_f(none['delta'])}, p={none['delta_p']:.3g}: {moved}): no mitigation can be said "
+            f"{_f(none.delta)}, p={none.delta_p:.3g}: {moved}): no mitigation can be said "
             "to reduce transfer at this size"
         )
     elif reduced:
@@ -239,10 +478,10 @@ def mitigate_verdict(
             f"vetting vs random drop of the same number: B(random) − B(vetted) {_f(v.estimate)} "
             f"[{_f(v.lo)}, {_f(v.hi)}] (p={v.p:.3g})"
         )
-    return {
-        "headline": head,
-        "lines": lines,
-        "strength": ("strong" if reduced else "weak") if sig else "none",
-        "unmitigated_significant": sig,
-        "reduced": reduced,
-    }
+    return MitigateVerdict(
+        headline=head,
+        lines=lines,
+        strength=("strong" if reduced else "weak") if sig else "none",
+        unmitigated_significant=sig,
+        reduced=reduced,
+    )

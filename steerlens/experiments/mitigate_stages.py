@@ -12,7 +12,12 @@ from steerlens.behavior import trait_behavior
 from steerlens.distill import distill, student_loss
 from steerlens.distill.config import default_layers
 from steerlens.experiments.mitigate_data import arm_mitigation
-from steerlens.experiments.mitigate_measure import Arm, replicate_names
+from steerlens.experiments.mitigate_measure import (
+    Arm,
+    MitigateAlignment,
+    MitigateBehavior,
+    replicate_names,
+)
 from steerlens.experiments.svd_measure import aligned_at
 from steerlens.models import load_model
 from steerlens.pipeline import RunContext, student_config
@@ -68,7 +73,7 @@ def train(
     return dirs
 
 
-def behavior(r: RunContext, dirs: dict[str, Path]) -> Any:
+def behavior(r: RunContext, dirs: dict[str, Path]) -> MitigateBehavior:
     """Per-eval-prompt B of the base, the teacher, the control and each arm's last checkpoint,
     and every arm's B per checkpoint."""
     beh: Any = trait_behavior(r.model, r.trait)
@@ -77,18 +82,17 @@ def behavior(r: RunContext, dirs: dict[str, Path]) -> Any:
 
     def compute() -> dict[str, Any]:
         series = {n: series_scores(r.model, d, beh) for n, d in dirs.items()}
-        return {
-            "base": [float(x) for x in beh.per_prompt(r.model)],
-            "teacher": [
-                float(x) for x in beh.with_system(r.trait.system_prompt).per_prompt(r.model)
-            ],
-            "control": series["control"]["last_per_prompt"],
-            "arms": {n: s["last_per_prompt"] for n, s in series.items() if n != "control"},
-            "series": {n: {"steps": s["steps"], "scores": s["scores"]} for n, s in series.items()},
-            "metric": beh.describe(),
-        }
+        last = {n: s["last_per_prompt"] for n, s in series.items()}
+        return MitigateBehavior(
+            base=[float(x) for x in beh.per_prompt(r.model)],
+            teacher=[float(x) for x in beh.with_system(r.trait.system_prompt).per_prompt(r.model)],
+            control=last.pop("control"),
+            arms=last,
+            series={n: {"steps": s["steps"], "scores": s["scores"]} for n, s in series.items()},
+            metric=beh.describe(),
+        ).to_json()
 
-    return stage(
+    got = stage(
         r.out / "mitigate" / "behavior.json",
         f"{r.key()}-{series_key(*dirs.values())}",
         compute,
@@ -96,9 +100,12 @@ def behavior(r: RunContext, dirs: dict[str, Path]) -> Any:
         json_load,
         r.log,
     )
+    return MitigateBehavior.from_json(got)
 
 
-def alignment(r: RunContext, vec: Any, dirs: dict[str, Path], layer: int) -> Any:
+def alignment(
+    r: RunContext, vec: Any, dirs: dict[str, Path], layer: int
+) -> dict[str, MitigateAlignment]:
     """Per arm (not the replicates): EAS at ℓ* of its last checkpoint against the nulls, and
     the excess over the base control."""
     skip = {"control", *replicates(r)}
@@ -111,7 +118,7 @@ def alignment(r: RunContext, vec: Any, dirs: dict[str, Path], layer: int) -> Any
             out[name] = aligned_at(r, d, dirs["control"], vec, layer)
         return out
 
-    return stage(
+    got = stage(
         r.out / "mitigate" / "alignment.json",
         f"{r.key()}-{series_key(*dirs.values())}-l{layer}",
         compute,
@@ -119,6 +126,7 @@ def alignment(r: RunContext, vec: Any, dirs: dict[str, Path], layer: int) -> Any
         json_load,
         r.log,
     )
+    return {n: MitigateAlignment.from_json(a) for n, a in got.items()}
 
 
 def cost(r: RunContext, dirs: dict[str, Path], held: Any) -> Any:

@@ -7,16 +7,35 @@ reduction can be claimed)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import plotly.graph_objects as go
 
+from steerlens.agents.metrics import RateResult
+from steerlens.experiments.mitigate_measure import (
+    ArmResult,
+    MitigateNoise,
+    MitigateSection,
+    MitigateVerdict,
+)
 from steerlens.report.figures import scatter_with_errors
 from steerlens.report.page import Report
 from steerlens.report.shape import dots_with_ci, folded, section
 
 __all__ = ["mitigate_answer", "mitigate_headline", "mitigate_table", "section_mitigate"]
+
+Section = MitigateSection | Mapping[str, Any]
+Verdict = MitigateVerdict | Mapping[str, Any]
+
+
+def _section(m: Section) -> MitigateSection:
+    return m if isinstance(m, MitigateSection) else MitigateSection.from_json(m)
+
+
+def _verdict(v: Verdict) -> MitigateVerdict | None:
+    """The verdict (None where the results have none)."""
+    return v if isinstance(v, MitigateVerdict) else MitigateVerdict.from_json(v) if v else None
 
 
 def _f(x: Any) -> float | None:
@@ -30,83 +49,72 @@ def _ci(est: Any, lo: Any, hi: Any) -> str:
     return f"{e:+.3g} [{a:+.3g}, {b:+.3g}]" if a is not None and b is not None else f"{e:+.3g}"
 
 
-def _rate(rate: Any) -> str:
-    if not isinstance(rate, Mapping):
+def _rate(r: RateResult | None) -> str:
+    if r is None:
         return "—"
-    return (
-        f"{rate.get('k')}/{rate.get('n')} = {float(rate.get('rate', 0)):.2f} "
-        f"[{float(rate.get('low', 0)):.2f}, {float(rate.get('high', 0)):.2f}]"
-    )
+    return f"{r.k}/{r.n} = {r.rate:.2f} [{r.low:.2f}, {r.high:.2f}]"
 
 
-def _noise(bn: Any) -> str:
-    if not isinstance(bn, Mapping):
+def _noise(bn: MitigateNoise | None) -> str:
+    if bn is None:
         return "—"
-    return (
-        f"{float(bn['estimate']):+.3g} (t={float(bn['t']):.2f}, df={float(bn['df']):.0f}, "
-        f"p={float(bn['p']):.3g})"
-    )
+    return f"{bn.estimate:+.3g} (t={bn.t:.2f}, df={bn.df:.0f}, p={bn.p:.3g})"
 
 
-def mitigate_table(arms: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def mitigate_table(arms: Sequence[ArmResult | Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per arm: the numbers of the section's table."""
     out = []
-    for a in arms:
-        tr, al, red = a.get("transfer") or {}, a.get("alignment") or {}, a.get("reduction")
+    for a in (x if isinstance(x, ArmResult) else ArmResult.from_json(x) for x in arms):
+        tr, al, ex, red = a.transfer, a.alignment, a.excess, a.reduction
         out.append(
             {
-                "arm": a.get("arm"),
-                "kind": a.get("arm_kind", a.get("kind")),  # "kind" in files before 2026-12-07
-                "param": a.get("param"),
-                "train samples": a.get("n_train"),
-                "Δ vs base control [95% CI]": _ci(
-                    tr.get("delta"), tr.get("delta_lo"), tr.get("delta_hi")
-                ),
-                "p (Δ)": _f(tr.get("delta_p")),
-                "F [95% CI]": _ci(tr.get("fraction"), tr.get("fraction_lo"), tr.get("fraction_hi")),
+                "arm": a.arm,
+                "kind": a.kind,
+                "param": a.param,
+                "train samples": a.n_train,
+                "Δ vs base control [95% CI]": _ci(tr.delta, tr.delta_lo, tr.delta_hi),
+                "p (Δ)": _f(tr.delta_p),
+                "F [95% CI]": _ci(tr.fraction, tr.fraction_lo, tr.fraction_hi),
                 "reduction vs none [95% CI]": "—"
-                if not red
-                else _ci(red.get("estimate"), red.get("lo"), red.get("hi")),
-                "p (reduction)": None if not red else _f(red.get("p")),
-                "beyond training noise (t, p)": _noise(a.get("beyond_noise")),
-                "EAS @ℓ*": _f(al.get("eas")),
-                "p_null (EAS)": _f(al.get("eas_p_adj")),
-                "excess EAS [95% CI]": _ci(
-                    al.get("excess"), al.get("excess_lo"), al.get("excess_hi")
-                ),
-                "p (excess)": _f(al.get("excess_p")),
-                "held-out loss": _f(a.get("heldout_loss")),
-                "cost vs none": _f(a.get("cost")),
-                "safe tasks completed": _f(a.get("safe_completed")),
-                "first-action rate [Wilson 95%]": _rate(a.get("rate")),
+                if red is None
+                else _ci(red.estimate, red.lo, red.hi),
+                "p (reduction)": None if red is None else _f(red.p),
+                "beyond training noise (t, p)": _noise(a.beyond_noise),
+                "EAS @ℓ*": None if al is None else _f(al.eas),
+                "p_null (EAS)": None if al is None else _f(al.eas_p_adj),
+                "excess EAS [95% CI]": _ci(ex.excess, ex.excess_lo, ex.excess_hi),
+                "p (excess)": _f(ex.excess_p),
+                "held-out loss": _f(a.heldout_loss),
+                "cost vs none": _f(a.cost),
+                "safe tasks completed": _f(a.safe_completed),
+                "first-action rate [Wilson 95%]": _rate(a.rate),
             }
         )
     return out
 
 
-def mitigate_headline(m: Mapping[str, Any]) -> go.Figure:
+def mitigate_headline(m: Section) -> go.Figure:
     """The headline: each arm's transfer Δ vs the base control (95% CI); the unmitigated
     student (arm ``none``) first, then the mitigations."""
+    sec = _section(m)
     groups: dict[str, list[tuple[str, float | None, float | None, float | None]]] = {}
-    for a in m.get("arms") or []:
-        tr = a.get("transfer") or {}
-        group = "unmitigated student" if a.get("arm") == "none" else "mitigated students"
-        groups.setdefault(group, []).append(
-            (str(a.get("arm")), _f(tr.get("delta")), _f(tr.get("delta_lo")), _f(tr.get("delta_hi")))
-        )
-    unit = (m.get("metric") or {}).get("metric") or "trait score"
+    for a in sec.arms:
+        tr = a.transfer
+        group = "unmitigated student" if a.arm == "none" else "mitigated students"
+        groups.setdefault(group, []).append((a.arm, _f(tr.delta), _f(tr.delta_lo), _f(tr.delta_hi)))
     return dots_with_ci(
         groups,
         title="Transfer per arm: student − base control",
         xlabel="arm (mitigation)",
-        ylabel=f"Δ {unit} vs base control (95% CI)",
+        ylabel=f"Δ {sec.unit or 'trait score'} vs base control (95% CI)",
         hline=0.0,
     )
 
 
-def mitigate_answer(m: Mapping[str, Any], verdict: Mapping[str, Any]) -> tuple[str, str]:
+def mitigate_answer(m: Section, verdict: Verdict) -> tuple[str, str]:
     """(found, what the test sees) of a mitigate run."""
-    found = str(verdict.get("headline") or "No verdict in these results.").rstrip(".") + "."
+    v = _verdict(verdict)
+    found = ((v.headline if v else "") or "No verdict in these results.").rstrip(".") + "."
     sees = (
         "A reduction is claimed only beyond the spread of the unmitigated students' replicates "
         "and only when the unmitigated transfer is itself significant; one teacher, one training "
@@ -115,12 +123,13 @@ def mitigate_answer(m: Mapping[str, Any], verdict: Mapping[str, Any]) -> tuple[s
     return found, sees
 
 
-def section_mitigate(rep: Report, m: Mapping[str, Any], verdict: Mapping[str, Any]) -> None:
+def section_mitigate(rep: Report, m: Section, verdict: Verdict) -> None:
     """Add the mitigation section (cost-vs-transfer scatter, table, verdict) to ``rep``."""
-    sig = not verdict or verdict.get("unmitigated_significant", True)
+    sec, v = _section(m), _verdict(verdict)
+    sig = v is None or v.unmitigated_significant
     section(
         rep,
-        f"Mitigations of trait transfer ({m.get('setting')})",
+        f"Mitigations of trait transfer ({sec.setting})",
         "mitigate",
         "What each mitigation costs against how much transfer it leaves."
         if sig
@@ -129,8 +138,8 @@ def section_mitigate(rep: Report, m: Mapping[str, Any], verdict: Mapping[str, An
     )
     rep.text(
         f"Every arm is a student trained like the unmitigated one on the teacher's data; "
-        f"mitigations act at layer {m.get('layer')} (regulariser at {m.get('reg_layer')}; "
-        f"steering α={m.get('alpha')}; from the {m.get('site_source')}). Δ: the arm's behavior "
+        f"mitigations act at layer {sec.layer} (regulariser at {sec.reg_layer}; "
+        f"steering α={sec.alpha}; from the {sec.site_source}). Δ: the arm's behavior "
         "minus the base control's over the eval prompts (paired bootstrap CI, sign-flip p); F = "
         "Δ / (B_teacher − B_base). Reduction: Δ(none) − Δ(arm), paired over the same prompts; "
         "beyond training noise: the unmitigated students' mean B (the arm none and its "
@@ -138,30 +147,29 @@ def section_mitigate(rep: Report, m: Mapping[str, Any], verdict: Mapping[str, An
         "spread (a reduction is claimed only when both hold). "
         "EAS at ℓ* against random directions (Holm) and its excess over the base control. Cost: "
         "the student's loss on held-out clean teacher data minus the unmitigated student's "
-        f"(base {_f(m.get('heldout_loss_base'))}, base control "
-        f"{_f(m.get('heldout_loss_control'))})."
+        f"(base {_f(sec.heldout_loss_base)}, base control "
+        f"{_f(sec.heldout_loss_control)})."
     )
-    arms = list(m.get("arms") or [])
-    table = mitigate_table(arms)
-    if m.get("setting") == "owl":  # the agent-only columns
+    table = mitigate_table(sec.arms)
+    if sec.setting == "owl":  # the agent-only columns
         drop = ("safe tasks completed", "first-action rate [Wilson 95%]")
         table = [{k: v for k, v in row.items() if k not in drop} for row in table]
     else:
         rep.text(
-            f"Agents: Δ is in {(m.get('metric') or {}).get('metric', 'P(biased action)')}, at the "
+            f"Agents: Δ is in {sec.unit or 'P(biased action)'}, at the "
             "first decision point of each held-out ambiguous eval task; the first-action rate is "
             "sampled over eval tasks × seeds (Wilson CI); cost also includes the fraction of "
-            f"held-out safe tasks completed (base: {_f(m.get('safe_completed_base'))}). Keyword "
-            f"filter counts: {m.get('filter')}."
+            f"held-out safe tasks completed (base: {_f(sec.safe_completed_base)}). Keyword "
+            f"filter counts: {sec.filter}."
         )
     with folded(rep, "Numbers per arm"):
         rep.table(table)
     pts = []
-    for a in arms:
-        tr = a.get("transfer") or {}
-        x, y = _f(a.get("cost")), _f(tr.get("delta"))
+    for a in sec.arms:
+        tr = a.transfer
+        x, y = _f(a.cost), _f(tr.delta)
         if x is not None and y is not None:
-            pts.append((str(a.get("arm")), x, y, _f(tr.get("delta_lo")), _f(tr.get("delta_hi"))))
+            pts.append((a.arm, x, y, _f(tr.delta_lo), _f(tr.delta_hi)))
     if pts:
         rep.figure(
             scatter_with_errors(
