@@ -162,13 +162,11 @@ def bias_vector(r: AgenticRun) -> Any:
 
     def compute() -> Any:
         prompts = probe_prompts(r)
-        rows = {}
-        for name, model in (("teacher", r.teacher_models["teacher"]), ("base", r.model)):
-            acts = record_activations(
-                model, prompts, "all", "last", keep_rows=True, progress=r.progress
-            )
-            assert acts.rows is not None
-            rows[name] = acts.rows
+        teacher, base = (
+            record_activations(model, prompts, "all", "last", keep_rows=True, progress=r.progress)
+            for model in (r.teacher_models["teacher"], r.model)
+        )
+        assert teacher.rows is not None and base.rows is not None
         meta = {
             "name": f"teacher-bias:{r.cfg.setting}",
             "kind": "teacher",
@@ -181,11 +179,11 @@ def bias_vector(r: AgenticRun) -> Any:
             "teacher_adapter": str(r.teacher_dirs["teacher"]),
         }
         # blocks below the lowest LoRA layer are the base's own: their difference is exactly 0
-        moved = [k for k in rows["teacher"] if not torch.equal(rows["teacher"][k], rows["base"][k])]
+        pos, neg = teacher.rows, base.rows
+        moved = [k for k in pos if not torch.equal(pos[k], neg[k])]
         if not moved:
             raise RuntimeError("the fine-tuned teacher's activations equal the base's everywhere")
-        pos = {k: rows["teacher"][k] for k in moved}
-        neg = {k: rows["base"][k] for k in moved}
+        pos, neg = {k: pos[k] for k in moved}, {k: neg[k] for k in moved}
         return vector_from_rows(pos, neg, "mean", seed=r.cfg.seed, meta=meta)
 
     path = r.out / "vectors" / "teacher_bias.safetensors"

@@ -116,14 +116,7 @@ def section_agentic(rep: Report, a: Mapping[str, Any] | AgenticSummary) -> None:
         )
     rep.table(
         [
-            {
-                "teacher": role,
-                "total": c.total,
-                "kept": c.kept,
-                "dropped": c.dropped,
-                "dropped_fraction": c.dropped_fraction,
-                "by_keyword": c.by_keyword,
-            }
+            {"teacher": role, **{k: v for k, v in c.to_json().items() if k != "by_place"}}
             for role, c in a.filter.items()
         ]
     )
