@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from steerlens.agents.metrics import ActionChoice, RateResult
+from steerlens.agents import ActionChoice, RateResult
 from steerlens.results import OMIT, Record
 
 __all__ = [
@@ -46,9 +46,8 @@ class AgenticMeasure(Record):
         return self.choice, self.rate
 
     def summary(self) -> str:
-        at = "" if self.step is None else f"step {self.step}: "
         parts = [x.summary() for x in (self.choice, self.rate) if x is not None]
-        return at + ("; ".join(parts) or "not measured")
+        return f"step {self.step}: " * (self.step is not None) + ("; ".join(parts) or "none")
 
 
 @dataclass
@@ -76,11 +75,8 @@ class AgenticSeries(Record):
     teacher: list[AgenticMeasure] = field(default_factory=list)
     control: list[AgenticMeasure] = field(default_factory=list)
 
-    def roles(self) -> list[tuple[str, list[AgenticMeasure]]]:
-        return [("teacher", self.teacher), ("control", self.control)]
-
     def summary(self) -> str:
-        return "; ".join(f"{role} student: {len(cks)} checkpoints" for role, cks in self.roles())
+        return f"{len(self.teacher)} student and {len(self.control)} control checkpoints"
 
 
 @dataclass
@@ -150,11 +146,6 @@ class AgenticSummary(Record):
     first_actions_on_safe_tasks: dict[str, dict[str, int]] = field(default_factory=dict)
     examples_kept: dict[str, list[AgenticExample]] = field(default_factory=dict)
     examples_dropped: dict[str, list[AgenticExample]] = field(default_factory=dict)
-
-    def finals(self) -> tuple[AgenticMeasure, AgenticMeasure] | None:
-        """The last checkpoint of the student and of the control student (None without)."""
-        s = self.series
-        return (s.teacher[-1], s.control[-1]) if s.teacher and s.control else None
 
     def summary(self) -> str:
         return f"agentic ({self.setting}, {self.biased} first)\n{self.models.summary()}"

@@ -63,7 +63,8 @@ def agentic_answer(
     v = verdict if isinstance(verdict, AgenticVerdict) else AgenticVerdict.from_json(verdict)
     head = v.headline.rstrip(".")
     found = f"{head}."
-    if (fin := a.finals()) and (st := fin[0].rate) and (ct := fin[1].rate):
+    st, ct = (s[-1].rate if s else None for s in (a.series.teacher, a.series.control))
+    if st and ct:
         found = (
             f"{head}; student {st.k}/{st.n} vs control student "
             f"{ct.k}/{ct.n} episodes {a.biased}-first."
@@ -91,7 +92,7 @@ def section_agentic(rep: Report, a: Mapping[str, Any] | AgenticSummary) -> None:
         else "First-action rates and action choice per model.",
     )
     rows = [_rate_row(n, m) for n, m in a.models.named()]
-    for role, cks in a.series.roles():
+    for role, cks in (("teacher", a.series.teacher), ("control", a.series.control)):
         rows += [_rate_row(f"{role} student step {ck.step}", ck) for ck in cks]
     rep.text(
         f"Sampled episodes on held-out ambiguous eval tasks × seeds; an episode is scored by its "
