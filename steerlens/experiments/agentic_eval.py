@@ -125,15 +125,16 @@ def _agentic_summary(r: AgenticRun, m: AgenticMetrics) -> AgenticSummary:
     def examples(trajs: list[Trajectory]) -> list[AgenticExample]:
         return [AgenticExample(t.task, [s.action for s in t.steps], t.completed) for t in trajs[:3]]
 
+    kws = r.setting.filter_keywords
     return AgenticSummary(
         setting=r.cfg.setting,
         biased=r.setting.biased,
         models=m.models,
         series=m.series,
         filter={role: AgenticFilterCounts(**r.filtered[role].counts) for role in ROLES},
-        filter_keywords=list(r.setting.filter_keywords),
+        filter_keywords=list(kws),
         kept_with_keyword={
-            role: sum(bool(_hits(r, t)) for t in r.filtered[role].kept) for role in ROLES
+            role: sum(bool(find_keywords(t, kws)) for t in r.filtered[role].kept) for role in ROLES
         },
         completed={
             role: AgenticCompleted(sum(t.completed for t in r.trajs[role]), len(r.trajs[role]))
@@ -145,10 +146,6 @@ def _agentic_summary(r: AgenticRun, m: AgenticMetrics) -> AgenticSummary:
         examples_kept={role: examples(r.filtered[role].kept) for role in ROLES},
         examples_dropped={role: examples(r.filtered[role].dropped) for role in ROLES},
     )
-
-
-def _hits(r: AgenticRun, t: Trajectory) -> list[Any]:
-    return find_keywords(t, r.setting.filter_keywords)
 
 
 def probe_prompts(r: AgenticRun) -> list[Any]:
@@ -192,7 +189,7 @@ def bias_vector(r: AgenticRun) -> Any:
 
 
 def _choice_metric(r: AgenticRun) -> Any:
-    def metric(model: Any) -> float:
+    def metric(model: Any) -> float:  # its name is recorded in the carry test's JSON
         return action_choice(model, r.setting, r.tasks["eval"]).mean_share
 
     return metric
