@@ -190,7 +190,7 @@ def run(
     filter_data(r)
     student_series(r)
     r.tick("filter + students")
-    metrics = evaluate_all(r)
+    behavior, summary = evaluate_all(r)
     r.tick("metrics per model")
     vec = bias_vector(r)
     carry_res = carry(r, vec)
@@ -206,12 +206,12 @@ def run(
         "lineage": lineage(r),
         "teacher_vector": vec.to_json(),
         "carry": carry_res,
-        "behavior": metrics["behavior"],
-        "agentic": metrics["agentic"],
+        "behavior": behavior,
+        "agentic": summary.to_json(),
         "track": track_res,
         "screen": screen_res,
+        "verdict": agentic_verdict(summary).to_json(),
     }
-    results["verdict"] = agentic_verdict(results)
     return write_results(r, results)
 
 

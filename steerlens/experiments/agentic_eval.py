@@ -19,6 +19,16 @@ from steerlens.agents import (
 )
 from steerlens.carry import carry_test
 from steerlens.checkpoints import CheckpointSeries
+from steerlens.experiments.agentic_records import (
+    AgenticCompleted,
+    AgenticExample,
+    AgenticFilterCounts,
+    AgenticMeasure,
+    AgenticMetrics,
+    AgenticModels,
+    AgenticSeries,
+    AgenticSummary,
+)
 from steerlens.experiments.agentic_stages import ROLES, AgenticRun
 from steerlens.extract import vector_from_rows
 from steerlens.pipeline import lineage_json, series_records
@@ -42,7 +52,7 @@ __all__ = [
 ]
 
 
-def _measure(r: AgenticRun, model: Any, name: str) -> dict[str, Any]:
+def _measure(r: AgenticRun, model: Any, name: str, step: int | None = None) -> AgenticMeasure:
     """Action choice at the first decision point of each eval task, and the sampled first
     scored action over eval tasks × seeds (each episode stops at its first scored action)."""
     c, st = r.cfg, r.setting
@@ -62,85 +72,80 @@ def _measure(r: AgenticRun, model: Any, name: str) -> dict[str, Any]:
     )
     rate = first_action_rate(eps, st)
     r.log(f"{name}: {choice.summary()}; {rate.summary()}")
-    return {"choice": choice.to_json(), "rate": rate.to_json()}
+    return AgenticMeasure(step, choice, rate)
 
 
-def _series_measures(r: AgenticRun, role: str) -> list[dict[str, Any]]:
+def _series_measures(r: AgenticRun, role: str) -> list[AgenticMeasure]:
     series = CheckpointSeries.discover(r.series[role])
-    out = []
     with series.open(r.model) as load:
-        for ck in series:
-            m = _measure(r, load(ck), f"{role} student step {ck.step}")
-            out.append({"step": ck.step, **m})
-    return out
+        return [_measure(r, load(ck), f"{role} student step {ck.step}", ck.step) for ck in series]
 
 
-def evaluate_all(r: AgenticRun) -> dict[str, Any]:
+def evaluate_all(r: AgenticRun) -> tuple[dict[str, Any], AgenticSummary]:
     """Metrics of base, teacher, control teacher and every checkpoint of both series; in the
     report's behavior layout (the biased action's share among scored actions) and in full."""
 
-    def compute() -> dict[str, Any]:
-        models = {"base": _measure(r, r.model, "base")}
-        for role in ROLES:
-            models[role] = _measure(r, r.teacher_models[role], f"{role} teacher")
-        series = {role: _series_measures(r, role) for role in ROLES}
-        return {"models": models, "series": series}
+    def compute() -> AgenticMetrics:
+        models = AgenticModels(
+            _measure(r, r.model, "base"),
+            *(_measure(r, r.teacher_models[role], f"{role} teacher") for role in ROLES),
+        )
+        return AgenticMetrics(models, AgenticSeries(*(_series_measures(r, role) for role in ROLES)))
 
-    m = stage(r.out / "metrics.json", r.key("all"), compute, json_save, json_load, r.log)
-    base_share = m["models"]["base"]["choice"]["mean_share"]
+    m = stage(
+        r.out / "metrics.json",
+        r.key("all"),
+        compute,
+        lambda x, p: json_save(x.to_json(), p),
+        lambda p: AgenticMetrics.from_json(json_load(p)),
+        r.log,
+    )
+    base_share = m.models.base.measured[0].mean_share
 
-    def curve(role: str) -> dict[str, Any]:
-        rows = m["series"][role]
+    def curve(cks: list[AgenticMeasure]) -> dict[str, Any]:
         return {
-            "steps": [0] + [x["step"] for x in rows],
-            "scores": [base_share] + [x["choice"]["mean_share"] for x in rows],
+            "steps": [0] + [ck.step for ck in cks],
+            "scores": [base_share] + [ck.measured[0].mean_share for ck in cks],
         }
 
     behavior = {
-        "main": curve("teacher"),
-        "control": curve("control"),
-        "teacher": m["models"]["teacher"]["choice"]["mean_share"],
-        "benign_teacher": m["models"]["control"]["choice"]["mean_share"],
+        "main": curve(m.series.teacher),
+        "control": curve(m.series.control),
+        "teacher": m.models.teacher.measured[0].mean_share,
+        "benign_teacher": m.models.control.measured[0].mean_share,
         "metric": {
             "metric": f"P({r.setting.biased_name}) share at decision",
             "units": "probability",
         },
     }
-    return {"behavior": behavior, "agentic": _agentic_summary(r, m)}
+    return behavior, _agentic_summary(r, m)
 
 
-def _agentic_summary(r: AgenticRun, m: dict[str, Any]) -> dict[str, Any]:
-    def kept_example(t: Trajectory) -> dict[str, Any]:
-        return {"task": t.task, "actions": [s.action for s in t.steps], "completed": t.completed}
+def _agentic_summary(r: AgenticRun, m: AgenticMetrics) -> AgenticSummary:
+    def examples(trajs: list[Trajectory]) -> list[AgenticExample]:
+        return [AgenticExample(t.task, [s.action for s in t.steps], t.completed) for t in trajs[:3]]
 
-    return {
-        "setting": r.cfg.setting,
-        "biased": r.setting.biased,
-        "models": m["models"],
-        "series": m["series"],
-        "filter": {role: r.filtered[role].counts for role in ROLES},
-        "filter_keywords": list(r.setting.filter_keywords),
-        "kept_with_keyword": {
-            role: sum(bool(_hits(r, t)) for t in r.filtered[role].kept) for role in ROLES
+    kws = r.setting.filter_keywords
+    return AgenticSummary(
+        setting=r.cfg.setting,
+        biased=r.setting.biased,
+        models=m.models,
+        series=m.series,
+        filter={role: AgenticFilterCounts(**r.filtered[role].counts) for role in ROLES},
+        filter_keywords=list(kws),
+        kept_with_keyword={
+            role: sum(bool(find_keywords(t, kws)) for t in r.filtered[role].kept) for role in ROLES
         },
-        "completed": {
-            role: {"completed": sum(t.completed for t in r.trajs[role]), "n": len(r.trajs[role])}
+        completed={
+            role: AgenticCompleted(sum(t.completed for t in r.trajs[role]), len(r.trajs[role]))
             for role in ROLES
         },
-        "first_actions_on_safe_tasks": {
+        first_actions_on_safe_tasks={
             role: first_action_rate(r.trajs[role], r.setting).counts for role in ROLES
         },
-        "examples_kept": {
-            role: [kept_example(t) for t in r.filtered[role].kept[:3]] for role in ROLES
-        },
-        "examples_dropped": {
-            role: [kept_example(t) for t in r.filtered[role].dropped[:3]] for role in ROLES
-        },
-    }
-
-
-def _hits(r: AgenticRun, t: Trajectory) -> list[Any]:
-    return find_keywords(t, r.setting.filter_keywords)
+        examples_kept={role: examples(r.filtered[role].kept) for role in ROLES},
+        examples_dropped={role: examples(r.filtered[role].dropped) for role in ROLES},
+    )
 
 
 def probe_prompts(r: AgenticRun) -> list[Any]:
@@ -154,13 +159,11 @@ def bias_vector(r: AgenticRun) -> Any:
 
     def compute() -> Any:
         prompts = probe_prompts(r)
-        rows = {}
-        for name, model in (("teacher", r.teacher_models["teacher"]), ("base", r.model)):
-            acts = record_activations(
-                model, prompts, "all", "last", keep_rows=True, progress=r.progress
-            )
-            assert acts.rows is not None
-            rows[name] = acts.rows
+        teacher, base = (
+            record_activations(model, prompts, "all", "last", keep_rows=True, progress=r.progress)
+            for model in (r.teacher_models["teacher"], r.model)
+        )
+        assert teacher.rows is not None and base.rows is not None
         meta = {
             "name": f"teacher-bias:{r.cfg.setting}",
             "kind": "teacher",
@@ -173,11 +176,11 @@ def bias_vector(r: AgenticRun) -> Any:
             "teacher_adapter": str(r.teacher_dirs["teacher"]),
         }
         # blocks below the lowest LoRA layer are the base's own: their difference is exactly 0
-        moved = [k for k in rows["teacher"] if not torch.equal(rows["teacher"][k], rows["base"][k])]
+        pos, neg = teacher.rows, base.rows
+        moved = [k for k in pos if not torch.equal(pos[k], neg[k])]
         if not moved:
             raise RuntimeError("the fine-tuned teacher's activations equal the base's everywhere")
-        pos = {k: rows["teacher"][k] for k in moved}
-        neg = {k: rows["base"][k] for k in moved}
+        pos, neg = {k: pos[k] for k in moved}, {k: neg[k] for k in moved}
         return vector_from_rows(pos, neg, "mean", seed=r.cfg.seed, meta=meta)
 
     path = r.out / "vectors" / "teacher_bias.safetensors"
@@ -186,7 +189,7 @@ def bias_vector(r: AgenticRun) -> Any:
 
 
 def _choice_metric(r: AgenticRun) -> Any:
-    def metric(model: Any) -> float:
+    def metric(model: Any) -> float:  # its name is recorded in the carry test's JSON
         return action_choice(model, r.setting, r.tasks["eval"]).mean_share
 
     return metric
