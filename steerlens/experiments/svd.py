@@ -21,6 +21,7 @@ against the random-direction null (:mod:`steerlens.experiments.svd_measure`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from steerlens.experiments import svd_stages as st
 from steerlens.experiments.owl import OwlConfig
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.svd_measure import transfer_verdict
+from steerlens.experiments.svd_measure import SvdRow, SvdVerdict, svd_verdict
 from steerlens.pipeline import (
     carry_peak,
     carry_stage,
@@ -42,10 +43,11 @@ from steerlens.pipeline import (
     series_records,
     teacher_vector_stage,
 )
+from steerlens.results import Record
 from steerlens.teachers import Teacher
 from steerlens.version import __version__
 
-__all__ = ["SvdConfig", "run", "svd_teachers"]
+__all__ = ["SvdConfig", "SvdSection", "run", "svd_teachers"]
 
 TEACHER_NAMES = ("prompted", "steered", "ablated", "placebo", "base")
 
@@ -126,6 +128,26 @@ class SvdConfig(OwlConfig):
         return [self.loss, other] if self.also_kl else [self.loss]
 
 
+@dataclass
+class SvdSection(Record):
+    """The ``svd`` block of ``results.json``: the steered layer ℓ* and α (and the rule that
+    chose them), the students' LoRA blocks, per loss and teacher the row (predictor, transfer,
+    alignment), per loss the verdict, and the teachers' carry tests (JSON; None: not run)."""
+
+    layer: int = 0
+    alpha: float = math.nan
+    peak_source: str = ""
+    lora_layers: list[int] | None = None
+    headline_loss: str = "kl"
+    rows: dict[str, dict[str, SvdRow]] = field(default_factory=dict)
+    verdicts: dict[str, SvdVerdict] = field(default_factory=dict)
+    teacher_carry: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        v = self.verdicts.get(self.headline_loss)
+        return f"svd at layer {self.layer}, α={self.alpha:g}: {v.headline if v else 'no verdict'}"
+
+
 def _peak(carry: dict[str, Any], cfg: SvdConfig) -> tuple[int, float, str]:
     """ℓ* and α of the steered teacher: the config's, else the carry peak
     (:func:`~steerlens.pipeline.carry_peak`)."""
@@ -184,8 +206,12 @@ def run(
     align = st.alignment(r, vec, dirs, layer)
     r.tick("alignment")
     rows = st.rows(r, carries, beh, align, teachers)
-    verdicts = {loss: transfer_verdict(rs) for loss, rs in rows.items()}
-    head = verdicts[cfg.loss]
+    sv = SvdSection(layer, alpha, src, lora, cfg.loss, rows)
+    sv.verdicts = {loss: svd_verdict(rs) for loss, rs in rows.items()}
+    sv.teacher_carry = {n: c for n, c in carries.items() if n != "prompted"}
+    head = sv.verdicts[cfg.loss]
+    lines = [f"{loss}: {v.headline}" for loss, v in sv.verdicts.items()] + head.lines
+    top = SvdVerdict(head.headline, lines, head.strength, head.positive_control)
     results: dict[str, Any] = {
         "kind": "steerlens.svd",
         "steerlens_version": __version__,
@@ -199,29 +225,15 @@ def run(
         ),
         "teacher_vector": vec.to_json(),
         "carry": owl_carry,
-        "svd": {
-            "layer": layer,
-            "alpha": alpha,
-            "peak_source": src,
-            "lora_layers": lora,
-            "headline_loss": cfg.loss,
-            "rows": rows,
-            "verdicts": verdicts,
-            "teacher_carry": {n: c for n, c in carries.items() if n != "prompted"},
-        },
+        "svd": sv.to_json(),
+        "verdict": top.to_json(),
     }
-    lines = [f"{loss}: {v['headline']}" for loss, v in verdicts.items()] + head["lines"]
-    results["verdict"] = {"headline": head["headline"], "lines": lines, **_strength(head)}
     finish_run(
         r,
         results,
         {"vector": r.out / "vectors" / "teacher.safetensors", "carry": r.out / "carry.json"},
     )
     return ExperimentResult(results)
-
-
-def _strength(v: dict[str, Any]) -> dict[str, Any]:
-    return {"strength": v["strength"], "positive_control": v["positive_control"]}
 
 
 SVD = register(

@@ -14,15 +14,27 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
+from steerlens.results import OMIT, Record
 from steerlens.stats import bootstrap
-from steerlens.track import track_checkpoints
+from steerlens.track import AlignmentTrack, track_checkpoints
 
-__all__ = ["Transfer", "aligned_at", "alignment_at", "sign_flip_p", "transfer", "transfer_verdict"]
+__all__ = [
+    "SvdAlignment",
+    "SvdRow",
+    "SvdVerdict",
+    "Transfer",
+    "aligned_at",
+    "alignment_at",
+    "sign_flip_p",
+    "svd_verdict",
+    "transfer",
+    "transfer_verdict",
+]
 
 
 def sign_flip_p(d: np.ndarray, *, n_perm: int = 4096, seed: int = 0) -> float:
@@ -45,24 +57,85 @@ def sign_flip_p(d: np.ndarray, *, n_perm: int = 4096, seed: int = 0) -> float:
 
 
 @dataclass(frozen=True)
-class Transfer:
-    """Behavior transfer of one teacher's student (metric units; F unitless)."""
+class Transfer(Record):
+    """Behavior transfer of one teacher's student (metric units; F unitless; ``b_teacher`` /
+    ``b_base`` None: no gap recorded)."""
 
-    b_student: float
-    b_control: float
-    b_teacher: float
-    b_base: float
-    delta: float
-    delta_lo: float
-    delta_hi: float
-    delta_p: float
-    fraction: float | None
-    fraction_lo: float | None
-    fraction_hi: float | None
-    n_prompts: int
+    b_student: float = math.nan
+    b_control: float = math.nan
+    b_teacher: float | None = None
+    b_base: float | None = None
+    delta: float = math.nan
+    delta_lo: float = math.nan
+    delta_hi: float = math.nan
+    delta_p: float = math.nan
+    fraction: float | None = None
+    fraction_lo: float | None = None
+    fraction_hi: float | None = None
+    n_prompts: int = 0
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    def summary(self) -> str:
+        return f"Δ vs control {self.delta:+.3g} (p={self.delta_p:.3g}), F={self.fraction}"
+
+
+_EXCESS = ("excess", "excess_lo", "excess_hi", "excess_p")
+
+
+@dataclass
+class SvdAlignment(Record):
+    """A student's EAS at ``layer`` at its last checkpoint ``step`` with its corrected null p,
+    and (with a control) the excess EAS over the control with its CI and p (keys left out
+    without one)."""
+
+    layer: int = 0
+    step: int = 0
+    eas: float = math.nan
+    eas_p_adj: float = math.nan
+    excess: float | None = None
+    excess_lo: float | None = None
+    excess_hi: float | None = None
+    excess_p: float | None = None
+
+    json_none: ClassVar[dict[str, Any]] = dict.fromkeys(_EXCESS, OMIT)
+
+    def summary(self) -> str:
+        return f"EAS {self.eas:+.3f} at layer {self.layer} (excess {self.excess})"
+
+
+@dataclass
+class SvdRow(Record):
+    """One teacher's row: its carry predictor (clean-peak S where the test is defined), the
+    transfer of its student and the student's alignment (None for the base control)."""
+
+    teacher: dict[str, Any] = field(default_factory=dict)
+    carry_defined: bool | None = None
+    carry_level: str | None = None
+    S: float | None = None
+    S_layer: int | None = None
+    S_alpha: float | None = None
+    S_beats_null: bool | None = None
+    transfer: Transfer = field(default_factory=Transfer)
+    alignment: SvdAlignment | None = None
+
+    def summary(self) -> str:
+        return f"S={self.S}; {self.transfer.summary()}"
+
+
+@dataclass
+class SvdVerdict(Record):
+    """Headline and lines of one loss (``inherited`` per teacher; None in the run's verdict,
+    whose lines cover every loss)."""
+
+    headline: str = ""
+    lines: list[str] = field(default_factory=list)
+    strength: str = "none"
+    positive_control: bool = False
+    inherited: dict[str, bool] | None = None
+
+    json_none: ClassVar[dict[str, Any]] = {"inherited": OMIT}
+
+    def summary(self) -> str:
+        return self.headline
 
 
 def transfer(
@@ -110,27 +183,16 @@ def transfer(
     )
 
 
-def alignment_at(track: Mapping[str, Any], layer: int) -> dict[str, Any]:
-    """The last checkpoint's EAS at ``layer`` with its corrected null p, and the excess over
-    the control with its CI and p, from an ``AlignmentTrack.to_json()``."""
-    layers = list(track["layers"])
-    j = layers.index(layer)
-    main = track["series"]["main"]
-    out: dict[str, Any] = {
-        "layer": layer,
-        "step": main["steps"][-1],
-        "eas": main["eas"][-1][j],
-        "eas_p_adj": main["p_adj"][-1][j],
-    }
-    ex = track.get("excess")
-    if ex:
-        out.update(
-            excess=ex["estimate"][-1][j],
-            excess_lo=ex["lo"][-1][j],
-            excess_hi=ex["hi"][-1][j],
-            excess_p=ex["p"][-1][j],
-        )
-    return out
+def alignment_at(track: AlignmentTrack | Mapping[str, Any], layer: int) -> dict[str, Any]:
+    """:class:`SvdAlignment` (as JSON) of a track (or its JSON) at ``layer``: the last
+    checkpoint's EAS with its corrected null p, and the excess over the control."""
+    t = track if isinstance(track, AlignmentTrack) else AlignmentTrack.from_json(track)
+    j, ex = t.layers.index(layer), t.excess
+    al = SvdAlignment(layer, t.steps()[-1], t.eas()[-1, j], t.metric("p_adj")[-1, j])
+    if ex is not None:
+        al.excess, al.excess_lo = ex.estimate[-1, j], ex.lo[-1, j]
+        al.excess_hi, al.excess_p = ex.hi[-1, j], ex.p[-1, j]
+    return al.to_json()
 
 
 def aligned_at(r: Any, student: Any, control: Any, vec: Any, layer: int) -> dict[str, Any]:
@@ -149,48 +211,45 @@ def aligned_at(r: Any, student: Any, control: Any, vec: Any, layer: int) -> dict
         seed=r.cfg.seed,
         progress=r.progress,
     )
-    return alignment_at(tr.to_json(), layer)
+    return alignment_at(tr, layer)
 
 
-def _toward_teacher(tr: Mapping[str, Any]) -> bool:
+def _toward_teacher(tr: Transfer) -> bool:
     """Δ points the way the teacher differs from the base: F > 0 where the teacher's gap is
     defined (a student moving away from its teacher has inherited nothing); with no gap
     recorded (a caller's row without ``b_teacher``/``b_base``), Δ > 0."""
-    if tr.get("b_teacher") is not None and tr.get("b_base") is not None:
-        f = tr.get("fraction")
+    if tr.b_teacher is not None and tr.b_base is not None:
+        f = tr.fraction
         return f is not None and math.isfinite(f) and f > 0
-    return bool(tr["delta"] > 0)
+    return bool(tr.delta > 0)
 
 
-def _inherited(row: Mapping[str, Any], alpha: float) -> bool:
+def _inherited(row: SvdRow, alpha: float) -> bool:
     """Significant Δ toward the teacher (:func:`_toward_teacher`, sign-flip p ≤ α) and
     significant positive alignment (excess over the base control, else EAS vs the null)."""
-    tr, al = row["transfer"], row.get("alignment") or {}
-    sig_beh = _toward_teacher(tr) and tr["delta_p"] <= alpha
-    p_al = al.get("excess_p", al.get("eas_p_adj"))
-    est = al.get("excess", al.get("eas"))
-    sig_al = p_al is not None and est is not None and est > 0 and p_al <= alpha
-    return bool(sig_beh and sig_al)
+    tr, al = row.transfer, row.alignment or SvdAlignment()
+    sig_beh = _toward_teacher(tr) and tr.delta_p <= alpha
+    p_al = al.eas_p_adj if al.excess_p is None else al.excess_p
+    est = al.eas if al.excess is None else al.excess
+    return bool(sig_beh and est > 0 and p_al <= alpha)
 
 
-def transfer_verdict(rows: Mapping[str, Mapping[str, Any]], alpha: float = 0.05) -> dict[str, Any]:
+def svd_verdict(rows: Mapping[str, SvdRow], alpha: float = 0.05) -> SvdVerdict:
     """Headline and lines for one loss: whether the steered teacher's student inherited the
     trait (the positive control: significant Δ vs the base control toward the teacher, F > 0,
-    and significant alignment at the steered layer), and F(steered), F(ablated) against F(prompted) (sufficiency and
-    necessity for transfer, Blank et al.)."""
+    and significant alignment at the steered layer), and F(steered), F(ablated) against
+    F(prompted) (sufficiency and necessity for transfer, Blank et al.)."""
     lines = []
     inherited = {name: _inherited(r, alpha) for name, r in rows.items() if name != "base"}
-    for name, r in rows.items():
-        if name == "base":
-            continue
-        tr, al = r["transfer"], r.get("alignment") or {}
-        f = tr["fraction"]
-        fs = "n/a" if f is None else f"{f:.3g} [{tr['fraction_lo']:.3g}, {tr['fraction_hi']:.3g}]"
+    for name, ok in inherited.items():
+        tr, al = rows[name].transfer, rows[name].alignment or SvdAlignment()
+        f = tr.fraction
+        fs = "n/a" if f is None else f"{f:.3g} [{tr.fraction_lo:.3g}, {tr.fraction_hi:.3g}]"
         lines.append(
-            f"{name}: Δ vs base control {tr['delta']:+.3g} [{tr['delta_lo']:+.3g}, "
-            f"{tr['delta_hi']:+.3g}] (p={tr['delta_p']:.3g}), F={fs}, excess EAS "
-            f"{_fmt(al.get('excess'))} (p={_fmt(al.get('excess_p'))}); "
-            f"{'inherited' if inherited[name] else 'not detected'}"
+            f"{name}: Δ vs base control {tr.delta:+.3g} [{tr.delta_lo:+.3g}, "
+            f"{tr.delta_hi:+.3g}] (p={tr.delta_p:.3g}), F={fs}, excess EAS "
+            f"{_fmt(al.excess)} (p={_fmt(al.excess_p)}); "
+            f"{'inherited' if ok else 'not detected'}"
         )
     pos = inherited.get("steered", False)
     head = (
@@ -199,13 +258,12 @@ def transfer_verdict(rows: Mapping[str, Mapping[str, Any]], alpha: float = 0.05)
         else "positive control NOT passed: the steered teacher's student was not detected as "
         "inheriting the trait at this size"
     )
-    return {
-        "headline": head,
-        "lines": lines,
-        "strength": "strong" if pos else "none",
-        "positive_control": pos,
-        "inherited": inherited,
-    }
+    return SvdVerdict(head, lines, "strong" if pos else "none", pos, inherited)
+
+
+def transfer_verdict(rows: Mapping[str, Mapping[str, Any]], alpha: float = 0.05) -> dict[str, Any]:
+    """:func:`svd_verdict` of rows given as JSON, as JSON."""
+    return svd_verdict({n: SvdRow.from_json(r) for n, r in rows.items()}, alpha).to_json()
 
 
 def _fmt(x: Any) -> str:

@@ -7,21 +7,32 @@ Each caches in the output folder, keyed on the config and, per teacher, on its l
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from steerlens.behavior import trait_behavior
+from steerlens.carry.result import CarryResult
 from steerlens.common import sha256_bytes
 from steerlens.distill import TeacherData, distill, generate_teacher_data
-from steerlens.experiments.svd_measure import aligned_at, transfer
+from steerlens.experiments.svd_measure import SvdAlignment, SvdRow, Transfer, aligned_at, transfer
 from steerlens.models import load_model
 from steerlens.pipeline import RunContext, carry_stage, student_config
 from steerlens.pipeline.stage import json_load, json_save, last_checkpoint, stage, training_prompts
+from steerlens.results import Record
 from steerlens.teachers import Teacher
 
-__all__ = ["alignment", "behaviors", "rows", "student", "teacher_carry", "teacher_data"]
+__all__ = [
+    "SvdBehavior",
+    "alignment",
+    "behaviors",
+    "rows",
+    "student",
+    "teacher_carry",
+    "teacher_data",
+]
 
 
 def _tag(t: Teacher) -> str:
@@ -69,27 +80,43 @@ def _per_prompt(model: Any, behavior: Any) -> list[float]:
     return [float(x) for x in behavior.per_prompt(model).tolist()]
 
 
-def behaviors(r: RunContext, teachers: dict[str, Teacher], dirs: dict[str, dict[str, Path]]) -> Any:
+@dataclass
+class SvdBehavior(Record):
+    """Per-eval-prompt B of the base, of each teacher (by name) and of each student's last
+    checkpoint (by loss, then teacher), and the metric (``behavior.json``)."""
+
+    base: list[float] = field(default_factory=list)
+    teachers: dict[str, list[float]] = field(default_factory=dict)
+    students: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    metric: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return f"per-prompt B of the base, {len(self.teachers)} teachers and their students"
+
+
+def behaviors(
+    r: RunContext, teachers: dict[str, Teacher], dirs: dict[str, dict[str, Path]]
+) -> SvdBehavior:
     """Per-eval-prompt B of the base, each teacher and each student's last checkpoint."""
     beh = trait_behavior(r.model, r.trait)
     if not hasattr(beh, "per_prompt"):
         raise ValueError("the svd experiment needs a per-prompt metric (the trait's logprob)")
 
-    def compute() -> dict[str, Any]:
-        out: dict[str, Any] = {"base": _per_prompt(r.model, beh), "teachers": {}, "students": {}}
+    def compute() -> SvdBehavior:
+        out = SvdBehavior(_per_prompt(r.model, beh), metric=beh.describe())
         for name, t in teachers.items():
             with t.apply(r.model) as m:
-                out["teachers"][name] = _per_prompt(m, beh.with_system(t.system))
+                out.teachers[name] = _per_prompt(m, beh.with_system(t.system))
         for loss, by_name in dirs.items():
-            out["students"][loss] = {}
+            out.students[loss] = {}
             for name, d in by_name.items():
                 model = load_model(last_checkpoint(d), base=r.model)
-                out["students"][loss][name] = _per_prompt(model, beh)
+                out.students[loss][name] = _per_prompt(model, beh)
                 del model
-        out["metric"] = beh.describe()
         return out
 
-    return stage(r.out / "behavior.json", r.key(), compute, json_save, json_load, r.log)
+    load = lambda p: SvdBehavior.from_json(json_load(p))
+    return stage(r.out / "behavior.json", r.key(), compute, json_save, load, r.log)
 
 
 def alignment(r: RunContext, vec: Any, dirs: dict[str, dict[str, Path]], layer: int) -> Any:
@@ -108,38 +135,40 @@ def alignment(r: RunContext, vec: Any, dirs: dict[str, dict[str, Path]], layer: 
     return stage(r.out / "alignment.json", r.key(), compute, json_save, json_load, r.log)
 
 
-def _row(r: RunContext, t: Teacher, c: dict[str, Any], tr: Any, al: Any) -> dict[str, Any]:
-    """One teacher's row: its carry predictor, the transfer and the alignment, as JSON."""
-    cp = c.get("clean_peak") or {}
-    return {
-        "teacher": t.describe(),
-        "carry_defined": c.get("defined"),
-        "carry_level": c.get("level"),
-        "S": cp.get("S") if c.get("defined") else None,
-        "S_layer": cp.get("layer"),
-        "S_alpha": cp.get("alpha"),
-        "S_beats_null": cp.get("beats_null"),
-        "transfer": tr.to_json(),
-        "alignment": al,
-    }
+def _row(t: Teacher, carry: Any, tr: Transfer, al: Any) -> SvdRow:
+    """One teacher's row: its carry predictor (``carry``: the test's JSON, or None), the
+    transfer and the alignment (JSON, or None)."""
+    row = SvdRow(t.describe(), transfer=tr)
+    row.alignment = None if al is None else SvdAlignment.from_json(al)
+    c = CarryResult.from_json(carry) if carry else None
+    if c is not None:
+        row.carry_defined, row.carry_level = c.defined, c.level.value
+    if c is not None and c.clean_peak is not None:
+        cp = c.clean_peak
+        row.S = cp.sufficiency if c.defined else None
+        row.S_layer, row.S_alpha, row.S_beats_null = cp.layer, cp.alpha, cp.beats_null
+    return row
 
 
 def rows(
-    r: RunContext, carries: dict[str, Any], beh: Any, align: Any, teachers: dict[str, Teacher]
-) -> dict[str, Any]:
-    """Per loss and teacher: the predictor, the transfer and the alignment, as JSON."""
-    out: dict[str, Any] = {}
-    for loss, studs in beh["students"].items():
+    r: RunContext,
+    carries: dict[str, Any],
+    beh: SvdBehavior,
+    align: Any,
+    teachers: dict[str, Teacher],
+) -> dict[str, dict[str, SvdRow]]:
+    """Per loss and teacher: the predictor, the transfer and the alignment."""
+    out: dict[str, dict[str, SvdRow]] = {}
+    for loss, studs in beh.students.items():
         out[loss] = {}
         for name, t in teachers.items():
             tr = transfer(
                 np.array(studs[name]),
                 np.array(studs["base"]),
-                np.array(beh["teachers"][name]),
-                np.array(beh["base"]),
+                np.array(beh.teachers[name]),
+                np.array(beh.base),
                 n_boot=r.cfg.n_boot,
                 seed=r.cfg.seed,
             )
-            al = (align.get(loss) or {}).get(name)
-            out[loss][name] = _row(r, t, carries.get(name) or {}, tr, al)
+            out[loss][name] = _row(t, carries.get(name), tr, (align.get(loss) or {}).get(name))
     return out
