@@ -11,6 +11,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from steerlens.experiments.svd import SvdSection
+from steerlens.experiments.svd_measure import SvdRow, SvdVerdict, Transfer
 from steerlens.report.figures import scatter_with_errors
 from steerlens.report.page import Report
 from steerlens.report.shape import dots_with_ci, folded, section
@@ -29,55 +31,55 @@ def _ci(est: Any, lo: Any, hi: Any) -> str:
     return f"{e:+.3g} [{a:+.3g}, {b:+.3g}]" if a is not None and b is not None else f"{e:+.3g}"
 
 
-def _gap(tr: Mapping[str, Any]) -> float | None:
-    t, b = _f(tr.get("b_teacher")), _f(tr.get("b_base"))
+def _gap(tr: Transfer) -> float | None:
+    t, b = _f(tr.b_teacher), _f(tr.b_base)
     return None if t is None or b is None else t - b
 
 
-def svd_table(rows: Mapping[str, Mapping[str, Any]], loss: str) -> list[dict[str, Any]]:
+def _svd(svd: SvdSection | Mapping[str, Any]) -> SvdSection:
+    return svd if isinstance(svd, SvdSection) else SvdSection.from_json(svd)
+
+
+def svd_table(rows: Mapping[str, SvdRow], loss: str) -> list[dict[str, Any]]:
     """One row per teacher of one loss: the numbers of the section's table."""
     out = []
     for name, r in rows.items():
-        tr, al = r.get("transfer") or {}, r.get("alignment") or {}
+        tr, al, base = r.transfer, r.alignment, name == "base"
         out.append(
             {
                 "loss": loss,
                 "teacher": name,
-                "kind": (r.get("teacher") or {}).get("name"),
-                "carry S (clean peak)": _f(r.get("S")),
-                "S beats null": r.get("S_beats_null"),
+                "kind": r.teacher.get("name"),
+                "carry S (clean peak)": _f(r.S),
+                "S beats null": r.S_beats_null,
                 "B_teacher − B_base": _gap(tr),
                 "Δ vs base control [95% CI]": "—"
-                if name == "base"
-                else _ci(tr.get("delta"), tr.get("delta_lo"), tr.get("delta_hi")),
-                "p (Δ)": None if name == "base" else _f(tr.get("delta_p")),
-                "F [95% CI]": "—"
-                if name == "base"
-                else _ci(tr.get("fraction"), tr.get("fraction_lo"), tr.get("fraction_hi")),
-                "EAS @ℓ*": _f(al.get("eas")),
-                "p_null (EAS)": _f(al.get("eas_p_adj")),
-                "excess EAS [95% CI]": _ci(
-                    al.get("excess"), al.get("excess_lo"), al.get("excess_hi")
-                )
-                if al
-                else "—",
-                "p (excess)": _f(al.get("excess_p")),
+                if base
+                else _ci(tr.delta, tr.delta_lo, tr.delta_hi),
+                "p (Δ)": None if base else _f(tr.delta_p),
+                "F [95% CI]": "—" if base else _ci(tr.fraction, tr.fraction_lo, tr.fraction_hi),
+                "EAS @ℓ*": None if al is None else _f(al.eas),
+                "p_null (EAS)": None if al is None else _f(al.eas_p_adj),
+                "excess EAS [95% CI]": "—"
+                if al is None
+                else _ci(al.excess, al.excess_lo, al.excess_hi),
+                "p (excess)": None if al is None else _f(al.excess_p),
             }
         )
     return out
 
 
-def svd_headline(svd: Mapping[str, Any]) -> go.Figure:
+def svd_headline(svd: SvdSection | Mapping[str, Any]) -> go.Figure:
     """The headline: each teacher's student minus the base control (95% CI), one colour per
     distillation loss."""
     groups: dict[str, list[tuple[str, float | None, float | None, float | None]]] = {}
-    for loss, rows in (svd.get("rows") or {}).items():
+    for loss, rows in _svd(svd).rows.items():
         for name, r in rows.items():
             if name == "base":
                 continue
-            tr = r.get("transfer") or {}
+            tr = r.transfer
             groups.setdefault(f"{loss} students", []).append(
-                (name, _f(tr.get("delta")), _f(tr.get("delta_lo")), _f(tr.get("delta_hi")))
+                (name, _f(tr.delta), _f(tr.delta_lo), _f(tr.delta_hi))
             )
     return dots_with_ci(
         groups,
@@ -88,21 +90,21 @@ def svd_headline(svd: Mapping[str, Any]) -> go.Figure:
     )
 
 
-def svd_answer(svd: Mapping[str, Any], verdict: Mapping[str, Any]) -> tuple[str, str]:
+def svd_answer(svd: SvdSection | Mapping[str, Any], verdict: Mapping[str, Any]) -> tuple[str, str]:
     """(found, what the test sees) of an svd run."""
-    found = str(verdict.get("headline") or "No verdict in these results.").rstrip(".") + "."
+    head = SvdVerdict.from_json(verdict).headline or "No verdict in these results."
     sees = (
         "Each teacher's student is compared with the base control over the eval prompts of one "
         "training run (training noise is not in these intervals); the steered teacher is the "
         "positive control"
     )
-    return found, sees
+    return head.rstrip(".") + ".", sees
 
 
-def section_svd(rep: Report, svd: Mapping[str, Any]) -> None:
+def section_svd(rep: Report, svd: SvdSection | Mapping[str, Any]) -> None:
     """Add the svd section (predictor-vs-transfer scatter, table, per-loss verdicts) to ``rep``."""
-    verdicts = svd.get("verdicts") or {}
-    take = " ".join(f"{loss}: {v.get('headline', '')}" for loss, v in verdicts.items())
+    sv = _svd(svd)
+    take = " ".join(f"{loss}: {v.headline}" for loss, v in sv.verdicts.items())
     section(
         rep,
         "Teachers and transfer (steering-vector distillation)",
@@ -110,24 +112,22 @@ def section_svd(rep: Report, svd: Mapping[str, Any]) -> None:
         take or "Does the carry test's sufficiency predict how much each teacher transfers?",
     )
     rep.text(
-        f"Steered and ablated teachers use the owl teacher vector at layer {svd.get('layer')} "
-        f"(α={svd.get('alpha')}, from the {svd.get('peak_source')}). Δ is the student's "
+        f"Steered and ablated teachers use the owl teacher vector at layer {sv.layer} "
+        f"(α={sv.alpha}, from the {sv.peak_source}). Δ is the student's "
         "behavior minus the base control's (a student of the base's own numbers) over the eval "
         "prompts, with a paired bootstrap CI and a sign-flip permutation p; F = Δ / (B_teacher − "
         "B_base). Alignment: EAS of the student's shift with the teacher vector at that layer, "
         "p against random directions (Holm), and its excess over the base control."
     )
-    rows_by_loss = svd.get("rows") or {}
-    table = [row for loss, rows in rows_by_loss.items() for row in svd_table(rows, loss)]
+    table = [row for loss, rows in sv.rows.items() for row in svd_table(rows, loss)]
     points: dict[str, list[tuple[str, float, float, float | None, float | None]]] = {}
-    for loss, rows in rows_by_loss.items():
+    for loss, rows in sv.rows.items():
         for name, r in rows.items():
-            tr = r.get("transfer") or {}
-            s, f = _f(r.get("S")), _f(tr.get("fraction"))
+            s, f = _f(r.S), _f(r.transfer.fraction)
             if name == "base" or s is None or f is None:
                 continue
             pts = points.setdefault(loss, [])
-            pts.append((name, s, f, _f(tr.get("fraction_lo")), _f(tr.get("fraction_hi"))))
+            pts.append((name, s, f, _f(r.transfer.fraction_lo), _f(r.transfer.fraction_hi)))
     if points:
         rep.figure(
             scatter_with_errors(
@@ -142,7 +142,5 @@ def section_svd(rep: Report, svd: Mapping[str, Any]) -> None:
         )
     rep.table(table)
     with folded(rep, "Verdict per loss"):
-        for loss, v in verdicts.items():
-            rep.verdict(
-                f"{loss}: {v.get('headline', '')}", v.get("lines", []), v.get("strength", "")
-            )
+        for loss, v in sv.verdicts.items():
+            rep.verdict(f"{loss}: {v.headline}", v.lines, v.strength)
