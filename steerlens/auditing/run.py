@@ -23,11 +23,11 @@ from steerlens.auditing.inputs import (
     read_data,
     recorded_base,
 )
+from steerlens.auditing.verdict import audit_verdict, no_control_headline
 from steerlens.behavior import trait_behavior
 from steerlens.carry import carry_test, teacher_score
 from steerlens.common import sha256_bytes, write_json
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.verdict import verdict
 from steerlens.extract import model_teacher_vector, teacher_vector
 from steerlens.lineage import read_record
 from steerlens.models import load_model
@@ -40,7 +40,7 @@ from steerlens.track import track_checkpoints
 from steerlens.traits import as_trait
 from steerlens.vectors import SteeringVector
 
-__all__ = ["audit"]
+__all__ = ["audit", "no_control_headline"]
 
 
 @dataclass
@@ -58,14 +58,36 @@ class _Audit(RunContext):
         t = self.teacher
         return t.kind == "prompt" and t.system == self.trait.system_prompt
 
+    @property
+    def students(self) -> dict[str, Path]:
+        """The student (``main``) and the control student when given."""
+        c = self.cfg
+        return {"main": Path(c.student)} | (
+            {} if c.control is None else {"control": Path(c.control)}
+        )
+
+    @property
+    def vec_path(self) -> Path:
+        return self.out / "vectors" / "teacher.safetensors"
+
     def key(self, *fields_: str) -> str:
         """Cache key: base fingerprint, the inputs' record digests and the config fields."""
         digests = "".join(read_record(p).digest for _, p in sorted(self.records.items()))
         fp, cfg_key = self.model.fingerprint, config_key(self.cfg, *fields_)
         return f"{fp}-{sha256_bytes(digests)[:12]}-{cfg_key}"
 
-    def rec(self, kind: str, **parents: Path) -> Callable[[Path], Path]:
+    def rec(self, kind: str, *roles: str, **parents: Path) -> Callable[[Path], Path]:
+        """The lineage record of a stage's file: its parents are ``parents`` and the inputs of
+        ``roles``."""
+        parents |= {k: v for k, v in self.records.items() if k in roles}
         return recorder(kind, self.model, parents=parents, config=config_json(self.cfg))
+
+    def json_stage(self, name: str, key: str, fn: Callable[[], Any], *roles: str) -> Any:
+        """:func:`~steerlens.pipeline.stage.stage` of ``<name>.json``, recorded as ``name``
+        with the vector (but for the behavior) and the inputs of ``roles`` as parents."""
+        vec = {} if name == "behavior" else {"vector": self.vec_path}
+        rec = self.rec(name, *roles, **vec)
+        return stage(self.out / f"{name}.json", key, fn, json_save, json_load, self.log, rec)
 
 
 def _open(
@@ -99,29 +121,22 @@ def _vector(a: _Audit) -> Any:
             return teacher_vector(a.model, a.trait, **kw)
         return model_teacher_vector(a.model, a.teacher, a.trait, **kw)
 
-    path = a.out / "vectors" / "teacher.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return stage(
-        path,
-        a.key("trait", "seed", "probe_n"),
-        compute,
-        lambda v, p: v.save(p),
-        SteeringVector.load,
-        a.log,
-        a.rec("vector", teacher=a.records["teacher"]),
-    )
+    a.vec_path.parent.mkdir(parents=True, exist_ok=True)
+    save, load = (lambda v, p: v.save(p)), SteeringVector.load
+    key = a.key("trait", "seed", "probe_n")
+    return stage(a.vec_path, key, compute, save, load, a.log, a.rec("vector", "teacher"))
 
 
 def _carry(a: _Audit, vec: Any) -> Any:
     """The carry test of the teacher vector on the first ``carry_eval_n`` eval prompts (as the
     owl experiment's carry stage)."""
     c = a.cfg
-    kw: dict[str, Any] = {} if a.default_teacher else {"teacher": a.teacher}
+    metric = None
     if c.carry_eval_n is not None:
         beh = trait_behavior(a.model, a.trait)
-        kw["metric"] = replace(beh, prompts=beh.prompts[: c.carry_eval_n])
-    return stage(
-        a.out / "carry.json",
+        metric = replace(beh, prompts=beh.prompts[: c.carry_eval_n])
+    return a.json_stage(
+        "carry",
         a.key("trait", "seed", "probe_n", "carry_layers", "alphas", "n_random", "carry_eval_n"),
         lambda: carry_test(
             a.model,
@@ -132,12 +147,9 @@ def _carry(a: _Audit, vec: Any) -> Any:
             n_random=c.n_random,
             seed=c.seed,
             progress=a.progress,
-            **kw,
+            teacher=None if a.default_teacher else a.teacher,
+            metric=metric,
         ).to_json(),
-        json_save,
-        json_load,
-        a.log,
-        a.rec("carry", vector=a.out / "vectors" / "teacher.safetensors"),
     )
 
 
@@ -148,35 +160,20 @@ def _behavior(a: _Audit) -> Any:
     def compute() -> dict[str, Any]:
         per = getattr(beh, "per_prompt", None)
         base_rows = None if per is None else [float(x) for x in per(model)]
-        dirs = {"main": Path(c.student)}
-        if c.control is not None:
-            dirs["control"] = Path(c.control)
-        series = {name: series_scores(model, d, beh) for name, d in dirs.items()}
-        out: dict[str, Any] = dict(series)
-        if c.control is None:
-            b0 = series["main"]["scores"][0]
-            out["control"] = {"steps": [0], "scores": [b0], "note": "no control: the base"}
-        out.update(
-            {
-                "base_per_prompt": base_rows,
-                "teacher": float(teacher_score(model, a.teacher, beh)),
-                "benign_teacher": float(beh.with_system(trait.neutral_system_prompt)(model)),
-                "metric": beh.describe(),
-                "deltas": behavior_deltas(base_rows, series, seed=c.seed, n_boot=c.n_boot),
-            }
-        )
-        return out
+        series = {name: series_scores(model, d, beh) for name, d in a.students.items()}
+        b0 = next(iter(series.values()))["scores"][:1]  # the base, step 0
+        no_control = {"steps": [0], "scores": b0, "note": "no control: the base"}
+        return {
+            **series,
+            **({"control": no_control} if c.control is None else {}),
+            "base_per_prompt": base_rows,
+            "teacher": float(teacher_score(model, a.teacher, beh)),
+            "benign_teacher": float(beh.with_system(trait.neutral_system_prompt)(model)),
+            "metric": beh.describe(),
+            "deltas": behavior_deltas(base_rows, series, seed=c.seed, n_boot=c.n_boot),
+        }
 
-    parents = {k: v for k, v in a.records.items() if k in ("teacher", "student", "control")}
-    return stage(
-        a.out / "behavior.json",
-        a.key(),
-        compute,
-        json_save,
-        json_load,
-        a.log,
-        a.rec("behavior", **parents),
-    )
+    return a.json_stage("behavior", a.key(), compute, "teacher", "student", "control")
 
 
 def _live_layers(vec: Any) -> list[int] | None:
@@ -188,9 +185,8 @@ def _live_layers(vec: Any) -> list[int] | None:
 
 def _track(a: _Audit, vec: Any) -> Any:
     c = a.cfg
-    parents = {k: v for k, v in a.records.items() if k in ("student", "control")}
-    return stage(
-        a.out / "track.json",
+    return a.json_stage(
+        "track",
         a.key(),
         lambda: track_checkpoints(
             a.model,
@@ -205,10 +201,8 @@ def _track(a: _Audit, vec: Any) -> Any:
             seed=c.seed,
             progress=a.progress,
         ).to_json(),
-        json_save,
-        json_load,
-        a.log,
-        a.rec("track", vector=a.out / "vectors" / "teacher.safetensors", **parents),
+        "student",
+        "control",
     )
 
 
@@ -216,26 +210,21 @@ def _screen(a: _Audit, vec: Any) -> Any:
     c, n = a.cfg, a.cfg.screen_max
     sets = {"teacher": read_data(c.data)[:n]}
     if c.control_data is not None:
-        sets["control"] = read_data(c.control_data, "control data")[:n]
-    parents = {k: v for k, v in a.records.items() if k in ("data", "control_data")}
-    return stage(
-        a.out / "screen.json",
+        sets |= {"control": read_data(c.control_data, "control data")[:n]}
+    live = _live_layers(vec)
+    return a.json_stage(
+        "screen",
         a.key(),
         lambda: screen_dataset(
-            a.model, vec, sets, layers=_live_layers(vec), seed=c.seed, progress=a.progress
+            a.model, vec, sets, layers=live, seed=c.seed, progress=a.progress
         ).to_json(),
-        json_save,
-        json_load,
-        a.log,
-        a.rec("screen", vector=a.out / "vectors" / "teacher.safetensors", **parents),
+        "data",
+        "control_data",
     )
 
 
 def _lineage(a: _Audit) -> dict[str, Any]:
     c = a.cfg
-    students = {"main": Path(c.student)}
-    if c.control is not None:
-        students["control"] = Path(c.control)
     return lineage_json(
         a,
         teacher={"model": a.model.name, "system_prompt": a.teacher.system, **a.teacher.describe()},
@@ -243,42 +232,11 @@ def _lineage(a: _Audit) -> dict[str, Any]:
             "teacher": {"path": c.data},
             **({"control": {"path": c.control_data}} if c.control_data else {}),
         },
-        students=series_records(students),
+        students=series_records(a.students),
         base_checks=a.checks,
         records={
             k: {"path": str(p), "sha256": read_record(p).digest} for k, p in a.records.items()
         },
-    )
-
-
-def no_control_headline(v: dict[str, Any], beh: dict[str, Any]) -> str:
-    """The headline of an audit without a control student: what was compared with what (the
-    student with the base at step 0, and its alignment with the nulls), never a base control
-    that is not there."""
-    alpha = float(v["numbers"]["alpha"])
-    d = (beh.get("deltas") or {}).get("main_vs_base")
-    if d is None:
-        s = beh["main"]["scores"]
-        moved = f"moved {s[-1] - s[0]:+.3f} from the base (no per-prompt scores: no test)"
-    elif d["p"] < alpha:
-        moved = f"moved {d['estimate']:+.3f} from the base (p={d['p']:.2g}, significant)"
-    else:
-        moved = f"did not move from the base beyond chance ({d['estimate']:+.3f}, p={d['p']:.2g})"
-    al = v["numbers"]["alignment"]
-    st = al.get("student")
-    if st is None:
-        aligned = "its alignment with the teacher vector was not measured"
-    else:
-        beyond = "aligns" if st["p"] < alpha else "does not align"
-        aligned = (
-            f"its activation shift at layer {al['layer']} {beyond} with the teacher vector "
-            f"beyond the random-direction nulls (EAS {st['eas']:+.3f}, p={st['p']:.2g})"
-        )
-    return (
-        f"No control student, so no controlled test of transfer: compared with the base "
-        f"(step 0), the student's trait behavior {moved}, and {aligned}; without a control "
-        f"trained the same way on benign data, neither can be told apart from training itself "
-        f"(α={alpha:g})."
     )
 
 
@@ -322,22 +280,10 @@ def audit(
         "screen": screen,
         "timings_s": clock.timings,
     }
-    results["verdict"] = verdict(results)
-    if cfg.control is None:
-        results["verdict"]["headline"] = no_control_headline(results["verdict"], beh)
-        results["verdict"]["lines"].append(
-            "No control student was given: the student's behavior is compared with the base "
-            "(step 0), and no excess alignment over a control can be computed. Train a control "
-            "on benign data the same way and pass it (--control) for the controlled test."
-        )
+    v = results["verdict"] = audit_verdict(results, control=cfg.control is not None)
     write_json(a.out / "results.json", results)
     parents = {n: a.out / f"{n}.json" for n in ("carry", "behavior", "track", "screen")}
-    rec = recorder(
-        "results",
-        a.model,
-        parents={**a.records, **parents},
-        config={"trait": a.trait.name, "verdict": results["verdict"].get("strength")},
-    )
-    rec(a.out / "results.json")
+    meta = {"trait": a.trait.name, "verdict": v.get("strength")}
+    recorder("results", a.model, parents=a.records | parents, config=meta)(a.out / "results.json")
     log(f"wrote {a.out / 'results.json'} in {clock.total():.0f}s")
     return ExperimentResult(results)
