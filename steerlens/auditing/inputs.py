@@ -286,23 +286,17 @@ def input_records(
     files = [Path(cfg.teacher_vector)] if cfg.teacher_vector else []
     if teacher.model_path is not None:
         files += [teacher.model_path / n for n in sorted(desc.get("model_files") or {})]
-    recs = {"teacher": teacher_record(out / "teachers" / "teacher.json", desc, model, files)}
-    recs["teacher"] = record_path(recs["teacher"])
-    recs["data"] = _write_input(
-        out, "data", Path(cfg.data), "teacher_data", {"teacher": recs["teacher"]}, model
-    )
-    recs["student"] = _write_input(
-        out, "student", Path(cfg.student), "student", {"data": recs["data"]}, model
-    )
+    t = record_path(teacher_record(out / "teachers" / "teacher.json", desc, model, files))
+    data = _write_input(out, "data", Path(cfg.data), "teacher_data", {"teacher": t}, model)
+    student = _write_input(out, "student", Path(cfg.student), "student", {"data": data}, model)
+    recs = {"teacher": t, "data": data, "student": student}
     if cfg.control is not None:
-        ctrl_parents: dict[str, Path] = {}
+        parents: dict[str, Path] = {}
         if cfg.control_data is not None:
-            recs["control_data"] = _write_input(
-                out, "control_data", Path(cfg.control_data), "teacher_data", {}, model
-            )
-            ctrl_parents["data"] = recs["control_data"]
-        recs["control"] = _write_input(
-            out, "control", Path(cfg.control), "student", ctrl_parents, model
-        )
+            cd = Path(cfg.control_data)
+            parents = {"data": _write_input(out, "control_data", cd, "teacher_data", {}, model)}
+            recs |= {"control_data": parents["data"]}
+        ctrl = _write_input(out, "control", Path(cfg.control), "student", parents, model)
+        recs |= {"control": ctrl}
     log(f"inputs recorded: {', '.join(f'{k} {sha256_file(v)[:8]}' for k, v in recs.items())}")
     return recs
