@@ -76,17 +76,17 @@ class _Audit(RunContext):
         fp, cfg_key = self.model.fingerprint, config_key(self.cfg, *fields_)
         return f"{fp}-{sha256_bytes(digests)[:12]}-{cfg_key}"
 
-    def rec(self, kind: str, *roles: str, **parents: Path) -> Callable[[Path], Path]:
-        """The lineage record of a stage's file: its parents are ``parents`` and the inputs of
-        ``roles``."""
+    def rec(self, kind: str, *roles: str) -> Callable[[Path], Path]:
+        """The lineage record of a stage's file: its parents are the inputs of ``roles`` (and
+        the teacher vector for the role ``vector``)."""
+        parents = {"vector": self.vec_path} if "vector" in roles else {}
         parents |= {k: v for k, v in self.records.items() if k in roles}
         return recorder(kind, self.model, parents=parents, config=config_json(self.cfg))
 
     def json_stage(self, name: str, key: str, fn: Callable[[], Any], *roles: str) -> Any:
         """:func:`~steerlens.pipeline.stage.stage` of ``<name>.json``, recorded as ``name``
-        with the vector (but for the behavior) and the inputs of ``roles`` as parents."""
-        vec = {} if name == "behavior" else {"vector": self.vec_path}
-        rec = self.rec(name, *roles, **vec)
+        with the parents of ``roles`` (:meth:`rec`)."""
+        rec = self.rec(name, *roles)
         return stage(self.out / f"{name}.json", key, fn, json_save, json_load, self.log, rec)
 
 
@@ -150,6 +150,7 @@ def _carry(a: _Audit, vec: Any) -> Any:
             teacher=None if a.default_teacher else a.teacher,
             metric=metric,
         ).to_json(),
+        "vector",
     )
 
 
@@ -201,6 +202,7 @@ def _track(a: _Audit, vec: Any) -> Any:
             seed=c.seed,
             progress=a.progress,
         ).to_json(),
+        "vector",
         "student",
         "control",
     )
@@ -218,6 +220,7 @@ def _screen(a: _Audit, vec: Any) -> Any:
         lambda: screen_dataset(
             a.model, vec, sets, layers=live, seed=c.seed, progress=a.progress
         ).to_json(),
+        "vector",
         "data",
         "control_data",
     )
