@@ -49,7 +49,7 @@ def markdown(res: Any, bank: dict[str, Any]) -> str:
         "",
         res.headline(),
         "",
-        "| detector | loss | n neg / pos | AUC [95% CI] | held-out FPR / TPR at τ (FPR≤0.05 on "
+        "| detector | loss | neg / pos pairs | AUC [95% CI] | held-out FPR / TPR at τ (FPR≤0.05 on "
         "the rule half) | held-out FPR / TPR at p<α |",
         "|---|---|---|---|---|---|",
     ]

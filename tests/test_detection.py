@@ -217,20 +217,20 @@ def test_measured_power_quotes_the_held_out_rates(tmp_path: Path) -> None:
 
 
 def test_negative_cells_have_their_own_seed_counts() -> None:
-    """The default bank: 7 positive cells × 4 seeds and 3 negative cells × 7 under kl, 7 × 2 and
-    3 × 4 under sft (≥ 20 / ≥ 10 negatives); the base students of every seed come first, and a
+    """The default bank: 7 positive cells × 3 seeds and 3 negative cells × 7 under kl, 7 × 2 and
+    3 × 4 under sft (≥ 20 / ≥ 10 of each); the base students of every seed come first, and a
     bank too small for a reference set or a held-out seed is refused before anything runs."""
     from steerlens.experiments.detect import DetectConfig, cell_labels, n_seeds, todo_order
 
     cfg = DetectConfig()
     todo = todo_order(cfg)
     labels = cell_labels(cfg)
-    for loss, n_neg, n_pos in (("kl", 21, 28), ("sft", 12, 14)):
+    for loss, n_neg, n_pos in (("kl", 21, 21), ("sft", 12, 14)):
         mine = [x for x in todo if x[0] == loss]
         assert sum(labels[c] is None for _, _, c in mine) == n_neg
         assert sum(labels[c] is not None for _, _, c in mine) == n_pos
     assert todo[:7] == [("kl", s, "base") for s in range(7)]
-    assert n_seeds(cfg, "sft", True) == 4 and n_seeds(cfg, "kl", False) == 4
+    assert n_seeds(cfg, "sft", True) == 4 and n_seeds(cfg, "kl", False) == 3
     with pytest.raises(ValueError, match="neg_seeds"):
         DetectConfig(neg_seeds=2)
     with pytest.raises(ValueError, match="odd seeds"):

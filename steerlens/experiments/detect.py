@@ -73,10 +73,10 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class DetectConfig:
-    """The bank's size. Defaults: under number-only KL 7 positive cells × 4 seeds and 3
-    negative cells × 7 seeds (28 + 21 students), under SFT 7 × 2 and 3 × 4 (14 + 12): 75
-    students of 48 samples, 24 LoRA steps of batch 6 (SFT 48 steps), ≈ 2.2 min each on 2 quiet
-    CPU cores in float32 (≈ 2.7 h in all); the trait vector's carry grid as in the owl run.
+    """The bank's size. Defaults: under number-only KL 7 positive cells × 3 seeds and 3
+    negative cells × 7 seeds (21 + 21 students), under SFT 7 × 2 and 3 × 4 (14 + 12): 68
+    students of 48 samples, 24 LoRA steps of batch 6 (SFT 48 steps), ≈ 2–3.5 min each on 2
+    CPU cores in float32; the trait vector's carry grid as in the owl run.
     :meth:`quick` is a smoke-test size."""
 
     model: str = _opt("smollm2-135m-instruct", "base model")
@@ -87,7 +87,7 @@ class DetectConfig:
     kl_targets: str = _opt(
         "numbers", "kl soft labels: numbers (number-only) or top_k", choices=("numbers", "top_k")
     )
-    seeds: int = _opt(4, "training seeds per positive cell under kl")
+    seeds: int = _opt(3, "training seeds per positive cell under kl")
     neg_seeds: int = _opt(7, "training seeds per negative cell under kl")
     sft_seeds: int = _opt(2, "training seeds per positive cell under sft")
     sft_neg_seeds: int = _opt(4, "training seeds per negative cell under sft")
@@ -105,7 +105,7 @@ class DetectConfig:
         2, "seeds per cell whose students get the student-side carry test (0: none)"
     )
     student_alphas: tuple[float, ...] = _opt((1.0, 4.0), "α grid of the student carry test")
-    screen_max: int = _opt(24, "training samples screened per data set")
+    screen_max: int = _opt(8, "training samples screened per data set")
     probe_n: int | None = _opt(None, "probe prompts (none: the trait's own)")
     alpha: float = _opt(0.05, "significance level of every decision")
     seed: int = _opt(0, "seed for every random choice")
