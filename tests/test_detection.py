@@ -139,12 +139,12 @@ def test_detect_bank_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
     exp = get("detect")
     cfg = exp.make_config(
         quick=True, device="cpu", model=str(d), carry_layers=(1,), n_samples=4, steps=2,
-        probe_n=6, carry_seeds=1, strengths=(4.0,),
+        probe_n=6, carry_seeds=1, strengths=(4.0,), traits=("owl", "eagle"),
     )  # fmt: skip
     logs: list[str] = []
     res = exp.execute(cfg, tmp_path / "bank", progress=False, log=logs.append)
     det = DetectionResult.from_json(res["detection"])
-    assert det.n_students == {"kl": 3 * 5}  # 3 seeds × (base, neutral, random, steer4, prompt)
+    assert det.n_students == {"kl": 3 * 6}  # 3 seeds × (base, neutral, random, steer4, 2 prompts)
     assert {r.detector for r in det.rows} == {x.name for x in DETECTORS}
     scored = det.scored["behavior_model/kl"]
     assert {(x.cell, x.positive) for x in scored} == {
@@ -153,6 +153,7 @@ def test_detect_bank_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
         ("random", False),
         ("steer4", True),
         ("prompt-owl", True),
+        ("prompt-eagle", True),
     }
     # the student carry test ran on seed 0 only (carry_seeds=1), beside the reading
     bank = tmp_path / "bank" / "students" / "kl"
@@ -160,6 +161,9 @@ def test_detect_bank_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
     assert not (bank / "steer4-s1" / "carry.json").exists()
     carry = {(x.cell, x.seed): x.p for x in det.scored["student_carry/kl"]}
     assert all(p == 1.0 for (c, s), p in carry.items() if s > 0)  # no test: no decision
+    # a positive's carry test reads its own trait only; a negative's every trait
+    assert set(json.loads((bank / "prompt-eagle-s0" / "carry.json").read_text())) == {"eagle"}
+    assert set(json.loads((bank / "neutral-s0" / "carry.json").read_text())) == {"owl", "eagle"}
     base_screen = [x.score for x in det.scored["screen/kl"] if x.cell == "base"]
     assert any(abs(v) > 0 for v in base_screen)  # y′ is an independent base sample
     assert (tmp_path / "bank" / "detection.html").is_file()
@@ -177,11 +181,11 @@ def test_detect_bank_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
     again = DetectionResult.from_json(json.loads(json.dumps(again.to_json())))
     assert json.dumps(again.to_json()) == json.dumps(det.to_json())
     (tmp_path / "bank" / "students" / "kl" / "steer4-s2" / "reading.json").unlink()
-    assert classify_finished(cfg, tmp_path / "bank").n_students == {"kl": 14}
+    assert classify_finished(cfg, tmp_path / "bank").n_students == {"kl": 17}
     logs.clear()
     exp.execute(cfg, tmp_path / "bank", progress=False, log=logs.append)
-    assert sum("reusing reading.json" in x for x in logs) == 14  # the deleted one retrained
-    assert sum("reusing carry.json" in x for x in logs) == 1 + 5  # the teacher's, seed 0's
+    assert sum("reusing reading.json" in x for x in logs) == 17  # the deleted one retrained
+    assert sum("reusing carry.json" in x for x in logs) == 1 + 6  # the teacher's, seed 0's
 
 
 def test_measured_power_quotes_the_held_out_rates(tmp_path: Path) -> None:
@@ -237,3 +241,7 @@ def test_negative_cells_have_their_own_seed_counts() -> None:
         DetectConfig(sft_seeds=1)
     with pytest.raises(ValueError, match="carry_seeds must be >= 0"):
         DetectConfig(carry_seeds=-1)
+    # 19 random directions: p ≥ 1/20 = α, the student carry test could never decide
+    with pytest.raises(ValueError, match="--student-n-random 20 or more"):
+        DetectConfig(student_n_random=19)
+    assert DetectConfig(student_n_random=19, carry_seeds=0).carry_seeds == 0

@@ -23,6 +23,7 @@ resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,11 @@ class DetectConfig:
         2, "seeds per cell whose students get the student-side carry test (0: none)"
     )
     student_alphas: tuple[float, ...] = _opt((1.0, 4.0), "α grid of the student carry test")
+    student_n_random: int = _opt(
+        20,
+        "random directions of the student carry test (its empirical p is at least 1/(n+1): "
+        "n must exceed 1/alpha - 1 for it to decide at alpha)",
+    )
     screen_max: int = _opt(8, "training samples screened per data set")
     probe_n: int | None = _opt(None, "probe prompts (none: the trait's own)")
     alpha: float = _opt(0.05, "significance level of every decision")
@@ -155,6 +161,7 @@ class DetectConfig:
             alphas=(4.0,),
             n_random=3,
             student_alphas=(4.0,),
+            student_n_random=20,
             carry_seeds=1,
             probe_n=16,
             screen_max=4,
@@ -177,6 +184,13 @@ class DetectConfig:
         if self.carry_seeds < 0:
             raise ValueError(
                 f"carry_seeds must be >= 0 (0: no student carry test), got {self.carry_seeds}"
+            )
+        if self.carry_seeds > 0 and 1.0 / (self.student_n_random + 1) >= self.alpha:
+            raise ValueError(
+                f"student_n_random={self.student_n_random} random directions give the student "
+                f"carry test an empirical p of at least 1/{self.student_n_random + 1}, never "
+                f"below alpha={self.alpha:g}: use --student-n-random "
+                f"{math.floor(1 / self.alpha)} or more (or --carry-seeds 0)"
             )
         bad = [x for x in self.losses if x not in ("kl", "sft")]
         if bad:
@@ -285,8 +299,9 @@ def run(
         rows = with_base_answers(datas[c, s], datas["base", s2], cfg.screen_max)
         scr = cell_screen(r, c, s, rows, layer, probes)
         rd = read_one(r, loss, c, s, teacher, datas[c, s], layer, probes, scr)
-        if s < cfg.carry_seeds:
-            rd = with_carry(rd, student_carry_stage(r, loss, c, s, layer, probes))
+        if s < cfg.carry_seeds:  # a positive is read against its own trait only
+            mine = [p for p in probes if label is None or p.name == label]
+            rd = with_carry(rd, student_carry_stage(r, loss, c, s, layer, mine))
         students.append(Student(loss, c, s, label, with_screen(rd, scr)))
     r.tick("students")
     result = classify(students, layer=layer, alpha_star=alpha, level=cfg.alpha, seed=cfg.seed)

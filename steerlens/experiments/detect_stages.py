@@ -196,14 +196,14 @@ def student_carry_stage(
                     pr,
                     layer=layer,
                     alphas=cfg.student_alphas,
-                    n_random=cfg.n_random,
+                    n_random=cfg.student_n_random,
                     eval_n=cfg.carry_eval_n,
                     seed=cfg.seed,
                 )
             )
         return out
 
-    key = f"{r.key('n_samples', 'seed', 'rank', 'lora_layers', 'batch_size', 'kl_targets', 'student_alphas', 'n_random', 'carry_eval_n')}-{loss}-{cell}-{s}-{layer}"
+    key = f"{r.key('n_samples', 'seed', 'rank', 'lora_layers', 'batch_size', 'kl_targets', 'student_alphas', 'student_n_random', 'carry_eval_n')}-{loss}-{cell}-{s}-{layer}"
     return stage(folder / "carry.json", key, compute, json_save, json_load, r.log)
 
 
