@@ -22,11 +22,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from steerlens.carry.result import CarryResult
+from steerlens.carry.result import CarryResult, CarrySettings
 from steerlens.pipeline.signature import SignatureTest
 from steerlens.results import OMIT, Record, from_jsonable
 from steerlens.screen.result import ScreenResult
-from steerlens.track.results import AlignmentTrack
+from steerlens.track.results import SERIES_ARRAYS, AlignmentTrack
 
 __all__ = [
     "OwlAlignment",
@@ -303,6 +303,9 @@ class OwlVerdict(Record):
 # ------------------------------------------------------------------ the whole results
 
 
+_SETTINGS = {f.name for f in dataclasses.fields(CarrySettings) if f.default is dataclasses.MISSING}
+
+
 def carry_json(d: Mapping[str, Any]) -> dict[str, Any]:
     """A carry part with the fields a partial one lacks (its level in words, "_" as " ")."""
     out: dict[str, Any] = {"trait": None, "metric": {}, "b_base": None, "b_teacher": None}
@@ -310,12 +313,14 @@ def carry_json(d: Mapping[str, Any]) -> dict[str, Any]:
     out["level"] = str(out.get("level") or "not carried").replace("_", " ").strip().lower()
     if out.get("clean_peak") is None:
         out["clean_peak"] = {}
+    if not set(out.get("settings") or {}) >= _SETTINGS:
+        out["settings"] = {}  # a partial one: read as none
     return out
 
 
 def track_json(d: Mapping[str, Any]) -> dict[str, Any]:
     """A track part with the fields a partial one lacks (series names, paths, arrays)."""
-    empty: dict[str, list[Any]] = {"paths": [], "proj": [], "norm": [], "first_block": []}
+    empty: dict[str, list[Any]] = {k: [] for k in (*SERIES_ARRAYS, "paths", "first_block")}
     series = {k: {"name": k, **empty, **s} for k, s in (d.get("series") or {}).items()}
     ex = d.get("excess")
     excess = {"p": [], **ex} if ex else None
@@ -323,9 +328,11 @@ def track_json(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def screen_json(d: Mapping[str, Any]) -> dict[str, Any]:
-    """A screen part whose samples may lack their prompt or the base's response."""
+    """A screen part whose samples may lack their prompt or the base's response (and its
+    projections, unknown then)."""
     samples = [{"user": "", "base_response": "", **s} for s in d.get("samples") or []]
-    return {**d, "samples": samples}
+    unknown = [[None for _ in row] for row in d.get("delta") or []]
+    return {"proj_train": unknown, "proj_base": unknown, **d, "samples": samples}
 
 
 _FILL = {"carry": carry_json, "track": track_json, "track_benign": track_json}

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from steerlens.common import jsonable
+from steerlens.experiments.owl_records import OwlAlignment, OwlResults, OwlVector
 from steerlens.pipeline.power import DetectionResult
 from steerlens.report.agentic import agentic_answer, agentic_headline, section_agentic
 from steerlens.report.carry import section_carry
@@ -30,15 +31,9 @@ from steerlens.report.shape import (
     verdict_lines,
 )
 from steerlens.report.svd import section_svd, svd_answer, svd_headline
-from steerlens.report.views import (
-    BehaviorView,
-    CarryView,
-    ScreenView,
-    SeriesView,
-    TrackView,
-    VectorView,
-    num,
-)
+from steerlens.report.views import num
+from steerlens.screen.result import ScreenResult
+from steerlens.track.results import AlignmentTrack, ExcessAlignment, SeriesTrack
 
 __all__ = ["render_report"]
 
@@ -47,9 +42,9 @@ def _m(d: Any) -> Mapping[str, Any]:
     return d if isinstance(d, Mapping) else {}
 
 
-def _section_vector(rep: Report, v: VectorView) -> None:
-    meta = v.meta
-    cos = [num(x.get("mean")) for x in v.split_half.values()]
+def _section_vector(rep: Report, v: OwlVector) -> None:
+    meta, sh = v.meta, v.split_half
+    cos = [num(x.get("mean")) for x in sh.values()]
     cos = [x for x in cos if math.isfinite(x)]
     take = "The teacher's direction per layer (trait system prompt − neutral one)."
     if cos:
@@ -67,7 +62,7 @@ def _section_vector(rep: Report, v: VectorView) -> None:
         details += f", {meta['n_pos']} prompt pairs"
     if details:
         rep.text(details.strip(", ") + ".")
-    layers = list(v.norms)
+    layers = sorted(v.norms)
     fig = lines_with_bands(
         layers,
         {"‖v‖": [v.norms[k] for k in layers]},
@@ -76,9 +71,8 @@ def _section_vector(rep: Report, v: VectorView) -> None:
         ylabel="‖vᵀ‖ (L2 norm, residual-stream units)",
     )
     rep.figure(fig)
-    if v.split_half:
-        ls = list(v.split_half)
-        sh = v.split_half
+    if sh:
+        ls = sorted(sh)
         fig = lines_with_bands(
             ls,
             {"split-half cosine": [num(sh[k].get("mean")) for k in ls]},
@@ -95,21 +89,39 @@ def _section_vector(rep: Report, v: VectorView) -> None:
         rep.figure(fig, "Bootstrap over random half splits of the prompt pairs (95% band).")
 
 
-def _last_layer_figure(rep: Report, t: TrackView, main: SeriesView) -> None:
-    layers = t.layers
-    last = {"student": main.eas[-1]}
-    if t.control:
-        last["base control"] = t.control.eas[-1]
+def _hidden_size(prov: Mapping[str, Any]) -> int | None:
+    """d of the base model: ``provenance["base"]["hidden_size"]`` (what tracking writes), else
+    a top-level ``provenance["hidden_size"]``."""
+    for d in (_m(prov.get("base")).get("hidden_size"), prov.get("hidden_size")):
+        if isinstance(d, int) and not isinstance(d, bool) and d > 0:
+            return d
+    return None
+
+
+def _excess(t: AlignmentTrack) -> ExcessAlignment | None:
+    """The track's excess alignment when it has rows."""
+    ex = t.excess
+    return ex if ex is not None and ex.estimate.ndim == 2 and len(ex.estimate) else None
+
+
+def _drawable(s: SeriesTrack | None) -> SeriesTrack | None:
+    """A series with one row of EAS per step (else nothing to draw)."""
+    ok = s is not None and s.steps and s.eas.ndim == 2 and len(s.eas) == len(s.steps)
+    return s if ok else None
+
+
+def _last_layer_figure(rep: Report, t: AlignmentTrack, main: SeriesTrack) -> None:
+    layers, ctrl, ex = t.layers, _drawable(t.series.get("control")), _excess(t)
+    last = {"student": main.eas[-1].tolist()}
+    if ctrl is not None:
+        last["base control"] = ctrl.eas[-1].tolist()
     bands: dict[str, tuple[list[float], list[float]]] = {}
-    if t.hidden_size:
-        s = 1.96 / math.sqrt(t.hidden_size)
-        bands[f"isotropic null ±1.96/√d (95%, d={t.hidden_size})"] = (
-            [-s] * len(layers),
-            [s] * len(layers),
-        )
-    if t.excess:
-        last["excess (student − base control)"] = t.excess.estimate[-1]
-        bands["excess (student − base control)"] = (t.excess.lo[-1], t.excess.hi[-1])
+    if d := _hidden_size(t.provenance):
+        s = 1.96 / math.sqrt(d)
+        bands[f"isotropic null ±1.96/√d (95%, d={d})"] = ([-s] * len(layers), [s] * len(layers))
+    if ex is not None:
+        last["excess (student − base control)"] = ex.estimate[-1].tolist()
+        bands["excess (student − base control)"] = (ex.lo[-1].tolist(), ex.hi[-1].tolist())
     rep.figure(
         lines_with_bands(
             layers,
@@ -127,21 +139,23 @@ def _last_layer_figure(rep: Report, t: TrackView, main: SeriesView) -> None:
     )
 
 
-def _excess_figure(rep: Report, t: TrackView, main: SeriesView, layer: int | None = None) -> None:
+def _excess_figure(
+    rep: Report, t: AlignmentTrack, main: SeriesTrack, layer: int | None = None
+) -> None:
     """Student and control EAS across checkpoints at the verdict's headline layer (fixed from
     the teacher side); without one, the layer of the largest |excess| (said in the title)."""
-    ex = t.excess
-    if ex is None or not ex.estimate[-1]:
+    ex = _excess(t)
+    if ex is None or not ex.estimate[-1].size:
         return
-    last = np.array(ex.estimate[-1], dtype=float)
+    last = np.asarray(ex.estimate[-1], dtype=float)
     if layer is not None and layer in t.layers:
         j, why = t.layers.index(layer), "headline layer, fixed in advance"
     else:
         j = int(np.nanargmax(np.abs(last))) if np.isfinite(last).any() else 0
         why = "largest |excess|: selected after looking, the CI is per layer"
-    curves = {"student EAS": [r[j] for r in main.eas]}
-    if t.control:
-        curves["base control EAS"] = [r[j] for r in t.control.eas]
+    curves = {"student EAS": main.eas[:, j].tolist()}
+    if (ctrl := _drawable(t.series.get("control"))) is not None:
+        curves["base control EAS"] = ctrl.eas[:, j].tolist()
     fig = lines_with_bands(
         main.steps,
         curves,
@@ -150,12 +164,11 @@ def _excess_figure(rep: Report, t: TrackView, main: SeriesView, layer: int | Non
         ylabel="EAS (cosine, unitless)",
         hline=0.0,
     )
-    fig.add_scatter(
-        x=ex.steps, y=[r[j] for r in ex.hi], mode="lines", line={"width": 0}, showlegend=False
-    )
+    hi, lo, est = (a[:, j].tolist() for a in (ex.hi, ex.lo, ex.estimate))
+    fig.add_scatter(x=ex.steps, y=hi, mode="lines", line={"width": 0}, showlegend=False)
     fig.add_scatter(
         x=ex.steps,
-        y=[r[j] for r in ex.lo],
+        y=lo,
         mode="lines",
         line={"width": 0},
         fill="tonexty",
@@ -163,20 +176,17 @@ def _excess_figure(rep: Report, t: TrackView, main: SeriesView, layer: int | Non
         name="excess CI (95%)",
     )
     fig.add_scatter(
-        x=ex.steps,
-        y=[r[j] for r in ex.estimate],
-        mode="lines+markers",
-        name="excess",
-        line={"color": PALETTE[3]},
+        x=ex.steps, y=est, mode="lines+markers", name="excess", line={"color": PALETTE[3]}
     )
     rep.figure(fig)
 
 
-def _cell(grid: list[list[float]], j: int) -> float:
-    return grid[-1][j] if grid and len(grid[-1]) > j else math.nan
+def _cell(grid: np.ndarray, j: int) -> float:
+    return float(grid[-1][j]) if grid.ndim == 2 and len(grid) and grid.shape[1] > j else math.nan
 
 
-def _track_table(rep: Report, t: TrackView, main: SeriesView) -> None:
+def _track_table(rep: Report, t: AlignmentTrack, main: SeriesTrack) -> None:
+    ctrl, ex = _drawable(t.series.get("control")), _excess(t)
     rows = []
     for j, layer in enumerate(t.layers):
         row: dict[str, Any] = {
@@ -188,38 +198,38 @@ def _track_table(rep: Report, t: TrackView, main: SeriesView) -> None:
             "z (cov)": _cell(main.z_cov, j),
             "p adj": _cell(main.p_adj, j),
         }
-        if t.control:
-            row["EAS control"] = _cell(t.control.eas, j)
-        if t.excess:
-            row["excess"] = _cell(t.excess.estimate, j)
-            row["CI"] = f"[{_cell(t.excess.lo, j):+.3f}, {_cell(t.excess.hi, j):+.3f}]"
+        if ctrl is not None:
+            row["EAS control"] = _cell(ctrl.eas, j)
+        if ex is not None:
+            row["excess"] = _cell(ex.estimate, j)
+            row["CI"] = f"[{_cell(ex.lo, j):+.3f}, {_cell(ex.hi, j):+.3f}]"
         rows.append(row)
+    correction = t.settings.get("correction") or "multiplicity"
     rep.text(
-        f"Last checkpoint, per layer ({t.correction}-corrected p against isotropic and "
+        f"Last checkpoint, per layer ({correction}-corrected p against isotropic and "
         "covariance-matched random directions)."
     )
     rep.table(rows)
 
 
-def _track_takeaway(t: TrackView, al: Mapping[str, Any]) -> str:
-    ex, st = _m(al.get("excess_vs_control")), _m(al.get("student"))
-    if al.get("layer") is not None and (ex or st):
+def _track_takeaway(t: AlignmentTrack, al: OwlAlignment | None) -> str:
+    ex, st = (None, None) if al is None else (al.excess_vs_control, al.student)
+    if al is not None and al.layer is not None and (ex or st):
         parts = []
-        if st:
+        if st is not None:
             parts.append(
-                f"the student's EAS is {num(st.get('eas')):+.2f} (p = {num(st.get('p')):.2g} "
-                "against random directions)"
+                f"the student's EAS is {st.eas:+.2f} (p = {st.p:.2g} against random directions)"
             )
-        if ex:
+        if ex is not None:
             parts.append(f"its excess over the base control {ci_words(ex)}")
-        sig = "an activation signature" if al.get("signature") else "no activation signature"
+        sig = "an activation signature" if al.signature else "no activation signature"
         return (
-            f"At layer {al['layer']} (fixed in advance) "
+            f"At layer {al.layer} (fixed in advance) "
             + ", ".join(parts)
             + f": {sig} (it needs both)."
         )
-    if t.excess is not None and t.excess.estimate and t.excess.estimate[-1]:
-        last = [x for x in t.excess.estimate[-1] if math.isfinite(x)]
+    if (tex := _excess(t)) is not None and tex.estimate[-1].size:
+        last = [x for x in tex.estimate[-1].tolist() if math.isfinite(x)]
         if last:
             return (
                 f"Excess alignment over the base control at the last checkpoint: "
@@ -228,23 +238,21 @@ def _track_takeaway(t: TrackView, al: Mapping[str, Any]) -> str:
     return "Cosine of the student's activation shift with the teacher vector, per layer."
 
 
-def _section_track(
-    rep: Report, t: TrackView, layer: int | None = None, al: Mapping[str, Any] | None = None
-) -> None:
-    main = t.main
+def _section_track(rep: Report, t: AlignmentTrack, al: OwlAlignment | None = None) -> None:
+    main = _drawable(t.series.get("main"))
     section(
         rep,
         "Alignment of the student's shift with the teacher vector",
         "track",
-        _track_takeaway(t, _m(al)) if main is not None and t.layers else "",
+        _track_takeaway(t, al) if main is not None and t.layers else "",
     )
     if main is None or not t.layers:
         rep.text("(no tracking results)")
         return
-    _excess_figure(rep, t, main, layer)
+    _excess_figure(rep, t, main, None if al is None else al.layer)
     rep.figure(
         heatmap(
-            [list(col) for col in zip(*main.eas, strict=True)],
+            main.eas.T.tolist(),
             main.steps,
             t.layers,
             title="EAS = cos(vˢ(n), vᵀ): layer × checkpoint (student)",
@@ -255,10 +263,10 @@ def _section_track(
         "vˢ(n) = mean h(θₙ) − mean h(θ₀) over probe prompts; step 0 is the base (zero shift).",
     )
     _last_layer_figure(rep, t, main)
-    if main.proj and len(main.proj) == len(main.steps):
+    if main.proj.ndim == 2 and len(main.proj) == len(main.steps):
         rep.figure(
             heatmap(
-                [list(col) for col in zip(*main.proj, strict=True)],
+                main.proj.T.tolist(),
                 main.steps,
                 t.layers,
                 title="Projection vˢ·vᵀ/‖vᵀ‖ (student)",
@@ -271,10 +279,11 @@ def _section_track(
         _track_table(rep, t, main)
 
 
-def _section_screen(rep: Report, s: ScreenView) -> None:
+def _section_screen(rep: Report, s: ScreenResult) -> None:
+    stats = s.summary_stats() if s.layer in s.layers else {}
+    t, c = stats.get("teacher"), stats.get("control")
     take = ""
-    t, c = _m(s.summary.get("teacher")), _m(s.summary.get("control"))
-    if s.layer is not None and t and c:
+    if t and c:
         tl, th, cl, ch = (num(x.get(k)) for x in (t, c) for k in ("lo", "hi"))
         apart = th < cl or ch < tl
         take = (
@@ -284,17 +293,16 @@ def _section_screen(rep: Report, s: ScreenView) -> None:
             + ("the screen separates them." if apart else "the intervals overlap.")
         )
     section(rep, "Screening the training data", "screen", take)
-    if s.layer is None or not s.delta:
+    if s.layer not in s.layers or not len(s):
         rep.text("(no screening layer in the results)")
         return
-    d = s.delta
+    d = s.scores().tolist()
     order = sorted((i for i in range(len(d)) if math.isfinite(d[i])), key=lambda i: -d[i])[:30]
     colors = {"teacher": PALETTE[1], "control": PALETTE[0]}
 
     def label(i: int) -> str:
-        ds = s.datasets[i] if i < len(s.datasets) else "?"
-        resp = " ".join(s.responses[i].split()) if i < len(s.responses) else ""
-        return f"#{i} {ds}: {resp[:40]}{'…' if len(resp) > 40 else ''}"
+        resp = " ".join(s.responses[i].split())
+        return f"#{i} {s.datasets[i]}: {resp[:40]}{'…' if len(resp) > 40 else ''}"
 
     rep.figure(
         bars(
@@ -304,19 +312,17 @@ def _section_screen(rep: Report, s: ScreenView) -> None:
             "orange = teacher data, blue = base control data, grey = benign",
             xlabel="ΔP = proj(h(x, y)) − proj(h(x, y′)) (residual-stream units)",
             ylabel="sample (index, dataset: response)",
-            colors=[
-                colors.get(s.datasets[i] if i < len(s.datasets) else "", "#868e96") for i in order
-            ],
+            colors=[colors.get(s.datasets[i], "#868e96") for i in order],
         ),
         "ΔP compares the training response y with the base model's own response y′ to the same "
         "prompt, projected on the teacher vector (Chen et al. 2025). No keyword is involved.",
     )
-    if s.summary:
+    if stats:
         with folded(rep, "Numbers per dataset"):
-            rep.table([{"dataset": k, **v} for k, v in s.summary.items()])
+            rep.table([{"dataset": k, **v} for k, v in stats.items()])
 
 
-def _answer_and_headline(rep: Report, results: Mapping[str, Any]) -> None:
+def _answer_and_headline(rep: Report, results: Mapping[str, Any], r: OwlResults) -> None:
     """The page's top, the same for every experiment: the answer (two plain sentences), then
     one headline figure."""
     v = _m(results.get("verdict"))
@@ -335,10 +341,10 @@ def _answer_and_headline(rep: Report, results: Mapping[str, Any]) -> None:
     elif _m(results.get("mitigate")):
         found, sees = mitigate_answer(_m(results["mitigate"]), v)
         fig = mitigate_headline(_m(results["mitigate"]))
-    elif (beh := BehaviorView.of(_m(results.get("behavior")))).series:
+    elif r.behavior is not None and r.behavior.series:
         if v:
-            found, sees = behavior_answer(results)
-        fig = behavior_figure(beh)
+            found, sees = behavior_answer(r)
+        fig = behavior_figure(r.behavior)
     elif v:
         found = str(v.get("headline") or "")
     if found:
@@ -355,19 +361,21 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
 
     Every experiment's page has one shape (:mod:`steerlens.report.shape`): the answer, one
     headline figure, sections each with a takeaway above its figure, the lineage graph, and
-    the full statistics folded under "Evidence"."""
+    the full statistics folded under "Evidence". The owl experiment's parts are read once
+    (:class:`~steerlens.experiments.owl_records.OwlResults`); a part that is missing or
+    malformed is left out."""
     results = _m(jsonable(results))
     if results.get("kind") == "steerlens.mlp_aux":
         return render_mlp_aux(results, title)
-    trait = results.get("trait")
+    r = OwlResults.parse(results)
     kind = str(results.get("kind") or "").removeprefix("steerlens.")
     what = f" ({kind})" if kind in ("svd", "mitigate", "audit", "detect") else ""
     rep = Report(
-        title or f"steerlens report{': ' + str(trait) + what if trait else ''}",
-        f"steerlens {results.get('steerlens_version', '')}",
+        title or f"steerlens report{': ' + str(r.trait) + what if r.trait else ''}",
+        f"steerlens {r.steerlens_version}",
     )
     v = _m(results.get("verdict"))
-    _answer_and_headline(rep, results)
+    _answer_and_headline(rep, results, r)
     if _m(results.get("detection")):
         section_detect(rep, DetectionResult.from_json(_m(results["detection"])))
     if _m(results.get("agentic")):
@@ -376,22 +384,22 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
         section_svd(rep, _m(results["svd"]))
     if _m(results.get("mitigate")):
         section_mitigate(rep, _m(results["mitigate"]), v)
-    if _m(results.get("track")):
-        al = _m(_m(v.get("numbers")).get("alignment"))
-        _section_track(rep, TrackView.of(_m(results["track"])), al.get("layer"), al)
-    if _m(results.get("carry")):
-        section_carry(rep, CarryView.of(_m(results["carry"])))
-    if _m(results.get("teacher_vector")):
-        _section_vector(rep, VectorView.of(_m(results["teacher_vector"])))
-    if _m(results.get("screen")):
-        _section_screen(rep, ScreenView.of(_m(results["screen"])))
-    if _m(results.get("lineage")):
-        section_lineage(rep, _m(results["lineage"]))
-    if v or _m(results.get("timings_s")):
+    if r.track is not None:
+        _section_track(rep, r.track, None if r.verdict is None else r.verdict.numbers.alignment)
+    if r.carry is not None:
+        section_carry(rep, r.carry)
+    if r.teacher_vector is not None:
+        _section_vector(rep, r.teacher_vector)
+    if r.screen is not None:
+        _section_screen(rep, r.screen)
+    if r.lineage:
+        section_lineage(rep, r.lineage)
+    if v or r.timings_s:
         with evidence(rep):
             verdict_lines(rep, v)
-            section_evidence(rep, v)
-            if _m(results.get("timings_s")):
+            if r.verdict is not None:
+                section_evidence(rep, r.verdict)
+            if r.timings_s:
                 rep.subheading("Run")
-                rep.table({f"{k} (s)": val for k, val in _m(results["timings_s"]).items()})
+                rep.table({f"{k} (s)": val for k, val in r.timings_s.items()})
     return rep
