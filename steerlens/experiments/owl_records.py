@@ -31,6 +31,7 @@ from steerlens.track.results import SERIES_ARRAYS, AlignmentTrack
 __all__ = [
     "OwlAlignment",
     "OwlAnyLayer",
+    "OwlBand",
     "OwlBehavior",
     "OwlDelta",
     "OwlExcessRow",
@@ -39,6 +40,7 @@ __all__ = [
     "OwlScores",
     "OwlSeriesRow",
     "OwlVector",
+    "OwlVectorChecks",
     "OwlVerdict",
     "OwlVerdictNumbers",
     "carry_json",
@@ -159,19 +161,44 @@ class OwlBehavior(Record):
 
 
 @dataclass
+class OwlBand(Record):
+    """A bootstrap mean with its interval (the split-half cosine of one layer)."""
+
+    mean: float = NAN
+    lo: float = NAN
+    hi: float = NAN
+    n_boot: int | None = None
+
+    json_none: ClassVar[Mapping[str, Any]] = {"n_boot": OMIT}
+
+    def summary(self) -> str:
+        return f"{self.mean:.3f} [{self.lo:.3f}, {self.hi:.3f}]"
+
+
+@dataclass
+class OwlVectorChecks(Record):
+    """The teacher vector's diagnostics: split-half reliability and agreement per layer, and
+    the prompt counts."""
+
+    split_half: dict[int, OwlBand] = field(default_factory=dict)
+    agreement: dict[str, Any] | None = None
+    n_pos: int | None = None
+    n_neg: int | None = None
+
+    json_none: ClassVar[Mapping[str, Any]] = dict.fromkeys(("agreement", "n_pos", "n_neg"), OMIT)
+
+    def summary(self) -> str:
+        return f"split-half reliability at layers {sorted(self.split_half)}"
+
+
+@dataclass
 class OwlVector(Record):
     """The teacher vector's numbers in the results (``SteeringVector.to_json()`` without its
-    directions): provenance, diagnostics (split-half reliability per layer) and norms."""
+    directions): provenance, diagnostics and norms per layer."""
 
     meta: dict[str, Any] = field(default_factory=dict)
-    diagnostics: dict[str, Any] = field(default_factory=dict)
+    diagnostics: OwlVectorChecks = field(default_factory=OwlVectorChecks)
     norms: dict[int, float] = field(default_factory=dict)
-
-    @property
-    def split_half(self) -> dict[int, Mapping[str, float]]:
-        """Per layer: the split-half cosine's mean, lo and hi."""
-        sh = self.diagnostics.get("split_half")
-        return {int(k): v for k, v in (sh or {}).items() if isinstance(v, Mapping)}
 
     def summary(self) -> str:
         return f"teacher vector at layers {list(self.norms)}"

@@ -43,9 +43,8 @@ def _m(d: Any) -> Mapping[str, Any]:
 
 
 def _section_vector(rep: Report, v: OwlVector) -> None:
-    meta, sh = v.meta, v.split_half
-    cos = [num(x.get("mean")) for x in sh.values()]
-    cos = [x for x in cos if math.isfinite(x)]
+    meta, sh = v.meta, v.diagnostics.split_half
+    cos = [x.mean for x in sh.values() if math.isfinite(x.mean)]
     take = "The teacher's direction per layer (trait system prompt − neutral one)."
     if cos:
         lo = min(cos)
@@ -58,8 +57,8 @@ def _section_vector(rep: Report, v: OwlVector) -> None:
     details = ", ".join(
         f"{k} {meta[k]}" for k in ("method", "position", "site", "kind") if meta.get(k) is not None
     )
-    if meta.get("n_pos") is not None:
-        details += f", {meta['n_pos']} prompt pairs"
+    if (n_pos := meta.get("n_pos")) is not None:
+        details += f", {n_pos} prompt pairs"
     if details:
         rep.text(details.strip(", ") + ".")
     layers = sorted(v.norms)
@@ -72,16 +71,11 @@ def _section_vector(rep: Report, v: OwlVector) -> None:
     )
     rep.figure(fig)
     if sh:
-        ls = sorted(sh)
+        bands = [sh[k] for k in sorted(sh)]
         fig = lines_with_bands(
-            ls,
-            {"split-half cosine": [num(sh[k].get("mean")) for k in ls]},
-            bands={
-                "split-half cosine": (
-                    [num(sh[k].get("lo")) for k in ls],
-                    [num(sh[k].get("hi")) for k in ls],
-                )
-            },
+            sorted(sh),
+            {"split-half cosine": [b.mean for b in bands]},
+            bands={"split-half cosine": ([b.lo for b in bands], [b.hi for b in bands])},
             title="Reliability: cosine between vectors from two halves of the prompts",
             xlabel="layer (block index)",
             ylabel="cosine (unitless, −1…1)",
