@@ -35,6 +35,8 @@ __all__ = [
     "OwlBehavior",
     "OwlDelta",
     "OwlExcessRow",
+    "OwlLineage",
+    "OwlModel",
     "OwlPower",
     "OwlResults",
     "OwlScores",
@@ -202,6 +204,58 @@ class OwlVector(Record):
 
     def summary(self) -> str:
         return f"teacher vector at layers {list(self.norms)}"
+
+
+# ------------------------------------------------------------------ lineage
+
+
+@dataclass
+class OwlModel(Record):
+    """A model's provenance (``steerlens.models.describe``): name, source, fingerprint,
+    shape, architecture and precision."""
+
+    name: str | None = None
+    source: str | None = None
+    fingerprint: str | None = None
+    n_layers: int | None = None
+    hidden_size: int | None = None
+    architecture: str | None = None
+    precision: dict[str, Any] | None = None
+    dtype: str | None = None
+    device: str | None = None
+
+    json_none: ClassVar[Mapping[str, Any]] = {"dtype": OMIT, "device": OMIT}
+
+    def summary(self) -> str:
+        return f"{self.name} ({self.architecture}, {self.n_layers} layers, d={self.hidden_size})"
+
+
+@dataclass
+class OwlLineage(Record):
+    """A run's ``lineage`` (:func:`steerlens.pipeline.lineage_json`): the base model, the
+    teachers (``teacher``/``benign_teacher``, or svd's ``teachers`` by name), each series'
+    data record and its source, the keyword filter's counts, every student's record
+    ({name: record}, or svd's {loss: {teacher: record}}), the seeds and the version. Parts
+    an experiment does not record are left out."""
+
+    base: OwlModel = field(default_factory=OwlModel)
+    teacher: dict[str, Any] | None = None
+    benign_teacher: dict[str, Any] | None = None
+    teachers: dict[str, dict[str, Any]] | None = None
+    data: dict[str, dict[str, Any]] | None = None
+    data_source: dict[str, str | None] | None = None
+    filter: dict[str, dict[str, Any]] | None = None
+    students: dict[str, dict[str, Any]] | None = None
+    seeds: dict[str, Any] | None = None
+    steerlens_version: str | None = None
+
+    json_none: ClassVar[Mapping[str, Any]] = dict.fromkeys(
+        ("teacher", "benign_teacher", "teachers", "data", "data_source", "filter", "students"),
+        OMIT,
+    ) | dict.fromkeys(("seeds", "steerlens_version"), OMIT)
+
+    def summary(self) -> str:
+        return f"lineage of {len(self.students or {})} students from {self.base.name}"
 
 
 # ------------------------------------------------------------------ the verdict
@@ -388,7 +442,7 @@ class OwlResults(Record):
     steerlens_version: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     trait: str | None = None
-    lineage: dict[str, Any] = field(default_factory=dict)
+    lineage: OwlLineage | None = None
     teacher_vector: OwlVector | None = None
     carry: CarryResult | None = None
     behavior: OwlBehavior | None = None
@@ -400,9 +454,9 @@ class OwlResults(Record):
     timings_s: dict[str, float] = field(default_factory=dict)
 
     json_none: ClassVar[Mapping[str, Any]] = dict.fromkeys(
-        ("trait", "teacher_vector", "carry", "behavior", "track", "track_benign", "screen"),
+        ("trait", "lineage", "teacher_vector", "carry", "behavior", "track", "track_benign"),
         OMIT,
-    ) | {"verdict": OMIT}
+    ) | dict.fromkeys(("screen", "verdict"), OMIT)
 
     @classmethod
     def parse(cls, d: Mapping[str, Any]) -> OwlResults:

@@ -50,7 +50,7 @@ def _carry_tables(rep: Report, c: CarryResult, units: str) -> None:
     if nec is not None and nec.per_layer:
         rows = [
             {
-                "layer": k,
+                "layer": str(k),
                 "N": v.value,
                 "random mean N": (v.null or {}).get("mean"),
                 "note": v.reason or "",
