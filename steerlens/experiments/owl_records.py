@@ -47,8 +47,6 @@ __all__ = [
     "OwlVerdictNumbers",
     "carry_json",
     "parse_part",
-    "screen_json",
-    "track_json",
 ]
 
 NAN = math.nan
@@ -133,14 +131,6 @@ class OwlBehavior(Record):
         rank = {"main": 0, "control": 1}
         d["series"] = dict(sorted(found.items(), key=lambda kv: rank.get(kv[0], 2)))
         return d
-
-    @property
-    def main(self) -> OwlScores | None:
-        return self.series.get("main")
-
-    @property
-    def control(self) -> OwlScores | None:
-        return self.series.get("control")
 
     @property
     def metric_name(self) -> str:
@@ -399,7 +389,7 @@ def carry_json(d: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def track_json(d: Mapping[str, Any]) -> dict[str, Any]:
+def _track_json(d: Mapping[str, Any]) -> dict[str, Any]:
     """A track part with the fields a partial one lacks (series names, paths, arrays)."""
     empty: dict[str, list[Any]] = {k: [] for k in (*SERIES_ARRAYS, "paths", "first_block")}
     series = {k: {"name": k, **empty, **s} for k, s in (d.get("series") or {}).items()}
@@ -408,7 +398,7 @@ def track_json(d: Mapping[str, Any]) -> dict[str, Any]:
     return {"settings": {}, "provenance": {}, **d, "series": series, "excess": excess}
 
 
-def screen_json(d: Mapping[str, Any]) -> dict[str, Any]:
+def _screen_json(d: Mapping[str, Any]) -> dict[str, Any]:
     """A screen part whose samples may lack their prompt or the base's response (and its
     projections, unknown then)."""
     samples = [{"user": "", "base_response": "", **s} for s in d.get("samples") or []]
@@ -416,8 +406,8 @@ def screen_json(d: Mapping[str, Any]) -> dict[str, Any]:
     return {"proj_train": unknown, "proj_base": unknown, **d, "samples": samples}
 
 
-_FILL = {"carry": carry_json, "track": track_json, "track_benign": track_json}
-_FILL["screen"] = screen_json
+_FILL = {"carry": carry_json, "track": _track_json, "track_benign": _track_json}
+_FILL["screen"] = _screen_json
 
 
 def parse_part(tp: Any, d: Any, fill: Any = None) -> Any:

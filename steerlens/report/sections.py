@@ -106,16 +106,13 @@ def _drawable(s: SeriesTrack | None) -> SeriesTrack | None:
 
 def _last_layer_figure(rep: Report, t: AlignmentTrack, main: SeriesTrack) -> None:
     layers, ctrl, ex = t.layers, _drawable(t.series.get("control")), _excess(t)
+    exname, n, d = "excess (student − base control)", len(t.layers), _hidden_size(t.provenance)
     last = {"student": main.eas[-1].tolist()}
-    if ctrl is not None:
-        last["base control"] = ctrl.eas[-1].tolist()
-    bands: dict[str, tuple[list[float], list[float]]] = {}
-    if d := _hidden_size(t.provenance):
-        s = 1.96 / math.sqrt(d)
-        bands[f"isotropic null ±1.96/√d (95%, d={d})"] = ([-s] * len(layers), [s] * len(layers))
-    if ex is not None:
-        last["excess (student − base control)"] = ex.estimate[-1].tolist()
-        bands["excess (student − base control)"] = (ex.lo[-1].tolist(), ex.hi[-1].tolist())
+    last |= {} if ctrl is None else {"base control": ctrl.eas[-1].tolist()}
+    last |= {} if ex is None else {exname: ex.estimate[-1].tolist()}
+    s = 1.96 / math.sqrt(d) if d else 0.0
+    bands = {f"isotropic null ±1.96/√d (95%, d={d})": ([-s] * n, [s] * n)} if d else {}
+    bands |= {} if ex is None else {exname: (ex.lo[-1].tolist(), ex.hi[-1].tolist())}
     rep.figure(
         lines_with_bands(
             layers,
@@ -147,9 +144,9 @@ def _excess_figure(
     else:
         j = int(np.nanargmax(np.abs(last))) if np.isfinite(last).any() else 0
         why = "largest |excess|: selected after looking, the CI is per layer"
+    ctrl = _drawable(t.series.get("control"))
     curves = {"student EAS": main.eas[:, j].tolist()}
-    if (ctrl := _drawable(t.series.get("control"))) is not None:
-        curves["base control EAS"] = ctrl.eas[:, j].tolist()
+    curves |= {} if ctrl is None else {"base control EAS": ctrl.eas[:, j].tolist()}
     fig = lines_with_bands(
         main.steps,
         curves,
@@ -192,11 +189,10 @@ def _track_table(rep: Report, t: AlignmentTrack, main: SeriesTrack) -> None:
             "z (cov)": _cell(main.z_cov, j),
             "p adj": _cell(main.p_adj, j),
         }
-        if ctrl is not None:
-            row["EAS control"] = _cell(ctrl.eas, j)
+        row |= {} if ctrl is None else {"EAS control": _cell(ctrl.eas, j)}
         if ex is not None:
-            row["excess"] = _cell(ex.estimate, j)
-            row["CI"] = f"[{_cell(ex.lo, j):+.3f}, {_cell(ex.hi, j):+.3f}]"
+            ci = f"[{_cell(ex.lo, j):+.3f}, {_cell(ex.hi, j):+.3f}]"
+            row |= {"excess": _cell(ex.estimate, j), "CI": ci}
         rows.append(row)
     correction = t.settings.get("correction") or "multiplicity"
     rep.text(
