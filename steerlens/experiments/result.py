@@ -7,21 +7,31 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from steerlens.common import read_json, write_json
 from steerlens.experiments.owl_records import OwlResults
-from steerlens.results import Record, ResultMixin, html_table
+from steerlens.results import OMIT, Record, ResultMixin, html_table
 
 __all__ = ["ExperimentResult", "ExperimentVerdictText"]
 
 
 @dataclass
 class ExperimentVerdictText(Record):
-    """The words of any experiment's verdict: its headline and the lines it rests on."""
+    """The words of any experiment's verdict: its headline, the lines it rests on, its
+    strength (the colour of its box) and its measured power (a text, or ``{"text": …}``)."""
 
     headline: str | None = None
     lines: list[str] = field(default_factory=list)
+    strength: str | None = None
+    power: Any = None
+
+    json_none: ClassVar[Mapping[str, Any]] = {"strength": OMIT, "power": OMIT}
+
+    @property
+    def power_text(self) -> str:
+        pw = self.power.get("text") if isinstance(self.power, Mapping) else self.power
+        return pw.strip() if isinstance(pw, str) else ""
 
     def summary(self) -> str:
         return "\n".join([str(self.headline), *(f"  {line}" for line in self.lines)])
