@@ -20,7 +20,7 @@ import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from steerlens.carry.result import CarryResult, CarrySettings
 from steerlens.pipeline.signature import SignatureTest
@@ -50,7 +50,6 @@ __all__ = [
 ]
 
 NAN = math.nan
-T = TypeVar("T")
 _BAD = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 
 
@@ -426,8 +425,7 @@ class OwlResults(Record):
 
     Every key but the file's ``kind`` (the experiment's name, read by
     :class:`~steerlens.experiments.result.ExperimentResult`). ``config`` is the run's config
-    as JSON; ``lineage`` the records of the base, teachers,
-    data and students; ``timings_s`` seconds per stage."""
+    as JSON; ``timings_s`` seconds per stage."""
 
     steerlens_version: str = ""
     config: dict[str, Any] = field(default_factory=dict)

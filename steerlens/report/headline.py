@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from steerlens.experiments.owl_records import OwlAlignment, OwlBehavior, OwlResults, OwlScores
+from steerlens.experiments.owl_records import (
+    OwlAlignment,
+    OwlBehavior,
+    OwlDelta,
+    OwlExcessRow,
+    OwlResults,
+    OwlScores,
+)
 from steerlens.report.figures import NULL_GREY, PALETTE
 
 __all__ = ["behavior_answer", "behavior_figure", "ci_words"]
@@ -24,22 +31,6 @@ __all__ = ["behavior_answer", "behavior_figure", "ci_words"]
 _LABELS = {"main": "student", "control": "base control"}
 _COLORS = {"main": PALETTE[0], "control": PALETTE[1]}  # as in every other figure
 _TEACHER = PALETTE[2]
-
-
-class Estimate(Protocol):
-    """An estimate with its interval and p (a behavior delta, an excess alignment)."""
-
-    @property
-    def estimate(self) -> float: ...
-
-    @property
-    def lo(self) -> float | None: ...
-
-    @property
-    def hi(self) -> float | None: ...
-
-    @property
-    def p(self) -> float: ...
 
 
 def _f(x: Any) -> float | None:
@@ -231,7 +222,7 @@ def _mark_distance(
     )
 
 
-def ci_words(d: Estimate | None, units: str = "") -> str:
+def ci_words(d: OwlDelta | OwlExcessRow | None, units: str = "") -> str:
     """``+0.26 nats (95% CI [+0.22, +0.29], p = 0.0005)`` ("" when ``d`` has no estimate)."""
     est = None if d is None else _f(d.estimate)
     if d is None or est is None:
