@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 from steerlens.common import jsonable
@@ -126,25 +127,39 @@ def _section_screen(rep: Report, s: ScreenResult) -> None:
             rep.table([{"dataset": k, **v} for k, v in stats.items()])
 
 
-def _answer_and_headline(rep: Report, results: Mapping[str, Any], r: OwlResults) -> None:
+@dataclass
+class _Parts:
+    """What every page reads of the results besides the owl parts: the verdict as written
+    and each other experiment's own part (read by its own section module); ``{}`` if none."""
+
+    verdict: Mapping[str, Any]
+    detection: Mapping[str, Any]
+    agentic: Mapping[str, Any]
+    svd: Mapping[str, Any]
+    mitigate: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, results: Mapping[str, Any]) -> _Parts:
+        return cls(*(_m(results.get(f.name)) for f in fields(cls)))
+
+
+def _answer_and_headline(rep: Report, p: _Parts, r: OwlResults) -> None:
     """The page's top, the same for every experiment: the answer (two plain sentences), then
     one headline figure."""
-    v = _m(results.get("verdict"))
-    fig = None
+    v, fig = p.verdict, None
     found, sees = "", ""
-    if _m(results.get("detection")):
-        detect_answer(rep, DetectionResult.from_json(_m(results["detection"])))
+    if p.detection:
+        detect_answer(rep, DetectionResult.from_json(p.detection))
         return
-    if _m(results.get("agentic")):
-        a = _m(results["agentic"])
-        found, sees = agentic_answer(a, v)
-        fig = agentic_headline(a)
-    elif _m(results.get("svd")):
-        found, sees = svd_answer(_m(results["svd"]), v)
-        fig = svd_headline(_m(results["svd"]))
-    elif _m(results.get("mitigate")):
-        found, sees = mitigate_answer(_m(results["mitigate"]), v)
-        fig = mitigate_headline(_m(results["mitigate"]))
+    if p.agentic:
+        found, sees = agentic_answer(p.agentic, v)
+        fig = agentic_headline(p.agentic)
+    elif p.svd:
+        found, sees = svd_answer(p.svd, v)
+        fig = svd_headline(p.svd)
+    elif p.mitigate:
+        found, sees = mitigate_answer(p.mitigate, v)
+        fig = mitigate_headline(p.mitigate)
     elif r.behavior is not None and r.behavior.series:
         if v:
             found, sees = behavior_answer(r)
@@ -169,25 +184,24 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
     (:class:`~steerlens.experiments.owl_records.OwlResults`); a part that is missing or
     malformed is left out."""
     results = _m(jsonable(results))
-    if results.get("kind") == "steerlens.mlp_aux":
-        return render_mlp_aux(results, title)
-    r = OwlResults.parse(results)
     kind = str(results.get("kind") or "").removeprefix("steerlens.")
+    if kind == "mlp_aux":
+        return render_mlp_aux(results, title)
+    r, p = OwlResults.parse(results), _Parts.of(results)
     what = f" ({kind})" if kind in ("svd", "mitigate", "audit", "detect") else ""
     rep = Report(
         title or f"steerlens report{': ' + str(r.trait) + what if r.trait else ''}",
         f"steerlens {r.steerlens_version}",
     )
-    v = _m(results.get("verdict"))
-    _answer_and_headline(rep, results, r)
-    if _m(results.get("detection")):
-        section_detect(rep, DetectionResult.from_json(_m(results["detection"])))
-    if _m(results.get("agentic")):
-        section_agentic(rep, _m(results["agentic"]))
-    if _m(results.get("svd")):
-        section_svd(rep, _m(results["svd"]))
-    if _m(results.get("mitigate")):
-        section_mitigate(rep, _m(results["mitigate"]), v)
+    _answer_and_headline(rep, p, r)
+    if p.detection:
+        section_detect(rep, DetectionResult.from_json(p.detection))
+    if p.agentic:
+        section_agentic(rep, p.agentic)
+    if p.svd:
+        section_svd(rep, p.svd)
+    if p.mitigate:
+        section_mitigate(rep, p.mitigate, p.verdict)
     if r.track is not None:
         section_track(rep, r.track, None if r.verdict is None else r.verdict.numbers.alignment)
     if r.carry is not None:
@@ -198,9 +212,9 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
         _section_screen(rep, r.screen)
     if r.lineage:
         section_lineage(rep, r.lineage)
-    if v or r.timings_s:
+    if p.verdict or r.timings_s:
         with evidence(rep):
-            verdict_lines(rep, v)
+            verdict_lines(rep, p.verdict)
             if r.verdict is not None:
                 section_evidence(rep, r.verdict)
             if r.timings_s:
