@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from steerlens.common import read_json, write_json
-from steerlens.results import ResultMixin, html_table
+from steerlens.experiments.owl_records import OwlResults
+from steerlens.results import OMIT, Record, ResultMixin, html_table
 
-__all__ = ["ExperimentResult"]
+__all__ = ["ExperimentResult", "ExperimentVerdictText"]
+
+
+@dataclass
+class ExperimentVerdictText(Record):
+    """The words of any experiment's verdict: its headline, the lines it rests on, its
+    strength (the colour of its box) and its measured power (a text, or ``{"text": …}``)."""
+
+    headline: str | None = None
+    lines: list[str] = field(default_factory=list)
+    strength: str | None = None
+    power: Any = None
+
+    json_none: ClassVar[Mapping[str, Any]] = {"strength": OMIT, "power": OMIT}
+
+    @property
+    def power_text(self) -> str:
+        pw = self.power.get("text") if isinstance(self.power, Mapping) else self.power
+        return pw.strip() if isinstance(pw, str) else ""
+
+    def summary(self) -> str:
+        return "\n".join([str(self.headline), *(f"  {line}" for line in self.lines)])
 
 
 class ExperimentResult(ResultMixin, Mapping[str, Any]):
@@ -18,13 +42,19 @@ class ExperimentResult(ResultMixin, Mapping[str, Any]):
 
     It is also a read-only mapping of that JSON (``res["verdict"]["headline"]``), so code that
     used the dict the demo returned keeps working. ``kind`` in the JSON names the experiment
-    (``"steerlens.demo"`` for the owl experiment).
+    (``"steerlens.demo"`` for the owl experiment); :attr:`typed` is the same JSON parsed once
+    (:class:`~steerlens.experiments.owl_records.OwlResults`: its track, carry and screen as
+    the library's typed results).
     """
 
     result_kind = "steerlens.experiment"
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self._data: dict[str, Any] = dict(data)
+
+    @functools.cached_property
+    def typed(self) -> OwlResults:
+        return OwlResults.parse(self._data)
 
     # Mapping -------------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
@@ -42,42 +72,25 @@ class ExperimentResult(ResultMixin, Mapping[str, Any]):
         return str(self._data.get("kind", self.result_kind))
 
     def summary(self) -> str:
-        v = self._data.get("verdict") or {}
-        lines = [str(v.get("headline", f"{self.kind}: no verdict"))]
-        lines += [f"  {line}" for line in v.get("lines", [])]
-        return "\n".join(lines)
+        v = self._data.get("verdict")
+        if not isinstance(v, Mapping):
+            return f"{self.kind}: no verdict"
+        text = ExperimentVerdictText.from_json(v)
+        if text.headline is None:
+            text.headline = f"{self.kind}: no verdict"
+        return text.summary()
 
     def to_json(self) -> dict[str, Any]:
         return self._data
 
-    def _parts(self) -> dict[str, Any]:
-        """The sub-results this run holds, rebuilt as typed results where they parse."""
-        from steerlens.carry.result import CarryResult
-        from steerlens.screen.result import ScreenResult
-        from steerlens.track.results import AlignmentTrack
-
-        out: dict[str, Any] = {}
-        for key, cls in (
-            ("track", AlignmentTrack),
-            ("carry", CarryResult),
-            ("screen", ScreenResult),
-        ):
-            d = self._data.get(key)
-            if isinstance(d, Mapping):
-                try:
-                    out[key] = cls.from_json(d)
-                except (KeyError, TypeError, ValueError, IndexError):
-                    continue
-        return out
-
     def _html_details(self) -> str:
         """One row per part of the run: its headline."""
-        rows = [[k, r.summary().splitlines()[0]] for k, r in self._parts().items()]
+        rows = [[k, r.summary().splitlines()[0]] for k, r in self.typed.parts().items()]
         return html_table(["part", "result"], rows) if rows else ""
 
     def main_figure(self) -> Any:
         """The alignment track's figure, else the carry test's."""
-        for part in self._parts().values():
+        for part in self.typed.parts().values():
             fig = part.main_figure()
             if fig is not None:
                 return fig

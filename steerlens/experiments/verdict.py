@@ -44,30 +44,47 @@ of the same sign), or its behavior moved from the base (Δ(control vs base), p <
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from steerlens.carry.result import CarryResult
+from steerlens.experiments.owl_records import (
+    OwlAlignment,
+    OwlAnyLayer,
+    OwlBehavior,
+    OwlDelta,
+    OwlExcessRow,
+    OwlPower,
+    OwlResults,
+    OwlSeriesRow,
+    OwlVerdict,
+    OwlVerdictNumbers,
+    carry_json,
+    parse_part,
+)
 from steerlens.experiments.verdict_lines import alignment_lines, behavior_lines
 from steerlens.pipeline.power import measured_power
-from steerlens.pipeline.signature import SignatureTest
 from steerlens.stats import normal_two_sided_p
+from steerlens.track.results import AlignmentTrack
 
 __all__ = ["CLAIMS", "headline_layer", "verdict"]
 
 CLAIMS = ("inherited", "activation signature without behavior change", "no evidence")
 
 
-def headline_layer(carry: dict[str, Any], layers: list[int]) -> tuple[int, str]:
+def headline_layer(
+    carry: CarryResult | Mapping[str, Any] | None, layers: list[int]
+) -> tuple[int, str]:
     """(ℓ*, the rule that chose it), from the teacher side only (see the module doc)."""
-    cp = carry.get("clean_peak") or {}
-    if cp.get("layer") is not None and int(cp["layer"]) in layers:
-        return int(
-            cp["layer"]
-        ), "the carry test's clean-peak layer (teacher side, fixed in advance)"
-    raw = carry.get("raw_peak") or {}
-    if raw.get("layer") is not None and int(raw["layer"]) in layers:
-        return int(raw["layer"]), (
+    c = carry if isinstance(carry, CarryResult) else parse_part(CarryResult, carry, carry_json)
+    cp = None if c is None else c.clean_peak
+    if cp is not None and cp.layer is not None and int(cp.layer) in layers:
+        return int(cp.layer), "the carry test's clean-peak layer (teacher side, fixed in advance)"
+    raw = None if c is None else c.raw_peak
+    if raw is not None and raw.layer is not None and int(raw.layer) in layers:
+        return int(raw.layer), (
             "the carry test's raw-peak layer (its clean peak is α = 0; teacher side, fixed "
             "in advance)"
         )
@@ -75,92 +92,87 @@ def headline_layer(carry: dict[str, Any], layers: list[int]) -> tuple[int, str]:
     return mid, "the middle tracked layer (no carry peak; fixed in advance)"
 
 
-def _f(x: Any) -> float:
-    return float("nan") if x is None else float(x)
-
-
-def _series_at(track: dict[str, Any], name: str, j: int) -> dict[str, float] | None:
+def _series_at(track: AlignmentTrack, name: str, j: int) -> OwlSeriesRow | None:
     """The last checkpoint's EAS, nulls and p at column ``j`` of series ``name``."""
-    s = track.get("series", {}).get(name)
-    if not s:
+    s = track.series.get(name)
+    if s is None or not s.steps:
         return None
-    row = {k: _f(s[k][-1][j]) for k in ("eas", "z_iso", "p_iso", "z_cov", "p_cov", "p_adj")}
-    row["p"] = max(row["p_iso"], row["p_cov"])
-    z = (row["z_iso"], row["z_cov"])
+    keys = ("eas", "z_iso", "p_iso", "z_cov", "p_cov", "p_adj")
+    row = OwlSeriesRow(**{k: float(getattr(s, k)[-1][j]) for k in keys}, step=int(s.steps[-1]))
+    row.p = max(row.p_iso, row.p_cov)
+    z = (row.z_iso, row.z_cov)
     same_sign = all(math.isfinite(v) for v in z) and (z[0] > 0) == (z[1] > 0)
-    p2 = max(normal_two_sided_p(v) for v in z) if same_sign else 1.0
-    row["p_two_sided"] = p2
-    row["step"] = int(s["steps"][-1])
+    row.p_two_sided = max(normal_two_sided_p(v) for v in z) if same_sign else 1.0
     return row
 
 
-def _excess_at(track: dict[str, Any], j: int) -> dict[str, float] | None:
-    ex = track.get("excess")
-    if not ex:
+def _excess_at(track: AlignmentTrack, j: int) -> OwlExcessRow | None:
+    ex = track.excess
+    if ex is None or not len(ex.estimate):
         return None
-    return {k: _f(ex[k][-1][j]) for k in ("estimate", "lo", "hi", "p")} | {
-        "level": float(ex.get("level", 0.95))
-    }
+    est, lo, hi, p = (float(a[-1][j]) for a in (ex.estimate, ex.lo, ex.hi, ex.p))
+    return OwlExcessRow(est, lo, hi, p, float(ex.level))
 
 
-def _any_layer(track: dict[str, Any], name: str, alpha: float) -> dict[str, Any] | None:
-    s = track.get("series", {}).get(name)
-    if not s:
+def _any_layer(track: AlignmentTrack, name: str, alpha: float) -> OwlAnyLayer | None:
+    s = track.series.get(name)
+    if s is None or not s.steps:
         return None
-    p_adj = np.array([_f(x) for x in s["p_adj"][-1]], dtype=float)
+    p_adj = np.asarray(s.p_adj[-1], dtype=float)
     if not np.isfinite(p_adj).any():
         return None
     j = int(np.nanargmin(p_adj))
-    return {
-        "min_p_adj": float(p_adj[j]),
-        "layer": int(track["layers"][j]),
-        "n_significant": int(np.nansum(p_adj < alpha)),
-        "n_layers": int(p_adj.size),
-        "correction": track.get("settings", {}).get("correction", "holm"),
-    }
-
-
-def _alignment(results: dict[str, Any], alpha: float) -> dict[str, Any]:
-    """Selection, per-series alignment at ℓ*, excess vs each control and the any-layer test."""
-    track = results["track"]
-    layers = [int(x) for x in track["layers"]]
-    layer, rule = headline_layer(results.get("carry") or {}, layers)
-    j = layers.index(layer)
-    out: dict[str, Any] = {
-        "layer": layer,
-        "rule": rule,
-        "selection": "layer fixed in advance from the teacher side",
-        "student": _series_at(track, "main", j),
-        "control": _series_at(track, "control", j),
-        "excess_vs_control": _excess_at(track, j),
-        "any_layer": _any_layer(track, "main", alpha),
-    }
-    tb = results.get("track_benign")
-    if tb:
-        out["benign"] = _series_at(tb, "control", j)
-        out["excess_vs_benign"] = _excess_at(tb, j)
-    st, ex = out["student"], out["excess_vs_control"]
-    out["signature"] = bool(
-        st is not None and ex is not None and st["p"] < alpha and ex["p"] < alpha
+    return OwlAnyLayer(
+        min_p_adj=float(p_adj[j]),
+        layer=int(track.layers[j]),
+        n_significant=int(np.nansum(p_adj < alpha)),
+        n_layers=int(p_adj.size),
+        correction=str(track.settings.get("correction", "holm")),
     )
+
+
+def _alignment(r: OwlResults, alpha: float) -> OwlAlignment:
+    """Selection, per-series alignment at ℓ*, excess vs each control and the any-layer test."""
+    track = r.track
+    if track is None:
+        raise KeyError("track: the verdict needs the alignment track of the results")
+    layers = [int(x) for x in track.layers]
+    layer, rule = headline_layer(r.carry, layers)
+    j = layers.index(layer)
+    out = OwlAlignment(
+        layer=layer,
+        rule=rule,
+        selection="layer fixed in advance from the teacher side",
+        student=_series_at(track, "main", j),
+        control=_series_at(track, "control", j),
+        excess_vs_control=_excess_at(track, j),
+        any_layer=_any_layer(track, "main", alpha),
+    )
+    if r.track_benign is not None:
+        out.benign = _series_at(r.track_benign, "control", j)
+        out.excess_vs_benign = _excess_at(r.track_benign, j)
+    st, ex = out.student, out.excess_vs_control
+    out.signature = bool(st is not None and ex is not None and st.p < alpha and ex.p < alpha)
     return out
 
 
-def _flags(al: dict[str, Any], deltas: dict[str, Any], alpha: float) -> list[str]:
+def _flags(al: OwlAlignment, deltas: Mapping[str, OwlDelta], alpha: float) -> list[str]:
     flags = []
-    for name, label in (("control", "base control"), ("benign", "benign control")):
-        row = al.get(name)
-        if row is not None and row["p_two_sided"] < alpha:
-            side = "along" if row["eas"] > 0 else "against"
+    for name, label, row in (
+        ("control", "base control", al.control),
+        ("benign", "benign control", al.benign),
+    ):
+        if row is not None and row.p_two_sided < alpha:
+            side = "along" if row.eas > 0 else "against"
             flags.append(
                 f"the {label}'s own alignment is significant ({side} the teacher vector: EAS "
-                f"{row['eas']:+.3f} at layer {al['layer']}, two-sided p={row['p_two_sided']:.2g})"
+                f"{row.eas:+.3f} at layer {al.layer}, two-sided p={row.p_two_sided:.2g})"
             )
         d = deltas.get(f"{name}_vs_base")
-        if d is not None and d["p"] < alpha:
+        if d is not None and d.p < alpha:
             flags.append(
-                f"the {label}'s behavior moved from the base ({d['estimate']:+.3f}, "
-                f"CI [{d['lo']:+.3f}, {d['hi']:+.3f}], p={d['p']:.2g})"
+                f"the {label}'s behavior moved from the base ({d.estimate:+.3f}, "
+                f"CI [{d.lo:+.3f}, {d.hi:+.3f}], p={d.p:.2g})"
             )
     return flags
 
@@ -186,7 +198,7 @@ _HEADS = {
 }
 
 
-def _power(loss: str, behavior_rule: str, activation_rule: str | None) -> dict[str, str]:
+def _power(loss: str, behavior_rule: str, activation_rule: str | None) -> OwlPower:
     """The measured power of the behavior rule that decided (``behavior_model`` with benign
     replicates, else ``behavior_vs_control``) and of the activation rule, when the bank ran it."""
     beh = measured_power(behavior_rule, loss)
@@ -195,29 +207,31 @@ def _power(loss: str, behavior_rule: str, activation_rule: str | None) -> dict[s
         act = {"text": text, "detail": text, "short": "unmeasured"}
     else:
         act = measured_power(activation_rule, loss)
-    return {
-        "text": f"Held-out power: behavior rule {beh['short']}; activation rule {act['short']}.",
-        "detail": f"Behavior rule: {beh['detail']} Activation rule: {act['detail']}",
-    }
+    return OwlPower(
+        f"Held-out power: behavior rule {beh['short']}; activation rule {act['short']}.",
+        f"Behavior rule: {beh['detail']} Activation rule: {act['detail']}",
+    )
 
 
-def verdict(results: dict[str, Any]) -> dict[str, Any]:
+def verdict(results: OwlResults | Mapping[str, Any]) -> dict[str, Any]:
     """Plain-words answer with the claim, the numbers, intervals and p-values it rests on,
-    and the flags on the controls (rules in the module docstring)."""
-    alpha = float((results.get("config") or {}).get("alpha", 0.05))
-    beh = results["behavior"]
-    deltas = beh.get("deltas") or {}
-    al = _alignment(results, alpha)
-    sig = SignatureTest.from_json(results["signature"]) if results.get("signature") else None
+    and the flags on the controls (rules in the module docstring), as the JSON of an
+    :class:`~steerlens.experiments.owl_records.OwlVerdict`."""
+    r = results if isinstance(results, OwlResults) else OwlResults.parse(results)
+    alpha = r.alpha
+    beh = r.behavior or OwlBehavior()
+    deltas = beh.deltas
+    al = _alignment(r, alpha)
+    sig = r.signature
     if sig is not None and sig.tested:
-        al["signature"] = sig.significant(alpha)
-        al["signature_rule"] = sig.detector
+        al.signature = sig.significant(alpha)
+        al.signature_rule = sig.detector
     mc = deltas.get("main_vs_control")
     rep = deltas.get("main_vs_benign_replicates")
-    inherited = bool(mc is not None and mc["estimate"] > 0 and mc["p"] < alpha)
+    inherited = bool(mc is not None and mc.estimate > 0 and mc.p < alpha)
     if rep is not None:
-        inherited = inherited and rep["estimate"] > 0 and rep["p"] < alpha
-    claim = CLAIMS[0] if inherited else (CLAIMS[1] if al["signature"] else CLAIMS[2])
+        inherited = inherited and rep.estimate > 0 and rep.p < alpha
+    claim = CLAIMS[0] if inherited else (CLAIMS[1] if al.signature else CLAIMS[2])
     head, strength = _HEADS[claim]
     if inherited and rep is None:
         head = (
@@ -225,7 +239,7 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
             "the base control's (no benign replicates: not separated from a generic "
             "system-prompt effect)."
         )
-    if inherited and al["signature"]:
+    if inherited and al.signature:
         head += " Its activation shift also aligns with the teacher vector at the pre-chosen layer."
     flags = _flags(al, deltas, alpha)
     if inherited and rep is None:
@@ -235,21 +249,20 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
             "teacher's student also passes; the trait is not separated from a generic "
             "system-prompt effect or from training noise"
         )
-    carry = results.get("carry") or {}
-    lines = behavior_lines(beh, deltas) + alignment_lines(al, alpha)
+    carry = r.carry
+    lines = behavior_lines(beh) + alignment_lines(al, alpha)
     if sig is not None:
         lines.append(f"Model-level activation test (the rule used when tested): {sig.summary()}.")
-    lines.append(f"Carry test of the teacher vector: {carry.get('verdict')}")
+    lines.append(f"Carry test of the teacher vector: {None if carry is None else carry.verdict}")
     lines += [f"Flag: {f}." for f in flags]
-    loss = str((results.get("config") or {}).get("loss", "kl"))
     power = _power(
-        loss, "behavior_vs_control" if rep is None else "behavior_model", al.get("signature_rule")
+        r.loss, "behavior_vs_control" if rep is None else "behavior_model", al.signature_rule
     )
-    lines.append(f"Power: {power['detail']}")
+    lines.append(f"Power: {power.detail}")
     act = (
         "the student's projection on v̂ beyond the clean controls' spread (model-level "
         "prediction test)"
-        if al.get("signature_rule")
+        if al.signature_rule
         else "both the student's EAS beyond its nulls and the excess over the base control"
     )
     lines.append(
@@ -258,23 +271,16 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
         f"level prediction test); an activation signature needs {act}, at the layer fixed in "
         "advance."
     )
-    return {
-        "headline": head,
-        "lines": lines,
-        "strength": strength,
-        "claim": claim,
-        "flags": flags,
-        "power": power,
-        "numbers": {
-            "signature": None if sig is None else sig.to_json(),
-            "alpha": alpha,
-            "claim": claim,
-            "behavior": deltas,
-            "alignment": al,
-            "carry_level": carry.get("level"),
-            # the earlier keys, kept for readers of older results
-            "excess_alignment": (al["excess_vs_control"] or {}).get("estimate"),
-            "excess_layer": al["layer"],
-            "significant_layers": (al["any_layer"] or {}).get("n_significant"),
-        },
-    }
+    numbers = OwlVerdictNumbers(
+        signature=sig,
+        alpha=alpha,
+        claim=claim,
+        behavior=deltas,
+        alignment=al,
+        carry_level=None if carry is None else carry.level.value,
+        # the earlier keys, kept for readers of older results
+        excess_alignment=None if al.excess_vs_control is None else al.excess_vs_control.estimate,
+        excess_layer=al.layer,
+        significant_layers=None if al.any_layer is None else al.any_layer.n_significant,
+    )
+    return OwlVerdict(head, lines, strength, claim, flags, power, numbers).to_json()

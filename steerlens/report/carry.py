@@ -1,44 +1,42 @@
 """The carry-test section of a report: dose-response curves, the clean peak and its tables
-(read through :class:`steerlens.report.views.CarryView`)."""
+(read from the run's :class:`~steerlens.carry.result.CarryResult`)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
+from steerlens.carry.peak import Peak
+from steerlens.carry.result import CarryResult
 from steerlens.report.figures import heatmap, lines_with_bands
 from steerlens.report.page import Report
 from steerlens.report.shape import folded, section
-from steerlens.report.views import CarryView, num
+from steerlens.report.views import carry_level_class, num
 
 __all__ = ["section_carry"]
 
 
-def _m(d: Any) -> Mapping[str, Any]:
-    return d if isinstance(d, Mapping) else {}
-
-
-def _peak_row(name: str, p: Mapping[str, Any]) -> dict[str, Any]:
-    nb = _m(p.get("null"))
+def _peak_row(name: str, p: Peak | None) -> dict[str, Any]:
+    vs = None if p is None else p.vs_null
+    nb = {} if vs is None else vs.null
     return {
         "peak": name,
-        "layer": p.get("layer"),
-        "α": p.get("alpha"),
-        "S": num(p.get("S")),
-        "off-target KL (nats)": p.get("offtarget_kl"),
-        "tolerance (nats)": p.get("tolerance"),
+        "layer": None if p is None else p.layer,
+        "α": None if p is None else p.alpha,
+        "S": math.nan if p is None else num(p.sufficiency),
+        "off-target KL (nats)": None if p is None else p.offtarget_kl,
+        "tolerance (nats)": getattr(p, "tolerance", None),
         "random mean S": nb.get("mean"),
         "random q95 S": nb.get("q95"),
-        "z": p.get("z"),
-        "p": p.get("p"),
-        "beats random": p.get("beats_null"),
+        "z": None if vs is None else vs.z,
+        "p": None if vs is None else vs.p,
+        "beats random": None if p is None else p.beats_null,
     }
 
 
-def _carry_tables(rep: Report, c: CarryView) -> None:
+def _carry_tables(rep: Report, c: CarryResult, units: str) -> None:
     peaks = [_peak_row("clean", c.clean_peak)]
-    if c.raw_peak:
+    if c.raw_peak is not None:
         peaks.append({**_peak_row("raw", c.raw_peak), "tolerance (nats)": "(none)"})
     rep.text(
         "Peak sufficiency: the clean peak is the best S among grid cells whose off-target shift "
@@ -46,75 +44,82 @@ def _carry_tables(rep: Report, c: CarryView) -> None:
         "mean no grid cell beat not steering (S = 0 at α = 0)."
     )
     rep.table(peaks)
-    if c.clean_peak.get("note"):
-        rep.text(str(c.clean_peak["note"]))
+    if c.clean_peak is not None and c.clean_peak.note:
+        rep.text(str(c.clean_peak.note))
     nec = c.necessity
-    per_layer = _m(nec.get("per_layer"))
-    if per_layer:
+    if nec is not None and nec.per_layer:
         rows = [
             {
-                "layer": k,
-                "N": _m(v).get("N"),
-                "random mean N": _m(_m(v).get("null")).get("mean"),
-                "note": _m(v).get("reason", ""),
+                "layer": str(k),
+                "N": v.value,
+                "random mean N": (v.null or {}).get("mean"),
+                "note": v.reason or "",
             }
-            for k, v in per_layer.items()
+            for k, v in nec.per_layer.items()
         ]
-        joint = _m(nec.get("joint"))
-        if joint:
+        if nec.joint is not None:
+            j = nec.joint
             rows.append(
                 {
-                    "layer": "joint " + ", ".join(map(str, joint.get("layers", []))),
-                    "N": joint.get("N"),
-                    "random mean N": _m(joint.get("null")).get("mean"),
+                    "layer": "joint " + ", ".join(map(str, j.layers or [])),
+                    "N": j.value,
+                    "random mean N": (j.null or {}).get("mean"),
                     "note": "",
                 }
             )
         rep.text(
             "Necessity N = (B_teacher − B(teacher with v̂ projected out)) / (B_teacher − B_base); "
-            f"mode {nec.get('mode')}."
+            f"mode {nec.mode}."
         )
         rep.table(rows, ["layer", "N", "random mean N", "note"])
     rep.table(
         {
-            f"B_base ({c.short_units})": c.b_base,
-            f"B_teacher ({c.short_units})": c.b_teacher,
-            f"B_neutral ({c.short_units})": c.b_neutral,
+            f"B_base ({units})": num(c.b_base),
+            f"B_teacher ({units})": num(c.b_teacher),
+            f"B_neutral ({units})": num(c.b_neutral),
             "off-target tolerance (nats)": c.offtarget_tol,
         }
     )
 
 
-def section_carry(rep: Report, c: CarryView) -> None:
-    level = c.level.replace("_", " ").strip() or "carry test"
+def section_carry(rep: Report, c: CarryResult) -> None:
+    level = c.level.value
+    why = c.verdict or c.undefined_reason or ""
+    units = str(c.metric.get("units") or "nats").split(" (")[0]
     peak = c.clean_peak
     take = f"{level.capitalize()}."
-    if c.defined and num(peak.get("S")) == num(peak.get("S")) and peak.get("layer") is not None:
-        beats = "beats" if peak.get("beats_null") else "does not beat"
+    if (
+        c.defined
+        and peak is not None
+        and math.isfinite(peak.sufficiency)
+        and peak.layer is not None
+    ):
+        beats = "beats" if peak.beats_null else "does not beat"
         take = (
-            f"{level.capitalize()}: adding α = {peak.get('alpha')} × v at layer "
-            f"{peak.get('layer')} reproduces {num(peak.get('S')):.0%} of the teacher's behavior "
+            f"{level.capitalize()}: adding α = {peak.alpha} × v at layer "
+            f"{peak.layer} reproduces {peak.sufficiency:.0%} of the teacher's behavior "
             f"gap, which {beats} random directions of equal norm."
         )
     elif not c.defined:
-        take = f"Carry test undefined: {c.verdict}"
+        take = f"Carry test undefined: {why}"
     else:
         take = (
             f"{level.capitalize()}: no steering strength on the grid reproduced any of the "
             "teacher's behavior (sufficiency S = 0)"
         )
-        n_best = num(_m(c.necessity.get("best")).get("N"))
+        nb = None if c.necessity is None else c.necessity.best
+        n_best = math.nan if nb is None else num(nb.value)
         take += f"; necessity N = {n_best:.2f}." if math.isfinite(n_best) else "."
     section(rep, "Is the behavior carried by the vector? (carry test)", "carry", take)
     with folded(rep, "Carry verdict and numbers"):
-        rep.verdict(level.capitalize(), [c.verdict], c.level_class)
+        rep.verdict(level.capitalize(), [why], carry_level_class(level))
         if c.defined:
-            _carry_tables(rep, c)
+            _carry_tables(rep, c, units)
     if not c.defined:
         return
-    layers, alphas = list(c.sufficiency), c.alphas
-    alpha_x = f"α (multiples of v_ℓ; unit: {c.alpha_unit})"
-    s_y = "S (fraction of B_teacher − B_base)"
+    layers, alphas = sorted(c.sufficiency), c.alphas
+    unit = "vector" if c.settings is None else c.settings.alpha_unit
+    alpha_x = f"α (multiples of v_ℓ; unit: {unit})"
     if layers and alphas:
         rep.figure(
             heatmap(
@@ -127,12 +132,13 @@ def section_carry(rep: Report, c: CarryView) -> None:
                 zlabel="S",
             )
         )
-        best = max(layers, key=lambda k: max((v for v in c.sufficiency[k]), default=-math.inf))
+        best = max(layers, key=lambda k: max(c.sufficiency[k], default=-math.inf))
+        nulls = c.null_sufficiency.get(best, [])
         bands = {}
-        if len(c.null_sufficiency.get(best, [])) == len(alphas):
+        if len(nulls) == len(alphas):
             bands[f"random directions (ℓ{best}, 5–95%)"] = (
-                [num(b.get("q05")) for b in c.null_sufficiency[best]],
-                [num(b.get("q95")) for b in c.null_sufficiency[best]],
+                [num(b.get("q05")) for b in nulls],
+                [num(b.get("q95")) for b in nulls],
             )
         rep.figure(
             lines_with_bands(
@@ -141,7 +147,7 @@ def section_carry(rep: Report, c: CarryView) -> None:
                 bands=bands,
                 title="Dose-response: sufficiency vs α",
                 xlabel=alpha_x,
-                ylabel=s_y,
+                ylabel="S (fraction of B_teacher − B_base)",
                 hline=1.0,
             ),
             "S = 1 means adding α·v to the base reproduces the teacher's behavior; the grey band "

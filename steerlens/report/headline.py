@@ -16,18 +16,21 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from steerlens.experiments.owl_records import (
+    OwlAlignment,
+    OwlBehavior,
+    OwlDelta,
+    OwlExcessRow,
+    OwlResults,
+    OwlScores,
+)
 from steerlens.report.figures import NULL_GREY, PALETTE
-from steerlens.report.views import BehaviorView, ScoreSeries
 
 __all__ = ["behavior_answer", "behavior_figure", "ci_words"]
 
 _LABELS = {"main": "student", "control": "base control"}
 _COLORS = {"main": PALETTE[0], "control": PALETTE[1]}  # as in every other figure
 _TEACHER = PALETTE[2]
-
-
-def _m(d: Any) -> Mapping[str, Any]:
-    return d if isinstance(d, Mapping) else {}
 
 
 def _f(x: Any) -> float | None:
@@ -58,41 +61,41 @@ def _interval(rows: Sequence[float]) -> tuple[float, float, float] | None:
     return float(x.mean()), float(x.mean()) - half, float(x.mean()) + half
 
 
-def _points(b: BehaviorView) -> list[tuple[str, float, float | None, float | None, str]]:
+def _points(b: OwlBehavior) -> list[tuple[str, float, float | None, float | None, str]]:
     """The left panel's points: (label, value, lo, hi, colour) of the base, the teachers, the
     controls and the student after training (no interval where there are no per-prompt
     scores)."""
-    series = b.series
+    series = [(k, v) for k, v in b.series.items() if v.steps and v.scores]
     cats: list[tuple[str, float, float | None, float | None, str]] = []
-    base = _interval(b.base_per_prompt)
-    b0 = _f(series[0].scores[0]) if series else None
+    base = _interval(b.base_per_prompt or [])
+    b0 = _f(series[0][1].scores[0]) if series else None
     if base is not None:
         cats.append(("base", *base, NULL_GREY))
     elif b0 is not None:
         cats.append(("base", b0, None, None, NULL_GREY))
     for v, label, color in (
-        (b.teacher, "teacher", _TEACHER),
-        (b.benign_teacher, "benign teacher", NULL_GREY),
+        (_f(b.teacher), "teacher", _TEACHER),
+        (_f(b.benign_teacher), "benign teacher", NULL_GREY),
     ):
         if v is not None:
             cats.append((label, v, None, None, color))
-    for s in series[2:] + series[1::-1]:  # benign controls, base control, student
-        iv = _interval(s.last_per_prompt)
+    for name, s in series[2:] + series[1::-1]:  # benign controls, base control, student
+        iv = _interval(s.last_per_prompt or [])
         last = _f(s.scores[-1])
-        color = _COLORS.get(s.name, NULL_GREY)
+        color = _COLORS.get(name, NULL_GREY)
         if iv is not None:
-            cats.append((_label(s.name), *iv, color))
+            cats.append((_label(name), *iv, color))
         elif last is not None:
-            cats.append((_label(s.name), last, None, None, color))
+            cats.append((_label(name), last, None, None, color))
     return cats
 
 
-def behavior_figure(b: BehaviorView) -> go.Figure:
+def behavior_figure(b: OwlBehavior) -> go.Figure:
     """Left: base, teacher(s), the controls and the student after training, each with its 95%
     interval over eval prompts (the teachers have no per-prompt scores: no bar). Right: every
     series per checkpoint, with a bracket from the base control to the student at the last
     step labelled with the paired difference and its CI."""
-    series = b.series
+    series = {k: v for k, v in b.series.items() if v.steps and v.scores}
     fig = make_subplots(
         rows=1,
         cols=2,
@@ -101,7 +104,8 @@ def behavior_figure(b: BehaviorView) -> go.Figure:
         subplot_titles=("after training (95% CI over eval prompts)", "per checkpoint"),
     )
     cats = _points(b)
-    b0 = _f(series[0].scores[0]) if series else None
+    first = next(iter(series.values()), None)
+    b0 = None if first is None else _f(first.scores[0])
     fig.add_trace(
         go.Scatter(
             x=[c[0] for c in cats],
@@ -124,20 +128,20 @@ def behavior_figure(b: BehaviorView) -> go.Figure:
     )
     # right: per checkpoint
     shown_benign = False
-    for s in series:
-        benign = s.name.startswith("benign")
+    for name, s in series.items():
+        benign = name.startswith("benign")
         fig.add_trace(
             go.Scatter(
                 x=s.steps,
                 y=[_f(v) for v in s.scores],
                 mode="lines+markers",
-                name="benign controls" if benign else _label(s.name),
-                legendgroup="benign" if benign else s.name,
+                name="benign controls" if benign else _label(name),
+                legendgroup="benign" if benign else name,
                 showlegend=not (benign and shown_benign),
                 line={
-                    "color": _COLORS.get(s.name, NULL_GREY),
-                    "width": 3 if s.name == "main" else 2,
-                    "dash": "dot" if benign else ("dash" if s.name == "control" else "solid"),
+                    "color": _COLORS.get(name, NULL_GREY),
+                    "width": 3 if name == "main" else 2,
+                    "dash": "dot" if benign else ("dash" if name == "control" else "solid"),
                 },
             ),
             row=1,
@@ -146,11 +150,11 @@ def behavior_figure(b: BehaviorView) -> go.Figure:
         shown_benign = shown_benign or benign
     if b0 is not None:
         fig.add_hline(y=b0, line={"dash": "dot", "color": NULL_GREY}, row=1, col=2)
-    _mark_distance(fig, {s.name: s for s in series}, b.deltas, b.units)
+    _mark_distance(fig, series, b, b.units)
     fig.update_xaxes(type="category", title_text="model (last checkpoint)", row=1, col=1)
     fig.update_xaxes(title_text="training step (optimizer steps; 0 = base)", row=1, col=2)
     unit = b.units.split(" (")[0]
-    fig.update_yaxes(title_text=f"trait score ({b.metric}, {unit})", row=1)
+    fig.update_yaxes(title_text=f"trait score ({b.metric_name}, {unit})", row=1)
     fig.update_layout(
         title={"text": "Trait behavior: base, teacher, student and controls", "x": 0.01},
         height=430,
@@ -163,8 +167,8 @@ def behavior_figure(b: BehaviorView) -> go.Figure:
 
 def _mark_distance(
     fig: go.Figure,
-    series: Mapping[str, ScoreSeries],
-    deltas: Mapping[str, Mapping[str, Any]],
+    series: Mapping[str, OwlScores],
+    b: OwlBehavior,
     units: str,
 ) -> None:
     """A bracket at the last step from the base control to the student, with the paired
@@ -194,12 +198,12 @@ def _mark_distance(
         x=x, y=(y0 + y1) / 2, text="Δ", showarrow=False, xanchor="left", xshift=8,
         font={"size": 14}, row=1, col=2,
     )  # fmt: skip
-    text = f"Δ = student − base control at step {x}: {ci_words(_m(deltas.get('main_vs_control')), units) or f'{y1 - y0:+.2f}'}"
-    rep = _m(deltas.get("main_vs_benign_replicates"))
-    if _f(rep.get("estimate")) is not None:
+    mc, rep = b.deltas.get("main_vs_control"), b.deltas.get("main_vs_benign_replicates")
+    text = f"Δ = student − base control at step {x}: {ci_words(mc, units) or f'{y1 - y0:+.2f}'}"
+    if rep is not None and _f(rep.estimate) is not None:
         text += (
-            f"<br>student {float(rep['estimate']):+.2f} beyond {int(rep.get('k', 0))} benign "
-            f"controls' mean (p = {float(rep.get('p', math.nan)):.2g})"
+            f"<br>student {rep.estimate:+.2f} beyond {int(rep.k or 0)} benign "
+            f"controls' mean (p = {rep.p:.2g})"
         )
     fig.add_annotation(
         x=0.01,
@@ -218,56 +222,57 @@ def _mark_distance(
     )
 
 
-def ci_words(d: Mapping[str, Any], units: str = "") -> str:
+def ci_words(d: OwlDelta | OwlExcessRow | None, units: str = "") -> str:
     """``+0.26 nats (95% CI [+0.22, +0.29], p = 0.0005)`` ("" when ``d`` has no estimate)."""
-    est, lo, hi = (_f(d.get(k)) for k in ("estimate", "lo", "hi"))
-    if est is None:
+    est = None if d is None else _f(d.estimate)
+    if d is None or est is None:
         return ""
+    lo, hi = _f(d.lo), _f(d.hi)
     unit = f" {units.split(' (')[0]}" if units else ""
     out = f"{est:+.2f}{unit}"
     inner = [f"95% CI [{lo:+.2f}, {hi:+.2f}]"] if lo is not None and hi is not None else []
-    p = _f(d.get("p"))
+    p = _f(d.p)
     if p is not None:
         inner.append(f"p = {p:.2g}")
     return out + (f" ({', '.join(inner)})" if inner else "")
 
 
-def _signature_words(al: Mapping[str, Any]) -> str:
+def _signature_words(al: OwlAlignment) -> str:
     """Whether the headline layer shows an activation signature, in words: it needs the
     student's own alignment beyond the random-direction nulls *and* beyond the base control."""
-    st, ex = _m(al.get("student")), _m(al.get("excess_vs_control"))
-    if al.get("signature"):
+    st, ex = al.student, al.excess_vs_control
+    if al.signature:
         return "the teacher vector's signature (beyond the nulls and the base control)"
     parts = []
-    if _f(st.get("p")) is not None:
-        parts.append(f"vs random directions p = {float(st['p']):.2g}")
-    if _f(ex.get("p")) is not None:
-        parts.append(f"vs base control p = {float(ex['p']):.2g}")
+    if st is not None and _f(st.p) is not None:
+        parts.append(f"vs random directions p = {st.p:.2g}")
+    if ex is not None and _f(ex.p) is not None:
+        parts.append(f"vs base control p = {ex.p:.2g}")
     return "no signature of the teacher vector" + (f" ({', '.join(parts)})" if parts else "")
 
 
-def behavior_answer(results: Mapping[str, Any]) -> tuple[str, str]:
+def behavior_answer(r: OwlResults) -> tuple[str, str]:
     """(what was found, at what confidence; what the test can and cannot see) in plain words,
     from the verdict's numbers (its claim, the behavior deltas, the headline layer's test)."""
-    v = _m(results.get("verdict"))
-    nums = _m(v.get("numbers"))
-    beh = BehaviorView.of(_m(results.get("behavior")))
-    trait = str(results.get("trait") or "trait")
+    v = r.verdict
+    nums = None if v is None else v.numbers
+    beh = r.behavior or OwlBehavior()
+    trait = str(r.trait or "trait")
     unit = beh.units.split(" (")[0]
-    deltas = _m(nums.get("behavior")) or beh.deltas
-    mc, rep = _m(deltas.get("main_vs_control")), _m(deltas.get("main_vs_benign_replicates"))
-    al = _m(nums.get("alignment"))
-    claim = str(nums.get("claim") or v.get("claim") or "")
-    alpha = float(nums.get("alpha") or 0.05)
-    ex = _m(al.get("excess_vs_control"))
-    layer = al.get("layer")
+    deltas = (nums.behavior if nums is not None else {}) or beh.deltas
+    mc, rep = deltas.get("main_vs_control"), deltas.get("main_vs_benign_replicates")
+    al = None if nums is None else nums.alignment
+    claim = (nums.claim if nums is not None else "") or (v.claim if v is not None else "")
+    alpha = (nums.alpha if nums is not None else 0.0) or 0.05
+    ex = None if al is None else al.excess_vs_control
+    layer = None if al is None else al.layer
     beh_txt = ci_words(mc, unit)
     if claim == "inherited":
         found = f"Inherited: the student's {trait} score rose {beh_txt} beyond the base control's"
-        if rep:
+        if rep is not None:
             found += (
-                f" and {float(rep['estimate']):+.2f} beyond {int(rep.get('k', 0))} benign "
-                f"controls (p = {float(rep['p']):.2g})"
+                f" and {rep.estimate:+.2f} beyond {int(rep.k or 0)} benign "
+                f"controls (p = {rep.p:.2g})"
             )
         found += "."
     elif claim == "activation signature without behavior change":
@@ -278,20 +283,23 @@ def behavior_answer(results: Mapping[str, Any]) -> tuple[str, str]:
         )
     elif claim:
         found = f"No evidence of transfer: the student's {trait} score"
-        if mc and (_f(mc.get("p")) or 1.0) < alpha and rep:
+        if mc is not None and (_f(mc.p) or 1.0) < alpha and rep is not None:
             found += (
-                f" rose {beh_txt} over the base control's but not beyond {int(rep.get('k', 0))}"
-                f" benign controls ({float(rep['estimate']):+.2f}, p = {float(rep['p']):.2g})"
+                f" rose {beh_txt} over the base control's but not beyond {int(rep.k or 0)}"
+                f" benign controls ({rep.estimate:+.2f}, p = {rep.p:.2g})"
             )
         else:
             found += f" differs from the base control's by {beh_txt or 'nothing measurable'}"
-        found += f", and at layer {layer} its activations show {_signature_words(al)}."
+        found += (
+            f", and at layer {layer} its activations show {_signature_words(al or OwlAlignment())}."
+        )
     else:
-        found = str(v.get("headline") or "No verdict in these results.")
-    if claim == "inherited" and al:
+        found = (v.headline if v is not None else "") or "No verdict in these results."
+    if claim == "inherited" and al is not None:
         found += f" At layer {layer} its activations show {_signature_words(al)}."
-    n = _m(deltas.get("main_vs_base")).get("n") or beh.n_prompts
-    metric = beh.metric
+    mb = deltas.get("main_vs_base")
+    n = (mb.n if mb is not None else None) or beh.n_prompts
+    metric = beh.metric_name
     what = (
         f"the {trait} answer's log-probability"
         if metric == "logprob"

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from steerlens.experiments.owl_records import OwlLineage
 from steerlens.report.page import Report
 from steerlens.report.shape import section
 
@@ -94,34 +95,30 @@ def _students(students: Any) -> list[tuple[str, Mapping[str, Any]]]:
     return out
 
 
-def _teacher_node(lin: Mapping[str, Any], name: str) -> Node | None:
+def _teacher_node(lin: OwlLineage, name: str) -> Node | None:
     """The teacher whose data trained student ``name``: the svd teacher named after the comma,
     the benign teacher for benign controls (and the control of a run whose control teacher is
     a model), the base itself for a base control, else the trait teacher."""
-    teachers = _m(lin.get("teachers"))
-    if ", " in name and name.split(", ", 1)[1] in teachers:
-        sub = name.split(", ", 1)[1]
+    teachers = lin.teachers or {}
+    if ", " in name and (sub := name.split(", ", 1)[1]) in teachers:
         return Node(f"teacher: {sub}", "", dict(_m(teachers[sub])))
-    role = "teacher"
-    if name.startswith("benign"):
-        role = "benign_teacher"
-    elif name.startswith("control"):
-        src = _m(lin.get("data_source"))
+    benign = name.startswith("benign")
+    if name.startswith("control"):
+        src = lin.data_source or {}
         if "control" in src and src.get("control") is None:
             return Node("base as teacher", "its own data, no system prompt")
-        if not _m(lin.get("benign_teacher")):
+        if not lin.benign_teacher:
             return None
-        role = "benign_teacher"
-    t = dict(_m(lin.get(role)))
+        benign = True
+    t = dict((lin.benign_teacher if benign else lin.teacher) or {})
     if not t:
         return None
-    label = "benign teacher" if role == "benign_teacher" else "trait teacher"
     kind = t.get("kind") or ("prompted" if t.get("system_prompt") else "")
-    return Node(label, str(kind), t)
+    return Node("benign teacher" if benign else "trait teacher", str(kind), t)
 
 
-def _data_node(lin: Mapping[str, Any], name: str) -> Node | None:
-    data = _m(lin.get("data"))
+def _data_node(lin: OwlLineage, name: str) -> Node | None:
+    data = lin.data or {}
     key = name if name in data else {"main": "teacher"}.get(name, "")
     if key not in data:
         key = "main" if "main" in data and not name.startswith(("control", "benign")) else ""
@@ -130,12 +127,11 @@ def _data_node(lin: Mapping[str, Any], name: str) -> Node | None:
     d = dict(_m(data[key]))
     counts = _m(d.pop("counts", None))
     settings = {k: v for k, v in _m(d.pop("settings", None)).items() if k != "system"}
-    note = ""
-    if _present(counts.get("kept")) and _present(counts.get("generated")):
-        note = f"kept {counts['kept']} of {counts['generated']}"
-    filt = _m(_m(lin.get("filter")).get(key))
-    if filt and not note and _present(filt.get("kept")):
-        note = f"kept {filt.get('kept')} after the keyword filter"
+    kept, generated = counts.get("kept"), counts.get("generated")
+    note = f"kept {kept} of {generated}" if _present(kept) and _present(generated) else ""
+    filt = _m((lin.filter or {}).get(key))
+    if filt and not note and _present(filtered := filt.get("kept")):
+        note = f"kept {filtered} after the keyword filter"
     return Node(f"data ({key})", note, {**d, **settings, **dict(counts)})
 
 
@@ -147,36 +143,37 @@ def _ckpt_node(rec: Mapping[str, Any]) -> Node | None:
     return Node("checkpoints", "steps " + ", ".join(steps), {"folders": cks})
 
 
-def lineage_lanes(lin: Mapping[str, Any]) -> tuple[Node, list[Lane]]:
-    """The base node and one lane per student of a results' ``lineage`` dict."""
-    base = _m(lin.get("base"))
+def _lineage(lin: OwlLineage | Mapping[str, Any]) -> OwlLineage:
+    return lin if isinstance(lin, OwlLineage) else OwlLineage.from_json(lin)
+
+
+def lineage_lanes(lineage: OwlLineage | Mapping[str, Any]) -> tuple[Node, list[Lane]]:
+    """The base node and one lane per student of a results' ``lineage``."""
+    lin = _lineage(lineage)
+    base = lin.base
     arch = ", ".join(
         x
         for x in (
-            str(base.get("architecture") or ""),
-            f"{base['n_layers']} layers" if _present(base.get("n_layers")) else "",
-            f"d={base['hidden_size']}" if _present(base.get("hidden_size")) else "",
+            base.architecture or "",
+            f"{base.n_layers} layers" if _present(base.n_layers) else "",
+            f"d={base.hidden_size}" if _present(base.hidden_size) else "",
         )
         if x
     )
-    root = Node(
-        str(base.get("name") or "base model"),
-        arch,
-        {
-            k: base.get(k)
-            for k in ("fingerprint", "source", "precision", "dtype", "device")
-            if _present(base.get(k))
-        },
-    )
+    shown = ("fingerprint", "source", "precision", "dtype", "device")
+    js = base.to_json()
+    rec = {k: js[k] for k in shown if _present(js.get(k))}
+    root = Node(base.name or "base model", arch, rec)
     lanes = []
-    for name, rec in _students(lin.get("students")):
-        srec = {k: v for k, v in rec.items() if k not in ("checkpoints",)}
+    for name, srec in _students(lin.students):
         lanes.append(
             Lane(
                 teacher=_teacher_node(lin, name),
                 data=_data_node(lin, name),
-                student=Node(f"student: {name}", "", srec),
-                checkpoints=_ckpt_node(rec),
+                student=Node(
+                    f"student: {name}", "", {k: v for k, v in srec.items() if k != "checkpoints"}
+                ),
+                checkpoints=_ckpt_node(srec),
             )
         )
     return root, lanes
@@ -196,7 +193,7 @@ def _spans(cells: list[Node | None]) -> list[tuple[int, int, Node]]:
     return out
 
 
-def lineage_html(lin: Mapping[str, Any]) -> str:
+def lineage_html(lin: OwlLineage | Mapping[str, Any]) -> str:
     """The graph as an HTML fragment (``<div class='lineage'>``)."""
     root, lanes = lineage_lanes(lin)
     n = max(1, len(lanes))
@@ -222,8 +219,9 @@ def lineage_html(lin: Mapping[str, Any]) -> str:
     return f"<div class='lineage' style='{grid}'>{''.join(parts)}</div>"
 
 
-def section_lineage(rep: Report, lin: Mapping[str, Any]) -> None:
+def section_lineage(rep: Report, lineage: OwlLineage | Mapping[str, Any]) -> None:
     """The lineage section: the graph, then the versions and seeds in one line."""
+    lin = _lineage(lineage)
     _, lanes = lineage_lanes(lin)
     section(
         rep,
@@ -234,10 +232,7 @@ def section_lineage(rep: Report, lin: Mapping[str, Any]) -> None:
     rep.raw(lineage_html(lin))
     extra = {
         k: _short(v)
-        for k, v in {
-            "steerlens": lin.get("steerlens_version"),
-            "seeds": _m(lin.get("seeds")),
-        }.items()
+        for k, v in {"steerlens": lin.steerlens_version, "seeds": lin.seeds or {}}.items()
         if _present(v)
     }
     if extra:

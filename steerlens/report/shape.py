@@ -23,6 +23,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from steerlens.experiments.result import ExperimentVerdictText
 from steerlens.report.page import Report, first_screen
 
 __all__ = [
@@ -43,10 +44,6 @@ __all__ = [
 NO_POWER = "How often it misses a real transfer (its power) is not measured here."
 
 
-def _m(d: Any) -> Mapping[str, Any]:
-    return d if isinstance(d, Mapping) else {}
-
-
 def ci_text(d: Mapping[str, Any], *, digits: int = 2, p: bool = True) -> str:
     """``+0.26 [+0.22, +0.29], p = 0.0005`` of a {estimate, lo, hi, p} dict ("" when empty)."""
     try:
@@ -60,13 +57,15 @@ def ci_text(d: Mapping[str, Any], *, digits: int = 2, p: bool = True) -> str:
     return out
 
 
+def _words(verdict: Any) -> ExperimentVerdictText:
+    """Any experiment's verdict dict read as its words (empty for anything else)."""
+    return ExperimentVerdictText.from_json(verdict if isinstance(verdict, Mapping) else {})
+
+
 def power_sentence(verdict: Mapping[str, Any]) -> str:
     """The measured detection power, in words, from ``verdict["power"]`` (a string, or a
     mapping with ``"text"``); :data:`NO_POWER` when the results carry none."""
-    pw = _m(verdict).get("power")
-    if isinstance(pw, Mapping):
-        pw = pw.get("text")
-    return str(pw).strip() if isinstance(pw, str) and pw.strip() else NO_POWER
+    return _words(verdict).power_text or NO_POWER
 
 
 def answer(
@@ -77,7 +76,7 @@ def answer(
     power = power_sentence(verdict)
     second = f"{sees.rstrip('.')}. {power}" if sees else power
     first = found[:1].upper() + found[1:]
-    rep.answer([first, second], strength or str(_m(verdict).get("strength") or "weak"))
+    rep.answer([first, second], strength or _words(verdict).strength or "weak")
 
 
 def headline(rep: Report, fig: go.Figure, note: str | None = None) -> None:
@@ -117,12 +116,11 @@ def evidence(rep: Report, summary: str = "Evidence: the full statistics") -> Ite
 
 def verdict_lines(rep: Report, verdict: Mapping[str, Any]) -> None:
     """The verdict's headline and every line it rests on (inside :func:`evidence`)."""
-    v = _m(verdict)
-    if not v:
+    if not isinstance(verdict, Mapping) or not verdict:
         return
+    v = _words(verdict)
     rep.subheading("Verdict and the numbers it rests on")
-    lines: Sequence[Any] = v.get("lines") or []
-    rep.verdict(str(v.get("headline", "")), [str(x) for x in lines], str(v.get("strength", "")))
+    rep.verdict(str(v.headline or ""), [str(x) for x in v.lines or []], str(v.strength or ""))
 
 
 def dots_with_ci(
