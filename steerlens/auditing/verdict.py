@@ -3,8 +3,11 @@ and without a control student a headline saying what was compared with what."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
+from steerlens.experiments.owl_records import OwlBehavior, OwlVerdict
 from steerlens.experiments.verdict import verdict
 
 __all__ = ["audit_verdict", "no_control_headline"]
@@ -19,35 +22,38 @@ NO_CONTROL = (
 def audit_verdict(results: dict[str, Any], *, control: bool) -> dict[str, Any]:
     """The verdict of an audit's ``results``; without a ``control`` student, headed by
     :func:`no_control_headline` and a line saying how to get the controlled test."""
-    v = verdict(results)
+    v = OwlVerdict.from_json(verdict(results))
     if not control:
-        v["headline"] = no_control_headline(v, results["behavior"])
-        v["lines"].append(NO_CONTROL)
-    return v
+        v.headline = no_control_headline(v, OwlBehavior.from_json(results["behavior"]))
+        v.lines.append(NO_CONTROL)
+    return v.to_json()
 
 
-def no_control_headline(v: dict[str, Any], beh: dict[str, Any]) -> str:
+def no_control_headline(
+    verdict: OwlVerdict | Mapping[str, Any], behavior: OwlBehavior | Mapping[str, Any]
+) -> str:
     """The headline of an audit without a control student: what was compared with what (the
     student with the base at step 0, and its alignment with the nulls), never a base control
     that is not there."""
-    alpha = float(v["numbers"]["alpha"])
-    d = (beh.get("deltas") or {}).get("main_vs_base")
+    v = verdict if isinstance(verdict, OwlVerdict) else OwlVerdict.from_json(verdict)
+    beh = behavior if isinstance(behavior, OwlBehavior) else OwlBehavior.from_json(behavior)
+    alpha, al = v.numbers.alpha, v.numbers.alignment
+    d = beh.deltas.get("main_vs_base")
     if d is None:
-        s = beh["main"]["scores"]
+        s = beh.main.scores if beh.main is not None else [math.nan]
         moved = f"moved {s[-1] - s[0]:+.3f} from the base (no per-prompt scores: no test)"
-    elif d["p"] < alpha:
-        moved = f"moved {d['estimate']:+.3f} from the base (p={d['p']:.2g}, significant)"
+    elif d.p < alpha:
+        moved = f"moved {d.estimate:+.3f} from the base (p={d.p:.2g}, significant)"
     else:
-        moved = f"did not move from the base beyond chance ({d['estimate']:+.3f}, p={d['p']:.2g})"
-    al = v["numbers"]["alignment"]
-    st = al.get("student")
-    if st is None:
+        moved = f"did not move from the base beyond chance ({d.estimate:+.3f}, p={d.p:.2g})"
+    st = None if al is None else al.student
+    if al is None or st is None:
         aligned = "its alignment with the teacher vector was not measured"
     else:
-        beyond = "aligns" if st["p"] < alpha else "does not align"
+        beyond = "aligns" if st.p < alpha else "does not align"
         aligned = (
-            f"its activation shift at layer {al['layer']} {beyond} with the teacher vector "
-            f"beyond the random-direction nulls (EAS {st['eas']:+.3f}, p={st['p']:.2g})"
+            f"its activation shift at layer {al.layer} {beyond} with the teacher vector "
+            f"beyond the random-direction nulls (EAS {st.eas:+.3f}, p={st.p:.2g})"
         )
     return (
         f"No control student, so no controlled test of transfer: compared with the base "
