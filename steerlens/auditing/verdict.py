@@ -40,7 +40,8 @@ def no_control_headline(
     alpha, al = v.numbers.alpha, v.numbers.alignment
     d = beh.deltas.get("main_vs_base")
     if d is None:
-        s = beh.main.scores if beh.main is not None else [math.nan]
+        main = beh.series.get("main")
+        s = main.scores if main is not None else [math.nan]
         moved = f"moved {s[-1] - s[0]:+.3f} from the base (no per-prompt scores: no test)"
     elif d.p < alpha:
         moved = f"moved {d.estimate:+.3f} from the base (p={d.p:.2g}, significant)"
