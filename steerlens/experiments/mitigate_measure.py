@@ -165,9 +165,9 @@ class ArmResult(Record):
     @classmethod
     def _upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
         """Files before 2026-12-07 name the arm's kind ``kind``."""
-        if "arm_kind" not in d and "kind" in d:
-            d["arm_kind"] = d.pop("kind")
-        return d
+        if "arm_kind" in d:
+            return d
+        return {"arm_kind" if k == "kind" else k: v for k, v in d.items()}
 
     @property
     def excess(self) -> SvdAlignment:
