@@ -293,9 +293,10 @@ def input_records(
     if cfg.control is not None:
         parents: dict[str, Path] = {}
         if cfg.control_data is not None:
-            cd = Path(cfg.control_data)
-            parents = {"data": _write_input(out, "control_data", cd, "teacher_data", {}, model)}
-            recs |= {"control_data": parents["data"]}
+            cd = _write_input(
+                out, "control_data", Path(cfg.control_data), "teacher_data", {}, model
+            )
+            parents, recs = {"data": cd}, recs | {"control_data": cd}
         ctrl = _write_input(out, "control", Path(cfg.control), "student", parents, model)
         recs |= {"control": ctrl}
     log(f"inputs recorded: {', '.join(f'{k} {sha256_file(v)[:8]}' for k, v in recs.items())}")

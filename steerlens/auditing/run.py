@@ -27,6 +27,7 @@ from steerlens.auditing.verdict import audit_verdict, no_control_headline
 from steerlens.behavior import trait_behavior
 from steerlens.carry import carry_test, teacher_score
 from steerlens.common import sha256_bytes, write_json
+from steerlens.experiments.owl_records import OwlScores
 from steerlens.experiments.result import ExperimentResult
 from steerlens.extract import model_teacher_vector, teacher_vector
 from steerlens.lineage import read_record
@@ -162,7 +163,7 @@ def _behavior(a: _Audit) -> Any:
         per = getattr(beh, "per_prompt", None)
         base_rows = None if per is None else [float(x) for x in per(model)]
         series = {name: series_scores(model, d, beh) for name, d in a.students.items()}
-        b0 = next(iter(series.values()))["scores"][:1]  # the base, step 0
+        b0 = OwlScores.from_json(next(iter(series.values()))).scores[:1]  # the base, step 0
         no_control = {"steps": [0], "scores": b0, "note": "no control: the base"}
         return {
             **series,
@@ -283,10 +284,11 @@ def audit(
         "screen": screen,
         "timings_s": clock.timings,
     }
-    v = results["verdict"] = audit_verdict(results, control=cfg.control is not None)
+    v = audit_verdict(results, control=cfg.control is not None)
+    results |= {"verdict": v.to_json()}
     write_json(a.out / "results.json", results)
     parents = {n: a.out / f"{n}.json" for n in ("carry", "behavior", "track", "screen")}
-    meta = {"trait": a.trait.name, "verdict": v.get("strength")}
+    meta = {"trait": a.trait.name, "verdict": v.strength}
     recorder("results", a.model, parents=a.records | parents, config=meta)(a.out / "results.json")
     log(f"wrote {a.out / 'results.json'} in {clock.total():.0f}s")
     return ExperimentResult(results)

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from steerlens.experiments.owl_records import OwlBehavior, OwlVerdict
+from steerlens.experiments.owl_records import OwlBehavior, OwlResults, OwlVerdict
 from steerlens.experiments.verdict import verdict
 
 __all__ = ["audit_verdict", "no_control_headline"]
@@ -19,14 +19,15 @@ NO_CONTROL = (
 )
 
 
-def audit_verdict(results: dict[str, Any], *, control: bool) -> dict[str, Any]:
+def audit_verdict(results: Mapping[str, Any], *, control: bool) -> OwlVerdict:
     """The verdict of an audit's ``results``; without a ``control`` student, headed by
     :func:`no_control_headline` and a line saying how to get the controlled test."""
-    v = OwlVerdict.from_json(verdict(results))
+    r = OwlResults.parse(results)
+    v = OwlVerdict.from_json(verdict(r))
     if not control:
-        v.headline = no_control_headline(v, OwlBehavior.from_json(results["behavior"]))
+        v.headline = no_control_headline(v, r.behavior or OwlBehavior())
         v.lines.append(NO_CONTROL)
-    return v.to_json()
+    return v
 
 
 def no_control_headline(

@@ -128,8 +128,7 @@ class MitigateConfig(OwlConfig):
     def quick(cls, **overrides: Any) -> MitigateConfig:
         """The owl quick size (8 samples, 4 steps, one carry layer), 4 held-out prompts, two
         regulariser λ and one replicate of the unmitigated student."""
-        over = {"heldout_n": 4, "agentic_size": "quick", "reg_lambdas": (0.1, 1.0)}
-        over["none_replicates"] = 1
+        over = dict(heldout_n=4, agentic_size="quick", reg_lambdas=(0.1, 1.0), none_replicates=1)
         base = super().quick(**{**over, **overrides})
         assert isinstance(base, MitigateConfig)
         return base
@@ -169,8 +168,7 @@ def run(
     r.tick("teacher vector and carry test")
     data = teacher_data_stage(r)
     held = heldout(r)
-    arms = arm_plan(cfg)
-    arms["steer"].param = alpha
+    arms = arm_plan(cfg, alpha)
     main = data["main"]
     datas, vetting = arm_data(r, arms, main, vet_scores(r, vec, main, layer))
     r.tick("data and vetting")
@@ -203,7 +201,7 @@ def run(
         "lineage": lineage_json(
             r,
             teacher={"model": r.model.name, "system_prompt": r.trait.system_prompt},
-            data={"main": datas["none"].meta()},
+            data={"main": main.meta()},
             vetting=vetting,
             students=series_records(dirs),
         ),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from steerlens.distill import Mitigation, TeacherData, generate_teacher_data, vet_by_scores
-from steerlens.experiments.mitigate_measure import Arm, pct
+from steerlens.experiments.mitigate_measure import Arm, MitigateVetScores, pct
 from steerlens.numbers import number_prompts
 from steerlens.pipeline import RunContext as Run
 from steerlens.pipeline import carry_peak
@@ -52,25 +52,18 @@ def vet_scores(r: Run, vec: Any, data: Any, layer: int) -> list[float]:
     res = stage(
         r.out / "mitigate" / "vet_scores.json",
         f"{r.key('trait', 'seed', 'n_samples', 'probe_n')}-l{layer}",
-        lambda: {
-            "layer": layer,
-            "scores": screen_dataset(
-                r.model,
-                vec,
-                samples,
-                layers=[layer],
-                layer=layer,
-                seed=r.cfg.seed,
+        lambda: MitigateVetScores(
+            layer,
+            screen_dataset(
+                r.model, vec, samples, layers=[layer], layer=layer, seed=r.cfg.seed,
                 progress=r.progress,
-            )
-            .scores()
-            .tolist(),
-        },
+            ).scores().tolist(),
+        ),
         json_save,
-        json_load,
+        lambda p: MitigateVetScores.from_json(json_load(p)),
         r.log,
-    )
-    return [float(x) for x in res["scores"]]
+    )  # fmt: skip
+    return res.scores
 
 
 def arm_data(r: Run, arms: dict[str, Arm], main: Any, scores: list[float]) -> Any:
@@ -89,18 +82,20 @@ def arm_data(r: Run, arms: dict[str, Arm], main: Any, scores: list[float]) -> An
     return datas, vetting
 
 
-def arm_plan(cfg: Any) -> dict[str, Arm]:
+def arm_plan(cfg: Any, steer_alpha: float | None = None) -> dict[str, Arm]:
     """Arm name → :class:`Arm`: none, vetting per k, random drop at the largest k, the
-    regulariser per λ, preventative steering (α filled in once the carry test has run)."""
-    arms = {"none": Arm("none")}
-    for f in cfg.vet_fracs:
-        arms[f"vet_{pct(f)}"] = Arm("vet", f)
+    regulariser per λ, preventative steering at ``steer_alpha`` (default the config's; the
+    carry test fills it in once it has run)."""
     top = max(cfg.vet_fracs)
-    arms[f"random_{pct(top)}"] = Arm("random", top)
-    for lam in cfg.reg_lambdas:
-        arms[f"reg_{lam:g}"] = Arm("reg", lam)
-    arms["steer"] = Arm("steer", cfg.steer_alpha)
-    return arms
+    return dict(
+        [
+            ("none", Arm("none")),
+            *((f"vet_{pct(f)}", Arm("vet", f)) for f in cfg.vet_fracs),
+            (f"random_{pct(top)}", Arm("random", top)),
+            *((f"reg_{lam:g}", Arm("reg", lam)) for lam in cfg.reg_lambdas),
+            ("steer", Arm("steer", cfg.steer_alpha if steer_alpha is None else steer_alpha)),
+        ]
+    )
 
 
 def arm_mitigation(arm: Arm, vec: Any, site: tuple[int, int, float]) -> Any:

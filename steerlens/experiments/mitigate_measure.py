@@ -23,7 +23,6 @@ stages computed (per-eval-prompt behaviors, tracking, held-out losses):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from steerlens.agents.metrics import RateResult
-from steerlens.experiments.svd_measure import sign_flip_p, transfer
+from steerlens.experiments.mlp_records import MlpAuxBootstrap
+from steerlens.experiments.svd_measure import SvdAlignment, Transfer, sign_flip_p, transfer
 from steerlens.results import OMIT, Record
 from steerlens.stats import paired_bootstrap_mean, prediction_t_test
 
@@ -42,11 +42,10 @@ __all__ = [
     "MitigateAgentMetrics",
     "MitigateAlignment",
     "MitigateBehavior",
-    "MitigateExcess",
     "MitigateNoise",
     "MitigateSection",
-    "MitigateTransfer",
     "MitigateVerdict",
+    "MitigateVetScores",
     "MitigateVetVsRandom",
     "Paired",
     "arm_results",
@@ -58,6 +57,11 @@ __all__ = [
 ]
 
 NAN = math.nan
+
+MitigateAlignment = SvdAlignment
+"""An arm's alignment at ℓ* (:func:`~steerlens.experiments.svd_measure.alignment_at`): the
+svd experiment's record (EAS with its Holm-corrected null p, and the excess over the base
+control, its keys left out without one)."""
 
 
 def replicate_names(n: int) -> list[str]:
@@ -100,73 +104,8 @@ def paired(
 ) -> Paired:
     """:class:`Paired` of dₚ = aₚ − bₚ (same prompts, same order)."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    ci = paired_bootstrap_mean(d, n_boot=n_boot, seed=seed)
-    return Paired(float(d.mean()), ci["lo"], ci["hi"], sign_flip_p(d, seed=seed), len(d))
-
-
-@dataclass(frozen=True)
-class MitigateTransfer(Record):
-    """An arm's transfer as saved (the fields of
-    :class:`~steerlens.experiments.svd_measure.Transfer`): Δ = mean_p (B_p(arm) − B_p(base
-    control)) with its CI and sign-flip p, F = Δ / (B_teacher − B_base) with its CI (None
-    without a trait gap), the four mean behaviors and the number of eval prompts."""
-
-    b_student: float = NAN
-    b_control: float = NAN
-    b_teacher: float = NAN
-    b_base: float = NAN
-    delta: float = NAN
-    delta_lo: float = NAN
-    delta_hi: float = NAN
-    delta_p: float = NAN
-    fraction: float | None = None
-    fraction_lo: float | None = None
-    fraction_hi: float | None = None
-    n_prompts: int = 0
-
-    def summary(self) -> str:
-        return (
-            f"Δ vs base control {_f(self.delta)} [{_f(self.delta_lo)}, {_f(self.delta_hi)}] "
-            f"(p={_p(self.delta_p)})"
-        )
-
-
-@dataclass(frozen=True)
-class MitigateExcess(Record):
-    """The arm's EAS at ℓ* minus the base control's, with its CI and p."""
-
-    excess: float = NAN
-    excess_lo: float = NAN
-    excess_hi: float = NAN
-    excess_p: float = NAN
-
-    def summary(self) -> str:
-        return f"excess EAS {_f(self.excess)} (p={_p(self.excess_p)})"
-
-
-@dataclass(frozen=True)
-class MitigateAlignment(Record):
-    """An arm's alignment at ℓ* (:func:`~steerlens.experiments.svd_measure.alignment_at`):
-    the EAS of its last checkpoint (``step``) with the Holm-corrected null p, and its excess
-    over the base control (its keys beside these; None without a control)."""
-
-    layer: int = 0
-    step: int = 0
-    eas: float = NAN
-    eas_p_adj: float = NAN
-    over_control: MitigateExcess | None = None
-
-    json_inline: ClassVar[tuple[str, ...]] = ("over_control",)
-
-    @property
-    def excess(self) -> MitigateExcess:
-        """The excess over the base control (NaN throughout without one)."""
-        return self.over_control or MitigateExcess()
-
-    def summary(self) -> str:
-        return f"EAS at layer {self.layer} {_f(self.eas)} (p={_p(self.eas_p_adj)}); " + (
-            self.excess.summary()
-        )
+    ci = MlpAuxBootstrap.from_json(paired_bootstrap_mean(d, n_boot=n_boot, seed=seed))
+    return Paired(float(d.mean()), ci.lo, ci.hi, sign_flip_p(d, seed=seed), len(d))
 
 
 @dataclass(frozen=True)
@@ -204,9 +143,9 @@ class ArmResult(Record):
     kind: str = ""
     param: float | None = None
     n_train: int = 0
-    transfer: MitigateTransfer = field(default_factory=MitigateTransfer)
+    transfer: Transfer = field(default_factory=Transfer)
     reduction: Paired | None = None
-    alignment: MitigateAlignment | None = None
+    alignment: SvdAlignment | None = None
     heldout_loss: float = NAN
     cost: float = NAN
     safe_completed: float | None = None
@@ -226,24 +165,37 @@ class ArmResult(Record):
     @classmethod
     def _upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
         """Files before 2026-12-07 name the arm's kind ``kind``."""
-        if "arm_kind" not in d and "kind" in d:
-            d["arm_kind"] = d.pop("kind")
-        return d
+        if "arm_kind" in d:
+            return d
+        return {"arm_kind" if k == "kind" else k: v for k, v in d.items()}
 
     @property
-    def excess(self) -> MitigateExcess:
-        """The alignment's excess over the base control (NaN throughout when not measured)."""
-        return (self.alignment or MitigateAlignment()).excess
+    def excess(self) -> SvdAlignment:
+        """The alignment, whose ``excess*`` fields are the excess over the base control (None
+        when not measured)."""
+        return self.alignment or SvdAlignment()
 
     def summary(self) -> str:
         return _line(self, 0.05, True)
 
 
 _PARSED: dict[str, type[Record]] = {
-    "transfer": MitigateTransfer,
-    "alignment": MitigateAlignment,
+    "transfer": Transfer,
+    "alignment": SvdAlignment,
     "beyond_noise": MitigateNoise,
 }
+
+
+@dataclass(frozen=True)
+class MitigateVetScores(Record):
+    """The vetting scores (``mitigate/vet_scores.json``): ΔP on vᵀ at ℓ* (``layer``) of every
+    training sample, in the data's order."""
+
+    layer: int = 0
+    scores: list[float] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return f"ΔP of {len(self.scores)} training samples at layer {self.layer}"
 
 
 @dataclass(frozen=True)
@@ -293,7 +245,7 @@ class MitigateAgentMetrics(Record):
     rate: RateResult | None = None
     safe_completed: float | None = None
     heldout_loss: float | None = None
-    alignment: MitigateAlignment | None = None
+    alignment: SvdAlignment | None = None
 
     json_none: ClassVar[Mapping[str, Any]] = dict.fromkeys(
         ("rate", "safe_completed", "heldout_loss", "alignment"), OMIT
@@ -367,7 +319,7 @@ class MitigateSection(Record):
 def arm_results(
     arms: Mapping[str, Arm],
     beh: MitigateBehavior,
-    align: Mapping[str, MitigateAlignment | None],
+    align: Mapping[str, SvdAlignment | None],
     cost: Mapping[str, float],
     *,
     n_boot: int,
@@ -390,7 +342,7 @@ def arm_results(
                 kind=a.kind,
                 param=a.param,
                 n_train=a.n_train,
-                transfer=MitigateTransfer(**dataclasses.asdict(tr)),
+                transfer=tr,
                 reduction=red,
                 alignment=align.get(name),
                 heldout_loss=float(cost[name]),
@@ -440,7 +392,8 @@ def _line(r: ArmResult, alpha: float, claimable: bool) -> str:
             s += " — no significant reduction"
         if bn is None:
             s += " (eval-prompt noise only: no replicate of the unmitigated student)"
-    s += f"; {r.excess.summary()}"
+    ex = r.excess
+    s += f"; excess EAS {_f(ex.excess)} (p={_p(ex.excess_p)})"
     return s + f"; held-out loss {r.heldout_loss:.4g} (cost {_f(r.cost)} vs none)"
 
 

@@ -12,13 +12,9 @@ from steerlens.behavior import trait_behavior
 from steerlens.distill import distill, student_loss
 from steerlens.distill.config import default_layers
 from steerlens.experiments.mitigate_data import arm_mitigation
-from steerlens.experiments.mitigate_measure import (
-    Arm,
-    MitigateAlignment,
-    MitigateBehavior,
-    replicate_names,
-)
-from steerlens.experiments.svd_measure import aligned_at
+from steerlens.experiments.mitigate_measure import Arm, MitigateBehavior, replicate_names
+from steerlens.experiments.owl_records import OwlScores
+from steerlens.experiments.svd_measure import SvdAlignment, aligned_at
 from steerlens.models import load_model
 from steerlens.pipeline import RunContext, student_config
 from steerlens.pipeline.controls import REPLICATE_SEED_STRIDE, series_scores
@@ -81,14 +77,14 @@ def behavior(r: RunContext, dirs: dict[str, Path]) -> MitigateBehavior:
         raise ValueError("the mitigate experiment needs a per-prompt metric (the trait's logprob)")
 
     def compute() -> dict[str, Any]:
-        series = {n: series_scores(r.model, d, beh) for n, d in dirs.items()}
-        last = {n: s["last_per_prompt"] for n, s in series.items()}
+        series = {n: OwlScores.from_json(series_scores(r.model, d, beh)) for n, d in dirs.items()}
+        last = {n: s.last_per_prompt or [] for n, s in series.items()}
         return MitigateBehavior(
             base=[float(x) for x in beh.per_prompt(r.model)],
             teacher=[float(x) for x in beh.with_system(r.trait.system_prompt).per_prompt(r.model)],
             control=last.pop("control"),
             arms=last,
-            series={n: {"steps": s["steps"], "scores": s["scores"]} for n, s in series.items()},
+            series={n: {"steps": s.steps, "scores": s.scores} for n, s in series.items()},
             metric=beh.describe(),
         ).to_json()
 
@@ -105,7 +101,7 @@ def behavior(r: RunContext, dirs: dict[str, Path]) -> MitigateBehavior:
 
 def alignment(
     r: RunContext, vec: Any, dirs: dict[str, Path], layer: int
-) -> dict[str, MitigateAlignment]:
+) -> dict[str, SvdAlignment]:
     """Per arm (not the replicates): EAS at ℓ* of its last checkpoint against the nulls, and
     the excess over the base control."""
     skip = {"control", *replicates(r)}
@@ -126,7 +122,7 @@ def alignment(
         json_load,
         r.log,
     )
-    return {n: MitigateAlignment.from_json(a) for n, a in got.items()}
+    return {n: SvdAlignment.from_json(a) for n, a in got.items()}
 
 
 def cost(r: RunContext, dirs: dict[str, Path], held: Any) -> Any:

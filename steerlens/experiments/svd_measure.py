@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from steerlens.experiments.mlp_records import MlpAuxBootstrap
 from steerlens.results import OMIT, Record
 from steerlens.stats import bootstrap
 from steerlens.track import AlignmentTrack, track_checkpoints
@@ -98,6 +99,12 @@ class SvdAlignment(Record):
 
     json_none: ClassVar[dict[str, Any]] = dict.fromkeys(_EXCESS, OMIT)
 
+    @classmethod
+    def _upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """An excess key saved as null (measured, not finite) is read as NaN, so that it is
+        written back as null (a None excess is left out: no control)."""
+        return {k: math.nan if v is None and k in _EXCESS else v for k, v in d.items()}
+
     def summary(self) -> str:
         return f"EAS {self.eas:+.3f} at layer {self.layer} (excess {self.excess})"
 
@@ -155,7 +162,9 @@ def transfer(
     if not len(s) == len(c) == len(t) == len(b):
         raise ValueError("per-prompt behaviors must cover the same eval prompts")
     d = s - c
-    ci = bootstrap(lambda i: float(d[i].mean()), len(d), n_boot=n_boot, seed=seed)
+    ci = MlpAuxBootstrap.from_json(
+        bootstrap(lambda i: float(d[i].mean()), len(d), n_boot=n_boot, seed=seed)
+    )
     gap = float((t - b).mean())
     f = f_lo = f_hi = None
     if abs(gap) >= min_gap:
@@ -165,16 +174,16 @@ def transfer(
             den = float(g[i].mean())
             return float(d[i].mean()) / den if abs(den) > 1e-12 else math.nan
 
-        fci = bootstrap(frac, len(d), n_boot=n_boot, seed=seed)
-        f, f_lo, f_hi = float(d.mean()) / gap, fci["lo"], fci["hi"]
+        fci = MlpAuxBootstrap.from_json(bootstrap(frac, len(d), n_boot=n_boot, seed=seed))
+        f, f_lo, f_hi = float(d.mean()) / gap, fci.lo, fci.hi
     return Transfer(
         b_student=float(s.mean()),
         b_control=float(c.mean()),
         b_teacher=float(t.mean()),
         b_base=float(b.mean()),
         delta=float(d.mean()),
-        delta_lo=ci["lo"],
-        delta_hi=ci["hi"],
+        delta_lo=ci.lo,
+        delta_hi=ci.hi,
         delta_p=sign_flip_p(d, seed=seed),
         fraction=f,
         fraction_lo=f_lo,

@@ -88,8 +88,8 @@ def _accuracy(rep: Report, res: MlpAuxResults) -> None:
     rep.text(
         f"Test accuracy of the class logits (never trained in the students), mean and {s.interval}. "
         f"Teacher {r.teacher_epochs} epochs on the class logits; students {r.student_epochs} "
-        f"epochs on {r.n_noise} uniform noise images, loss {res.config['loss']} on the "
-        f"{res.config['n_aux']} auxiliary logits; the untrained init scores "
+        f"epochs on {r.n_noise} uniform noise images, loss {res.config.loss} on the "
+        f"{res.config.n_aux} auxiliary logits; the untrained init scores "
         f"{_ci(acc.init)}. Percentile bootstrap of the margin over seeds: "
         f"[{boot.lo:+.1%}, {boot.hi:+.1%}]."
     )
