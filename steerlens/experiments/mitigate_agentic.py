@@ -237,8 +237,7 @@ def run_agentic(
     reg_layer = max(layer, min(vec.layers))
     r.tick("bias vector and carry test")
     arms = {"none": Arm("none"), "keyword": Arm("keyword")}
-    arms.update({k: v for k, v in arm_plan(cfg).items() if k != "none"})
-    arms["steer"].param = alpha
+    arms.update({k: v for k, v in arm_plan(cfg).items() if k != "none"}, steer=Arm("steer", alpha))
     trajs, vetting = arm_trajectories(r, arms, vet_scores(r, vec, layer))
     reps = replicate_names(cfg.none_replicates)
     dirs = _train(r, arms, trajs, vec, (layer, reg_layer, alpha), reps)
