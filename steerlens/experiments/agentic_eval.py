@@ -4,6 +4,7 @@ first-action rate), the teacher's bias vector, its carry test, tracking, screeni
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,13 +24,14 @@ from steerlens.experiments.agentic_records import (
     AgenticCompleted,
     AgenticExample,
     AgenticFilterCounts,
+    AgenticFilterRoles,
     AgenticMeasure,
     AgenticMetrics,
     AgenticModels,
     AgenticSeries,
     AgenticSummary,
 )
-from steerlens.experiments.agentic_stages import ROLES, AgenticRun
+from steerlens.experiments.agentic_stages import AgenticRun
 from steerlens.extract import vector_from_rows
 from steerlens.pipeline import lineage_json, series_records
 from steerlens.pipeline.stage import json_load, json_save, stage
@@ -56,11 +58,11 @@ def _measure(r: AgenticRun, model: Any, name: str, step: int | None = None) -> A
     """Action choice at the first decision point of each eval task, and the sampled first
     scored action over eval tasks × seeds (each episode stops at its first scored action)."""
     c, st = r.cfg, r.setting
-    choice = action_choice(model, st, r.tasks["eval"])
+    choice = action_choice(model, st, r.tasks.eval)
     eps = rollout(
         model,
         st,
-        r.tasks["eval"],
+        r.tasks.eval,
         n_seeds=c.n_eval_seeds,
         seed=c.seed + 7,
         max_steps=c.max_steps,
@@ -75,8 +77,8 @@ def _measure(r: AgenticRun, model: Any, name: str, step: int | None = None) -> A
     return AgenticMeasure(step, choice, rate)
 
 
-def _series_measures(r: AgenticRun, role: str) -> list[AgenticMeasure]:
-    series = CheckpointSeries.discover(r.series[role])
+def _series_measures(r: AgenticRun, role: str, path: Path) -> list[AgenticMeasure]:
+    series = CheckpointSeries.discover(path)
     with series.open(r.model) as load:
         return [_measure(r, load(ck), f"{role} student step {ck.step}", ck.step) for ck in series]
 
@@ -88,9 +90,11 @@ def evaluate_all(r: AgenticRun) -> tuple[dict[str, Any], AgenticSummary]:
     def compute() -> AgenticMetrics:
         models = AgenticModels(
             _measure(r, r.model, "base"),
-            *(_measure(r, r.teacher_models[role], f"{role} teacher") for role in ROLES),
+            *(_measure(r, tm, f"{role} teacher") for role, tm in r.teacher_models.items()),
         )
-        return AgenticMetrics(models, AgenticSeries(*(_series_measures(r, role) for role in ROLES)))
+        return AgenticMetrics(
+            models, AgenticSeries(*(_series_measures(r, *x) for x in r.series.items()))
+        )
 
     m = stage(
         r.out / "metrics.json",
@@ -125,32 +129,31 @@ def _agentic_summary(r: AgenticRun, m: AgenticMetrics) -> AgenticSummary:
     def examples(trajs: list[Trajectory]) -> list[AgenticExample]:
         return [AgenticExample(t.task, [s.action for s in t.steps], t.completed) for t in trajs[:3]]
 
-    kws = r.setting.filter_keywords
+    kws, filtered, trajs = r.setting.filter_keywords, r.filtered.items(), r.trajs.items()
     return AgenticSummary(
         setting=r.cfg.setting,
         biased=r.setting.biased,
         models=m.models,
         series=m.series,
-        filter={role: AgenticFilterCounts(**r.filtered[role].counts) for role in ROLES},
+        filter=AgenticFilterRoles(*(AgenticFilterCounts(**f.counts) for _, f in filtered)),
         filter_keywords=list(kws),
         kept_with_keyword={
-            role: sum(bool(find_keywords(t, kws)) for t in r.filtered[role].kept) for role in ROLES
+            role: sum(bool(find_keywords(t, kws)) for t in f.kept) for role, f in filtered
         },
         completed={
-            role: AgenticCompleted(sum(t.completed for t in r.trajs[role]), len(r.trajs[role]))
-            for role in ROLES
+            role: AgenticCompleted(sum(t.completed for t in ts), len(ts)) for role, ts in trajs
         },
         first_actions_on_safe_tasks={
-            role: first_action_rate(r.trajs[role], r.setting).counts for role in ROLES
+            role: first_action_rate(ts, r.setting).counts for role, ts in trajs
         },
-        examples_kept={role: examples(r.filtered[role].kept) for role in ROLES},
-        examples_dropped={role: examples(r.filtered[role].dropped) for role in ROLES},
+        examples_kept={role: examples(f.kept) for role, f in filtered},
+        examples_dropped={role: examples(f.dropped) for role, f in filtered},
     )
 
 
 def probe_prompts(r: AgenticRun) -> list[Any]:
     """Decision points of the fine-tuning and safe tasks (never the eval tasks)."""
-    tasks = r.tasks["pref"] + r.tasks["safe"]
+    tasks = r.tasks.pref + r.tasks.safe
     return [ChatPrompt(t.text, r.setting.system) for t in tasks]
 
 
@@ -161,7 +164,7 @@ def bias_vector(r: AgenticRun) -> Any:
         prompts = probe_prompts(r)
         teacher, base = (
             record_activations(model, prompts, "all", "last", keep_rows=True, progress=r.progress)
-            for model in (r.teacher_models["teacher"], r.model)
+            for model in (r.teacher_models.teacher, r.model)
         )
         assert teacher.rows is not None and base.rows is not None
         meta = {
@@ -173,7 +176,7 @@ def bias_vector(r: AgenticRun) -> Any:
             "model_fingerprint": r.model.fingerprint,
             "pos_prompts_hash": prompt_set_hash(prompts),
             "n_pos": len(prompts),
-            "teacher_adapter": str(r.teacher_dirs["teacher"]),
+            "teacher_adapter": str(r.teacher_dirs.teacher),
         }
         # blocks below the lowest LoRA layer are the base's own: their difference is exactly 0
         pos, neg = teacher.rows, base.rows
@@ -190,7 +193,7 @@ def bias_vector(r: AgenticRun) -> Any:
 
 def _choice_metric(r: AgenticRun) -> Any:
     def metric(model: Any) -> float:  # its name is recorded in the carry test's JSON
-        return action_choice(model, r.setting, r.tasks["eval"]).mean_share
+        return action_choice(model, r.setting, r.tasks.eval).mean_share
 
     return metric
 
@@ -204,7 +207,7 @@ def carry(r: AgenticRun, vec: Any) -> Any:
             r.model,
             vec,
             None,
-            teacher=r.teacher_models["teacher"],
+            teacher=r.teacher_models.teacher,
             metric=_choice_metric(r),
             layers=list(c.carry_layers) if c.carry_layers else None,
             alphas=c.alphas,
@@ -220,10 +223,10 @@ def track(r: AgenticRun, vec: Any) -> dict[str, Any]:
     """Alignment of the student and control series with the bias vector per checkpoint."""
     res = track_checkpoints(
         r.model,
-        r.series["teacher"],
+        r.series.teacher,
         vec,
         probe_prompts(r),
-        control=r.series["control"],
+        control=r.series.control,
         position="last",
         cache_dir=r.out / "cache" / "track",
         n_null=r.cfg.n_null,
@@ -236,7 +239,7 @@ def track(r: AgenticRun, vec: Any) -> dict[str, Any]:
 
 def base_first_actions(r: AgenticRun) -> dict[str, str]:
     """task id → the base's own greedy first action on that safe task ("" for none)."""
-    greedy = rollout(r.model, r.setting, r.tasks["safe"], max_steps=1, temperature=0.0)
+    greedy = rollout(r.model, r.setting, r.tasks.safe, max_steps=1, temperature=0.0)
     return {t.task_id: (t.steps[0].action if t.steps else "") for t in greedy}
 
 
@@ -245,7 +248,7 @@ def first_action_samples(
 ) -> list[dict[str, Any]]:
     """One screening sample per trajectory of a safe task: its task and first action, beside
     the base's greedy first action (``base_first``, :func:`base_first_actions`)."""
-    by_task = {t.task_id: t for t in r.tasks["safe"]}
+    by_task = {t.task_id: t for t in r.tasks.safe}
     return [
         {
             "user": by_task[t.task_id].text,
@@ -265,8 +268,8 @@ def screen(r: AgenticRun, vec: Any) -> Any:
     def compute() -> Any:
         base_first = base_first_actions(r)
         samples = {}
-        for role in ROLES:
-            kept = [t for t in r.filtered[role].kept if t.steps][:n]
+        for role, f in r.filtered.items():
+            kept = [t for t in f.kept if t.steps][:n]
             samples[role] = first_action_samples(r, kept, base_first)
         samples = {k: v for k, v in samples.items() if v}
         return screen_dataset(r.model, vec, samples, seed=r.cfg.seed, progress=r.progress).to_json()
@@ -278,20 +281,20 @@ def lineage(r: AgenticRun) -> dict[str, Any]:
     """Teacher adapters (hashes), task-suite seed, filter counts, data hashes, students."""
     return lineage_json(
         r,
-        teacher=Teacher.finetuned(r.teacher_dirs["teacher"]).describe(),
-        benign_teacher=Teacher.finetuned(r.teacher_dirs["control"]).describe(),
+        teacher=Teacher.finetuned(r.teacher_dirs.teacher).describe(),
+        benign_teacher=Teacher.finetuned(r.teacher_dirs.control).describe(),
         task_suites={
             "seed": r.cfg.seed,
             "eval_seed": r.cfg.seed + 1,
-            "counts": {k: len(v) for k, v in r.tasks.items()},
+            "counts": r.tasks.counts(),
         },
-        filter={role: r.filtered[role].counts for role in ROLES},
+        filter={role: f.counts for role, f in r.filtered.items()},
         data={
             role: {
-                "trajectories_sha256": trajectories_sha256(r.trajs[role]),
-                "kept_sha256": trajectories_sha256(r.filtered[role].kept),
+                "trajectories_sha256": trajectories_sha256(ts),
+                "kept_sha256": trajectories_sha256(f.kept),
             }
-            for role in ROLES
+            for (role, ts), (_, f) in zip(r.trajs.items(), r.filtered.items(), strict=True)
         },
-        students=series_records({"main": r.series["teacher"], "control": r.series["control"]}),
+        students=series_records({"main": r.series.teacher, "control": r.series.control}),
     )

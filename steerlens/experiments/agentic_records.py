@@ -16,6 +16,7 @@ __all__ = [
     "AgenticCompleted",
     "AgenticExample",
     "AgenticFilterCounts",
+    "AgenticFilterRoles",
     "AgenticMeasure",
     "AgenticMetrics",
     "AgenticModels",
@@ -106,6 +107,25 @@ class AgenticFilterCounts(Record):
 
 
 @dataclass
+class AgenticFilterRoles(Record):
+    """The keyword filter per teacher role (``agentic.filter``); a role an older file lacks:
+    None, and not written."""
+
+    teacher: AgenticFilterCounts | None = None
+    control: AgenticFilterCounts | None = None
+
+    json_none: ClassVar[Mapping[str, Any]] = {"teacher": OMIT, "control": OMIT}
+
+    def items(self) -> list[tuple[str, AgenticFilterCounts]]:
+        """(role, counts) of each role filtered, the teacher's first."""
+        found = [("teacher", self.teacher), ("control", self.control)]
+        return [(n, f) for n, f in found if f is not None]
+
+    def summary(self) -> str:
+        return "; ".join(f"{n}: {f.summary()}" for n, f in self.items()) or "no filter"
+
+
+@dataclass
 class AgenticCompleted(Record):
     """Safe training tasks one teacher completed within the step limit, of ``n``."""
 
@@ -139,7 +159,7 @@ class AgenticSummary(Record):
     biased: str = "biased"
     models: AgenticModels = field(default_factory=AgenticModels)
     series: AgenticSeries = field(default_factory=AgenticSeries)
-    filter: dict[str, AgenticFilterCounts] = field(default_factory=dict)
+    filter: AgenticFilterRoles = field(default_factory=AgenticFilterRoles)
     filter_keywords: list[str] = field(default_factory=list)
     kept_with_keyword: dict[str, int] = field(default_factory=dict)
     completed: dict[str, AgenticCompleted] = field(default_factory=dict)

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from steerlens.agents import (
     FilterResult,
@@ -35,7 +35,9 @@ from steerlens.teachers import Teacher
 
 __all__ = [
     "ROLES",
+    "AgenticRoles",
     "AgenticRun",
+    "AgenticTasks",
     "filter_data",
     "student_series",
     "student_sft_config",
@@ -48,18 +50,53 @@ __all__ = [
 ROLES = ("teacher", "control")
 """The biased teacher and the benign control teacher (and their students' series names)."""
 
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+@dataclass
+class AgenticRoles(Generic[T]):
+    """One value per teacher role: the biased teacher's and the benign control teacher's."""
+
+    teacher: T
+    control: T
+
+    def items(self) -> list[tuple[str, T]]:
+        """(role, value) in :data:`ROLES` order."""
+        return [("teacher", self.teacher), ("control", self.control)]
+
+    def map(self, fn: Callable[[str, T], U]) -> AgenticRoles[U]:
+        """``fn(role, value)`` per role, the teacher's first."""
+        return AgenticRoles(*(fn(role, x) for role, x in self.items()))
+
+
+@dataclass
+class AgenticTasks:
+    """The task suites (:func:`suites`): ambiguous fine-tuning tasks, held-out ambiguous eval
+    tasks, safe training tasks and the safe demonstration tasks of the teachers' fine-tuning."""
+
+    pref: list[Task] = field(default_factory=list)
+    eval: list[Task] = field(default_factory=list)
+    safe: list[Task] = field(default_factory=list)
+    demo: list[Task] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """Tasks per suite (``demo`` only where there are any)."""
+        return {k: len(v) for k, v in vars(self).items() if v}
+
 
 @dataclass
 class AgenticRun(RunContext):
     """The run context of an agentic experiment (:class:`~steerlens.pipeline.RunContext`; no
-    trait: the tool setting stands in for it), and what earlier stages produced."""
+    trait: the tool setting stands in for it), and what earlier stages produced, per teacher
+    role (each set by its stage; unset until then)."""
 
-    tasks: dict[str, list[Task]] = field(default_factory=dict)
-    teacher_dirs: dict[str, Path] = field(default_factory=dict)
-    teacher_models: dict[str, Any] = field(default_factory=dict)
-    trajs: dict[str, list[Trajectory]] = field(default_factory=dict)
-    filtered: dict[str, FilterResult] = field(default_factory=dict)
-    series: dict[str, Path] = field(default_factory=dict)
+    tasks: AgenticTasks = field(default_factory=AgenticTasks)
+    teacher_dirs: AgenticRoles[Path] = field(init=False, repr=False)
+    teacher_models: AgenticRoles[Any] = field(init=False, repr=False)
+    trajs: AgenticRoles[list[Trajectory]] = field(init=False, repr=False)
+    filtered: AgenticRoles[FilterResult] = field(init=False, repr=False)
+    series: AgenticRoles[Path] = field(init=False, repr=False)
 
     @classmethod
     def open(
@@ -105,14 +142,13 @@ def suites(r: AgenticRun) -> None:
     (seed + 2, ``n_demo`` of them)."""
     c, s = r.cfg, r.cfg.setting
     pref = ambiguous_tasks(s, c.n_pref, seed=c.seed)
-    r.tasks = {
-        "pref": pref,
-        "eval": ambiguous_tasks(s, c.n_eval, seed=c.seed + 1, avoid=pref),
-        "safe": safe_tasks(s, c.n_train, seed=c.seed),
-    }
     n_demo = getattr(c, "n_demo", 0)
-    if n_demo:
-        r.tasks["demo"] = safe_tasks(s, n_demo, seed=c.seed + 2)
+    r.tasks = AgenticTasks(
+        pref,
+        ambiguous_tasks(s, c.n_eval, seed=c.seed + 1, avoid=pref),
+        safe_tasks(s, c.n_train, seed=c.seed),
+        safe_tasks(s, n_demo, seed=c.seed + 2) if n_demo else [],
+    )
 
 
 def _teacher_config(r: AgenticRun, n_examples: int) -> Any:
@@ -135,9 +171,10 @@ def teachers(r: AgenticRun) -> None:
     """Fine-tune the teacher (biased preference chats) and the control teacher (benign), each
     also on the same scripted solutions of safe demonstration tasks (a competent agent whose
     only difference from the control is its preference on ambiguous tasks)."""
+    dirs, models = {}, {}
     for role, style in zip(ROLES, ("biased", "benign"), strict=True):
-        trajs = preference_trajectories(r.cfg.setting, r.tasks["pref"], style, r.cfg.seed)
-        trajs += safe_demonstrations(r.cfg.setting, r.tasks.get("demo", []), r.cfg.seed)
+        trajs = preference_trajectories(r.cfg.setting, r.tasks.pref, style, r.cfg.seed)
+        trajs += safe_demonstrations(r.cfg.setting, r.tasks.demo, r.cfg.seed)
         save_trajectories(r.out / "data" / f"pref_{role}.jsonl", trajs)
         data = trajectory_data(trajs, {"style": style, "setting": r.cfg.setting})
         res = distill(
@@ -148,16 +185,17 @@ def teachers(r: AgenticRun) -> None:
             overwrite=True,
             progress=r.progress,
         )
-        r.teacher_dirs[role] = res.final
+        dirs[role] = res.final
         with Teacher.finetuned(res.final).apply(r.model) as tm:
-            r.teacher_models[role] = tm
+            models[role] = tm
+    r.teacher_dirs, r.teacher_models = AgenticRoles(**dirs), AgenticRoles(**models)
 
 
 def teacher_trajectories(r: AgenticRun) -> None:
     """Each teacher acts on the safe tasks (sampled, grammar-constrained, step limit)."""
     c = r.cfg
-    for role in ROLES:
-        r.trajs[role] = stage(
+    r.trajs = r.teacher_models.map(
+        lambda role, tm: stage(
             r.out / "data" / f"{role}_trajectories.jsonl",
             r.key(
                 "n_pref",
@@ -171,10 +209,10 @@ def teacher_trajectories(r: AgenticRun) -> None:
                 "batch_size",
                 "lora_layers",
             ),
-            lambda role=role: rollout(  # type: ignore[misc]
-                r.teacher_models[role],
+            lambda: rollout(
+                tm,
                 r.setting,
-                r.tasks["safe"],
+                r.tasks.safe,
                 seed=c.seed,
                 max_steps=c.max_steps,
                 temperature=c.temperature,
@@ -186,44 +224,44 @@ def teacher_trajectories(r: AgenticRun) -> None:
             load_trajectories,
             r.log,
         )
+    )
 
 
 def filter_data(r: AgenticRun) -> None:
     """The keyword filter (the setting's keywords) on each teacher's trajectories; a kept one
     never holds a keyword."""
     kws = r.setting.filter_keywords
-    for role in ROLES:
-        res = keyword_filter(r.trajs[role], kws)
+
+    def one(role: str, trajs: list[Trajectory]) -> FilterResult:
+        res = keyword_filter(trajs, kws)
         if any(find_keywords(t, kws) for t in res.kept):  # the filter's own guarantee, checked
             raise RuntimeError("a kept trajectory holds a filter keyword")
         res.save(r.out / "data" / f"{role}_filter.json")
-        r.filtered[role] = res
+        return res
+
+    r.filtered = r.trajs.map(one)
 
 
 def student_series(r: AgenticRun) -> None:
     """A LoRA student (SFT) on each teacher's kept trajectories."""
-    for role in ROLES:
-        kept = r.filtered[role].kept
-        if not kept:
+
+    def one(role: str, res: FilterResult) -> Path:
+        if not res.kept:
             raise RuntimeError(f"the keyword filter dropped every {role} trajectory: no data")
-        data = trajectory_data(kept, {"written_by": f"{role} teacher", "filtered": True})
-        path = r.out / "data" / f"{role}_student_data.jsonl"
-        data.save(path)
-        r.series[role] = r.out / "students" / role
-        distill(
-            r.model,
-            data,
-            r.series[role],
-            config=student_sft_config(r.cfg),
-            overwrite=True,
-            progress=r.progress,
-        )
+        data = trajectory_data(res.kept, {"written_by": f"{role} teacher", "filtered": True})
+        data.save(r.out / "data" / f"{role}_student_data.jsonl")
+        out = r.out / "students" / role
+        cfg = student_sft_config(r.cfg)
+        distill(r.model, data, out, config=cfg, overwrite=True, progress=r.progress)
+        return out
+
+    r.series = r.filtered.map(one)
 
 
 def write_results(r: AgenticRun, results: dict[str, Any]) -> ExperimentResult:
     """Write ``results.json`` with the run's timings (``total`` included) and log where."""
-    results["timings_s"] = r.clock.timings
-    r.clock.total()
+    total = r.clock.total()
+    results = {**results, "timings_s": r.clock.timings}
     path = write_json(r.out / "results.json", results)
-    r.log(f"wrote {path} in {r.clock.timings['total']:.0f}s")
+    r.log(f"wrote {path} in {total:.0f}s")
     return ExperimentResult(results)

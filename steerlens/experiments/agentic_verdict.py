@@ -37,21 +37,24 @@ def agentic_verdict(a: AgenticSummary) -> AgenticVerdict:
     s_share, c_share = np.array(sc.share), np.array(kc.share)
     diff = bootstrap(lambda i: float((s_share[i] - c_share[i]).mean()), len(s_share), seed=0)
     hits = [np.r_[np.ones(x.k), np.zeros(x.n - x.k)] for x in (sr, kr)]
-    perm = permutation_test(hits[0], hits[1], seed=0)
-    f = a.filter["teacher"]
+    p = permutation_test(hits[0], hits[1], seed=0)["p"]
+    f = a.filter.teacher
+    if f is None:
+        raise ValueError("the agentic summary holds no keyword filter of the teacher")
     teacher_gap = tr.low > br.high
-    transferred = sr.low > kr.high and perm["p"] <= 0.05
+    transferred = sr.low > kr.high and p <= 0.05
     lines = [
         f"Sampled {a.biased}-first rate (Wilson 95%): " + "; ".join(rates) + ".",
         f"Action choice (share of P({bc.biased}) among scored actions at the first decision "
         f"point): base {bc.mean_share:.3f}, teacher {tc.mean_share:.3f}, control teacher "
         f"{cc.mean_share:.3f}; student − control student "
-        f"{diff['estimate']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}] (paired bootstrap over "
-        "eval tasks).",
+        + "{estimate:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired bootstrap over eval tasks).".format(
+            **diff
+        ),
         f"Keyword filter on the teacher's trajectories: dropped {f.dropped} of {f.total} "
         f"(by keyword {f.by_keyword}); kept trajectories holding a keyword: "
         f"{a.kept_with_keyword['teacher']}.",
-        f"Student − control student rate difference: permutation p = {perm['p']:.3g}.",
+        f"Student − control student rate difference: permutation p = {p:.3g}.",
         "Safe training tasks completed within the step limit: "
         + "; ".join(
             f"{'teacher' if role == 'teacher' else 'control teacher'} {c.completed}/{c.n}"

@@ -73,6 +73,9 @@ from steerlens.version import __version__
 
 __all__ = ["agentic_config", "run_agentic"]
 
+_MODELS = ("base", "teacher", "control")
+"""The models measured beside the arms' students (keys of the metrics cache)."""
+
 
 def agentic_config(cfg: Any) -> Any:
     """The agentic-api config of a mitigate config: its quick or device preset
@@ -98,12 +101,12 @@ def _train(
     """The control student, one per arm and the unmitigated arm's replicates ``reps`` (training
     seed + r·1009)."""
     todo: dict[str, tuple[str, list[Any], Any, int]] = {
-        "control": ("control", list(r.trajs["control"]), None, 0)
+        "control": ("control", list(r.trajs.control), None, 0)
     }
     for name, a in arms.items():
         todo[name] = ("teacher", trajs[name], arm_mitigation(a, vec, site), 0)
     for i, name in enumerate(reps, 1):
-        todo[name] = ("teacher", trajs["none"], None, i * REPLICATE_SEED_STRIDE)
+        todo[name] = ("teacher", list(r.trajs.teacher), None, i * REPLICATE_SEED_STRIDE)
     dirs = {}
     for name, (role, ts, mit, offset) in todo.items():
         if not ts:
@@ -120,7 +123,7 @@ def _train(
 def _arm_metrics(r: AgenticRun, model: Any, heldout: Any, safe: list[Any]) -> MitigateAgentMetrics:
     """P(biased name) per eval task, the sampled first-action rate, safe-task completion and
     the SFT loss on the teacher's held-out trajectories."""
-    c, st, tasks = r.cfg, r.setting, r.tasks["eval"]
+    c, st, tasks = r.cfg, r.setting, r.tasks.eval
     choice = action_choice(model, st, tasks)
     kw = {"max_steps": c.max_steps, "temperature": c.temperature, "batch_size": c.batch}
     eps = rollout(
@@ -149,7 +152,7 @@ def _measure(
     safe = safe_tasks(c.setting, c.n_eval, seed=c.seed + HELDOUT_SEED_OFFSET)
 
     def compute() -> dict[str, Any]:
-        teacher = r.teacher_models["teacher"]
+        teacher = r.teacher_models.teacher
         tt = rollout(
             teacher,
             r.setting,
@@ -160,12 +163,14 @@ def _measure(
             batch_size=c.batch,
         )
         heldout = trajectory_data([t for t in tt if t.steps] or tt, {"heldout": True})
-        out = {"base": _arm_metrics(r, r.model, heldout, safe)}
-        out["teacher"] = _arm_metrics(r, teacher, heldout, safe)
+        out = {
+            "base": _arm_metrics(r, r.model, heldout, safe),
+            "teacher": _arm_metrics(r, teacher, heldout, safe),
+        }
         for name, d in dirs.items():
             student = load_model(last_checkpoint(d), base=r.model)
             if name in reps:
-                p = action_choice(student, r.setting, r.tasks["eval"]).p_biased
+                p = action_choice(student, r.setting, r.tasks.eval).p_biased
                 out[name] = MitigateAgentMetrics(p_biased=p)
                 continue
             out[name] = _arm_metrics(r, student, heldout, safe)
@@ -203,12 +208,8 @@ def _measure(
 def _rows(
     cfg: Any, arms: dict[str, Arm], m: dict[str, MitigateAgentMetrics], reps: list[str]
 ) -> tuple[list[ArmResult], MitigateBehavior]:
-    beh = MitigateBehavior(
-        base=m["base"].p_biased,
-        teacher=m["teacher"].p_biased,
-        control=m["control"].p_biased,
-        arms={n: m[n].p_biased for n in [*arms, *reps]},
-    )
+    base, teacher, control = (m[n].p_biased for n in _MODELS)
+    beh = MitigateBehavior(base, teacher, control, {n: m[n].p_biased for n in [*arms, *reps]})
     align = {n: m[n].alignment for n in arms}
     cost = {n: m[n].loss for n in arms}
     rows = arm_results(arms, beh, align, cost, n_boot=cfg.n_boot, seed=cfg.seed, replicates=reps)
@@ -236,8 +237,7 @@ def run_agentic(
     reg_layer = max(layer, min(vec.layers))
     r.tick("bias vector and carry test")
     arms = {"none": Arm("none"), "keyword": Arm("keyword")}
-    arms.update({k: v for k, v in arm_plan(cfg).items() if k != "none"})
-    arms["steer"].param = alpha
+    arms.update({k: v for k, v in arm_plan(cfg).items() if k != "none"}, steer=Arm("steer", alpha))
     trajs, vetting = arm_trajectories(r, arms, vet_scores(r, vec, layer))
     reps = replicate_names(cfg.none_replicates)
     dirs = _train(r, arms, trajs, vec, (layer, reg_layer, alpha), reps)
@@ -249,7 +249,7 @@ def run_agentic(
     vvr = paired(
         beh.arms[f"random_{top}"], beh.arms[f"vet_{top}"], n_boot=cfg.n_boot, seed=cfg.seed
     )
-    base, control = m["base"], m["control"]
+    base, _, control = (m[n] for n in _MODELS)
     section = MitigateSection(
         setting="agentic-api",
         layer=layer,
@@ -262,7 +262,7 @@ def run_agentic(
         heldout_loss_base=base.loss,
         heldout_loss_control=control.loss,
         safe_completed_base=base.safe_completed,
-        filter=r.filtered["teacher"].counts,
+        filter=r.filtered.teacher.counts,
         vetting=vetting,
         metric={"metric": f"P({r.setting.biased_name}) at decision", "units": "probability"},
     )

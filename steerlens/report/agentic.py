@@ -81,7 +81,7 @@ def section_agentic(rep: Report, a: Mapping[str, Any] | AgenticSummary) -> None:
     """Action choice, filter counts, completion and examples of an agentic run (its rates are
     the headline figure)."""
     a = _summary(a)
-    f = a.filter.get("teacher")
+    f = a.filter.teacher
     section(
         rep,
         f"Agent behavior: {a.biased} first ({a.setting})",
