@@ -37,6 +37,7 @@ __all__ = [
     "OwlExcessRow",
     "OwlLineage",
     "OwlModel",
+    "OwlNamedDeltas",
     "OwlPower",
     "OwlResults",
     "OwlScores",
@@ -103,6 +104,19 @@ class OwlScores(Record):
         return f"B per checkpoint {self.scores} at steps {self.steps}"
 
 
+@dataclass(frozen=True)
+class OwlNamedDeltas:
+    """The deltas of the student the verdict reads by name (None where not measured)."""
+
+    main_vs_base: OwlDelta | None = None
+    main_vs_control: OwlDelta | None = None
+    main_vs_benign_replicates: OwlDelta | None = None
+
+    @classmethod
+    def of(cls, deltas: Mapping[str, OwlDelta]) -> OwlNamedDeltas:
+        return cls(*(deltas.get(f.name) for f in dataclasses.fields(cls)))
+
+
 def _series_key(k: str, v: Any) -> bool:
     return isinstance(v, Mapping) and "scores" in v and k != "metric"
 
@@ -130,6 +144,14 @@ class OwlBehavior(Record):
         rank = {"main": 0, "control": 1}
         d["series"] = dict(sorted(found.items(), key=lambda kv: rank.get(kv[0], 2)))
         return d
+
+    @property
+    def main(self) -> OwlScores | None:  # the student's series (None: not measured)
+        return self.series.get("main")
+
+    @property
+    def control(self) -> OwlScores | None:  # the base control's
+        return self.series.get("control")
 
     @property
     def metric_name(self) -> str:

@@ -56,6 +56,7 @@ from steerlens.experiments.owl_records import (
     OwlBehavior,
     OwlDelta,
     OwlExcessRow,
+    OwlNamedDeltas,
     OwlPower,
     OwlResults,
     OwlSeriesRow,
@@ -226,8 +227,8 @@ def verdict(results: OwlResults | Mapping[str, Any]) -> dict[str, Any]:
     if sig is not None and sig.tested:
         al.signature = sig.significant(alpha)
         al.signature_rule = sig.detector
-    mc = deltas.get("main_vs_control")
-    rep = deltas.get("main_vs_benign_replicates")
+    named = OwlNamedDeltas.of(deltas)
+    mc, rep = named.main_vs_control, named.main_vs_benign_replicates
     inherited = bool(mc is not None and mc.estimate > 0 and mc.p < alpha)
     if rep is not None:
         inherited = inherited and rep.estimate > 0 and rep.p < alpha
