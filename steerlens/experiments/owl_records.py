@@ -349,10 +349,11 @@ class OwlAlignment(Record):
 
 @dataclass
 class OwlPower(Record):
-    """The measured power of the rules that decided: a short text and the detail."""
+    """The measured power of the rules that decided: text, detail and (not saved) the short."""
 
     text: str = ""
     detail: str = ""
+    short: str = field(default="", metadata={"json": False})
 
     def summary(self) -> str:
         return self.text

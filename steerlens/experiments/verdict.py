@@ -202,15 +202,15 @@ _HEADS = {
 def _power(loss: str, behavior_rule: str, activation_rule: str | None) -> OwlPower:
     """The measured power of the behavior rule that decided (``behavior_model`` with benign
     replicates, else ``behavior_vs_control``) and of the activation rule, when the bank ran it."""
-    beh = measured_power(behavior_rule, loss)
+    beh = OwlPower.from_json(measured_power(behavior_rule, loss))
     if activation_rule is None:
         text = "The activation rule used here (EAS with probe-prompt nulls) was not measured."
-        act = {"text": text, "detail": text, "short": "unmeasured"}
+        act = OwlPower(text, text, "unmeasured")
     else:
-        act = measured_power(activation_rule, loss)
+        act = OwlPower.from_json(measured_power(activation_rule, loss))
     return OwlPower(
-        f"Held-out power: behavior rule {beh['short']}; activation rule {act['short']}.",
-        f"Behavior rule: {beh['detail']} Activation rule: {act['detail']}",
+        f"Held-out power: behavior rule {beh.short}; activation rule {act.short}.",
+        f"Behavior rule: {beh.detail} Activation rule: {act.detail}",
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any, get_type_hints
 from steerlens.common import jsonable
 from steerlens.experiments.agentic_records import AgenticSummary, AgenticVerdict
 from steerlens.experiments.mitigate_measure import MitigateSection, MitigateVerdict
-from steerlens.experiments.owl_records import OwlResults, OwlVector, parse_part
+from steerlens.experiments.owl_records import OwlBand, OwlResults, OwlVector, parse_part
 from steerlens.experiments.result import ExperimentVerdictText
 from steerlens.experiments.svd import SvdSection
 from steerlens.pipeline.power import DetectionResult
@@ -37,7 +37,6 @@ from steerlens.report.shape import (
 )
 from steerlens.report.svd import section_svd, svd_answer, svd_headline
 from steerlens.report.track import section_track
-from steerlens.report.views import num
 from steerlens.screen.result import ScreenResult
 
 __all__ = ["render_report"]
@@ -90,15 +89,15 @@ def _section_vector(rep: Report, v: OwlVector) -> None:
 
 def _section_screen(rep: Report, s: ScreenResult) -> None:
     stats = s.summary_stats() if s.layer in s.layers else {}
-    t, c = stats.get("teacher"), stats.get("control")
+    t, c = parse_part(OwlBand, stats.get("teacher")), parse_part(OwlBand, stats.get("control"))
     take = ""
     if t and c:
-        tl, th, cl, ch = (num(x.get(k)) for x in (t, c) for k in ("lo", "hi"))
+        tl, th, cl, ch = t.lo, t.hi, c.lo, c.hi
         apart = th < cl or ch < tl
         take = (
-            f"At layer {s.layer} the teacher's data project {num(t.get('mean')):+.2f} "
+            f"At layer {s.layer} the teacher's data project {t.mean:+.2f} "
             f"[{tl:+.2f}, {th:+.2f}] on the teacher vector beyond the base model's own answers, "
-            f"the control data {num(c.get('mean')):+.2f} [{cl:+.2f}, {ch:+.2f}] (mean ΔP): "
+            f"the control data {c.mean:+.2f} [{cl:+.2f}, {ch:+.2f}] (mean ΔP): "
             + ("the screen separates them." if apart else "the intervals overlap.")
         )
     section(rep, "Screening the training data", "screen", take)
