@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any, get_type_hints
 
 from steerlens.common import jsonable
@@ -147,7 +148,7 @@ class _Parts:
         hints = get_type_hints(cls)
         return cls(**{f.name: parse_part(hints[f.name], results.get(f.name)) for f in fields(cls)})
 
-    @property
+    @cached_property
     def words(self) -> ExperimentVerdictText:
         return ExperimentVerdictText.from_json(self.verdict or {})
 
@@ -174,7 +175,7 @@ def _answer_and_headline(rep: Report, p: _Parts, r: OwlResults) -> None:
             found, sees = behavior_answer(r)
         fig = behavior_figure(r.behavior)
     elif v:
-        found = p.words.headline or ""
+        found = str(p.words.headline or "")
     if found:
         answer(rep, found, sees, p.words)
     if fig is not None:
