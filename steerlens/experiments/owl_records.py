@@ -37,6 +37,7 @@ __all__ = [
     "OwlExcessRow",
     "OwlLineage",
     "OwlModel",
+    "OwlNamedDeltas",
     "OwlPower",
     "OwlResults",
     "OwlScores",
@@ -103,6 +104,19 @@ class OwlScores(Record):
         return f"B per checkpoint {self.scores} at steps {self.steps}"
 
 
+@dataclass(frozen=True)
+class OwlNamedDeltas:
+    """The deltas of the student the verdict reads by name (None where not measured)."""
+
+    main_vs_base: OwlDelta | None = None
+    main_vs_control: OwlDelta | None = None
+    main_vs_benign_replicates: OwlDelta | None = None
+
+    @classmethod
+    def of(cls, deltas: Mapping[str, OwlDelta]) -> OwlNamedDeltas:
+        return cls(*(deltas.get(f.name) for f in dataclasses.fields(cls)))
+
+
 def _series_key(k: str, v: Any) -> bool:
     return isinstance(v, Mapping) and "scores" in v and k != "metric"
 
@@ -128,8 +142,15 @@ class OwlBehavior(Record):
         """The series (keys whose value has ``scores``) gathered under ``series``."""
         found = {k: v for k, v in d.items() if _series_key(k, v)}
         rank = {"main": 0, "control": 1}
-        d["series"] = dict(sorted(found.items(), key=lambda kv: rank.get(kv[0], 2)))
-        return d
+        return {**d, "series": dict(sorted(found.items(), key=lambda kv: rank.get(kv[0], 2)))}
+
+    @property
+    def main(self) -> OwlScores | None:  # the student's series (None: not measured)
+        return self.series.get("main")
+
+    @property
+    def control(self) -> OwlScores | None:  # the base control's
+        return self.series.get("control")
 
     @property
     def metric_name(self) -> str:
@@ -327,10 +348,11 @@ class OwlAlignment(Record):
 
 @dataclass
 class OwlPower(Record):
-    """The measured power of the rules that decided: a short text and the detail."""
+    """The measured power of the rules that decided: text, detail and (not saved) the short."""
 
     text: str = ""
     detail: str = ""
+    short: str = field(default="", metadata={"json": False})
 
     def summary(self) -> str:
         return self.text
@@ -379,13 +401,11 @@ _SETTINGS = {f.name for f in dataclasses.fields(CarrySettings) if f.default is d
 def carry_json(d: Mapping[str, Any]) -> dict[str, Any]:
     """A carry part with the fields a partial one lacks (its level in words, "_" as " ")."""
     out: dict[str, Any] = {"trait": None, "metric": {}, "b_base": None, "b_teacher": None}
-    out |= {"gap": None, "defined": True, "verdict": "", **d}
-    out["level"] = str(out.get("level") or "not carried").replace("_", " ").strip().lower()
-    if out.get("clean_peak") is None:
-        out["clean_peak"] = {}
-    if not set(out.get("settings") or {}) >= _SETTINGS:
-        out["settings"] = {}  # a partial one: read as none
-    return out
+    level = str(d.get("level") or "not carried").replace("_", " ").strip().lower()
+    peak, settings = d.get("clean_peak"), d.get("settings") or {}
+    fixed = {"level": level, "clean_peak": {} if peak is None else peak}
+    fixed["settings"] = settings if set(settings) >= _SETTINGS else {}  # a partial one: none
+    return out | {"gap": None, "defined": True, "verdict": "", **d, **fixed}
 
 
 def _track_json(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -405,8 +425,7 @@ def _screen_json(d: Mapping[str, Any]) -> dict[str, Any]:
     return {"proj_train": unknown, "proj_base": unknown, **d, "samples": samples}
 
 
-_FILL = {"carry": carry_json, "track": _track_json, "track_benign": _track_json}
-_FILL["screen"] = _screen_json
+_FILL = dict(carry=carry_json, track=_track_json, track_benign=_track_json, screen=_screen_json)
 
 
 def parse_part(tp: Any, d: Any, fill: Any = None) -> Any:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from steerlens.common import read_json, write_json
-from steerlens.experiments.owl_records import OwlResults
+from steerlens.experiments.owl_records import OwlPower, OwlResults
 from steerlens.results import OMIT, Record, ResultMixin, html_table
 
 __all__ = ["ExperimentResult", "ExperimentVerdictText"]
@@ -30,7 +30,7 @@ class ExperimentVerdictText(Record):
 
     @property
     def power_text(self) -> str:
-        pw = self.power.get("text") if isinstance(self.power, Mapping) else self.power
+        pw = OwlPower.from_json(self.power).text if isinstance(self.power, Mapping) else self.power
         return pw.strip() if isinstance(pw, str) else ""
 
     def summary(self) -> str:

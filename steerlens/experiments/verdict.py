@@ -56,6 +56,7 @@ from steerlens.experiments.owl_records import (
     OwlBehavior,
     OwlDelta,
     OwlExcessRow,
+    OwlNamedDeltas,
     OwlPower,
     OwlResults,
     OwlSeriesRow,
@@ -201,15 +202,15 @@ _HEADS = {
 def _power(loss: str, behavior_rule: str, activation_rule: str | None) -> OwlPower:
     """The measured power of the behavior rule that decided (``behavior_model`` with benign
     replicates, else ``behavior_vs_control``) and of the activation rule, when the bank ran it."""
-    beh = measured_power(behavior_rule, loss)
+    beh = OwlPower.from_json(measured_power(behavior_rule, loss))
     if activation_rule is None:
         text = "The activation rule used here (EAS with probe-prompt nulls) was not measured."
-        act = {"text": text, "detail": text, "short": "unmeasured"}
+        act = OwlPower(text, text, "unmeasured")
     else:
-        act = measured_power(activation_rule, loss)
+        act = OwlPower.from_json(measured_power(activation_rule, loss))
     return OwlPower(
-        f"Held-out power: behavior rule {beh['short']}; activation rule {act['short']}.",
-        f"Behavior rule: {beh['detail']} Activation rule: {act['detail']}",
+        f"Held-out power: behavior rule {beh.short}; activation rule {act.short}.",
+        f"Behavior rule: {beh.detail} Activation rule: {act.detail}",
     )
 
 
@@ -226,8 +227,8 @@ def verdict(results: OwlResults | Mapping[str, Any]) -> dict[str, Any]:
     if sig is not None and sig.tested:
         al.signature = sig.significant(alpha)
         al.signature_rule = sig.detector
-    mc = deltas.get("main_vs_control")
-    rep = deltas.get("main_vs_benign_replicates")
+    named = OwlNamedDeltas.of(deltas)
+    mc, rep = named.main_vs_control, named.main_vs_benign_replicates
     inherited = bool(mc is not None and mc.estimate > 0 and mc.p < alpha)
     if rep is not None:
         inherited = inherited and rep.estimate > 0 and rep.p < alpha

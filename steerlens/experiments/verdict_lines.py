@@ -4,7 +4,7 @@ nulls and excess, in plain words from the numbers the verdict rests on."""
 
 from __future__ import annotations
 
-from steerlens.experiments.owl_records import OwlAlignment, OwlBehavior, OwlDelta
+from steerlens.experiments.owl_records import OwlAlignment, OwlBehavior, OwlDelta, OwlNamedDeltas
 
 __all__ = ["alignment_lines", "behavior_lines"]
 
@@ -22,11 +22,13 @@ def _name(series: str) -> str:
 def behavior_lines(beh: OwlBehavior) -> list[str]:
     """The behavior lines: base and teacher B, then every delta with its CI and p, and the
     student against the benign replicates (or, without per-prompt scores, the raw moves)."""
-    main, ctrl, deltas = beh.series["main"], beh.series["control"], beh.deltas
-    mb = deltas.get("main_vs_base")
-    n = mb.n if mb is not None and mb.n is not None else beh.metric.get("n_prompts")
+    main, ctrl, deltas, named = beh.main, beh.control, beh.deltas, OwlNamedDeltas.of(beh.deltas)
+    if main is None or ctrl is None:
+        raise KeyError("behavior: the verdict needs the student's and the base control's series")
+    mb = named.main_vs_base
+    n = mb.n if mb is not None and mb.n is not None else beh.n_prompts
     line = (
-        f"Behavior ({beh.metric.get('metric')}, {n} eval prompts): base {main.scores[0]:.2f}, "
+        f"Behavior ({beh.metric_name}, {n} eval prompts): base {main.scores[0]:.2f}, "
         f"teacher {beh.teacher:.2f}."
     )
     if not deltas:
@@ -47,7 +49,7 @@ def behavior_lines(beh: OwlBehavior) -> list[str]:
         if k.startswith("main_vs_") and k not in ("main_vs_base", "main_vs_benign_replicates")
     ]
     out = [line, "Deltas: " + "; ".join(parts) + " (sign-flip permutation, two-sided)."]
-    rep = deltas.get("main_vs_benign_replicates")
+    rep = named.main_vs_benign_replicates
     if rep is not None:
         out.append(
             f"Student vs {int(rep.k or 0)} benign replicates (models as the unit, training noise "

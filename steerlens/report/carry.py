@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from steerlens.carry.peak import Peak
 from steerlens.carry.result import CarryResult
@@ -12,13 +14,33 @@ from steerlens.report.figures import heatmap, lines_with_bands
 from steerlens.report.page import Report
 from steerlens.report.shape import folded, section
 from steerlens.report.views import carry_level_class, num
+from steerlens.results import OMIT, Record
 
-__all__ = ["section_carry"]
+__all__ = ["OwlNullSummary", "section_carry"]
+
+
+@dataclass
+class OwlNullSummary(Record):
+    """What the report reads of a random-direction null of the carry test: its mean and its
+    5% and 95% quantiles (each None, and left out of its JSON, where the null lacks it)."""
+
+    mean: Any = None
+    q05: Any = None
+    q95: Any = None
+
+    json_none: ClassVar[Mapping[str, Any]] = dict.fromkeys(("mean", "q05", "q95"), OMIT)
+
+    @classmethod
+    def of(cls, d: Any) -> OwlNullSummary:
+        return cls.from_json(d) if isinstance(d, Mapping) else cls()
+
+    def summary(self) -> str:
+        return f"random mean {self.mean}, 5–95% [{self.q05}, {self.q95}]"
 
 
 def _peak_row(name: str, p: Peak | None) -> dict[str, Any]:
     vs = None if p is None else p.vs_null
-    nb = {} if vs is None else vs.null
+    nb = OwlNullSummary.of(None if vs is None else vs.null)
     return {
         "peak": name,
         "layer": None if p is None else p.layer,
@@ -26,8 +48,8 @@ def _peak_row(name: str, p: Peak | None) -> dict[str, Any]:
         "S": math.nan if p is None else num(p.sufficiency),
         "off-target KL (nats)": None if p is None else p.offtarget_kl,
         "tolerance (nats)": getattr(p, "tolerance", None),
-        "random mean S": nb.get("mean"),
-        "random q95 S": nb.get("q95"),
+        "random mean S": nb.mean,
+        "random q95 S": nb.q95,
         "z": None if vs is None else vs.z,
         "p": None if vs is None else vs.p,
         "beats random": None if p is None else p.beats_null,
@@ -52,7 +74,7 @@ def _carry_tables(rep: Report, c: CarryResult, units: str) -> None:
             {
                 "layer": str(k),
                 "N": v.value,
-                "random mean N": (v.null or {}).get("mean"),
+                "random mean N": OwlNullSummary.of(v.null).mean,
                 "note": v.reason or "",
             }
             for k, v in nec.per_layer.items()
@@ -63,7 +85,7 @@ def _carry_tables(rep: Report, c: CarryResult, units: str) -> None:
                 {
                     "layer": "joint " + ", ".join(map(str, j.layers or [])),
                     "N": j.value,
-                    "random mean N": (j.null or {}).get("mean"),
+                    "random mean N": OwlNullSummary.of(j.null).mean,
                     "note": "",
                 }
             )
@@ -133,12 +155,12 @@ def section_carry(rep: Report, c: CarryResult) -> None:
             )
         )
         best = max(layers, key=lambda k: max(c.sufficiency[k], default=-math.inf))
-        nulls = c.null_sufficiency.get(best, [])
+        nulls = [OwlNullSummary.of(b) for b in c.null_sufficiency.get(best, [])]
         bands = {}
         if len(nulls) == len(alphas):
             bands[f"random directions (ℓ{best}, 5–95%)"] = (
-                [num(b.get("q05")) for b in nulls],
-                [num(b.get("q95")) for b in nulls],
+                [num(b.q05) for b in nulls],
+                [num(b.q95) for b in nulls],
             )
         rep.figure(
             lines_with_bands(

@@ -12,6 +12,7 @@ from steerlens.experiments.owl_records import (
     OwlAlignment,
     OwlDelta,
     OwlExcessRow,
+    OwlNamedDeltas,
     OwlSeriesRow,
     OwlVerdict,
 )
@@ -85,7 +86,7 @@ def section_evidence(rep: Report, verdict: OwlVerdict) -> None:
         if a is not None or deltas.get(f"{name}_vs_base") is not None
     ]
     rep.table(rows)
-    rt = deltas.get("main_vs_benign_replicates")
+    rt = OwlNamedDeltas.of(deltas).main_vs_benign_replicates
     if rt is not None:
         rep.text(
             f"Model-level test (models as the unit, so training noise is in the null): the "

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,8 +21,8 @@ from steerlens.experiments.owl_records import (
     OwlBehavior,
     OwlDelta,
     OwlExcessRow,
+    OwlNamedDeltas,
     OwlResults,
-    OwlScores,
 )
 from steerlens.report.figures import NULL_GREY, PALETTE
 
@@ -150,7 +150,7 @@ def behavior_figure(b: OwlBehavior) -> go.Figure:
         shown_benign = shown_benign or benign
     if b0 is not None:
         fig.add_hline(y=b0, line={"dash": "dot", "color": NULL_GREY}, row=1, col=2)
-    _mark_distance(fig, series, b, b.units)
+    _mark_distance(fig, b, b.units)
     fig.update_xaxes(type="category", title_text="model (last checkpoint)", row=1, col=1)
     fig.update_xaxes(title_text="training step (optimizer steps; 0 = base)", row=1, col=2)
     unit = b.units.split(" (")[0]
@@ -165,16 +165,15 @@ def behavior_figure(b: OwlBehavior) -> go.Figure:
     return fig
 
 
-def _mark_distance(
-    fig: go.Figure,
-    series: Mapping[str, OwlScores],
-    b: OwlBehavior,
-    units: str,
-) -> None:
+def _mark_distance(fig: go.Figure, b: OwlBehavior, units: str) -> None:
     """A bracket at the last step from the base control to the student, with the paired
     difference (CI, p), and the distance beyond the benign replicates when measured."""
-    main, ctrl = series.get("main"), series.get("control")
-    if not main or not ctrl or not main.steps:
+    main, ctrl = b.main, b.control
+    if (
+        main is None
+        or ctrl is None
+        or not (main.steps and main.scores and ctrl.steps and ctrl.scores)
+    ):
         return
     x = main.steps[-1]
     y1, y0 = _f(main.scores[-1]), _f(ctrl.scores[-1])
@@ -198,7 +197,8 @@ def _mark_distance(
         x=x, y=(y0 + y1) / 2, text="Δ", showarrow=False, xanchor="left", xshift=8,
         font={"size": 14}, row=1, col=2,
     )  # fmt: skip
-    mc, rep = b.deltas.get("main_vs_control"), b.deltas.get("main_vs_benign_replicates")
+    named = OwlNamedDeltas.of(b.deltas)
+    mc, rep = named.main_vs_control, named.main_vs_benign_replicates
     text = f"Δ = student − base control at step {x}: {ci_words(mc, units) or f'{y1 - y0:+.2f}'}"
     if rep is not None and _f(rep.estimate) is not None:
         text += (
@@ -260,7 +260,8 @@ def behavior_answer(r: OwlResults) -> tuple[str, str]:
     trait = str(r.trait or "trait")
     unit = beh.units.split(" (")[0]
     deltas = (nums.behavior if nums is not None else {}) or beh.deltas
-    mc, rep = deltas.get("main_vs_control"), deltas.get("main_vs_benign_replicates")
+    named = OwlNamedDeltas.of(deltas)
+    mc, rep = named.main_vs_control, named.main_vs_benign_replicates
     al = None if nums is None else nums.alignment
     claim = (nums.claim if nums is not None else "") or (v.claim if v is not None else "")
     alpha = (nums.alpha if nums is not None else 0.0) or 0.05
@@ -297,7 +298,7 @@ def behavior_answer(r: OwlResults) -> tuple[str, str]:
         found = (v.headline if v is not None else "") or "No verdict in these results."
     if claim == "inherited" and al is not None:
         found += f" At layer {layer} its activations show {_signature_words(al)}."
-    mb = deltas.get("main_vs_base")
+    mb = named.main_vs_base
     n = (mb.n if mb is not None else None) or beh.n_prompts
     metric = beh.metric_name
     what = (

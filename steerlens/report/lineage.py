@@ -10,17 +10,41 @@ import html
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from steerlens.experiments.owl_records import OwlLineage
 from steerlens.report.page import Report
 from steerlens.report.shape import section
+from steerlens.results import OMIT, Record
 
 __all__ = ["lineage_lanes", "section_lineage"]
 
 
 def _m(d: Any) -> Mapping[str, Any]:
     return d if isinstance(d, Mapping) else {}
+
+
+@dataclass
+class OwlLineageRef(Record):
+    """The few keys the graph reads of a teacher's, a data set's (its counts, its filter) or a
+    student's record; each None (and left out of its JSON) where the record lacks it."""
+
+    kind: Any = None
+    system_prompt: Any = None
+    kept: Any = None
+    generated: Any = None
+    checkpoints: Any = None
+
+    json_none: ClassVar[Mapping[str, Any]] = dict.fromkeys(
+        ("kind", "system_prompt", "kept", "generated", "checkpoints"), OMIT
+    )
+
+    @classmethod
+    def of(cls, d: Any) -> OwlLineageRef:
+        return cls.from_json(d) if isinstance(d, Mapping) else cls()
+
+    def summary(self) -> str:
+        return f"{self.kind or 'record'}: kept {self.kept} of {self.generated}"
 
 
 def _present(v: Any) -> bool:
@@ -113,7 +137,8 @@ def _teacher_node(lin: OwlLineage, name: str) -> Node | None:
     t = dict((lin.benign_teacher if benign else lin.teacher) or {})
     if not t:
         return None
-    kind = t.get("kind") or ("prompted" if t.get("system_prompt") else "")
+    ref = OwlLineageRef.of(t)
+    kind = ref.kind or ("prompted" if ref.system_prompt else "")
     return Node("benign teacher" if benign else "trait teacher", str(kind), t)
 
 
@@ -127,16 +152,17 @@ def _data_node(lin: OwlLineage, name: str) -> Node | None:
     d = dict(_m(data[key]))
     counts = _m(d.pop("counts", None))
     settings = {k: v for k, v in _m(d.pop("settings", None)).items() if k != "system"}
-    kept, generated = counts.get("kept"), counts.get("generated")
+    c = OwlLineageRef.of(counts)
+    kept, generated = c.kept, c.generated
     note = f"kept {kept} of {generated}" if _present(kept) and _present(generated) else ""
     filt = _m((lin.filter or {}).get(key))
-    if filt and not note and _present(filtered := filt.get("kept")):
+    if filt and not note and _present(filtered := OwlLineageRef.of(filt).kept):
         note = f"kept {filtered} after the keyword filter"
     return Node(f"data ({key})", note, {**d, **settings, **dict(counts)})
 
 
 def _ckpt_node(rec: Mapping[str, Any]) -> Node | None:
-    cks = [str(c) for c in rec.get("checkpoints") or []]
+    cks = [str(c) for c in OwlLineageRef.of(rec).checkpoints or []]
     if not cks:
         return None
     steps = [c.removeprefix("checkpoint-") for c in cks]

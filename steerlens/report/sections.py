@@ -8,10 +8,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from functools import cached_property
+from typing import Any, get_type_hints
 
 from steerlens.common import jsonable
-from steerlens.experiments.owl_records import OwlResults, OwlVector
+from steerlens.experiments.agentic_records import AgenticSummary, AgenticVerdict
+from steerlens.experiments.mitigate_measure import MitigateSection, MitigateVerdict
+from steerlens.experiments.owl_records import OwlBand, OwlResults, OwlVector, parse_part
+from steerlens.experiments.result import ExperimentVerdictText
+from steerlens.experiments.svd import SvdSection
 from steerlens.pipeline.power import DetectionResult
 from steerlens.report.agentic import agentic_answer, agentic_headline, section_agentic
 from steerlens.report.carry import section_carry
@@ -33,7 +38,6 @@ from steerlens.report.shape import (
 )
 from steerlens.report.svd import section_svd, svd_answer, svd_headline
 from steerlens.report.track import section_track
-from steerlens.report.views import num
 from steerlens.screen.result import ScreenResult
 
 __all__ = ["render_report"]
@@ -86,15 +90,15 @@ def _section_vector(rep: Report, v: OwlVector) -> None:
 
 def _section_screen(rep: Report, s: ScreenResult) -> None:
     stats = s.summary_stats() if s.layer in s.layers else {}
-    t, c = stats.get("teacher"), stats.get("control")
+    t, c = parse_part(OwlBand, stats.get("teacher")), parse_part(OwlBand, stats.get("control"))
     take = ""
     if t and c:
-        tl, th, cl, ch = (num(x.get(k)) for x in (t, c) for k in ("lo", "hi"))
+        tl, th, cl, ch = t.lo, t.hi, c.lo, c.hi
         apart = th < cl or ch < tl
         take = (
-            f"At layer {s.layer} the teacher's data project {num(t.get('mean')):+.2f} "
+            f"At layer {s.layer} the teacher's data project {t.mean:+.2f} "
             f"[{tl:+.2f}, {th:+.2f}] on the teacher vector beyond the base model's own answers, "
-            f"the control data {num(c.get('mean')):+.2f} [{cl:+.2f}, {ch:+.2f}] (mean ΔP): "
+            f"the control data {c.mean:+.2f} [{cl:+.2f}, {ch:+.2f}] (mean ΔP): "
             + ("the screen separates them." if apart else "the intervals overlap.")
         )
     section(rep, "Screening the training data", "screen", take)
@@ -129,47 +133,57 @@ def _section_screen(rep: Report, s: ScreenResult) -> None:
 
 @dataclass
 class _Parts:
-    """What every page reads of the results besides the owl parts: the verdict as written
-    and each other experiment's own part (read by its own section module); ``{}`` if none."""
+    """What every page reads of the results besides the owl parts, each parsed once by its
+    own module's record (None where absent or malformed): the verdict (its JSON, and its
+    words), and each other experiment's part with its verdict."""
 
-    verdict: Mapping[str, Any]
-    detection: Mapping[str, Any]
-    agentic: Mapping[str, Any]
-    svd: Mapping[str, Any]
-    mitigate: Mapping[str, Any]
+    verdict: dict[str, Any] | None = None
+    detection: DetectionResult | None = None
+    agentic: AgenticSummary | None = None
+    svd: SvdSection | None = None
+    mitigate: MitigateSection | None = None
 
     @classmethod
     def of(cls, results: Mapping[str, Any]) -> _Parts:
-        return cls(*(_m(results.get(f.name)) for f in fields(cls)))
+        hints = get_type_hints(cls)
+        return cls(**{f.name: parse_part(hints[f.name], results.get(f.name)) for f in fields(cls)})
+
+    @cached_property
+    def words(self) -> ExperimentVerdictText:
+        return ExperimentVerdictText.from_json(self.verdict or {})
 
 
 def _answer_and_headline(rep: Report, p: _Parts, r: OwlResults) -> None:
     """The page's top, the same for every experiment: the answer (two plain sentences), then
     one headline figure."""
-    v, fig = p.verdict, None
+    v, fig = p.verdict or {}, None
     found, sees = "", ""
-    if p.detection:
-        detect_answer(rep, DetectionResult.from_json(p.detection))
+    if p.detection is not None:
+        detect_answer(rep, p.detection)
         return
-    if p.agentic:
-        found, sees = agentic_answer(p.agentic, v)
+    if p.agentic is not None:
+        found, sees = agentic_answer(p.agentic, AgenticVerdict.from_json(v))
         fig = agentic_headline(p.agentic)
-    elif p.svd:
+    elif p.svd is not None:
         found, sees = svd_answer(p.svd, v)
         fig = svd_headline(p.svd)
-    elif p.mitigate:
-        found, sees = mitigate_answer(p.mitigate, v)
+    elif p.mitigate is not None:
+        found, sees = mitigate_answer(p.mitigate, _mitigate_verdict(p))
         fig = mitigate_headline(p.mitigate)
     elif r.behavior is not None and r.behavior.series:
         if v:
             found, sees = behavior_answer(r)
         fig = behavior_figure(r.behavior)
     elif v:
-        found = str(v.get("headline") or "")
+        found = str(p.words.headline or "")
     if found:
-        answer(rep, found, sees, v)
+        answer(rep, found, sees, p.words)
     if fig is not None:
         headline(rep, fig)
+
+
+def _mitigate_verdict(p: _Parts) -> MitigateVerdict | dict[str, Any]:
+    return MitigateVerdict.from_json(p.verdict) if p.verdict else {}
 
 
 def render_report(results: Mapping[str, Any], title: str | None = None) -> Report:
@@ -194,14 +208,14 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
         f"steerlens {r.steerlens_version}",
     )
     _answer_and_headline(rep, p, r)
-    if p.detection:
-        section_detect(rep, DetectionResult.from_json(p.detection))
-    if p.agentic:
+    if p.detection is not None:
+        section_detect(rep, p.detection)
+    if p.agentic is not None:
         section_agentic(rep, p.agentic)
-    if p.svd:
+    if p.svd is not None:
         section_svd(rep, p.svd)
-    if p.mitigate:
-        section_mitigate(rep, p.mitigate, p.verdict)
+    if p.mitigate is not None:
+        section_mitigate(rep, p.mitigate, _mitigate_verdict(p))
     if r.track is not None:
         section_track(rep, r.track, None if r.verdict is None else r.verdict.numbers.alignment)
     if r.carry is not None:
@@ -214,7 +228,7 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
         section_lineage(rep, r.lineage)
     if p.verdict or r.timings_s:
         with evidence(rep):
-            verdict_lines(rep, p.verdict)
+            verdict_lines(rep, p.verdict or {})
             if r.verdict is not None:
                 section_evidence(rep, r.verdict)
             if r.timings_s:

@@ -15,7 +15,6 @@ Experiments differ only in what they put into these slots (see :mod:`.sections`,
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,7 +28,6 @@ from steerlens.report.page import Report, first_screen
 __all__ = [
     "NO_POWER",
     "answer",
-    "ci_text",
     "dots_with_ci",
     "evidence",
     "folded",
@@ -44,33 +42,24 @@ __all__ = [
 NO_POWER = "How often it misses a real transfer (its power) is not measured here."
 
 
-def ci_text(d: Mapping[str, Any], *, digits: int = 2, p: bool = True) -> str:
-    """``+0.26 [+0.22, +0.29], p = 0.0005`` of a {estimate, lo, hi, p} dict ("" when empty)."""
-    try:
-        est, lo, hi = (float(d[k]) for k in ("estimate", "lo", "hi"))
-    except (KeyError, TypeError, ValueError):
-        return ""
-    out = f"{est:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
-    pv = d.get("p")
-    if p and isinstance(pv, (int, float)) and math.isfinite(float(pv)):
-        out += f", p = {float(pv):.2g}"
-    return out
+Verdict = ExperimentVerdictText | Mapping[str, Any]
+"""A verdict's words, or any experiment's verdict dict (read as its words)."""
 
 
 def _words(verdict: Any) -> ExperimentVerdictText:
-    """Any experiment's verdict dict read as its words (empty for anything else)."""
+    """Any experiment's verdict read as its words (empty for anything but a dict)."""
+    if isinstance(verdict, ExperimentVerdictText):
+        return verdict
     return ExperimentVerdictText.from_json(verdict if isinstance(verdict, Mapping) else {})
 
 
-def power_sentence(verdict: Mapping[str, Any]) -> str:
+def power_sentence(verdict: Verdict) -> str:
     """The measured detection power, in words, from ``verdict["power"]`` (a string, or a
     mapping with ``"text"``); :data:`NO_POWER` when the results carry none."""
     return _words(verdict).power_text or NO_POWER
 
 
-def answer(
-    rep: Report, found: str, sees: str, verdict: Mapping[str, Any], strength: str = ""
-) -> None:
+def answer(rep: Report, found: str, sees: str, verdict: Verdict, strength: str = "") -> None:
     """The answer box: ``found`` (what was found, at what confidence) and ``sees`` (what the
     test can and cannot see) followed by the power sentence."""
     power = power_sentence(verdict)

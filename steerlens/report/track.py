@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from steerlens.experiments.owl_records import OwlAlignment
+from steerlens.experiments.owl_records import OwlAlignment, OwlModel, parse_part
 from steerlens.report.figures import PALETTE, heatmap, lines_with_bands, rgba
 from steerlens.report.headline import ci_words
 from steerlens.report.page import Report
@@ -22,14 +22,11 @@ from steerlens.track.results import AlignmentTrack, ExcessAlignment, SeriesTrack
 __all__ = ["section_track"]
 
 
-def _m(d: Any) -> Mapping[str, Any]:
-    return d if isinstance(d, Mapping) else {}
-
-
 def _hidden_size(prov: Mapping[str, Any]) -> int | None:
     """d of the base model: ``provenance["base"]["hidden_size"]`` (what tracking writes), else
     a top-level ``provenance["hidden_size"]``."""
-    for d in (_m(prov.get("base")).get("hidden_size"), prov.get("hidden_size")):
+    base = parse_part(OwlModel, prov.get("base")) or OwlModel()
+    for d in (base.hidden_size, (parse_part(OwlModel, prov) or OwlModel()).hidden_size):
         if isinstance(d, int) and not isinstance(d, bool) and d > 0:
             return d
     return None
@@ -47,8 +44,10 @@ def _drawable(s: SeriesTrack | None) -> SeriesTrack | None:
     return s if ok else None
 
 
-def _last_layer_figure(rep: Report, t: AlignmentTrack, main: SeriesTrack) -> None:
-    layers, ctrl, ex = t.layers, _drawable(t.series.get("control")), _excess(t)
+def _last_layer_figure(
+    rep: Report, t: AlignmentTrack, main: SeriesTrack, ctrl: SeriesTrack | None
+) -> None:
+    layers, ex = t.layers, _excess(t)
     exname, n, d = "excess (student − base control)", len(t.layers), _hidden_size(t.provenance)
     last = {"student": main.eas[-1].tolist()}
     last |= {} if ctrl is None else {"base control": ctrl.eas[-1].tolist()}
@@ -74,7 +73,7 @@ def _last_layer_figure(rep: Report, t: AlignmentTrack, main: SeriesTrack) -> Non
 
 
 def _excess_figure(
-    rep: Report, t: AlignmentTrack, main: SeriesTrack, layer: int | None = None
+    rep: Report, t: AlignmentTrack, main: SeriesTrack, ctrl: SeriesTrack | None, layer: int | None
 ) -> None:
     """Student and control EAS across checkpoints at the verdict's headline layer (fixed from
     the teacher side); without one, the layer of the largest |excess| (said in the title)."""
@@ -87,7 +86,6 @@ def _excess_figure(
     else:
         j = int(np.nanargmax(np.abs(last))) if np.isfinite(last).any() else 0
         why = "largest |excess|: selected after looking, the CI is per layer"
-    ctrl = _drawable(t.series.get("control"))
     curves = {"student EAS": main.eas[:, j].tolist()}
     curves |= {} if ctrl is None else {"base control EAS": ctrl.eas[:, j].tolist()}
     fig = lines_with_bands(
@@ -119,8 +117,10 @@ def _cell(grid: np.ndarray, j: int) -> float:
     return float(grid[-1][j]) if grid.ndim == 2 and len(grid) and grid.shape[1] > j else math.nan
 
 
-def _track_table(rep: Report, t: AlignmentTrack, main: SeriesTrack) -> None:
-    ctrl, ex = _drawable(t.series.get("control")), _excess(t)
+def _track_table(
+    rep: Report, t: AlignmentTrack, main: SeriesTrack, ctrl: SeriesTrack | None
+) -> None:
+    ex = _excess(t)
     rows = []
     for j, layer in enumerate(t.layers):
         row: dict[str, Any] = {
@@ -172,7 +172,7 @@ def _track_takeaway(t: AlignmentTrack, al: OwlAlignment | None) -> str:
 
 
 def section_track(rep: Report, t: AlignmentTrack, al: OwlAlignment | None = None) -> None:
-    main = _drawable(t.series.get("main"))
+    main, ctrl = _drawable(t.series.get("main")), _drawable(t.series.get("control"))
     section(
         rep,
         "Alignment of the student's shift with the teacher vector",
@@ -182,7 +182,7 @@ def section_track(rep: Report, t: AlignmentTrack, al: OwlAlignment | None = None
     if main is None or not t.layers:
         rep.text("(no tracking results)")
         return
-    _excess_figure(rep, t, main, None if al is None else al.layer)
+    _excess_figure(rep, t, main, ctrl, None if al is None else al.layer)
     rep.figure(
         heatmap(
             main.eas.T.tolist(),
@@ -195,7 +195,7 @@ def section_track(rep: Report, t: AlignmentTrack, al: OwlAlignment | None = None
         ),
         "vˢ(n) = mean h(θₙ) − mean h(θ₀) over probe prompts; step 0 is the base (zero shift).",
     )
-    _last_layer_figure(rep, t, main)
+    _last_layer_figure(rep, t, main, ctrl)
     if main.proj.ndim == 2 and len(main.proj) == len(main.steps):
         rep.figure(
             heatmap(
@@ -209,4 +209,4 @@ def section_track(rep: Report, t: AlignmentTrack, al: OwlAlignment | None = None
             )
         )
     with folded(rep, "Numbers per layer"):
-        _track_table(rep, t, main)
+        _track_table(rep, t, main, ctrl)
