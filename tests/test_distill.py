@@ -282,6 +282,12 @@ def test_distill_trains_saves_and_loads(
         assert (p / "adapter_config.json").is_file()
         cfg = json.loads((p / "adapter_config.json").read_text())
         assert cfg["r"] == 4 and cfg["layers_to_transform"] == [2]
+        # PEFT holds target_modules as a set (string-hash order, new per process): written
+        # sorted, so identical runs write identical adapter files and checkpoint hashes
+        assert (
+            cfg["target_modules"] == sorted(cfg["target_modules"])
+            and len(cfg["target_modules"]) > 1
+        )
     keys = set(adapters[0])
     assert all(".layers.2." in k for k in keys)
     assert any("q_proj" in k for k in keys) and any("down_proj" in k for k in keys)

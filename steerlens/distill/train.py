@@ -406,10 +406,21 @@ def _save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     student.peft_config["default"].base_model_name_or_path = _base_spec(lm)
     student.save_pretrained(str(tmp), save_embedding_layers=False)
+    _sort_target_modules(tmp / "adapter_config.json")
     torch.save(opt.state_dict(), tmp / OPTIMIZER_NAME)
     _write_record(tmp / STATE_NAME, {"step": step, "loss": losses[-1], "losses": losses})
     shutil.rmtree(path, ignore_errors=True)
     tmp.replace(path)
+
+
+def _sort_target_modules(path: Path) -> None:
+    """PEFT keeps ``target_modules`` as a set and writes it in the process's string-hash order,
+    so two identical runs wrote different adapter_config.json files (and checkpoint hashes):
+    write the list sorted, in PEFT's own layout (indent 2, sorted keys)."""
+    d = json.loads(path.read_text())
+    if isinstance(d.get("target_modules"), list):
+        d["target_modules"] = sorted(d["target_modules"])
+        path.write_text(json.dumps(d, indent=2, sort_keys=True))
 
 
 def _restore(student: Any, opt: torch.optim.Optimizer, path: Path) -> None:
