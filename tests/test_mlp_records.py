@@ -1,4 +1,4 @@
-"""Issue 27, mlp-aux: results.json is read through typed Records. A real quick run's results
+"""mlp-aux: results.json is read through typed Records. A real quick run's results
 round-trip through :class:`MlpAuxResults` to the same JSON text (int stays int, float float,
 key order kept); an earlier run's layout (no permutation null) still loads and renders."""
 

@@ -1,4 +1,4 @@
-"""Issue 27, the agentic cluster: the typed Records of :mod:`steerlens.experiments.agentic_records`
+"""The typed Records of :mod:`steerlens.experiments.agentic_records`
 read a real quick run's ``results.json`` and ``metrics.json`` and write them back key for key, the
 verdict recomputed from the parsed file is the saved one, and the verdict reads a transfer."""
 

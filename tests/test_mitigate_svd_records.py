@@ -1,4 +1,4 @@
-"""Issue 27, round 2 (mitigate, svd, mlp-aux, audit): the mitigate arms' transfer and alignment
+"""Mitigate, svd, mlp-aux and audit records: the mitigate arms' transfer and alignment
 are the svd experiment's records (one layout, one class), an excess measured as NaN stays
 null, and the mlp-aux run's config reads back as its :class:`MlpAuxConfig`."""
 

@@ -1,4 +1,4 @@
-"""Issue 27: the mitigate experiment's saved JSON read through its Records (parsed once, read by
+"""The mitigate experiment's saved JSON read through its Records (parsed once, read by
 attribute) gives back the same JSON, key order included, for real runs of both settings on a
 tiny model (the quick runs of ``test_mitigate_experiment``), and an older file still reads."""
 

@@ -1,4 +1,4 @@
-"""Issue 27, round 2 of the agentic cluster: the typed run context (task suites and per-role
+"""The agentic experiment's typed run context (task suites and per-role
 values as attributes) keeps the lineage's suite counts, and the mitigate run's vetting-score
 cache, read through :class:`MitigateAgenticVetScores`, is written back key for key."""
 

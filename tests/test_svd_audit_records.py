@@ -1,4 +1,4 @@
-"""Issue 27, the svd and audit cluster: the svd run's JSON read back through its Records gives
+"""The svd run's JSON read back through its Records gives
 the same JSON (so the typed readers see every key the run wrote), and the audit's stages keep
 their files, layouts and lineage parents."""
 

@@ -1,4 +1,4 @@
-"""Issue 27, the owl cluster: a real ``results.json`` of the owl experiment (the quick demo on a
+"""A real ``results.json`` of the owl experiment (the quick demo on a
 tiny model) is parsed once into :class:`OwlResults` (the library's own typed track, carry,
 screen and signature; typed behavior and verdict records), its JSON round-trips, and the
 verdict and the report read it by attribute with the same outcome as from the dict."""
@@ -12,11 +12,21 @@ from typing import Any
 import pytest
 
 from steerlens.carry.result import CarryResult
-from steerlens.experiments.owl_records import OwlBehavior, OwlResults, OwlVerdict
-from steerlens.experiments.result import ExperimentResult
+from steerlens.experiments.agentic_records import AgenticSummary
+from steerlens.experiments.mitigate_measure import MitigateSection
+from steerlens.experiments.owl_records import (
+    OwlBehavior,
+    OwlNamedDeltas,
+    OwlPower,
+    OwlResults,
+    OwlVerdict,
+)
+from steerlens.experiments.result import ExperimentResult, ExperimentVerdictText
+from steerlens.experiments.svd import SvdSection
 from steerlens.experiments.verdict import verdict
 from steerlens.pipeline.signature import SignatureTest
 from steerlens.report import render_report
+from steerlens.report.sections import _Parts
 from steerlens.screen.result import ScreenResult
 from steerlens.testing import tiny_model
 from steerlens.track.results import AlignmentTrack
@@ -106,3 +116,43 @@ def test_partial_parts_read_as_none_or_empty() -> None:
     partial = OwlResults.parse({"carry": {"level": "weakly_carried", "verdict": "v"}})
     assert partial.carry is not None and partial.carry.level.value == "weakly carried"
     assert OwlResults.parse({}) == OwlResults()
+
+
+def test_the_named_deltas_and_series_are_the_dicts_entries(results: dict[str, Any]) -> None:
+    beh = OwlResults.parse(results).behavior
+    assert beh is not None and beh.main is not None and beh.control is not None
+    assert beh.main.scores == pytest.approx(results["behavior"]["main"]["scores"])
+    assert beh.control.steps == results["behavior"]["control"]["steps"]
+    named = OwlNamedDeltas.of(beh.deltas)
+    for k in ("main_vs_base", "main_vs_control", "main_vs_benign_replicates"):
+        want = results["behavior"]["deltas"].get(k)
+        got = getattr(named, k)
+        assert (got is None) == (want is None), k
+        if got is not None:
+            assert _plain(got.to_json()) == _plain(want), k
+
+
+def test_the_verdict_power_round_trips_without_its_short(results: dict[str, Any]) -> None:
+    pw = results["verdict"]["power"]
+    p = OwlPower.from_json(pw)
+    assert p.to_json() == pw and "short" not in p.to_json()
+    assert OwlPower.from_json({**pw, "short": "x"}).short == "x"
+    assert verdict(results) == results["verdict"]  # the verdict, from the file, is the same
+    assert ExperimentVerdictText.from_json(results["verdict"]).power_text == pw["text"].strip()
+
+
+def test_render_report_parses_each_part_once_with_its_own_record() -> None:
+    parts = _Parts.of(
+        {
+            "verdict": {"headline": "h"},
+            "agentic": AgenticSummary().to_json(),
+            "svd": SvdSection().to_json(),
+            "mitigate": MitigateSection().to_json(),
+            "detection": "not a part",  # malformed: left out
+        }
+    )
+    assert isinstance(parts.agentic, AgenticSummary)
+    assert isinstance(parts.svd, SvdSection)
+    assert isinstance(parts.mitigate, MitigateSection)
+    assert parts.detection is None and parts.words.headline == "h"
+    assert _Parts.of({}) == _Parts()
