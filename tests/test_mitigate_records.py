@@ -5,12 +5,15 @@ tiny model (the quick runs of ``test_mitigate_experiment``), and an older file s
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from steerlens.common import read_json
 from steerlens.experiments import MitigateConfig, get
+from steerlens.experiments.mitigate_agentic_data import MitigateAgenticVetScores
 from steerlens.experiments.mitigate_measure import (
     ArmResult,
     MitigateAgentMetrics,
@@ -114,3 +117,11 @@ def test_agentic_results_and_metrics_round_trip(tmp_path: Path) -> None:
     for d in metrics.values():
         _same_text(MitigateAgentMetrics.from_json(d), d)
     assert MitigateAgentMetrics.from_json(metrics["none_r1"]).rate is None
+    # the vetting-score cache, read through its record, is written back key for key
+    raw = read_json(out / "mitigate" / "vet_scores.json")
+    v = MitigateAgenticVetScores.from_json(raw)
+    assert v.layer == m["layer"] == 2 and len(v.scores) == 4
+    assert all(x is None or math.isfinite(x) for x in v.scores)
+    assert json.dumps(v.to_json()) == json.dumps(raw)
+    # the lineage-free mitigate results still carry the keyword filter of the teacher
+    assert m["filter"]["total"] == 4
