@@ -186,6 +186,23 @@ def test_architecture_doc_names_the_contract_layers() -> None:
     rows = block.strip("`\n").splitlines()  # an indented line continues the one above
     drawn = [line.split("  ")[0].strip() for line in rows if line[:1].strip()]
     assert drawn == layers
+    flat = " ".join(" ".join(rows).split())
+    for inner in contract["contracts"][1:]:  # each group's own order, drawn in its row
+        if inner["type"] == "layers":
+            assert " > ".join(inner["layers"]) in flat, inner["containers"]
+
+
+def test_every_top_level_module_is_in_a_group_of_the_contract() -> None:
+    """Issue 27: the top level holds the groups of the layers contract (model loading, inputs,
+    runtime, directions, measures, …), not loose modules the contract would not order."""
+    import tomllib
+
+    contract = tomllib.loads((PKG.parent / "pyproject.toml").read_text())["tool"]["importlinter"]
+    named = {m.strip() for row in contract["contracts"][0]["layers"] for m in row.split("|")}
+    top = {p.stem for p in PKG.glob("*.py") if p.stem != "__init__"}
+    top |= {p.name for p in PKG.iterdir() if (p / "__init__.py").exists()}
+    assert top == named
+    assert {p.stem for p in PKG.glob("*.py")} <= {"__init__", "version", "experiment", "testing"}
 
 
 def test_the_root_exports_the_library_and_lists_it_all() -> None:
