@@ -49,56 +49,26 @@ def tiny_config(arch: str = "llama", *, n_layers: int = 4, d: int = 64, vocab: i
     """A small HF config of the given architecture."""
     from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
 
+    ids: dict[str, Any] = {
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "vocab_size": vocab,
+    }
+    hf: dict[str, Any] = {
+        "hidden_size": d,
+        "intermediate_size": 2 * d,
+        "num_hidden_layers": n_layers,
+    }
+    hf |= {"num_attention_heads": 4, "max_position_embeddings": 512}
     if arch == "llama":
-        return LlamaConfig(
-            vocab_size=vocab,
-            hidden_size=d,
-            intermediate_size=2 * d,
-            num_hidden_layers=n_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-            tie_word_embeddings=True,
-        )
+        return LlamaConfig(**ids, **hf, num_key_value_heads=2, tie_word_embeddings=True)
     if arch == "qwen2":
-        return Qwen2Config(
-            vocab_size=vocab,
-            hidden_size=d,
-            intermediate_size=2 * d,
-            num_hidden_layers=n_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-        )
+        return Qwen2Config(**ids, **hf, num_key_value_heads=2)
     if arch == "gpt2":
-        return GPT2Config(
-            vocab_size=vocab,
-            n_embd=d,
-            n_layer=n_layers,
-            n_head=4,
-            n_positions=512,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-        )
+        return GPT2Config(**ids, n_embd=d, n_layer=n_layers, n_head=4, n_positions=512)
     if arch == "gpt_neox":
-        return GPTNeoXConfig(
-            vocab_size=vocab,
-            hidden_size=d,
-            intermediate_size=2 * d,
-            num_hidden_layers=n_layers,
-            num_attention_heads=4,
-            max_position_embeddings=512,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-        )
+        return GPTNeoXConfig(**ids, **hf)
     raise ValueError(f"unknown tiny architecture {arch!r}: llama, qwen2, gpt2 or gpt_neox")
 
 

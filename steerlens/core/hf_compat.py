@@ -63,15 +63,6 @@ def cache_kwargs(target: Any, cache: Any) -> dict[str, Any]:
     return {cache_keyword(target): cache, "use_cache": cache is not None}
 
 
-def output_cache(output: Any) -> Any:
-    """The KV cache a model returned (``output.cache`` from 5.24, ``past_key_values`` before)."""
-    for name in CACHE_KEYWORDS:
-        cache = getattr(output, name, None)
-        if cache is not None:
-            return cache
-    return None
-
-
 def _cache_length(obj: Any) -> int | None:
     """Tokens held by a KV cache object (a ``Cache``, or a legacy tuple of (k, v) pairs)."""
     if hasattr(obj, "get_seq_length"):

@@ -68,12 +68,6 @@ def cosines(v: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, (d64 @ v64) / den.clamp_min(1e-300), torch.zeros_like(den))
 
 
-def isotropic_abs_cos(d: int) -> float:
-    """Expected |cos| between a fixed vector and a uniform random direction in d dims:
-    √(2/(πd)) for large d (DESIGN.md "Nulls")."""
-    return math.sqrt(2.0 / (math.pi * d))
-
-
 def z_and_p(
     observed: float, null: torch.Tensor | np.ndarray | Sequence[float], alternative: str = "greater"
 ) -> tuple[float, float]:
