@@ -15,7 +15,7 @@ import einops
 import torch
 
 from steerlens.batching import Reducer
-from steerlens.edits import EditPlan
+from steerlens.edits import EditPlan, block_output, with_block_output
 from steerlens.hf_compat import cache_kwargs
 from steerlens.models import LoadedModel
 from steerlens.precision import compute_context
@@ -256,6 +256,35 @@ def reduce_positions(h: torch.Tensor, weights: torch.Tensor | None) -> torch.Ten
         return h[:, -1, :].to(torch.float32, copy=True)
     w = weights.to(device=h.device, dtype=torch.float32)
     return einops.einsum(w, h.float(), "batch token, batch token d_model -> batch d_model")
+
+
+@contextmanager
+def block_edits(
+    lm: LoadedModel, plan: EditPlan, pre: Callable[..., None], *, with_kwargs: bool = True
+) -> Iterator[LoadedModel]:
+    """``steer`` of the torch-hook backends: ``pre`` as a forward pre-hook of the model and a
+    forward hook on each block of ``plan.layers`` replacing its hidden states by
+    :meth:`~steerlens.edits.EditPlan.transform` of them; yields ``lm``, the hooks removed on
+    exit. An edit at every position with no base model acts on each position alone, so its
+    hooks are marked (:func:`mark_position_wise`): a shared prompt prefix may run apart."""
+    blocks = lm.layout.blocks
+    position_wise = plan.positions == "all" and plan.base is None
+
+    def make_hook(layer: int) -> Any:
+        def hook(_mod: Any, _args: Any, output: Any) -> Any:
+            new = plan.transform(layer, block_output(output))
+            return None if new is None else with_block_output(output, new)
+
+        return mark_position_wise(hook) if position_wise else hook
+
+    handles = [lm.model.register_forward_pre_hook(pre, with_kwargs=with_kwargs)]
+    try:
+        for layer in plan.layers:
+            handles.append(blocks[layer].register_forward_hook(make_hook(layer)))
+        yield lm
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def plan_pre_hook(plan: EditPlan) -> Callable[[Any, tuple[Any, ...], dict[str, Any]], None]:
