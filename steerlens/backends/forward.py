@@ -98,7 +98,6 @@ def truncated_forward(
     return dict(store)
 
 
-# Architectures whose KV cache and mask handling the shared-prefix path is tested on.
 #: decoder families whose KV cache, masks and block layout the shared-prefix path and the
 #: upper-block forward (backends.upper) are tested on
 LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3")
