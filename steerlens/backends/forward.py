@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 import einops
 import torch
 
-from steerlens.batching import Reducer
-from steerlens.edits import EditPlan, block_output, with_block_output
-from steerlens.hf_compat import cache_kwargs
-from steerlens.models import LoadedModel
-from steerlens.precision import compute_context
-from steerlens.prompts import EncodedPrompt, PositionSpec, pad_batch, position_indices
+from steerlens.runtime.batching import Reducer
+from steerlens.runtime.edits import EditPlan, block_output, with_block_output
+from steerlens.core.hf_compat import cache_kwargs
+from steerlens.loading.models import LoadedModel
+from steerlens.core.precision import compute_context
+from steerlens.inputs.prompts import EncodedPrompt, PositionSpec, pad_batch, position_indices
 
 T = TypeVar("T")
 
@@ -263,7 +263,7 @@ def block_edits(
 ) -> Iterator[LoadedModel]:
     """``steer`` of the torch-hook backends: ``pre`` as a forward pre-hook of the model and a
     forward hook on each block of ``plan.layers`` replacing its hidden states by
-    :meth:`~steerlens.edits.EditPlan.transform` of them; yields ``lm``, the hooks removed on
+    :meth:`~steerlens.runtime.edits.EditPlan.transform` of them; yields ``lm``, the hooks removed on
     exit. An edit at every position with no base model acts on each position alone, so its
     hooks are marked (:func:`mark_position_wise`): a shared prompt prefix may run apart."""
     blocks = lm.layout.blocks
@@ -289,7 +289,7 @@ def block_edits(
 def plan_pre_hook(plan: EditPlan) -> Callable[[Any, tuple[Any, ...], dict[str, Any]], None]:
     """The forward pre-hook (``with_kwargs=True``) every local backend registers on the HF
     module under a ``steer`` block: reports the forward to the plan
-    (:meth:`~steerlens.edits.EditPlan.observe_forward`) and, in replace mode with a base model,
+    (:meth:`~steerlens.runtime.edits.EditPlan.observe_forward`) and, in replace mode with a base model,
     runs the base on the same tokens (stopped after the plan's deepest layer) for h_base·v̂."""
 
     def hook(_mod: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

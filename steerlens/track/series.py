@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from steerlens.checkpoints import CheckpointSeries
-from steerlens.stats import correct, random_directions
+from steerlens.measures.stats import correct, random_directions
 from steerlens.track.inputs import TrackRun
 from steerlens.track.modules import ModuleTrack, excess_modules
 from steerlens.track.nulls import NullConfig, layer_stats
