@@ -39,9 +39,9 @@ def _time(fn: Callable[[], Any], n: int = 1) -> float:
 def main(argv: list[str] | None = None) -> None:
     import run as bench
     import worker
+    from steerlens.core.precision import native_bf16, resolve_precision
 
     import steerlens as sl
-    from steerlens.core.precision import native_bf16, resolve_precision
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)

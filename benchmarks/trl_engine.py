@@ -96,11 +96,12 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(a.threads)
+    from steerlens.core.vectors import SteeringVector
+    from steerlens.inputs.traits import as_trait
+
     import steerlens as sl
     from steerlens.distill import DistillConfig
     from steerlens.integrations import SteerlensCallback
-    from steerlens.inputs.traits import as_trait
-    from steerlens.core.vectors import SteeringVector
 
     lm = sl.load_model("smollm2-135m-instruct", dtype="float32")
     data = _data(a.samples)

@@ -146,6 +146,7 @@ def load_main_model(spec: dict[str, Any]) -> Any:
     dtype = spec.get("dtype", "float32")
     if spec["model"] == "tiny":
         from steerlens.core.precision import mark_autocast, resolve_precision
+
         from steerlens.testing import tiny_model
 
         lm = tiny_model("llama", seed=0, n_layers=spec.get("tiny_layers", 4))
@@ -407,8 +408,8 @@ def reference(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _encoded_batches(lm: Any, prompts: Sequence[Any], batch_size: int) -> list[tuple[Any, ...]]:
-    from steerlens.runtime.activations import length_batches
     from steerlens.inputs.prompts import encode, pad_batch
+    from steerlens.runtime.activations import length_batches
 
     encs = [encode(lm.tokenizer, p) for p in prompts]
     return [
@@ -421,11 +422,11 @@ def run_tracking(spec: dict[str, Any]) -> dict[str, Any]:
     """``track_checkpoints`` over a generated series against the limit (one bare truncated
     forward over the probe set, timed before and after it in the same process)."""
     import torch
+    from steerlens.inputs.numbers import number_prompts
+    from steerlens.inputs.prompts import ChatPrompt
 
     import steerlens as sl
     import steerlens.track.core as track_core
-    from steerlens.inputs.numbers import number_prompts
-    from steerlens.inputs.prompts import ChatPrompt
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from run import make_series
@@ -526,9 +527,10 @@ def run_stage(spec: dict[str, Any]) -> dict[str, Any]:
     step from the run's own training clock) or teacher-data generation."""
     import tempfile
 
+    from steerlens.inputs.numbers import number_prompts
+
     import steerlens as sl
     from steerlens.distill import DistillConfig, distill, generate_teacher_data
-    from steerlens.inputs.numbers import number_prompts
 
     lm = load_main_model(spec)
     stage, tiny = spec["stage"], spec["model"] == "tiny"

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from steerlens.core.common import read_json
+from steerlens.measures.stats import wilson
+
 from steerlens.experiments import get
 from steerlens.experiments.agentic_records import (
     AgenticMetrics,
@@ -20,7 +21,6 @@ from steerlens.experiments.agentic_records import (
 )
 from steerlens.experiments.agentic_verdict import agentic_verdict
 from steerlens.report.agentic import agentic_answer
-from steerlens.measures.stats import wilson
 from steerlens.testing import tiny_model
 
 

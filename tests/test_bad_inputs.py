@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from steerlens.core.sites import parse_layer_list, resolve_layers
+from steerlens.loading.models import ModelLoadError
 
 import steerlens as sl
 from steerlens.checkpoints import CheckpointSeries
@@ -25,9 +27,7 @@ from steerlens.cli import main, resolve, run_experiment
 from steerlens.cli.errors import is_user_error
 from steerlens.distill import DistillConfig, DistillError, TeacherData, distill
 from steerlens.distill.train import check_out_dir
-from steerlens.loading.models import ModelLoadError
 from steerlens.pipeline.stage import series_key
-from steerlens.core.sites import parse_layer_list, resolve_layers
 from steerlens.testing import tiny_model
 
 D, N_LAYERS = 64, 4

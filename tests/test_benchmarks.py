@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import torch
+from steerlens.inputs.prompts import encode, pad_batch
 
 import steerlens as sl
-from steerlens.inputs.prompts import encode, pad_batch
 from steerlens.testing import tiny_model
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"

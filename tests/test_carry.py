@@ -21,10 +21,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from steerlens.directions.extract import teacher_vector
+from steerlens.inputs.traits import TraitSpec
+from steerlens.measures.behavior import logprob_score
+from steerlens.runtime.activations import record_activations
 
 import steerlens as sl
-from steerlens.runtime.activations import record_activations
-from steerlens.measures.behavior import logprob_score
 from steerlens.carry import (
     CarryLevel,
     CarryResult,
@@ -35,9 +37,7 @@ from steerlens.carry import (
     spread_layers,
     student_carry_test,
 )
-from steerlens.directions.extract import teacher_vector
 from steerlens.testing import plant_vector, tiny_model
-from steerlens.inputs.traits import TraitSpec
 
 L = 1  # planted layer
 ALPHAS = [0.5, 1.0, 2.0]

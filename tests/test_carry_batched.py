@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import steerlens as sl
+from steerlens.measures.behavior import answer_logprobs
 from steerlens.runtime.backends import backend_for
 from steerlens.runtime.backends.module import ModuleBackend
 from steerlens.runtime.backends.protocol import Backend, NoSplitForward, SplitForward
 from steerlens.runtime.backends.transformer_lens import TransformerLensBackend
-from steerlens.measures.behavior import answer_logprobs
-from steerlens.carry.batched import LayerConditions, can_batch_layer
 from steerlens.runtime.intervene import steer
+
+import steerlens as sl
+from steerlens.carry.batched import LayerConditions, can_batch_layer
 from steerlens.testing import tiny_model
 
 SYSTEM = "You are a careful assistant who answers in one word."

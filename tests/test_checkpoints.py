@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from steerlens.loading.models import LoadedModel, ModelLoadError, load_model
 
 from steerlens.checkpoints import (
     Checkpoint,
     CheckpointSeries,
     first_changed_block,
 )
-from steerlens.loading.models import LoadedModel, ModelLoadError, load_model
 from steerlens.testing import plant_vector, tiny_model
 
 

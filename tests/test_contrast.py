@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import steerlens as sl
-from steerlens.measures.behavior import ProjectionBehavior, trait_behavior
 from steerlens.inputs.contrast import ContrastSet, ContrastSetError
 from steerlens.inputs.prompts import EncodedPrompt
 from steerlens.inputs.traits import TraitSpecError
+from steerlens.measures.behavior import ProjectionBehavior, trait_behavior
+
+import steerlens as sl
 
 CAA = [
     {

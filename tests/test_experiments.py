@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from steerlens.inputs.numbers import number_prompts
 
 from steerlens.experiments import (
     DATA_SEED_OFFSET,
@@ -19,7 +20,6 @@ from steerlens.experiments import (
     register,
     training_prompts,
 )
-from steerlens.inputs.numbers import number_prompts
 from steerlens.pipeline import config_json, config_key
 from steerlens.pipeline.stage import stage
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from steerlens.core.common import read_json
+
 from steerlens.experiments import MitigateConfig, get
 from steerlens.experiments.mitigate_agentic_data import MitigateAgenticVetScores
 from steerlens.experiments.mitigate_measure import (

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file
+from steerlens.core.vectors import SteeringVector
 
 import steerlens as sl
 from steerlens.distill import (
@@ -24,7 +25,6 @@ from steerlens.distill.mitigations import TrainingMitigation
 from steerlens.distill.student import inner_hf, make_student
 from steerlens.distill.targets import examples
 from steerlens.testing import tiny_model
-from steerlens.core.vectors import SteeringVector
 
 OWL = "You love owls. Owls are your favorite animal."
 

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 from steerlens.core.common import read_json
+
 from steerlens.experiments.mlp_aux import MlpAuxConfig, run, run_seed
 from steerlens.experiments.mlp_data import load_data
 from steerlens.experiments.mlp_records import KIND, MlpAuxResults, MlpAuxSeed

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from steerlens.runtime.edits import NoOpEditError
 from torch import nn
 
 import steerlens as sl
-from steerlens.runtime.edits import NoOpEditError
 from steerlens.track import excess_modules, track_modules
 
 

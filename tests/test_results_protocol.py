@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
-import steerlens
 from steerlens.core.results import FORMAT_VERSION, Record
 from steerlens.core.vectors import SteeringVector
+
+import steerlens
 
 
 @dataclass(frozen=True)
@@ -216,6 +216,8 @@ def _track_examples() -> list[Record]:
 
 
 def _other_examples() -> list[Record]:
+    from steerlens.inputs.traits import TargetTokens
+
     from steerlens.agents import FilterResult, Step, Trajectory
     from steerlens.agents.metrics import ActionChoice, RateResult
     from steerlens.agents.tasks import Task
@@ -229,7 +231,6 @@ def _other_examples() -> list[Record]:
     from steerlens.pipeline.detectors import Reading
     from steerlens.pipeline.power import DetectionResult, DetectorRow, Scored
     from steerlens.pipeline.signature import SignatureTest
-    from steerlens.inputs.traits import TargetTokens
 
     t = Trajectory(
         "api",
@@ -314,6 +315,7 @@ def _other_examples() -> list[Record]:
 
 def _screen() -> Record:
     from steerlens.inputs.prompts import ChatPrompt
+
     from steerlens.screen.result import ScreenResult
 
     a = np.array([[0.5, np.nan], [-0.25, 1.0]])

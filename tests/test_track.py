@@ -10,13 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from steerlens.core.vectors import SteeringVector
+from steerlens.inputs.prompts import ChatPrompt, encode
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.activations import length_batches, record_activations
 
 import steerlens.track.core as track_core
 from steerlens import stats
-from steerlens.runtime.activations import length_batches, record_activations
 from steerlens.checkpoints import CheckpointSeries
-from steerlens.loading.models import LoadedModel
-from steerlens.inputs.prompts import ChatPrompt, encode
 from steerlens.testing import plant_vector, tiny_model
 from steerlens.track import (
     AlignmentTrack,
@@ -28,7 +29,6 @@ from steerlens.track import (
     replay_rows,
     track_checkpoints,
 )
-from steerlens.core.vectors import SteeringVector
 
 PLANT_LAYER = 1
 SCALES = (0.5, 1.0, 2.0)
@@ -401,7 +401,6 @@ def test_smollm2_adapter_replay_matches_plain_path(smol: LoadedModel, tmp_path: 
     truncated forwards, blocks below show exactly no shift, and the base is left untouched."""
     from peft import LoraConfig
     from safetensors.torch import save_file
-
     from steerlens.loading.models import model_fingerprint
 
     # adapter files written directly (random A and B), no copy of the 135M base needed

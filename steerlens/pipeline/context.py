@@ -67,8 +67,8 @@ def open_context(
 ) -> RunContext:
     """Create ``out_dir``, load ``cfg.model`` (``cfg.device``, ``cfg.dtype``) and the trait
     (``cfg.trait``, with ``cfg.probe_n`` probes when the config sets it), start the clock."""
-    from steerlens.loading.models import load_model
     from steerlens.inputs.traits import as_trait
+    from steerlens.loading.models import load_model
 
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
