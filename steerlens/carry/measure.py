@@ -42,13 +42,11 @@ class Measure:
         self, lm: LoadedModel, with_offtarget: bool = True
     ) -> tuple[float, torch.Tensor | None]:
         """(B, (n_off, V) off-target log-probabilities or None)."""
+        prompts = self.prompts(with_offtarget)
+        if prompts is not None:
+            return self.from_logprobs(self._logprobs(lm, prompts), with_offtarget)
         off = self.offtarget if with_offtarget else []
-        beh = self.behavior
-        if hasattr(beh, "score_logprobs") and hasattr(beh, "prompts"):
-            prompts = list(beh.prompts)
-            lp = self._logprobs(lm, prompts + off)
-            return beh.score_logprobs(lp[: len(prompts)]), (lp[len(prompts) :] if off else None)
-        b = float(beh(lm))  # a behavior of the user's: model -> float
+        b = float(self.behavior(lm))  # a behavior of the user's: model -> float
         return b, (self._logprobs(lm, off) if off else None)
 
     def _logprobs(self, lm: LoadedModel, prompts: list[Any]) -> torch.Tensor:

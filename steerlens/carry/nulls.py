@@ -11,9 +11,9 @@ and p ≤ P_MAX (= 0.05, so at least 19 draws: with fewer the null cannot be bea
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -69,11 +69,6 @@ class NullComparison(Record):
     def summary(self) -> str:
         z = "n/a" if self.z is None else f"{self.z:+.2f}"
         return f"z {z}, p {self.p}, beats the null: {self.beats_null}"
-
-    @staticmethod
-    def in_json(d: Mapping[str, Any]) -> bool:
-        """Whether a peak's JSON holds a null comparison."""
-        return "beats_null" in d
 
 
 def compare_to_null(

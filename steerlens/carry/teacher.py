@@ -97,6 +97,7 @@ def accepts_teacher(fn: F) -> F:
         teacher = kw.get("teacher")
         if not isinstance(teacher, Teacher):
             return fn(model, vector, trait, **kw)
+        model = as_model(model)  # wrapped once: the teacher's condition and the test share it
         with teacher_condition(model, teacher, trait, kw.get("metric")) as cond:
             kw["teacher"] = cond.model
             if kw.get("teacher_metric") is None:

@@ -268,7 +268,7 @@ class SeriesLoader:
         from peft import PeftModel
 
         name = f"steerlens_step{ckpt.step}_{ckpt.signature()[:8]}"
-        _check_finite(_adapter_tensors(ckpt), ckpt.path)
+        _check_finite(read_state_dict(ckpt).items(), ckpt.path)
         try:
             if self._peft is None:
                 self._peft = PeftModel.from_pretrained(
@@ -287,14 +287,7 @@ class SeriesLoader:
             ) from exc
         self._active = name
         self._peft.eval()
-        return LoadedModel(
-            self._peft,
-            self.base.tokenizer,
-            f"{self.base.name}+{ckpt.name}",
-            str(ckpt.path),
-            self.base.layers_path,
-            precision=self.base.precision,
-        )
+        return self._over_base(self._peft, ckpt, "+")
 
     def _drop_adapters(self) -> None:
         if self._peft is not None:
@@ -339,34 +332,20 @@ class SeriesLoader:
             _check_finite(state.items(), ckpt.path)
             _load_into(self._full, state, ckpt.path)
         mark_autocast(self._full, self.base.compute_precision.autocast)
+        return self._over_base(self._full, ckpt, "@")
+
+    def _over_base(self, model: nn.Module, ckpt: Checkpoint, sep: str) -> LoadedModel:
+        """``model`` (the base with ``ckpt`` loaded) as a LoadedModel named base{sep}ckpt."""
+        b = self.base
+        name = f"{b.name}{sep}{ckpt.name}"
         return LoadedModel(
-            self._full,
-            self.base.tokenizer,
-            f"{self.base.name}@{ckpt.name}",
-            str(ckpt.path),
-            self.base.layers_path,
-            precision=self.base.precision,
+            model, b.tokenizer, name, str(ckpt.path), b.layers_path, precision=b.precision
         )
 
     def close(self) -> None:
         self._drop_adapters()
         self._full = None
         self._full_key = None
-
-
-def _adapter_tensors(ckpt: Checkpoint) -> list[tuple[str, torch.Tensor]]:
-    out: list[tuple[str, torch.Tensor]] = []
-    for f in ckpt.weight_files():
-        try:
-            if f.suffix == ".safetensors":
-                out += list(load_file(str(f)).items())
-            else:
-                out += list(torch.load(f, map_location="cpu", weights_only=True).items())
-        except Exception as exc:
-            raise ModelLoadError(
-                f"could not read weights {f} ({type(exc).__name__}: {exc}). {fix_hint(ckpt.path)}"
-            ) from exc
-    return out
 
 
 def _check_finite(tensors: Any, path: Path) -> None:

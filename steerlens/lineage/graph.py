@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from steerlens.lineage.record import Record, find_records, read_record
+from steerlens.lineage.record import Record, _rel, find_records, read_record
 
 __all__ = ["lineage_graph"]
 
@@ -24,7 +24,7 @@ def _label(rec: Record, root: Path) -> str:
         bits.append(
             f"{m.get('name')}={m.get('annotations', {}).get('name', m.get('uri'))}@{fp[:8]}"
         )
-    where = Path(os.path.relpath(rec.artifact.resolve(), root.resolve())).as_posix()
+    where = _rel(rec.artifact, root)
     n = len(rec.subjects)
     sig = " signed" if rec.envelope.get("signatures") else ""
     extra = f"  ({'; '.join(bits)})" if bits else ""
@@ -46,13 +46,13 @@ def _tree(rec: Record, root: Path, prefix: str, seen: set[Path], lines: list[str
             continue
         parent = read_record(pp)
         if pp in seen:
-            where = os.path.relpath(parent.artifact.resolve(), root.resolve())
-            lines.append(f"{prefix}{branch}{name}{parent.kind}: {Path(where).as_posix()} (above)")
-        else:
-            lines.append(f"{prefix}{branch}{name}{_label(parent, root)}")
-        if pp not in seen:
-            seen.add(pp)
-            _tree(parent, root, prefix + cont, seen, lines)
+            lines.append(
+                f"{prefix}{branch}{name}{parent.kind}: {_rel(parent.artifact, root)} (above)"
+            )
+            continue
+        lines.append(f"{prefix}{branch}{name}{_label(parent, root)}")
+        seen.add(pp)
+        _tree(parent, root, prefix + cont, seen, lines)
 
 
 def lineage_graph(root: str | os.PathLike[str]) -> str:

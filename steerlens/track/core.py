@@ -7,7 +7,7 @@
 5. :func:`_checkpoint_rows_all`: each checkpoint's rows (replay or full forward), cached;
 6. :mod:`~steerlens.track.series` (``series_tracks``, ``excess_alignment``):
    the statistics;
-7. :func:`_settings` / :func:`_provenance`: how and on what it was computed.
+7. the settings and :func:`_provenance`: how and on what it was computed.
 """
 
 from __future__ import annotations
@@ -295,44 +295,8 @@ def track_checkpoints(
     )
     excess = excess_alignment(run, tracks, shifts, n_boot, seed, level)
 
-    settings = _settings(
-        run,
-        batch_size,
-        n_null,
-        n_boot,
-        null_span,
-        null_rows,
-        correction,
-        alpha,
-        alternative,
-        level,
-        seed,
-        rows_dtype,
-        skip_unchanged_blocks,
-    )
-    seconds = {"base_pass": t_base, "checkpoints": timings}
-    provenance = _provenance(run, cache, todo, inputs, seconds, t_start)
-    return AlignmentTrack(run.layers, tracks, excess, settings, provenance)
-
-
-def _settings(
-    run: TrackRun,
-    batch_size: int,
-    n_null: int,
-    n_boot: int,
-    null_span: str,
-    null_rows: Mapping[int, torch.Tensor] | None,
-    correction: str,
-    alpha: float,
-    alternative: str,
-    level: float,
-    seed: int,
-    rows_dtype: torch.dtype,
-    skip_unchanged_blocks: bool,
-) -> dict[str, Any]:
-    """How the track was computed (``"fast"``: the ``skip_unchanged_blocks`` switch, under the
-    key earlier releases wrote)."""
-    return {
+    # "fast": the skip_unchanged_blocks switch, under the key earlier releases wrote
+    settings = {
         "position": run.pos if isinstance(run.pos, str) else "custom",
         "layers": run.layers,
         "batch_size": batch_size,
@@ -348,6 +312,9 @@ def _settings(
         "fast": skip_unchanged_blocks,
         "decision": "p = max(p_iso, p_cov), corrected across layers per checkpoint",
     }
+    seconds = {"base_pass": t_base, "checkpoints": timings}
+    provenance = _provenance(run, cache, todo, inputs, seconds, t_start)
+    return AlignmentTrack(run.layers, tracks, excess, settings, provenance)
 
 
 def _provenance(

@@ -13,7 +13,7 @@ against *its* initialisation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -133,8 +133,3 @@ def excess_modules(
             for key, v in b.items():
                 ex[key][r, j] = v
     return ExcessAlignment(common, ex["estimate"], ex["lo"], ex["hi"], ex["p"], level, n_boot)
-
-
-def as_checkpoints(models: Mapping[int, nn.Module]) -> list[tuple[int, nn.Module]]:
-    """``{step: module}`` as the sorted ``(step, module)`` list :func:`track_modules` takes."""
-    return sorted(models.items())

@@ -10,7 +10,6 @@ to full truncated forwards if that does not reproduce the base rows.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,11 +21,10 @@ from steerlens.core.precision import compute_context
 from steerlens.inputs.prompts import EncodedPrompt, PositionSpec, pad_batch
 from steerlens.loading.models import LoadedModel
 from steerlens.runtime.activations import (
-    StopForward,
-    capture_blocks,
     position_weights,
     record_activations,
     reduce_positions,
+    truncated_forward,
 )
 from steerlens.runtime.backends.upper import BlockInputs, record_block_calls, replay_blocks
 
@@ -63,12 +61,7 @@ def _base_batches(
     with torch.inference_mode():
         for idx in tqdm(batches, desc="base", disable=tqdm_disable(progress), leave=False):
             ids, mask, pos = pad_batch([encs[i] for i in idx], lm.tokenizer.pad_token_id, lm.device)
-            with (
-                capture_blocks(lm, layers) as store,
-                contextlib.suppress(StopForward),
-                compute_context(lm.model),
-            ):
-                lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+            store = truncated_forward(lm, ids, mask, pos, layers)
             index = torch.tensor(idx)
             for layer in layers:
                 rows[layer][index] = reduce_batch(encs, idx, store[layer], position).cpu()

@@ -13,7 +13,8 @@ import torch
 from steerlens.checkpoints import CheckpointSeries
 from steerlens.measures.stats import correct, random_directions
 from steerlens.track.inputs import TrackRun
-from steerlens.track.nulls import NullConfig, excess_bootstrap, layer_stats
+from steerlens.track.modules import ModuleTrack, excess_modules
+from steerlens.track.nulls import NullConfig, layer_stats
 from steerlens.track.results import SERIES_ARRAYS, ExcessAlignment, SeriesTrack
 
 __all__ = ["Key", "Rows", "excess_alignment", "series_track", "series_tracks"]
@@ -106,26 +107,12 @@ def excess_alignment(
     if "control" not in tracks:
         return None
     main, ctrl = tracks["main"], tracks["control"]
-    common_steps = [s for s in main.steps if s in ctrl.steps and s != 0]
-    if not common_steps:
+    if not [s for s in main.steps if s in ctrl.steps and s != 0]:
         warnings.warn(
             f"main steps {main.steps} and control steps {ctrl.steps} share no checkpoint step: "
             "no excess alignment",
             stacklevel=3,
         )
         return None
-    shape = (len(common_steps), len(run.layers))
-    ex = {k: np.full(shape, np.nan) for k in ("estimate", "lo", "hi", "p")}
-    for r, step in enumerate(common_steps):
-        for j, layer in enumerate(run.layers):
-            b = excess_bootstrap(
-                shifts["main"][step][layer],
-                shifts["control"][step][layer],
-                run.vec[layer],
-                n_boot=n_boot,
-                seed=seed + r,
-                level=level,
-            )
-            for k, v in b.items():
-                ex[k][r, j] = v
-    return ExcessAlignment(common_steps, ex["estimate"], ex["lo"], ex["hi"], ex["p"], level, n_boot)
+    main_rows, ctrl_rows = ModuleTrack(main, shifts["main"]), ModuleTrack(ctrl, shifts["control"])
+    return excess_modules(main_rows, ctrl_rows, run.vec, n_boot=n_boot, seed=seed, level=level)

@@ -19,7 +19,7 @@ from steerlens.core.precision import compute_context
 from steerlens.inputs.prompts import EncodedPrompt, PositionSpec, pad_batch, position_indices
 from steerlens.loading.models import LoadedModel
 from steerlens.runtime.batching import Reducer
-from steerlens.runtime.edits import EditPlan
+from steerlens.runtime.edits import EditPlan, block_output, with_block_output
 
 T = TypeVar("T")
 
@@ -98,7 +98,6 @@ def truncated_forward(
     return dict(store)
 
 
-# Architectures whose KV cache and mask handling the shared-prefix path is tested on.
 #: decoder families whose KV cache, masks and block layout the shared-prefix path and the
 #: upper-block forward (backends.upper) are tested on
 LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3")
@@ -256,6 +255,35 @@ def reduce_positions(h: torch.Tensor, weights: torch.Tensor | None) -> torch.Ten
         return h[:, -1, :].to(torch.float32, copy=True)
     w = weights.to(device=h.device, dtype=torch.float32)
     return einops.einsum(w, h.float(), "batch token, batch token d_model -> batch d_model")
+
+
+@contextmanager
+def block_edits(
+    lm: LoadedModel, plan: EditPlan, pre: Callable[..., None], *, with_kwargs: bool = True
+) -> Iterator[LoadedModel]:
+    """``steer`` of the torch-hook backends: ``pre`` as a forward pre-hook of the model and a
+    forward hook on each block of ``plan.layers`` replacing its hidden states by
+    :meth:`~steerlens.runtime.edits.EditPlan.transform` of them; yields ``lm``, the hooks removed on
+    exit. An edit at every position with no base model acts on each position alone, so its
+    hooks are marked (:func:`mark_position_wise`): a shared prompt prefix may run apart."""
+    blocks = lm.layout.blocks
+    position_wise = plan.positions == "all" and plan.base is None
+
+    def make_hook(layer: int) -> Any:
+        def hook(_mod: Any, _args: Any, output: Any) -> Any:
+            new = plan.transform(layer, block_output(output))
+            return None if new is None else with_block_output(output, new)
+
+        return mark_position_wise(hook) if position_wise else hook
+
+    handles = [lm.model.register_forward_pre_hook(pre, with_kwargs=with_kwargs)]
+    try:
+        for layer in plan.layers:
+            handles.append(blocks[layer].register_forward_hook(make_hook(layer)))
+        yield lm
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def plan_pre_hook(plan: EditPlan) -> Callable[[Any, tuple[Any, ...], dict[str, Any]], None]:

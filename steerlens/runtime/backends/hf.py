@@ -11,8 +11,8 @@ blocks above run by :func:`~steerlens.runtime.backends.upper.run_blocks_from`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -22,10 +22,10 @@ from steerlens.inputs.prompts import EncodedPrompt, PositionSpec, pad_batch
 from steerlens.loading.foreign import embedding_device
 from steerlens.loading.models import LoadedModel
 from steerlens.runtime.backends.forward import (
+    block_edits,
     can_share_prefix,
     empty_cache,
     has_hooks,
-    mark_position_wise,
     plan_pre_hook,
     prefix_inputs,
     reduce_positions,
@@ -35,7 +35,7 @@ from steerlens.runtime.backends.forward import (
 )
 from steerlens.runtime.backends.protocol import After, Residual
 from steerlens.runtime.backends.upper import can_run_blocks_from, run_blocks_from
-from steerlens.runtime.edits import EditPlan, block_output, with_block_output
+from steerlens.runtime.edits import EditPlan
 
 
 class HFBackend:
@@ -96,30 +96,8 @@ class HFBackend:
             return HFSplitForward(lm, layer)
         return None
 
-    @contextmanager
-    def steer(self, plan: EditPlan) -> Iterator[LoadedModel]:
-        blocks = self.lm.layout.blocks
-        # an edit at every position with no base model acts on each position alone: a shared
-        # prompt prefix may then run in its own pass (steerlens.runtime.backends.forward.can_share_prefix)
-        position_wise = plan.positions == "all" and plan.base is None
-
-        def make_hook(layer: int) -> Any:
-            def hook(_mod: Any, _args: Any, output: Any) -> Any:
-                new = plan.transform(layer, block_output(output))
-                return None if new is None else with_block_output(output, new)
-
-            return mark_position_wise(hook) if position_wise else hook
-
-        handles = []
-        try:
-            pre = plan_pre_hook(plan)
-            handles.append(self.lm.model.register_forward_pre_hook(pre, with_kwargs=True))
-            for layer in plan.layers:
-                handles.append(blocks[layer].register_forward_hook(make_hook(layer)))
-            yield self.lm
-        finally:
-            for h in handles:
-                h.remove()
+    def steer(self, plan: EditPlan) -> AbstractContextManager[LoadedModel]:
+        return block_edits(self.lm, plan, plan_pre_hook(plan))
 
 
 class HFSplitForward:

@@ -26,10 +26,10 @@ from steerlens.core.lm_only import LMOnlyError
 from steerlens.core.sites import MODULE_SITE_TEMPLATE, module_site_name, resolve_module_sites
 from steerlens.inputs.prompts import EncodedPrompt, PositionSpec
 from steerlens.loading.models import LoadedModel
-from steerlens.runtime.backends.forward import StopForward
-from steerlens.runtime.backends.protocol import NoSplitForward
+from steerlens.runtime.backends.forward import StopForward, block_edits
+from steerlens.runtime.backends.protocol import NoPrefixSharing, NoSplitForward
 from steerlens.runtime.batching import Accumulator, Activations
-from steerlens.runtime.edits import EditPlan, block_output, with_block_output
+from steerlens.runtime.edits import EditPlan, block_output
 
 __all__ = ["ModuleBackend", "inputs_hash", "site_rows"]
 
@@ -55,7 +55,7 @@ def site_rows(h: torch.Tensor, position: PositionSpec) -> torch.Tensor:
     )
 
 
-class ModuleBackend(NoSplitForward):
+class ModuleBackend(NoPrefixSharing, NoSplitForward):
     """Torch forward hooks on the site submodules of a plain torch module."""
 
     name = "module"
@@ -155,9 +155,6 @@ class ModuleBackend(NoSplitForward):
     ) -> dict[int, torch.Tensor]:
         raise LMOnlyError("recording token batches")
 
-    def can_share_prefix(self) -> bool:
-        return False
-
     def record_shared(
         self,
         encs: Sequence[EncodedPrompt],
@@ -174,23 +171,9 @@ class ModuleBackend(NoSplitForward):
             raise LMOnlyError(f"positions={plan.positions!r} (prompt vs generated tokens)")
         if plan.base is not None:
             raise LMOnlyError("replace mode with a base model (it runs the base on tokens)")
-        blocks = self.lm.layout.blocks
 
         def pre(_mod: Any, _args: Any) -> None:
             plan.state.forwards += 1  # every forward of a module is a full pass
 
-        def make_hook(layer: int) -> Any:
-            def hook(_mod: Any, _args: Any, output: Any) -> Any:
-                new = plan.transform(layer, block_output(output))
-                return None if new is None else with_block_output(output, new)
-
-            return hook
-
-        handles = [self.lm.model.register_forward_pre_hook(pre)]
-        try:
-            for layer in plan.layers:
-                handles.append(blocks[layer].register_forward_hook(make_hook(layer)))
-            yield self.lm
-        finally:
-            for h in handles:
-                h.remove()
+        with block_edits(self.lm, plan, pre, with_kwargs=False) as lm:
+            yield lm

@@ -93,9 +93,6 @@ class NNsightBackend(NoPrefixSharing, NoSplitForward):
             return torch.device("cpu")
         return embedding_device(self.lm.model)
 
-    def _trace_kwargs(self) -> dict[str, Any]:
-        return {"remote": self.remote} if self.remote else {}
-
     def record_batch(
         self,
         input_ids: torch.Tensor,
@@ -142,7 +139,7 @@ class NNsightBackend(NoPrefixSharing, NoSplitForward):
         rec = set(layers)
         last = max(rec) if stop else len(blocks) - 1
         order = sorted(x for x in rec | set(vecs) if x <= last)  # the order the forward runs
-        trace_kwargs = {**kwargs, **self._trace_kwargs()}
+        trace_kwargs = {**kwargs, "remote": self.remote} if self.remote else dict(kwargs)
         with _quiet():  # noqa: SIM117 - nnsight captures the body of its own `with` statement
             with self.envoy.trace(*args, **trace_kwargs) as tracer:
                 captured = nnsight.save({})

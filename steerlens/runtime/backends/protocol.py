@@ -156,7 +156,8 @@ class Backend(Protocol):
 
 class NoPrefixSharing:
     """The prefix-sharing half of :class:`Backend` for runtimes that do not share prompt
-    prefixes (nnsight, TransformerLens): the one loop then runs plain batches (same numbers)."""
+    prefixes (nnsight, TransformerLens, plain torch modules): the one loop then runs plain
+    batches (same numbers)."""
 
     name: str
 
