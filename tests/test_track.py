@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import steerlens.track.core as track_core
-from steerlens import stats
 from steerlens.checkpoints import CheckpointSeries
 from steerlens.core.vectors import SteeringVector
 from steerlens.inputs.prompts import ChatPrompt, encode
 from steerlens.loading.models import LoadedModel
+from steerlens.measures import stats
 from steerlens.runtime.activations import length_batches, record_activations
 from steerlens.testing import plant_vector, tiny_model
 from steerlens.track import (
