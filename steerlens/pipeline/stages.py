@@ -324,16 +324,13 @@ def run_lineage(r: RunContext, data: dict[str, Any], dirs: dict[str, Path]) -> A
     )
 
 
-def open_run(
-    cfg: Any, out_dir: str | Path, progress: bool | None, log: Any, *, plan: bool = True
-) -> RunContext:
+def open_run(cfg: Any, out_dir: str | Path, progress: bool | None, log: Any) -> RunContext:
     """The run context of a prompted-teacher experiment (owl and the experiments built on its
-    stages): :func:`~steerlens.pipeline.context.open_context`, the teachers' records and, with
-    ``plan``, the series plan of the config's controls (:func:`series_plan`)."""
+    stages): :func:`~steerlens.pipeline.context.open_context`, the teachers' records and the
+    series plan of the config's controls (:func:`series_plan`)."""
 
     r = open_context(cfg, out_dir, progress, log)
-    if plan:
-        r.plan = series_plan(r.trait, cfg.benign_control, cfg.placebo, cfg.benign_replicates)
+    r.plan = series_plan(r.trait, cfg.benign_control, cfg.placebo, cfg.benign_replicates)
     prompt_teacher_records(r)
     return r
 
