@@ -213,18 +213,15 @@ def behavior_stage(r: RunContext, dirs: dict[str, Path]) -> Any:
         per = getattr(behavior, "per_prompt", None)
         base_rows = None if per is None else [float(x) for x in per(model)]
         series = {name: series_scores(model, d, behavior) for name, d in dirs.items()}
-        out: dict[str, Any] = dict(series)
-        out.update(
-            {
-                "base_per_prompt": base_rows,
-                "teacher": float(behavior.with_system(trait.system_prompt)(model)),
-                "benign_teacher": float(behavior.with_system(trait.neutral_system_prompt)(model)),
-                "metric": behavior.describe(),
-                "deltas": behavior_deltas(base_rows, series, seed=r.cfg.seed, n_boot=r.cfg.n_boot),
-                "series_roles": {sp.name: sp.role for sp in r.plan},
-            }
-        )
-        return out
+        return {
+            **series,
+            "base_per_prompt": base_rows,
+            "teacher": float(behavior.with_system(trait.system_prompt)(model)),
+            "benign_teacher": float(behavior.with_system(trait.neutral_system_prompt)(model)),
+            "metric": behavior.describe(),
+            "deltas": behavior_deltas(base_rows, series, seed=r.cfg.seed, n_boot=r.cfg.n_boot),
+            "series_roles": {sp.name: sp.role for sp in r.plan},
+        }
 
     return stage(
         r.out / "behavior.json",
