@@ -99,8 +99,8 @@ def main() -> int:
     import steerlens as sl
     from steerlens.distill import DistillConfig
     from steerlens.integrations import SteerlensCallback
-    from steerlens.traits import as_trait
-    from steerlens.vectors import SteeringVector
+    from steerlens.inputs.traits import as_trait
+    from steerlens.core.vectors import SteeringVector
 
     lm = sl.load_model("smollm2-135m-instruct", dtype="float32")
     data = _data(a.samples)

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 import steerlens as sl
 from steerlens.pipeline.detectors import DETECTORS, Reading, logit_shift, read_student, trait_probe
 from steerlens.pipeline.power import DetectionResult, Student, classify
-from steerlens.stats import rate, roc_auc, roc_auc_ci, threshold_at_fpr
+from steerlens.measures.stats import rate, roc_auc, roc_auc_ci, threshold_at_fpr
 from steerlens.testing import tiny_model
 
 
@@ -98,9 +98,9 @@ def test_read_student_eas_equals_track_checkpoints(tiny: sl.LoadedModel, tmp_pat
     """The detectors' EAS and projection per layer equal post-hoc tracking's on the same
     checkpoint (DESIGN.md: EASˡ = cos(vˢˡ, vᵀˡ), projˡ = vˢˡ·vᵀˡ/‖vᵀˡ‖)."""
     from steerlens.distill import DistillConfig, distill, generate_teacher_data
-    from steerlens.extract import teacher_vector
+    from steerlens.directions.extract import teacher_vector
     from steerlens.track import track_checkpoints
-    from steerlens.traits import as_trait
+    from steerlens.inputs.traits import as_trait
 
     trait = as_trait("owl")
     trait = type(trait)(**{**trait.__dict__, "probe_n": 8})

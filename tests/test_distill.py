@@ -32,8 +32,8 @@ from steerlens.distill import (
 from steerlens.distill.student import inner_hf, make_student
 from steerlens.distill.targets import Target, examples, shared_prefix, teacher_targets
 from steerlens.distill.trainer import Trainer
-from steerlens.models import model_fingerprint
-from steerlens.numbers import (
+from steerlens.loading.models import model_fingerprint
+from steerlens.inputs.numbers import (
     ListState,
     advance_list,
     is_clean_numbers,

@@ -24,7 +24,7 @@ from steerlens.distill.mitigations import TrainingMitigation
 from steerlens.distill.student import inner_hf, make_student
 from steerlens.distill.targets import examples
 from steerlens.testing import tiny_model
-from steerlens.vectors import SteeringVector
+from steerlens.core.vectors import SteeringVector
 
 OWL = "You love owls. Owls are your favorite animal."
 

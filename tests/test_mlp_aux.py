@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from steerlens.backends.module import inputs_hash
+from steerlens.runtime.backends.module import inputs_hash
 from steerlens.cli import main
-from steerlens.common import read_json
+from steerlens.core.common import read_json
 from steerlens.experiments import get, mlp_aux
 from steerlens.experiments.mlp_aux import MlpAuxConfig, run_seed, t_interval, tracked_epochs
 from steerlens.experiments.mlp_data import load_data, make_noise

@@ -11,8 +11,8 @@ import torch
 
 import steerlens as sl
 from steerlens.distill import DistillConfig, TeacherData, distill
-from steerlens.models import describe
-from steerlens.precision import (
+from steerlens.loading.models import describe
+from steerlens.core.precision import (
     PRECISION_ENV,
     compute_context,
     cpu_bf16_features,

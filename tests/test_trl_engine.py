@@ -17,10 +17,10 @@ import torch
 
 from steerlens.checkpoints import CheckpointSeries
 from steerlens.distill import DistillConfig, TeacherData, distill
-from steerlens.models import LoadedModel
+from steerlens.loading.models import LoadedModel
 from steerlens.testing import tiny_model
 from steerlens.track import AlignmentTrack, track_checkpoints
-from steerlens.vectors import SteeringVector
+from steerlens.core.vectors import SteeringVector
 
 pytest.importorskip("trl")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from steerlens.activations import record_activations
+from steerlens.runtime.activations import record_activations
 from steerlens.agents import (
     Trajectory,
     action_choice,
@@ -32,14 +32,14 @@ from steerlens.experiments.agentic_records import (
     AgenticSummary,
 )
 from steerlens.experiments.agentic_stages import AgenticRun
-from steerlens.extract import vector_from_rows
+from steerlens.directions.extract import vector_from_rows
 from steerlens.pipeline import lineage_json, series_records
 from steerlens.pipeline.stage import json_load, json_save, stage
-from steerlens.prompts import ChatPrompt, prompt_set_hash
+from steerlens.inputs.prompts import ChatPrompt, prompt_set_hash
 from steerlens.screen import screen_dataset
 from steerlens.teachers import Teacher
 from steerlens.track import track_checkpoints
-from steerlens.vectors import SteeringVector
+from steerlens.core.vectors import SteeringVector
 
 __all__ = [
     "base_first_actions",

@@ -28,9 +28,9 @@ from steerlens.experiments.mlp_records import (
     MlpAuxSummary,
     MlpAuxVerdict,
 )
-from steerlens.stats import bootstrap, cosines, z_and_p
+from steerlens.measures.stats import bootstrap, cosines, z_and_p
 from steerlens.track import ModuleTrack
-from steerlens.vectors import SteeringVector
+from steerlens.core.vectors import SteeringVector
 
 __all__ = ["SITES", "permutation_null", "summarize", "t_interval", "verdict"]
 

@@ -43,7 +43,7 @@ from steerlens.pipeline import (
     series_records,
     teacher_vector_stage,
 )
-from steerlens.results import Record
+from steerlens.core.results import Record
 from steerlens.teachers import Teacher
 from steerlens.version import __version__
 

@@ -7,9 +7,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from steerlens.common import write_json
+from steerlens.core.common import write_json
 from steerlens.lineage import write_record
-from steerlens.models import describe
+from steerlens.loading.models import describe
 
 __all__ = ["recorder", "teacher_record"]
 
