@@ -407,8 +407,8 @@ def reference(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _encoded_batches(lm: Any, prompts: Sequence[Any], batch_size: int) -> list[tuple[Any, ...]]:
-    from steerlens.runtime.activations import length_batches
     from steerlens.inputs.prompts import encode, pad_batch
+    from steerlens.runtime.activations import length_batches
 
     encs = [encode(lm.tokenizer, p) for p in prompts]
     return [

@@ -18,19 +18,25 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from steerlens.runtime.activations import Activations, record_activations
-from steerlens.distill import DistillConfig, TeacherData, distill, generate_teacher_data
-from steerlens.runtime.edits import NoOpEditError
-from steerlens.directions.extract import extract_vector, logistic_probe, mean_diff, pca_diff, teacher_vector
-from steerlens.runtime.intervene import ablate, steer
 from steerlens.core.lm_only import LMOnlyError
-from steerlens.loading.models import LoadedModel, ModelLoadError, load_model, wrap
-from steerlens.directions.module_vectors import module_vector, shift_vector
-from steerlens.inputs.prompts import ChatPrompt
 from steerlens.core.sites import site_name
-from steerlens.teachers import Teacher, as_teacher
-from steerlens.loading.torch_module import wrap_module
 from steerlens.core.vectors import Provenance, SteeringVector, cosine
+from steerlens.directions.extract import (
+    extract_vector,
+    logistic_probe,
+    mean_diff,
+    pca_diff,
+    teacher_vector,
+)
+from steerlens.directions.module_vectors import module_vector, shift_vector
+from steerlens.distill import DistillConfig, TeacherData, distill, generate_teacher_data
+from steerlens.inputs.prompts import ChatPrompt
+from steerlens.loading.models import LoadedModel, ModelLoadError, load_model, wrap
+from steerlens.loading.torch_module import wrap_module
+from steerlens.runtime.activations import Activations, record_activations
+from steerlens.runtime.edits import NoOpEditError
+from steerlens.runtime.intervene import ablate, steer
+from steerlens.teachers import Teacher, as_teacher
 from steerlens.version import __version__
 
 # Heavier parts load on first use, so `import steerlens` stays quick: name -> defining module.
@@ -66,7 +72,13 @@ _LAZY = {
 
 if TYPE_CHECKING:  # precise types for editors and mypy; loaded lazily at run time
     from steerlens.auditing import AuditConfig, audit
-    from steerlens.runtime.backends import from_nnsight, from_transformer_lens
+    from steerlens.carry import CarryLevel, CarryResult, carry_test, student_carry_test
+    from steerlens.checkpoints import CheckpointSeries
+    from steerlens.core.runfolder import RunFolderError, claim_run_folder
+    from steerlens.core.validation import check_config
+    from steerlens.inputs.contrast import ContrastSet
+    from steerlens.inputs.traits import TraitSpec
+    from steerlens.lineage import lineage_graph, verify_lineage
     from steerlens.measures.behavior import (
         ProjectionBehavior,
         action_choice,
@@ -74,16 +86,10 @@ if TYPE_CHECKING:  # precise types for editors and mypy; loaded lazily at run ti
         sampled_rate,
         trait_behavior,
     )
-    from steerlens.carry import CarryLevel, CarryResult, carry_test, student_carry_test
-    from steerlens.checkpoints import CheckpointSeries
-    from steerlens.inputs.contrast import ContrastSet
-    from steerlens.lineage import lineage_graph, verify_lineage
     from steerlens.report import Report, render_report
-    from steerlens.core.runfolder import RunFolderError, claim_run_folder
+    from steerlens.runtime.backends import from_nnsight, from_transformer_lens
     from steerlens.screen import ScreenResult, screen_dataset
     from steerlens.track import AlignmentTrack, track_checkpoints
-    from steerlens.inputs.traits import TraitSpec
-    from steerlens.core.validation import check_config
 
 
 def __getattr__(name: str) -> Any:

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from steerlens.inputs.prompts import PositionSpec, PromptLike
+from steerlens.loading.models import as_model
 from steerlens.runtime.backends import backend_for, record_with
 from steerlens.runtime.backends.forward import (
     SHARED_PREFIX_TYPES,
@@ -44,8 +46,6 @@ from steerlens.runtime.batching import (
     prepare,
     shared_prefix_len,
 )
-from steerlens.loading.models import as_model
-from steerlens.inputs.prompts import PositionSpec, PromptLike
 
 # the execution and batching pieces, re-exported for callers that build their own loops
 __all__ = [

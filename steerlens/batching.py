@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from steerlens.loading.models import LoadedModel
+from steerlens.core.sites import SITE_TEMPLATE, resolve_layers
 from steerlens.inputs.prompts import (
     EncodedPrompt,
     PositionSpec,
@@ -24,7 +24,7 @@ from steerlens.inputs.prompts import (
     position_indices,
     position_name,
 )
-from steerlens.core.sites import SITE_TEMPLATE, resolve_layers
+from steerlens.loading.models import LoadedModel
 
 #: a block output (B, T, d) -> what to keep of it (e.g. the (B, d) per-prompt position means)
 Reducer = Callable[[torch.Tensor], torch.Tensor]

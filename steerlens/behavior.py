@@ -31,15 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.runtime.activations import (
-    can_share_prefix,
-    in_input_order,
-    prefix_batches,
-    record_activations,
-    shared_prefix_logits,
-)
 from steerlens.core.common import tqdm_disable
-from steerlens.loading.models import LoadedModel, as_model
 from steerlens.core.precision import compute_context
 from steerlens.inputs.prompts import (
     ChatPrompt,
@@ -49,6 +41,14 @@ from steerlens.inputs.prompts import (
     encode,
     generate_texts,
     pad_batch,
+)
+from steerlens.loading.models import LoadedModel, as_model
+from steerlens.runtime.activations import (
+    can_share_prefix,
+    in_input_order,
+    prefix_batches,
+    record_activations,
+    shared_prefix_logits,
 )
 
 if TYPE_CHECKING:

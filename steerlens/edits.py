@@ -23,9 +23,9 @@ from typing import Any, Literal
 import torch
 
 from steerlens.core.hf_compat import past_length
-from steerlens.loading.models import LoadedModel, check_same_shape
 from steerlens.core.sites import resolve_layers, resolve_module_sites
 from steerlens.core.vectors import SteeringVector, check_nonzero
+from steerlens.loading.models import LoadedModel, check_same_shape
 
 Mode = Literal["add", "project_out", "replace"]
 

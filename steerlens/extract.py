@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from steerlens.runtime.activations import record_activations
+from steerlens.core.vectors import SteeringVector, cosine
 from steerlens.inputs.contrast import ContrastSet
-from steerlens.loading.models import as_model
 from steerlens.inputs.prompts import (
     PositionSpec,
     PromptLike,
@@ -30,9 +29,10 @@ from steerlens.inputs.prompts import (
     position_name,
     prompt_set_hash,
 )
-from steerlens.teachers import Teacher
 from steerlens.inputs.traits import as_trait, text_hash
-from steerlens.core.vectors import SteeringVector, cosine
+from steerlens.loading.models import as_model
+from steerlens.runtime.activations import record_activations
+from steerlens.teachers import Teacher
 
 Aggregator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

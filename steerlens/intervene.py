@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from steerlens.core.vectors import SteeringVector
+from steerlens.loading.models import LoadedModel, as_model
 from steerlens.runtime.backends import backend_for
 from steerlens.runtime.edits import (
     MODES,
@@ -37,8 +39,6 @@ from steerlens.runtime.edits import (
     replace_component,
     resolve_directions,
 )
-from steerlens.loading.models import LoadedModel, as_model
-from steerlens.core.vectors import SteeringVector
 
 __all__ = [
     "MODES",

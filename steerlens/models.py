@@ -20,6 +20,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from steerlens.core.hf_compat import hub_reachable
+from steerlens.core.precision import (
+    Precision,
+    mark_autocast,
+    precision_of_dtype,
+    resolve_precision,
+)
+from steerlens.core.sites import LayerLayout, find_layers
+from steerlens.inputs.prompts import generate_texts
 from steerlens.loading.embedded import (
     EMBEDDED_GGUF,
     EMBEDDED_NAME,
@@ -30,16 +39,12 @@ from steerlens.loading.embedded import (
     converted_gguf,
     embedded_folder,
 )
-from steerlens.loading.foreign import BackendName, bridge_tokenization, named_weights, unwrap_foreign
-from steerlens.core.hf_compat import hub_reachable
-from steerlens.core.precision import (
-    Precision,
-    mark_autocast,
-    precision_of_dtype,
-    resolve_precision,
+from steerlens.loading.foreign import (
+    BackendName,
+    bridge_tokenization,
+    named_weights,
+    unwrap_foreign,
 )
-from steerlens.inputs.prompts import generate_texts
-from steerlens.core.sites import LayerLayout, find_layers
 
 __all__ = [
     "EMBEDDED_GGUF",

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from steerlens.runtime.activations import record_activations
-from steerlens.runtime.backends.module import inputs_hash
-from steerlens.directions.extract import Aggregator, vector_from_rows
-from steerlens.loading.models import LoadedModel, as_model, check_same_shape
 from steerlens.core.sites import MODULE_SITE_TEMPLATE
 from steerlens.core.vectors import SteeringVector
+from steerlens.directions.extract import Aggregator, vector_from_rows
+from steerlens.loading.models import LoadedModel, as_model, check_same_shape
+from steerlens.runtime.activations import record_activations
+from steerlens.runtime.backends.module import inputs_hash
 
 __all__ = ["module_rows", "module_vector", "shift_vector"]
 

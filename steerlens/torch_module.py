@@ -10,8 +10,8 @@ from typing import Any
 from torch import nn
 
 from steerlens.core.lm_only import LMOnlyError, NoTokenizer
-from steerlens.loading.models import LoadedModel
 from steerlens.core.sites import LayerLayout, module_layout
+from steerlens.loading.models import LoadedModel
 
 __all__ = ["ModuleModel", "wrap_module"]
 

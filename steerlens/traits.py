@@ -38,10 +38,10 @@ from typing import Any
 import yaml
 
 from steerlens.core.common import atomic_write_text, sha256_bytes
+from steerlens.core.results import Record
 from steerlens.inputs.contrast import ContrastSetError, check_persona, persona_system
 from steerlens.inputs.numbers import number_prompts
 from steerlens.inputs.prompts import ChatPrompt
-from steerlens.core.results import Record
 
 METRICS = ("logprob", "sampled_rate", "projection")
 _REQUIRED = (

@@ -19,8 +19,8 @@ from steerlens.experiments.agentic_records import (
     AgenticVerdict,
 )
 from steerlens.experiments.agentic_verdict import agentic_verdict
-from steerlens.report.agentic import agentic_answer
 from steerlens.measures.stats import wilson
+from steerlens.report.agentic import agentic_answer
 from steerlens.testing import tiny_model
 
 

@@ -23,11 +23,11 @@ import steerlens as sl
 from steerlens.checkpoints import CheckpointSeries
 from steerlens.cli import main, resolve, run_experiment
 from steerlens.cli.errors import is_user_error
+from steerlens.core.sites import parse_layer_list, resolve_layers
 from steerlens.distill import DistillConfig, DistillError, TeacherData, distill
 from steerlens.distill.train import check_out_dir
 from steerlens.loading.models import ModelLoadError
 from steerlens.pipeline.stage import series_key
-from steerlens.core.sites import parse_layer_list, resolve_layers
 from steerlens.testing import tiny_model
 
 D, N_LAYERS = 64, 4

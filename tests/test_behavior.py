@@ -6,6 +6,8 @@ import pytest
 import torch
 
 import steerlens as sl
+from steerlens.inputs.prompts import ChatPrompt, encode, pad_batch
+from steerlens.inputs.traits import TraitSpec
 from steerlens.measures.behavior import (
     ActionChoiceBehavior,
     CallableBehavior,
@@ -21,10 +23,8 @@ from steerlens.measures.behavior import (
     sampled_rate,
     trait_behavior,
 )
-from steerlens.inputs.prompts import ChatPrompt, encode, pad_batch
 from steerlens.measures.stats import kl_per_row, kl_rows
 from steerlens.testing import plant_vector, tiny_model
-from steerlens.inputs.traits import TraitSpec
 
 PROMPTS: list[object] = [
     ChatPrompt("Pick a letter.", prefill="My letter is"),

@@ -23,8 +23,6 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.runtime.activations import record_activations
-from steerlens.measures.behavior import logprob_score
 from steerlens.carry import (
     CarryLevel,
     CarryResult,
@@ -36,8 +34,10 @@ from steerlens.carry import (
     student_carry_test,
 )
 from steerlens.directions.extract import teacher_vector
-from steerlens.testing import plant_vector, tiny_model
 from steerlens.inputs.traits import TraitSpec
+from steerlens.measures.behavior import logprob_score
+from steerlens.runtime.activations import record_activations
+from steerlens.testing import plant_vector, tiny_model
 
 L = 1  # planted layer
 ALPHAS = [0.5, 1.0, 2.0]

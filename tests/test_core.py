@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.runtime.activations import truncated_forward
+from steerlens.inputs.prompts import encode, pad_batch
 from steerlens.loading.embedded import conversion_ok
 from steerlens.loading.models import private_tokenizer
-from steerlens.inputs.prompts import encode, pad_batch
+from steerlens.runtime.activations import truncated_forward
 from steerlens.testing import tiny_model, tiny_tokenizer
 
 PROMPTS = ["hello", "a much longer prompt about owls and numbers", "x y z", "12, 34, 56"]
@@ -489,8 +489,8 @@ def test_shared_prefix_response_position_and_fallbacks() -> None:
 
 @pytest.mark.parametrize("steered", [False, True])
 def test_answer_logprobs_shared_prefix_equals_plain(steered: bool) -> None:
-    from steerlens.runtime.activations import can_share_prefix
     from steerlens.measures.behavior import answer_logprobs
+    from steerlens.runtime.activations import can_share_prefix
 
     lm = tiny_model("llama", seed=4)
     prompts = SHARED[:9]

@@ -57,8 +57,8 @@ def test_shared_prefix_matches_plain_path_on_smollm2(smol: sl.LoadedModel) -> No
     """The owl/neutral system prompts and the template's default one are shared prefixes: the
     cached-prefix path equals the plain batched forward on the real model, for activations at
     every layer and for answer log-probabilities (plain and steered)."""
-    from steerlens.measures.behavior import answer_logprobs
     from steerlens.inputs.numbers import number_prompts
+    from steerlens.measures.behavior import answer_logprobs
 
     users = number_prompts(6, seed=3)
     prompts = [

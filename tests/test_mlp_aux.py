@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from steerlens.runtime.backends.module import inputs_hash
 from steerlens.cli import main
 from steerlens.core.common import read_json
 from steerlens.experiments import get, mlp_aux
@@ -18,6 +17,7 @@ from steerlens.experiments.mlp_aux import MlpAuxConfig, run_seed, t_interval, tr
 from steerlens.experiments.mlp_data import load_data, make_noise
 from steerlens.report import render_report
 from steerlens.report.shape import shape_problems
+from steerlens.runtime.backends.module import inputs_hash
 
 TINY = MlpAuxConfig.quick(
     n_seeds=1, teacher_epochs=3, student_epochs=2, n_noise=512, n_probe=64, n_null=50, n_boot=50

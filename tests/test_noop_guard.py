@@ -11,9 +11,9 @@ import torch
 
 import steerlens as sl
 from steerlens import edits
-from steerlens.runtime.edits import NoOpEditError
 from steerlens.core.hf_compat import cache_keyword, past_length
 from steerlens.inputs.prompts import encode, pad_batch
+from steerlens.runtime.edits import NoOpEditError
 from steerlens.testing import tiny_model
 
 nnsight = pytest.importorskip("nnsight", reason="the backends extra is not installed")

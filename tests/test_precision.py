@@ -10,8 +10,6 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.distill import DistillConfig, TeacherData, distill
-from steerlens.loading.models import describe
 from steerlens.core.precision import (
     PRECISION_ENV,
     compute_context,
@@ -19,6 +17,8 @@ from steerlens.core.precision import (
     native_bf16,
     resolve_precision,
 )
+from steerlens.distill import DistillConfig, TeacherData, distill
+from steerlens.loading.models import describe
 from steerlens.testing import tiny_model
 
 PROMPTS = [f"count {i} {i + 1} {i + 2} and then some more" for i in range(6)]

@@ -225,11 +225,11 @@ def _other_examples() -> list[Record]:
     from steerlens.distill.data import TeacherData
     from steerlens.distill.mitigations import VetResult
     from steerlens.experiments.mitigate_measure import ArmResult, Paired
+    from steerlens.inputs.traits import TargetTokens
     from steerlens.lineage.verify import LineageCheck, Problem
     from steerlens.pipeline.detectors import Reading
     from steerlens.pipeline.power import DetectionResult, DetectorRow, Scored
     from steerlens.pipeline.signature import SignatureTest
-    from steerlens.inputs.traits import TargetTokens
 
     t = Trajectory(
         "api",

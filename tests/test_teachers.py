@@ -167,9 +167,9 @@ def test_teacher_vector_of_a_finetune_recovers_the_planted_vector(
 
 
 def test_b_teacher_of_a_steered_teacher_is_the_planted_models(tiny: sl.LoadedModel) -> None:
-    from steerlens.measures.behavior import trait_behavior
     from steerlens.carry import carry_test, teacher_score
     from steerlens.inputs.traits import as_trait
+    from steerlens.measures.behavior import trait_behavior
 
     trait = as_trait("owl")
     v = _vec(tiny)

@@ -13,10 +13,11 @@ import torch
 
 import steerlens.track.core as track_core
 from steerlens import stats
-from steerlens.runtime.activations import length_batches, record_activations
 from steerlens.checkpoints import CheckpointSeries
-from steerlens.loading.models import LoadedModel
+from steerlens.core.vectors import SteeringVector
 from steerlens.inputs.prompts import ChatPrompt, encode
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.activations import length_batches, record_activations
 from steerlens.testing import plant_vector, tiny_model
 from steerlens.track import (
     AlignmentTrack,
@@ -28,7 +29,6 @@ from steerlens.track import (
     replay_rows,
     track_checkpoints,
 )
-from steerlens.core.vectors import SteeringVector
 
 PLANT_LAYER = 1
 SCALES = (0.5, 1.0, 2.0)

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.runtime.activations import record_activations
 from steerlens.directions.extract import teacher_vector
 from steerlens.inputs.numbers import number_prompts
 from steerlens.inputs.traits import (
@@ -20,6 +19,7 @@ from steerlens.inputs.traits import (
     resolve_target_tokens,
     text_hash,
 )
+from steerlens.runtime.activations import record_activations
 
 
 def _spec(**kw: object) -> TraitSpec:

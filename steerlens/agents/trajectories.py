@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 
 from steerlens.agents.actions import first_of
 from steerlens.core.common import atomic_write_text, sha256_bytes
-from steerlens.inputs.prompts import ChatPrompt
 from steerlens.core.results import Record
+from steerlens.inputs.prompts import ChatPrompt
 
 __all__ = [
     "OBSERVATION_PREFIX",

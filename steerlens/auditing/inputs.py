@@ -27,8 +27,8 @@ __all__ = [
 def make_teacher(cfg: AuditConfig, trait: Any) -> Any:
     """The teacher the options name: a fine-tune, a steered base, or the base with a system
     prompt (default: the trait's)."""
-    from steerlens.teachers import Teacher
     from steerlens.core.vectors import SteeringVector
+    from steerlens.teachers import Teacher
 
     if cfg.teacher_model is not None:
         return Teacher.finetuned(cfg.teacher_model, system=cfg.teacher_system)

@@ -27,6 +27,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from steerlens.core.common import sha256_bytes
+from steerlens.loading.foreign import foreign_kind
+from steerlens.loading.models import LoadedModel, wrap
 from steerlens.runtime.backends.forward import (
     can_share_prefix,
     capture_blocks,
@@ -38,9 +41,6 @@ from steerlens.runtime.backends.hf import HFBackend
 from steerlens.runtime.backends.module import ModuleBackend
 from steerlens.runtime.backends.protocol import Backend, record_with
 from steerlens.runtime.backends.transformer_lens import TransformerLensBackend
-from steerlens.core.common import sha256_bytes
-from steerlens.loading.foreign import foreign_kind
-from steerlens.loading.models import LoadedModel, wrap
 
 __all__ = [
     "Backend",

@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 import einops
 import torch
 
-from steerlens.runtime.batching import Reducer
-from steerlens.runtime.edits import EditPlan
 from steerlens.core.hf_compat import cache_kwargs
-from steerlens.loading.models import LoadedModel
 from steerlens.core.precision import compute_context
 from steerlens.inputs.prompts import EncodedPrompt, PositionSpec, pad_batch, position_indices
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.batching import Reducer
+from steerlens.runtime.edits import EditPlan
 
 T = TypeVar("T")
 

@@ -17,6 +17,10 @@ from typing import Any
 
 import torch
 
+from steerlens.core.precision import compute_context
+from steerlens.inputs.prompts import EncodedPrompt, PositionSpec, pad_batch
+from steerlens.loading.foreign import embedding_device
+from steerlens.loading.models import LoadedModel
 from steerlens.runtime.backends.forward import (
     can_share_prefix,
     empty_cache,
@@ -32,10 +36,6 @@ from steerlens.runtime.backends.forward import (
 from steerlens.runtime.backends.protocol import After, Residual
 from steerlens.runtime.backends.upper import can_run_blocks_from, run_blocks_from
 from steerlens.runtime.edits import EditPlan, block_output, with_block_output
-from steerlens.loading.foreign import embedding_device
-from steerlens.loading.models import LoadedModel
-from steerlens.core.precision import compute_context
-from steerlens.inputs.prompts import EncodedPrompt, PositionSpec, pad_batch
 
 
 class HFBackend:

@@ -21,15 +21,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from steerlens.core.common import sha256_bytes, tqdm_disable
+from steerlens.core.lm_only import LMOnlyError
+from steerlens.core.sites import MODULE_SITE_TEMPLATE, module_site_name, resolve_module_sites
+from steerlens.inputs.prompts import EncodedPrompt, PositionSpec
+from steerlens.loading.models import LoadedModel
 from steerlens.runtime.backends.forward import StopForward
 from steerlens.runtime.backends.protocol import NoSplitForward
 from steerlens.runtime.batching import Accumulator, Activations
-from steerlens.core.common import sha256_bytes, tqdm_disable
 from steerlens.runtime.edits import EditPlan, block_output, with_block_output
-from steerlens.core.lm_only import LMOnlyError
-from steerlens.loading.models import LoadedModel
-from steerlens.inputs.prompts import EncodedPrompt, PositionSpec
-from steerlens.core.sites import MODULE_SITE_TEMPLATE, module_site_name, resolve_module_sites
 
 __all__ = ["ModuleBackend", "inputs_hash", "site_rows"]
 

@@ -33,11 +33,11 @@ import nnsight
 import torch
 from torch import nn
 
+from steerlens.loading.foreign import embedding_device
+from steerlens.loading.models import LoadedModel
 from steerlens.runtime.backends.forward import plan_pre_hook
 from steerlens.runtime.backends.protocol import NoPrefixSharing, NoSplitForward
 from steerlens.runtime.edits import EditPlan
-from steerlens.loading.foreign import embedding_device
-from steerlens.loading.models import LoadedModel
 
 
 def envoy_at(root: Any, path: str) -> Any:

@@ -33,6 +33,9 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from tqdm.auto import tqdm
 
+from steerlens.core.common import tqdm_disable
+from steerlens.inputs.prompts import EncodedPrompt, PositionSpec, PromptLike, pad_batch
+from steerlens.loading.models import LoadedModel
 from steerlens.runtime.backends.forward import reduce_positions
 from steerlens.runtime.batching import (
     Accumulator,
@@ -41,10 +44,7 @@ from steerlens.runtime.batching import (
     prefix_batches,
     prepare,
 )
-from steerlens.core.common import tqdm_disable
 from steerlens.runtime.edits import EditPlan
-from steerlens.loading.models import LoadedModel
-from steerlens.inputs.prompts import EncodedPrompt, PositionSpec, PromptLike, pad_batch
 
 __all__ = [
     "After",

@@ -27,12 +27,12 @@ from typing import Any
 
 import torch
 
+from steerlens.core.sites import site_name
+from steerlens.loading.foreign import embedding_device
+from steerlens.loading.models import LoadedModel
 from steerlens.runtime.backends.forward import plan_pre_hook, reduce_positions
 from steerlens.runtime.backends.protocol import NoPrefixSharing, NoSplitForward
 from steerlens.runtime.edits import EditPlan
-from steerlens.loading.foreign import embedding_device
-from steerlens.loading.models import LoadedModel
-from steerlens.core.sites import site_name
 
 
 def compatibility_mode(bridge: Any) -> bool:

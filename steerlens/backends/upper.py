@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from steerlens.runtime.backends.forward import LLAMA_FAMILY
 from steerlens.core.hf_compat import cache_keyword, cache_kwargs
+from steerlens.runtime.backends.forward import LLAMA_FAMILY
 
 __all__ = [
     "UPPER_FORWARD_TYPES",

@@ -31,12 +31,12 @@ from typing import Literal
 
 import torch
 
+from steerlens.inputs.prompts import PromptLike
+from steerlens.loading.models import LoadedModel
+from steerlens.measures.behavior import answer_encodings
 from steerlens.runtime.backends import backend_for
 from steerlens.runtime.backends.protocol import After, Residual, SplitForward
 from steerlens.runtime.batching import prefix_batches
-from steerlens.measures.behavior import answer_encodings
-from steerlens.loading.models import LoadedModel
-from steerlens.inputs.prompts import PromptLike
 
 Edit = Literal["add", "project_out"]
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from steerlens.runtime.batching import in_input_order
-from steerlens.measures.behavior import iter_answer_logprobs
 from steerlens.carry.batched import LayerConditions, can_batch_layer
-from steerlens.loading.models import LoadedModel
-from steerlens.measures.stats import kl_rows
 from steerlens.core.vectors import SteeringVector
+from steerlens.loading.models import LoadedModel
+from steerlens.measures.behavior import iter_answer_logprobs
+from steerlens.measures.stats import kl_rows
+from steerlens.runtime.batching import in_input_order
 
 OFFTARGET_MEASURE = (
     "mean over off-target prompts of KL(P_base || P_condition) of the next token at the first "

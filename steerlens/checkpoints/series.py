@@ -27,9 +27,9 @@ from steerlens.checkpoints.checkpoint import (
     step_of_single,
     validate,
 )
-from steerlens.loading.models import LoadedModel, ModelLoadError, as_model, check_saved_version
 from steerlens.core.precision import mark_autocast
 from steerlens.core.results import Record
+from steerlens.loading.models import LoadedModel, ModelLoadError, as_model, check_saved_version
 
 
 @dataclass

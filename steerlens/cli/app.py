@@ -60,9 +60,9 @@ from steerlens.cli.settings import (
     TrackOptions,
     resolve_device,
 )
+from steerlens.core.validation import check_config, cli_flag
 from steerlens.distill import DistillConfig
 from steerlens.experiments.registry import get, names
-from steerlens.core.validation import check_config, cli_flag
 
 __all__ = ["COMMANDS", "Command", "build_parser", "command_for", "main", "resolve"]
 

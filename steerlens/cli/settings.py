@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 from steerlens.carry import carry_test
 from steerlens.core.common import write_json
+from steerlens.core.precision import PRECISION_CHOICES
 from steerlens.directions.extract import extract_vector
 from steerlens.loading.models import EMBEDDED_NAME
-from steerlens.core.precision import PRECISION_CHOICES
 from steerlens.track import track_checkpoints
 
 T = TypeVar("T")

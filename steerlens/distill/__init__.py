@@ -56,7 +56,6 @@ teacher targets, the KL loss), :mod:`~steerlens.distill.student` (the LoRA stude
 training run and its checkpoints).
 """
 
-from steerlens.runtime.backends.upper import UPPER_FORWARD_TYPES as FAST_PATH_TYPES
 from steerlens.distill.config import (
     OPTIMIZER_NAME,
     RECORD_NAME,
@@ -78,6 +77,7 @@ from steerlens.distill.heldout import student_loss
 from steerlens.distill.mitigations import Mitigation, VetResult, vet, vet_by_scores
 from steerlens.distill.targets import kl_to_teacher
 from steerlens.distill.train import distill, distill_pair, training_loss
+from steerlens.runtime.backends.upper import UPPER_FORWARD_TYPES as FAST_PATH_TYPES
 
 __all__ = [
     "FAST_PATH_TYPES",

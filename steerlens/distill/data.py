@@ -14,9 +14,9 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlens.core.common import atomic_write_text, read_json, tqdm_disable
+from steerlens.core.vectors import SteeringVector
 from steerlens.distill.config import RECORD_FORMAT, json_sha256, rng_devices
 from steerlens.distill.sampling import generate_batch
-from steerlens.loading.models import LoadedModel, as_model
 from steerlens.inputs.numbers import (
     ListState,
     advance_list,
@@ -26,8 +26,8 @@ from steerlens.inputs.numbers import (
     number_token_ids,
 )
 from steerlens.inputs.prompts import ChatPrompt, EncodedPrompt, encode
+from steerlens.loading.models import LoadedModel, as_model
 from steerlens.teachers import Teacher, as_teacher
-from steerlens.core.vectors import SteeringVector
 
 __all__ = [
     "NumberListGrammar",

@@ -9,11 +9,16 @@ from typing import Any
 
 import torch
 
-from steerlens.runtime.activations import can_share_prefix, prefix_inputs, shared_prefix_len, tail_inputs
 from steerlens.core.hf_compat import cache_keyword, cache_kwargs
-from steerlens.loading.models import LoadedModel
 from steerlens.core.precision import compute_context
 from steerlens.inputs.prompts import EncodedPrompt, pad_batch
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.activations import (
+    can_share_prefix,
+    prefix_inputs,
+    shared_prefix_len,
+    tail_inputs,
+)
 
 __all__ = ["generate_batch"]
 

@@ -12,21 +12,21 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from steerlens.core.common import tqdm_disable
+from steerlens.distill.chats import Example, chat_example
+from steerlens.distill.config import DistillError
+from steerlens.distill.data import TeacherData, eos_ids
+from steerlens.inputs.numbers import NUMBER_CHARS, number_token_ids
+from steerlens.inputs.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
+from steerlens.loading.models import LoadedModel
+from steerlens.measures.behavior import last_logits
+from steerlens.measures.stats import kl_per_row
 from steerlens.runtime.activations import (
     can_share_prefix,
     length_batches,
     shared_prefix_len,
     shared_prefix_logits,
 )
-from steerlens.measures.behavior import last_logits
-from steerlens.core.common import tqdm_disable
-from steerlens.distill.chats import Example, chat_example
-from steerlens.distill.config import DistillError
-from steerlens.distill.data import TeacherData, eos_ids
-from steerlens.loading.models import LoadedModel
-from steerlens.inputs.numbers import NUMBER_CHARS, number_token_ids
-from steerlens.inputs.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
-from steerlens.measures.stats import kl_per_row
 
 __all__ = [
     "Example",

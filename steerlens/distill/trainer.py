@@ -14,10 +14,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from steerlens.runtime.activations import length_batches, prefix_inputs, tail_inputs, truncated_forward
-from steerlens.runtime.backends.upper import can_run_blocks_from, run_blocks_from
-from steerlens.measures.behavior import last_logits
 from steerlens.core.common import tqdm_disable
+from steerlens.core.hf_compat import cache_kwargs
 from steerlens.distill.config import DistillConfig
 from steerlens.distill.data import TeacherData
 from steerlens.distill.mitigations import Mitigation, TrainingMitigation
@@ -33,9 +31,16 @@ from steerlens.distill.targets import (
     shared_prefix,
     teacher_targets,
 )
-from steerlens.core.hf_compat import cache_kwargs
-from steerlens.loading.models import LoadedModel
 from steerlens.inputs.prompts import EncodedPrompt, pad_batch
+from steerlens.loading.models import LoadedModel
+from steerlens.measures.behavior import last_logits
+from steerlens.runtime.activations import (
+    length_batches,
+    prefix_inputs,
+    tail_inputs,
+    truncated_forward,
+)
+from steerlens.runtime.backends.upper import can_run_blocks_from, run_blocks_from
 from steerlens.teachers import Teacher, as_teacher
 
 __all__ = ["Trainer"]

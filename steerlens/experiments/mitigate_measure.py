@@ -31,9 +31,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from steerlens.agents.metrics import RateResult
+from steerlens.core.results import OMIT, Record
 from steerlens.experiments.mlp_records import MlpAuxBootstrap
 from steerlens.experiments.svd_measure import SvdAlignment, Transfer, sign_flip_p, transfer
-from steerlens.core.results import OMIT, Record
 from steerlens.measures.stats import paired_bootstrap_mean, prediction_t_test
 
 __all__ = [

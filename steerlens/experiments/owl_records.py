@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from steerlens.carry.result import CarryResult, CarrySettings
-from steerlens.pipeline.signature import SignatureTest
 from steerlens.core.results import OMIT, Record, from_jsonable
+from steerlens.pipeline.signature import SignatureTest
 from steerlens.screen.result import ScreenResult
 from steerlens.track.results import SERIES_ARRAYS, AlignmentTrack
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from steerlens.experiments.result import ExperimentResult
-from steerlens.pipeline.context import config_json
 from steerlens.core.runfolder import claim_run_folder
 from steerlens.core.validation import check_config
+from steerlens.experiments.result import ExperimentResult
+from steerlens.pipeline.context import config_json
 
 __all__ = ["Experiment", "ExperimentConfig", "get", "names", "register"]
 

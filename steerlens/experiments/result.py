@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from steerlens.core.common import read_json, write_json
-from steerlens.experiments.owl_records import OwlPower, OwlResults
 from steerlens.core.results import OMIT, Record, ResultMixin, html_table
+from steerlens.experiments.owl_records import OwlPower, OwlResults
 
 __all__ = ["ExperimentResult", "ExperimentVerdictText"]
 

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from steerlens.experiments.mlp_records import MlpAuxBootstrap
 from steerlens.core.results import OMIT, Record
+from steerlens.experiments.mlp_records import MlpAuxBootstrap
 from steerlens.measures.stats import bootstrap
 from steerlens.track import AlignmentTrack, track_checkpoints
 

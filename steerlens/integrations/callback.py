@@ -38,13 +38,15 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from steerlens.runtime.activations import length_batches
-from steerlens.runtime.backends.upper import BlockInputs
-from steerlens.measures.behavior import logprob_score
 from steerlens.checkpoints import Checkpoint, CheckpointSeries, classify
 from steerlens.core.common import atomic_write_text
-from steerlens.loading.models import LoadedModel, describe, wrap
+from steerlens.core.vectors import SteeringVector
 from steerlens.inputs.prompts import PositionSpec, encode, position_indices, prompt_set_hash
+from steerlens.inputs.traits import as_trait
+from steerlens.loading.models import LoadedModel, describe, wrap
+from steerlens.measures.behavior import logprob_score
+from steerlens.runtime.activations import length_batches
+from steerlens.runtime.backends.upper import BlockInputs
 from steerlens.track.cache import RowCache, tokenizer_key
 from steerlens.track.inputs import (
     TrackRun,
@@ -57,8 +59,6 @@ from steerlens.track.nulls import NullConfig
 from steerlens.track.replay import base_pass, checkpoint_rows, replay_self_check
 from steerlens.track.results import AlignmentTrack
 from steerlens.track.series import Key, Rows, series_tracks
-from steerlens.inputs.traits import as_trait
-from steerlens.core.vectors import SteeringVector
 from steerlens.version import __version__
 
 __all__ = ["RESULTS_NAME", "TRACK_NAME", "SteerlensCallback"]

@@ -63,8 +63,8 @@ def open_context(
 ) -> RunContext:
     """Create ``out_dir``, load ``cfg.model`` (``cfg.device``, ``cfg.dtype``) and the trait
     (``cfg.trait``, with ``cfg.probe_n`` probes when the config sets it), start the clock."""
-    from steerlens.loading.models import load_model  # looked up at the call (tests replace it)
     from steerlens.inputs.traits import as_trait
+    from steerlens.loading.models import load_model  # looked up at the call (tests replace it)
 
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)

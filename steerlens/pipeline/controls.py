@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steerlens.pipeline.stage import checkpoint_behavior
 from steerlens.measures.stats import paired_bootstrap_mean, prediction_t_test, sign_flip_test
+from steerlens.pipeline.stage import checkpoint_behavior
 
 __all__ = [
     "REPLICATE_SEED_STRIDE",

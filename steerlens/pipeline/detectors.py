@@ -47,16 +47,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from steerlens.runtime.activations import record_activations
-from steerlens.measures.behavior import LogProbBehavior, last_logits, trait_behavior
 from steerlens.carry import student_carry_test
-from steerlens.loading.models import LoadedModel
-from steerlens.inputs.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
 from steerlens.core.results import Record
-from steerlens.screen import screen_dataset
-from steerlens.measures.stats import prediction_t_test, sign_flip_test
-from steerlens.track.inputs import default_position
 from steerlens.core.vectors import SteeringVector
+from steerlens.inputs.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
+from steerlens.loading.models import LoadedModel
+from steerlens.measures.behavior import LogProbBehavior, last_logits, trait_behavior
+from steerlens.measures.stats import prediction_t_test, sign_flip_test
+from steerlens.runtime.activations import record_activations
+from steerlens.screen import screen_dataset
+from steerlens.track.inputs import default_position
 
 __all__ = [
     "DETECTORS",

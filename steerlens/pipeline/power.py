@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from steerlens.core.common import read_json
-from steerlens.pipeline.detectors import DETECTORS, Reading
 from steerlens.core.results import Record, html_table
 from steerlens.measures.stats import rate, roc_auc, roc_auc_ci, threshold_at_fpr
+from steerlens.pipeline.detectors import DETECTORS, Reading
 
 __all__ = [
     "POWER_FILE",

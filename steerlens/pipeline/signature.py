@@ -31,12 +31,12 @@ import numpy as np
 
 from steerlens.checkpoints import CheckpointSeries
 from steerlens.core.common import read_json
+from steerlens.core.results import Record
 from steerlens.loading.models import load_model
 from steerlens.pipeline.context import RunContext
 from steerlens.pipeline.detectors import DETECTORS, Reading, read_student, trait_probe
 from steerlens.pipeline.power import POWER_FILE, DetectionResult, rule_half_rank
 from steerlens.pipeline.stage import json_load, json_save, stage
-from steerlens.core.results import Record
 
 __all__ = [
     "ACTIVATION_DETECTORS",

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 from steerlens.checkpoints import CheckpointSeries
 from steerlens.core.common import read_json, sha256_bytes, sha256_file, write_json
-from steerlens.lineage import ensure_record
 from steerlens.inputs.numbers import number_prompts
+from steerlens.lineage import ensure_record
 
 T = TypeVar("T")
 

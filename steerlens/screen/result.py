@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from steerlens.inputs.prompts import ChatPrompt
 from steerlens.core.results import Record, html_table
+from steerlens.inputs.prompts import ChatPrompt
 from steerlens.measures.stats import bootstrap, permutation_test
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args
 import torch
 
 from steerlens.core.common import sha256_bytes, sha256_file
-from steerlens.runtime.intervene import steer_model
+from steerlens.core.vectors import SteeringVector
 from steerlens.loading.models import (
     LoadedModel,
     ModelLoadError,
@@ -23,7 +23,7 @@ from steerlens.loading.models import (
     check_saved_version,
     load_model,
 )
-from steerlens.core.vectors import SteeringVector
+from steerlens.runtime.intervene import steer_model
 
 __all__ = ["TEACHER_KINDS", "Teacher", "TeacherKind", "as_teacher", "vector_sha256"]
 

@@ -17,6 +17,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from steerlens.core.common import tqdm_disable
+from steerlens.core.precision import compute_context
+from steerlens.inputs.prompts import EncodedPrompt, PositionSpec, pad_batch
+from steerlens.loading.models import LoadedModel
 from steerlens.runtime.activations import (
     StopForward,
     capture_blocks,
@@ -25,10 +29,6 @@ from steerlens.runtime.activations import (
     reduce_positions,
 )
 from steerlens.runtime.backends.upper import BlockInputs, record_block_calls, replay_blocks
-from steerlens.core.common import tqdm_disable
-from steerlens.loading.models import LoadedModel
-from steerlens.core.precision import compute_context
-from steerlens.inputs.prompts import EncodedPrompt, PositionSpec, pad_batch
 
 __all__ = [
     "BlockInputs",
