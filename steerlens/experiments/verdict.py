@@ -234,22 +234,21 @@ def verdict(results: OwlResults | Mapping[str, Any]) -> dict[str, Any]:
         inherited = inherited and rep.estimate > 0 and rep.p < alpha
     claim = CLAIMS[0] if inherited else (CLAIMS[1] if al.signature else CLAIMS[2])
     head, strength = _HEADS[claim]
+    flags = _flags(al, deltas, alpha)
     if inherited and rep is None:
         head = (
             "Inherited against the base control only: the student's trait behavior moved beyond "
             "the base control's (no benign replicates: not separated from a generic "
             "system-prompt effect)."
         )
-    if inherited and al.signature:
-        head += " Its activation shift also aligns with the teacher vector at the pre-chosen layer."
-    flags = _flags(al, deltas, alpha)
-    if inherited and rep is None:
         flags.append(
             "no benign replicates (benign_control with benign_replicates >= 2): 'inherited' "
             "rests on the per-prompt test against the base control, which a neutral-prompt "
             "teacher's student also passes; the trait is not separated from a generic "
             "system-prompt effect or from training noise"
         )
+    if inherited and al.signature:
+        head += " Its activation shift also aligns with the teacher vector at the pre-chosen layer."
     carry = r.carry
     lines = behavior_lines(beh) + alignment_lines(al, alpha)
     if sig is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlens.core.common import sha256_bytes, write_json
+from steerlens.pipeline.records import recorder
 from steerlens.pipeline.stage import StageClock
 
 __all__ = ["RunContext", "config_json", "config_key", "finish_run", "open_context"]
@@ -58,23 +59,18 @@ class RunContext:
 
 
 def open_context(
-    cfg: Any,
-    out_dir: str | Path,
-    progress: bool | None,
-    log: Callable[[str], None],
-    *,
-    trait: Any = None,
+    cfg: Any, out_dir: str | Path, progress: bool | None, log: Callable[[str], None]
 ) -> RunContext:
     """Create ``out_dir``, load ``cfg.model`` (``cfg.device``, ``cfg.dtype``) and the trait
     (``cfg.trait``, with ``cfg.probe_n`` probes when the config sets it), start the clock."""
     from steerlens.inputs.traits import as_trait
-    from steerlens.loading.models import load_model
+    from steerlens.loading.models import load_model  # looked up at the call (tests replace it)
 
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     clock = StageClock(log)
     model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    tr = as_trait(trait if trait is not None else cfg.trait)
+    tr = as_trait(cfg.trait)
     if getattr(cfg, "probe_n", None) is not None:
         tr = dataclasses.replace(tr, probe_n=cfg.probe_n)
     ctx = RunContext(cfg, out, model, tr, progress, log, clock)
@@ -86,8 +82,6 @@ def finish_run(ctx: RunContext, results: dict[str, Any], parents: Mapping[str, P
     """Write ``results.json`` with the whole run's timings (``timings_s.total`` included) and
     its lineage record (``parents``: role → the stage artifacts it was made from; config: the
     trait, the verdict's strength and the run's config); log where it went."""
-    from steerlens.pipeline.records import recorder
-
     total = ctx.clock.total()
     results["timings_s"] = ctx.clock.timings
     path = write_json(ctx.out / "results.json", results)

@@ -28,12 +28,13 @@ outside what another matched-control run would give?).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from steerlens.measures.stats import paired_bootstrap_mean, prediction_t_test, sign_flip_test
+from steerlens.pipeline.stage import checkpoint_behavior
 
 __all__ = [
     "REPLICATE_SEED_STRIDE",
@@ -123,24 +124,7 @@ def benign_names(names: Any) -> list[str]:
 def series_scores(base: Any, series_dir: Path, behavior: Any) -> dict[str, Any]:
     """B of the base (step 0) and every checkpoint, and the per-prompt scores Bᵢ of the last
     checkpoint (``last_per_prompt``; None when the metric has no per-prompt form)."""
-    from steerlens.checkpoints import CheckpointSeries
-
-    series = CheckpointSeries.discover(series_dir)
-    per_prompt: Callable[[Any], Any] | None = getattr(behavior, "per_prompt", None)
-    steps, scores = [0], [float(behavior(base))]
-    last: list[float] | None = None
-    with series.open(base) as load:
-        cks = list(series)
-        for k, ck in enumerate(cks):
-            m = load(ck)
-            steps.append(ck.step)
-            if per_prompt is not None and k == len(cks) - 1:
-                rows = [float(x) for x in per_prompt(m)]
-                last = rows
-                scores.append(sum(rows) / len(rows))
-            else:
-                scores.append(float(behavior(m)))
-    return {"steps": steps, "scores": scores, "last_per_prompt": last}
+    return checkpoint_behavior(base, series_dir, behavior, per_prompt=True)
 
 
 def _delta(a: list[float], b: list[float], seed: int, n_boot: int) -> dict[str, Any]:

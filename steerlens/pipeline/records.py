@@ -9,6 +9,7 @@ from typing import Any
 
 from steerlens.core.common import write_json
 from steerlens.lineage import write_record
+from steerlens.loading.models import describe
 
 __all__ = ["recorder", "teacher_record"]
 
@@ -18,8 +19,6 @@ def teacher_record(
 ) -> Path:
     """Write ``path`` (JSON: the teacher's description and its base model) and its record; the
     teacher's ``files`` (an adapter, a vector), when it has any, are subjects too."""
-    from steerlens.loading.models import describe
-
     desc = describe(base)
     write_json(path, {"teacher": dict(teacher), "base": desc})
     subjects = [path, *(Path(f) for f in files)]
@@ -39,7 +38,6 @@ def recorder(
     """A ``record`` for :func:`~steerlens.pipeline.stage.stage`: writes the record of the
     stage's file (``files``: the artifact's files, default the file itself) with ``parents``
     (role → artifact), the base model and ``config``."""
-    from steerlens.loading.models import describe
 
     def write(path: Path) -> Path:
         return write_record(

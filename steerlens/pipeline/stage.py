@@ -163,17 +163,28 @@ class StageClock:
 
 
 def checkpoint_behavior(
-    base: Any, series_dir: Path, behavior: Callable[[Any], float]
+    base: Any, series_dir: Path, behavior: Callable[[Any], float], *, per_prompt: bool = False
 ) -> dict[str, Any]:
-    """The behavior score of the base (step 0) and every checkpoint of a series."""
+    """The behavior score of the base (step 0) and every checkpoint of a series; with
+    ``per_prompt`` also the per-prompt scores Bᵢ of the last checkpoint (``last_per_prompt``,
+    whose mean is then its score; None when the metric has no per-prompt form)."""
 
+    per: Callable[[Any], Any] | None = getattr(behavior, "per_prompt", None) if per_prompt else None
     series = CheckpointSeries.discover(series_dir)
     steps, scores = [0], [float(behavior(base))]
+    last: list[float] | None = None
     with series.open(base) as load:
-        for ck in series:
+        cks = list(series)
+        for k, ck in enumerate(cks):
+            m = load(ck)
             steps.append(ck.step)
-            scores.append(float(behavior(load(ck))))
-    return {"steps": steps, "scores": scores}
+            if per is not None and k == len(cks) - 1:
+                last = [float(x) for x in per(m)]
+                scores.append(sum(last) / len(last))
+            else:
+                scores.append(float(behavior(m)))
+    out: dict[str, Any] = {"steps": steps, "scores": scores}
+    return {**out, "last_per_prompt": last} if per_prompt else out
 
 
 def last_checkpoint(series_dir: Path) -> Path:

@@ -213,18 +213,15 @@ def behavior_stage(r: RunContext, dirs: dict[str, Path]) -> Any:
         per = getattr(behavior, "per_prompt", None)
         base_rows = None if per is None else [float(x) for x in per(model)]
         series = {name: series_scores(model, d, behavior) for name, d in dirs.items()}
-        out: dict[str, Any] = dict(series)
-        out.update(
-            {
-                "base_per_prompt": base_rows,
-                "teacher": float(behavior.with_system(trait.system_prompt)(model)),
-                "benign_teacher": float(behavior.with_system(trait.neutral_system_prompt)(model)),
-                "metric": behavior.describe(),
-                "deltas": behavior_deltas(base_rows, series, seed=r.cfg.seed, n_boot=r.cfg.n_boot),
-                "series_roles": {sp.name: sp.role for sp in r.plan},
-            }
-        )
-        return out
+        return {
+            **series,
+            "base_per_prompt": base_rows,
+            "teacher": float(behavior.with_system(trait.system_prompt)(model)),
+            "benign_teacher": float(behavior.with_system(trait.neutral_system_prompt)(model)),
+            "metric": behavior.describe(),
+            "deltas": behavior_deltas(base_rows, series, seed=r.cfg.seed, n_boot=r.cfg.n_boot),
+            "series_roles": {sp.name: sp.role for sp in r.plan},
+        }
 
     return stage(
         r.out / "behavior.json",
@@ -324,16 +321,13 @@ def run_lineage(r: RunContext, data: dict[str, Any], dirs: dict[str, Path]) -> A
     )
 
 
-def open_run(
-    cfg: Any, out_dir: str | Path, progress: bool | None, log: Any, *, plan: bool = True
-) -> RunContext:
+def open_run(cfg: Any, out_dir: str | Path, progress: bool | None, log: Any) -> RunContext:
     """The run context of a prompted-teacher experiment (owl and the experiments built on its
-    stages): :func:`~steerlens.pipeline.context.open_context`, the teachers' records and, with
-    ``plan``, the series plan of the config's controls (:func:`series_plan`)."""
+    stages): :func:`~steerlens.pipeline.context.open_context`, the teachers' records and the
+    series plan of the config's controls (:func:`series_plan`)."""
 
     r = open_context(cfg, out_dir, progress, log)
-    if plan:
-        r.plan = series_plan(r.trait, cfg.benign_control, cfg.placebo, cfg.benign_replicates)
+    r.plan = series_plan(r.trait, cfg.benign_control, cfg.placebo, cfg.benign_replicates)
     prompt_teacher_records(r)
     return r
 
