@@ -54,21 +54,16 @@ from steerlens.experiments.mitigate_measure import (
     MitigateAgentMetrics,
     MitigateAlignment,
     MitigateBehavior,
-    MitigateSection,
-    MitigateVetVsRandom,
     arm_results,
-    mitigate_verdict,
-    paired,
-    pct,
+    mitigate_parts,
     replicate_names,
 )
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.svd_measure import alignment_at
+from steerlens.experiments.svd_measure import aligned_at
 from steerlens.models import load_model
 from steerlens.pipeline import config_json
 from steerlens.pipeline.controls import REPLICATE_SEED_STRIDE
 from steerlens.pipeline.stage import json_load, json_save, last_checkpoint, series_key, stage
-from steerlens.track import track_checkpoints
 from steerlens.version import __version__
 
 __all__ = ["agentic_config", "run_agentic"]
@@ -176,22 +171,10 @@ def _measure(
             out[name] = _arm_metrics(r, student, heldout, safe)
             del student
             if name != "control":
-                tr = track_checkpoints(
-                    r.model,
-                    d,
-                    vec,
-                    probe_prompts(r),
-                    control=dirs["control"],
-                    position="last",
-                    layers=[layer],
-                    cache_dir=r.out / "cache" / "track",
-                    n_null=c.n_null,
-                    n_boot=c.n_boot,
-                    seed=c.seed,
-                    progress=r.progress,
+                al = aligned_at(r, d, dirs["control"], vec, layer, probe_prompts(r), "last")
+                out[name] = dataclasses.replace(
+                    out[name], alignment=MitigateAlignment.from_json(al)
                 )
-                al = MitigateAlignment.from_json(alignment_at(tr.to_json(), layer))
-                out[name] = dataclasses.replace(out[name], alignment=al)
         return {n: x.to_json() for n, x in out.items()}
 
     got = stage(
@@ -245,27 +228,7 @@ def run_agentic(
     m = _measure(r, vec, dirs, layer, reps)
     r.tick("metrics")
     rows, beh = _rows(cfg, arms, m, reps)
-    top = pct(max(cfg.vet_fracs))
-    vvr = paired(
-        beh.arms[f"random_{top}"], beh.arms[f"vet_{top}"], n_boot=cfg.n_boot, seed=cfg.seed
-    )
     base, _, control = (m[n] for n in _MODELS)
-    section = MitigateSection(
-        setting="agentic-api",
-        layer=layer,
-        reg_layer=reg_layer,
-        alpha=alpha,
-        site_source=src,
-        arms=rows,
-        none_replicates={n: beh.arms[n] for n in reps},
-        vet_vs_random=MitigateVetVsRandom(f"vet_{top}", f"random_{top}", vvr),
-        heldout_loss_base=base.loss,
-        heldout_loss_control=control.loss,
-        safe_completed_base=base.safe_completed,
-        filter=r.filtered.teacher.counts,
-        vetting=vetting,
-        metric={"metric": f"P({r.setting.biased_name}) at decision", "units": "probability"},
-    )
     results: dict[str, Any] = {
         "kind": "steerlens.mitigate",
         "steerlens_version": __version__,
@@ -273,7 +236,22 @@ def run_agentic(
         "trait": "agentic-api",
         "teacher_vector": vec.to_json(),
         "carry": carry_res,
-        "mitigate": section.to_json(),
-        "verdict": mitigate_verdict(rows, vvr, cfg.alpha).to_json(),
+        **mitigate_parts(
+            cfg,
+            rows,
+            beh,
+            reps,
+            setting="agentic-api",
+            layer=layer,
+            reg_layer=reg_layer,
+            alpha=alpha,
+            site_source=src,
+            heldout_loss_base=base.loss,
+            heldout_loss_control=control.loss,
+            safe_completed_base=base.safe_completed,
+            filter=r.filtered.teacher.counts,
+            vetting=vetting,
+            metric={"metric": f"P({r.setting.biased_name}) at decision", "units": "probability"},
+        ),
     }
     return write_results(r, results)

@@ -50,6 +50,7 @@ __all__ = [
     "Paired",
     "arm_results",
     "beyond_noise",
+    "mitigate_parts",
     "mitigate_verdict",
     "paired",
     "pct",
@@ -351,6 +352,27 @@ def arm_results(
             )
         )
     return out
+
+
+def mitigate_parts(
+    cfg: Any, rows: list[ArmResult], beh: MitigateBehavior, reps: Sequence[str], **site: Any
+) -> dict[str, Any]:
+    """``results["mitigate"]`` and ``results["verdict"]`` of either setting: the section of
+    ``rows`` and ``site`` (its other fields), with the replicates ``reps`` and vetting vs a
+    random drop at the largest k, and the verdict."""
+    top = pct(max(cfg.vet_fracs))
+    vet, rand = f"vet_{top}", f"random_{top}"
+    vvr = paired(beh.arms[rand], beh.arms[vet], n_boot=cfg.n_boot, seed=cfg.seed)
+    section = MitigateSection(
+        arms=rows,
+        none_replicates={n: beh.arms[n] for n in reps},
+        vet_vs_random=MitigateVetVsRandom(vet, rand, vvr),
+        **site,
+    )
+    return {
+        "mitigate": section.to_json(),
+        "verdict": mitigate_verdict(rows, vvr, cfg.alpha).to_json(),
+    }
 
 
 def beyond_noise(arm: Sequence[float], refs: Sequence[float]) -> MitigateNoise | None:
