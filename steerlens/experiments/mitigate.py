@@ -40,7 +40,7 @@ from steerlens.experiments.mitigate_data import (
     mitigation_site,
     vet_scores,
 )
-from steerlens.experiments.mitigate_measure import arm_results, mitigate_parts, replicate_names
+from steerlens.experiments.mitigate_measure import arm_results, mitigate_results, replicate_names
 from steerlens.experiments.owl import OwlConfig
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
@@ -54,7 +54,6 @@ from steerlens.pipeline import (
     teacher_data_stage,
     teacher_vector_stage,
 )
-from steerlens.version import __version__
 
 __all__ = ["HELDOUT_SEED_OFFSET", "MitigateConfig", "arm_plan", "mitigation_site", "run"]
 
@@ -160,9 +159,7 @@ def run(
     r.tick("cost")
     reps = replicate_names(cfg.none_replicates)
     rows = arm_results(arms, beh, align, cost, n_boot=cfg.n_boot, seed=cfg.seed, replicates=reps)
-    results: dict[str, Any] = {
-        "kind": "steerlens.mitigate",
-        "steerlens_version": __version__,
+    head = {
         "config": config_json(cfg),
         "trait": r.trait.name,
         "lineage": lineage_json(
@@ -174,22 +171,19 @@ def run(
         ),
         "teacher_vector": vec.to_json(),
         "carry": carry,
-        **mitigate_parts(
-            cfg,
-            rows,
-            beh,
-            reps,
-            setting="owl",
-            layer=layer,
-            reg_layer=reg_layer,
-            alpha=alpha,
-            site_source=src,
-            heldout_loss_base=cost["base"],
-            heldout_loss_control=cost["control"],
-            behavior_series=beh.series,
-            metric=beh.metric or {},
-        ),
     }
+    results = mitigate_results(
+        cfg,
+        head,
+        rows,
+        beh,
+        reps,
+        ("owl", layer, reg_layer, alpha, src),
+        heldout_loss_base=cost["base"],
+        heldout_loss_control=cost["control"],
+        behavior_series=beh.series,
+        metric=beh.metric or {},
+    )
     finish_run(r, results, {"vector": r.out / "vectors" / "teacher.safetensors"})
     return ExperimentResult(results)
 

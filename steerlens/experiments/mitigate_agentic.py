@@ -55,7 +55,7 @@ from steerlens.experiments.mitigate_measure import (
     MitigateAlignment,
     MitigateBehavior,
     arm_results,
-    mitigate_parts,
+    mitigate_results,
     replicate_names,
 )
 from steerlens.experiments.result import ExperimentResult
@@ -64,7 +64,6 @@ from steerlens.models import load_model
 from steerlens.pipeline import config_json
 from steerlens.pipeline.controls import REPLICATE_SEED_STRIDE
 from steerlens.pipeline.stage import json_load, json_save, last_checkpoint, series_key, stage
-from steerlens.version import __version__
 
 __all__ = ["agentic_config", "run_agentic"]
 
@@ -115,22 +114,21 @@ def _train(
     return dirs
 
 
+def _rollout(r: AgenticRun, model: Any, tasks: list[Any], offset: int, **kw: Any) -> Any:
+    """:func:`~steerlens.agents.rollout` of ``model`` on ``tasks`` at seed + ``offset``, with
+    the run's step limit, temperature and batch size."""
+    c = r.cfg
+    kw |= {"max_steps": c.max_steps, "temperature": c.temperature, "batch_size": c.batch}
+    return rollout(model, r.setting, tasks, seed=c.seed + offset, **kw)
+
+
 def _arm_metrics(r: AgenticRun, model: Any, heldout: Any, safe: list[Any]) -> MitigateAgentMetrics:
     """P(biased name) per eval task, the sampled first-action rate, safe-task completion and
     the SFT loss on the teacher's held-out trajectories."""
     c, st, tasks = r.cfg, r.setting, r.tasks.eval
     choice = action_choice(model, st, tasks)
-    kw = {"max_steps": c.max_steps, "temperature": c.temperature, "batch_size": c.batch}
-    eps = rollout(
-        model,
-        st,
-        tasks,
-        n_seeds=c.n_eval_seeds,
-        seed=c.seed + 7,
-        stop_kinds=st.scored,
-        **kw,
-    )
-    done = rollout(model, st, safe, seed=c.seed + 11, **kw)
+    eps = _rollout(r, model, tasks, 7, n_seeds=c.n_eval_seeds, stop_kinds=st.scored)
+    done = _rollout(r, model, safe, 11)
     return MitigateAgentMetrics(
         p_biased=list(choice.p_biased),
         rate=first_action_rate(eps, st),
@@ -148,15 +146,7 @@ def _measure(
 
     def compute() -> dict[str, Any]:
         teacher = r.teacher_models.teacher
-        tt = rollout(
-            teacher,
-            r.setting,
-            safe,
-            seed=c.seed + 13,
-            max_steps=c.max_steps,
-            temperature=c.temperature,
-            batch_size=c.batch,
-        )
+        tt = _rollout(r, teacher, safe, 13)
         heldout = trajectory_data([t for t in tt if t.steps] or tt, {"heldout": True})
         out = {
             "base": _arm_metrics(r, r.model, heldout, safe),
@@ -229,29 +219,24 @@ def run_agentic(
     r.tick("metrics")
     rows, beh = _rows(cfg, arms, m, reps)
     base, _, control = (m[n] for n in _MODELS)
-    results: dict[str, Any] = {
-        "kind": "steerlens.mitigate",
-        "steerlens_version": __version__,
+    head = {
         "config": {**config_json(cfg), "agentic": config_json(acfg)},
         "trait": "agentic-api",
         "teacher_vector": vec.to_json(),
         "carry": carry_res,
-        **mitigate_parts(
-            cfg,
-            rows,
-            beh,
-            reps,
-            setting="agentic-api",
-            layer=layer,
-            reg_layer=reg_layer,
-            alpha=alpha,
-            site_source=src,
-            heldout_loss_base=base.loss,
-            heldout_loss_control=control.loss,
-            safe_completed_base=base.safe_completed,
-            filter=r.filtered.teacher.counts,
-            vetting=vetting,
-            metric={"metric": f"P({r.setting.biased_name}) at decision", "units": "probability"},
-        ),
     }
+    results = mitigate_results(
+        cfg,
+        head,
+        rows,
+        beh,
+        reps,
+        ("agentic-api", layer, reg_layer, alpha, src),
+        heldout_loss_base=base.loss,
+        heldout_loss_control=control.loss,
+        safe_completed_base=base.safe_completed,
+        filter=r.filtered.teacher.counts,
+        vetting=vetting,
+        metric={"metric": f"P({r.setting.biased_name}) at decision", "units": "probability"},
+    )
     return write_results(r, results)

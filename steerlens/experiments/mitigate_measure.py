@@ -35,6 +35,7 @@ from steerlens.experiments.mlp_records import MlpAuxBootstrap
 from steerlens.experiments.svd_measure import SvdAlignment, Transfer, sign_flip_p, transfer
 from steerlens.results import OMIT, Record
 from steerlens.stats import paired_bootstrap_mean, prediction_t_test
+from steerlens.version import __version__
 
 __all__ = [
     "Arm",
@@ -50,7 +51,7 @@ __all__ = [
     "Paired",
     "arm_results",
     "beyond_noise",
-    "mitigate_parts",
+    "mitigate_results",
     "mitigate_verdict",
     "paired",
     "pct",
@@ -332,10 +333,9 @@ def arm_results(
     (held-out loss per arm)."""
     pp = beh.arms
     refs = [float(np.mean(pp[n])) for n in ("none", *replicates)]
-    base, teacher, control = (np.array(x) for x in (beh.base, beh.teacher, beh.control))
     out = []
     for name, a in arms.items():
-        tr = transfer(np.array(pp[name]), control, teacher, base, n_boot=n_boot, seed=seed)
+        tr = transfer(pp[name], beh.control, beh.teacher, beh.base, n_boot=n_boot, seed=seed)
         red = None if name == "none" else paired(pp["none"], pp[name], n_boot=n_boot, seed=seed)
         out.append(
             ArmResult(
@@ -354,22 +354,28 @@ def arm_results(
     return out
 
 
-def mitigate_parts(
-    cfg: Any, rows: list[ArmResult], beh: MitigateBehavior, reps: Sequence[str], **site: Any
+def mitigate_results(
+    cfg: Any,
+    head: Mapping[str, Any],
+    rows: list[ArmResult],
+    beh: MitigateBehavior,
+    reps: Sequence[str],
+    site: tuple[str, int, int, float, str],
+    **more: Any,
 ) -> dict[str, Any]:
-    """``results["mitigate"]`` and ``results["verdict"]`` of either setting: the section of
-    ``rows`` and ``site`` (its other fields), with the replicates ``reps`` and vetting vs a
-    random drop at the largest k, and the verdict."""
+    """``results.json`` of either setting: its kind and version, ``head`` (config, trait, …,
+    carry), the section (``site``: setting, ℓ*, the regulariser's layer, α and the rule; the
+    ``rows``, the replicates ``reps``, vetting vs a random drop at the largest k, and ``more``
+    of its fields) and the verdict."""
     top = pct(max(cfg.vet_fracs))
     vet, rand = f"vet_{top}", f"random_{top}"
     vvr = paired(beh.arms[rand], beh.arms[vet], n_boot=cfg.n_boot, seed=cfg.seed)
-    section = MitigateSection(
-        arms=rows,
-        none_replicates={n: beh.arms[n] for n in reps},
-        vet_vs_random=MitigateVetVsRandom(vet, rand, vvr),
-        **site,
-    )
+    reps_b = {n: beh.arms[n] for n in reps}
+    section = MitigateSection(*site, rows, reps_b, MitigateVetVsRandom(vet, rand, vvr), **more)
     return {
+        "kind": "steerlens.mitigate",
+        "steerlens_version": __version__,
+        **head,
         "mitigate": section.to_json(),
         "verdict": mitigate_verdict(rows, vvr, cfg.alpha).to_json(),
     }

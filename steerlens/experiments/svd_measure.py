@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -146,10 +146,10 @@ class SvdVerdict(Record):
 
 
 def transfer(
-    student: np.ndarray,
-    control: np.ndarray,
-    teacher: np.ndarray,
-    base: np.ndarray,
+    student: Sequence[float] | np.ndarray,
+    control: Sequence[float] | np.ndarray,
+    teacher: Sequence[float] | np.ndarray,
+    base: Sequence[float] | np.ndarray,
     *,
     n_boot: int = 1000,
     seed: int = 0,
