@@ -218,7 +218,6 @@ def run_agentic(
     m = _measure(r, vec, dirs, layer, reps)
     r.tick("metrics")
     rows, beh = _rows(cfg, arms, m, reps)
-    base, _, control = (m[n] for n in _MODELS)
     head = {
         "config": {**config_json(cfg), "agentic": config_json(acfg)},
         "trait": "agentic-api",
@@ -232,9 +231,9 @@ def run_agentic(
         beh,
         reps,
         ("agentic-api", layer, reg_layer, alpha, src),
-        heldout_loss_base=base.loss,
-        heldout_loss_control=control.loss,
-        safe_completed_base=base.safe_completed,
+        heldout_loss_base=m["base"].loss,
+        heldout_loss_control=m["control"].loss,
+        safe_completed_base=m["base"].safe_completed,
         filter=r.filtered.teacher.counts,
         vetting=vetting,
         metric={"metric": f"P({r.setting.biased_name}) at decision", "units": "probability"},

@@ -98,7 +98,8 @@ class Paired(Record):
     n: int
 
     def summary(self) -> str:
-        return f"{_f(self.estimate)} [{_f(self.lo)}, {_f(self.hi)}] (p={_p(self.p)}, n={self.n})"
+        ci = f"{_f(self.estimate)} [{_f(self.lo)}, {_f(self.hi)}]"
+        return f"{ci} (p={_f(self.p, '.3g')}, n={self.n})"
 
 
 def paired(
@@ -391,12 +392,9 @@ def beyond_noise(arm: Sequence[float], refs: Sequence[float]) -> MitigateNoise |
     return MitigateNoise.from_json({**res, "test": test})
 
 
-def _f(x: Any) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:+.3g}"
-
-
-def _p(x: Any) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.3g}"
+def _f(x: Any, spec: str = "+.3g") -> str:
+    """``x`` in ``spec`` (signed by default; ``.3g`` for a p-value), "n/a" if not finite."""
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:{spec}}"
 
 
 def _line(r: ArmResult, alpha: float, claimable: bool) -> str:
@@ -421,7 +419,7 @@ def _line(r: ArmResult, alpha: float, claimable: bool) -> str:
         if bn is None:
             s += " (eval-prompt noise only: no replicate of the unmitigated student)"
     ex = r.excess
-    s += f"; excess EAS {_f(ex.excess)} (p={_p(ex.excess_p)})"
+    s += f"; excess EAS {_f(ex.excess)} (p={_f(ex.excess_p, '.3g')})"
     return s + f"; held-out loss {r.heldout_loss:.4g} (cost {_f(r.cost)} vs none)"
 
 
