@@ -40,21 +40,11 @@ from steerlens.experiments.mitigate_data import (
     mitigation_site,
     vet_scores,
 )
-from steerlens.experiments.mitigate_measure import (
-    MitigateBehavior,
-    MitigateSection,
-    MitigateVetVsRandom,
-    arm_results,
-    mitigate_verdict,
-    paired,
-    pct,
-    replicate_names,
-)
+from steerlens.experiments.mitigate_measure import arm_results, mitigate_results, replicate_names
 from steerlens.experiments.owl import OwlConfig
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
 from steerlens.pipeline import (
-    RunContext,
     carry_stage,
     config_json,
     finish_run,
@@ -64,7 +54,6 @@ from steerlens.pipeline import (
     teacher_data_stage,
     teacher_vector_stage,
 )
-from steerlens.version import __version__
 
 __all__ = ["HELDOUT_SEED_OFFSET", "MitigateConfig", "arm_plan", "mitigation_site", "run"]
 
@@ -134,18 +123,6 @@ class MitigateConfig(OwlConfig):
         return base
 
 
-def _measure(
-    r: RunContext, vec: Any, dirs: dict[str, Path], held: Any, layer: int
-) -> tuple[MitigateBehavior, Any, Any]:
-    beh = ms.behavior(r, dirs)
-    r.tick("behavior")
-    align = ms.alignment(r, vec, dirs, layer)
-    r.tick("alignment")
-    cost = ms.cost(r, dirs, held)
-    r.tick("cost")
-    return beh, align, cost
-
-
 def run(
     cfg: MitigateConfig,
     out_dir: str | Path,
@@ -174,28 +151,15 @@ def run(
     r.tick("data and vetting")
     dirs = ms.train(r, arms, datas, data["control"], vec, (layer, reg_layer, alpha))
     r.tick("distillation")
-    beh, align, cost = _measure(r, vec, dirs, held, layer)
+    beh = ms.behavior(r, dirs)
+    r.tick("behavior")
+    align = ms.alignment(r, vec, dirs, layer)
+    r.tick("alignment")
+    cost = ms.cost(r, dirs, held)
+    r.tick("cost")
     reps = replicate_names(cfg.none_replicates)
     rows = arm_results(arms, beh, align, cost, n_boot=cfg.n_boot, seed=cfg.seed, replicates=reps)
-    vet_arm, rand_arm = f"vet_{pct(max(cfg.vet_fracs))}", f"random_{pct(max(cfg.vet_fracs))}"
-    vvr = paired(beh.arms[rand_arm], beh.arms[vet_arm], n_boot=cfg.n_boot, seed=cfg.seed)
-    section = MitigateSection(
-        setting="owl",
-        layer=layer,
-        reg_layer=reg_layer,
-        alpha=alpha,
-        site_source=src,
-        arms=rows,
-        none_replicates={n: beh.arms[n] for n in reps},
-        vet_vs_random=MitigateVetVsRandom(vet_arm, rand_arm, vvr),
-        heldout_loss_base=cost["base"],
-        heldout_loss_control=cost["control"],
-        behavior_series=beh.series,
-        metric=beh.metric or {},
-    )
-    results: dict[str, Any] = {
-        "kind": "steerlens.mitigate",
-        "steerlens_version": __version__,
+    head = {
         "config": config_json(cfg),
         "trait": r.trait.name,
         "lineage": lineage_json(
@@ -207,9 +171,19 @@ def run(
         ),
         "teacher_vector": vec.to_json(),
         "carry": carry,
-        "mitigate": section.to_json(),
-        "verdict": mitigate_verdict(rows, vvr, cfg.alpha).to_json(),
     }
+    results = mitigate_results(
+        cfg,
+        head,
+        rows,
+        beh,
+        reps,
+        ("owl", layer, reg_layer, alpha, src),
+        heldout_loss_base=cost["base"],
+        heldout_loss_control=cost["control"],
+        behavior_series=beh.series,
+        metric=beh.metric or {},
+    )
     finish_run(r, results, {"vector": r.out / "vectors" / "teacher.safetensors"})
     return ExperimentResult(results)
 

@@ -54,22 +54,16 @@ from steerlens.experiments.mitigate_measure import (
     MitigateAgentMetrics,
     MitigateAlignment,
     MitigateBehavior,
-    MitigateSection,
-    MitigateVetVsRandom,
     arm_results,
-    mitigate_verdict,
-    paired,
-    pct,
+    mitigate_results,
     replicate_names,
 )
 from steerlens.experiments.result import ExperimentResult
-from steerlens.experiments.svd_measure import alignment_at
+from steerlens.experiments.svd_measure import aligned_at
 from steerlens.loading.models import load_model
 from steerlens.pipeline import config_json
 from steerlens.pipeline.controls import REPLICATE_SEED_STRIDE
 from steerlens.pipeline.stage import json_load, json_save, last_checkpoint, series_key, stage
-from steerlens.track import track_checkpoints
-from steerlens.version import __version__
 
 __all__ = ["agentic_config", "run_agentic"]
 
@@ -120,22 +114,21 @@ def _train(
     return dirs
 
 
+def _rollout(r: AgenticRun, model: Any, tasks: list[Any], offset: int, **kw: Any) -> Any:
+    """:func:`~steerlens.agents.rollout` of ``model`` on ``tasks`` at seed + ``offset``, with
+    the run's step limit, temperature and batch size."""
+    c = r.cfg
+    kw |= {"max_steps": c.max_steps, "temperature": c.temperature, "batch_size": c.batch}
+    return rollout(model, r.setting, tasks, seed=c.seed + offset, **kw)
+
+
 def _arm_metrics(r: AgenticRun, model: Any, heldout: Any, safe: list[Any]) -> MitigateAgentMetrics:
     """P(biased name) per eval task, the sampled first-action rate, safe-task completion and
     the SFT loss on the teacher's held-out trajectories."""
     c, st, tasks = r.cfg, r.setting, r.tasks.eval
     choice = action_choice(model, st, tasks)
-    kw = {"max_steps": c.max_steps, "temperature": c.temperature, "batch_size": c.batch}
-    eps = rollout(
-        model,
-        st,
-        tasks,
-        n_seeds=c.n_eval_seeds,
-        seed=c.seed + 7,
-        stop_kinds=st.scored,
-        **kw,
-    )
-    done = rollout(model, st, safe, seed=c.seed + 11, **kw)
+    eps = _rollout(r, model, tasks, 7, n_seeds=c.n_eval_seeds, stop_kinds=st.scored)
+    done = _rollout(r, model, safe, 11)
     return MitigateAgentMetrics(
         p_biased=list(choice.p_biased),
         rate=first_action_rate(eps, st),
@@ -153,15 +146,7 @@ def _measure(
 
     def compute() -> dict[str, Any]:
         teacher = r.teacher_models.teacher
-        tt = rollout(
-            teacher,
-            r.setting,
-            safe,
-            seed=c.seed + 13,
-            max_steps=c.max_steps,
-            temperature=c.temperature,
-            batch_size=c.batch,
-        )
+        tt = _rollout(r, teacher, safe, 13)
         heldout = trajectory_data([t for t in tt if t.steps] or tt, {"heldout": True})
         out = {
             "base": _arm_metrics(r, r.model, heldout, safe),
@@ -176,22 +161,10 @@ def _measure(
             out[name] = _arm_metrics(r, student, heldout, safe)
             del student
             if name != "control":
-                tr = track_checkpoints(
-                    r.model,
-                    d,
-                    vec,
-                    probe_prompts(r),
-                    control=dirs["control"],
-                    position="last",
-                    layers=[layer],
-                    cache_dir=r.out / "cache" / "track",
-                    n_null=c.n_null,
-                    n_boot=c.n_boot,
-                    seed=c.seed,
-                    progress=r.progress,
+                al = aligned_at(r, d, dirs["control"], vec, layer, probe_prompts(r), "last")
+                out[name] = dataclasses.replace(
+                    out[name], alignment=MitigateAlignment.from_json(al)
                 )
-                al = MitigateAlignment.from_json(alignment_at(tr.to_json(), layer))
-                out[name] = dataclasses.replace(out[name], alignment=al)
         return {n: x.to_json() for n, x in out.items()}
 
     got = stage(
@@ -245,35 +218,24 @@ def run_agentic(
     m = _measure(r, vec, dirs, layer, reps)
     r.tick("metrics")
     rows, beh = _rows(cfg, arms, m, reps)
-    top = pct(max(cfg.vet_fracs))
-    vvr = paired(
-        beh.arms[f"random_{top}"], beh.arms[f"vet_{top}"], n_boot=cfg.n_boot, seed=cfg.seed
-    )
-    base, _, control = (m[n] for n in _MODELS)
-    section = MitigateSection(
-        setting="agentic-api",
-        layer=layer,
-        reg_layer=reg_layer,
-        alpha=alpha,
-        site_source=src,
-        arms=rows,
-        none_replicates={n: beh.arms[n] for n in reps},
-        vet_vs_random=MitigateVetVsRandom(f"vet_{top}", f"random_{top}", vvr),
-        heldout_loss_base=base.loss,
-        heldout_loss_control=control.loss,
-        safe_completed_base=base.safe_completed,
-        filter=r.filtered.teacher.counts,
-        vetting=vetting,
-        metric={"metric": f"P({r.setting.biased_name}) at decision", "units": "probability"},
-    )
-    results: dict[str, Any] = {
-        "kind": "steerlens.mitigate",
-        "steerlens_version": __version__,
+    head = {
         "config": {**config_json(cfg), "agentic": config_json(acfg)},
         "trait": "agentic-api",
         "teacher_vector": vec.to_json(),
         "carry": carry_res,
-        "mitigate": section.to_json(),
-        "verdict": mitigate_verdict(rows, vvr, cfg.alpha).to_json(),
     }
+    results = mitigate_results(
+        cfg,
+        head,
+        rows,
+        beh,
+        reps,
+        ("agentic-api", layer, reg_layer, alpha, src),
+        heldout_loss_base=m["base"].loss,
+        heldout_loss_control=m["control"].loss,
+        safe_completed_base=m["base"].safe_completed,
+        filter=r.filtered.teacher.counts,
+        vetting=vetting,
+        metric={"metric": f"P({r.setting.biased_name}) at decision", "units": "probability"},
+    )
     return write_results(r, results)

@@ -35,6 +35,7 @@ from steerlens.core.results import OMIT, Record
 from steerlens.experiments.mlp_records import MlpAuxBootstrap
 from steerlens.experiments.svd_measure import SvdAlignment, Transfer, sign_flip_p, transfer
 from steerlens.measures.stats import paired_bootstrap_mean, prediction_t_test
+from steerlens.version import __version__
 
 __all__ = [
     "Arm",
@@ -50,6 +51,7 @@ __all__ = [
     "Paired",
     "arm_results",
     "beyond_noise",
+    "mitigate_results",
     "mitigate_verdict",
     "paired",
     "pct",
@@ -96,7 +98,8 @@ class Paired(Record):
     n: int
 
     def summary(self) -> str:
-        return f"{_f(self.estimate)} [{_f(self.lo)}, {_f(self.hi)}] (p={_p(self.p)}, n={self.n})"
+        ci = f"{_f(self.estimate)} [{_f(self.lo)}, {_f(self.hi)}]"
+        return f"{ci} (p={_f(self.p, '.3g')}, n={self.n})"
 
 
 def paired(
@@ -331,10 +334,9 @@ def arm_results(
     (held-out loss per arm)."""
     pp = beh.arms
     refs = [float(np.mean(pp[n])) for n in ("none", *replicates)]
-    base, teacher, control = (np.array(x) for x in (beh.base, beh.teacher, beh.control))
     out = []
     for name, a in arms.items():
-        tr = transfer(np.array(pp[name]), control, teacher, base, n_boot=n_boot, seed=seed)
+        tr = transfer(pp[name], beh.control, beh.teacher, beh.base, n_boot=n_boot, seed=seed)
         red = None if name == "none" else paired(pp["none"], pp[name], n_boot=n_boot, seed=seed)
         out.append(
             ArmResult(
@@ -353,6 +355,33 @@ def arm_results(
     return out
 
 
+def mitigate_results(
+    cfg: Any,
+    head: Mapping[str, Any],
+    rows: list[ArmResult],
+    beh: MitigateBehavior,
+    reps: Sequence[str],
+    site: tuple[str, int, int, float, str],
+    **more: Any,
+) -> dict[str, Any]:
+    """``results.json`` of either setting: its kind and version, ``head`` (config, trait, …,
+    carry), the section (``site``: setting, ℓ*, the regulariser's layer, α and the rule; the
+    ``rows``, the replicates ``reps``, vetting vs a random drop at the largest k, and ``more``
+    of its fields) and the verdict."""
+    top = pct(max(cfg.vet_fracs))
+    vet, rand = f"vet_{top}", f"random_{top}"
+    vvr = paired(beh.arms[rand], beh.arms[vet], n_boot=cfg.n_boot, seed=cfg.seed)
+    reps_b = {n: beh.arms[n] for n in reps}
+    section = MitigateSection(*site, rows, reps_b, MitigateVetVsRandom(vet, rand, vvr), **more)
+    return {
+        "kind": "steerlens.mitigate",
+        "steerlens_version": __version__,
+        **head,
+        "mitigate": section.to_json(),
+        "verdict": mitigate_verdict(rows, vvr, cfg.alpha).to_json(),
+    }
+
+
 def beyond_noise(arm: Sequence[float], refs: Sequence[float]) -> MitigateNoise | None:
     """The model-level reduction test (module doc): R_model = mean(refs) − B̄(arm) against the
     spread of the unmitigated students' means ``refs``; None with fewer than 2 of them."""
@@ -363,12 +392,9 @@ def beyond_noise(arm: Sequence[float], refs: Sequence[float]) -> MitigateNoise |
     return MitigateNoise.from_json({**res, "test": test})
 
 
-def _f(x: Any) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:+.3g}"
-
-
-def _p(x: Any) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.3g}"
+def _f(x: Any, spec: str = "+.3g") -> str:
+    """``x`` in ``spec`` (signed by default; ``.3g`` for a p-value), "n/a" if not finite."""
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:{spec}}"
 
 
 def _line(r: ArmResult, alpha: float, claimable: bool) -> str:
@@ -393,7 +419,7 @@ def _line(r: ArmResult, alpha: float, claimable: bool) -> str:
         if bn is None:
             s += " (eval-prompt noise only: no replicate of the unmitigated student)"
     ex = r.excess
-    s += f"; excess EAS {_f(ex.excess)} (p={_p(ex.excess_p)})"
+    s += f"; excess EAS {_f(ex.excess)} (p={_f(ex.excess_p, '.3g')})"
     return s + f"; held-out loss {r.heldout_loss:.4g} (cost {_f(r.cost)} vs none)"
 
 

@@ -35,6 +35,13 @@ def replicates(r: RunContext) -> list[str]:
     return replicate_names(getattr(r.cfg, "none_replicates", 0))
 
 
+def _stage(r: RunContext, name: str, dirs: dict[str, Path], tail: str, fn: Any) -> Any:
+    """:func:`~steerlens.pipeline.stage.stage` of the JSON ``mitigate/<name>``, keyed on the
+    config, the checkpoints' contents and ``tail``."""
+    key = f"{r.key()}-{series_key(*dirs.values())}{tail}"
+    return stage(r.out / "mitigate" / name, key, fn, json_save, json_load, r.log)
+
+
 def train(
     r: RunContext,
     arms: dict[str, Arm],
@@ -88,15 +95,7 @@ def behavior(r: RunContext, dirs: dict[str, Path]) -> MitigateBehavior:
             metric=beh.describe(),
         ).to_json()
 
-    got = stage(
-        r.out / "mitigate" / "behavior.json",
-        f"{r.key()}-{series_key(*dirs.values())}",
-        compute,
-        json_save,
-        json_load,
-        r.log,
-    )
-    return MitigateBehavior.from_json(got)
+    return MitigateBehavior.from_json(_stage(r, "behavior.json", dirs, "", compute))
 
 
 def alignment(
@@ -107,21 +106,10 @@ def alignment(
     skip = {"control", *replicates(r)}
 
     def compute() -> dict[str, Any]:
-        out = {}
-        for name, d in dirs.items():
-            if name in skip:
-                continue
-            out[name] = aligned_at(r, d, dirs["control"], vec, layer)
-        return out
+        ctl = dirs["control"]
+        return {n: aligned_at(r, d, ctl, vec, layer) for n, d in dirs.items() if n not in skip}
 
-    got = stage(
-        r.out / "mitigate" / "alignment.json",
-        f"{r.key()}-{series_key(*dirs.values())}-l{layer}",
-        compute,
-        json_save,
-        json_load,
-        r.log,
-    )
+    got = _stage(r, "alignment.json", dirs, f"-l{layer}", compute)
     return {n: SvdAlignment.from_json(a) for n, a in got.items()}
 
 
@@ -141,11 +129,4 @@ def cost(r: RunContext, dirs: dict[str, Path], held: Any) -> Any:
             del student
         return out
 
-    return stage(
-        r.out / "mitigate" / "cost.json",
-        f"{r.key()}-{series_key(*dirs.values())}-h{len(held.samples)}",
-        compute,
-        json_save,
-        json_load,
-        r.log,
-    )
+    return _stage(r, "cost.json", dirs, f"-h{len(held.samples)}", compute)

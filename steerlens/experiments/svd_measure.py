@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -146,10 +146,10 @@ class SvdVerdict(Record):
 
 
 def transfer(
-    student: np.ndarray,
-    control: np.ndarray,
-    teacher: np.ndarray,
-    base: np.ndarray,
+    student: Sequence[float] | np.ndarray,
+    control: Sequence[float] | np.ndarray,
+    teacher: Sequence[float] | np.ndarray,
+    base: Sequence[float] | np.ndarray,
     *,
     n_boot: int = 1000,
     seed: int = 0,
@@ -204,16 +204,26 @@ def alignment_at(track: AlignmentTrack | Mapping[str, Any], layer: int) -> dict[
     return al.to_json()
 
 
-def aligned_at(r: Any, student: Any, control: Any, vec: Any, layer: int) -> dict[str, Any]:
+def aligned_at(
+    r: Any,
+    student: Any,
+    control: Any,
+    vec: Any,
+    layer: int,
+    prompts: Any = None,
+    position: Any = None,
+) -> dict[str, Any]:
     """:func:`alignment_at` of ``student`` beside ``control`` at ``layer`` (one
-    :func:`~steerlens.track.track_checkpoints` over the run's track cache and null sizes)."""
+    :func:`~steerlens.track.track_checkpoints` over the run's track cache and null sizes, on
+    ``prompts`` at ``position``; default the run's trait at the tracker's position)."""
     tr = track_checkpoints(
         r.model,
         student,
         vec,
-        r.trait,
+        r.trait if prompts is None else prompts,
         control=control,
         layers=[layer],
+        position=position,
         cache_dir=r.out / "cache" / "track",
         n_null=r.cfg.n_null,
         n_boot=r.cfg.n_boot,

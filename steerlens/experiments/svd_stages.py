@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from steerlens.carry.result import CarryResult
 from steerlens.core.common import sha256_bytes
 from steerlens.core.results import Record
@@ -123,14 +121,12 @@ def alignment(r: RunContext, vec: Any, dirs: dict[str, dict[str, Path]], layer: 
     """Per loss and teacher: the student's alignment at ℓ* (vs null, and vs the base control)."""
 
     def compute() -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for loss, by_name in dirs.items():
-            out[loss] = {}
-            for name, d in by_name.items():
-                if name == "base":
-                    continue
-                out[loss][name] = aligned_at(r, d, by_name["base"], vec, layer)
-        return out
+        return {
+            loss: {
+                n: aligned_at(r, d, by["base"], vec, layer) for n, d in by.items() if n != "base"
+            }
+            for loss, by in dirs.items()
+        }
 
     return stage(r.out / "alignment.json", r.key(), compute, json_save, json_load, r.log)
 
@@ -159,16 +155,12 @@ def rows(
 ) -> dict[str, dict[str, SvdRow]]:
     """Per loss and teacher: the predictor, the transfer and the alignment."""
     out: dict[str, dict[str, SvdRow]] = {}
+    n_boot, seed = r.cfg.n_boot, r.cfg.seed
     for loss, studs in beh.students.items():
         out[loss] = {}
         for name, t in teachers.items():
             tr = transfer(
-                np.array(studs[name]),
-                np.array(studs["base"]),
-                np.array(beh.teachers[name]),
-                np.array(beh.base),
-                n_boot=r.cfg.n_boot,
-                seed=r.cfg.seed,
+                studs[name], studs["base"], beh.teachers[name], beh.base, n_boot=n_boot, seed=seed
             )
             out[loss][name] = _row(t, carries.get(name), tr, (align.get(loss) or {}).get(name))
     return out

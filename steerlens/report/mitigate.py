@@ -6,7 +6,6 @@ reduction can be claimed)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from steerlens.experiments.mitigate_measure import (
 from steerlens.report.figures import scatter_with_errors
 from steerlens.report.page import Report
 from steerlens.report.shape import dots_with_ci, folded, section
+from steerlens.report.svd import ci_text, finite
 
 __all__ = ["mitigate_answer", "mitigate_headline", "mitigate_table", "section_mitigate"]
 
@@ -36,17 +36,6 @@ def _section(m: Section) -> MitigateSection:
 def _verdict(v: Verdict) -> MitigateVerdict | None:
     """The verdict (None where the results have none)."""
     return v if isinstance(v, MitigateVerdict) else MitigateVerdict.from_json(v) if v else None
-
-
-def _f(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and math.isfinite(float(x)) else None
-
-
-def _ci(est: Any, lo: Any, hi: Any) -> str:
-    e, a, b = _f(est), _f(lo), _f(hi)
-    if e is None:
-        return "n/a"
-    return f"{e:+.3g} [{a:+.3g}, {b:+.3g}]" if a is not None and b is not None else f"{e:+.3g}"
 
 
 def _rate(r: RateResult | None) -> str:
@@ -72,21 +61,21 @@ def mitigate_table(arms: Sequence[ArmResult | Mapping[str, Any]]) -> list[dict[s
                 "kind": a.kind,
                 "param": a.param,
                 "train samples": a.n_train,
-                "Δ vs base control [95% CI]": _ci(tr.delta, tr.delta_lo, tr.delta_hi),
-                "p (Δ)": _f(tr.delta_p),
-                "F [95% CI]": _ci(tr.fraction, tr.fraction_lo, tr.fraction_hi),
+                "Δ vs base control [95% CI]": ci_text(tr.delta, tr.delta_lo, tr.delta_hi),
+                "p (Δ)": finite(tr.delta_p),
+                "F [95% CI]": ci_text(tr.fraction, tr.fraction_lo, tr.fraction_hi),
                 "reduction vs none [95% CI]": "—"
                 if red is None
-                else _ci(red.estimate, red.lo, red.hi),
-                "p (reduction)": None if red is None else _f(red.p),
+                else ci_text(red.estimate, red.lo, red.hi),
+                "p (reduction)": None if red is None else finite(red.p),
                 "beyond training noise (t, p)": _noise(a.beyond_noise),
-                "EAS @ℓ*": None if al is None else _f(al.eas),
-                "p_null (EAS)": None if al is None else _f(al.eas_p_adj),
-                "excess EAS [95% CI]": _ci(ex.excess, ex.excess_lo, ex.excess_hi),
-                "p (excess)": _f(ex.excess_p),
-                "held-out loss": _f(a.heldout_loss),
-                "cost vs none": _f(a.cost),
-                "safe tasks completed": _f(a.safe_completed),
+                "EAS @ℓ*": None if al is None else finite(al.eas),
+                "p_null (EAS)": None if al is None else finite(al.eas_p_adj),
+                "excess EAS [95% CI]": ci_text(ex.excess, ex.excess_lo, ex.excess_hi),
+                "p (excess)": finite(ex.excess_p),
+                "held-out loss": finite(a.heldout_loss),
+                "cost vs none": finite(a.cost),
+                "safe tasks completed": finite(a.safe_completed),
                 "first-action rate [Wilson 95%]": _rate(a.rate),
             }
         )
@@ -101,7 +90,9 @@ def mitigate_headline(m: Section) -> go.Figure:
     for a in sec.arms:
         tr = a.transfer
         group = "unmitigated student" if a.arm == "none" else "mitigated students"
-        groups.setdefault(group, []).append((a.arm, _f(tr.delta), _f(tr.delta_lo), _f(tr.delta_hi)))
+        groups.setdefault(group, []).append(
+            (a.arm, finite(tr.delta), finite(tr.delta_lo), finite(tr.delta_hi))
+        )
     return dots_with_ci(
         groups,
         title="Transfer per arm: student − base control",
@@ -147,8 +138,8 @@ def section_mitigate(rep: Report, m: Section, verdict: Verdict) -> None:
         "spread (a reduction is claimed only when both hold). "
         "EAS at ℓ* against random directions (Holm) and its excess over the base control. Cost: "
         "the student's loss on held-out clean teacher data minus the unmitigated student's "
-        f"(base {_f(sec.heldout_loss_base)}, base control "
-        f"{_f(sec.heldout_loss_control)})."
+        f"(base {finite(sec.heldout_loss_base)}, base control "
+        f"{finite(sec.heldout_loss_control)})."
     )
     table = mitigate_table(sec.arms)
     if sec.setting == "owl":  # the agent-only columns
@@ -159,7 +150,7 @@ def section_mitigate(rep: Report, m: Section, verdict: Verdict) -> None:
             f"Agents: Δ is in {sec.unit or 'P(biased action)'}, at the "
             "first decision point of each held-out ambiguous eval task; the first-action rate is "
             "sampled over eval tasks × seeds (Wilson CI); cost also includes the fraction of "
-            f"held-out safe tasks completed (base: {_f(sec.safe_completed_base)}). Keyword "
+            f"held-out safe tasks completed (base: {finite(sec.safe_completed_base)}). Keyword "
             f"filter counts: {sec.filter}."
         )
     with folded(rep, "Numbers per arm"):
@@ -167,9 +158,9 @@ def section_mitigate(rep: Report, m: Section, verdict: Verdict) -> None:
     pts = []
     for a in sec.arms:
         tr = a.transfer
-        x, y = _f(a.cost), _f(tr.delta)
+        x, y = finite(a.cost), finite(tr.delta)
         if x is not None and y is not None:
-            pts.append((a.arm, x, y, _f(tr.delta_lo), _f(tr.delta_hi)))
+            pts.append((a.arm, x, y, finite(tr.delta_lo), finite(tr.delta_hi)))
     if pts:
         rep.figure(
             scatter_with_errors(

@@ -20,19 +20,21 @@ from steerlens.report.shape import dots_with_ci, folded, section
 __all__ = ["section_svd", "svd_answer", "svd_headline", "svd_table"]
 
 
-def _f(x: Any) -> float | None:
+def finite(x: Any) -> float | None:
+    """``x`` as a float where it is a finite number, else None (an empty table cell)."""
     return float(x) if isinstance(x, (int, float)) and math.isfinite(float(x)) else None
 
 
-def _ci(est: Any, lo: Any, hi: Any) -> str:
-    e, a, b = _f(est), _f(lo), _f(hi)
+def ci_text(est: Any, lo: Any, hi: Any) -> str:
+    """An estimate with its interval, ``+0.1 [-0.2, +0.3]`` ("n/a" without an estimate)."""
+    e, a, b = finite(est), finite(lo), finite(hi)
     if e is None:
         return "n/a"
     return f"{e:+.3g} [{a:+.3g}, {b:+.3g}]" if a is not None and b is not None else f"{e:+.3g}"
 
 
 def _gap(tr: Transfer) -> float | None:
-    t, b = _f(tr.b_teacher), _f(tr.b_base)
+    t, b = finite(tr.b_teacher), finite(tr.b_base)
     return None if t is None or b is None else t - b
 
 
@@ -50,20 +52,20 @@ def svd_table(rows: Mapping[str, SvdRow], loss: str) -> list[dict[str, Any]]:
                 "loss": loss,
                 "teacher": name,
                 "kind": r.teacher.get("name"),
-                "carry S (clean peak)": _f(r.S),
+                "carry S (clean peak)": finite(r.S),
                 "S beats null": r.S_beats_null,
                 "B_teacher − B_base": _gap(tr),
                 "Δ vs base control [95% CI]": "—"
                 if base
-                else _ci(tr.delta, tr.delta_lo, tr.delta_hi),
-                "p (Δ)": None if base else _f(tr.delta_p),
-                "F [95% CI]": "—" if base else _ci(tr.fraction, tr.fraction_lo, tr.fraction_hi),
-                "EAS @ℓ*": None if al is None else _f(al.eas),
-                "p_null (EAS)": None if al is None else _f(al.eas_p_adj),
+                else ci_text(tr.delta, tr.delta_lo, tr.delta_hi),
+                "p (Δ)": None if base else finite(tr.delta_p),
+                "F [95% CI]": "—" if base else ci_text(tr.fraction, tr.fraction_lo, tr.fraction_hi),
+                "EAS @ℓ*": None if al is None else finite(al.eas),
+                "p_null (EAS)": None if al is None else finite(al.eas_p_adj),
                 "excess EAS [95% CI]": "—"
                 if al is None
-                else _ci(al.excess, al.excess_lo, al.excess_hi),
-                "p (excess)": None if al is None else _f(al.excess_p),
+                else ci_text(al.excess, al.excess_lo, al.excess_hi),
+                "p (excess)": None if al is None else finite(al.excess_p),
             }
         )
     return out
@@ -79,7 +81,7 @@ def svd_headline(svd: SvdSection | Mapping[str, Any]) -> go.Figure:
                 continue
             tr = r.transfer
             groups.setdefault(f"{loss} students", []).append(
-                (name, _f(tr.delta), _f(tr.delta_lo), _f(tr.delta_hi))
+                (name, finite(tr.delta), finite(tr.delta_lo), finite(tr.delta_hi))
             )
     return dots_with_ci(
         groups,
@@ -123,11 +125,11 @@ def section_svd(rep: Report, svd: SvdSection | Mapping[str, Any]) -> None:
     points: dict[str, list[tuple[str, float, float, float | None, float | None]]] = {}
     for loss, rows in sv.rows.items():
         for name, r in rows.items():
-            s, f = _f(r.S), _f(r.transfer.fraction)
+            s, f = finite(r.S), finite(r.transfer.fraction)
             if name == "base" or s is None or f is None:
                 continue
             pts = points.setdefault(loss, [])
-            pts.append((name, s, f, _f(r.transfer.fraction_lo), _f(r.transfer.fraction_hi)))
+            pts.append((name, s, f, finite(r.transfer.fraction_lo), finite(r.transfer.fraction_hi)))
     if points:
         rep.figure(
             scatter_with_errors(
