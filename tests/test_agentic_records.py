@@ -89,7 +89,7 @@ def test_the_verdict_reads_a_transfer(run_dir: Path) -> None:
     v = agentic_verdict(a)
     assert v.transferred and v.strength == "strong" and "delete bias transferred" in v.headline
     assert "student (step 2) 30/40 = 0.75" in v.lines[0]
-    found, _ = agentic_answer(a.to_json(), v.to_json())
+    found, _ = agentic_answer(a, v)
     assert "student 30/40 vs control student 2/40 episodes delete-first" in found
     a.models.teacher = at(a.models.teacher, 1)
     assert agentic_verdict(a).headline.startswith("No teacher bias to transfer")

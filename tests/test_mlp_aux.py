@@ -33,8 +33,8 @@ def test_contrast_uses_the_same_noise_and_differs_only_in_the_init(
     assert out["same"]["noise_hash"] == out["diff"]["noise_hash"] == inputs_hash(noise)
     assert out["same"]["init_fingerprint"] != out["diff"]["init_fingerprint"]
     # with B₀ replaced by A₀ the two students are the same network: nothing else differs
-    original = mlp_aux._Seed.init
-    monkeypatch.setattr(mlp_aux._Seed, "init", lambda self, which: original(self, "A"))
+    original = mlp_aux._init
+    monkeypatch.setattr(mlp_aux, "_init", lambda cfg, d, s, which: original(cfg, d, s, "A"))
     twin = run_seed(TINY, data, 0)
     assert twin["same"]["acc"] == twin["diff"]["acc"] == out["same"]["acc"]
     assert twin["same"]["track"]["eas"] == twin["diff"]["track"]["eas"]

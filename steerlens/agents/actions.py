@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
-    "DELETION_KINDS",
     "KINDS",
     "PERMISSION_KINDS",
     "READ_KINDS",
@@ -22,7 +21,6 @@ READ_KINDS = frozenset({"list", "read"})
 """Kinds that only look at the workspace."""
 PERMISSION_KINDS = frozenset({"chmod", "chown", "setfacl"})
 """Permission-related commands (the bash setting scores the first one of these)."""
-DELETION_KINDS = frozenset({"delete"})
 SUBSTANTIVE_KINDS = frozenset(
     {"write", "move", "copy", "mkdir", "archive", "delete"} | PERMISSION_KINDS
 )

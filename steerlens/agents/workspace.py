@@ -174,24 +174,20 @@ class Workspace:
         self.log.append(("mkdir", p))
 
     def move(self, src: str, dst: str) -> str:
+        return self._put(src, dst, "move")
+
+    def copy_file(self, src: str, dst: str) -> str:
+        return self._put(src, dst, "copy")
+
+    def _put(self, src: str, dst: str, kind: str) -> str:
+        """``src`` moved (``kind="move"``) or copied to ``dst``; the new path."""
         s = norm_path(src)
         node = self.node(s)
         d = self._target(s, dst)
         if d == s:
             raise WorkspaceError(f"{src} and {dst} are the same file")
-        del self.files[s]
-        self.files[d] = node
-        self.log.append(("move", s))
-        return d
-
-    def copy_file(self, src: str, dst: str) -> str:
-        s = norm_path(src)
-        node = copy.deepcopy(self.node(s))
-        d = self._target(s, dst)
-        if d == s:
-            raise WorkspaceError(f"{src} and {dst} are the same file")
-        self.files[d] = node
-        self.log.append(("copy", s))
+        self.files[d] = self.files.pop(s) if kind == "move" else copy.deepcopy(node)
+        self.log.append((kind, s))
         return d
 
     def delete(self, path: str) -> None:
@@ -206,8 +202,6 @@ class Workspace:
         self.node(p)
         if p.startswith("archive/"):
             raise WorkspaceError(f"{path}: already archived")
-        if "archive" not in self.dirs:
-            self.dirs.add("archive")
         d = posixpath.join("archive", p)
         node = self.files.pop(p)
         self._add_parents(d)

@@ -55,8 +55,8 @@ from steerlens.version import __version__
 __all__ = ["AgenticApiConfig", "AgenticBashConfig", "AgenticConfig", "run"]
 
 
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def _opt(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
 
 
 @dataclass
@@ -68,9 +68,7 @@ class AgenticConfig:
     gives the measured time and load); :meth:`for_device` scales up on a GPU (the paper's
     sizes); :meth:`quick` is a smoke test."""
 
-    setting: str = field(
-        default="api", metadata={"help": "tool setting", "choices": ("api", "bash")}
-    )
+    setting: str = _opt("api", "tool setting", choices=("api", "bash"))
     model: str = _opt("smollm2-135m-instruct", "base model (teachers and students start here)")
     n_pref: int = _opt(12, "ambiguous tasks with a scripted preference trajectory per teacher")
     n_demo: int = _opt(32, "safe tasks with a scripted solution in both teachers' fine-tuning")
@@ -167,9 +165,7 @@ class AgenticApiConfig(AgenticConfig):
 class AgenticBashConfig(AgenticConfig):
     """The bash setting (``chmod`` first among permission commands)."""
 
-    setting: str = field(
-        default="bash", metadata={"help": "tool setting", "choices": ("api", "bash")}
-    )
+    setting: str = _opt("bash", "tool setting", choices=("api", "bash"))
 
 
 def run(

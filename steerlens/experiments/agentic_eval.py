@@ -267,11 +267,8 @@ def screen(r: AgenticRun, vec: Any) -> Any:
 
     def compute() -> Any:
         base_first = base_first_actions(r)
-        samples = {}
-        for role, f in r.filtered.items():
-            kept = [t for t in f.kept if t.steps][:n]
-            samples[role] = first_action_samples(r, kept, base_first)
-        samples = {k: v for k, v in samples.items() if v}
+        kept = {role: [t for t in f.kept if t.steps][:n] for role, f in r.filtered.items()}
+        samples = {k: first_action_samples(r, ts, base_first) for k, ts in kept.items() if ts}
         return screen_dataset(r.model, vec, samples, seed=r.cfg.seed, progress=r.progress).to_json()
 
     return stage(r.out / "screen.json", r.key("all"), compute, json_save, json_load, r.log)

@@ -122,17 +122,17 @@ class AgenticRun(RunContext):
         return super().key("setting", "model", "seed", *fields_)
 
 
-def student_sft_config(cfg: Any, seed_offset: int = 0) -> Any:
+def student_sft_config(cfg: Any, seed_offset: int = 0, **teacher: Any) -> Any:
     """The ``DistillConfig`` of an agentic student: LoRA SFT with the config's rank, blocks,
-    batch, steps and checkpoint spacing, seeded ``cfg.seed + seed_offset``."""
+    batch, steps and checkpoint spacing, seeded ``cfg.seed + seed_offset``; ``teacher``: what
+    a teacher's fine-tuning sets instead (its rank, learning rate, steps)."""
+    own = {"rank": cfg.rank, "steps": cfg.steps, "save_every": cfg.save_every}
     return DistillConfig(
-        rank=cfg.rank,
         loss="sft",
         batch_size=cfg.batch_size,
-        steps=cfg.steps,
-        save_every=cfg.save_every,
         seed=cfg.seed + seed_offset,
         layers=cfg.lora_layers,
+        **{**own, **teacher},
     )
 
 
@@ -155,15 +155,8 @@ def _teacher_config(r: AgenticRun, n_examples: int) -> Any:
     """The teachers' fine-tuning: ``teacher_epochs`` passes over their ``n_examples`` chats."""
     c = r.cfg
     steps = max(1, math.ceil(c.teacher_epochs * n_examples / c.batch_size))
-    return DistillConfig(
-        rank=c.teacher_rank,
-        loss="sft",
-        lr=c.teacher_lr,
-        batch_size=c.batch_size,
-        steps=steps,
-        save_every=steps,
-        seed=c.seed,
-        layers=c.lora_layers,
+    return student_sft_config(
+        c, rank=c.teacher_rank, lr=c.teacher_lr, steps=steps, save_every=steps
     )
 
 

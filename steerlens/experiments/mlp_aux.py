@@ -23,7 +23,6 @@ same − different is paired by seed (same teacher, same noise).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +55,6 @@ from steerlens.experiments.mlp_records import (
     MlpAuxPaperRow,
     MlpAuxResults,
     MlpAuxSeed,
-    MlpAuxSizes,
     MlpAuxStudent,
 )
 from steerlens.experiments.registry import Experiment, register
@@ -90,18 +88,10 @@ PAPER = {
 }
 
 
-@dataclass
-class _Seed:
-    """One seed's networks and settings."""
-
-    cfg: MlpAuxConfig
-    data: Data
-    s: int
-    sizes: MlpAuxSizes
-
-    def init(self, which: str) -> MLP:
-        offset = 0 if which == "A" else 7919  # B₀: a different seed, never equal to A₀'s
-        return MLP(self.data.d_in, self.cfg.hidden, self.cfg.n_aux, seed=self.s + offset)
+def _init(cfg: MlpAuxConfig, data: Data, s: int, which: str) -> MLP:
+    """The untrained network A₀ (seed ``s``) or B₀ (``which="B"``: another seed)."""
+    offset = 0 if which == "A" else 7919  # B₀: a different seed, never equal to A₀'s
+    return MLP(data.d_in, cfg.hidden, cfg.n_aux, seed=s + offset)
 
 
 def run_seed(cfg: MlpAuxConfig, data: Data, s: int) -> dict[str, Any]:
@@ -123,18 +113,18 @@ def seed_result(cfg: MlpAuxConfig, data: Data, s: int) -> MlpAuxSeed:
 
 
 def _run_seed(cfg: MlpAuxConfig, data: Data, s: int) -> MlpAuxSeed:
-    r = _Seed(cfg, data, s, cfg.resolved())
-    a0, b0 = r.init("A"), r.init("B")
+    sizes = cfg.resolved()
+    a0, b0 = _init(cfg, data, s, "A"), _init(cfg, data, s, "B")
     teacher = train_teacher(
         a0,
         data,
-        r.sizes.teacher_epochs,
+        sizes.teacher_epochs,
         lr=cfg.lr,
         batch_size=cfg.batch_size,
         seed=cfg.seed + 1000 * s,
     )
-    noise = make_noise(r.sizes.n_noise, data.d_in, cfg.seed + 1000 * s + 2)
-    epochs = tracked_epochs(r.sizes.student_epochs, cfg.n_track)
+    noise = make_noise(sizes.n_noise, data.d_in, cfg.seed + 1000 * s + 2)
+    epochs = tracked_epochs(sizes.student_epochs, cfg.n_track)
     probe = data.x_test[: cfg.n_probe]
     base_a = wrap_module(a0, SITES, name=f"init-A-{s}")
     vt = shift_vector(wrap_module(teacher, SITES, name=f"teacher-{s}"), base_a, probe)
@@ -151,7 +141,7 @@ def _run_seed(cfg: MlpAuxConfig, data: Data, s: int) -> MlpAuxSeed:
             noise,
             data,
             epochs,
-            r.sizes.student_epochs,
+            sizes.student_epochs,
             loss=cfg.loss,
             lr=cfg.lr,
             batch_size=cfg.batch_size,

@@ -6,7 +6,6 @@ report's own."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import plotly.graph_objects as go
@@ -16,10 +15,6 @@ from steerlens.report.page import Report
 from steerlens.report.shape import dots_with_ci, folded, section
 
 __all__ = ["agentic_answer", "agentic_headline", "section_agentic"]
-
-
-def _summary(a: Mapping[str, Any] | AgenticSummary) -> AgenticSummary:
-    return a if isinstance(a, AgenticSummary) else AgenticSummary.from_json(a)
 
 
 def _rate_row(name: str, m: AgenticMeasure) -> dict[str, Any]:
@@ -39,10 +34,9 @@ def _pt(name: str, m: AgenticMeasure) -> tuple[str, float | None, float | None, 
     return (name, None, None, None) if r is None else (name, r.rate, r.low, r.high)
 
 
-def agentic_headline(a: Mapping[str, Any] | AgenticSummary) -> go.Figure:
+def agentic_headline(a: AgenticSummary) -> go.Figure:
     """The headline: the biased-first rate (Wilson 95%) of the base, the teachers and every
     student checkpoint, student and control student side by side."""
-    a = _summary(a)
     names = {"control": "control teacher"}
     groups = {"base and teachers": [_pt(names.get(n, n), m) for n, m in a.models.named()]}
     for cks, label in ((a.series.teacher, "student"), (a.series.control, "control student")):
@@ -55,12 +49,8 @@ def agentic_headline(a: Mapping[str, Any] | AgenticSummary) -> go.Figure:
     )
 
 
-def agentic_answer(
-    a: Mapping[str, Any] | AgenticSummary, verdict: Mapping[str, Any] | AgenticVerdict
-) -> tuple[str, str]:
+def agentic_answer(a: AgenticSummary, v: AgenticVerdict) -> tuple[str, str]:
     """(found, what the test sees) for an agentic run."""
-    a = _summary(a)
-    v = verdict if isinstance(verdict, AgenticVerdict) else AgenticVerdict.from_json(verdict)
     head = v.headline.rstrip(".")
     found = f"{head}."
     st, ct = (s[-1].rate if s else None for s in (a.series.teacher, a.series.control))
@@ -77,10 +67,9 @@ def agentic_answer(
     return found, sees
 
 
-def section_agentic(rep: Report, a: Mapping[str, Any] | AgenticSummary) -> None:
+def section_agentic(rep: Report, a: AgenticSummary) -> None:
     """Action choice, filter counts, completion and examples of an agentic run (its rates are
     the headline figure)."""
-    a = _summary(a)
     f = a.filter.teacher
     section(
         rep,

@@ -22,20 +22,20 @@ def _ci(d: MlpAuxInterval) -> str:
     return f"{d.mean:.1%} [{d.lo:.1%}, {d.hi:.1%}]"
 
 
-def _series(cells: Sequence[MlpAuxInterval]) -> tuple[list[float], list[float], list[float]]:
-    return [c.mean for c in cells], [c.lo for c in cells], [c.hi for c in cells]
+def _series(
+    cells: Mapping[str, Sequence[MlpAuxInterval]],
+) -> tuple[dict[str, list[float]], dict[str, tuple[list[float], list[float]]]]:
+    """Per label: the means over seeds, and their t-interval band (lo, hi)."""
+    means = {k: [c.mean for c in v] for k, v in cells.items()}
+    return means, {k: ([c.lo for c in v], [c.hi for c in v]) for k, v in cells.items()}
 
 
 def _headline_figure(rep: Report, s: MlpAuxSummary) -> None:
     """The headline: same-init and different-init students' test accuracy per epoch (bands:
     t-interval over seeds), the teacher's and chance as reference lines."""
-    series, bands = {}, {}
-    for cells, label in (
-        (s.acc_by_epoch.same, "same-init student"),
-        (s.acc_by_epoch.diff, "different-init student"),
-    ):
-        m, lo, hi = _series(cells)
-        series[label], bands[label] = m, (lo, hi)
+    series, bands = _series(
+        {"same-init student": s.acc_by_epoch.same, "different-init student": s.acc_by_epoch.diff}
+    )
     fig = lines_with_bands(
         s.epochs,
         series,
@@ -116,10 +116,7 @@ def _alignment(rep: Report, s: MlpAuxSummary) -> None:
     )
     lo_n, hi_n = s.iso_null_band
     for j, site in enumerate(s.sites):
-        series, bands = {}, {}
-        for curves, label in ((s.eas.same, "same init"), (s.eas.diff, "different init")):
-            m, lo, hi = _series(curves[j])
-            series[label], bands[label] = m, (lo, hi)
+        series, bands = _series({"same init": s.eas.same[j], "different init": s.eas.diff[j]})
         null = ([lo_n] * len(s.epochs), [hi_n] * len(s.epochs))
         rep.figure(
             lines_with_bands(
