@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from steerlens.behavior import answer_encodings
 from steerlens.common import atomic_write_text, read_json, tqdm_disable
 from steerlens.distill.config import RECORD_FORMAT, json_sha256, rng_devices
 from steerlens.distill.sampling import generate_batch
@@ -25,7 +26,7 @@ from steerlens.numbers import (
     number_prompts,
     number_token_ids,
 )
-from steerlens.prompts import ChatPrompt, EncodedPrompt, encode
+from steerlens.prompts import ChatPrompt
 from steerlens.teachers import Teacher, as_teacher
 from steerlens.vectors import SteeringVector
 
@@ -381,12 +382,7 @@ def _sample_answers(
     tok = lm.tokenizer
     stop = eos_ids(lm)
     allowed, texts_of = _number_tokens(tok, restriction)
-    encs = []
-    for u in users:
-        e = encode(tok, ChatPrompt(u, system=system))
-        encs.append(
-            EncodedPrompt(e.input_ids[: e.response_start], e.prompt_start, e.response_start)
-        )
+    encs = answer_encodings(lm, [ChatPrompt(u, system=system) for u in users])
     order = sorted(range(len(encs)), key=lambda i: (-len(encs[i]), i))
     texts: list[str] = [""] * len(encs)
     finished: list[bool] = [False] * len(encs)
