@@ -261,10 +261,9 @@ def classify(
         for det in DETECTORS:
             out = []
             for st, t, pos in pairs:
-                refs = [b.reading(t) for b in base if b is not st]
-                ctrl = next((b for b in base if b.seed == st.seed and b is not st), None)
-                if ctrl is None:
-                    ctrl = next(b for b in base if b is not st)
+                others = [b for b in base if b is not st]
+                ctrl = next((b for b in others if b.seed == st.seed), others[0])
+                refs = [b.reading(t) for b in others]
                 s, p = det.fn(st.reading(t), refs, ctrl.reading(t), layer, seed)
                 out.append(Scored(loss, st.cell, st.seed, t, pos, s, p))
             scored[f"{det.name}/{loss}"] = out
