@@ -60,9 +60,9 @@ from steerlens.cli.settings import (
     TrackOptions,
     resolve_device,
 )
+from steerlens.core.validation import check_config, cli_flag
 from steerlens.distill import DistillConfig
 from steerlens.experiments.registry import get, names
-from steerlens.validation import check_config, cli_flag
 
 __all__ = ["COMMANDS", "Command", "build_parser", "command_for", "main", "resolve"]
 
@@ -268,9 +268,9 @@ def _experiment_config(cmd: Command, values: Mapping[str, Any]) -> Any:
 
 
 def _check_settings(cmd: Command, configs: Sequence[Any], warn: bool = True) -> None:
-    """Every config's values (:func:`~steerlens.validation.check_config`, named by option) and
+    """Every config's values (:func:`~steerlens.core.validation.check_config`, named by option) and
     its trait spec, read now: a bad value or trait file fails before any model loads."""
-    from steerlens.traits import as_trait
+    from steerlens.inputs.traits import as_trait
 
     for cfg in configs:
         for warning in check_config(cfg, flag=cli_flag):

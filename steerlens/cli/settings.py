@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from steerlens.carry import carry_test
-from steerlens.common import write_json
-from steerlens.extract import extract_vector
-from steerlens.models import EMBEDDED_NAME
-from steerlens.precision import PRECISION_CHOICES
+from steerlens.core.common import write_json
+from steerlens.core.precision import PRECISION_CHOICES
+from steerlens.directions.extract import extract_vector
+from steerlens.loading.models import EMBEDDED_NAME
 from steerlens.track import track_checkpoints
 
 T = TypeVar("T")
@@ -211,7 +211,7 @@ class Invocation:
 def parse_layers(text: str) -> Any:
     """``all`` → ``"all"``; ``15``, ``6,12,18``, ``10-20`` or site names such as
     ``blocks.12.hook_resid_post`` → a list of layers (a ValueError naming a bad part)."""
-    from steerlens.sites import parse_layer_list
+    from steerlens.core.sites import parse_layer_list
 
     if str(text).strip() == "all":
         return "all"
@@ -268,7 +268,7 @@ def _item_where(p: Path, line: int | None, i: int) -> str:
 
 def read_prompts(path: str) -> list[Any]:
     """One prompt per line (.txt), or JSON/JSONL of strings or {user, system, prefill} objects."""
-    from steerlens.prompts import as_prompt
+    from steerlens.inputs.prompts import as_prompt
 
     p = Path(path)
     text = _read_text(p, "prompt")
@@ -319,7 +319,7 @@ def resolve_device(name: str) -> str:
 
 
 def load(m: ModelOptions) -> Any:
-    from steerlens.models import load_model
+    from steerlens.loading.models import load_model
 
     return load_model(m.model, device=resolve_device(m.device), dtype=m.dtype)
 
