@@ -25,8 +25,9 @@ from steerlens.inputs.numbers import (
     number_prompts,
     number_token_ids,
 )
-from steerlens.inputs.prompts import ChatPrompt, EncodedPrompt, encode
+from steerlens.inputs.prompts import ChatPrompt
 from steerlens.loading.models import LoadedModel, as_model
+from steerlens.measures.behavior import answer_encodings
 from steerlens.teachers import Teacher, as_teacher
 
 __all__ = [
@@ -381,12 +382,7 @@ def _sample_answers(
     tok = lm.tokenizer
     stop = eos_ids(lm)
     allowed, texts_of = _number_tokens(tok, restriction)
-    encs = []
-    for u in users:
-        e = encode(tok, ChatPrompt(u, system=system))
-        encs.append(
-            EncodedPrompt(e.input_ids[: e.response_start], e.prompt_start, e.response_start)
-        )
+    encs = answer_encodings(lm, [ChatPrompt(u, system=system) for u in users])
     order = sorted(range(len(encs)), key=lambda i: (-len(encs[i]), i))
     texts: list[str] = [""] * len(encs)
     finished: list[bool] = [False] * len(encs)

@@ -7,8 +7,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from steerlens.distill.config import DistillConfig
 from steerlens.distill.data import TeacherData
 from steerlens.distill.teacher import data_teacher
@@ -40,12 +38,4 @@ def student_loss(
         raise ValueError("the held-out data has no samples")
     t = data_teacher(d, teacher, None, cfg.loss)
     layers = list(cfg.layers) if cfg.layers is not None else [max(1, lm.n_layers // 2)]
-    trainer = Trainer(lm, d, t, cfg, layers, progress)
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for s in range(0, len(trainer.exs), cfg.eval_batch_size):
-            idx = list(range(s, min(len(trainer.exs), s + cfg.eval_batch_size)))
-            n_tok = sum(trainer.exs[i].n_pred for i in idx)
-            total += float(trainer.loss(st.model, idx, fast=False)) * n_tok
-            count += n_tok
-    return total / count
+    return Trainer(lm, d, t, cfg, layers, progress).mean_loss(st.model)

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from steerlens.core.common import tqdm_disable
 from steerlens.distill.chats import Example, chat_example
-from steerlens.distill.config import DistillError
+from steerlens.distill.config import DistillConfig, DistillError
 from steerlens.distill.data import TeacherData, eos_ids
 from steerlens.inputs.numbers import NUMBER_CHARS, number_token_ids
 from steerlens.inputs.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
@@ -27,6 +27,7 @@ from steerlens.runtime.activations import (
     shared_prefix_len,
     shared_prefix_logits,
 )
+from steerlens.teachers import Teacher
 
 __all__ = [
     "Example",
@@ -42,6 +43,7 @@ __all__ = [
     "removed_mass",
     "restrict_to",
     "shared_prefix",
+    "soft_labels",
     "teacher_targets",
 ]
 
@@ -195,6 +197,28 @@ def teacher_targets(
             for i, a, b, c in parts:
                 out[i] = Target(a.cpu(), b.cpu(), c.cpu())
     return [t for t in out if t is not None]
+
+
+def soft_labels(
+    lm: LoadedModel,
+    data: TeacherData,
+    teacher: Teacher,
+    exs: Sequence[Example],
+    cfg: DistillConfig,
+    progress: bool | None,
+) -> tuple[str, list[Target]]:
+    """(kind, targets): the teacher's (any kind's) soft labels on its own prompts at the
+    predicting positions of the student's examples ``exs``, number-only or top-k by
+    ``cfg.kl_targets`` (:func:`kl_targets_kind`)."""
+    t_exs = examples(lm, data, teacher.system)
+    check_same_responses(exs, t_exs)
+    kind = kl_targets_kind(cfg.kl_targets, data)
+    allowed = number_answer_ids(lm) if kind == "numbers" else None
+    with teacher.apply(lm) as tlm:
+        targets = teacher_targets(
+            tlm, t_exs, cfg.top_k, cfg.eval_batch_size, progress, allowed=allowed
+        )
+    return kind, targets
 
 
 def kl_to_teacher(student_logits: torch.Tensor, target: Target) -> torch.Tensor:

@@ -9,6 +9,7 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,20 @@ def _resolve_layers(lm: LoadedModel, cfg: DistillConfig) -> list[int]:
     return sorted(set(layers))
 
 
-def _as_data(data: TeacherData | str | Path) -> TeacherData:
+def _setup(
+    base_model: Any,
+    data: TeacherData | str | Path,
+    teacher: Teacher | str | None,
+    teacher_system: str | None,
+    config: DistillConfig | None,
+) -> tuple[LoadedModel, DistillConfig, TeacherData, Teacher | None]:
+    """The model, config, data (with kept samples) and teacher of a run's arguments."""
+    lm = as_model(base_model)
+    cfg = config or DistillConfig()
     d = data if isinstance(data, TeacherData) else TeacherData.load(data)
     if not d.samples:
         raise ValueError("the teacher data has no kept samples: generate more or relax the filter")
-    return d
+    return lm, cfg, d, data_teacher(d, teacher, teacher_system, cfg.loss)
 
 
 def _base_spec(lm: LoadedModel) -> str:
@@ -155,10 +165,7 @@ def check_out_dir(
 ) -> None:
     """Raise :class:`DistillError` if :func:`distill` with these arguments would refuse
     ``out_dir`` (it holds a different run and ``overwrite`` is False); writes nothing."""
-    lm = as_model(base_model)
-    cfg = config or DistillConfig()
-    d = _as_data(data)
-    t = data_teacher(d, teacher, teacher_system, cfg.loss)
+    lm, cfg, d, t = _setup(base_model, data, teacher, teacher_system, config)
     lineage = _lineage(lm, cfg, d, t, _resolve_layers(lm, cfg))
     same_run(Path(out_dir).expanduser(), lineage, json_sha256(lineage)[:16], overwrite)
 
@@ -304,10 +311,7 @@ def distill(
     (``TrainingArguments`` overrides, e.g. ``gradient_checkpointing``).
     """
     _check_engine(engine, bool(callbacks or trainer_args), mitigation)
-    lm = as_model(base_model)
-    cfg = config or DistillConfig()
-    d = _as_data(data)
-    t = data_teacher(d, teacher, teacher_system, cfg.loss)
+    lm, cfg, d, t = _setup(base_model, data, teacher, teacher_system, config)
     layers = _resolve_layers(lm, cfg)
     out = Path(out_dir).expanduser()
     lineage = _lineage(lm, cfg, d, t, layers, mitigation)
@@ -365,13 +369,9 @@ def _distill_trl(
     res = distill_trl(
         lm, d, t, cfg, layers, out, lineage, json_sha256(lineage)[:16], overwrite=overwrite, **kw
     )
-    if res.record.get("world_size", 1) == 1 or _is_main_process():
+    if res.record.get("world_size", 1) == 1 or os.environ.get("RANK", "0") == "0":
         _series_record(out, lm, lineage, parents)
     return res
-
-
-def _is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
 
 
 def _series_record(
@@ -448,18 +448,8 @@ def distill_pair(
     data, ``out_dir/control``), trained identically; each teacher's system prompt is read from
     its data."""
     out = Path(out_dir).expanduser()
-    main = distill(
-        base_model, data, out / "main", config=config, overwrite=overwrite, progress=progress
-    )
-    ctrl = distill(
-        base_model,
-        control_data,
-        out / "control",
-        config=config,
-        overwrite=overwrite,
-        progress=progress,
-    )
-    return main, ctrl
+    run = partial(distill, base_model, config=config, overwrite=overwrite, progress=progress)
+    return run(data, out / "main"), run(control_data, out / "control")
 
 
 def training_loss(
@@ -474,16 +464,6 @@ def training_loss(
     """The loss of the untrained student (the base, with ``config.student_system``) over all
     samples: how far the student starts from the teacher (0 when both see the same system
     prompt)."""
-    lm = as_model(base_model)
-    cfg = replace(config or DistillConfig(), skip_unchanged_blocks=False)
-    d = _as_data(data)
-    t = data_teacher(d, teacher, teacher_system, cfg.loss)
-    trainer = Trainer(lm, d, t, cfg, _resolve_layers(lm, cfg), progress)
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for s in range(0, len(trainer.exs), cfg.eval_batch_size):
-            idx = list(range(s, min(len(trainer.exs), s + cfg.eval_batch_size)))
-            n_tok = sum(trainer.exs[i].n_pred for i in idx)
-            total += float(trainer.loss(lm.model, idx, fast=False)) * n_tok
-            count += n_tok
-    return total / count
+    lm, cfg, d, t = _setup(base_model, data, teacher, teacher_system, config)
+    cfg = replace(cfg, skip_unchanged_blocks=False)
+    return Trainer(lm, d, t, cfg, _resolve_layers(lm, cfg), progress).mean_loss(lm.model)

@@ -23,13 +23,10 @@ from steerlens.distill.targets import (
     Target,
     batch_tensors,
     cat_targets,
-    check_same_responses,
     examples,
-    kl_targets_kind,
     kl_to_teacher,
-    number_answer_ids,
     shared_prefix,
-    teacher_targets,
+    soft_labels,
 )
 from steerlens.inputs.prompts import EncodedPrompt, pad_batch
 from steerlens.loading.models import LoadedModel
@@ -72,16 +69,9 @@ class Trainer:
         self.exs = examples(lm, data, cfg.student_system)
         self.targets: list[Target] | None = None
         self.kl_kind: str | None = None
-        if cfg.loss == "kl":  # soft labels: the teacher (any kind) on its own prompts
+        if cfg.loss == "kl":
             t = as_teacher(teacher)
-            t_exs = examples(lm, data, t.system)
-            check_same_responses(self.exs, t_exs)
-            self.kl_kind = kl_targets_kind(cfg.kl_targets, data)
-            allowed = number_answer_ids(lm) if self.kl_kind == "numbers" else None
-            with t.apply(lm) as tlm:
-                self.targets = teacher_targets(
-                    tlm, t_exs, cfg.top_k, cfg.eval_batch_size, progress, allowed=allowed
-                )
+            self.kl_kind, self.targets = soft_labels(lm, data, t, self.exs, cfg, progress)
         self.mit = None if mitigation is None else self._mitigation(mitigation)
         self.lower: list[torch.Tensor] | None = None
         self.use_fast = False
@@ -180,6 +170,18 @@ class Trainer:
             )
             return nn.functional.cross_entropy(logits.float(), tgt)
         return kl_to_teacher(logits, cat_targets([self.targets[i] for i in idx])).mean()
+
+    def mean_loss(self, hf: nn.Module) -> float:
+        """Token-weighted mean loss of model ``hf`` over every example (full forwards, in
+        batches of ``eval_batch_size``)."""
+        total, count, b = 0.0, 0, self.cfg.eval_batch_size
+        with torch.inference_mode():
+            for s in range(0, len(self.exs), b):
+                idx = list(range(s, min(len(self.exs), s + b)))
+                n_tok = sum(self.exs[i].n_pred for i in idx)
+                total += float(self.loss(hf, idx, fast=False)) * n_tok
+                count += n_tok
+        return total / count
 
     def batch(self, step: int) -> list[int]:
         """Examples of step ``step`` (1-based): consecutive slices of a stream of per-epoch

@@ -44,13 +44,10 @@ from steerlens.distill.targets import (
     Target,
     batch_tensors,
     cat_targets,
-    check_same_responses,
     examples,
-    kl_targets_kind,
     kl_to_teacher,
-    number_answer_ids,
     removed_mass,
-    teacher_targets,
+    soft_labels,
 )
 from steerlens.loading.models import LoadedModel, describe
 from steerlens.teachers import Teacher
@@ -132,20 +129,17 @@ def _collate_idx(features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tenso
     return {"idx": torch.tensor([int(f["idx"]) for f in features])}
 
 
-class _SaveAtEnd:
+def _save_at_end() -> Any:
     """A callback that saves at the last step too (the reference loop's last checkpoint)."""
+    from transformers import TrainerCallback
 
-    @staticmethod
-    def make() -> Any:
-        from transformers import TrainerCallback
+    class SaveAtEnd(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+            if state.global_step >= state.max_steps:
+                control.should_save = True
+            return control
 
-        class SaveAtEnd(TrainerCallback):
-            def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
-                if state.global_step >= state.max_steps:
-                    control.should_save = True
-                return control
-
-        return SaveAtEnd()
+    return SaveAtEnd()
 
 
 def _check_out(out: Path, lineage_hash: str, overwrite: bool) -> None:
@@ -183,16 +177,8 @@ def _kl_trainer(
 
     if teacher is None:
         raise DistillError("loss='kl' needs a teacher")
-    t_exs = examples(lm, d, teacher.system)
-    check_same_responses(exs, t_exs)
-    # the reference loop's soft labels: number-only (the tokens a number answer allows) or
-    # top-k, by cfg.kl_targets
-    kl_kind = kl_targets_kind(cfg.kl_targets, d)
-    allowed = number_answer_ids(lm) if kl_kind == "numbers" else None
-    with teacher.apply(lm) as tlm:
-        targets = teacher_targets(
-            tlm, t_exs, cfg.top_k, cfg.eval_batch_size, progress, allowed=allowed
-        )
+    # the reference loop's soft labels: number-only or top-k, by cfg.kl_targets
+    kl_kind, targets = soft_labels(lm, d, teacher, exs, cfg, progress)
     info["kl_targets"] = {"kind": kl_kind, "removed_mass": removed_mass(targets)}
     return KLTrainer.build(
         exs,
@@ -234,7 +220,7 @@ def distill_trl(
     kw = training_arguments(out, cfg, lm, trainer_args)
     student = make_student(lm, cfg, layers)
     student.train()
-    cbs = [_SaveAtEnd.make(), *(callbacks or [])]
+    cbs = [_save_at_end(), *(callbacks or [])]
     info: dict[str, Any] = {"kl_targets": None}
     if cfg.loss == "kl":
         trainer = _kl_trainer(lm, d, teacher, cfg, exs, student, kw, cbs, info, progress)

@@ -44,7 +44,7 @@ from steerlens.experiments.detect_stages import (
     with_screen,
 )
 from steerlens.experiments.registry import Experiment, register
-from steerlens.experiments.result import ExperimentResult
+from steerlens.experiments.result import ExperimentResult, ExperimentVerdictText
 from steerlens.pipeline import (
     carry_peak,
     carry_stage,
@@ -272,11 +272,9 @@ def run(
         "config": config_json(cfg),
         "trait": r.trait.name,
         "detection": result.to_json(),
-        "verdict": {
-            "headline": result.headline(),
-            "lines": result.summary().splitlines()[1:],
-            "strength": "n/a",
-        },
+        "verdict": ExperimentVerdictText(
+            result.headline(), result.summary().splitlines()[1:], "n/a"
+        ).to_json(),
     }
     (r.out / "detection.html").write_text(result.html_page())
     finish_run(r, results, {"vector": r.out / "vectors" / "teacher.safetensors"})

@@ -262,7 +262,8 @@ class SteerlensCallback(TrainerCallback):
                 self.base_rows = rows
         # earlier checkpoints of a resumed run
         for p in sorted(out.glob("checkpoint-*")):
-            step = _step_of(p)
+            tail = p.name.removeprefix("checkpoint-")
+            step = int(tail) if tail.isdigit() else None
             if step is None or step > state.global_step:
                 continue
             hit = self.row_cache.load(f"live-{step}", run.layers, run.n, run.d)
@@ -441,10 +442,3 @@ def _first_trained_block(lm: LoadedModel, model: Any) -> int:
         if any(p.requires_grad for p in b.parameters()):
             return i
     return len(blocks)
-
-
-def _step_of(p: Path) -> int | None:
-    name = p.name
-    if not name.startswith("checkpoint-") or not name[11:].isdigit():
-        return None
-    return int(name[11:])

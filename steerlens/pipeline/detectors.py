@@ -50,9 +50,14 @@ import torch
 from steerlens.carry import student_carry_test
 from steerlens.core.results import Record
 from steerlens.core.vectors import SteeringVector
-from steerlens.inputs.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
+from steerlens.inputs.prompts import ChatPrompt, pad_batch
 from steerlens.loading.models import LoadedModel
-from steerlens.measures.behavior import LogProbBehavior, last_logits, trait_behavior
+from steerlens.measures.behavior import (
+    LogProbBehavior,
+    answer_encodings,
+    last_logits,
+    trait_behavior,
+)
 from steerlens.measures.stats import prediction_t_test, sign_flip_test
 from steerlens.runtime.activations import record_activations
 from steerlens.screen import screen_dataset
@@ -110,22 +115,15 @@ class Reading(Record):
         return float(getattr(self, what)[self.layers.index(layer)])
 
 
-def _answer_batches(lm: LoadedModel, prompts: Sequence[str], batch_size: int) -> list[Any]:
-    encs = []
-    for p in prompts:
-        e = encode(lm.tokenizer, ChatPrompt(p))
-        encs.append(
-            EncodedPrompt(e.input_ids[: e.response_start], e.prompt_start, e.response_start)
-        )
-    return [encs[i : i + batch_size] for i in range(0, len(encs), batch_size)]
-
-
 def answer_logprobs(lm: LoadedModel, prompts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
     """mean_p log p(t | p) at the answer position (after the assistant header), (V,) float64."""
+    encs = answer_encodings(lm, [ChatPrompt(p) for p in prompts])
     total: torch.Tensor | None = None
     with torch.inference_mode():
-        for batch in _answer_batches(lm, prompts, batch_size):
-            ids, mask, pos = pad_batch(batch, lm.tokenizer.pad_token_id, lm.device)
+        for i in range(0, len(encs), batch_size):
+            ids, mask, pos = pad_batch(
+                encs[i : i + batch_size], lm.tokenizer.pad_token_id, lm.device
+            )
             lp = torch.log_softmax(last_logits(lm, ids, mask, pos).double(), -1).sum(0)
             total = lp if total is None else total + lp
     assert total is not None
@@ -170,13 +168,13 @@ def read_student(
     student: LoadedModel,
     probes: Sequence[TraitProbe],
     *,
-    carry: Callable[[LoadedModel, SteeringVector, TraitProbe], tuple[float, float]] | None = None,
     screen: Mapping[str, float] | None = None,
 ) -> list[Reading]:
     """Read ``student`` against every trait of ``probes`` (module doc). The probes share their
-    probe prompts when the traits do (one student pass per distinct prompt set). ``carry``
-    (student, vˢ, probe) → (S, p) runs the student-side carry test; ``screen``: trait → the
-    student's data's mean ΔP, computed by the caller (it depends on the data, not the student)."""
+    probe prompts when the traits do (one student pass per distinct prompt set). ``screen``:
+    trait → the student's data's mean ΔP, computed by the caller (it depends on the data, not
+    the student). The student-side carry test is a stage of its own
+    (:func:`student_carry`)."""
     out = []
     cache: dict[tuple[str, ...], tuple[Any, torch.Tensor]] = {}
     for pr in probes:
@@ -195,9 +193,6 @@ def read_student(
             eas.append(float(torch.nn.functional.cosine_similarity(s, v, dim=0)))
             proj.append(float(s @ v / v.norm()))
         z, top = logit_shift(logp, pr.base_logp, pr.behavior.target_ids)
-        cs = cp = None
-        if carry is not None:
-            cs, cp = carry(student, SteeringVector(shift, meta={"kind": "student_shift"}), pr)
         out.append(
             Reading(
                 pr.name,
@@ -207,9 +202,7 @@ def read_student(
                 proj,
                 z,
                 [student.tokenizer.decode([i]) for i in top],
-                cs,
-                cp,
-                None if screen is None else screen.get(pr.name),
+                screen=None if screen is None else screen.get(pr.name),
             )
         )
     return out

@@ -101,9 +101,18 @@ class DetectorRow(Record):
 
     def summary(self) -> str:
         return (
-            f"{self.detector} ({self.loss}): AUC {self.auc:.2f} [{self.auc_lo:.2f}, "
-            f"{self.auc_hi:.2f}]; held out at FPR≤0.05 threshold: FPR {fraction(self.heldout_fpr)}, "
-            f"TPR {fraction(self.heldout_tpr)}; at p<α: FPR {fraction(self.alpha_fpr)}, TPR {fraction(self.alpha_tpr)}"
+            f"{self.detector} ({self.loss}): AUC {self.auc_ci()}; held out at FPR≤0.05 "
+            f"threshold: FPR {fraction(self.heldout_fpr)}, TPR {fraction(self.heldout_tpr)}; "
+            f"at p<α: FPR {fraction(self.alpha_fpr)}, TPR {fraction(self.alpha_tpr)}"
+        )
+
+    def auc_ci(self) -> str:
+        return f"{self.auc:.2f} [{self.auc_lo:.2f}, {self.auc_hi:.2f}]"
+
+    def power_by_cell(self, alpha_star: float) -> str:
+        """Held-out TPR at p<α per positive cell, e.g. "steered α=8 1/1, prompted owl 0/1"."""
+        return ", ".join(
+            f"{_cell_name(k, alpha_star)} {fraction(v)}" for k, v in self.tpr_by_cell.items()
         )
 
 
@@ -135,14 +144,11 @@ class DetectionResult(Record):
         if name is None:
             return "No detection power was measured for this loss."
         r = self.row(name, loss)
-        cells = ", ".join(
-            f"{_cell_name(k, self.alpha_star)} {fraction(v)}" for k, v in r.tpr_by_cell.items()
-        )
         return (
             f"Measured power ({loss}; best detector on the rule half: {name}, AUC over all seeds "
-            f"{r.auc:.2f} [{r.auc_lo:.2f}, {r.auc_hi:.2f}]): on held-out seeds at p<{self.level:g} "
-            f"it flags {fraction(r.alpha_fpr)} negatives and {fraction(r.alpha_tpr)} positives"
-            f" ({cells or 'no held-out positive yet'})."
+            f"{r.auc_ci()}): on held-out seeds at p<{self.level:g} it flags "
+            f"{fraction(r.alpha_fpr)} negatives and {fraction(r.alpha_tpr)} positives"
+            f" ({r.power_by_cell(self.alpha_star) or 'no held-out positive yet'})."
         )
 
     def headline(self) -> str:
@@ -163,7 +169,7 @@ class DetectionResult(Record):
             [
                 r.detector,
                 r.loss,
-                f"{r.auc:.2f} [{r.auc_lo:.2f}, {r.auc_hi:.2f}]",
+                r.auc_ci(),
                 f"{fraction(r.heldout_fpr)} / {fraction(r.heldout_tpr)}",
                 f"{fraction(r.alpha_fpr)} / {fraction(r.alpha_tpr)}",
             ]
@@ -255,10 +261,9 @@ def classify(
         for det in DETECTORS:
             out = []
             for st, t, pos in pairs:
-                refs = [b.reading(t) for b in base if b is not st]
-                ctrl = next((b for b in base if b.seed == st.seed and b is not st), None)
-                if ctrl is None:
-                    ctrl = next(b for b in base if b is not st)
+                others = [b for b in base if b is not st]
+                ctrl = next((b for b in others if b.seed == st.seed), others[0])
+                refs = [b.reading(t) for b in others]
                 s, p = det.fn(st.reading(t), refs, ctrl.reading(t), layer, seed)
                 out.append(Scored(loss, st.cell, st.seed, t, pos, s, p))
             scored[f"{det.name}/{loss}"] = out
@@ -283,16 +288,14 @@ def _row(
     def sc(xs: list[Scored]) -> list[float]:
         return [x.score for x in xs]
 
-    neg = [x for x in out if not x.positive]
-    pos = [x for x in out if x.positive]
-    rule = [x for x in out if x.seed % 2 == 0]
-    held = [x for x in out if x.seed % 2 == 1]
+    def by_truth(xs: list[Scored]) -> tuple[list[Scored], list[Scored]]:
+        return [x for x in xs if not x.positive], [x for x in xs if x.positive]
+
+    neg, pos = by_truth(out)
+    r_neg, r_pos = by_truth([x for x in out if x.seed % 2 == 0])  # the rule half
+    h_neg, h_pos = by_truth([x for x in out if x.seed % 2 == 1])  # the held-out half
     auc, lo, hi = roc_auc_ci(sc(neg), sc(pos), n_boot=n_boot, seed=seed)
-    r_neg = [x for x in rule if not x.positive]
-    r_pos = [x for x in rule if x.positive]
     tau = threshold_at_fpr(sc(r_neg), 0.05)
-    h_neg = [x for x in held if not x.positive]
-    h_pos = [x for x in held if x.positive]
     by_cell = {
         c: rate([x.p < level for x in h_pos if x.cell == c])
         for c in dict.fromkeys(x.cell for x in h_pos)
@@ -340,9 +343,6 @@ def measured_power(detector: str, loss: str, path: Path = POWER_FILE) -> dict[st
     except StopIteration:
         text = f"Its power is unmeasured: the committed bank did not run {detector} ({loss})."
         return {"text": text, "detail": text, "short": "unmeasured"}
-    cells = ", ".join(
-        f"{_cell_name(k, res.alpha_star)} {fraction(v)}" for k, v in r.tpr_by_cell.items()
-    )
     text = (
         f"Measured power (bank of known truth, held-out): flags {fraction(r.alpha_tpr)} "
         f"inheriting students and {fraction(r.alpha_fpr)} clean (student, trait) pairs."
@@ -351,9 +351,8 @@ def measured_power(detector: str, loss: str, path: Path = POWER_FILE) -> dict[st
         f"Measured power of {detector} ({loss}) on a bank of students of known truth "
         f"({bank.get('what', 'see benchmarks/results/detection.md')}; {bank.get('precision', '')}"
         f"): on held-out seeds it flagged {fraction(r.alpha_fpr)} negatives and "
-        f"{fraction(r.alpha_tpr)} positives at p<{res.level:g} ({cells}); AUC {r.auc:.2f} "
-        f"[{r.auc_lo:.2f}, {r.auc_hi:.2f}]. A 'no evidence' here misses transfers like those it "
-        "did not flag."
+        f"{fraction(r.alpha_tpr)} positives at p<{res.level:g} ({r.power_by_cell(res.alpha_star)});"
+        f" AUC {r.auc_ci()}. A 'no evidence' here misses transfers like those it did not flag."
     )
     short = f"{fraction(r.alpha_tpr)} hits, {fraction(r.alpha_fpr)} false alarms"
     return {"text": text, "detail": detail, "short": short}

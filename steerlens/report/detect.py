@@ -33,7 +33,7 @@ def section_detect(rep: Report, det: DetectionResult) -> None:
                     "detector": r.detector,
                     "loss": r.loss,
                     "neg / pos": f"{r.n_neg} / {r.n_pos}",
-                    "AUC [95% CI]": f"{r.auc:.2f} [{r.auc_lo:.2f}, {r.auc_hi:.2f}]",
+                    "AUC [95% CI]": r.auc_ci(),
                     "τ: FPR / TPR": f"{fraction(r.heldout_fpr)} / {fraction(r.heldout_tpr)}",
                     "p<α: FPR / TPR": f"{fraction(r.alpha_fpr)} / {fraction(r.alpha_tpr)}",
                 }
