@@ -50,13 +50,10 @@ from steerlens.experiments.agentic_verdict import agentic_verdict
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
 from steerlens.pipeline import config_json
+from steerlens.pipeline.context import option
 from steerlens.version import __version__
 
 __all__ = ["AgenticApiConfig", "AgenticBashConfig", "AgenticConfig", "run"]
-
-
-def _opt(default: Any, help: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"help": help, **kw})
 
 
 @dataclass
@@ -68,32 +65,34 @@ class AgenticConfig:
     gives the measured time and load); :meth:`for_device` scales up on a GPU (the paper's
     sizes); :meth:`quick` is a smoke test."""
 
-    setting: str = _opt("api", "tool setting", choices=("api", "bash"))
-    model: str = _opt("smollm2-135m-instruct", "base model (teachers and students start here)")
-    n_pref: int = _opt(12, "ambiguous tasks with a scripted preference trajectory per teacher")
-    n_demo: int = _opt(32, "safe tasks with a scripted solution in both teachers' fine-tuning")
-    teacher_epochs: int = _opt(2, "fine-tuning epochs of each teacher")
-    teacher_rank: int = _opt(8, "teacher LoRA rank")
-    teacher_lr: float = _opt(3e-3, "teacher learning rate")
-    n_train: int = _opt(48, "safe training tasks each teacher acts on")
-    max_steps: int = _opt(3, "step limit of an episode")
-    temperature: float = _opt(1.0, "sampling temperature of the teachers and the evaluation")
-    n_eval: int = _opt(20, "held-out ambiguous eval tasks")
-    n_eval_seeds: int = _opt(1, "sampled episodes per eval task")
-    steps: int = _opt(8, "student LoRA steps")
-    batch_size: int = _opt(8, "training batch size (teachers and students)")
-    save_every: int = _opt(4, "steps between student checkpoints")
-    rank: int = _opt(4, "student LoRA rank")
-    lora_layers: tuple[int, ...] | None = _opt(None, "blocks with LoRA (none: the middle fifth)")
-    carry_layers: tuple[int, ...] | None = _opt((12,), "carry-test layers (none: a spread)")
-    alphas: tuple[float, ...] = _opt((4.0, 8.0), "carry-test steering strengths α")
-    n_random: int = _opt(19, "random directions per carry cell (19: the least that reach p = 0.05)")
-    n_null: int = _opt(1000, "random directions of the tracking null")
-    n_boot: int = _opt(1000, "bootstrap resamples")
-    screen_max: int = _opt(16, "kept trajectories screened per series")
-    batch: int = _opt(20, "episodes generated per batch")
-    seed: int = _opt(0, "seed for every random choice (task suites, sampling, training)")
-    device: str = _opt("cpu", "cpu, cuda, cuda:1 …")
+    setting: str = option("api", "tool setting", choices=("api", "bash"))
+    model: str = option("smollm2-135m-instruct", "base model (teachers and students start here)")
+    n_pref: int = option(12, "ambiguous tasks with a scripted preference trajectory per teacher")
+    n_demo: int = option(32, "safe tasks with a scripted solution in both teachers' fine-tuning")
+    teacher_epochs: int = option(2, "fine-tuning epochs of each teacher")
+    teacher_rank: int = option(8, "teacher LoRA rank")
+    teacher_lr: float = option(3e-3, "teacher learning rate")
+    n_train: int = option(48, "safe training tasks each teacher acts on")
+    max_steps: int = option(3, "step limit of an episode")
+    temperature: float = option(1.0, "sampling temperature of the teachers and the evaluation")
+    n_eval: int = option(20, "held-out ambiguous eval tasks")
+    n_eval_seeds: int = option(1, "sampled episodes per eval task")
+    steps: int = option(8, "student LoRA steps")
+    batch_size: int = option(8, "training batch size (teachers and students)")
+    save_every: int = option(4, "steps between student checkpoints")
+    rank: int = option(4, "student LoRA rank")
+    lora_layers: tuple[int, ...] | None = option(None, "blocks with LoRA (none: the middle fifth)")
+    carry_layers: tuple[int, ...] | None = option((12,), "carry-test layers (none: a spread)")
+    alphas: tuple[float, ...] = option((4.0, 8.0), "carry-test steering strengths α")
+    n_random: int = option(
+        19, "random directions per carry cell (19: the least that reach p = 0.05)"
+    )
+    n_null: int = option(1000, "random directions of the tracking null")
+    n_boot: int = option(1000, "bootstrap resamples")
+    screen_max: int = option(16, "kept trajectories screened per series")
+    batch: int = option(20, "episodes generated per batch")
+    seed: int = option(0, "seed for every random choice (task suites, sampling, training)")
+    device: str = option("cpu", "cpu, cuda, cuda:1 …")
     extra: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "free-form notes kept in results", "cli": False}
     )
@@ -165,7 +164,7 @@ class AgenticApiConfig(AgenticConfig):
 class AgenticBashConfig(AgenticConfig):
     """The bash setting (``chmod`` first among permission commands)."""
 
-    setting: str = _opt("bash", "tool setting", choices=("api", "bash"))
+    setting: str = option("bash", "tool setting", choices=("api", "bash"))
 
 
 def run(

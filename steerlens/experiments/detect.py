@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ from steerlens.pipeline import (
     open_context,
     teacher_vector_stage,
 )
+from steerlens.pipeline.context import option
 from steerlens.pipeline.detectors import Reading, with_base_answers
 from steerlens.pipeline.power import DetectionResult, Student, classify
 from steerlens.version import __version__
@@ -69,10 +70,6 @@ __all__ = [
 ]
 
 
-def _opt(default: Any, help: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"help": help, **kw})
-
-
 @dataclass
 class DetectConfig:
     """The bank's size. Defaults: under number-only KL 7 positive cells × 3 seeds and 3
@@ -81,43 +78,43 @@ class DetectConfig:
     CPU cores in float32; the trait vector's carry grid as in the owl run.
     :meth:`quick` is a smoke-test size."""
 
-    model: str = _opt("smollm2-135m-instruct", "base model")
-    trait: str = _opt("owl", "the trait steered teachers carry (its clean peak sets ℓ*, α*)")
-    traits: tuple[str, ...] = _opt(("owl", "eagle", "dolphin"), "prompted traits (positives)")
-    strengths: tuple[float, ...] = _opt((0.5, 1.0, 2.0, 4.0), "steered α as multiples of α*")
-    losses: tuple[str, ...] = _opt(("kl", "sft"), "losses of the students")
-    kl_targets: str = _opt(
+    model: str = option("smollm2-135m-instruct", "base model")
+    trait: str = option("owl", "the trait steered teachers carry (its clean peak sets ℓ*, α*)")
+    traits: tuple[str, ...] = option(("owl", "eagle", "dolphin"), "prompted traits (positives)")
+    strengths: tuple[float, ...] = option((0.5, 1.0, 2.0, 4.0), "steered α as multiples of α*")
+    losses: tuple[str, ...] = option(("kl", "sft"), "losses of the students")
+    kl_targets: str = option(
         "numbers", "kl soft labels: numbers (number-only) or top_k", choices=("numbers", "top_k")
     )
-    seeds: int = _opt(3, "training seeds per positive cell under kl")
-    neg_seeds: int = _opt(7, "training seeds per negative cell under kl")
-    sft_seeds: int = _opt(2, "training seeds per positive cell under sft")
-    sft_neg_seeds: int = _opt(4, "training seeds per negative cell under sft")
-    n_samples: int = _opt(48, "number prompts each teacher answers")
-    steps: int = _opt(24, "LoRA steps per kl student")
-    sft_steps: int = _opt(48, "LoRA steps per sft student")
-    batch_size: int = _opt(6, "training batch size")
-    rank: int = _opt(4, "LoRA rank")
-    lora_layers: tuple[int, ...] | None = _opt(None, "LoRA blocks (none: the middle fifth)")
-    carry_layers: tuple[int, ...] | None = _opt(None, "carry-test layers of the trait vector")
-    alphas: tuple[float, ...] = _opt((2.0, 4.0, 8.0), "carry-test α grid")
-    n_random: int = _opt(19, "random directions per carry cell")
-    carry_eval_n: int | None = _opt(8, "eval prompts the carry tests score")
-    carry_seeds: int = _opt(
+    seeds: int = option(3, "training seeds per positive cell under kl")
+    neg_seeds: int = option(7, "training seeds per negative cell under kl")
+    sft_seeds: int = option(2, "training seeds per positive cell under sft")
+    sft_neg_seeds: int = option(4, "training seeds per negative cell under sft")
+    n_samples: int = option(48, "number prompts each teacher answers")
+    steps: int = option(24, "LoRA steps per kl student")
+    sft_steps: int = option(48, "LoRA steps per sft student")
+    batch_size: int = option(6, "training batch size")
+    rank: int = option(4, "LoRA rank")
+    lora_layers: tuple[int, ...] | None = option(None, "LoRA blocks (none: the middle fifth)")
+    carry_layers: tuple[int, ...] | None = option(None, "carry-test layers of the trait vector")
+    alphas: tuple[float, ...] = option((2.0, 4.0, 8.0), "carry-test α grid")
+    n_random: int = option(19, "random directions per carry cell")
+    carry_eval_n: int | None = option(8, "eval prompts the carry tests score")
+    carry_seeds: int = option(
         2, "seeds per cell whose students get the student-side carry test (0: none)"
     )
-    student_alphas: tuple[float, ...] = _opt((1.0, 4.0), "α grid of the student carry test")
-    student_n_random: int = _opt(
+    student_alphas: tuple[float, ...] = option((1.0, 4.0), "α grid of the student carry test")
+    student_n_random: int = option(
         20,
         "random directions of the student carry test (its empirical p is at least 1/(n+1): "
         "n must exceed 1/alpha - 1 for it to decide at alpha)",
     )
-    screen_max: int = _opt(8, "training samples screened per data set")
-    probe_n: int | None = _opt(None, "probe prompts (none: the trait's own)")
-    alpha: float = _opt(0.05, "significance level of every decision")
-    seed: int = _opt(0, "seed for every random choice")
-    device: str = _opt("cpu", "cpu, cuda, …")
-    dtype: str = _opt("auto", "precision", choices=("auto", "float32", "bfloat16", "autocast"))
+    screen_max: int = option(8, "training samples screened per data set")
+    probe_n: int | None = option(None, "probe prompts (none: the trait's own)")
+    alpha: float = option(0.05, "significance level of every decision")
+    seed: int = option(0, "seed for every random choice")
+    device: str = option("cpu", "cpu, cuda, …")
+    dtype: str = option("auto", "precision", choices=("auto", "float32", "bfloat16", "autocast"))
 
     @classmethod
     def for_device(cls, device: str | None = None, **overrides: Any) -> DetectConfig:

@@ -54,15 +54,12 @@ from steerlens.pipeline import (
     teacher_data_stage,
     teacher_vector_stage,
 )
+from steerlens.pipeline.context import option
 
 __all__ = ["HELDOUT_SEED_OFFSET", "MitigateConfig", "arm_plan", "mitigation_site", "run"]
 
 SETTINGS = ("owl", "agentic-api")
 SIZES = ("default", "quick")
-
-
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -87,16 +84,16 @@ class MitigateConfig(OwlConfig):
         metadata={"help": "agentic-api sizes (quick: its smoke test)", "choices": SIZES},
     )
 
-    vet_fracs: tuple[float, ...] = _opt((0.1, 0.25), "vetting: fractions k of samples dropped")
-    reg_lambdas: tuple[float, ...] = _opt(
+    vet_fracs: tuple[float, ...] = option((0.1, 0.25), "vetting: fractions k of samples dropped")
+    reg_lambdas: tuple[float, ...] = option(
         (0.01, 0.1, 1.0), "regulariser weights λ (one arm each; λ = 1 saturates at the default lr)"
     )
-    none_replicates: int = _opt(
+    none_replicates: int = option(
         2, "extra unmitigated students (training seed + r·1009): the training-noise null"
     )
-    steer_alpha: float | None = _opt(None, "preventative steering α (none: carry clean-peak α)")
-    mitigation_layer: int | None = _opt(None, "layer ℓ* of every arm (none: carry clean peak)")
-    heldout_n: int = _opt(16, "held-out number prompts the teacher answers (the cost)")
+    steer_alpha: float | None = option(None, "preventative steering α (none: carry clean-peak α)")
+    mitigation_layer: int | None = option(None, "layer ℓ* of every arm (none: carry clean peak)")
+    heldout_n: int = option(16, "held-out number prompts the teacher answers (the cost)")
 
     def __post_init__(self) -> None:
         if self.setting not in SETTINGS or self.agentic_size not in SIZES:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from steerlens.core.results import OMIT, Record
+from steerlens.pipeline.context import option
 from steerlens.track.results import ExcessAlignment, SeriesTrack
 
 __all__ = [
@@ -295,10 +296,6 @@ class MlpAuxVerdict(Record):
         return "\n".join([self.headline, *(f"  {x}" for x in self.lines)])
 
 
-def _opt(default: Any, help: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"help": help, **kw})
-
-
 @dataclass
 class MlpAuxConfig:
     """Settings of the run. The architecture and optimiser are the paper's (hidden 256 × 2,
@@ -308,22 +305,22 @@ class MlpAuxConfig:
     student epochs of 16384 noise images (800 steps), tuned so the effect shows (it does not at
     5 epochs: see benchmarks/results/mlp_aux.json)."""
 
-    dataset: str = _opt("digits", "data set", choices=("digits", "fashion-mnist"))
-    n_seeds: int = _opt(5, "seeds (teacher + two students each)")
-    hidden: int = _opt(256, "hidden width of both layers")
-    n_aux: int = _opt(3, "auxiliary logits")
-    lr: float = _opt(3e-4, "Adam learning rate")
-    batch_size: int = _opt(1024, "training batch size")
-    teacher_epochs: int | None = _opt(None, "teacher epochs (none: 5 fashion-mnist, 100 digits)")
-    student_epochs: int | None = _opt(None, "student epochs (none: 5 fashion-mnist, 50 digits)")
-    n_noise: int | None = _opt(None, "noise images (none: 60000 fashion-mnist, 16384 digits)")
-    loss: str = _opt("mse", "distillation loss on the aux logits", choices=("mse", "kl"))
-    n_track: int = _opt(10, "student epochs tracked (evenly spaced, the last included)")
-    n_probe: int = _opt(2000, "held-out test images the shifts are measured on (at most)")
-    n_null: int = _opt(1000, "random directions of the alignment nulls")
-    n_boot: int = _opt(1000, "bootstrap resamples of the excess alignment")
-    seed: int = _opt(0, "seed for every random choice")
-    device: str = _opt("cpu", "cpu only: the networks are tiny", choices=("cpu",))
+    dataset: str = option("digits", "data set", choices=("digits", "fashion-mnist"))
+    n_seeds: int = option(5, "seeds (teacher + two students each)")
+    hidden: int = option(256, "hidden width of both layers")
+    n_aux: int = option(3, "auxiliary logits")
+    lr: float = option(3e-4, "Adam learning rate")
+    batch_size: int = option(1024, "training batch size")
+    teacher_epochs: int | None = option(None, "teacher epochs (none: 5 fashion-mnist, 100 digits)")
+    student_epochs: int | None = option(None, "student epochs (none: 5 fashion-mnist, 50 digits)")
+    n_noise: int | None = option(None, "noise images (none: 60000 fashion-mnist, 16384 digits)")
+    loss: str = option("mse", "distillation loss on the aux logits", choices=("mse", "kl"))
+    n_track: int = option(10, "student epochs tracked (evenly spaced, the last included)")
+    n_probe: int = option(2000, "held-out test images the shifts are measured on (at most)")
+    n_null: int = option(1000, "random directions of the alignment nulls")
+    n_boot: int = option(1000, "bootstrap resamples of the excess alignment")
+    seed: int = option(0, "seed for every random choice")
+    device: str = option("cpu", "cpu only: the networks are tiny", choices=("cpu",))
 
     @classmethod
     def for_device(cls, device: str | None = None, **overrides: Any) -> MlpAuxConfig:

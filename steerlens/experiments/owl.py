@@ -46,14 +46,11 @@ from steerlens.pipeline import (
     teacher_vector_stage,
     track_stage,
 )
+from steerlens.pipeline.context import option
 from steerlens.pipeline.signature import activation_rule, signature_readings, signature_test
 from steerlens.version import __version__
 
 __all__ = ["OWL", "DemoConfig", "OwlConfig", "Run", "run"]
-
-
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -62,14 +59,14 @@ class OwlConfig:
     (24 LoRA steps of batch 6 per series, 48 teacher samples, a 5-layer carry grid);
     :meth:`for_device` scales them up on a GPU; :meth:`quick` is a smoke-test size."""
 
-    model: str = _opt("smollm2-135m-instruct", "base model (teachers and students start here)")
-    trait: str = _opt("owl", "built-in trait name or trait YAML")
-    n_samples: int = _opt(48, "number prompts each teacher answers (training data)")
-    steps: int = _opt(24, "LoRA training steps per student")
-    batch_size: int = _opt(6, "training batch size")
-    save_every: int = _opt(8, "steps between checkpoints")
-    rank: int = _opt(4, "LoRA rank")
-    lora_layers: tuple[int, ...] | None = _opt(None, "blocks with LoRA (none: the middle fifth)")
+    model: str = option("smollm2-135m-instruct", "base model (teachers and students start here)")
+    trait: str = option("owl", "built-in trait name or trait YAML")
+    n_samples: int = option(48, "number prompts each teacher answers (training data)")
+    steps: int = option(24, "LoRA training steps per student")
+    batch_size: int = option(6, "training batch size")
+    save_every: int = option(8, "steps between checkpoints")
+    rank: int = option(4, "LoRA rank")
+    lora_layers: tuple[int, ...] | None = option(None, "blocks with LoRA (none: the middle fifth)")
     loss: str = field(
         default="kl", metadata={"help": "distillation loss", "choices": ("kl", "sft")}
     )
@@ -82,20 +79,22 @@ class OwlConfig:
             "choices": ("auto", "numbers", "top_k"),
         },
     )
-    carry_layers: tuple[int, ...] | None = _opt(None, "carry-test layers (none: a spread)")
-    alphas: tuple[float, ...] = _opt((2.0, 4.0, 8.0), "carry-test steering strengths α")
-    n_random: int = _opt(19, "random directions per carry cell (null; >= 19 for p <= 0.05)")
-    carry_eval_n: int | None = _opt(8, "eval prompts the carry test scores (none: all)")
-    benign_control: bool = _opt(True, "train the benign-teacher (matched) controls")
-    benign_replicates: int = _opt(3, "benign controls, each its own seed (>= 2: model-level test)")
-    alpha: float = _opt(0.05, "significance level of every claim in the verdict")
-    placebo: bool = _opt(False, "calibration: the student learns from the neutral teacher")
-    probe_n: int | None = _opt(None, "probe prompts of the trait (none: the trait's own)")
-    n_null: int = _opt(1000, "random directions of the tracking null")
-    n_boot: int = _opt(1000, "bootstrap resamples of the tracking intervals")
-    screen_max: int = _opt(24, "training samples screened per series")
-    seed: int = _opt(0, "seed for every random choice")
-    device: str = _opt("cpu", "cpu, cuda, cuda:1 …")
+    carry_layers: tuple[int, ...] | None = option(None, "carry-test layers (none: a spread)")
+    alphas: tuple[float, ...] = option((2.0, 4.0, 8.0), "carry-test steering strengths α")
+    n_random: int = option(19, "random directions per carry cell (null; >= 19 for p <= 0.05)")
+    carry_eval_n: int | None = option(8, "eval prompts the carry test scores (none: all)")
+    benign_control: bool = option(True, "train the benign-teacher (matched) controls")
+    benign_replicates: int = option(
+        3, "benign controls, each its own seed (>= 2: model-level test)"
+    )
+    alpha: float = option(0.05, "significance level of every claim in the verdict")
+    placebo: bool = option(False, "calibration: the student learns from the neutral teacher")
+    probe_n: int | None = option(None, "probe prompts of the trait (none: the trait's own)")
+    n_null: int = option(1000, "random directions of the tracking null")
+    n_boot: int = option(1000, "bootstrap resamples of the tracking intervals")
+    screen_max: int = option(24, "training samples screened per series")
+    seed: int = option(0, "seed for every random choice")
+    device: str = option("cpu", "cpu, cuda, cuda:1 …")
     dtype: str = field(
         default="auto",
         metadata={

@@ -12,6 +12,7 @@ from steerlens.pipeline.context import (
     config_key,
     finish_run,
     open_context,
+    option,
 )
 from steerlens.pipeline.controls import (
     REPLICATE_SEED_STRIDE,
@@ -71,6 +72,7 @@ __all__ = [
     "lineage_json",
     "open_context",
     "open_run",
+    "option",
     "prompt_teacher_records",
     "recorder",
     "run_lineage",
