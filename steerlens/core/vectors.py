@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 import steerlens.core.vector_formats as fmt
 from steerlens.core.common import atomic_write_text, jsonable, write_json
 from steerlens.core.plots import lines_with_bands
-from steerlens.core.results import FORMAT_VERSION, Record, html_table, result_html
+from steerlens.core.results import FORMAT_VERSION, Record, html_table
 from steerlens.core.sites import SITE_TEMPLATE
 from steerlens.version import __version__
 
@@ -388,11 +388,10 @@ class SteeringVector(Record):
             ylabel="‖v‖ (residual-stream units)",
         )
 
-    def _repr_html_(self) -> str:
-        table = html_table(
+    def _html_details(self) -> str:
+        return html_table(
             ["layer", "norm", "split-half reliability", "mean~pca cosine"], self._layer_rows()
         )
-        return result_html("SteeringVector", self.summary(), table, self.main_figure())
 
 
 def check_meta(meta: Mapping[str, Any], path: Path) -> None:
