@@ -72,9 +72,7 @@ def answer_encodings(lm: LoadedModel, prompts: Sequence[PromptLike]) -> list[Enc
         e = encode(lm.tokenizer, p)
         if e.response_start < 1:
             raise ValueError(f"prompt {i} tokenizes to no tokens")
-        encs.append(
-            EncodedPrompt(e.input_ids[: e.response_start], e.prompt_start, e.response_start)
-        )
+        encs.append(e.prompt_only())
     return encs
 
 
