@@ -87,12 +87,8 @@ def past_length(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int:
        at 0; every decoding step starts each row after its earlier tokens). This one holds when
        a runtime keeps its own cache (TransformerLens) or a release renames the keyword.
     """
-    n_cache = 0
-    for value in (*kwargs.values(), *args):
-        n = _cache_length(value)
-        if n is not None:
-            n_cache = n
-            break
+    lengths = (_cache_length(value) for value in (*kwargs.values(), *args))
+    n_cache = next((n for n in lengths if n is not None), 0)
     ids = kwargs.get("input_ids", args[0] if args else None)
     if ids is None:
         ids = kwargs.get("inputs_embeds")

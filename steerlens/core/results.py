@@ -10,8 +10,8 @@ Every result class has:
   (``_html_details``), its main figure (``main_figure()``, a plotly figure drawn with
   :mod:`steerlens.core.plots`) and the full summary folded under "summary"; never a dict dump.
 
-:class:`ResultMixin` gives ``save``/``load``/``_repr_html_``/``__str__`` from the first three, so
-a result class writes only what is its own. Imports only :mod:`steerlens.core.common` and (to draw)
+:class:`ResultMixin` gives ``_repr_html_`` and ``__str__`` from ``summary``; :class:`Record`
+derives the rest from a dataclass's fields, so a result class writes only what is its own. Imports only :mod:`steerlens.core.common` and (to draw)
 :mod:`steerlens.core.plots`.
 """
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from steerlens.core.common import jsonable, read_json, write_json
 
-R = TypeVar("R", bound="ResultMixin")
+R = TypeVar("R", bound="Record")
 
 __all__ = [
     "FORMAT_VERSION",
@@ -64,39 +64,14 @@ class Result(Protocol):
 
 
 class ResultMixin:
-    """``save`` / ``load`` as JSON, ``_repr_html_`` and ``__str__`` from ``summary``,
-    ``to_json`` and ``from_json`` (which a subclass defines)."""
+    """``_repr_html_`` and ``__str__`` from ``summary`` (which a subclass defines; ``save`` /
+    ``load`` and the JSON round trip are :class:`Record`'s, or the subclass's own)."""
 
     #: the ``kind`` recorded in the saved JSON, checked on load
     result_kind: str = "result"
 
     def summary(self) -> str:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
-
-    def to_json(self) -> dict[str, Any]:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
-
-    @classmethod
-    def from_json(cls: type[R], d: Mapping[str, Any]) -> R:  # pragma: no cover
-        raise NotImplementedError
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``{"kind": ..., **to_json()}`` as JSON (atomically)."""
-        return write_json(path, {"kind": self.result_kind, **self.to_json()})
-
-    @classmethod
-    def load(cls: type[R], path: str | os.PathLike[str]) -> R:
-        """Read a file written by :meth:`save`, refusing one of another kind."""
-        d = read_json(path)
-        if not isinstance(d, dict):
-            raise ValueError(f"{path} holds no {cls.__name__}: expected a JSON object")
-        kind = d.pop("kind", cls.result_kind)
-        if kind != cls.result_kind:
-            raise ValueError(
-                f"{path} holds a {kind!r} result, not {cls.result_kind!r}: load it with the "
-                f"class that wrote it"
-            )
-        return cls.from_json(d)
 
     def _repr_html_(self) -> str:
         return result_html(
@@ -294,22 +269,21 @@ class Record(ResultMixin):
 
     @classmethod
     def from_json(cls: type[R], d: Mapping[str, Any]) -> R:
-        rec = typing.cast(type[Record], cls)
-        d = rec._upgrade(dict(d))
+        d = cls._upgrade(dict(d))
         hints = typing.get_type_hints(cls)
         kw: dict[str, Any] = {}
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             tp = hints.get(f.name, Any)
-            if f.name in rec.json_inline:
+            if f.name in cls.json_inline:
                 inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
                 names = [g.name for g in dataclasses.fields(inner[0])]
                 kw[f.name] = inner[0].from_json(d) if all(n in d for n in names) else None
                 continue
-            key = rec.json_keys.get(f.name, f.name)
+            key = cls.json_keys.get(f.name, f.name)
             if key not in d:
                 continue
             v = d[key]
-            none_as = rec.json_none.get(f.name, OMIT)
+            none_as = cls.json_none.get(f.name, OMIT)
             kw[f.name] = None if none_as is not OMIT and v == none_as else from_jsonable(tp, v)
         return cls(**kw)
 
@@ -327,7 +301,7 @@ class Record(ResultMixin):
             raise ValueError(f"{path} holds no {cls.__name__}: expected a JSON object")
         kind = d.get("kind")
         version = d.pop("format_version", 1)
-        if kind != cls.result_kind and not typing.cast(type[Record], cls)._is_legacy(d):
+        if kind != cls.result_kind and not cls._is_legacy(d):
             raise ValueError(
                 f"{path} holds a {kind!r} result, not {cls.result_kind!r}: load it with the "
                 "class that wrote it"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 import steerlens.core.vector_formats as fmt
 from steerlens.core.common import atomic_write_text, jsonable, write_json
 from steerlens.core.plots import lines_with_bands
-from steerlens.core.results import FORMAT_VERSION, Record, html_table, result_html
+from steerlens.core.results import FORMAT_VERSION, Record, html_table
 from steerlens.core.sites import SITE_TEMPLATE
 from steerlens.version import __version__
 
@@ -52,20 +52,11 @@ class Provenance:
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> Provenance:
-        seed = meta.get("seed")
-        return cls(
-            model=meta.get("model"),
-            model_fingerprint=meta.get("model_fingerprint"),
-            site=str(meta.get("site", SITE_TEMPLATE)),
-            position=meta.get("position"),
-            method=meta.get("method"),
-            seed=None if seed is None else int(seed),
-            pos_prompts_hash=meta.get("pos_prompts_hash"),
-            neg_prompts_hash=meta.get("neg_prompts_hash"),
-            kind=meta.get("kind"),
-            steerlens_version=str(meta.get("steerlens_version", __version__)),
-            precision=meta.get("precision"),
-        )
+        kw: dict[str, Any] = {f.name: meta.get(f.name) for f in fields(cls)}
+        kw["site"] = str(meta.get("site", SITE_TEMPLATE))
+        kw["seed"] = None if kw["seed"] is None else int(kw["seed"])
+        kw["steerlens_version"] = str(meta.get("steerlens_version", __version__))
+        return cls(**kw)
 
 
 ZERO_NORM_ATOL = 1e-12
@@ -388,11 +379,10 @@ class SteeringVector(Record):
             ylabel="‖v‖ (residual-stream units)",
         )
 
-    def _repr_html_(self) -> str:
-        table = html_table(
+    def _html_details(self) -> str:
+        return html_table(
             ["layer", "norm", "split-half reliability", "mean~pca cosine"], self._layer_rows()
         )
-        return result_html("SteeringVector", self.summary(), table, self.main_figure())
 
 
 def check_meta(meta: Mapping[str, Any], path: Path) -> None:

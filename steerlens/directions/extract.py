@@ -321,20 +321,13 @@ def model_teacher_vector(
     lm = as_model(model)
     if teacher.kind == "prompt" and teacher.system == spec.system_prompt:
         return teacher_vector(lm, spec, layers, method, position=position, seed=seed)
-    rows: list[dict[int, torch.Tensor]] = []
-    for who, system in (("teacher", teacher.system), ("base", None)):
-        kw: dict[str, Any] = {"keep_rows": True, "progress": progress, "desc": who}
-        if who == "teacher":
-            with teacher.apply(lm) as m:
-                acts = record_activations(
-                    m, spec.probe_chats(system), layers, position, batch_size=batch_size, **kw
-                )
-        else:
-            acts = record_activations(
-                lm, spec.probe_chats(None), layers, position, batch_size=batch_size, **kw
-            )
-        assert acts.rows is not None
-        rows.append(acts.rows)
+    kw: dict[str, Any] = {"batch_size": batch_size, "keep_rows": True, "progress": progress}
+    with teacher.apply(lm) as m:
+        t = record_activations(
+            m, spec.probe_chats(teacher.system), layers, position, desc="teacher", **kw
+        )
+    b = record_activations(lm, spec.probe_chats(None), layers, position, desc="base", **kw)
+    assert t.rows is not None and b.rows is not None
     meta = {
         "name": f"teacher:{spec.name}:{teacher.name}",
         "model": lm.name,
@@ -347,5 +340,5 @@ def model_teacher_vector(
         "contrast": "teacher model - base model, same probe prompts, no system prompt",
     }
     return vector_from_rows(
-        rows[0], rows[1], method, seed=seed, n_boot=n_boot, diagnostics=diagnostics, meta=meta
+        t.rows, b.rows, method, seed=seed, n_boot=n_boot, diagnostics=diagnostics, meta=meta
     )

@@ -112,14 +112,12 @@ class ContrastSet:
         if not p.is_file():
             raise FileNotFoundError(f"no contrast file at {p}")
         text = p.read_text(encoding="utf-8")
-        stripped = text.lstrip()
-        if not stripped:
+        if not text.strip():
             raise ContrastSetError(f"{p} is empty: {_EXPECTED}")
         whole = _whole_object(text)
         if isinstance(whole, Mapping) and "instruction" in whole:
             return persona_contrasts(whole, str(p), assistant_name or p.stem)
-        rows = list(_json_rows(text, p))
-        return _rows_contrasts(rows, str(p))
+        return _rows_contrasts(list(_json_rows(text, p)), str(p))
 
     @classmethod
     def coerce(cls, value: Any) -> ContrastSet | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Union
 
 import torch
@@ -61,6 +61,10 @@ class EncodedPrompt:
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    def prompt_only(self) -> EncodedPrompt:
+        """Cut at the first answer position (the ``response`` tokens dropped)."""
+        return replace(self, input_ids=self.input_ids[: self.response_start])
 
 
 PositionSpec = Union[str, Callable[[EncodedPrompt], Sequence[int]], Sequence[Sequence[int]]]
@@ -214,11 +218,7 @@ def generate_texts(
     left padding. Sampling is seeded without touching the global RNG state."""
     tok = model.tokenizer
     items = check_prompts(prompts)
-    encs = [encode(tok, p) for p in items]
-    encs = [
-        EncodedPrompt(e.input_ids[: e.response_start], e.prompt_start, e.response_start)
-        for e in encs
-    ]
+    encs = [encode(tok, p).prompt_only() for p in items]
     out: list[str] = [""] * len(encs)
     order = sorted(range(len(encs)), key=lambda i: -len(encs[i]))
     with torch.random.fork_rng(devices=[]):
@@ -230,9 +230,7 @@ def generate_texts(
             ids, mask, _ = pad_batch([encs[i] for i in idx], tok.pad_token_id, model.device)
             gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
             if do_sample:
-                gen_kwargs["temperature"] = temperature
-                gen_kwargs["top_k"] = 0
-                gen_kwargs["top_p"] = 1.0
+                gen_kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
             gen_kwargs.update(kwargs)
             with torch.inference_mode(), compute_context(model.model):
                 seqs = model.model.generate(  # type: ignore[operator]

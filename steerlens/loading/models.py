@@ -238,8 +238,6 @@ def wrap(
 
 def as_model(model: Any) -> LoadedModel:
     """Coerce anything steerlens accepts as a model into a :class:`LoadedModel`."""
-    if isinstance(model, LoadedModel):
-        return model
     return wrap(model)
 
 
@@ -274,14 +272,12 @@ def load_model(
     s = str(spec)
     path = Path(s).expanduser()
     if s == EMBEDDED_NAME:
-        folder = embedded_folder()
-        lm = _load_folder(folder, name=EMBEDDED_NAME, dtype=torch_dtype, device=device)
+        lm = _load_folder(embedded_folder(), name=EMBEDDED_NAME, dtype=torch_dtype, device=device)
         lm.source = f"pypi:{EMBEDDED_PACKAGE}=={EMBEDDED_VERSION}/{EMBEDDED_GGUF}"
     elif path.suffix == ".gguf":
         if not path.is_file():
             raise ModelLoadError(f"GGUF file {path} does not exist")
-        folder = converted_gguf(path)
-        lm = _load_folder(folder, name=path.stem, dtype=torch_dtype, device=device)
+        lm = _load_folder(converted_gguf(path), name=path.stem, dtype=torch_dtype, device=device)
         lm.source = str(path)
     elif path.is_dir() and (path / "adapter_config.json").is_file():
         lm = _load_adapter(path, base, torch_dtype, device)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import torch
 from tqdm.auto import tqdm
@@ -72,9 +72,7 @@ def answer_encodings(lm: LoadedModel, prompts: Sequence[PromptLike]) -> list[Enc
         e = encode(lm.tokenizer, p)
         if e.response_start < 1:
             raise ValueError(f"prompt {i} tokenizes to no tokens")
-        encs.append(
-            EncodedPrompt(e.input_ids[: e.response_start], e.prompt_start, e.response_start)
-        )
+        encs.append(e.prompt_only())
     return encs
 
 
@@ -304,17 +302,29 @@ def sampled_rate(
 # ---------------------------------------------------------------------- behaviors
 
 
-def _with_system(prompts: Sequence[PromptLike], system: str | None) -> tuple[PromptLike, ...]:
-    out = []
-    for p in check_prompts(prompts):
-        if not isinstance(p, ChatPrompt):
-            raise TypeError("with_system needs ChatPrompt prompts (plain strings have no system)")
-        out.append(p.with_system(system))
-    return tuple(out)
+_P = TypeVar("_P", bound="_Prompted")
+
+
+class _Prompted:
+    """A behavior over chat ``prompts``, which ``with_system`` re-runs under another system
+    prompt (a dataclass's ``prompts`` field)."""
+
+    prompts: tuple[PromptLike, ...]
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def with_system(self: _P, system: str | None) -> _P:
+        out = []
+        for p in check_prompts(self.prompts):
+            if not isinstance(p, ChatPrompt):
+                raise TypeError(
+                    "with_system needs ChatPrompt prompts (plain strings have no system)"
+                )
+            out.append(p.with_system(system))
+        return replace(self, prompts=tuple(out))
 
 
 @dataclass(frozen=True)
-class LogProbBehavior:
+class LogProbBehavior(_Prompted):
     """B = :func:`logprob_score` of ``prompts`` on ``target_ids``."""
 
     prompts: tuple[PromptLike, ...]
@@ -332,9 +342,6 @@ class LogProbBehavior:
         """B from precomputed (n, V) answer log-probabilities of ``self.prompts``."""
         return float(target_logprob(logprobs, self.target_ids).double().mean())
 
-    def with_system(self, system: str | None) -> LogProbBehavior:
-        return replace(self, prompts=_with_system(self.prompts, system))
-
     def describe(self) -> dict[str, Any]:
         return {
             "metric": self.name,
@@ -345,7 +352,7 @@ class LogProbBehavior:
 
 
 @dataclass(frozen=True)
-class ActionChoiceBehavior:
+class ActionChoiceBehavior(_Prompted):
     """B = :func:`action_choice` of ``prompts`` on ``action_ids``."""
 
     prompts: tuple[PromptLike, ...]
@@ -359,9 +366,6 @@ class ActionChoiceBehavior:
     def score_logprobs(self, logprobs: torch.Tensor) -> float:
         return float(target_logprob(logprobs, self.action_ids).double().exp().mean())
 
-    def with_system(self, system: str | None) -> ActionChoiceBehavior:
-        return replace(self, prompts=_with_system(self.prompts, system))
-
     def describe(self) -> dict[str, Any]:
         return {
             "metric": self.name,
@@ -372,7 +376,7 @@ class ActionChoiceBehavior:
 
 
 @dataclass(frozen=True)
-class SampledRateBehavior:
+class SampledRateBehavior(_Prompted):
     """B = :func:`sampled_rate` of ``prompts`` on ``targets`` (words)."""
 
     prompts: tuple[PromptLike, ...]
@@ -395,9 +399,6 @@ class SampledRateBehavior:
             max_new_tokens=self.max_new_tokens,
             batch_size=self.batch_size,
         )
-
-    def with_system(self, system: str | None) -> SampledRateBehavior:
-        return replace(self, prompts=_with_system(self.prompts, system))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -426,7 +427,7 @@ class CallableBehavior:
 
 
 @dataclass(frozen=True)
-class ProjectionBehavior:
+class ProjectionBehavior(_Prompted):
     """B = mean over ``prompts`` of hˡ(p)·v̂ at the last prompt token (see the module doc)."""
 
     prompts: tuple[PromptLike, ...]
@@ -440,9 +441,6 @@ class ProjectionBehavior:
         return float(a.means[self.layer].double() @ self.direction.double()) / float(
             self.direction.double().norm()
         )
-
-    def with_system(self, system: str | None) -> ProjectionBehavior:
-        return replace(self, prompts=_with_system(self.prompts, system))
 
     def describe(self) -> dict[str, Any]:
         units = "activation units (projection on v/|v|; a proxy for expression)"

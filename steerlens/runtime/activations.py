@@ -105,31 +105,23 @@ def record_activations(
     :class:`steerlens.runtime.backends.module.ModuleBackend`, the same accumulator and formula.
     """
     lm = as_model(model)
+    kw: dict[str, Any] = dict(
+        batch_size=batch_size,
+        keep_rows=keep_rows,
+        rows_dtype=rows_dtype,
+        progress=progress,
+        desc=desc,
+    )
     if lm.site_paths is not None:
         return ModuleBackend(lm).record_inputs(
             prompts,  # type: ignore[arg-type]  # checked there: a tensor of inputs
             layers,
             position,
-            batch_size=batch_size,
-            keep_rows=keep_rows,
-            rows_dtype=rows_dtype,
-            progress=progress,
-            desc=desc,
+            **kw,
         )
     if isinstance(prompts, torch.Tensor):
         raise TypeError(
             f"{lm.name!r} is a language model: pass prompts (strings or ChatPrompt), not a "
             "tensor; to record a plain torch module wrap it with steerlens.wrap_module"
         )
-    return record_with(
-        backend_for(lm),
-        prompts,
-        layers,
-        position,
-        batch_size=batch_size,
-        keep_rows=keep_rows,
-        rows_dtype=rows_dtype,
-        progress=progress,
-        desc=desc,
-        share_prefix=share_prefix,
-    )
+    return record_with(backend_for(lm), prompts, layers, position, share_prefix=share_prefix, **kw)
