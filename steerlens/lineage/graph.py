@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from steerlens.lineage.record import Record, _rel, find_records, read_record
+from steerlens.lineage.record import Record, find_records, read_record, rel_path
 
 __all__ = ["lineage_graph"]
 
@@ -24,7 +24,7 @@ def _label(rec: Record, root: Path) -> str:
         bits.append(
             f"{m.get('name')}={m.get('annotations', {}).get('name', m.get('uri'))}@{fp[:8]}"
         )
-    where = _rel(rec.artifact, root)
+    where = rel_path(rec.artifact, root)
     n = len(rec.subjects)
     sig = " signed" if rec.envelope.get("signatures") else ""
     extra = f"  ({'; '.join(bits)})" if bits else ""
@@ -47,7 +47,7 @@ def _tree(rec: Record, root: Path, prefix: str, seen: set[Path], lines: list[str
         parent = read_record(pp)
         if pp in seen:
             lines.append(
-                f"{prefix}{branch}{name}{parent.kind}: {_rel(parent.artifact, root)} (above)"
+                f"{prefix}{branch}{name}{parent.kind}: {rel_path(parent.artifact, root)} (above)"
             )
             continue
         lines.append(f"{prefix}{branch}{name}{_label(parent, root)}")

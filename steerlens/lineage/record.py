@@ -47,6 +47,7 @@ __all__ = [
     "has_record",
     "read_record",
     "record_path",
+    "rel_path",
     "versions",
     "write_record",
 ]
@@ -101,7 +102,8 @@ def artifact_files(path: Path) -> list[Path]:
     )
 
 
-def _rel(p: Path, base: Path) -> str:
+def rel_path(p: Path, base: Path) -> str:
+    """``p`` relative to ``base`` (both resolved), with forward slashes."""
     return Path(os.path.relpath(p.resolve(), base.resolve())).as_posix()
 
 
@@ -175,9 +177,9 @@ def _parent_dep(parent: str | os.PathLike[str], base: Path, role: str | None) ->
     rec = read_record(rp)
     return {
         "name": role or rec.kind,
-        "uri": _rel(rp, base),
+        "uri": rel_path(rp, base),
         "digest": {"sha256": rec.digest},
-        "annotations": {"record": True, "kind": rec.kind, "artifact": _rel(rec.artifact, base)},
+        "annotations": {"record": True, "kind": rec.kind, "artifact": rel_path(rec.artifact, base)},
     }
 
 
@@ -231,14 +233,16 @@ def write_record(
     deps += [_model_dep(r, d) for r, d in (models or {}).items()]
     statement = {
         "_type": STATEMENT_TYPE,
-        "subject": [{"name": _rel(f, base), "digest": {"sha256": sha256_file(f)}} for f in paths],
+        "subject": [
+            {"name": rel_path(f, base), "digest": {"sha256": sha256_file(f)}} for f in paths
+        ],
         "predicateType": PREDICATE_TYPE,
         "predicate": {
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
                 "externalParameters": {
                     "kind": kind,
-                    "artifact": _rel(art, base),
+                    "artifact": rel_path(art, base),
                     "isDir": art.is_dir(),
                     "allFiles": files is None,
                     "config": jsonable(config),
