@@ -166,6 +166,20 @@ def test_teacher_vector_of_a_finetune_recovers_the_planted_vector(
     torch.testing.assert_close(steered[1], v, atol=1e-4, rtol=1e-4)
 
 
+def test_teacher_vector_of_the_trait_prompt_teacher_keeps_its_settings(
+    tiny: sl.LoadedModel,
+) -> None:
+    """The prompted teacher with the trait's own system prompt is the trait-vs-neutral vector,
+    computed with the caller's settings (diagnostics off stays off)."""
+    from steerlens.directions.extract import model_teacher_vector
+    from steerlens.inputs.traits import as_trait
+
+    t = Teacher.prompted(as_trait("owl").system_prompt)
+    vec = model_teacher_vector(tiny, t, "owl", layers=[1], diagnostics=False, progress=False)
+    assert vec.meta["contrast"] == "trait system prompt - neutral system prompt"
+    assert vec.diagnostics["split_half"] == {}
+
+
 def test_b_teacher_of_a_steered_teacher_is_the_planted_models(tiny: sl.LoadedModel) -> None:
     from steerlens.carry import carry_test, teacher_score
     from steerlens.inputs.traits import as_trait

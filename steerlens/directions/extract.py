@@ -320,7 +320,18 @@ def model_teacher_vector(
     spec = as_trait(trait)
     lm = as_model(model)
     if teacher.kind == "prompt" and teacher.system == spec.system_prompt:
-        return teacher_vector(lm, spec, layers, method, position=position, seed=seed)
+        return teacher_vector(
+            lm,
+            spec,
+            layers,
+            method,
+            position=position,
+            batch_size=batch_size,
+            seed=seed,
+            n_boot=n_boot,
+            diagnostics=diagnostics,
+            progress=progress,
+        )
     kw: dict[str, Any] = {"batch_size": batch_size, "keep_rows": True, "progress": progress}
     with teacher.apply(lm) as m:
         t = record_activations(
