@@ -41,13 +41,13 @@ from transformers import TrainerCallback
 from steerlens.checkpoints import Checkpoint, CheckpointSeries, classify
 from steerlens.core.common import atomic_write_text
 from steerlens.core.vectors import SteeringVector
-from steerlens.inputs.prompts import PositionSpec, encode, position_indices, prompt_set_hash
+from steerlens.inputs.prompts import PositionSpec, prompt_set_hash
 from steerlens.inputs.traits import as_trait
 from steerlens.loading.models import LoadedModel, describe, wrap
 from steerlens.measures.behavior import logprob_score
-from steerlens.runtime.activations import length_batches
 from steerlens.runtime.backends.upper import BlockInputs
 from steerlens.track.cache import RowCache, tokenizer_key
+from steerlens.track.core import check_settings, encode_probes
 from steerlens.track.inputs import (
     TrackRun,
     as_vector,
@@ -159,10 +159,7 @@ class SteerlensCallback(TrainerCallback):
             raise ValueError("behavior=True needs a trait (its eval prompts and target tokens)")
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
-        if null_span not in ("base", "shift"):
-            raise ValueError(f"null_span must be 'base' or 'shift', got {null_span!r}")
-        if correction not in ("holm", "bh"):
-            raise ValueError(f"unknown correction {correction!r}: use 'holm' or 'bh'")
+        check_settings(null_span, correction, n_null, 1)
         self.layers_arg = layers
         self.position: PositionSpec = (
             position if position is not None else default_position(self.vector)
@@ -215,12 +212,7 @@ class SteerlensCallback(TrainerCallback):
             warnings.filterwarnings("ignore", message="the teacher vector was extracted")
             layers = check_vector(lm, self.vector, self.layers_arg)
         run = TrackRun(lm, self.vector, layers, self.prompts, self.position, [], [], {})
-        run.encs = [encode(lm.tokenizer, p) for p in run.prompts]
-        for i, e in enumerate(run.encs):
-            if len(e) == 0:
-                raise ValueError(f"probe prompt {i} tokenizes to no tokens")
-            position_indices(e, run.pos, i)
-        run.batches = length_batches(run.encs, self.batch_size)
+        encode_probes(run, self.batch_size)
         self.run = run
         out = Path(args.output_dir)
         if self.track_path is None:

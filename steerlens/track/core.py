@@ -56,7 +56,8 @@ __all__ = ["NullSpan", "track_checkpoints"]
 NullSpan = Literal["base", "shift"]
 
 
-def _check_settings(null_span: str, correction: str, n_null: int, n_boot: int) -> None:
+def check_settings(null_span: str, correction: str, n_null: int, n_boot: int) -> None:
+    """Refuse a null span, correction or count the tracking cannot use (before any pass)."""
     if null_span not in ("base", "shift"):
         raise ValueError(f"null_span must be 'base' or 'shift', got {null_span!r}")
     if correction not in ("holm", "bh"):
@@ -86,6 +87,12 @@ def _encode_run(run: TrackRun, series: Any, control: Any, batch_size: int) -> No
     run.all_series["main"] = as_series(series)
     if control is not None:
         run.all_series["control"] = as_series(control)
+    encode_probes(run, batch_size)
+
+
+def encode_probes(run: TrackRun, batch_size: int) -> None:
+    """The probe prompts encoded (each checked: tokens, position, context) and in length
+    batches."""
     run.encs = [encode(run.lm.tokenizer, p) for p in run.prompts]
     for i, e in enumerate(run.encs):
         if len(e) == 0:
@@ -267,7 +274,7 @@ def track_checkpoints(
     """
     t_start = time.perf_counter()
     run = _prepare(model, vector, trait_or_prompts, layers, position)
-    _check_settings(null_span, correction, n_null, n_boot)
+    check_settings(null_span, correction, n_null, n_boot)
     _encode_run(run, series, control, batch_size)
     cache = _row_cache(run, cache_dir, rows_dtype)
     todo, cached = _split_cached(run, cache)
