@@ -70,7 +70,8 @@ __all__ = ["COMMANDS", "Command", "build_parser", "command_for", "main", "resolv
 @dataclass(frozen=True)
 class Command:
     """A subcommand: its options are the fields of ``sources`` (first one of a name wins);
-    ``experiment`` names the registered experiment it runs, if any."""
+    ``experiment`` names the registered experiment it runs, if any, and ``default_out`` its
+    default ``--out``."""
 
     name: str
     help: str
@@ -84,8 +85,9 @@ class Command:
         opts = merge_options(options_of(c, self.field_help.get(c)) for c in self.sources)
         if self.experiment is None:
             return opts
-        out = self.default_out or get(self.experiment).default_out
-        return [dataclasses.replace(o, shown=out) if o.name == "out" else o for o in opts]
+        return [
+            dataclasses.replace(o, shown=self.default_out) if o.name == "out" else o for o in opts
+        ]
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -170,13 +172,8 @@ def _experiment_command(name: str, *, alias: str | None = None, out: str | None 
         (ModelOptions, ExperimentOptions, exp.config),
         cmd_experiment,
         experiment=name,
-        default_out=out,
+        default_out=out or exp.default_out,
     )
-
-
-def _demo() -> Command:
-    """``steerlens demo``: ``steerlens experiment owl`` writing to runs/demo by default."""
-    return _experiment_command("owl", alias="demo", out="runs/demo")
 
 
 PRESET_NOTE = (
@@ -191,16 +188,12 @@ def _parser(sub: Any, cmd: Command) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         cmd.name, help=cmd.help, description=cmd.help, epilog=epilog
     )
-    _add_command(p, cmd)
-    return p
-
-
-def _add_command(p: argparse.ArgumentParser, cmd: Command) -> None:
     p.add_argument(
         "--config", metavar="FILE.yaml", help="YAML of option values (keys: long option names)"
     )
     add_options(p, cmd.options())
     p.set_defaults(_command=cmd)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--version", action="version", version=f"steerlens {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for cmd in (*COMMANDS, _demo()):
+    # ``steerlens demo``: ``steerlens experiment owl`` writing to runs/demo by default
+    for cmd in (*COMMANDS, _experiment_command("owl", alias="demo", out="runs/demo")):
         _parser(sub, cmd)
     known = ", ".join(names())
     pe = sub.add_parser(
@@ -313,8 +307,9 @@ def resolve(argv: Sequence[str]) -> Invocation:
             configs[cls] = build(cls, values)
     _check_settings(cmd, list(configs.values()), warn=False)  # and the presets they fill in
     if cmd.experiment is not None and configs[ExperimentOptions].out is None:
-        out = cmd.default_out or get(cmd.experiment).default_out
-        configs[ExperimentOptions] = dataclasses.replace(configs[ExperimentOptions], out=out)
+        configs[ExperimentOptions] = dataclasses.replace(
+            configs[ExperimentOptions], out=cmd.default_out
+        )
     return Invocation(cmd.name, values, configs, cmd.handler, experiment=cmd.experiment)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -179,24 +179,17 @@ class ExperimentOptions:
 # ------------------------------------------------------------------------------ helpers
 
 
+@dataclass
 class Invocation:
     """A parsed command: its name, the given option values (command line over ``--config``,
     converted to the fields' types), the configs built from them, and for an experiment
     command the experiment's name."""
 
-    def __init__(
-        self,
-        command: str,
-        values: Mapping[str, Any],
-        configs: Mapping[type, Any],
-        handler: Callable[[Invocation], int],
-        experiment: str | None = None,
-    ) -> None:
-        self.command = command
-        self.values = dict(values)
-        self.configs = dict(configs)
-        self.handler = handler
-        self.experiment = experiment
+    command: str
+    values: dict[str, Any]
+    configs: dict[type, Any]
+    handler: Callable[[Invocation], int]
+    experiment: str | None = None
 
     def run(self) -> int:
         """Run the command; its exit status."""
