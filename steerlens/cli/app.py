@@ -58,11 +58,12 @@ from steerlens.cli.settings import (
     ScreenOptions,
     SeedOption,
     TrackOptions,
+    check_settings,
     resolve_device,
 )
 from steerlens.distill import DistillConfig
 from steerlens.experiments.registry import get, names
-from steerlens.validation import check_config, cli_flag
+from steerlens.validation import cli_flag
 
 __all__ = ["COMMANDS", "Command", "build_parser", "command_for", "main", "resolve"]
 
@@ -261,20 +262,6 @@ def _experiment_config(cmd: Command, values: Mapping[str, Any]) -> Any:
     return exp.make_config(quick=bool(values.get("quick", False)), device=device, **over)
 
 
-def _check_settings(cmd: Command, configs: Sequence[Any], warn: bool = True) -> None:
-    """Every config's values (:func:`~steerlens.validation.check_config`, named by option) and
-    its trait spec, read now: a bad value or trait file fails before any model loads."""
-    from steerlens.traits import as_trait
-
-    for cfg in configs:
-        for warning in check_config(cfg, flag=cli_flag):
-            if warn:
-                print(f"steerlens {cmd.name}: warning: {warning}", file=sys.stderr)
-        trait = cfg.get("trait") if isinstance(cfg, Mapping) else getattr(cfg, "trait", None)
-        if isinstance(trait, str) and trait:
-            as_trait(trait)
-
-
 def resolve(argv: Sequence[str]) -> Invocation:
     """Parse ``argv`` into the command's configs, checking everything that can be checked
     without a model (see the module doc); argparse exits on ``--help`` and unknown flags."""
@@ -298,14 +285,18 @@ def resolve(argv: Sequence[str]) -> Invocation:
         )
     _check_paths(options, values)
     check_values(options, values)
-    _check_settings(cmd, [values])  # the given values, by option name, before any __post_init__
+    # every value, named by option: the given values before any __post_init__ ...
+    check_settings(
+        values, lambda w: print(f"steerlens {cmd.name}: warning: {w}", file=sys.stderr), cli_flag
+    )
     configs: dict[type, Any] = {}
     for cls in cmd.sources:
         if cmd.experiment is not None and cls is get(cmd.experiment).config:
             configs[cls] = _experiment_config(cmd, values)
         else:
             configs[cls] = build(cls, values)
-    _check_settings(cmd, list(configs.values()), warn=False)  # and the presets they fill in
+    for cfg in configs.values():  # ... and the presets they fill in (warned once, above)
+        check_settings(cfg, lambda w: None, cli_flag)
     if cmd.experiment is not None and configs[ExperimentOptions].out is None:
         configs[ExperimentOptions] = dataclasses.replace(
             configs[ExperimentOptions], out=cmd.default_out

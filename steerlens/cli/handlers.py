@@ -24,6 +24,7 @@ from steerlens.cli.settings import (
     ReportOptions,
     ScreenOptions,
     TrackOptions,
+    check_settings,
     emit,
     load,
     parse_layers,
@@ -47,7 +48,6 @@ from steerlens.runfolder import claim_run_folder
 from steerlens.screen import screen_dataset
 from steerlens.track import track_checkpoints
 from steerlens.traits import as_trait
-from steerlens.validation import check_config
 from steerlens.vectors import SteeringVector
 
 
@@ -260,12 +260,8 @@ def run_experiment(
     run first)."""
 
     exp = get(name)
-    if isinstance(config, exp.config):
-        for warning in check_config(config):
-            warnings.warn(warning, UserWarning, stacklevel=2)
-        trait = getattr(config, "trait", None)
-        if isinstance(trait, str) and trait:
-            as_trait(trait)  # a bad trait spec fails here, not after the model loads
+    if isinstance(config, exp.config):  # a bad value or trait spec fails here, before loading
+        check_settings(config, lambda w: warnings.warn(w, UserWarning, stacklevel=4))
     settings = config_json(config) if dataclasses.is_dataclass(config) else None
     with claim_run_folder(out_dir, settings, overwrite=overwrite):
         res = exp.execute(config, out_dir, progress=progress, log=log, claim=False)

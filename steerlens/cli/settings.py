@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +19,8 @@ from steerlens.extract import extract_vector
 from steerlens.models import EMBEDDED_NAME
 from steerlens.precision import PRECISION_CHOICES
 from steerlens.track import track_checkpoints
+from steerlens.traits import as_trait
+from steerlens.validation import check_config
 
 T = TypeVar("T")
 
@@ -199,6 +201,19 @@ class Invocation:
         """The config of class ``cls`` this command was given."""
         out: T = self.configs[cls]
         return out
+
+
+def check_settings(
+    cfg: Any, warn: Callable[[str], None], flag: Callable[[str], str] | None = None
+) -> None:
+    """A config's values (:func:`~steerlens.validation.check_config`, each warning passed to
+    ``warn``) and its trait spec, read now: a bad value or trait file fails before any model
+    loads. ``cfg`` is a config or the given values by option name."""
+    for warning in check_config(cfg, flag=flag):
+        warn(warning)
+    trait = cfg.get("trait") if isinstance(cfg, Mapping) else getattr(cfg, "trait", None)
+    if isinstance(trait, str) and trait:
+        as_trait(trait)
 
 
 def parse_layers(text: str) -> Any:

@@ -103,8 +103,7 @@ def behavior_figure(b: OwlBehavior) -> go.Figure:
         subplot_titles=("after training (95% CI over eval prompts)", "per checkpoint"),
     )
     cats = _points(b)
-    first = next(iter(series.values()), None)
-    b0 = None if first is None else _f(first.scores[0])
+    b0 = _f(next(iter(series.values())).scores[0]) if series else None
     fig.add_trace(
         go.Scatter(
             x=[c[0] for c in cats],
