@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     import worker
 
     import steerlens as sl
-    from steerlens.precision import native_bf16, resolve_precision
+    from steerlens.core.precision import native_bf16, resolve_precision
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)

@@ -71,10 +71,10 @@ class _Shared:
 
 
 def _shared(model_name: str | None) -> _Shared:
-    from steerlens.behavior import LogProbBehavior, trait_behavior
-    from steerlens.extract import teacher_vector
-    from steerlens.models import load_model
-    from steerlens.traits import as_trait
+    from steerlens.directions.extract import teacher_vector
+    from steerlens.inputs.traits import as_trait
+    from steerlens.loading.models import load_model
+    from steerlens.measures.behavior import LogProbBehavior, trait_behavior
 
     cfg = _config(0, model_name)
     model = load_model(cfg.model)

@@ -32,10 +32,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _setup(tiny: bool) -> tuple[Any, Any, Any, Any, list[int]]:
-    from steerlens.behavior import trait_behavior
-    from steerlens.extract import teacher_vector
-    from steerlens.models import load_model
-    from steerlens.traits import as_trait
+    from steerlens.directions.extract import teacher_vector
+    from steerlens.inputs.traits import as_trait
+    from steerlens.loading.models import load_model
+    from steerlens.measures.behavior import trait_behavior
 
     trait = dataclasses.replace(as_trait("owl"), probe_n=16)
     if tiny:

@@ -122,7 +122,7 @@ def _student_seconds(out: Path) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     from steerlens.experiments import get
     from steerlens.experiments.detect import classify_finished, todo_order
-    from steerlens.models import load_model
+    from steerlens.loading.models import load_model
     from steerlens.pipeline import config_json
     from steerlens.pipeline.power import POWER_FILE, DetectionResult
 

@@ -64,7 +64,7 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def teacher_vectors(lm: Any, trait: Any, seed: int) -> tuple[Any, float]:
-    from steerlens.extract import teacher_vector
+    from steerlens.directions.extract import teacher_vector
 
     t0 = time.perf_counter()
     vec = teacher_vector(lm, trait, layers="all", seed=seed, progress=False)
@@ -73,8 +73,8 @@ def teacher_vectors(lm: Any, trait: Any, seed: int) -> tuple[Any, float]:
 
 def stages(lm: Any, trait: Any, vec: Any, demo: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """The demo's measuring stages at ``lm``'s precision (see the module doc)."""
-    from steerlens.behavior import trait_behavior
     from steerlens.carry import carry_test
+    from steerlens.measures.behavior import trait_behavior
     from steerlens.pipeline.stage import checkpoint_behavior
     from steerlens.track import track_checkpoints
 
@@ -202,8 +202,8 @@ def compare(ref: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:
 def run(args: argparse.Namespace, save: Any) -> dict[str, Any]:
     import steerlens as sl
     from steerlens.experiments.verdict import verdict
-    from steerlens.models import describe
-    from steerlens.traits import as_trait
+    from steerlens.inputs.traits import as_trait
+    from steerlens.loading.models import describe
 
     demo = Path(args.demo).expanduser()
     demo_results = json.loads((demo / "results.json").read_text())

@@ -205,8 +205,8 @@ def make_prompts(tok: Any, n_pairs: int, seed: int = 0) -> dict[str, list[str]]:
     """Contrastive pairs rendered to plain text with the model's chat template: the owl
     system prompt against a same-shape neutral one, over number-continuation user messages.
     Every tool receives these exact strings."""
-    from steerlens.numbers import number_prompts
-    from steerlens.prompts import ChatPrompt, render
+    from steerlens.inputs.numbers import number_prompts
+    from steerlens.inputs.prompts import ChatPrompt, render
 
     users = number_prompts(n_pairs, seed=seed)
     return {
@@ -217,7 +217,7 @@ def make_prompts(tok: Any, n_pairs: int, seed: int = 0) -> dict[str, list[str]]:
 
 def model_folder() -> Path:
     """The converted float32 folder of the embedded model (built on first use)."""
-    from steerlens.embedded import embedded_folder
+    from steerlens.loading.embedded import embedded_folder
 
     return embedded_folder()
 
@@ -476,7 +476,7 @@ def pair_ratio(runs: list[dict[str, Any]], a: str, b: str) -> float:
 
 
 def _native_bf16() -> dict[str, Any]:
-    from steerlens.precision import native_bf16, resolve_precision
+    from steerlens.core.precision import native_bf16, resolve_precision
 
     ok, why = native_bf16("cpu")
     return {"native": ok, "reason": why, "auto_picks": resolve_precision("auto").name}
@@ -667,7 +667,7 @@ def bench_loading(args: argparse.Namespace) -> dict[str, Any]:
                 res.update(rep=rep)
                 runs.append(res)
         else:
-            from steerlens.embedded import EMBEDDED_GGUF, embedded_gguf
+            from steerlens.loading.embedded import EMBEDDED_GGUF, embedded_gguf
 
             gguf = embedded_gguf()
             for rep in range(args.repeats):

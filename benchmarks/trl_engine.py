@@ -97,10 +97,10 @@ def main() -> int:
 
     torch.set_num_threads(a.threads)
     import steerlens as sl
+    from steerlens.core.vectors import SteeringVector
     from steerlens.distill import DistillConfig
+    from steerlens.inputs.traits import as_trait
     from steerlens.integrations import SteerlensCallback
-    from steerlens.traits import as_trait
-    from steerlens.vectors import SteeringVector
 
     lm = sl.load_model("smollm2-135m-instruct", dtype="float32")
     data = _data(a.samples)

@@ -145,7 +145,7 @@ def load_main_model(spec: dict[str, Any]) -> Any:
     ``spec["dtype"]`` (default float32: the benchmarks never depend on what "auto" picks)."""
     dtype = spec.get("dtype", "float32")
     if spec["model"] == "tiny":
-        from steerlens.precision import mark_autocast, resolve_precision
+        from steerlens.core.precision import mark_autocast, resolve_precision
         from steerlens.testing import tiny_model
 
         lm = tiny_model("llama", seed=0, n_layers=spec.get("tiny_layers", 4))
@@ -407,8 +407,8 @@ def reference(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _encoded_batches(lm: Any, prompts: Sequence[Any], batch_size: int) -> list[tuple[Any, ...]]:
-    from steerlens.activations import length_batches
-    from steerlens.prompts import encode, pad_batch
+    from steerlens.inputs.prompts import encode, pad_batch
+    from steerlens.runtime.activations import length_batches
 
     encs = [encode(lm.tokenizer, p) for p in prompts]
     return [
@@ -424,8 +424,8 @@ def run_tracking(spec: dict[str, Any]) -> dict[str, Any]:
 
     import steerlens as sl
     import steerlens.track.core as track_core
-    from steerlens.numbers import number_prompts
-    from steerlens.prompts import ChatPrompt
+    from steerlens.inputs.numbers import number_prompts
+    from steerlens.inputs.prompts import ChatPrompt
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from run import make_series
@@ -528,7 +528,7 @@ def run_stage(spec: dict[str, Any]) -> dict[str, Any]:
 
     import steerlens as sl
     from steerlens.distill import DistillConfig, distill, generate_teacher_data
-    from steerlens.numbers import number_prompts
+    from steerlens.inputs.numbers import number_prompts
 
     lm = load_main_model(spec)
     stage, tiny = spec["stage"], spec["model"] == "tiny"

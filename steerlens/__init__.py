@@ -18,34 +18,40 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from steerlens.activations import Activations, record_activations
+from steerlens.core.lm_only import LMOnlyError
+from steerlens.core.sites import site_name
+from steerlens.core.vectors import Provenance, SteeringVector, cosine
+from steerlens.directions.extract import (
+    extract_vector,
+    logistic_probe,
+    mean_diff,
+    pca_diff,
+    teacher_vector,
+)
+from steerlens.directions.module_vectors import module_vector, shift_vector
 from steerlens.distill import DistillConfig, TeacherData, distill, generate_teacher_data
-from steerlens.edits import NoOpEditError
-from steerlens.extract import extract_vector, logistic_probe, mean_diff, pca_diff, teacher_vector
-from steerlens.intervene import ablate, steer
-from steerlens.lm_only import LMOnlyError
-from steerlens.models import LoadedModel, ModelLoadError, load_model, wrap
-from steerlens.module_vectors import module_vector, shift_vector
-from steerlens.prompts import ChatPrompt
-from steerlens.sites import site_name
+from steerlens.inputs.prompts import ChatPrompt
+from steerlens.loading.models import LoadedModel, ModelLoadError, load_model, wrap
+from steerlens.loading.torch_module import wrap_module
+from steerlens.runtime.activations import Activations, record_activations
+from steerlens.runtime.edits import NoOpEditError
+from steerlens.runtime.intervene import ablate, steer
 from steerlens.teachers import Teacher, as_teacher
-from steerlens.torch_module import wrap_module
-from steerlens.vectors import Provenance, SteeringVector, cosine
 from steerlens.version import __version__
 
 # Heavier parts load on first use, so `import steerlens` stays quick: name -> defining module.
 _LAZY = {
-    "TraitSpec": "steerlens.traits",
-    "ContrastSet": "steerlens.contrast",
-    "ProjectionBehavior": "steerlens.behavior",
+    "TraitSpec": "steerlens.inputs.traits",
+    "ContrastSet": "steerlens.inputs.contrast",
+    "ProjectionBehavior": "steerlens.measures.behavior",
     "carry_test": "steerlens.carry",
     "student_carry_test": "steerlens.carry",
     "CarryResult": "steerlens.carry",
     "CarryLevel": "steerlens.carry",
-    "logprob_score": "steerlens.behavior",
-    "sampled_rate": "steerlens.behavior",
-    "action_choice": "steerlens.behavior",
-    "trait_behavior": "steerlens.behavior",
+    "logprob_score": "steerlens.measures.behavior",
+    "sampled_rate": "steerlens.measures.behavior",
+    "action_choice": "steerlens.measures.behavior",
+    "trait_behavior": "steerlens.measures.behavior",
     "CheckpointSeries": "steerlens.checkpoints",
     "track_checkpoints": "steerlens.track",
     "AlignmentTrack": "steerlens.track",
@@ -53,37 +59,37 @@ _LAZY = {
     "ScreenResult": "steerlens.screen",
     "render_report": "steerlens.report",
     "Report": "steerlens.report",
-    "from_nnsight": "steerlens.backends",
-    "from_transformer_lens": "steerlens.backends",
+    "from_nnsight": "steerlens.runtime.backends",
+    "from_transformer_lens": "steerlens.runtime.backends",
     "audit": "steerlens.auditing",
     "AuditConfig": "steerlens.auditing",
     "verify_lineage": "steerlens.lineage",
     "lineage_graph": "steerlens.lineage",
-    "claim_run_folder": "steerlens.runfolder",
-    "RunFolderError": "steerlens.runfolder",
-    "check_config": "steerlens.validation",
+    "claim_run_folder": "steerlens.core.runfolder",
+    "RunFolderError": "steerlens.core.runfolder",
+    "check_config": "steerlens.core.validation",
 }
 
 if TYPE_CHECKING:  # precise types for editors and mypy; loaded lazily at run time
     from steerlens.auditing import AuditConfig, audit
-    from steerlens.backends import from_nnsight, from_transformer_lens
-    from steerlens.behavior import (
+    from steerlens.carry import CarryLevel, CarryResult, carry_test, student_carry_test
+    from steerlens.checkpoints import CheckpointSeries
+    from steerlens.core.runfolder import RunFolderError, claim_run_folder
+    from steerlens.core.validation import check_config
+    from steerlens.inputs.contrast import ContrastSet
+    from steerlens.inputs.traits import TraitSpec
+    from steerlens.lineage import lineage_graph, verify_lineage
+    from steerlens.measures.behavior import (
         ProjectionBehavior,
         action_choice,
         logprob_score,
         sampled_rate,
         trait_behavior,
     )
-    from steerlens.carry import CarryLevel, CarryResult, carry_test, student_carry_test
-    from steerlens.checkpoints import CheckpointSeries
-    from steerlens.contrast import ContrastSet
-    from steerlens.lineage import lineage_graph, verify_lineage
     from steerlens.report import Report, render_report
-    from steerlens.runfolder import RunFolderError, claim_run_folder
+    from steerlens.runtime.backends import from_nnsight, from_transformer_lens
     from steerlens.screen import ScreenResult, screen_dataset
     from steerlens.track import AlignmentTrack, track_checkpoints
-    from steerlens.traits import TraitSpec
-    from steerlens.validation import check_config
 
 
 def __getattr__(name: str) -> Any:

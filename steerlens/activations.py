@@ -4,9 +4,9 @@ requested block, never computing the lm_head.
 For layer ℓ and position set P (DESIGN.md "Directions"), hˡ(x) is the mean over P of the site's
 activation on input x; :func:`record_activations` returns mean_x hˡ(x) per layer (a float64
 running sum, so memory does not grow with the prompt count) and, on request, the per-prompt rows
-hˡ(x). It is a front end: the batching is :mod:`steerlens.batching`, the execution the model's
-backend (:mod:`steerlens.backends`), through the one loop
-:func:`steerlens.backends.protocol.record_with`.
+hˡ(x). It is a front end: the batching is :mod:`steerlens.runtime.batching`, the execution the model's
+backend (:mod:`steerlens.runtime.backends`), through the one loop
+:func:`steerlens.runtime.backends.protocol.record_with`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from typing import Any
 
 import torch
 
-from steerlens.backends import backend_for, record_with
-from steerlens.backends.forward import (
+from steerlens.inputs.prompts import PositionSpec, PromptLike
+from steerlens.loading.models import as_model
+from steerlens.runtime.backends import backend_for, record_with
+from steerlens.runtime.backends.forward import (
     SHARED_PREFIX_TYPES,
     StopForward,
     can_share_prefix,
@@ -31,8 +33,8 @@ from steerlens.backends.forward import (
     tail_inputs,
     truncated_forward,
 )
-from steerlens.backends.module import ModuleBackend
-from steerlens.batching import (
+from steerlens.runtime.backends.module import ModuleBackend
+from steerlens.runtime.batching import (
     MIN_SHARED_PREFIX,
     Accumulator,
     Activations,
@@ -44,8 +46,6 @@ from steerlens.batching import (
     prepare,
     shared_prefix_len,
 )
-from steerlens.models import as_model
-from steerlens.prompts import PositionSpec, PromptLike
 
 # the execution and batching pieces, re-exported for callers that build their own loops
 __all__ = [
@@ -95,14 +95,14 @@ def record_activations(
     ``keep_rows`` the per-prompt hˡ(x) are kept too, in input order, as ``rows_dtype``.
 
     ``share_prefix``: prompts that start with the same tokens (the same system prompt, say)
-    run that prefix once per batch and reuse its KV cache (:func:`steerlens.backends.forward.shared_prefix_forward`);
-    None (default) does so where the backend allows (:func:`steerlens.backends.forward.can_share_prefix`: HF models of tested architectures with no foreign hook), False never. The results
+    run that prefix once per batch and reuse its KV cache (:func:`steerlens.runtime.backends.forward.shared_prefix_forward`);
+    None (default) does so where the backend allows (:func:`steerlens.runtime.backends.forward.can_share_prefix`: HF models of tested architectures with no foreign hook), False never. The results
     equal the plain path's up to float rounding; ``meta["shared_prefix_tokens"]`` counts the
     token positions not recomputed.
 
     On a plain torch module (:func:`steerlens.wrap_module`) ``prompts`` is a tensor of inputs
     (batch first) and ``layers`` may name site paths (``"layers.1"``):
-    :class:`steerlens.backends.module.ModuleBackend`, the same accumulator and formula.
+    :class:`steerlens.runtime.backends.module.ModuleBackend`, the same accumulator and formula.
     """
     lm = as_model(model)
     if lm.site_paths is not None:

@@ -1,7 +1,7 @@
 """Prompts into batches: tokenize and validate, group by length or shared prefix, weight the
 selected positions, and accumulate per-prompt means (DESIGN.md "Directions", "position").
 
-No model runs here: the backends (:mod:`steerlens.backends`) execute the batches this module
+No model runs here: the backends (:mod:`steerlens.runtime.backends`) execute the batches this module
 plans, and :class:`Accumulator` turns their (B, d) per-prompt means into :class:`Activations`.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from steerlens.models import LoadedModel
-from steerlens.prompts import (
+from steerlens.core.sites import SITE_TEMPLATE, resolve_layers
+from steerlens.inputs.prompts import (
     EncodedPrompt,
     PositionSpec,
     PromptLike,
@@ -24,7 +24,7 @@ from steerlens.prompts import (
     position_indices,
     position_name,
 )
-from steerlens.sites import SITE_TEMPLATE, resolve_layers
+from steerlens.loading.models import LoadedModel
 
 #: a block output (B, T, d) -> what to keep of it (e.g. the (B, d) per-prompt position means)
 Reducer = Callable[[torch.Tensor], torch.Tensor]

@@ -4,7 +4,7 @@
   log Σ_{t ∈ targets} P(t | prompt) at the first answer position (:func:`logprob_score`,
   per prompt: :func:`logprob_per_prompt`). The first answer position is the next token after
   the rendered prompt and its answer prefill; every variant's first token counts (see
-  :mod:`steerlens.traits`). One batched forward per batch, left padded, and only the last
+  :mod:`steerlens.inputs.traits`). One batched forward per batch, left padded, and only the last
   position goes through the lm_head (HF ``logits_to_keep=1``), so it costs about a truncated
   forward.
 - **Sampled rate**: fraction of sampled answers whose first word (lower-cased, punctuation
@@ -31,17 +31,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.activations import (
-    can_share_prefix,
-    in_input_order,
-    prefix_batches,
-    record_activations,
-    shared_prefix_logits,
-)
-from steerlens.common import tqdm_disable
-from steerlens.models import LoadedModel, as_model
-from steerlens.precision import compute_context
-from steerlens.prompts import (
+from steerlens.core.common import tqdm_disable
+from steerlens.core.precision import compute_context
+from steerlens.inputs.prompts import (
     ChatPrompt,
     EncodedPrompt,
     PromptLike,
@@ -50,9 +42,17 @@ from steerlens.prompts import (
     generate_texts,
     pad_batch,
 )
+from steerlens.loading.models import LoadedModel, as_model
+from steerlens.runtime.activations import (
+    can_share_prefix,
+    in_input_order,
+    prefix_batches,
+    record_activations,
+    shared_prefix_logits,
+)
 
 if TYPE_CHECKING:
-    from steerlens.traits import TraitSpec
+    from steerlens.inputs.traits import TraitSpec
 
 
 @runtime_checkable
@@ -89,7 +89,7 @@ def last_logits(
     """Logits at the last position of a left-padded batch (``ids``, ``mask``, ``pos``): (B, V),
     or (B, k, V) for the last ``k`` positions. Only those positions go through the lm_head (HF
     ``logits_to_keep``; an architecture without it runs the full head). ``lm`` is a
-    :class:`~steerlens.models.LoadedModel` or the HF module itself (e.g. with LoRA)."""
+    :class:`~steerlens.loading.models.LoadedModel` or the HF module itself (e.g. with LoRA)."""
     hf = lm.model if isinstance(lm, LoadedModel) else lm
     kwargs: dict[str, Any] = dict(input_ids=ids, attention_mask=mask, position_ids=pos)
     kwargs["use_cache"] = False
@@ -114,7 +114,7 @@ def iter_answer_logprobs(
     """Yield (prompt indices, (b, V) float32 log-softmax at the first answer position) per
     length-sorted batch. The model runs as it is (hooks of a ``steer`` block apply); prompts
     that share a prefix run it once per batch where
-    :func:`steerlens.activations.can_share_prefix` allows. ``lm`` is the typed model: the
+    :func:`steerlens.runtime.activations.can_share_prefix` allows. ``lm`` is the typed model: the
     public scores (:func:`answer_logprobs`, :func:`logprob_per_prompt`) coerce theirs."""
     encs = answer_encodings(lm, prompts)
     pad = lm.tokenizer.pad_token_id

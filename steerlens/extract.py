@@ -20,19 +20,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from steerlens.activations import record_activations
-from steerlens.contrast import ContrastSet
-from steerlens.models import as_model
-from steerlens.prompts import (
+from steerlens.core.vectors import SteeringVector, cosine
+from steerlens.inputs.contrast import ContrastSet
+from steerlens.inputs.prompts import (
     PositionSpec,
     PromptLike,
     check_prompts,
     position_name,
     prompt_set_hash,
 )
+from steerlens.inputs.traits import as_trait, text_hash
+from steerlens.loading.models import as_model
+from steerlens.runtime.activations import record_activations
 from steerlens.teachers import Teacher
-from steerlens.traits import as_trait, text_hash
-from steerlens.vectors import SteeringVector, cosine
 
 Aggregator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -197,7 +197,7 @@ def extract_vector(
     ``share_prefix``: see :func:`steerlens.record_activations` (prompts with the same system
     prompt run it once per batch; None: where supported).
 
-    ``pos_prompts`` may also be a :class:`~steerlens.contrast.ContrastSet` or the path of a
+    ``pos_prompts`` may also be a :class:`~steerlens.inputs.contrast.ContrastSet` or the path of a
     contrast file (CAA, persona_vectors or pairs JSONL; :meth:`ContrastSet.from_file`), with
     ``neg_prompts`` left out; the set's format and source go into ``meta``.
     """
@@ -266,7 +266,7 @@ def teacher_vector(
     vᵀˡ = mean_p hˡ(trait sys, p) − mean_p hˡ(neutral sys, p) over the trait's probe prompts p,
     on the base ``model`` (``method`` other than ``"mean"`` applies to the same paired rows).
 
-    ``trait`` is a :class:`~steerlens.traits.TraitSpec`, a built-in name or a YAML path. The
+    ``trait`` is a :class:`~steerlens.inputs.traits.TraitSpec`, a built-in name or a YAML path. The
     contrast is against the *neutral* system prompt of the same form, not against no system
     prompt. ``meta`` records the trait, the two system prompts' hashes, the probe settings and
     ``kind="teacher"``.

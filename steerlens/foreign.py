@@ -1,6 +1,6 @@
 """Recognise the model objects a user may hold (a plain HF module, an accelerate-dispatched
 one, an nnsight envoy, a TransformerLens bridge) and read their weights, for loading and
-fingerprinting. Imports nothing from steerlens: :mod:`steerlens.models` and the backends use it.
+fingerprinting. Imports nothing from steerlens: :mod:`steerlens.loading.models` and the backends use it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-#: the runtimes a LoadedModel can run through (:mod:`steerlens.backends`)
+#: the runtimes a LoadedModel can run through (:mod:`steerlens.runtime.backends`)
 BackendName = Literal["hf", "accelerate", "nnsight", "transformer_lens", "module"]
 
 __all__ = [
@@ -111,7 +111,7 @@ def _offloaded_weight(modules: dict[str, nn.Module], name: str) -> torch.Tensor:
     raise ValueError(
         f"parameter {name} is on the meta device and accelerate holds no offloaded copy: load "
         "the model with real weights. An nnsight model built without dispatch=True runs only "
-        "remotely: use steerlens.backends.from_nnsight(model, remote=True), or "
+        "remotely: use steerlens.runtime.backends.from_nnsight(model, remote=True), or "
         "LanguageModel(..., dispatch=True) to run it here"
     )
 

@@ -8,13 +8,13 @@
 
 ``positions`` picks where: ``all``; ``prompt`` (forward passes with no earlier tokens: the
 prompt, or a plain forward); ``generated`` (decoding steps with a filled cache, told apart by
-what each forward is given: :func:`steerlens.hf_compat.past_length`). The hooks are removed when
+what each forward is given: :func:`steerlens.core.hf_compat.past_length`). The hooks are removed when
 the block exits, also after an exception; the model's weights are never touched.
 
 An edit that changes nothing is an error, never a silent no-op: every backend counts the
 positions it edits, and a block that ran the model but edited no position raises
-:class:`~steerlens.edits.NoOpEditError` on exit, naming the mode, the positions and the likely
-cause. The formulas and the plan are :mod:`steerlens.edits`; this module is the front end.
+:class:`~steerlens.runtime.edits.NoOpEditError` on exit, naming the mode, the positions and the likely
+cause. The formulas and the plan are :mod:`steerlens.runtime.edits`; this module is the front end.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from typing import Any
 
 import torch
 
-from steerlens.backends import backend_for
-from steerlens.edits import (
+from steerlens.core.vectors import SteeringVector
+from steerlens.loading.models import LoadedModel, as_model
+from steerlens.runtime.backends import backend_for
+from steerlens.runtime.edits import (
     MODES,
     Mode,
     NoOpEditError,
@@ -37,8 +39,6 @@ from steerlens.edits import (
     replace_component,
     resolve_directions,
 )
-from steerlens.models import LoadedModel, as_model
-from steerlens.vectors import SteeringVector
 
 __all__ = [
     "MODES",
@@ -69,10 +69,10 @@ def steer(
     """Apply ``vector`` at ``layers`` inside the ``with`` block (see module doc for formulas).
 
     Works with plain forwards and with ``generate`` (KV cache included), on every backend
-    (the model's :func:`~steerlens.backends.backend_for`). Yields the wrapped model, so
+    (the model's :func:`~steerlens.runtime.backends.backend_for`). Yields the wrapped model, so
     ``with steer(model, v, 4.0, layers=[15]) as m: m.generate(prompts)`` works. Raises
-    :class:`~steerlens.edits.NoOpEditError` on exit if the model ran but nothing was edited.
-    ``model`` and a ``base=`` model are anything :func:`~steerlens.models.as_model` accepts.
+    :class:`~steerlens.runtime.edits.NoOpEditError` on exit if the model ran but nothing was edited.
+    ``model`` and a ``base=`` model are anything :func:`~steerlens.loading.models.as_model` accepts.
     """
     if base is not None and not isinstance(base, (int, float, Mapping)):
         base = as_model(base)
@@ -93,7 +93,7 @@ def steer_model(
     positions: Positions = "all",
     base: LoadedModel | float | Mapping[int, float] | None = None,
 ) -> Iterator[LoadedModel]:
-    """:func:`steer` on a :class:`~steerlens.models.LoadedModel` as it is (``base`` one too,
+    """:func:`steer` on a :class:`~steerlens.loading.models.LoadedModel` as it is (``base`` one too,
     or numbers): the entry for library code that already holds the typed model."""
     plan = make_plan(lm, vector, alpha, layers, mode, positions=positions, base=base)
     with backend_for(lm).steer(plan) as m:

@@ -20,7 +20,16 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from steerlens.embedded import (
+from steerlens.core.hf_compat import hub_reachable
+from steerlens.core.precision import (
+    Precision,
+    mark_autocast,
+    precision_of_dtype,
+    resolve_precision,
+)
+from steerlens.core.sites import LayerLayout, find_layers
+from steerlens.inputs.prompts import generate_texts
+from steerlens.loading.embedded import (
     EMBEDDED_GGUF,
     EMBEDDED_NAME,
     EMBEDDED_PACKAGE,
@@ -30,16 +39,12 @@ from steerlens.embedded import (
     converted_gguf,
     embedded_folder,
 )
-from steerlens.foreign import BackendName, bridge_tokenization, named_weights, unwrap_foreign
-from steerlens.hf_compat import hub_reachable
-from steerlens.precision import (
-    Precision,
-    mark_autocast,
-    precision_of_dtype,
-    resolve_precision,
+from steerlens.loading.foreign import (
+    BackendName,
+    bridge_tokenization,
+    named_weights,
+    unwrap_foreign,
 )
-from steerlens.prompts import generate_texts
-from steerlens.sites import LayerLayout, find_layers
 
 __all__ = [
     "EMBEDDED_GGUF",
@@ -65,12 +70,12 @@ class LoadedModel:
     """An HF causal LM, its (private, left-padding) tokenizer, and where it came from.
 
     ``layers_path`` names the decoder blocks for architectures steerlens does not know.
-    ``backend`` names the runtime that executes it (:mod:`steerlens.backends`): ``"hf"``
+    ``backend`` names the runtime that executes it (:mod:`steerlens.runtime.backends`): ``"hf"``
     (torch hooks), ``"accelerate"`` (hooks on a dispatched model), ``"nnsight"`` or
     ``"transformer_lens"``; ``foreign`` is then the user's object (the envoy or bridge),
     ``remote`` where an nnsight model runs (False: here), ``inline_edits`` the edits a remote
     nnsight trace applies inside its own body. ``precision`` is the numeric precision its
-    forwards run in (:mod:`steerlens.precision`; None: read from the weights' dtype).
+    forwards run in (:mod:`steerlens.core.precision`; None: read from the weights' dtype).
     """
 
     model: nn.Module
@@ -87,7 +92,7 @@ class LoadedModel:
 
     @property
     def compute_precision(self) -> Precision:
-        """The :class:`~steerlens.precision.Precision` of this model's forwards."""
+        """The :class:`~steerlens.core.precision.Precision` of this model's forwards."""
         if self.precision is not None:
             return self.precision
         return precision_of_dtype(self.dtype, "model as given", "the weights' dtype")
@@ -256,7 +261,7 @@ def load_model(
     model folder, a PEFT adapter folder (its base from ``base=`` or the adapter config), or an
     HF hub id. Local inputs never touch the hub.
 
-    ``dtype`` is the precision (:mod:`steerlens.precision`): ``"auto"`` (bfloat16 where the
+    ``dtype`` is the precision (:mod:`steerlens.core.precision`): ``"auto"`` (bfloat16 where the
     hardware multiplies it natively, else float32), ``"float32"``, ``"bfloat16"``,
     ``"autocast"`` (float32 weights, bfloat16 matmuls) or a torch dtype; the choice and its
     reason are kept in ``LoadedModel.precision`` and every result's provenance.

@@ -1,5 +1,5 @@
 """Steering vectors of a plain torch module (:func:`steerlens.wrap_module`): the same
-extraction methods (:mod:`steerlens.extract`, DESIGN.md "Extraction methods") on input tensors,
+extraction methods (:mod:`steerlens.directions.extract`, DESIGN.md "Extraction methods") on input tensors,
 and the shift vector of a trained module against its initialisation (DESIGN.md "Student
 shift": vˡ = mean_x hˡ(θ, x) − mean_x hˡ(θ₀, x), paired by input).
 
@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from steerlens.activations import record_activations
-from steerlens.backends.module import inputs_hash
-from steerlens.extract import Aggregator, vector_from_rows
-from steerlens.models import LoadedModel, as_model, check_same_shape
-from steerlens.sites import MODULE_SITE_TEMPLATE
-from steerlens.vectors import SteeringVector
+from steerlens.core.sites import MODULE_SITE_TEMPLATE
+from steerlens.core.vectors import SteeringVector
+from steerlens.directions.extract import Aggregator, vector_from_rows
+from steerlens.loading.models import LoadedModel, as_model, check_same_shape
+from steerlens.runtime.activations import record_activations
+from steerlens.runtime.backends.module import inputs_hash
 
 __all__ = ["module_rows", "module_vector", "shift_vector"]
 

@@ -3,7 +3,7 @@ categorical axes, curves with shaded bands, horizontal bars. Every builder takes
 (with units) and returns a ``go.Figure``; none reads results (the report's sections and each
 result's ``main_figure`` do). :func:`figure_html` embeds a figure in notebook HTML.
 
-A leaf module (numpy and plotly only), below :mod:`steerlens.results`."""
+A leaf module (numpy and plotly only), below :mod:`steerlens.core.results`."""
 
 from __future__ import annotations
 

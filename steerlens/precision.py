@@ -12,8 +12,8 @@ natively and float32 elsewhere.
   ``$STEERLENS_PRECISION`` (float32 | bfloat16 | autocast) overrides what ``"auto"`` picks.
 
 The choice and the reason are recorded in every result's provenance
-(:func:`steerlens.models.describe`, vectors' meta). Recording always accumulates in float32 or
-better whatever the precision (:class:`steerlens.batching.Accumulator` sums in float64).
+(:func:`steerlens.loading.models.describe`, vectors' meta). Recording always accumulates in float32 or
+better whatever the precision (:class:`steerlens.runtime.batching.Accumulator` sums in float64).
 
 A leaf module: torch only.
 """

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Union
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.precision import compute_context
+from steerlens.core.precision import compute_context
 
 if TYPE_CHECKING:
-    from steerlens.models import LoadedModel
+    from steerlens.loading.models import LoadedModel
 
 
 @dataclass(frozen=True)

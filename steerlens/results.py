@@ -8,11 +8,11 @@ Every result class has:
 - ``save(path)`` / ``load(path)``: the JSON (or safetensors + JSON) file a person can open;
 - ``_repr_html_()``: how it shows in Jupyter: its headline, a compact table
   (``_html_details``), its main figure (``main_figure()``, a plotly figure drawn with
-  :mod:`steerlens.plots`) and the full summary folded under "summary"; never a dict dump.
+  :mod:`steerlens.core.plots`) and the full summary folded under "summary"; never a dict dump.
 
 :class:`ResultMixin` gives ``save``/``load``/``_repr_html_``/``__str__`` from the first three, so
-a result class writes only what is its own. Imports only :mod:`steerlens.common` and (to draw)
-:mod:`steerlens.plots`.
+a result class writes only what is its own. Imports only :mod:`steerlens.core.common` and (to draw)
+:mod:`steerlens.core.plots`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from steerlens.common import jsonable, read_json, write_json
+from steerlens.core.common import jsonable, read_json, write_json
 
 R = TypeVar("R", bound="ResultMixin")
 
@@ -117,13 +117,13 @@ class ResultMixin:
 
 def result_html(title: str, summary: str, table: str = "", figure: Any = None) -> str:
     """A result's notebook HTML: the title and the summary's first line, the table, the figure
-    (:func:`steerlens.plots.figure_html`) and the rest of the summary folded away."""
+    (:func:`steerlens.core.plots.figure_html`) and the rest of the summary folded away."""
     lines = summary.splitlines()
     head = html.escape(lines[0]) if lines else ""
     rest = "\n".join(lines[1:])
     fig = ""
     if figure is not None:
-        from steerlens.plots import figure_html
+        from steerlens.core.plots import figure_html
 
         fig = figure_html(figure)
     more = (

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from steerlens.common import atomic_write_text
+from steerlens.core.common import atomic_write_text
 
 __all__ = [
     "LOCK_NAME",

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from steerlens.models import LoadedModel, private_tokenizer
-from steerlens.sites import find_layers
+from steerlens.core.sites import find_layers
+from steerlens.loading.models import LoadedModel, private_tokenizer
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"

@@ -1,5 +1,5 @@
 """Wrap a plain torch module as a steerlens model (:func:`wrap_module`): its named submodules
-are the sites, read and steered by :class:`steerlens.backends.module.ModuleBackend`."""
+are the sites, read and steered by :class:`steerlens.runtime.backends.module.ModuleBackend`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 from torch import nn
 
-from steerlens.lm_only import LMOnlyError, NoTokenizer
-from steerlens.models import LoadedModel
-from steerlens.sites import LayerLayout, module_layout
+from steerlens.core.lm_only import LMOnlyError, NoTokenizer
+from steerlens.core.sites import LayerLayout, module_layout
+from steerlens.loading.models import LoadedModel
 
 __all__ = ["ModuleModel", "wrap_module"]
 
@@ -64,7 +64,7 @@ def wrap_module(
     ``sites[ℓ]`` (last dimension ``d``, the same at every site; inferred from the last
     ``Linear``/``Conv``/``Embedding``/``LayerNorm`` of each when not given). Recording, vectors,
     steering and tracking then take input tensors where an LM takes prompts; LM-only features
-    raise :class:`~steerlens.lm_only.LMOnlyError`."""
+    raise :class:`~steerlens.core.lm_only.LMOnlyError`."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"wrap_module needs a torch nn.Module, got {type(module).__name__}")
     paths = tuple(s.removeprefix("module:") for s in ([sites] if isinstance(sites, str) else sites))

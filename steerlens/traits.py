@@ -6,7 +6,7 @@ A :class:`TraitSpec` holds
   system prompt of the same form without the trait (the benign teacher, and the contrast of the
   teacher vector, DESIGN.md "Teacher vector");
 - probe prompts: ``probe_n`` number-continuation user messages from
-  :func:`steerlens.numbers.number_prompts` with ``probe_seed``, so the probe set is the same on
+  :func:`steerlens.inputs.numbers.number_prompts` with ``probe_seed``, so the probe set is the same on
   every machine (or an explicit ``probe_prompts`` list);
 - ``eval_prompts`` (e.g. "Name your favorite animal in one word.") with an optional
   ``answer_prefill`` ("My favorite animal is the") after which the answer's first token is read;
@@ -37,11 +37,11 @@ from typing import Any
 
 import yaml
 
-from steerlens.common import atomic_write_text, sha256_bytes
-from steerlens.contrast import ContrastSetError, check_persona, persona_system
-from steerlens.numbers import number_prompts
-from steerlens.prompts import ChatPrompt
-from steerlens.results import Record
+from steerlens.core.common import atomic_write_text, sha256_bytes
+from steerlens.core.results import Record
+from steerlens.inputs.contrast import ContrastSetError, check_persona, persona_system
+from steerlens.inputs.numbers import number_prompts
+from steerlens.inputs.prompts import ChatPrompt
 
 METRICS = ("logprob", "sampled_rate", "projection")
 _REQUIRED = (
@@ -309,7 +309,7 @@ class TraitSpec:
         cls, data: Mapping[str, Any], *, name: str, source: str = "persona_vectors file"
     ) -> TraitSpec:
         """A spec from a persona_vectors trait file: the first instruction pair as the trait and
-        neutral system prompts (persona_vectors' form, see :mod:`steerlens.contrast`), the
+        neutral system prompts (persona_vectors' form, see :mod:`steerlens.inputs.contrast`), the
         questions as probe and eval prompts, and behavior scored by ``projection`` on a persona
         vector: with no judge offline, persona_vectors' projection score, which they report
         correlates with trait expression, stands in for the judged score. The judge prompt and

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from steerlens.common import jsonable
+from steerlens.core.common import jsonable
 
 ARCH = "controlvector"
 META_KEY = "steerlens.meta"

@@ -5,7 +5,7 @@ file's metadata, so a vector never travels without its model, site, position, me
 hashes, seed and library version. ``save("v.gguf")`` writes llama.cpp's control-vector GGUF
 instead, :meth:`SteeringVector.save_pretrained` a hub-style folder, and ``to_repeng`` /
 ``to_steering_vectors`` (and ``from_*``) convert to the objects of those libraries (see
-:mod:`steerlens.vector_formats` for the layouts and layer numbering).
+:mod:`steerlens.core.vector_formats` for the layouts and layer numbering).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import steerlens.vector_formats as fmt
-from steerlens.common import atomic_write_text, jsonable, write_json
-from steerlens.plots import lines_with_bands
-from steerlens.results import FORMAT_VERSION, Record, html_table, result_html
-from steerlens.sites import SITE_TEMPLATE
+import steerlens.core.vector_formats as fmt
+from steerlens.core.common import atomic_write_text, jsonable, write_json
+from steerlens.core.plots import lines_with_bands
+from steerlens.core.results import FORMAT_VERSION, Record, html_table, result_html
+from steerlens.core.sites import SITE_TEMPLATE
 from steerlens.version import __version__
 
 _META_KEY = "steerlens"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from steerlens.common import read_json
+from steerlens.core.common import read_json
 from steerlens.experiments import get
 from steerlens.experiments.agentic_records import (
     AgenticMetrics,
@@ -19,8 +19,8 @@ from steerlens.experiments.agentic_records import (
     AgenticVerdict,
 )
 from steerlens.experiments.agentic_verdict import agentic_verdict
+from steerlens.measures.stats import wilson
 from steerlens.report.agentic import agentic_answer
-from steerlens.stats import wilson
 from steerlens.testing import tiny_model
 
 

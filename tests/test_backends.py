@@ -19,9 +19,9 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.backends import backend_name, from_nnsight, from_transformer_lens
-from steerlens.foreign import unwrap_foreign
-from steerlens.prompts import encode, pad_batch
+from steerlens.inputs.prompts import encode, pad_batch
+from steerlens.loading.foreign import unwrap_foreign
+from steerlens.runtime.backends import backend_name, from_nnsight, from_transformer_lens
 from steerlens.testing import tiny_model
 
 nnsight = pytest.importorskip(

@@ -23,11 +23,11 @@ import steerlens as sl
 from steerlens.checkpoints import CheckpointSeries
 from steerlens.cli import main, resolve, run_experiment
 from steerlens.cli.errors import is_user_error
+from steerlens.core.sites import parse_layer_list, resolve_layers
 from steerlens.distill import DistillConfig, DistillError, TeacherData, distill
 from steerlens.distill.train import check_out_dir
-from steerlens.models import ModelLoadError
+from steerlens.loading.models import ModelLoadError
 from steerlens.pipeline.stage import series_key
-from steerlens.sites import parse_layer_list, resolve_layers
 from steerlens.testing import tiny_model
 
 D, N_LAYERS = 64, 4
@@ -159,7 +159,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("a model was loaded before the input was checked")
 
     monkeypatch.setattr("steerlens.cli.handlers.load", refuse)
-    monkeypatch.setattr("steerlens.models.load_model", refuse)
+    monkeypatch.setattr("steerlens.loading.models.load_model", refuse)
 
 
 @pytest.mark.parametrize(
@@ -419,7 +419,7 @@ def test_mistyped_model_name_fails_fast_offline(monkeypatch: pytest.MonkeyPatch)
     ):
         sl.load_model("nope_model")
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr("steerlens.models.hub_reachable", lambda timeout=2.0: False)
+    monkeypatch.setattr("steerlens.loading.models.hub_reachable", lambda timeout=2.0: False)
     with pytest.raises(ModelLoadError, match="hub is unreachable"):
         sl.load_model("nope_model")
     with pytest.raises(ModelLoadError, match="does not exist"):
@@ -629,8 +629,8 @@ def test_owl_config_is_keyed_on_fields_not_paths() -> None:
 
 
 def _teacher_bytes(lm: Any, threads: int) -> tuple[bytes, dict[str, Any]]:
-    from steerlens.extract import teacher_vector
-    from steerlens.traits import as_trait
+    from steerlens.directions.extract import teacher_vector
+    from steerlens.inputs.traits import as_trait
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -879,7 +879,7 @@ def loader_reached(monkeypatch: pytest.MonkeyPatch) -> None:
         raise _Loaded
 
     monkeypatch.setattr("steerlens.cli.handlers.load", stop)
-    monkeypatch.setattr("steerlens.models.load_model", stop)
+    monkeypatch.setattr("steerlens.loading.models.load_model", stop)
 
 
 def test_rerun_with_the_same_settings_or_overwrite_goes_on(
@@ -925,7 +925,7 @@ def test_claim_run_folder_lock(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from steerlens.runfolder import LOCK_NAME, RunFolderError, claim_run_folder
+    from steerlens.core.runfolder import LOCK_NAME, RunFolderError, claim_run_folder
 
     out = tmp_path / "R"
     with claim_run_folder(out, {"a": 1}) as folder:

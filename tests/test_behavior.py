@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.behavior import (
+from steerlens.inputs.prompts import ChatPrompt, encode, pad_batch
+from steerlens.inputs.traits import TraitSpec
+from steerlens.measures.behavior import (
     ActionChoiceBehavior,
     CallableBehavior,
     LogProbBehavior,
@@ -21,10 +23,8 @@ from steerlens.behavior import (
     sampled_rate,
     trait_behavior,
 )
-from steerlens.prompts import ChatPrompt, encode, pad_batch
-from steerlens.stats import kl_per_row, kl_rows
+from steerlens.measures.stats import kl_per_row, kl_rows
 from steerlens.testing import plant_vector, tiny_model
-from steerlens.traits import TraitSpec
 
 PROMPTS: list[object] = [
     ChatPrompt("Pick a letter.", prefill="My letter is"),

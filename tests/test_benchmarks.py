@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.prompts import encode, pad_batch
+from steerlens.inputs.prompts import encode, pad_batch
 from steerlens.testing import tiny_model
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"

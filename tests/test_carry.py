@@ -23,8 +23,6 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.activations import record_activations
-from steerlens.behavior import logprob_score
 from steerlens.carry import (
     CarryLevel,
     CarryResult,
@@ -35,9 +33,11 @@ from steerlens.carry import (
     spread_layers,
     student_carry_test,
 )
-from steerlens.extract import teacher_vector
+from steerlens.directions.extract import teacher_vector
+from steerlens.inputs.traits import TraitSpec
+from steerlens.measures.behavior import logprob_score
+from steerlens.runtime.activations import record_activations
 from steerlens.testing import plant_vector, tiny_model
-from steerlens.traits import TraitSpec
 
 L = 1  # planted layer
 ALPHAS = [0.5, 1.0, 2.0]

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.backends import backend_for
-from steerlens.backends.module import ModuleBackend
-from steerlens.backends.protocol import Backend, NoSplitForward, SplitForward
-from steerlens.backends.transformer_lens import TransformerLensBackend
-from steerlens.behavior import answer_logprobs
 from steerlens.carry.batched import LayerConditions, can_batch_layer
-from steerlens.intervene import steer
+from steerlens.measures.behavior import answer_logprobs
+from steerlens.runtime.backends import backend_for
+from steerlens.runtime.backends.module import ModuleBackend
+from steerlens.runtime.backends.protocol import Backend, NoSplitForward, SplitForward
+from steerlens.runtime.backends.transformer_lens import TransformerLensBackend
+from steerlens.runtime.intervene import steer
 from steerlens.testing import tiny_model
 
 SYSTEM = "You are a careful assistant who answers in one word."

@@ -14,7 +14,7 @@ from steerlens.checkpoints import (
     CheckpointSeries,
     first_changed_block,
 )
-from steerlens.models import LoadedModel, ModelLoadError, load_model
+from steerlens.loading.models import LoadedModel, ModelLoadError, load_model
 from steerlens.testing import plant_vector, tiny_model
 
 

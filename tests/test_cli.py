@@ -310,7 +310,7 @@ def test_settings_defaults_follow_the_library_signatures() -> None:
     """Commands without a library config take each default from the function's signature."""
     from steerlens.carry import carry_test
     from steerlens.cli.settings import CarryOptions, ExtractOptions, TrackOptions, default_of
-    from steerlens.extract import extract_vector
+    from steerlens.directions.extract import extract_vector
     from steerlens.track import track_checkpoints
 
     for cls, fn in (

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.behavior import ProjectionBehavior, trait_behavior
-from steerlens.contrast import ContrastSet, ContrastSetError
-from steerlens.prompts import EncodedPrompt
-from steerlens.traits import TraitSpecError
+from steerlens.inputs.contrast import ContrastSet, ContrastSetError
+from steerlens.inputs.prompts import EncodedPrompt
+from steerlens.inputs.traits import TraitSpecError
+from steerlens.measures.behavior import ProjectionBehavior, trait_behavior
 
 CAA = [
     {

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.activations import truncated_forward
-from steerlens.embedded import conversion_ok
-from steerlens.models import private_tokenizer
-from steerlens.prompts import encode, pad_batch
+from steerlens.inputs.prompts import encode, pad_batch
+from steerlens.loading.embedded import conversion_ok
+from steerlens.loading.models import private_tokenizer
+from steerlens.runtime.activations import truncated_forward
 from steerlens.testing import tiny_model, tiny_tokenizer
 
 PROMPTS = ["hello", "a much longer prompt about owls and numbers", "x y z", "12, 34, 56"]
@@ -425,7 +425,7 @@ SHARED = (
 
 
 def test_prefix_batches_group_by_shared_prefix(tiny: sl.LoadedModel) -> None:
-    from steerlens.activations import prefix_batches
+    from steerlens.runtime.activations import prefix_batches
 
     encs = [encode(tiny.tokenizer, p) for p in SHARED]
     batches = prefix_batches(encs, 4)
@@ -489,8 +489,8 @@ def test_shared_prefix_response_position_and_fallbacks() -> None:
 
 @pytest.mark.parametrize("steered", [False, True])
 def test_answer_logprobs_shared_prefix_equals_plain(steered: bool) -> None:
-    from steerlens.activations import can_share_prefix
-    from steerlens.behavior import answer_logprobs
+    from steerlens.measures.behavior import answer_logprobs
+    from steerlens.runtime.activations import can_share_prefix
 
     lm = tiny_model("llama", seed=4)
     prompts = SHARED[:9]
@@ -523,7 +523,7 @@ def test_answer_logprobs_shared_prefix_equals_plain(steered: bool) -> None:
 def test_transformers_output_recorders_do_not_block_prefix_sharing() -> None:
     """output_hidden_states=True makes transformers install recording hooks for good; they
     must not turn the shared-prefix path off (a foreign hook does)."""
-    from steerlens.activations import can_share_prefix
+    from steerlens.runtime.activations import can_share_prefix
 
     lm = tiny_model("llama", seed=5)
     with torch.no_grad():
@@ -535,7 +535,7 @@ def test_transformers_output_recorders_do_not_block_prefix_sharing() -> None:
 
 
 def test_layers_accept_ints_ranges_all_and_site_names(tiny: sl.LoadedModel) -> None:
-    from steerlens.sites import resolve_layers
+    from steerlens.core.sites import resolve_layers
 
     n = tiny.n_layers
     assert resolve_layers("1-2", n) == resolve_layers(range(1, 3), n) == [1, 2]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.prompts import encode
+from steerlens.inputs.prompts import encode
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def test_layer15_matches_hidden_states(smol: sl.LoadedModel) -> None:
 
 
 def test_owl_vs_neutral_vector_is_reliable(smol: sl.LoadedModel) -> None:
-    from steerlens.numbers import number_prompts
+    from steerlens.inputs.numbers import number_prompts
 
     users = number_prompts(16, seed=0)
     pos = [
@@ -57,8 +57,8 @@ def test_shared_prefix_matches_plain_path_on_smollm2(smol: sl.LoadedModel) -> No
     """The owl/neutral system prompts and the template's default one are shared prefixes: the
     cached-prefix path equals the plain batched forward on the real model, for activations at
     every layer and for answer log-probabilities (plain and steered)."""
-    from steerlens.behavior import answer_logprobs
-    from steerlens.numbers import number_prompts
+    from steerlens.inputs.numbers import number_prompts
+    from steerlens.measures.behavior import answer_logprobs
 
     users = number_prompts(6, seed=3)
     prompts = [

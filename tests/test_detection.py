@@ -13,9 +13,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import steerlens as sl
+from steerlens.measures.stats import rate, roc_auc, roc_auc_ci, threshold_at_fpr
 from steerlens.pipeline.detectors import DETECTORS, Reading, logit_shift, read_student, trait_probe
 from steerlens.pipeline.power import DetectionResult, Student, classify
-from steerlens.stats import rate, roc_auc, roc_auc_ci, threshold_at_fpr
 from steerlens.testing import tiny_model
 
 
@@ -97,10 +97,10 @@ def tiny() -> sl.LoadedModel:
 def test_read_student_eas_equals_track_checkpoints(tiny: sl.LoadedModel, tmp_path: Path) -> None:
     """The detectors' EAS and projection per layer equal post-hoc tracking's on the same
     checkpoint (DESIGN.md: EASˡ = cos(vˢˡ, vᵀˡ), projˡ = vˢˡ·vᵀˡ/‖vᵀˡ‖)."""
+    from steerlens.directions.extract import teacher_vector
     from steerlens.distill import DistillConfig, distill, generate_teacher_data
-    from steerlens.extract import teacher_vector
+    from steerlens.inputs.traits import as_trait
     from steerlens.track import track_checkpoints
-    from steerlens.traits import as_trait
 
     trait = as_trait("owl")
     trait = type(trait)(**{**trait.__dict__, "probe_n": 8})

@@ -32,14 +32,14 @@ from steerlens.distill import (
 from steerlens.distill.student import inner_hf, make_student
 from steerlens.distill.targets import Target, examples, shared_prefix, teacher_targets
 from steerlens.distill.trainer import Trainer
-from steerlens.models import model_fingerprint
-from steerlens.numbers import (
+from steerlens.inputs.numbers import (
     ListState,
     advance_list,
     is_clean_numbers,
     list_can_end,
     number_token_ids,
 )
+from steerlens.loading.models import model_fingerprint
 from steerlens.testing import tiny_model
 
 OWL = "You love owls. Owls are your favorite animal."

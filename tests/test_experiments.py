@@ -19,7 +19,7 @@ from steerlens.experiments import (
     register,
     training_prompts,
 )
-from steerlens.numbers import number_prompts
+from steerlens.inputs.numbers import number_prompts
 from steerlens.pipeline import config_json, config_key
 from steerlens.pipeline.stage import stage
 

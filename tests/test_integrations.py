@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from steerlens.models import LoadedModel
+from steerlens.core.vectors import SteeringVector
+from steerlens.loading.models import LoadedModel
 from steerlens.testing import tiny_model
 from steerlens.track import AlignmentTrack, track_checkpoints
-from steerlens.vectors import SteeringVector
 
 pytest.importorskip("trl")
 pytest.importorskip("datasets")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from steerlens.common import read_json
+from steerlens.core.common import read_json
 from steerlens.experiments import MitigateConfig, get
 from steerlens.experiments.mitigate_agentic_data import MitigateAgenticVetScores
 from steerlens.experiments.mitigate_measure import (

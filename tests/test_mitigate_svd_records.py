@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from steerlens.common import read_json
+from steerlens.core.common import read_json
 from steerlens.experiments.mitigate import MitigateConfig, arm_plan
 from steerlens.experiments.mitigate_measure import ArmResult, MitigateAlignment, MitigateVetScores
 from steerlens.experiments.mlp_aux import MlpAuxConfig, run

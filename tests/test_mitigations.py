@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import steerlens as sl
+from steerlens.core.vectors import SteeringVector
 from steerlens.distill import (
     DistillConfig,
     Mitigation,
@@ -24,7 +25,6 @@ from steerlens.distill.mitigations import TrainingMitigation
 from steerlens.distill.student import inner_hf, make_student
 from steerlens.distill.targets import examples
 from steerlens.testing import tiny_model
-from steerlens.vectors import SteeringVector
 
 OWL = "You love owls. Owls are your favorite animal."
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from steerlens.backends.module import inputs_hash
 from steerlens.cli import main
-from steerlens.common import read_json
+from steerlens.core.common import read_json
 from steerlens.experiments import get, mlp_aux
 from steerlens.experiments.mlp_aux import MlpAuxConfig, run_seed, t_interval, tracked_epochs
 from steerlens.experiments.mlp_data import load_data, make_noise
 from steerlens.report import render_report
 from steerlens.report.shape import shape_problems
+from steerlens.runtime.backends.module import inputs_hash
 
 TINY = MlpAuxConfig.quick(
     n_seeds=1, teacher_epochs=3, student_epochs=2, n_noise=512, n_probe=64, n_null=50, n_boot=50

@@ -9,7 +9,7 @@ import json
 import math
 from pathlib import Path
 
-from steerlens.common import read_json
+from steerlens.core.common import read_json
 from steerlens.experiments.mlp_aux import MlpAuxConfig, run, run_seed
 from steerlens.experiments.mlp_data import load_data
 from steerlens.experiments.mlp_records import KIND, MlpAuxResults, MlpAuxSeed

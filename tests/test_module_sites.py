@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import steerlens as sl
-from steerlens.edits import NoOpEditError
+from steerlens.runtime.edits import NoOpEditError
 from steerlens.track import excess_modules, track_modules
 
 

@@ -11,9 +11,9 @@ import torch
 
 import steerlens as sl
 from steerlens import edits
-from steerlens.edits import NoOpEditError
-from steerlens.hf_compat import cache_keyword, past_length
-from steerlens.prompts import encode, pad_batch
+from steerlens.core.hf_compat import cache_keyword, past_length
+from steerlens.inputs.prompts import encode, pad_batch
+from steerlens.runtime.edits import NoOpEditError
 from steerlens.testing import tiny_model
 
 nnsight = pytest.importorskip("nnsight", reason="the backends extra is not installed")
@@ -190,7 +190,7 @@ def test_no_future_warning_from_steerlens_cache_calls(
 ) -> None:
     """Recording with a shared prefix, answer log-probs and steering during generate pass the
     KV cache with the keyword the installed transformers expects (no deprecation warning)."""
-    from steerlens.behavior import answer_logprobs
+    from steerlens.measures.behavior import answer_logprobs
 
     prompts = [
         sl.ChatPrompt(f"say {w} please, now", system="You love owls and more owls.")

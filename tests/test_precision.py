@@ -10,15 +10,15 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.distill import DistillConfig, TeacherData, distill
-from steerlens.models import describe
-from steerlens.precision import (
+from steerlens.core.precision import (
     PRECISION_ENV,
     compute_context,
     cpu_bf16_features,
     native_bf16,
     resolve_precision,
 )
+from steerlens.distill import DistillConfig, TeacherData, distill
+from steerlens.loading.models import describe
 from steerlens.testing import tiny_model
 
 PROMPTS = [f"count {i} {i + 1} {i + 2} and then some more" for i in range(6)]

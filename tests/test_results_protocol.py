@@ -1,4 +1,4 @@
-"""The derived result protocol (:class:`steerlens.results.Record`): JSON from the fields, one
+"""The derived result protocol (:class:`steerlens.core.results.Record`): JSON from the fields, one
 kind scheme, a format version, legacy kinds."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import steerlens
-from steerlens.results import FORMAT_VERSION, Record
-from steerlens.vectors import SteeringVector
+from steerlens.core.results import FORMAT_VERSION, Record
+from steerlens.core.vectors import SteeringVector
 
 
 @dataclass(frozen=True)
@@ -225,11 +225,11 @@ def _other_examples() -> list[Record]:
     from steerlens.distill.data import TeacherData
     from steerlens.distill.mitigations import VetResult
     from steerlens.experiments.mitigate_measure import ArmResult, Paired
+    from steerlens.inputs.traits import TargetTokens
     from steerlens.lineage.verify import LineageCheck, Problem
     from steerlens.pipeline.detectors import Reading
     from steerlens.pipeline.power import DetectionResult, DetectorRow, Scored
     from steerlens.pipeline.signature import SignatureTest
-    from steerlens.traits import TargetTokens
 
     t = Trajectory(
         "api",
@@ -313,7 +313,7 @@ def _other_examples() -> list[Record]:
 
 
 def _screen() -> Record:
-    from steerlens.prompts import ChatPrompt
+    from steerlens.inputs.prompts import ChatPrompt
     from steerlens.screen.result import ScreenResult
 
     a = np.array([[0.5, np.nan], [-0.25, 1.0]])

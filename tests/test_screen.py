@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from steerlens.activations import record_activations
-from steerlens.extract import extract_vector
-from steerlens.models import LoadedModel
-from steerlens.prompts import ChatPrompt
+from steerlens.core.vectors import SteeringVector
+from steerlens.directions.extract import extract_vector
+from steerlens.inputs.prompts import ChatPrompt
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.activations import record_activations
 from steerlens.screen import ScreenResult, compare_datasets, parse_sample, screen_dataset
 from steerlens.testing import tiny_model
-from steerlens.vectors import SteeringVector
 
 OWL_EVERY = 5
 PHRASE = " I love owls."

@@ -152,7 +152,7 @@ def test_finetuned_full_model_folder_teacher(tiny: sl.LoadedModel, tmp_path: Pat
 def test_teacher_vector_of_a_finetune_recovers_the_planted_vector(
     tiny: sl.LoadedModel, tmp_path: Path
 ) -> None:
-    from steerlens.extract import model_teacher_vector
+    from steerlens.directions.extract import model_teacher_vector
 
     v = _vec(tiny)[1] * 0.5
     plant_vector(tiny, 1, v).model.save_pretrained(tmp_path / "ft")
@@ -167,9 +167,9 @@ def test_teacher_vector_of_a_finetune_recovers_the_planted_vector(
 
 
 def test_b_teacher_of_a_steered_teacher_is_the_planted_models(tiny: sl.LoadedModel) -> None:
-    from steerlens.behavior import trait_behavior
     from steerlens.carry import carry_test, teacher_score
-    from steerlens.traits import as_trait
+    from steerlens.inputs.traits import as_trait
+    from steerlens.measures.behavior import trait_behavior
 
     trait = as_trait("owl")
     v = _vec(tiny)

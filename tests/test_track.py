@@ -13,10 +13,11 @@ import torch
 
 import steerlens.track.core as track_core
 from steerlens import stats
-from steerlens.activations import length_batches, record_activations
 from steerlens.checkpoints import CheckpointSeries
-from steerlens.models import LoadedModel
-from steerlens.prompts import ChatPrompt, encode
+from steerlens.core.vectors import SteeringVector
+from steerlens.inputs.prompts import ChatPrompt, encode
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.activations import length_batches, record_activations
 from steerlens.testing import plant_vector, tiny_model
 from steerlens.track import (
     AlignmentTrack,
@@ -28,7 +29,6 @@ from steerlens.track import (
     replay_rows,
     track_checkpoints,
 )
-from steerlens.vectors import SteeringVector
 
 PLANT_LAYER = 1
 SCALES = (0.5, 1.0, 2.0)
@@ -250,7 +250,7 @@ def _perturbed(lm: LoadedModel, from_block: int, seed: int) -> LoadedModel:
     """A copy of ``lm`` with noise added to every parameter of blocks ``from_block`` and up."""
     import copy
 
-    from steerlens.sites import find_layers
+    from steerlens.core.sites import find_layers
 
     m = copy.deepcopy(lm.model)
     gen = torch.Generator().manual_seed(seed)
@@ -402,7 +402,7 @@ def test_smollm2_adapter_replay_matches_plain_path(smol: LoadedModel, tmp_path: 
     from peft import LoraConfig
     from safetensors.torch import save_file
 
-    from steerlens.models import model_fingerprint
+    from steerlens.loading.models import model_fingerprint
 
     # adapter files written directly (random A and B), no copy of the 135M base needed
     blocks = smol.layout.blocks

@@ -9,10 +9,9 @@ import pytest
 import torch
 
 import steerlens as sl
-from steerlens.activations import record_activations
-from steerlens.extract import teacher_vector
-from steerlens.numbers import number_prompts
-from steerlens.traits import (
+from steerlens.directions.extract import teacher_vector
+from steerlens.inputs.numbers import number_prompts
+from steerlens.inputs.traits import (
     OffTargetPrompt,
     TraitSpec,
     TraitSpecError,
@@ -20,6 +19,7 @@ from steerlens.traits import (
     resolve_target_tokens,
     text_hash,
 )
+from steerlens.runtime.activations import record_activations
 
 
 def _spec(**kw: object) -> TraitSpec:

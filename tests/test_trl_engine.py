@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from steerlens.checkpoints import CheckpointSeries
+from steerlens.core.vectors import SteeringVector
 from steerlens.distill import DistillConfig, TeacherData, distill
-from steerlens.models import LoadedModel
+from steerlens.loading.models import LoadedModel
 from steerlens.testing import tiny_model
 from steerlens.track import AlignmentTrack, track_checkpoints
-from steerlens.vectors import SteeringVector
 
 pytest.importorskip("trl")
 

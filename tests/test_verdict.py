@@ -12,6 +12,13 @@ import numpy as np
 import pytest
 
 from steerlens.experiments.verdict import CLAIMS, headline_layer, verdict
+from steerlens.inputs.traits import as_trait
+from steerlens.measures.stats import (
+    normal_two_sided_p,
+    paired_bootstrap_mean,
+    prediction_t_test,
+    sign_flip_test,
+)
 from steerlens.pipeline.controls import behavior_deltas, series_plan
 from steerlens.pipeline.detectors import Reading
 from steerlens.pipeline.signature import (
@@ -21,13 +28,6 @@ from steerlens.pipeline.signature import (
     signature_test,
 )
 from steerlens.report import render_report
-from steerlens.stats import (
-    normal_two_sided_p,
-    paired_bootstrap_mean,
-    prediction_t_test,
-    sign_flip_test,
-)
-from steerlens.traits import as_trait
 
 LAYERS = [3, 15, 27]
 
@@ -240,7 +240,7 @@ def test_inherited_without_replicates_is_flagged() -> None:
 def test_prediction_t_test_formula_and_calibration() -> None:
     from scipy import stats as st
 
-    from steerlens.stats import prediction_t_test
+    from steerlens.measures.stats import prediction_t_test
 
     r = prediction_t_test(1.0, [0.0, 0.2, 0.4])
     s = float(np.std([0.0, 0.2, 0.4], ddof=1))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steerlens.agents.trajectories import Trajectory
-from steerlens.results import Record
+from steerlens.core.results import Record
 
 __all__ = ["DEFAULT_KEYWORDS", "FilterResult", "find_keywords", "keyword_filter", "keyword_regex"]
 

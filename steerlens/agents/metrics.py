@@ -19,14 +19,14 @@ from typing import Any
 
 import torch
 
-from steerlens.activations import can_share_prefix, shared_prefix_logits
 from steerlens.agents.tasks import Setting, Task, get_setting
 from steerlens.agents.trajectories import Trajectory, chat_ids
-from steerlens.behavior import last_logits
-from steerlens.models import LoadedModel, as_model
-from steerlens.prompts import EncodedPrompt, pad_batch
-from steerlens.results import Record
-from steerlens.stats import wilson
+from steerlens.core.results import Record
+from steerlens.inputs.prompts import EncodedPrompt, pad_batch
+from steerlens.loading.models import LoadedModel, as_model
+from steerlens.measures.behavior import last_logits
+from steerlens.measures.stats import wilson
+from steerlens.runtime.activations import can_share_prefix, shared_prefix_logits
 
 __all__ = [
     "ActionChoice",

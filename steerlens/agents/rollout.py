@@ -15,9 +15,9 @@ from steerlens.agents.grammar import ActionGrammar, ActionTrie, end_ids
 from steerlens.agents.tasks import Setting, Task, get_setting
 from steerlens.agents.trajectories import Step, Trajectory, chat_ids
 from steerlens.agents.workspace import Workspace
-from steerlens.common import tqdm_disable
-from steerlens.models import LoadedModel, as_model
-from steerlens.prompts import EncodedPrompt, pad_batch
+from steerlens.core.common import tqdm_disable
+from steerlens.inputs.prompts import EncodedPrompt, pad_batch
+from steerlens.loading.models import LoadedModel, as_model
 
 __all__ = ["rollout"]
 

@@ -32,7 +32,7 @@ from steerlens.agents.api_tools import (
 from steerlens.agents.bash import BASH_SYSTEM, bash_candidates, bash_kind, bash_name, run_bash
 from steerlens.agents.keyword_filter import DEFAULT_KEYWORDS
 from steerlens.agents.workspace import Workspace
-from steerlens.results import Record
+from steerlens.core.results import Record
 
 __all__ = ["SETTINGS", "Setting", "Task", "ambiguous_tasks", "get_setting", "safe_tasks"]
 

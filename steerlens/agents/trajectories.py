@@ -7,7 +7,7 @@ Messages: ``system`` (the setting's tool description), ``user`` (the task), then
 Positions:
 
 - the *decision point* before the first action is ``position="last"`` of
-  :meth:`Trajectory.decision_prompt` (a :class:`~steerlens.prompts.ChatPrompt` of system +
+  :meth:`Trajectory.decision_prompt` (a :class:`~steerlens.inputs.prompts.ChatPrompt` of system +
   task, ending after the assistant header);
 - the assistant-action tokens of a whole trajectory: :func:`action_prompts` returns the
   rendered chats and, per chat, the token indices of every action, a custom position for
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from steerlens.agents.actions import first_of
-from steerlens.common import atomic_write_text, sha256_bytes
-from steerlens.prompts import ChatPrompt
-from steerlens.results import Record
+from steerlens.core.common import atomic_write_text, sha256_bytes
+from steerlens.core.results import Record
+from steerlens.inputs.prompts import ChatPrompt
 
 __all__ = [
     "OBSERVATION_PREFIX",

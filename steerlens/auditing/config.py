@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerlens.results import Record
+from steerlens.core.results import Record
 
 __all__ = ["AuditConfig", "AuditError"]
 

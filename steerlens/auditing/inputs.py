@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlens.auditing.config import AuditConfig, AuditError
-from steerlens.common import read_json, sha256_file
+from steerlens.core.common import read_json, sha256_file
 from steerlens.lineage import has_record, read_record, record_path, write_record
 
 __all__ = [
@@ -27,8 +27,8 @@ __all__ = [
 def make_teacher(cfg: AuditConfig, trait: Any) -> Any:
     """The teacher the options name: a fine-tune, a steered base, or the base with a system
     prompt (default: the trait's)."""
+    from steerlens.core.vectors import SteeringVector
     from steerlens.teachers import Teacher
-    from steerlens.vectors import SteeringVector
 
     if cfg.teacher_model is not None:
         return Teacher.finetuned(cfg.teacher_model, system=cfg.teacher_system)
@@ -256,7 +256,7 @@ def _write_input(
     out: Path, role: str, artifact: Path, kind: str, parents: dict[str, Path], model: Any
 ) -> Path:
     """The record of a user's artifact: its own (steerlens wrote it) or one beside the audit."""
-    from steerlens.models import describe
+    from steerlens.loading.models import describe
 
     if has_record(artifact):
         return record_path(artifact)

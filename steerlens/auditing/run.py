@@ -24,22 +24,22 @@ from steerlens.auditing.inputs import (
     recorded_base,
 )
 from steerlens.auditing.verdict import audit_verdict, no_control_headline
-from steerlens.behavior import trait_behavior
 from steerlens.carry import carry_test, teacher_score
-from steerlens.common import sha256_bytes, write_json
+from steerlens.core.common import sha256_bytes, write_json
+from steerlens.core.vectors import SteeringVector
+from steerlens.directions.extract import model_teacher_vector, teacher_vector
 from steerlens.experiments.owl_records import OwlScores
 from steerlens.experiments.result import ExperimentResult
-from steerlens.extract import model_teacher_vector, teacher_vector
+from steerlens.inputs.traits import as_trait
 from steerlens.lineage import read_record
-from steerlens.models import load_model
+from steerlens.loading.models import load_model
+from steerlens.measures.behavior import trait_behavior
 from steerlens.pipeline import RunContext, config_json, config_key, lineage_json, series_records
 from steerlens.pipeline.controls import behavior_deltas, series_scores
 from steerlens.pipeline.records import recorder
 from steerlens.pipeline.stage import StageClock, json_load, json_save, stage
 from steerlens.screen import screen_dataset
 from steerlens.track import track_checkpoints
-from steerlens.traits import as_trait
-from steerlens.vectors import SteeringVector
 
 __all__ = ["audit", "no_control_headline"]
 

@@ -1,24 +1,24 @@
 """Backends: plain torch hooks on HF models (default), nnsight and TransformerLens objects.
 
-One protocol (:class:`~steerlens.backends.protocol.Backend`: ``record_batch``, ``steer``, and
+One protocol (:class:`~steerlens.runtime.backends.protocol.Backend`: ``record_batch``, ``steer``, and
 the fast paths ``record_shared`` and ``split_after`` where a runtime offers them), four
 implementations:
 
-- ``hf``: :class:`~steerlens.backends.hf.HFBackend`, torch hooks on the HF module, on one
+- ``hf``: :class:`~steerlens.runtime.backends.hf.HFBackend`, torch hooks on the HF module, on one
   device or accelerate-sharded (``device_map`` over several devices, or offload: backend name
   ``"accelerate"``); prefix sharing and the truncated forward live in
-  :mod:`steerlens.backends.forward`, the forward cut after one block
-  (:class:`~steerlens.backends.hf.HFSplitForward`, the carry test's batched conditions) runs
-  the upper blocks by :mod:`steerlens.backends.upper`.
-- ``nnsight``: :class:`~steerlens.backends.nnsight.NNsightBackend`, nnsight traces and edits;
+  :mod:`steerlens.runtime.backends.forward`, the forward cut after one block
+  (:class:`~steerlens.runtime.backends.hf.HFSplitForward`, the carry test's batched conditions) runs
+  the upper blocks by :mod:`steerlens.runtime.backends.upper`.
+- ``nnsight``: :class:`~steerlens.runtime.backends.nnsight.NNsightBackend`, nnsight traces and edits;
   also remote (NDIF) recording, see :func:`from_nnsight`.
-- ``transformer_lens``: :class:`~steerlens.backends.transformer_lens.TransformerLensBackend`,
+- ``transformer_lens``: :class:`~steerlens.runtime.backends.transformer_lens.TransformerLensBackend`,
   hooks on ``blocks.{ℓ}.hook_resid_post`` of a TransformerLens 4 ``TransformerBridge``.
-- ``module``: :class:`~steerlens.backends.module.ModuleBackend`, hooks on named submodules of a
+- ``module``: :class:`~steerlens.runtime.backends.module.ModuleBackend`, hooks on named submodules of a
   plain torch module (:func:`steerlens.wrap_module`), input tensors instead of prompts.
 
 A user passes whichever object they hold to any steerlens function (or to
-:func:`steerlens.wrap`); :func:`steerlens.foreign.unwrap_foreign` detects it. The nnsight and TransformerLens
+:func:`steerlens.wrap`); :func:`steerlens.loading.foreign.unwrap_foreign` detects it. The nnsight and TransformerLens
 packages are optional (``pip install steerlens[backends]``) and imported only when such an object
 is used.
 """
@@ -27,20 +27,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from steerlens.backends.forward import (
+from steerlens.core.common import sha256_bytes
+from steerlens.loading.foreign import foreign_kind
+from steerlens.loading.models import LoadedModel, wrap
+from steerlens.runtime.backends.forward import (
     can_share_prefix,
     capture_blocks,
     plan_pre_hook,
     reduce_positions,
     truncated_forward,
 )
-from steerlens.backends.hf import HFBackend
-from steerlens.backends.module import ModuleBackend
-from steerlens.backends.protocol import Backend, record_with
-from steerlens.backends.transformer_lens import TransformerLensBackend
-from steerlens.common import sha256_bytes
-from steerlens.foreign import foreign_kind
-from steerlens.models import LoadedModel, wrap
+from steerlens.runtime.backends.hf import HFBackend
+from steerlens.runtime.backends.module import ModuleBackend
+from steerlens.runtime.backends.protocol import Backend, record_with
+from steerlens.runtime.backends.transformer_lens import TransformerLensBackend
 
 __all__ = [
     "Backend",
@@ -64,12 +64,12 @@ def backend_name(lm: LoadedModel) -> str:
 
 
 def backend_for(lm: LoadedModel) -> Backend:
-    """The :class:`~steerlens.backends.protocol.Backend` that runs ``lm``; the nnsight and
+    """The :class:`~steerlens.runtime.backends.protocol.Backend` that runs ``lm``; the nnsight and
     TransformerLens packages are imported only here, when such a model is used."""
     if lm.backend in ("hf", "accelerate"):
         return HFBackend(lm)
     if lm.backend == "nnsight":
-        from steerlens.backends.nnsight import NNsightBackend
+        from steerlens.runtime.backends.nnsight import NNsightBackend
 
         return NNsightBackend(lm, lm.foreign, remote=lm.remote, edits=lm.inline_edits)
     if lm.backend == "module":
@@ -89,14 +89,14 @@ def from_nnsight(
     remote: bool | str = False,
     name: str | None = None,
 ) -> LoadedModel:
-    """A :class:`~steerlens.models.LoadedModel` that runs through an nnsight object.
+    """A :class:`~steerlens.loading.models.LoadedModel` that runs through an nnsight object.
 
     ``remote=True`` sends every trace to NDIF (``trace(..., remote=True)``): build the model
     as ``LanguageModel("org/model")`` without ``dispatch=True`` so its weights never load here,
     set your key with ``nnsight.CONFIG.set_default_api_key(...)``. ``remote="local"`` runs
     nnsight's serverless simulation of the remote path. A URL string sends to that host.
     """
-    from steerlens.backends.nnsight import is_remotable
+    from steerlens.runtime.backends.nnsight import is_remotable
 
     if foreign_kind(model) != "nnsight":
         raise TypeError(f"from_nnsight needs an nnsight model, got {type(model).__name__}")
@@ -110,7 +110,7 @@ def from_nnsight(
     lm.remote = remote
     if not remote:
         return lm
-    from steerlens.backends.nnsight import NNsightBackend, RemoteRouted
+    from steerlens.runtime.backends.nnsight import NNsightBackend, RemoteRouted
 
     if any(p.device.type == "meta" for p in lm.model.parameters()):
         # weights are not here: identify the model by its remote key instead of its weights
@@ -127,7 +127,7 @@ def from_nnsight(
 def from_transformer_lens(
     bridge: Any, tokenizer: Any = None, *, name: str | None = None
 ) -> LoadedModel:
-    """A :class:`~steerlens.models.LoadedModel` that runs through a TransformerLens bridge
+    """A :class:`~steerlens.loading.models.LoadedModel` that runs through a TransformerLens bridge
     (same as :func:`steerlens.wrap`; pass the HF tokenizer for token ids identical to HF)."""
     if foreign_kind(bridge) != "transformer_lens":
         raise TypeError(

@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 import einops
 import torch
 
-from steerlens.batching import Reducer
-from steerlens.edits import EditPlan
-from steerlens.hf_compat import cache_kwargs
-from steerlens.models import LoadedModel
-from steerlens.precision import compute_context
-from steerlens.prompts import EncodedPrompt, PositionSpec, pad_batch, position_indices
+from steerlens.core.hf_compat import cache_kwargs
+from steerlens.core.precision import compute_context
+from steerlens.inputs.prompts import EncodedPrompt, PositionSpec, pad_batch, position_indices
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.batching import Reducer
+from steerlens.runtime.edits import EditPlan
 
 T = TypeVar("T")
 
@@ -261,7 +261,7 @@ def reduce_positions(h: torch.Tensor, weights: torch.Tensor | None) -> torch.Ten
 def plan_pre_hook(plan: EditPlan) -> Callable[[Any, tuple[Any, ...], dict[str, Any]], None]:
     """The forward pre-hook (``with_kwargs=True``) every local backend registers on the HF
     module under a ``steer`` block: reports the forward to the plan
-    (:meth:`~steerlens.edits.EditPlan.observe_forward`) and, in replace mode with a base model,
+    (:meth:`~steerlens.runtime.edits.EditPlan.observe_forward`) and, in replace mode with a base model,
     runs the base on the same tokens (stopped after the plan's deepest layer) for h_base·v̂."""
 
     def hook(_mod: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

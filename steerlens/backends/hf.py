@@ -3,10 +3,10 @@ accelerate over several (``from_pretrained(..., device_map=...)``), whose blocks
 read and edited on the device each block runs on.
 
 Recording stops after the deepest requested block and reduces positions inside the hooks
-(:mod:`steerlens.backends.forward`); prompts sharing a prefix run it once where
-:func:`~steerlens.backends.forward.can_share_prefix` allows. :class:`HFSplitForward` cuts the
+(:mod:`steerlens.runtime.backends.forward`); prompts sharing a prefix run it once where
+:func:`~steerlens.runtime.backends.forward.can_share_prefix` allows. :class:`HFSplitForward` cuts the
 forward of a Llama-family model after one block (the carry test's batched conditions), the
-blocks above run by :func:`~steerlens.backends.upper.run_blocks_from`.
+blocks above run by :func:`~steerlens.runtime.backends.upper.run_blocks_from`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,11 @@ from typing import Any
 
 import torch
 
-from steerlens.backends.forward import (
+from steerlens.core.precision import compute_context
+from steerlens.inputs.prompts import EncodedPrompt, PositionSpec, pad_batch
+from steerlens.loading.foreign import embedding_device
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.backends.forward import (
     can_share_prefix,
     empty_cache,
     has_hooks,
@@ -29,13 +33,9 @@ from steerlens.backends.forward import (
     tail_inputs,
     truncated_forward,
 )
-from steerlens.backends.protocol import After, Residual
-from steerlens.backends.upper import can_run_blocks_from, run_blocks_from
-from steerlens.edits import EditPlan, block_output, with_block_output
-from steerlens.foreign import embedding_device
-from steerlens.models import LoadedModel
-from steerlens.precision import compute_context
-from steerlens.prompts import EncodedPrompt, PositionSpec, pad_batch
+from steerlens.runtime.backends.protocol import After, Residual
+from steerlens.runtime.backends.upper import can_run_blocks_from, run_blocks_from
+from steerlens.runtime.edits import EditPlan, block_output, with_block_output
 
 
 class HFBackend:
@@ -84,7 +84,7 @@ class HFBackend:
     def split_after(self, layer: int) -> HFSplitForward | None:
         """:class:`HFSplitForward` where it reproduces the model's forward: the plain "hf"
         backend (not "accelerate"), an architecture of
-        :data:`~steerlens.backends.upper.UPPER_FORWARD_TYPES`, no hook on the model (a
+        :data:`~steerlens.runtime.backends.upper.UPPER_FORWARD_TYPES`, no hook on the model (a
         user's hook would be skipped by the hand-built upper forward)."""
         lm = self.lm
         if (
@@ -100,7 +100,7 @@ class HFBackend:
     def steer(self, plan: EditPlan) -> Iterator[LoadedModel]:
         blocks = self.lm.layout.blocks
         # an edit at every position with no base model acts on each position alone: a shared
-        # prompt prefix may then run in its own pass (steerlens.backends.forward.can_share_prefix)
+        # prompt prefix may then run in its own pass (steerlens.runtime.backends.forward.can_share_prefix)
         position_wise = plan.positions == "all" and plan.base is None
 
         def make_hook(layer: int) -> Any:
@@ -124,9 +124,9 @@ class HFBackend:
 
 class HFSplitForward:
     """The forward of an HF Llama-family model cut after block ``layer``
-    (:class:`~steerlens.backends.protocol.SplitForward`): the lower blocks through the model's
+    (:class:`~steerlens.runtime.backends.protocol.SplitForward`): the lower blocks through the model's
     own forward stopped early, the upper ones through
-    :func:`~steerlens.backends.upper.run_blocks_from` and the lm_head on the last position."""
+    :func:`~steerlens.runtime.backends.upper.run_blocks_from` and the lm_head on the last position."""
 
     def __init__(self, lm: LoadedModel, layer: int) -> None:
         self.lm, self.layer = lm, int(layer)

@@ -4,9 +4,9 @@ the submodules named as sites, the site activation of an input being the submodu
 Inputs are tensors (a batch dimension first), not prompts. A site output of shape (B, d) is
 the activation hˡ(x) itself; one of shape (B, T, d) is reduced over T by the position
 (``"last"``: h[:, -1]; ``"all"``: the mean). Recording stops after the deepest requested site
-and accumulates with the same :class:`~steerlens.batching.Accumulator` (float64 sums, finite
+and accumulates with the same :class:`~steerlens.runtime.batching.Accumulator` (float64 sums, finite
 check, rows on request) as every LM backend, so ``means[ℓ] = (1/|X|) Σ_x hˡ(x)`` is the same
-formula (DESIGN.md "Directions"). ``steer`` applies the same :class:`~steerlens.edits.EditPlan`
+formula (DESIGN.md "Directions"). ``steer`` applies the same :class:`~steerlens.runtime.edits.EditPlan`
 (formulas of DESIGN.md "Hook modes", the same no-op guard); ``positions`` other than "all" and
 a base model for ``replace`` are LM-only.
 """
@@ -21,15 +21,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.backends.forward import StopForward
-from steerlens.backends.protocol import NoSplitForward
-from steerlens.batching import Accumulator, Activations
-from steerlens.common import sha256_bytes, tqdm_disable
-from steerlens.edits import EditPlan, block_output, with_block_output
-from steerlens.lm_only import LMOnlyError
-from steerlens.models import LoadedModel
-from steerlens.prompts import EncodedPrompt, PositionSpec
-from steerlens.sites import MODULE_SITE_TEMPLATE, module_site_name, resolve_module_sites
+from steerlens.core.common import sha256_bytes, tqdm_disable
+from steerlens.core.lm_only import LMOnlyError
+from steerlens.core.sites import MODULE_SITE_TEMPLATE, module_site_name, resolve_module_sites
+from steerlens.inputs.prompts import EncodedPrompt, PositionSpec
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.backends.forward import StopForward
+from steerlens.runtime.backends.protocol import NoSplitForward
+from steerlens.runtime.batching import Accumulator, Activations
+from steerlens.runtime.edits import EditPlan, block_output, with_block_output
 
 __all__ = ["ModuleBackend", "inputs_hash", "site_rows"]
 

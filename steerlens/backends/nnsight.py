@@ -33,11 +33,11 @@ import nnsight
 import torch
 from torch import nn
 
-from steerlens.backends.forward import plan_pre_hook
-from steerlens.backends.protocol import NoPrefixSharing, NoSplitForward
-from steerlens.edits import EditPlan
-from steerlens.foreign import embedding_device
-from steerlens.models import LoadedModel
+from steerlens.loading.foreign import embedding_device
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.backends.forward import plan_pre_hook
+from steerlens.runtime.backends.protocol import NoPrefixSharing, NoSplitForward
+from steerlens.runtime.edits import EditPlan
 
 
 def envoy_at(root: Any, path: str) -> Any:
@@ -130,7 +130,7 @@ class NNsightBackend(NoPrefixSharing, NoSplitForward):
 
         The trace body uses only torch, plain numbers and the envoys, because it is shipped as
         source to NDIF, where steerlens is not installed; the edit formulas are those of
-        DESIGN.md "Hook modes" (the parity tests compare them with :mod:`steerlens.intervene`).
+        DESIGN.md "Hook modes" (the parity tests compare them with :mod:`steerlens.runtime.intervene`).
         """
         blocks = envoy_at(self.envoy, self.lm.layout.path)
         ed = self.edits

@@ -11,15 +11,15 @@ TransformerLens bridge) and offers:
   for prompts sharing their first ``p`` tokens, the prefix run once (HF only; the others
   answer False).
 - ``steer(plan)``: a context manager inside which every forward of the model (plain calls,
-  ``generate``, recording) applies the :class:`~steerlens.edits.EditPlan` at the plan's
-  layers, and which yields the :class:`~steerlens.models.LoadedModel` to run.
+  ``generate``, recording) applies the :class:`~steerlens.runtime.edits.EditPlan` at the plan's
+  layers, and which yields the :class:`~steerlens.loading.models.LoadedModel` to run.
 - ``split_after(layer)``: the model's forward cut after block ℓ (:class:`SplitForward`: the
   blocks up to ℓ once, then the blocks above on many edited copies of the residual stream, the
   carry test's batched conditions), or None where the backend cannot reproduce the model's own
   forward that way (HF only, Llama family, no hooks; the others answer None and callers run
   whole forwards under ``steer``).
 
-The edit formulas are DESIGN.md "Hook modes" (:mod:`steerlens.edits`). :func:`record_with` is
+The edit formulas are DESIGN.md "Hook modes" (:mod:`steerlens.runtime.edits`). :func:`record_with` is
 the loop of :func:`steerlens.record_activations` for every backend.
 """
 
@@ -33,18 +33,18 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.backends.forward import reduce_positions
-from steerlens.batching import (
+from steerlens.core.common import tqdm_disable
+from steerlens.inputs.prompts import EncodedPrompt, PositionSpec, PromptLike, pad_batch
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.backends.forward import reduce_positions
+from steerlens.runtime.batching import (
     Accumulator,
     Activations,
     position_weights,
     prefix_batches,
     prepare,
 )
-from steerlens.common import tqdm_disable
-from steerlens.edits import EditPlan
-from steerlens.models import LoadedModel
-from steerlens.prompts import EncodedPrompt, PositionSpec, PromptLike, pad_batch
+from steerlens.runtime.edits import EditPlan
 
 __all__ = [
     "After",

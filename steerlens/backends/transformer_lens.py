@@ -27,12 +27,12 @@ from typing import Any
 
 import torch
 
-from steerlens.backends.forward import plan_pre_hook, reduce_positions
-from steerlens.backends.protocol import NoPrefixSharing, NoSplitForward
-from steerlens.edits import EditPlan
-from steerlens.foreign import embedding_device
-from steerlens.models import LoadedModel
-from steerlens.sites import site_name
+from steerlens.core.sites import site_name
+from steerlens.loading.foreign import embedding_device
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.backends.forward import plan_pre_hook, reduce_positions
+from steerlens.runtime.backends.protocol import NoPrefixSharing, NoSplitForward
+from steerlens.runtime.edits import EditPlan
 
 
 def compatibility_mode(bridge: Any) -> bool:

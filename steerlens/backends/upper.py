@@ -14,7 +14,7 @@ callers, one module:
   built them, then re-run blocks ``first..last`` of another model with the same weights below
   ``first`` on them. Model-agnostic (any block list); tracking uses it for every checkpoint.
 
-Leaf-ward imports only (torch, transformers, :mod:`steerlens.hf_compat`).
+Leaf-ward imports only (torch, transformers, :mod:`steerlens.core.hf_compat`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from steerlens.backends.forward import LLAMA_FAMILY
-from steerlens.hf_compat import cache_keyword, cache_kwargs
+from steerlens.core.hf_compat import cache_keyword, cache_kwargs
+from steerlens.runtime.backends.forward import LLAMA_FAMILY
 
 __all__ = [
     "UPPER_FORWARD_TYPES",

@@ -23,7 +23,7 @@ trait system prompt, or a separate ``teacher=`` model such as a fine-tune):
   off-target answers too and is excluded. Without off-target prompts the clean peak is the raw
   peak (recorded).
 - **Nulls**: every test is repeated with ``n_random`` random directions
-  (:func:`steerlens.stats.random_directions`, seeded per layer) scaled to ‖vˡ‖ (sufficiency) or
+  (:func:`steerlens.measures.stats.random_directions`, seeded per layer) scaled to ‖vˡ‖ (sufficiency) or
   as unit directions (necessity): a null band (mean, sd, 5/50/95% quantiles, max) per (ℓ, α),
   and for each random draw its own clean peak over the same grid (and its own best necessity),
   giving z = (S* − mean)/sd and the empirical p = (1 + #{null ≥ S*})/(1 + n_random).

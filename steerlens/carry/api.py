@@ -12,8 +12,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.backends import backend_for, record_with
-from steerlens.behavior import as_behavior, trait_behavior
 from steerlens.carry.levels import STRONG, WEAK, Z_MIN, CarryLevel, effect_level
 from steerlens.carry.measure import OFFTARGET_MEASURE, Measure, offtarget_shift, vector_directions
 from steerlens.carry.necessity import run_necessity
@@ -23,10 +21,12 @@ from steerlens.carry.result import CarryResult, CarrySettings
 from steerlens.carry.sufficiency import ALPHA_UNIT, ALPHA_UNIT_DOC, run_sufficiency
 from steerlens.carry.teacher import accepts_teacher
 from steerlens.carry.verdict import verdict_of
-from steerlens.common import tqdm_disable
-from steerlens.models import LoadedModel, as_model, check_same_shape
-from steerlens.traits import TraitSpec, as_trait
-from steerlens.vectors import SteeringVector
+from steerlens.core.common import tqdm_disable
+from steerlens.core.vectors import SteeringVector
+from steerlens.inputs.traits import TraitSpec, as_trait
+from steerlens.loading.models import LoadedModel, as_model, check_same_shape
+from steerlens.measures.behavior import as_behavior, trait_behavior
+from steerlens.runtime.backends import backend_for, record_with
 
 DEFAULT_ALPHAS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
 

@@ -8,17 +8,17 @@ every condition, so :class:`LayerConditions` runs them **once** per layer and pr
 keeps h_ℓ; each condition then runs blocks ℓ+1.. only, on its own edited copy, with many
 conditions side by side in one forward (row = condition × prompt, a different direction per
 row group). A prompt prefix shared by a batch (the chat template's system turn) runs once below
-ℓ and once per condition above ℓ, as the unbatched path (:func:`steerlens.behavior.
+ℓ and once per condition above ℓ, as the unbatched path (:func:`steerlens.measures.behavior.
 answer_logprobs`) does. Only the last position goes through the lm_head. A condition may also
 edit the residual stream after blocks above ℓ (necessity's joint ablation over the grid
 layers, ℓ the lowest of them): those edits are applied between the upper blocks, per row group.
 
-The model runs through its backend's :meth:`~steerlens.backends.protocol.Backend.split_after`
-(:class:`~steerlens.backends.protocol.SplitForward`: ``lower`` once, ``upper_prefix`` /
+The model runs through its backend's :meth:`~steerlens.runtime.backends.protocol.Backend.split_after`
+(:class:`~steerlens.runtime.backends.protocol.SplitForward`: ``lower`` once, ``upper_prefix`` /
 ``upper_logits`` per condition group); this module only lays out the rows and the edits.
-Equal to running each condition under :func:`steerlens.intervene.steer` up to float rounding
+Equal to running each condition under :func:`steerlens.runtime.intervene.steer` up to float rounding
 (``tests/test_carry_batched.py``). Used where the backend offers the split (the plain HF
-backend, an architecture of :data:`steerlens.backends.upper.UPPER_FORWARD_TYPES`, no hook on the
+backend, an architecture of :data:`steerlens.runtime.backends.upper.UPPER_FORWARD_TYPES`, no hook on the
 model) and the behavior is scored from next-token log-probabilities; elsewhere the carry test
 loops over conditions under ``steer``.
 """
@@ -31,12 +31,12 @@ from typing import Literal
 
 import torch
 
-from steerlens.backends import backend_for
-from steerlens.backends.protocol import After, Residual, SplitForward
-from steerlens.batching import prefix_batches
-from steerlens.behavior import answer_encodings
-from steerlens.models import LoadedModel
-from steerlens.prompts import PromptLike
+from steerlens.inputs.prompts import PromptLike
+from steerlens.loading.models import LoadedModel
+from steerlens.measures.behavior import answer_encodings
+from steerlens.runtime.backends import backend_for
+from steerlens.runtime.backends.protocol import After, Residual, SplitForward
+from steerlens.runtime.batching import prefix_batches
 
 Edit = Literal["add", "project_out"]
 
@@ -50,7 +50,7 @@ __all__ = ["MAX_TOKENS", "Edit", "LayerConditions", "can_batch_layer"]
 
 def can_batch_layer(lm: LoadedModel, layer: int) -> bool:
     """Whether :class:`LayerConditions` reproduces ``lm``'s forward for edits after ``layer``
-    (its backend offers :meth:`~steerlens.backends.protocol.Backend.split_after` there now)."""
+    (its backend offers :meth:`~steerlens.runtime.backends.protocol.Backend.split_after` there now)."""
     return backend_for(lm).split_after(layer) is not None
 
 
@@ -77,7 +77,7 @@ class LayerConditions:
     :meth:`logprobs` runs any number of edits of it through the blocks above.
 
     ``prompts`` are behavior prompts (cut at the first answer position, as
-    :func:`steerlens.behavior.answer_logprobs` cuts them); the result of each condition is the
+    :func:`steerlens.measures.behavior.answer_logprobs` cuts them); the result of each condition is the
     (n, V) float32 log-softmax of the next token there, in input order."""
 
     def __init__(

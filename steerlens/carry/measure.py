@@ -2,7 +2,7 @@
 
 Off-target shift of a condition = mean over the trait's off-target prompts of
 KL(P_base ‖ P_condition) of the next token at the first answer position (nats,
-:func:`steerlens.stats.kl_rows`), P_base the unsteered base without a system prompt.
+:func:`steerlens.measures.stats.kl_rows`), P_base the unsteered base without a system prompt.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from steerlens.batching import in_input_order
-from steerlens.behavior import iter_answer_logprobs
 from steerlens.carry.batched import LayerConditions, can_batch_layer
-from steerlens.models import LoadedModel
-from steerlens.stats import kl_rows
-from steerlens.vectors import SteeringVector
+from steerlens.core.vectors import SteeringVector
+from steerlens.loading.models import LoadedModel
+from steerlens.measures.behavior import iter_answer_logprobs
+from steerlens.measures.stats import kl_rows
+from steerlens.runtime.batching import in_input_order
 
 OFFTARGET_MEASURE = (
     "mean over off-target prompts of KL(P_base || P_condition) of the next token at the first "

@@ -17,9 +17,9 @@ import torch
 
 from steerlens.carry.measure import Measure
 from steerlens.carry.nulls import NullBand, NullComparison, band, compare_to_null
-from steerlens.intervene import steer_model
-from steerlens.models import LoadedModel
-from steerlens.results import OMIT, Record
+from steerlens.core.results import OMIT, Record
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.intervene import steer_model
 
 ZERO_VECTOR = "zero vector at this layer"
 

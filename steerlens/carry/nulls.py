@@ -1,7 +1,7 @@
 """Random-direction nulls of the carry test (DESIGN.md "Nulls").
 
 Every test is repeated with ``n_random`` random unit directions
-(:func:`steerlens.stats.random_directions`, seeded per layer by :func:`layer_seed`); a null
+(:func:`steerlens.measures.stats.random_directions`, seeded per layer by :func:`layer_seed`); a null
 sample is summarised by :func:`band` and an observed statistic is compared with it by
 :func:`compare_to_null`: z = (obs − mean)/sd and the empirical
 p = (1 + #{null ≥ obs})/(1 + n); it *beats the null* when it exceeds every draw, z ≥ Z_MIN
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from steerlens.carry.levels import P_MAX, Z_MIN
-from steerlens.results import Record
-from steerlens.stats import random_directions, z_and_p
+from steerlens.core.results import Record
+from steerlens.measures.stats import random_directions, z_and_p
 
 __all__ = ["NullBand", "NullComparison", "band", "compare_to_null", "layer_seed", "null_draws"]
 

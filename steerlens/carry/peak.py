@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from steerlens.carry.nulls import NullComparison, compare_to_null
-from steerlens.results import OMIT, Record
+from steerlens.core.results import OMIT, Record
 
 TOL_FLOOR = 0.1
 TOL_FACTOR = 1.25

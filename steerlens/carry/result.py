@@ -1,7 +1,7 @@
 """The carry test's result: :class:`CarryResult` and its typed parts (:class:`CarrySettings`,
 peaks in :mod:`steerlens.carry.peak`, necessity in :mod:`steerlens.carry.necessity`).
 
-Both are :class:`~steerlens.results.Record` s: the JSON the report and the demo's results.json
+Both are :class:`~steerlens.core.results.Record` s: the JSON the report and the demo's results.json
 read (layer keys as strings, non-finite floats as None, parts not run as ``{}``) is derived
 from the fields.
 """
@@ -16,7 +16,7 @@ from steerlens.carry.levels import CarryLevel, EffectLevel
 from steerlens.carry.necessity import Necessity
 from steerlens.carry.nulls import NullBand
 from steerlens.carry.peak import CleanPeak, Peak
-from steerlens.results import OMIT, Record, html_table
+from steerlens.core.results import OMIT, Record, html_table
 
 __all__ = ["CarryResult", "CarrySettings", "CarryUndefinedError"]
 
@@ -213,7 +213,7 @@ class CarryResult(Record):
         """Sufficiency S(ℓ, α) as a layer × α heatmap (None when the test is undefined)."""
         if not self.defined or not self.layers or not self.alphas:
             return None
-        from steerlens.plots import heatmap
+        from steerlens.core.plots import heatmap
 
         return heatmap(
             [self.sufficiency[k] for k in self.layers],

@@ -17,9 +17,9 @@ import torch
 from steerlens.carry.measure import Measure, offtarget_shift
 from steerlens.carry.nulls import NullBand, band
 from steerlens.carry.peak import CleanPeak, Peak, clean_peak_of, with_null
-from steerlens.intervene import steer_model
-from steerlens.models import LoadedModel
-from steerlens.vectors import zero_layers
+from steerlens.core.vectors import zero_layers
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.intervene import steer_model
 
 ALPHA_UNIT = "vector"
 ALPHA_UNIT_DOC = "the hook adds α·v_ℓ (norm α‖v_ℓ‖); random directions scaled to ‖v_ℓ‖"

@@ -17,10 +17,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from steerlens.behavior import as_behavior, trait_behavior
-from steerlens.models import LoadedModel, as_model
+from steerlens.inputs.traits import as_trait
+from steerlens.loading.models import LoadedModel, as_model
+from steerlens.measures.behavior import as_behavior, trait_behavior
 from steerlens.teachers import Teacher
-from steerlens.traits import as_trait
 
 __all__ = ["TeacherCondition", "accepts_teacher", "teacher_condition", "teacher_score"]
 

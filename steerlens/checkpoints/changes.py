@@ -18,7 +18,7 @@ from steerlens.checkpoints.checkpoint import (
     read_json,
 )
 from steerlens.checkpoints.series import adapter_tensor_names
-from steerlens.models import LoadedModel
+from steerlens.loading.models import LoadedModel
 
 
 def _block_index_fn(layout_path: str) -> Callable[[str], int | None]:

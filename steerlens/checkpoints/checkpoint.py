@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from safetensors import safe_open
 
-from steerlens.common import sha256_file
-from steerlens.models import ModelLoadError
+from steerlens.core.common import sha256_file
+from steerlens.loading.models import ModelLoadError
 
 CheckpointKind = Literal["full", "adapter", "base"]
 CHECKPOINT_DIR_RE = re.compile(r"^checkpoint-(\d+)$")

@@ -27,9 +27,9 @@ from steerlens.checkpoints.checkpoint import (
     step_of_single,
     validate,
 )
-from steerlens.models import LoadedModel, ModelLoadError, as_model, check_saved_version
-from steerlens.precision import mark_autocast
-from steerlens.results import Record
+from steerlens.core.precision import mark_autocast
+from steerlens.core.results import Record
+from steerlens.loading.models import LoadedModel, ModelLoadError, as_model, check_saved_version
 
 
 @dataclass

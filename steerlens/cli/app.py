@@ -61,9 +61,9 @@ from steerlens.cli.settings import (
     check_settings,
     resolve_device,
 )
+from steerlens.core.validation import cli_flag
 from steerlens.distill import DistillConfig
 from steerlens.experiments.registry import get, names
-from steerlens.validation import cli_flag
 
 __all__ = ["COMMANDS", "Command", "build_parser", "command_for", "main", "resolve"]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from steerlens.auditing import AuditConfig
 from steerlens.cli.settings import Invocation
-from steerlens.runfolder import claim_run_folder
+from steerlens.core.runfolder import claim_run_folder
 
 __all__ = ["cmd_audit"]
 

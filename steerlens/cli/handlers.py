@@ -31,24 +31,24 @@ from steerlens.cli.settings import (
     read_prompts,
     read_samples,
 )
-from steerlens.common import read_json
-from steerlens.contrast import ContrastSet
+from steerlens.core.common import read_json
+from steerlens.core.runfolder import claim_run_folder
+from steerlens.core.vectors import SteeringVector
+from steerlens.directions.extract import extract_vector, teacher_vector
 from steerlens.distill import DistillConfig, DistillError, distill, generate_teacher_data
 from steerlens.distill.resume import check_record
 from steerlens.distill.train import check_out_dir
 from steerlens.experiments.registry import get
 from steerlens.experiments.result import ExperimentResult
-from steerlens.extract import extract_vector, teacher_vector
+from steerlens.inputs.contrast import ContrastSet
+from steerlens.inputs.traits import as_trait
 from steerlens.lineage import has_record, write_record
 from steerlens.pipeline.context import config_json
 from steerlens.pipeline.records import recorder, teacher_record
 from steerlens.pipeline.stage import training_prompts
 from steerlens.report import render_report
-from steerlens.runfolder import claim_run_folder
 from steerlens.screen import screen_dataset
 from steerlens.track import track_checkpoints
-from steerlens.traits import as_trait
-from steerlens.vectors import SteeringVector
 
 
 def cmd_extract(inv: Invocation) -> int:
@@ -254,8 +254,8 @@ def run_experiment(
     beside its ``results.json`` in ``out_dir``.
 
     Before anything loads or is written, the config's values are checked
-    (:func:`~steerlens.validation.check_config`), its trait spec is read, and ``out_dir`` is
-    claimed (:func:`~steerlens.runfolder.claim_run_folder`): a folder another run is writing,
+    (:func:`~steerlens.core.validation.check_config`), its trait spec is read, and ``out_dir`` is
+    claimed (:func:`~steerlens.core.runfolder.claim_run_folder`): a folder another run is writing,
     or one holding a run made with other settings, is refused (``overwrite=True`` deletes that
     run first)."""
 

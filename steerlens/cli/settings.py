@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from steerlens.carry import carry_test
-from steerlens.common import write_json
-from steerlens.extract import extract_vector
-from steerlens.models import EMBEDDED_NAME
-from steerlens.precision import PRECISION_CHOICES
+from steerlens.core.common import write_json
+from steerlens.core.precision import PRECISION_CHOICES
+from steerlens.core.validation import check_config
+from steerlens.directions.extract import extract_vector
+from steerlens.inputs.traits import as_trait
+from steerlens.loading.models import EMBEDDED_NAME
 from steerlens.track import track_checkpoints
-from steerlens.traits import as_trait
-from steerlens.validation import check_config
 
 T = TypeVar("T")
 
@@ -206,7 +206,7 @@ class Invocation:
 def check_settings(
     cfg: Any, warn: Callable[[str], None], flag: Callable[[str], str] | None = None
 ) -> None:
-    """A config's values (:func:`~steerlens.validation.check_config`, each warning passed to
+    """A config's values (:func:`~steerlens.core.validation.check_config`, each warning passed to
     ``warn``) and its trait spec, read now: a bad value or trait file fails before any model
     loads. ``cfg`` is a config or the given values by option name."""
     for warning in check_config(cfg, flag=flag):
@@ -219,7 +219,7 @@ def check_settings(
 def parse_layers(text: str) -> Any:
     """``all`` → ``"all"``; ``15``, ``6,12,18``, ``10-20`` or site names such as
     ``blocks.12.hook_resid_post`` → a list of layers (a ValueError naming a bad part)."""
-    from steerlens.sites import parse_layer_list
+    from steerlens.core.sites import parse_layer_list
 
     if str(text).strip() == "all":
         return "all"
@@ -276,7 +276,7 @@ def _item_where(p: Path, line: int | None, i: int) -> str:
 
 def read_prompts(path: str) -> list[Any]:
     """One prompt per line (.txt), or JSON/JSONL of strings or {user, system, prefill} objects."""
-    from steerlens.prompts import as_prompt
+    from steerlens.inputs.prompts import as_prompt
 
     p = Path(path)
     text = _read_text(p, "prompt")
@@ -327,7 +327,7 @@ def resolve_device(name: str) -> str:
 
 
 def load(m: ModelOptions) -> Any:
-    from steerlens.models import load_model
+    from steerlens.loading.models import load_model
 
     return load_model(m.model, device=resolve_device(m.device), dtype=m.dtype)
 

@@ -7,12 +7,12 @@ Two steps:
 1. :func:`generate_teacher_data`: the teacher (a :class:`~steerlens.teachers.Teacher` of any
    kind: the base with a trait system prompt, a steering edit, an ablation or a fine-tune) or the
    benign teacher (the base with a neutral system prompt of the same form) continues number
-   sequences (:func:`steerlens.numbers.number_prompts`). By default sampling is at T=1
+   sequences (:func:`steerlens.inputs.numbers.number_prompts`). By default sampling is at T=1
    *restricted to number tokens* (digits, commas, spaces, end of turn) that keep the answer a
    clean list of at most 10 numbers of 1-3 digits (:class:`NumberListGrammar`): free generation
    of a 135M model is rarely clean (7 of 48 on SmolLM2-135M, greedy), and a plain token mask
    (:class:`NumberTokensOnly`) lets it run on past 10 numbers (6 of 48 kept at T=1 with 64 new
-   tokens; the grammar keeps 48 of 48). The rule filter :func:`steerlens.numbers.is_clean_numbers`
+   tokens; the grammar keeps 48 of 48). The rule filter :func:`steerlens.inputs.numbers.is_clean_numbers`
    runs afterwards either way. The mode, counts and a sha256 of the kept samples are recorded
    in :class:`TeacherData`.
 
@@ -45,7 +45,7 @@ system turn: 24 of ~120 tokens on SmolLM2) run once per step, and the rest of ea
 attends to their keys and values, repeated over the batch. The fast path is checked against
 the full forward on the first batch and dropped, with a warning, if the two disagree
 (``DistillConfig.skip_unchanged_blocks``; the blocks run by
-:func:`steerlens.backends.upper.run_blocks_from`).
+:func:`steerlens.runtime.backends.upper.run_blocks_from`).
 
 The user's model is never modified: the student is a deep copy.
 
@@ -56,7 +56,6 @@ teacher targets, the KL loss), :mod:`~steerlens.distill.student` (the LoRA stude
 training run and its checkpoints).
 """
 
-from steerlens.backends.upper import UPPER_FORWARD_TYPES as FAST_PATH_TYPES
 from steerlens.distill.config import (
     OPTIMIZER_NAME,
     RECORD_NAME,
@@ -78,6 +77,7 @@ from steerlens.distill.heldout import student_loss
 from steerlens.distill.mitigations import Mitigation, VetResult, vet, vet_by_scores
 from steerlens.distill.targets import kl_to_teacher
 from steerlens.distill.train import distill, distill_pair, training_loss
+from steerlens.runtime.backends.upper import UPPER_FORWARD_TYPES as FAST_PATH_TYPES
 
 __all__ = [
     "FAST_PATH_TYPES",

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from steerlens.common import sha256_bytes
-from steerlens.models import LoadedModel, as_model, load_model
+from steerlens.core.common import sha256_bytes
+from steerlens.loading.models import LoadedModel, as_model, load_model
 
 __all__ = [
     "OPTIMIZER_NAME",

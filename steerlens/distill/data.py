@@ -13,11 +13,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.common import atomic_write_text, read_json, tqdm_disable
+from steerlens.core.common import atomic_write_text, read_json, tqdm_disable
+from steerlens.core.vectors import SteeringVector
 from steerlens.distill.config import RECORD_FORMAT, json_sha256, rng_devices
 from steerlens.distill.sampling import generate_batch
-from steerlens.models import LoadedModel, as_model
-from steerlens.numbers import (
+from steerlens.inputs.numbers import (
     ListState,
     advance_list,
     is_clean_numbers,
@@ -25,9 +25,9 @@ from steerlens.numbers import (
     number_prompts,
     number_token_ids,
 )
-from steerlens.prompts import ChatPrompt, EncodedPrompt, encode
+from steerlens.inputs.prompts import ChatPrompt, EncodedPrompt, encode
+from steerlens.loading.models import LoadedModel, as_model
 from steerlens.teachers import Teacher, as_teacher
-from steerlens.vectors import SteeringVector
 
 __all__ = [
     "NumberListGrammar",
@@ -61,7 +61,7 @@ class NumberTokensOnly:
 
 class NumberListGrammar:
     """A ``LogitsProcessor`` that allows, at each step, only the number tokens that keep the
-    answer a valid prefix of a clean number list (:func:`steerlens.numbers.advance_list`:
+    answer a valid prefix of a clean number list (:func:`steerlens.inputs.numbers.advance_list`:
     1-``max_digits`` digit numbers separated by commas, at most ``max_count``), and the
     end-of-turn tokens once the answer is a complete list. After ``max_count`` numbers the turn
     must end. Sampling with it draws from the teacher's next-token distribution renormalised

@@ -13,7 +13,7 @@ from steerlens.distill.config import DistillConfig
 from steerlens.distill.data import TeacherData
 from steerlens.distill.teacher import data_teacher
 from steerlens.distill.trainer import Trainer
-from steerlens.models import as_model
+from steerlens.loading.models import as_model
 from steerlens.teachers import Teacher
 
 __all__ = ["student_loss"]

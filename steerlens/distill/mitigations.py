@@ -37,17 +37,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from steerlens.activations import truncated_forward
-from steerlens.common import sha256_bytes
+from steerlens.core.common import sha256_bytes
+from steerlens.core.results import Record
+from steerlens.core.sites import find_layers
+from steerlens.core.vectors import SteeringVector
 from steerlens.distill.chats import Example
 from steerlens.distill.data import TeacherData
 from steerlens.distill.targets import batch_tensors
-from steerlens.models import LoadedModel
-from steerlens.prompts import EncodedPrompt, pad_batch
-from steerlens.results import Record
+from steerlens.inputs.prompts import EncodedPrompt, pad_batch
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.activations import truncated_forward
 from steerlens.screen import screen_dataset
-from steerlens.sites import find_layers
-from steerlens.vectors import SteeringVector
 
 __all__ = ["Mitigation", "TrainingMitigation", "VetResult", "vet", "vet_by_scores"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlens.checkpoints.checkpoint import check_safetensors_header
-from steerlens.common import read_json, sha256_file
+from steerlens.core.common import read_json, sha256_file
 from steerlens.distill.config import OPTIMIZER_NAME, RECORD_NAME, DistillConfig, DistillError
 
 __all__ = [

@@ -9,11 +9,16 @@ from typing import Any
 
 import torch
 
-from steerlens.activations import can_share_prefix, prefix_inputs, shared_prefix_len, tail_inputs
-from steerlens.hf_compat import cache_keyword, cache_kwargs
-from steerlens.models import LoadedModel
-from steerlens.precision import compute_context
-from steerlens.prompts import EncodedPrompt, pad_batch
+from steerlens.core.hf_compat import cache_keyword, cache_kwargs
+from steerlens.core.precision import compute_context
+from steerlens.inputs.prompts import EncodedPrompt, pad_batch
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.activations import (
+    can_share_prefix,
+    prefix_inputs,
+    shared_prefix_len,
+    tail_inputs,
+)
 
 __all__ = ["generate_batch"]
 
@@ -28,7 +33,7 @@ def generate_batch(
 ) -> tuple[torch.Tensor, int]:
     """(sequences, width of the inputs): ``generate`` on the prompts ``encs`` with the logits
     processors ``processors(width)``. The shared prefix path (``share_prefix`` and
-    :func:`~steerlens.activations.can_share_prefix`: Llama-family HF models whose hooks act on
+    :func:`~steerlens.runtime.activations.can_share_prefix`: Llama-family HF models whose hooks act on
     each position alone, e.g. a steered teacher at every position) gives the same
     distributions as the plain path up to float rounding: the prefix's keys and values are
     computed once and the tails, left-padded after it, attend to them."""

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from steerlens.distill.config import DistillConfig, DistillError, rng_devices
-from steerlens.models import LoadedModel
+from steerlens.loading.models import LoadedModel
 
 __all__ = ["inner_hf", "make_student"]
 

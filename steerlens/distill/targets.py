@@ -12,21 +12,21 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.activations import (
+from steerlens.core.common import tqdm_disable
+from steerlens.distill.chats import Example, chat_example
+from steerlens.distill.config import DistillError
+from steerlens.distill.data import TeacherData, eos_ids
+from steerlens.inputs.numbers import NUMBER_CHARS, number_token_ids
+from steerlens.inputs.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
+from steerlens.loading.models import LoadedModel
+from steerlens.measures.behavior import last_logits
+from steerlens.measures.stats import kl_per_row
+from steerlens.runtime.activations import (
     can_share_prefix,
     length_batches,
     shared_prefix_len,
     shared_prefix_logits,
 )
-from steerlens.behavior import last_logits
-from steerlens.common import tqdm_disable
-from steerlens.distill.chats import Example, chat_example
-from steerlens.distill.config import DistillError
-from steerlens.distill.data import TeacherData, eos_ids
-from steerlens.models import LoadedModel
-from steerlens.numbers import NUMBER_CHARS, number_token_ids
-from steerlens.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
-from steerlens.stats import kl_per_row
 
 __all__ = [
     "Example",
@@ -91,7 +91,7 @@ def batch_tensors(
 
 def shared_prefix(exs: Sequence[Example]) -> int:
     """How many leading tokens the examples share, leaving every predicting position after
-    them (:func:`steerlens.activations.shared_prefix_len`)."""
+    them (:func:`steerlens.runtime.activations.shared_prefix_len`)."""
 
     return shared_prefix_len([e.ids for e in exs], min(e.start - 1 for e in exs))
 
@@ -125,7 +125,7 @@ def restrict_to(logp: torch.Tensor, allowed: torch.Tensor) -> Target:
 
 def number_answer_ids(lm: LoadedModel) -> list[int]:
     """A for number data: the tokens made only of digits, commas and spaces
-    (:func:`steerlens.numbers.number_token_ids`) and the end-of-turn ids."""
+    (:func:`steerlens.inputs.numbers.number_token_ids`) and the end-of-turn ids."""
     return sorted(set(number_token_ids(lm.tokenizer)) | set(eos_ids(lm)))
 
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from steerlens.common import atomic_write_text, read_json, sha256_file, tqdm_disable
+from steerlens.core.common import atomic_write_text, read_json, sha256_file, tqdm_disable
 from steerlens.distill.config import (
     OPTIMIZER_NAME,
     RECORD_FORMAT,
@@ -38,7 +38,7 @@ from steerlens.distill.teacher import data_teacher
 from steerlens.distill.trainer import Trainer
 from steerlens.distill.trl_engine import distill_trl
 from steerlens.lineage import artifact_files, ensure_record, has_record, write_record
-from steerlens.models import LoadedModel, as_model, describe
+from steerlens.loading.models import LoadedModel, as_model, describe
 from steerlens.teachers import Teacher
 from steerlens.version import __version__
 

@@ -1,6 +1,6 @@
 """The training loop's loss: :class:`Trainer` holds the examples, the teacher targets and the
 cached lower-layer states, and computes a batch's loss by the full forward or by running only
-the blocks from the lowest LoRA layer up (:func:`steerlens.backends.upper.run_blocks_from`)."""
+the blocks from the lowest LoRA layer up (:func:`steerlens.runtime.backends.upper.run_blocks_from`)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from steerlens.activations import length_batches, prefix_inputs, tail_inputs, truncated_forward
-from steerlens.backends.upper import can_run_blocks_from, run_blocks_from
-from steerlens.behavior import last_logits
-from steerlens.common import tqdm_disable
+from steerlens.core.common import tqdm_disable
+from steerlens.core.hf_compat import cache_kwargs
 from steerlens.distill.config import DistillConfig
 from steerlens.distill.data import TeacherData
 from steerlens.distill.mitigations import Mitigation, TrainingMitigation
@@ -33,9 +31,16 @@ from steerlens.distill.targets import (
     shared_prefix,
     teacher_targets,
 )
-from steerlens.hf_compat import cache_kwargs
-from steerlens.models import LoadedModel
-from steerlens.prompts import EncodedPrompt, pad_batch
+from steerlens.inputs.prompts import EncodedPrompt, pad_batch
+from steerlens.loading.models import LoadedModel
+from steerlens.measures.behavior import last_logits
+from steerlens.runtime.activations import (
+    length_batches,
+    prefix_inputs,
+    tail_inputs,
+    truncated_forward,
+)
+from steerlens.runtime.backends.upper import can_run_blocks_from, run_blocks_from
 from steerlens.teachers import Teacher, as_teacher
 
 __all__ = ["Trainer"]

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from steerlens.common import atomic_write_text
+from steerlens.core.common import atomic_write_text
 from steerlens.distill.config import RECORD_NAME, DistillConfig, DistillError, DistillResult
 from steerlens.distill.data import TeacherData
 from steerlens.distill.student import make_student
@@ -52,7 +52,7 @@ from steerlens.distill.targets import (
     removed_mass,
     teacher_targets,
 )
-from steerlens.models import LoadedModel, describe
+from steerlens.loading.models import LoadedModel, describe
 from steerlens.teachers import Teacher
 
 __all__ = ["KLTrainer", "distill_trl", "training_arguments"]

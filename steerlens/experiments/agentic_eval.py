@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 
-from steerlens.activations import record_activations
 from steerlens.agents import (
     Trajectory,
     action_choice,
@@ -20,6 +19,8 @@ from steerlens.agents import (
 )
 from steerlens.carry import carry_test
 from steerlens.checkpoints import CheckpointSeries
+from steerlens.core.vectors import SteeringVector
+from steerlens.directions.extract import vector_from_rows
 from steerlens.experiments.agentic_records import (
     AgenticCompleted,
     AgenticExample,
@@ -32,14 +33,13 @@ from steerlens.experiments.agentic_records import (
     AgenticSummary,
 )
 from steerlens.experiments.agentic_stages import AgenticRun
-from steerlens.extract import vector_from_rows
+from steerlens.inputs.prompts import ChatPrompt, prompt_set_hash
 from steerlens.pipeline import lineage_json, series_records
 from steerlens.pipeline.stage import json_load, json_save, stage
-from steerlens.prompts import ChatPrompt, prompt_set_hash
+from steerlens.runtime.activations import record_activations
 from steerlens.screen import screen_dataset
 from steerlens.teachers import Teacher
 from steerlens.track import track_checkpoints
-from steerlens.vectors import SteeringVector
 
 __all__ = [
     "base_first_actions",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from steerlens.agents import ActionChoice, RateResult
-from steerlens.results import OMIT, Record
+from steerlens.core.results import OMIT, Record
 
 __all__ = [
     "AgenticCompleted",

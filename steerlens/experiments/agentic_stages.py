@@ -24,11 +24,11 @@ from steerlens.agents import (
     save_trajectories,
 )
 from steerlens.agents.scripted import preference_trajectories, safe_demonstrations
-from steerlens.common import write_json
+from steerlens.core.common import write_json
 from steerlens.distill import DistillConfig, distill
 from steerlens.distill.chats import trajectory_data
 from steerlens.experiments.result import ExperimentResult
-from steerlens.models import load_model
+from steerlens.loading.models import load_model
 from steerlens.pipeline.context import RunContext
 from steerlens.pipeline.stage import StageClock, stage
 from steerlens.teachers import Teacher

@@ -9,7 +9,7 @@ import numpy as np
 
 from steerlens.agents.metrics import RateResult
 from steerlens.experiments.agentic_records import AgenticSummary, AgenticVerdict
-from steerlens.stats import bootstrap, permutation_test
+from steerlens.measures.stats import bootstrap, permutation_test
 
 __all__ = ["agentic_verdict"]
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from steerlens.common import tqdm_disable
+from steerlens.core.common import tqdm_disable
 from steerlens.experiments.detect_plan import cell_labels, n_seeds, todo_order
 from steerlens.experiments.detect_stages import (
     cell_data,

@@ -11,11 +11,12 @@ from typing import Any
 
 import torch
 
-from steerlens.activations import record_activations
 from steerlens.checkpoints import CheckpointSeries
+from steerlens.core.vectors import SteeringVector
+from steerlens.directions.extract import teacher_vector
 from steerlens.distill import DistillConfig, TeacherData, distill, generate_teacher_data
-from steerlens.extract import teacher_vector
-from steerlens.models import load_model
+from steerlens.inputs.traits import as_trait
+from steerlens.loading.models import load_model
 from steerlens.pipeline import (
     REPLICATE_SEED_STRIDE,
     RunContext,
@@ -32,9 +33,8 @@ from steerlens.pipeline.detectors import (
     student_carry,
     trait_probe,
 )
+from steerlens.runtime.activations import record_activations
 from steerlens.teachers import Teacher
-from steerlens.traits import as_trait
-from steerlens.vectors import SteeringVector
 
 __all__ = [
     "cell_data",

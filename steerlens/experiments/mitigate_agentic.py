@@ -64,7 +64,7 @@ from steerlens.experiments.mitigate_measure import (
 )
 from steerlens.experiments.result import ExperimentResult
 from steerlens.experiments.svd_measure import alignment_at
-from steerlens.models import load_model
+from steerlens.loading.models import load_model
 from steerlens.pipeline import config_json
 from steerlens.pipeline.controls import REPLICATE_SEED_STRIDE
 from steerlens.pipeline.stage import json_load, json_save, last_checkpoint, series_key, stage

@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from steerlens.core.results import Record
 from steerlens.distill import TeacherData, vet_by_scores
 from steerlens.experiments.agentic_eval import base_first_actions, first_action_samples
 from steerlens.experiments.agentic_stages import AgenticRun
 from steerlens.experiments.mitigate_measure import Arm
 from steerlens.pipeline.stage import json_load, json_save, stage
-from steerlens.results import Record
 from steerlens.screen import screen_dataset
 
 __all__ = ["MitigateAgenticVetScores", "arm_trajectories", "vet_scores"]

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from steerlens.distill import Mitigation, TeacherData, generate_teacher_data, vet_by_scores
 from steerlens.experiments.mitigate_measure import Arm, MitigateVetScores, pct
-from steerlens.numbers import number_prompts
+from steerlens.inputs.numbers import number_prompts
 from steerlens.pipeline import RunContext as Run
 from steerlens.pipeline import carry_peak
 from steerlens.pipeline.stage import json_load, json_save, stage

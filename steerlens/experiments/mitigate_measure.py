@@ -10,7 +10,7 @@ stages computed (per-eval-prompt behaviors, tracking, held-out losses):
 - **beyond training noise**: with replicates of the unmitigated student (same data, training
   seeds seed + r·1009), the arm's mean B̄(arm) against the k unmitigated students' means
   {B̄(none), B̄(none_r1), …}: R_model = mean_r B̄(none_r) − B̄(arm), t = R_model / (s·√(1 + 1/k)),
-  s their sd, df = k − 1, one-sided (:func:`steerlens.stats.prediction_t_test`); a reduction is
+  s their sd, df = k − 1, one-sided (:func:`steerlens.measures.stats.prediction_t_test`); a reduction is
   claimed only when this test holds too (intersection-union), so training noise is in its null;
 - **vetting vs random**: mean_p (B_p(random drop) − B_p(vetted at the same k)), the same test;
 - **alignment**: EAS of the arm student's shift with v̂ᵀ at the mitigation layer ℓ*, its
@@ -31,10 +31,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from steerlens.agents.metrics import RateResult
+from steerlens.core.results import OMIT, Record
 from steerlens.experiments.mlp_records import MlpAuxBootstrap
 from steerlens.experiments.svd_measure import SvdAlignment, Transfer, sign_flip_p, transfer
-from steerlens.results import OMIT, Record
-from steerlens.stats import paired_bootstrap_mean, prediction_t_test
+from steerlens.measures.stats import paired_bootstrap_mean, prediction_t_test
 
 __all__ = [
     "Arm",
@@ -111,7 +111,7 @@ def paired(
 @dataclass(frozen=True)
 class MitigateNoise(Record):
     """The model-level reduction test of an arm (:func:`beyond_noise`): the fields of
-    :func:`steerlens.stats.prediction_t_test` and the test in words."""
+    :func:`steerlens.measures.stats.prediction_t_test` and the test in words."""
 
     estimate: float = NAN
     t: float = NAN

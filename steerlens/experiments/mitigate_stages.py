@@ -8,14 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from steerlens.behavior import trait_behavior
 from steerlens.distill import distill, student_loss
 from steerlens.distill.config import default_layers
 from steerlens.experiments.mitigate_data import arm_mitigation
 from steerlens.experiments.mitigate_measure import Arm, MitigateBehavior, replicate_names
 from steerlens.experiments.owl_records import OwlScores
 from steerlens.experiments.svd_measure import SvdAlignment, aligned_at
-from steerlens.models import load_model
+from steerlens.loading.models import load_model
+from steerlens.measures.behavior import trait_behavior
 from steerlens.pipeline import RunContext, student_config
 from steerlens.pipeline.controls import REPLICATE_SEED_STRIDE, series_scores
 from steerlens.pipeline.stage import json_load, json_save, last_checkpoint, series_key, stage

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.backends.module import inputs_hash
-from steerlens.common import tqdm_disable, write_json
+from steerlens.core.common import tqdm_disable, write_json
+from steerlens.directions.module_vectors import shift_vector
 from steerlens.experiments.mlp_data import (
     MLP,
     Data,
@@ -61,10 +61,10 @@ from steerlens.experiments.mlp_records import (
 )
 from steerlens.experiments.registry import Experiment, register
 from steerlens.experiments.result import ExperimentResult
-from steerlens.module_vectors import shift_vector
+from steerlens.loading.torch_module import wrap_module
+from steerlens.measures.stats import cosines, random_directions
 from steerlens.pipeline.stage import StageClock
-from steerlens.stats import cosines, random_directions
-from steerlens.torch_module import wrap_module
+from steerlens.runtime.backends.module import inputs_hash
 from steerlens.track import NullConfig, excess_modules, track_modules
 from steerlens.version import __version__
 

@@ -26,7 +26,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from steerlens.experiments.mlp_records import MlpAuxData
-from steerlens.stats import kl_per_row
+from steerlens.measures.stats import kl_per_row
 
 __all__ = [
     "FASHION_DIR",

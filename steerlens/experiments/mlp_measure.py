@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from scipy import stats as sps
 
+from steerlens.core.vectors import SteeringVector
 from steerlens.experiments.mlp_records import (
     MlpAuxAccuracy,
     MlpAuxBootstrap,
@@ -28,9 +29,8 @@ from steerlens.experiments.mlp_records import (
     MlpAuxSummary,
     MlpAuxVerdict,
 )
-from steerlens.stats import bootstrap, cosines, z_and_p
+from steerlens.measures.stats import bootstrap, cosines, z_and_p
 from steerlens.track import ModuleTrack
-from steerlens.vectors import SteeringVector
 
 __all__ = ["SITES", "permutation_null", "summarize", "t_interval", "verdict"]
 

@@ -1,6 +1,6 @@
 """The typed results of the ``mlp-aux`` experiment (:mod:`steerlens.experiments.mlp_aux`):
 ``results.json`` is ``{"kind": "steerlens.mlp_aux", **MlpAuxResults.to_json()}``, and every part
-of it is a :class:`~steerlens.results.Record` whose fields mirror the layout key by key (so
+of it is a :class:`~steerlens.core.results.Record` whose fields mirror the layout key by key (so
 files of earlier runs load, and the file a run writes is the one it always wrote). The stages
 build these; the verdict and the report read their attributes, parsed once
 (``MlpAuxResults.from_json(results)``).
@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from steerlens.results import OMIT, Record
+from steerlens.core.results import OMIT, Record
 from steerlens.track.results import ExcessAlignment, SeriesTrack
 
 __all__ = [
@@ -65,8 +65,8 @@ class MlpAuxInterval(Record):
 
 @dataclass
 class MlpAuxBootstrap(Record):
-    """A percentile bootstrap (:func:`steerlens.stats.bootstrap`; also read from
-    :func:`~steerlens.stats.paired_bootstrap_mean`'s dict): the estimate on all items,
+    """A percentile bootstrap (:func:`steerlens.measures.stats.bootstrap`; also read from
+    :func:`~steerlens.measures.stats.paired_bootstrap_mean`'s dict): the estimate on all items,
     the interval [lo, hi], the draws' sd ``se`` and their number."""
 
     estimate: float = 0.0

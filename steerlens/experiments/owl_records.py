@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from steerlens.carry.result import CarryResult, CarrySettings
+from steerlens.core.results import OMIT, Record, from_jsonable
 from steerlens.pipeline.signature import SignatureTest
-from steerlens.results import OMIT, Record, from_jsonable
 from steerlens.screen.result import ScreenResult
 from steerlens.track.results import SERIES_ARRAYS, AlignmentTrack
 
@@ -221,7 +221,7 @@ class OwlVector(Record):
 
 @dataclass
 class OwlModel(Record):
-    """A model's provenance (``steerlens.models.describe``): name, source, fingerprint,
+    """A model's provenance (``steerlens.loading.models.describe``): name, source, fingerprint,
     shape, architecture and precision."""
 
     name: str | None = None

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from steerlens.core.runfolder import claim_run_folder
+from steerlens.core.validation import check_config
 from steerlens.experiments.result import ExperimentResult
 from steerlens.pipeline.context import config_json
-from steerlens.runfolder import claim_run_folder
-from steerlens.validation import check_config
 
 __all__ = ["Experiment", "ExperimentConfig", "get", "names", "register"]
 
@@ -66,7 +66,7 @@ class Experiment:
     ) -> ExperimentResult:
         """Run the experiment (``results.json`` and its artifacts under ``out_dir``). With
         ``claim`` (default) the config's values are checked first and the folder is held for
-        the run (:func:`~steerlens.runfolder.claim_run_folder`: another live run, or a finished
+        the run (:func:`~steerlens.core.runfolder.claim_run_folder`: another live run, or a finished
         run of other settings, is refused before anything loads; ``overwrite`` replaces it);
         ``claim=False`` is for a caller that holds the folder already."""
         if not isinstance(config, self.config):

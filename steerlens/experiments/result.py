@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from steerlens.common import read_json, write_json
+from steerlens.core.common import read_json, write_json
+from steerlens.core.results import OMIT, Record, ResultMixin, html_table
 from steerlens.experiments.owl_records import OwlPower, OwlResults
-from steerlens.results import OMIT, Record, ResultMixin, html_table
 
 __all__ = ["ExperimentResult", "ExperimentVerdictText"]
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steerlens.core.results import Record
 from steerlens.distill.config import default_layers
 from steerlens.experiments import svd_stages as st
 from steerlens.experiments.owl import OwlConfig
@@ -43,7 +44,6 @@ from steerlens.pipeline import (
     series_records,
     teacher_vector_stage,
 )
-from steerlens.results import Record
 from steerlens.teachers import Teacher
 from steerlens.version import __version__
 

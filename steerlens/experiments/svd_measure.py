@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from steerlens.core.results import OMIT, Record
 from steerlens.experiments.mlp_records import MlpAuxBootstrap
-from steerlens.results import OMIT, Record
-from steerlens.stats import bootstrap
+from steerlens.measures.stats import bootstrap
 from steerlens.track import AlignmentTrack, track_checkpoints
 
 __all__ = [

@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from steerlens.behavior import trait_behavior
 from steerlens.carry.result import CarryResult
-from steerlens.common import sha256_bytes
+from steerlens.core.common import sha256_bytes
+from steerlens.core.results import Record
 from steerlens.distill import TeacherData, distill, generate_teacher_data
 from steerlens.experiments.svd_measure import SvdAlignment, SvdRow, Transfer, aligned_at, transfer
-from steerlens.models import load_model
+from steerlens.loading.models import load_model
+from steerlens.measures.behavior import trait_behavior
 from steerlens.pipeline import RunContext, carry_stage, student_config
 from steerlens.pipeline.stage import json_load, json_save, last_checkpoint, stage, training_prompts
-from steerlens.results import Record
 from steerlens.teachers import Teacher
 
 __all__ = [

@@ -66,8 +66,8 @@ from steerlens.experiments.owl_records import (
     parse_part,
 )
 from steerlens.experiments.verdict_lines import alignment_lines, behavior_lines
+from steerlens.measures.stats import normal_two_sided_p
 from steerlens.pipeline.power import measured_power
-from steerlens.stats import normal_two_sided_p
 from steerlens.track.results import AlignmentTrack
 
 __all__ = ["CLAIMS", "headline_layer", "verdict"]

@@ -38,13 +38,15 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from steerlens.activations import length_batches
-from steerlens.backends.upper import BlockInputs
-from steerlens.behavior import logprob_score
 from steerlens.checkpoints import Checkpoint, CheckpointSeries, classify
-from steerlens.common import atomic_write_text
-from steerlens.models import LoadedModel, describe, wrap
-from steerlens.prompts import PositionSpec, encode, position_indices, prompt_set_hash
+from steerlens.core.common import atomic_write_text
+from steerlens.core.vectors import SteeringVector
+from steerlens.inputs.prompts import PositionSpec, encode, position_indices, prompt_set_hash
+from steerlens.inputs.traits import as_trait
+from steerlens.loading.models import LoadedModel, describe, wrap
+from steerlens.measures.behavior import logprob_score
+from steerlens.runtime.activations import length_batches
+from steerlens.runtime.backends.upper import BlockInputs
 from steerlens.track.cache import RowCache, tokenizer_key
 from steerlens.track.inputs import (
     TrackRun,
@@ -57,8 +59,6 @@ from steerlens.track.nulls import NullConfig
 from steerlens.track.replay import base_pass, checkpoint_rows, replay_self_check
 from steerlens.track.results import AlignmentTrack
 from steerlens.track.series import Key, Rows, series_tracks
-from steerlens.traits import as_trait
-from steerlens.vectors import SteeringVector
 from steerlens.version import __version__
 
 __all__ = ["RESULTS_NAME", "TRACK_NAME", "SteerlensCallback"]
@@ -109,7 +109,7 @@ class SteerlensCallback(TrainerCallback):
     ``probes``: probe prompts (a list, or a trait whose ``probe_chats(system=None)`` are used);
     default: the probes of ``trait``, else of the trait named in ``vector.meta["trait"]``.
     ``trait``: a trait spec or built-in name; with ``behavior=True`` its eval prompts and target
-    tokens give the behavior score B (``steerlens.behavior.logprob_score``) at each save.
+    tokens give the behavior score B (``steerlens.measures.behavior.logprob_score``) at each save.
     ``layers``: tracked layers (default: the vector's). ``position``: default the vector's.
     ``every_n_steps``: also compute every N optimizer steps (logged only; the track holds the
     saved checkpoints, so it matches post-hoc tracking of the ``checkpoint-N`` folders).

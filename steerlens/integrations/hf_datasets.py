@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlens.agents.trajectories import Trajectory
-from steerlens.common import atomic_write_text, read_json
+from steerlens.core.common import atomic_write_text, read_json
 
 __all__ = [
     "META_NAME",

@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from steerlens.common import atomic_write_text, jsonable, read_json, sha256_file
+from steerlens.core.common import atomic_write_text, jsonable, read_json, sha256_file
 from steerlens.lineage.dsse import (
     PAYLOAD_TYPE,
     dumps,
@@ -61,7 +61,7 @@ KEY_ENV = "STEERLENS_SIGNING_KEY"
 writes is signed with it."""
 _SKIP_SUFFIXES = (RECORD_SUFFIX, ".tmp", ".key", ".steerlens.lock", ".steerlens.run.json")
 """Files no record lists: records, partial writes, cache stamps, and a run's lock and started
-settings (:mod:`steerlens.runfolder`)."""
+settings (:mod:`steerlens.core.runfolder`)."""
 
 
 def versions() -> dict[str, str | None]:
@@ -215,7 +215,7 @@ def write_record(
 
     ``files``: the files it consists of (default: :func:`artifact_files`); ``parents``: the
     artifacts (or record files) it was made from, each of which must have a record (a mapping
-    names their roles); ``models``: role → :func:`steerlens.models.describe` of the models it
+    names their roles); ``models``: role → :func:`steerlens.loading.models.describe` of the models it
     was computed with; ``config``: the settings (JSON-able); ``at``: the record's path (default
     :func:`record_path`); ``key``: an ed25519 private key or PEM path to sign with (default:
     the key named by ``$STEERLENS_SIGNING_KEY``, else unsigned).

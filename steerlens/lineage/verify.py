@@ -7,7 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steerlens.common import atomic_write_text, sha256_file
+from steerlens.core.common import atomic_write_text, sha256_file
+from steerlens.core.results import Record as ResultRecord
 from steerlens.lineage.dsse import (
     dumps,
     key_id,
@@ -25,7 +26,6 @@ from steerlens.lineage.record import (
     read_record,
     record_path,
 )
-from steerlens.results import Record as ResultRecord
 
 __all__ = ["LineageCheck", "Problem", "sign_lineage", "verify_lineage"]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlens.common import sha256_bytes, write_json
+from steerlens.core.common import sha256_bytes, write_json
 from steerlens.pipeline.stage import StageClock
 
 __all__ = ["RunContext", "config_json", "config_key", "finish_run", "open_context"]
@@ -67,8 +67,8 @@ def open_context(
 ) -> RunContext:
     """Create ``out_dir``, load ``cfg.model`` (``cfg.device``, ``cfg.dtype``) and the trait
     (``cfg.trait``, with ``cfg.probe_n`` probes when the config sets it), start the clock."""
-    from steerlens.models import load_model
-    from steerlens.traits import as_trait
+    from steerlens.inputs.traits import as_trait
+    from steerlens.loading.models import load_model
 
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)

@@ -15,14 +15,14 @@ Series of one distillation experiment, each trained the same way (same prompts, 
 Behavior deltas per eval prompt i, with Bᵢ(θ) the per-prompt score (DESIGN.md "Token
 log-probability score", before the mean over prompts) at the last checkpoint:
 dᵢ(X vs base) = Bᵢ(X) − Bᵢ(θ₀) and dᵢ(main vs control) = Bᵢ(main) − Bᵢ(control). Each delta is
-mean_i dᵢ with a percentile bootstrap CI over prompts (:func:`steerlens.stats.paired_bootstrap_mean`)
-and a two-sided sign-flip permutation p-value (:func:`steerlens.stats.sign_flip_test`).
+mean_i dᵢ with a percentile bootstrap CI over prompts (:func:`steerlens.measures.stats.paired_bootstrap_mean`)
+and a two-sided sign-flip permutation p-value (:func:`steerlens.measures.stats.sign_flip_test`).
 
 These per-prompt tests hold the two models fixed: they ask whether *these* checkpoints differ,
 not whether the teacher made the difference. Two students trained on the same teacher's data
 with different samples and seeds differ systematically too (training noise), so with ≥ 2 benign
 replicates the student is also tested at the level of models: ``main_vs_benign_replicates`` =
-:func:`steerlens.stats.prediction_t_test` of B̄(main) against the replicates' B̄ (is the student
+:func:`steerlens.measures.stats.prediction_t_test` of B̄(main) against the replicates' B̄ (is the student
 outside what another matched-control run would give?).
 """
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steerlens.stats import paired_bootstrap_mean, prediction_t_test, sign_flip_test
+from steerlens.measures.stats import paired_bootstrap_mean, prediction_t_test, sign_flip_test
 
 __all__ = [
     "REPLICATE_SEED_STRIDE",

@@ -23,7 +23,7 @@ Readings of student θ against trait T (vector vᵀ, eval prompts, target tokens
   screening"), the base's own answers to the same prompts as y′.
 
 Detectors (score; decision p < α). With r ∈ R and the prediction t-test of
-:func:`steerlens.stats.prediction_t_test` (t = (x − r̄)/(s_R·√(1 + 1/k)), df = k − 1):
+:func:`steerlens.measures.stats.prediction_t_test` (t = (x − r̄)/(s_R·√(1 + 1/k)), df = k − 1):
 
 - ``behavior_vs_control``: mean_i Bᵢ(θ) − Bᵢ(control); two-sided sign-flip p over eval prompts
   (holds the two models fixed: no training noise; kept to show what that costs);
@@ -47,16 +47,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from steerlens.activations import record_activations
-from steerlens.behavior import LogProbBehavior, last_logits, trait_behavior
 from steerlens.carry import student_carry_test
-from steerlens.models import LoadedModel
-from steerlens.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
-from steerlens.results import Record
+from steerlens.core.results import Record
+from steerlens.core.vectors import SteeringVector
+from steerlens.inputs.prompts import ChatPrompt, EncodedPrompt, encode, pad_batch
+from steerlens.loading.models import LoadedModel
+from steerlens.measures.behavior import LogProbBehavior, last_logits, trait_behavior
+from steerlens.measures.stats import prediction_t_test, sign_flip_test
+from steerlens.runtime.activations import record_activations
 from steerlens.screen import screen_dataset
-from steerlens.stats import prediction_t_test, sign_flip_test
 from steerlens.track.inputs import default_position
-from steerlens.vectors import SteeringVector
 
 __all__ = [
     "DETECTORS",

@@ -4,7 +4,7 @@ For detector d and loss L, over the (student, trait) pairs of the bank (a positi
 its own trait, a negative against every trait):
 
 - AUC = P(score(positive) > score(negative)) + ½·P(tie) with a stratified bootstrap CI
-  (:func:`steerlens.stats.roc_auc_ci`);
+  (:func:`steerlens.measures.stats.roc_auc_ci`);
 - the **threshold rule**: τ = the smallest score with FPR ≤ 0.05 on the *rule half* (even seeds)
   of the negatives; on the *held-out half* (odd seeds) FPR = P(score > τ | negative) and TPR =
   P(score > τ | positive), Wilson intervals;
@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from steerlens.common import read_json
+from steerlens.core.common import read_json
+from steerlens.core.results import Record, html_table
+from steerlens.measures.stats import rate, roc_auc, roc_auc_ci, threshold_at_fpr
 from steerlens.pipeline.detectors import DETECTORS, Reading
-from steerlens.results import Record, html_table
-from steerlens.stats import rate, roc_auc, roc_auc_ci, threshold_at_fpr
 
 __all__ = [
     "POWER_FILE",
@@ -108,7 +108,7 @@ class DetectorRow(Record):
 
 
 def fraction(d: dict[str, float]) -> str:
-    """``k/n`` of a :func:`~steerlens.stats.rate`, or n/a when it counted nothing."""
+    """``k/n`` of a :func:`~steerlens.measures.stats.rate`, or n/a when it counted nothing."""
     if not d.get("n"):
         return "n/a"
     return f"{int(d['k'])}/{int(d['n'])}"

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from steerlens.common import write_json
+from steerlens.core.common import write_json
 from steerlens.lineage import write_record
 
 __all__ = ["recorder", "teacher_record"]
@@ -18,7 +18,7 @@ def teacher_record(
 ) -> Path:
     """Write ``path`` (JSON: the teacher's description and its base model) and its record; the
     teacher's ``files`` (an adapter, a vector), when it has any, are subjects too."""
-    from steerlens.models import describe
+    from steerlens.loading.models import describe
 
     desc = describe(base)
     write_json(path, {"teacher": dict(teacher), "base": desc})
@@ -39,7 +39,7 @@ def recorder(
     """A ``record`` for :func:`~steerlens.pipeline.stage.stage`: writes the record of the
     stage's file (``files``: the artifact's files, default the file itself) with ``parents``
     (role → artifact), the base model and ``config``."""
-    from steerlens.models import describe
+    from steerlens.loading.models import describe
 
     def write(path: Path) -> Path:
         return write_record(

@@ -13,7 +13,7 @@ set. For ``proj_fixed``:
     proj(θ) = vˢ · vᵀ / ‖vᵀ‖                         (vᵀ the teacher vector at ℓ*)
     t = (proj(θ) − mean_C proj(c)) / (s_C · √(1 + 1/k)),  df = k − 1,  p = P(T_df ≥ t)
 
-the prediction t-test of :func:`steerlens.stats.prediction_t_test` (k = |C| ≥ 2). ℓ* is the
+the prediction t-test of :func:`steerlens.measures.stats.prediction_t_test` (k = |C| ≥ 2). ℓ* is the
 carry test's clean peak (:func:`~steerlens.pipeline.stages.carry_peak`), fixed from the teacher
 side before any student is read. Its null is training noise (the controls' spread), which the
 per-prompt bootstrap of the tracked EAS leaves out, and its held-out FPR/TPR are measured, so
@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 
 from steerlens.checkpoints import CheckpointSeries
-from steerlens.common import read_json
-from steerlens.models import load_model
+from steerlens.core.common import read_json
+from steerlens.core.results import Record
+from steerlens.loading.models import load_model
 from steerlens.pipeline.context import RunContext
 from steerlens.pipeline.detectors import DETECTORS, Reading, read_student, trait_probe
 from steerlens.pipeline.power import POWER_FILE, DetectionResult, rule_half_rank
 from steerlens.pipeline.stage import json_load, json_save, stage
-from steerlens.results import Record
 
 __all__ = [
     "ACTIVATION_DETECTORS",

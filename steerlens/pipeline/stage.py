@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from steerlens.checkpoints import CheckpointSeries
-from steerlens.common import read_json, sha256_bytes, sha256_file, write_json
+from steerlens.core.common import read_json, sha256_bytes, sha256_file, write_json
+from steerlens.inputs.numbers import number_prompts
 from steerlens.lineage import ensure_record
-from steerlens.numbers import number_prompts
 
 T = TypeVar("T")
 

@@ -15,11 +15,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from steerlens.behavior import trait_behavior
 from steerlens.carry import carry_test
+from steerlens.core.vectors import SteeringVector
+from steerlens.directions.extract import teacher_vector
 from steerlens.distill import DistillConfig, TeacherData, distill, generate_teacher_data
-from steerlens.extract import teacher_vector
-from steerlens.models import describe
+from steerlens.loading.models import describe
+from steerlens.measures.behavior import trait_behavior
 from steerlens.pipeline.context import RunContext, config_json, open_context
 from steerlens.pipeline.controls import SeriesPlan, behavior_deltas, series_plan, series_scores
 from steerlens.pipeline.records import recorder, teacher_record
@@ -33,7 +34,6 @@ from steerlens.pipeline.stage import (
 )
 from steerlens.screen import screen_dataset
 from steerlens.track import track_checkpoints
-from steerlens.vectors import SteeringVector
 from steerlens.version import __version__
 
 __all__ = [

@@ -10,11 +10,11 @@ from typing import Any, ClassVar
 
 from steerlens.carry.peak import Peak
 from steerlens.carry.result import CarryResult
+from steerlens.core.results import OMIT, Record
 from steerlens.report.figures import heatmap, lines_with_bands
 from steerlens.report.page import Report
 from steerlens.report.shape import folded, section
 from steerlens.report.views import carry_level_class, num
-from steerlens.results import OMIT, Record
 
 __all__ = ["OwlNullSummary", "section_carry"]
 

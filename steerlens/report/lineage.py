@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from steerlens.core.results import OMIT, Record
 from steerlens.experiments.owl_records import OwlLineage
 from steerlens.report.page import Report
 from steerlens.report.shape import section
-from steerlens.results import OMIT, Record
 
 __all__ = ["lineage_lanes", "section_lineage"]
 

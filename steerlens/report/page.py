@@ -18,8 +18,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from steerlens.common import atomic_write_text
-from steerlens.common import write_json as _common_write_json
+from steerlens.core.common import atomic_write_text
+from steerlens.core.common import write_json as _common_write_json
 from steerlens.report.browser import browser_check, browser_screenshot, first_screen
 
 __all__ = [
@@ -243,5 +243,5 @@ class Report:
 
 def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
     """Write JSON (NaN/inf become null; tensors become lists). Note the order (obj, path):
-    kept for callers of the report; :func:`steerlens.common.write_json` takes (path, obj)."""
+    kept for callers of the report; :func:`steerlens.core.common.write_json` takes (path, obj)."""
     return _common_write_json(path, obj)

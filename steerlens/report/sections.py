@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any, get_type_hints
 
-from steerlens.common import jsonable
+from steerlens.core.common import jsonable
 from steerlens.experiments.agentic_records import AgenticSummary, AgenticVerdict
 from steerlens.experiments.mitigate_measure import MitigateSection, MitigateVerdict
 from steerlens.experiments.owl_records import OwlBand, OwlResults, OwlVector, parse_part

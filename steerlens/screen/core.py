@@ -22,11 +22,11 @@ import einops
 import numpy as np
 import torch
 
-from steerlens.activations import record_activations
-from steerlens.models import LoadedModel, as_model, describe
-from steerlens.prompts import ChatPrompt, prompt_set_hash
+from steerlens.core.vectors import SteeringVector
+from steerlens.inputs.prompts import ChatPrompt, prompt_set_hash
+from steerlens.loading.models import LoadedModel, as_model, describe
+from steerlens.runtime.activations import record_activations
 from steerlens.screen.result import ScreenResult
-from steerlens.vectors import SteeringVector
 from steerlens.version import __version__
 
 SampleLike = ChatPrompt | Mapping[str, Any]

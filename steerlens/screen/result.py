@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from steerlens.prompts import ChatPrompt
-from steerlens.results import Record, html_table
-from steerlens.stats import bootstrap, permutation_test
+from steerlens.core.results import Record, html_table
+from steerlens.inputs.prompts import ChatPrompt
+from steerlens.measures.stats import bootstrap, permutation_test
 
 
 @dataclass
@@ -178,7 +178,7 @@ class ScreenResult(Record):
 
     def main_figure(self) -> Any:
         """The 15 samples with the largest ΔP, as bars labelled by dataset and response."""
-        from steerlens.plots import bars
+        from steerlens.core.plots import bars
 
         top = self.top(15)
         if not top:

@@ -14,16 +14,16 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from steerlens.common import sha256_bytes, sha256_file
-from steerlens.intervene import steer_model
-from steerlens.models import (
+from steerlens.core.common import sha256_bytes, sha256_file
+from steerlens.core.vectors import SteeringVector
+from steerlens.loading.models import (
     LoadedModel,
     ModelLoadError,
     check_same_shape,
     check_saved_version,
     load_model,
 )
-from steerlens.vectors import SteeringVector
+from steerlens.runtime.intervene import steer_model
 
 __all__ = ["TEACHER_KINDS", "Teacher", "TeacherKind", "as_teacher", "vector_sha256"]
 

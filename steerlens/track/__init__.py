@@ -36,7 +36,7 @@ Modules: :mod:`~steerlens.track.results` (the result classes), :mod:`~steerlens.
 (:func:`track_checkpoints`).
 """
 
-from steerlens.backends.upper import BlockInputs
+from steerlens.runtime.backends.upper import BlockInputs
 from steerlens.track.cache import RowCache, tokenizer_key
 from steerlens.track.core import NullSpan, track_checkpoints
 from steerlens.track.inputs import probe_prompts

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as serialize_tensors
 
-from steerlens.common import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
+from steerlens.core.common import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
 
 __all__ = ["CACHE_FORMAT", "RowCache", "tokenizer_key"]
 

@@ -22,19 +22,20 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.activations import length_batches
-from steerlens.backends.upper import BlockInputs
-from steerlens.batching import check_context
 from steerlens.checkpoints import Checkpoint, CheckpointSeries, first_changed_block
-from steerlens.common import tqdm_disable
-from steerlens.models import as_model, cache_root, describe
-from steerlens.prompts import (
+from steerlens.core.common import tqdm_disable
+from steerlens.core.vectors import SteeringVector
+from steerlens.inputs.prompts import (
     PositionSpec,
     as_prompt,
     encode,
     position_indices,
     prompt_set_hash,
 )
+from steerlens.loading.models import as_model, cache_root, describe
+from steerlens.runtime.activations import length_batches
+from steerlens.runtime.backends.upper import BlockInputs
+from steerlens.runtime.batching import check_context
 from steerlens.track.cache import RowCache, tokenizer_key
 from steerlens.track.inputs import (
     TrackRun,
@@ -48,7 +49,6 @@ from steerlens.track.nulls import NullConfig
 from steerlens.track.replay import base_pass, checkpoint_rows, replay_self_check
 from steerlens.track.results import AlignmentTrack
 from steerlens.track.series import Key, Rows, excess_alignment, series_tracks
-from steerlens.vectors import SteeringVector
 from steerlens.version import __version__
 
 __all__ = ["NullSpan", "track_checkpoints"]

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from steerlens.checkpoints import CheckpointSeries
-from steerlens.models import LoadedModel
-from steerlens.prompts import EncodedPrompt, PositionSpec, check_prompts
-from steerlens.vectors import SteeringVector
+from steerlens.core.vectors import SteeringVector
+from steerlens.inputs.prompts import EncodedPrompt, PositionSpec, check_prompts
+from steerlens.loading.models import LoadedModel
 
 __all__ = [
     "TrackRun",

@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from steerlens.models import LoadedModel
-from steerlens.module_vectors import module_rows
-from steerlens.results import Record
-from steerlens.stats import correct, random_directions
-from steerlens.torch_module import wrap_module
+from steerlens.core.results import Record
+from steerlens.core.vectors import SteeringVector
+from steerlens.directions.module_vectors import module_rows
+from steerlens.loading.models import LoadedModel
+from steerlens.loading.torch_module import wrap_module
+from steerlens.measures.stats import correct, random_directions
 from steerlens.track.nulls import NullConfig, excess_bootstrap, layer_stats
 from steerlens.track.results import SERIES_ARRAYS, ExcessAlignment, SeriesTrack
-from steerlens.vectors import SteeringVector
 
 __all__ = ["ModuleTrack", "excess_modules", "track_modules"]
 

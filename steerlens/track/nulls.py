@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from steerlens.stats import cosines, span_directions, z_and_p
+from steerlens.measures.stats import cosines, span_directions, z_and_p
 
 __all__ = ["NullConfig", "cov_null_cosines", "excess_bootstrap", "layer_stats"]
 

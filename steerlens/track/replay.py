@@ -1,9 +1,9 @@
 """Per-prompt rows of the base and of each checkpoint, running only the blocks above the first
 changed one when the checkpoint leaves the lower blocks as the base's.
 
-The base pass records, with :func:`steerlens.backends.upper.record_block_calls`, what block
+The base pass records, with :func:`steerlens.runtime.backends.upper.record_block_calls`, what block
 ``start`` and the blocks above it received; a checkpoint's rows are then computed by
-:func:`steerlens.backends.upper.replay_blocks` on those inputs (layers below ``start`` are the
+:func:`steerlens.runtime.backends.upper.replay_blocks` on those inputs (layers below ``start`` are the
 base's by construction). :func:`replay_self_check` replays the base itself first and falls back
 to full truncated forwards if that does not reproduce the base rows.
 """
@@ -17,18 +17,18 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.activations import (
+from steerlens.core.common import tqdm_disable
+from steerlens.core.precision import compute_context
+from steerlens.inputs.prompts import EncodedPrompt, PositionSpec, pad_batch
+from steerlens.loading.models import LoadedModel
+from steerlens.runtime.activations import (
     StopForward,
     capture_blocks,
     position_weights,
     record_activations,
     reduce_positions,
 )
-from steerlens.backends.upper import BlockInputs, record_block_calls, replay_blocks
-from steerlens.common import tqdm_disable
-from steerlens.models import LoadedModel
-from steerlens.precision import compute_context
-from steerlens.prompts import EncodedPrompt, PositionSpec, pad_batch
+from steerlens.runtime.backends.upper import BlockInputs, record_block_calls, replay_blocks
 
 __all__ = [
     "BlockInputs",
@@ -44,7 +44,7 @@ def reduce_batch(
     encs: Sequence[EncodedPrompt], idx: Sequence[int], h: torch.Tensor, position: PositionSpec
 ) -> torch.Tensor:
     """(B, d) float32 per-prompt means over the selected positions of a (B, T, d) batch: the
-    one reduction of ``record_activations`` (:func:`steerlens.backends.reduce_positions`)."""
+    one reduction of ``record_activations`` (:func:`steerlens.runtime.backends.reduce_positions`)."""
     return reduce_positions(h, position_weights(encs, idx, h.shape[1], position))
 
 

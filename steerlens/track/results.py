@@ -1,6 +1,6 @@
 """Tracking results: per-series arrays, the excess alignment and the whole track.
 
-Each is a :class:`~steerlens.results.Record` (``to_json`` / ``from_json`` / ``save`` / ``load``
+Each is a :class:`~steerlens.core.results.Record` (``to_json`` / ``from_json`` / ``save`` / ``load``
 derived from the fields). The JSON layout is the one every earlier release wrote (NaN as null),
 so saved tracks and the report keep loading.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from steerlens.results import Record, html_table
+from steerlens.core.results import Record, html_table
 
 __all__ = ["SERIES_ARRAYS", "AlignmentTrack", "ExcessAlignment", "SeriesTrack"]
 
@@ -194,7 +194,7 @@ class AlignmentTrack(Record):
     def main_figure(self) -> Any:
         """Excess alignment of the best layer over steps with its CI (with a control series),
         else EAS as a layer × checkpoint heatmap."""
-        from steerlens.plots import heatmap, lines_with_bands
+        from steerlens.core.plots import heatmap, lines_with_bands
 
         ex = self.excess
         if ex is not None and len(ex.estimate) and np.isfinite(ex.estimate[-1]).any():

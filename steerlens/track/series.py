@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from steerlens.checkpoints import CheckpointSeries
-from steerlens.stats import correct, random_directions
+from steerlens.measures.stats import correct, random_directions
 from steerlens.track.inputs import TrackRun
 from steerlens.track.nulls import NullConfig, excess_bootstrap, layer_stats
 from steerlens.track.results import SERIES_ARRAYS, ExcessAlignment, SeriesTrack
