@@ -207,19 +207,14 @@ def structure_check(student: Path, model: Any, given: str) -> tuple[list[str], l
     folder = _probe_folder(student)
     if folder is None:
         return [], []
-    done: list[str] = []
-    problems: list[str] = []
     parts = []
     if (folder / "adapter_config.json").is_file():
         parts.append(_adapter_problems(folder, model, given))
     elif (folder / "config.json").is_file():
         parts.append(_config_problems(folder, model))
-    for where in dict.fromkeys((folder, student)):
-        parts.append(_tokenizer_problems(where, model))
-    for d, p in parts:
-        done += d
-        problems += p
-    return list(dict.fromkeys(done)), problems
+    parts += [_tokenizer_problems(where, model) for where in dict.fromkeys((folder, student))]
+    done = dict.fromkeys(d for ds, _ in parts for d in ds)
+    return list(done), [p for _, ps in parts for p in ps]
 
 
 def base_check(

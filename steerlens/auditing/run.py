@@ -61,11 +61,7 @@ class _Audit(RunContext):
 
     @property
     def students(self) -> dict[str, Path]:
-        """The student (``main``) and the control student when given."""
-        c = self.cfg
-        return {"main": Path(c.student)} | (
-            {} if c.control is None else {"control": Path(c.control)}
-        )
+        return _students(self.cfg)
 
     @property
     def vec_path(self) -> Path:
@@ -91,6 +87,11 @@ class _Audit(RunContext):
         return stage(self.out / f"{name}.json", key, fn, json_save, json_load, self.log, rec)
 
 
+def _students(c: AuditConfig) -> dict[str, Path]:
+    """The student (``main``) and the control student when given."""
+    return {"main": Path(c.student)} | ({} if c.control is None else {"control": Path(c.control)})
+
+
 def _open(
     cfg: AuditConfig, progress: bool | None, log: Callable[[str], None], clock: StageClock
 ) -> _Audit:
@@ -100,9 +101,7 @@ def _open(
     for path, what in ((cfg.data, "training data"), (cfg.control_data, "control data")):
         if path is not None:
             read_data(path, what)
-    students = [(Path(cfg.student), "student")]
-    if cfg.control is not None:
-        students.append((Path(cfg.control), "control"))
+    students = [(p, "student" if k == "main" else k) for k, p in _students(cfg).items()]
     for folder, role in students:  # records that disagree: refused before the model loads
         recorded_base(folder, cfg.force_base, role)
     out = Path(cfg.out).expanduser()

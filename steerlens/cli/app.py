@@ -58,9 +58,10 @@ from steerlens.cli.settings import (
     ScreenOptions,
     SeedOption,
     TrackOptions,
+    check_settings,
     resolve_device,
 )
-from steerlens.core.validation import check_config, cli_flag
+from steerlens.core.validation import cli_flag
 from steerlens.distill import DistillConfig
 from steerlens.experiments.registry import get, names
 
@@ -70,7 +71,8 @@ __all__ = ["COMMANDS", "Command", "build_parser", "command_for", "main", "resolv
 @dataclass(frozen=True)
 class Command:
     """A subcommand: its options are the fields of ``sources`` (first one of a name wins);
-    ``experiment`` names the registered experiment it runs, if any."""
+    ``experiment`` names the registered experiment it runs, if any, and ``default_out`` its
+    default ``--out``."""
 
     name: str
     help: str
@@ -84,8 +86,9 @@ class Command:
         opts = merge_options(options_of(c, self.field_help.get(c)) for c in self.sources)
         if self.experiment is None:
             return opts
-        out = self.default_out or get(self.experiment).default_out
-        return [dataclasses.replace(o, shown=out) if o.name == "out" else o for o in opts]
+        return [
+            dataclasses.replace(o, shown=self.default_out) if o.name == "out" else o for o in opts
+        ]
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -170,13 +173,8 @@ def _experiment_command(name: str, *, alias: str | None = None, out: str | None 
         (ModelOptions, ExperimentOptions, exp.config),
         cmd_experiment,
         experiment=name,
-        default_out=out,
+        default_out=out or exp.default_out,
     )
-
-
-def _demo() -> Command:
-    """``steerlens demo``: ``steerlens experiment owl`` writing to runs/demo by default."""
-    return _experiment_command("owl", alias="demo", out="runs/demo")
 
 
 PRESET_NOTE = (
@@ -191,16 +189,12 @@ def _parser(sub: Any, cmd: Command) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         cmd.name, help=cmd.help, description=cmd.help, epilog=epilog
     )
-    _add_command(p, cmd)
-    return p
-
-
-def _add_command(p: argparse.ArgumentParser, cmd: Command) -> None:
     p.add_argument(
         "--config", metavar="FILE.yaml", help="YAML of option values (keys: long option names)"
     )
     add_options(p, cmd.options())
     p.set_defaults(_command=cmd)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--version", action="version", version=f"steerlens {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for cmd in (*COMMANDS, _demo()):
+    # ``steerlens demo``: ``steerlens experiment owl`` writing to runs/demo by default
+    for cmd in (*COMMANDS, _experiment_command("owl", alias="demo", out="runs/demo")):
         _parser(sub, cmd)
     known = ", ".join(names())
     pe = sub.add_parser(
@@ -267,20 +262,6 @@ def _experiment_config(cmd: Command, values: Mapping[str, Any]) -> Any:
     return exp.make_config(quick=bool(values.get("quick", False)), device=device, **over)
 
 
-def _check_settings(cmd: Command, configs: Sequence[Any], warn: bool = True) -> None:
-    """Every config's values (:func:`~steerlens.core.validation.check_config`, named by option) and
-    its trait spec, read now: a bad value or trait file fails before any model loads."""
-    from steerlens.inputs.traits import as_trait
-
-    for cfg in configs:
-        for warning in check_config(cfg, flag=cli_flag):
-            if warn:
-                print(f"steerlens {cmd.name}: warning: {warning}", file=sys.stderr)
-        trait = cfg.get("trait") if isinstance(cfg, Mapping) else getattr(cfg, "trait", None)
-        if isinstance(trait, str) and trait:
-            as_trait(trait)
-
-
 def resolve(argv: Sequence[str]) -> Invocation:
     """Parse ``argv`` into the command's configs, checking everything that can be checked
     without a model (see the module doc); argparse exits on ``--help`` and unknown flags."""
@@ -304,17 +285,22 @@ def resolve(argv: Sequence[str]) -> Invocation:
         )
     _check_paths(options, values)
     check_values(options, values)
-    _check_settings(cmd, [values])  # the given values, by option name, before any __post_init__
+    # every value, named by option: the given values before any __post_init__ ...
+    check_settings(
+        values, lambda w: print(f"steerlens {cmd.name}: warning: {w}", file=sys.stderr), cli_flag
+    )
     configs: dict[type, Any] = {}
     for cls in cmd.sources:
         if cmd.experiment is not None and cls is get(cmd.experiment).config:
             configs[cls] = _experiment_config(cmd, values)
         else:
             configs[cls] = build(cls, values)
-    _check_settings(cmd, list(configs.values()), warn=False)  # and the presets they fill in
+    for cfg in configs.values():  # ... and the presets they fill in (warned once, above)
+        check_settings(cfg, lambda w: None, cli_flag)
     if cmd.experiment is not None and configs[ExperimentOptions].out is None:
-        out = cmd.default_out or get(cmd.experiment).default_out
-        configs[ExperimentOptions] = dataclasses.replace(configs[ExperimentOptions], out=out)
+        configs[ExperimentOptions] = dataclasses.replace(
+            configs[ExperimentOptions], out=cmd.default_out
+        )
     return Invocation(cmd.name, values, configs, cmd.handler, experiment=cmd.experiment)
 
 

@@ -24,6 +24,7 @@ from steerlens.cli.settings import (
     ReportOptions,
     ScreenOptions,
     TrackOptions,
+    check_settings,
     emit,
     load,
     parse_layers,
@@ -32,7 +33,6 @@ from steerlens.cli.settings import (
 )
 from steerlens.core.common import read_json
 from steerlens.core.runfolder import claim_run_folder
-from steerlens.core.validation import check_config
 from steerlens.core.vectors import SteeringVector
 from steerlens.directions.extract import extract_vector, teacher_vector
 from steerlens.distill import DistillConfig, DistillError, distill, generate_teacher_data
@@ -260,12 +260,8 @@ def run_experiment(
     run first)."""
 
     exp = get(name)
-    if isinstance(config, exp.config):
-        for warning in check_config(config):
-            warnings.warn(warning, UserWarning, stacklevel=2)
-        trait = getattr(config, "trait", None)
-        if isinstance(trait, str) and trait:
-            as_trait(trait)  # a bad trait spec fails here, not after the model loads
+    if isinstance(config, exp.config):  # a bad value or trait spec fails here, before loading
+        check_settings(config, lambda w: warnings.warn(w, UserWarning, stacklevel=4))
     settings = config_json(config) if dataclasses.is_dataclass(config) else None
     with claim_run_folder(out_dir, settings, overwrite=overwrite):
         res = exp.execute(config, out_dir, progress=progress, log=log, claim=False)

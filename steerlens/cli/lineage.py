@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from steerlens.cli.settings import Invocation
+from steerlens.cli.settings import Invocation, _o, _req
 
 __all__ = [
     "LineageKeygenOptions",
@@ -20,7 +20,7 @@ __all__ = [
 
 
 def _dir(help: str) -> Any:
-    return field(metadata={"help": help, "positional": True})
+    return _req(help, positional=True)
 
 
 @dataclass(kw_only=True)
@@ -31,30 +31,24 @@ class LineageShowOptions:
 @dataclass(kw_only=True)
 class LineageVerifyOptions:
     dir: str = _dir("run folder (or one record file)")
-    key: str | None = field(
-        default=None,
-        metadata={
-            "help": "PEM public key every record must be signed by (none: all records signed "
-            "by one key, or all unsigned)",
-            "exists": "file",
-        },
+    key: str | None = _o(
+        None,
+        "PEM public key every record must be signed by (none: all records signed by one key, "
+        "or all unsigned)",
+        exists="file",
     )
-    out: str | None = field(default=None, metadata={"help": "results JSON of the check"})
+    out: str | None = _o(None, "results JSON of the check")
 
 
 @dataclass(kw_only=True)
 class LineageSignOptions:
     dir: str = _dir("run folder whose records are signed (or one record file)")
-    key: str = field(
-        metadata={"help": "ed25519 PEM private key (steerlens lineage keygen)", "exists": "file"}
-    )
+    key: str = _req("ed25519 PEM private key (steerlens lineage keygen)", exists="file")
 
 
 @dataclass(kw_only=True)
 class LineageKeygenOptions:
-    path: str = field(
-        metadata={"help": "private key file to create (public key: PATH.pub)", "positional": True}
-    )
+    path: str = _dir("private key file to create (public key: PATH.pub)")
 
 
 def cmd_lineage_show(inv: Invocation) -> int:

@@ -72,22 +72,10 @@ def options_of(cls: type[Any], help: Mapping[str, str] | None = None) -> list[Op
             default = factory()
         hint = hints[f.name]
         _check_supported(hint, f"{cls.__name__}.{f.name}")
-        choices = f.metadata.get("choices")
-        out.append(
-            Option(
-                name=f.name,
-                hint=hint,
-                default=default,
-                help=f.metadata.get("help")
-                or (help or {}).get(f.name)
-                or f"{cls.__name__}.{f.name}",
-                choices=tuple(choices) if choices else None,
-                exists=f.metadata.get("exists"),
-                output=f.metadata.get("output"),
-                owner=cls.__name__,
-                positional=bool(f.metadata.get("positional", False)),
-            )
-        )
+        choices = tuple(f.metadata.get("choices") or ()) or None
+        given = {k: f.metadata[k] for k in ("exists", "output", "positional") if k in f.metadata}
+        text = f.metadata.get("help") or (help or {}).get(f.name) or f"{cls.__name__}.{f.name}"
+        out.append(Option(f.name, hint, default, text, choices, owner=cls.__name__, **given))
     return out
 
 

@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 from steerlens.carry import carry_test
 from steerlens.core.common import write_json
 from steerlens.core.precision import PRECISION_CHOICES
+from steerlens.core.validation import check_config
 from steerlens.directions.extract import extract_vector
+from steerlens.inputs.traits import as_trait
 from steerlens.loading.models import EMBEDDED_NAME
 from steerlens.track import track_checkpoints
 
@@ -179,24 +181,17 @@ class ExperimentOptions:
 # ------------------------------------------------------------------------------ helpers
 
 
+@dataclass
 class Invocation:
     """A parsed command: its name, the given option values (command line over ``--config``,
     converted to the fields' types), the configs built from them, and for an experiment
     command the experiment's name."""
 
-    def __init__(
-        self,
-        command: str,
-        values: Mapping[str, Any],
-        configs: Mapping[type, Any],
-        handler: Callable[[Invocation], int],
-        experiment: str | None = None,
-    ) -> None:
-        self.command = command
-        self.values = dict(values)
-        self.configs = dict(configs)
-        self.handler = handler
-        self.experiment = experiment
+    command: str
+    values: dict[str, Any]
+    configs: dict[type, Any]
+    handler: Callable[[Invocation], int]
+    experiment: str | None = None
 
     def run(self) -> int:
         """Run the command; its exit status."""
@@ -206,6 +201,19 @@ class Invocation:
         """The config of class ``cls`` this command was given."""
         out: T = self.configs[cls]
         return out
+
+
+def check_settings(
+    cfg: Any, warn: Callable[[str], None], flag: Callable[[str], str] | None = None
+) -> None:
+    """A config's values (:func:`~steerlens.core.validation.check_config`, each warning passed to
+    ``warn``) and its trait spec, read now: a bad value or trait file fails before any model
+    loads. ``cfg`` is a config or the given values by option name."""
+    for warning in check_config(cfg, flag=flag):
+        warn(warning)
+    trait = cfg.get("trait") if isinstance(cfg, Mapping) else getattr(cfg, "trait", None)
+    if isinstance(trait, str) and trait:
+        as_trait(trait)
 
 
 def parse_layers(text: str) -> Any:

@@ -70,25 +70,18 @@ def _carry_tables(rep: Report, c: CarryResult, units: str) -> None:
         rep.text(str(c.clean_peak.note))
     nec = c.necessity
     if nec is not None and nec.per_layer:
+        cells = [(str(k), v, v.reason or "") for k, v in nec.per_layer.items()]
+        if (j := nec.joint) is not None:
+            cells.append(("joint " + ", ".join(map(str, j.layers or [])), j, ""))
         rows = [
             {
-                "layer": str(k),
+                "layer": name,
                 "N": v.value,
                 "random mean N": OwlNullSummary.of(v.null).mean,
-                "note": v.reason or "",
+                "note": note,
             }
-            for k, v in nec.per_layer.items()
+            for name, v, note in cells
         ]
-        if nec.joint is not None:
-            j = nec.joint
-            rows.append(
-                {
-                    "layer": "joint " + ", ".join(map(str, j.layers or [])),
-                    "N": j.value,
-                    "random mean N": OwlNullSummary.of(j.null).mean,
-                    "note": "",
-                }
-            )
         rep.text(
             "Necessity N = (B_teacher − B(teacher with v̂ projected out)) / (B_teacher − B_base); "
             f"mode {nec.mode}."

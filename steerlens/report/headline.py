@@ -61,32 +61,31 @@ def _interval(rows: Sequence[float]) -> tuple[float, float, float] | None:
     return float(x.mean()), float(x.mean()) - half, float(x.mean()) + half
 
 
-def _points(b: OwlBehavior) -> list[tuple[str, float, float | None, float | None, str]]:
-    """The left panel's points: (label, value, lo, hi, colour) of the base, the teachers, the
-    controls and the student after training (no interval where there are no per-prompt
-    scores)."""
+_Point = tuple[str, float, float | None, float | None, str]
+"""A left-panel point: (label, value, lo, hi, colour)."""
+
+
+def _point(
+    label: str, iv: tuple[float, float, float] | None, v: float | None, color: str
+) -> list[_Point]:
+    """The point with its interval ``iv`` when there is one, else the bare value ``v`` (no
+    point without either)."""
+    if iv is not None:
+        return [(label, *iv, color)]
+    return [] if v is None else [(label, v, None, None, color)]
+
+
+def _points(b: OwlBehavior) -> list[_Point]:
+    """The left panel's points: the base, the teachers, the controls and the student after
+    training (no interval where there are no per-prompt scores)."""
     series = [(k, v) for k, v in b.series.items() if v.steps and v.scores]
-    cats: list[tuple[str, float, float | None, float | None, str]] = []
-    base = _interval(b.base_per_prompt or [])
     b0 = _f(series[0][1].scores[0]) if series else None
-    if base is not None:
-        cats.append(("base", *base, NULL_GREY))
-    elif b0 is not None:
-        cats.append(("base", b0, None, None, NULL_GREY))
-    for v, label, color in (
-        (_f(b.teacher), "teacher", _TEACHER),
-        (_f(b.benign_teacher), "benign teacher", NULL_GREY),
-    ):
-        if v is not None:
-            cats.append((label, v, None, None, color))
+    cats = _point("base", _interval(b.base_per_prompt or []), b0, NULL_GREY)
+    cats += _point("teacher", None, _f(b.teacher), _TEACHER)
+    cats += _point("benign teacher", None, _f(b.benign_teacher), NULL_GREY)
     for name, s in series[2:] + series[1::-1]:  # benign controls, base control, student
-        iv = _interval(s.last_per_prompt or [])
-        last = _f(s.scores[-1])
-        color = _COLORS.get(name, NULL_GREY)
-        if iv is not None:
-            cats.append((_label(name), *iv, color))
-        elif last is not None:
-            cats.append((_label(name), last, None, None, color))
+        iv, color = _interval(s.last_per_prompt or []), _COLORS.get(name, NULL_GREY)
+        cats += _point(_label(name), iv, _f(s.scores[-1]), color)
     return cats
 
 
@@ -104,8 +103,7 @@ def behavior_figure(b: OwlBehavior) -> go.Figure:
         subplot_titles=("after training (95% CI over eval prompts)", "per checkpoint"),
     )
     cats = _points(b)
-    first = next(iter(series.values()), None)
-    b0 = None if first is None else _f(first.scores[0])
+    b0 = _f(next(iter(series.values())).scores[0]) if series else None
     fig.add_trace(
         go.Scatter(
             x=[c[0] for c in cats],

@@ -83,21 +83,19 @@ class Node:
     def html(self, cls: str, style: str) -> str:
         rec = {k: v for k, v in self.record.items() if _present(v)}
         note = f"<br><span class='note'>{html.escape(self.note)}</span>" if self.note else ""
-        if not rec:
-            return (
-                f"<div class='node {cls}' style='{style}'><b>{html.escape(self.label)}</b>"
-                f"{note}</div>"
-            )
+        label = html.escape(self.label)
         rows = "".join(
             f"<dt>{html.escape(str(k))}</dt><dd title='{html.escape(str(v))}'>"
             f"{html.escape(_short(v))}</dd>"
             for k, v in rec.items()
             if _short(v)
         )
-        return (
-            f"<div class='node {cls}' style='{style}'><details><summary>"
-            f"{html.escape(self.label)}</summary><dl>{rows}</dl></details>{note}</div>"
+        body = (
+            f"<details><summary>{label}</summary><dl>{rows}</dl></details>"
+            if rec
+            else f"<b>{label}</b>"
         )
+        return f"<div class='node {cls}' style='{style}'>{body}{note}</div>"
 
 
 @dataclass
@@ -190,18 +188,15 @@ def lineage_lanes(lineage: OwlLineage | Mapping[str, Any]) -> tuple[Node, list[L
     js = base.to_json()
     rec = {k: js[k] for k in shown if _present(js.get(k))}
     root = Node(base.name or "base model", arch, rec)
-    lanes = []
-    for name, srec in _students(lin.students):
-        lanes.append(
-            Lane(
-                teacher=_teacher_node(lin, name),
-                data=_data_node(lin, name),
-                student=Node(
-                    f"student: {name}", "", {k: v for k, v in srec.items() if k != "checkpoints"}
-                ),
-                checkpoints=_ckpt_node(srec),
-            )
+    lanes = [
+        Lane(
+            _teacher_node(lin, name),
+            _data_node(lin, name),
+            Node(f"student: {name}", "", {k: v for k, v in srec.items() if k != "checkpoints"}),
+            _ckpt_node(srec),
         )
+        for name, srec in _students(lin.students)
+    ]
     return root, lanes
 
 
@@ -223,18 +218,13 @@ def lineage_html(lin: OwlLineage | Mapping[str, Any]) -> str:
     """The graph as an HTML fragment (``<div class='lineage'>``)."""
     root, lanes = lineage_lanes(lin)
     n = max(1, len(lanes))
-    cols = ["base", "teacher", "data", "student", "checkpoints"]
+    cols = ["base", "teacher", "data", "student", "checkpoints"]  # the base, then Lane's fields
     parts = [
         f"<div class='colhead' style='grid-row:1;grid-column:{j + 1}'>{c}</div>"
         for j, c in enumerate(cols)
     ]
     parts.append(root.html("root", f"grid-row:2 / span {n};grid-column:1"))
-    columns: list[list[Node | None]] = [
-        [ln.teacher for ln in lanes],
-        [ln.data for ln in lanes],
-        [ln.student for ln in lanes],
-        [ln.checkpoints for ln in lanes],
-    ]
+    columns: list[list[Node | None]] = [[getattr(ln, c) for ln in lanes] for c in cols[1:]]
     for j, cells in enumerate(columns):
         # a teacher or data set several students share spans their lanes; students and their
         # checkpoints are each their own

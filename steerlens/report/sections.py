@@ -43,10 +43,6 @@ from steerlens.screen.result import ScreenResult
 __all__ = ["render_report"]
 
 
-def _m(d: Any) -> Mapping[str, Any]:
-    return d if isinstance(d, Mapping) else {}
-
-
 def _section_vector(rep: Report, v: OwlVector) -> None:
     meta, sh = v.meta, v.diagnostics.split_half
     cos = [x.mean for x in sh.values() if math.isfinite(x.mean)]
@@ -197,7 +193,8 @@ def render_report(results: Mapping[str, Any], title: str | None = None) -> Repor
     the full statistics folded under "Evidence". The owl experiment's parts are read once
     (:class:`~steerlens.experiments.owl_records.OwlResults`); a part that is missing or
     malformed is left out."""
-    results = _m(jsonable(results))
+    js = jsonable(results)
+    results = js if isinstance(js, Mapping) else {}
     kind = str(results.get("kind") or "").removeprefix("steerlens.")
     if kind == "mlp_aux":
         return render_mlp_aux(results, title)

@@ -126,26 +126,22 @@ def dots_with_ci(
 
     fig = go.Figure()
     for i, (group, pts) in enumerate(groups.items()):
-        pts = [p for p in pts if p[1] is not None]
-        if not pts:
+        ok = [(x, v, lo, hi) for x, v, lo, hi in pts if v is not None]
+        if not ok:
             continue
         color = PALETTE[i % len(PALETTE)]
         fig.add_trace(
             go.Scatter(
-                x=[p[0] for p in pts],
-                y=[p[1] for p in pts],
+                x=[p[0] for p in ok],
+                y=[p[1] for p in ok],
                 mode="markers",
                 name=group,
                 marker={"color": color, "size": 11},
                 error_y={
                     "type": "data",
                     "symmetric": False,
-                    "array": [
-                        (p[3] - p[1]) if p[3] is not None and p[1] is not None else 0.0 for p in pts
-                    ],
-                    "arrayminus": [
-                        (p[1] - p[2]) if p[2] is not None and p[1] is not None else 0.0 for p in pts
-                    ],
+                    "array": [(hi - v) if hi is not None else 0.0 for _, v, _, hi in ok],
+                    "arrayminus": [(v - lo) if lo is not None else 0.0 for _, v, lo, _ in ok],
                     "color": color,
                     "thickness": 1.5,
                 },

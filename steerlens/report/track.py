@@ -21,6 +21,8 @@ from steerlens.track.results import AlignmentTrack, ExcessAlignment, SeriesTrack
 
 __all__ = ["section_track"]
 
+_STEP, _LAYER = "training step (optimizer steps; 0 = base)", "layer (block index)"
+
 
 def _hidden_size(prov: Mapping[str, Any]) -> int | None:
     """d of the base model: ``provenance["base"]["hidden_size"]`` (what tracking writes), else
@@ -61,7 +63,7 @@ def _last_layer_figure(
             last,
             bands=bands,
             title=f"Last checkpoint (step {main.steps[-1]}): EAS per layer",
-            xlabel="layer (block index)",
+            xlabel=_LAYER,
             ylabel="cosine with vᵀ (unitless)",
             hline=0.0,
         ),
@@ -92,7 +94,7 @@ def _excess_figure(
         main.steps,
         curves,
         title=f"Layer {t.layers[j]} ({why}): student vs base control across checkpoints",
-        xlabel="training step (optimizer steps; 0 = base)",
+        xlabel=_STEP,
         ylabel="EAS (cosine, unitless)",
         hline=0.0,
     )
@@ -111,6 +113,15 @@ def _excess_figure(
         x=ex.steps, y=est, mode="lines+markers", name="excess", line={"color": PALETTE[3]}
     )
     rep.figure(fig)
+
+
+def _layer_by_step(
+    grid: np.ndarray, s: SeriesTrack, t: AlignmentTrack, title: str, zlabel: str
+) -> Any:
+    """A layer × checkpoint heatmap of one of series ``s``'s grids."""
+    return heatmap(
+        grid.T.tolist(), s.steps, t.layers, title=title, xlabel=_STEP, ylabel=_LAYER, zlabel=zlabel
+    )
 
 
 def _cell(grid: np.ndarray, j: int) -> float:
@@ -184,28 +195,16 @@ def section_track(rep: Report, t: AlignmentTrack, al: OwlAlignment | None = None
         return
     _excess_figure(rep, t, main, ctrl, None if al is None else al.layer)
     rep.figure(
-        heatmap(
-            main.eas.T.tolist(),
-            main.steps,
-            t.layers,
-            title="EAS = cos(vˢ(n), vᵀ): layer × checkpoint (student)",
-            xlabel="training step (optimizer steps; 0 = base)",
-            ylabel="layer (block index)",
-            zlabel="EAS (cos)",
+        _layer_by_step(
+            main.eas, main, t, "EAS = cos(vˢ(n), vᵀ): layer × checkpoint (student)", "EAS (cos)"
         ),
         "vˢ(n) = mean h(θₙ) − mean h(θ₀) over probe prompts; step 0 is the base (zero shift).",
     )
     _last_layer_figure(rep, t, main, ctrl)
     if main.proj.ndim == 2 and len(main.proj) == len(main.steps):
         rep.figure(
-            heatmap(
-                main.proj.T.tolist(),
-                main.steps,
-                t.layers,
-                title="Projection vˢ·vᵀ/‖vᵀ‖ (student)",
-                xlabel="training step (optimizer steps; 0 = base)",
-                ylabel="layer (block index)",
-                zlabel="proj (resid. units)",
+            _layer_by_step(
+                main.proj, main, t, "Projection vˢ·vᵀ/‖vᵀ‖ (student)", "proj (resid. units)"
             )
         )
     with folded(rep, "Numbers per layer"):
