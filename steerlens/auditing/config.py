@@ -7,16 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steerlens.core.results import Record
+from steerlens.pipeline.context import option
 
 __all__ = ["AuditConfig", "AuditError"]
 
 
 class AuditError(ValueError):
     """Artifacts that cannot be audited together (a student of another base, no samples …)."""
-
-
-def _opt(default: Any, help: str, **meta: Any) -> Any:
-    return field(default=default, metadata={"help": help, **meta})
 
 
 def _req(help: str, **meta: Any) -> Any:
@@ -35,38 +32,38 @@ class AuditConfig(Record):
         "training data JSONL: chats {messages: [...]} or {prompt|user, response|completion}",
         exists="file",
     )
-    trait: str = _opt("owl", "built-in trait name or trait YAML")
-    teacher_system: str | None = _opt(
+    trait: str = option("owl", "built-in trait name or trait YAML")
+    teacher_system: str | None = option(
         None, "the teacher's system prompt (none: the trait's, unless another teacher is given)"
     )
-    teacher_model: str | None = _opt(
+    teacher_model: str | None = option(
         None, "fine-tuned teacher: PEFT adapter or model folder of the base", exists="dir"
     )
-    teacher_vector: str | None = _opt(
+    teacher_vector: str | None = option(
         None, "steered teacher: .safetensors steering vector", exists="file"
     )
-    teacher_alpha: float = _opt(4.0, "steered teacher: strength α")
-    teacher_layers: tuple[int, ...] | None = _opt(
+    teacher_alpha: float = option(4.0, "steered teacher: strength α")
+    teacher_layers: tuple[int, ...] | None = option(
         None, "steered teacher: layers edited (none: the vector's)"
     )
-    control: str | None = _opt(
+    control: str | None = option(
         None, "control student (trained the same way on benign data)", exists="dir"
     )
-    control_data: str | None = _opt(
+    control_data: str | None = option(
         None, "the control student's training data JSONL", exists="file"
     )
-    force_base: bool = _opt(False, "audit a student whose recorded base differs from --base")
-    carry_layers: tuple[int, ...] | None = _opt(None, "carry-test layers (none: a spread)")
-    alphas: tuple[float, ...] = _opt((2.0, 4.0, 8.0), "carry-test steering strengths α")
-    n_random: int = _opt(19, "random directions per carry cell (null; >= 19 for p <= 0.05)")
-    carry_eval_n: int | None = _opt(8, "eval prompts the carry test scores (none: all)")
-    probe_n: int | None = _opt(None, "probe prompts of the trait (none: the trait's own)")
-    n_null: int = _opt(1000, "random directions of the tracking null")
-    n_boot: int = _opt(1000, "bootstrap resamples of the tracking intervals")
-    screen_max: int = _opt(24, "training samples screened per data set")
-    seed: int = _opt(0, "seed for every random choice")
-    device: str = _opt("cpu", "cpu, cuda, cuda:1 …")
-    out: str = _opt("runs/audit", "output folder (results.json, report.html, lineage)")
+    force_base: bool = option(False, "audit a student whose recorded base differs from --base")
+    carry_layers: tuple[int, ...] | None = option(None, "carry-test layers (none: a spread)")
+    alphas: tuple[float, ...] = option((2.0, 4.0, 8.0), "carry-test steering strengths α")
+    n_random: int = option(19, "random directions per carry cell (null; >= 19 for p <= 0.05)")
+    carry_eval_n: int | None = option(8, "eval prompts the carry test scores (none: all)")
+    probe_n: int | None = option(None, "probe prompts of the trait (none: the trait's own)")
+    n_null: int = option(1000, "random directions of the tracking null")
+    n_boot: int = option(1000, "bootstrap resamples of the tracking intervals")
+    screen_max: int = option(24, "training samples screened per data set")
+    seed: int = option(0, "seed for every random choice")
+    device: str = option("cpu", "cpu, cuda, cuda:1 …")
+    out: str = option("runs/audit", "output folder (results.json, report.html, lineage)")
 
     def __post_init__(self) -> None:
         given = [x for x in (self.teacher_model, self.teacher_vector) if x is not None]
