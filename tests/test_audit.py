@@ -14,6 +14,7 @@ import torch
 import steerlens as sl
 from steerlens.auditing import AuditError, base_check
 from steerlens.cli import main, run_experiment
+from steerlens.inputs.traits import as_trait
 from steerlens.testing import tiny_model
 
 QUICK: dict[str, Any] = {
@@ -82,7 +83,7 @@ def test_audit_on_students_from_a_plain_peft_loop(base_dir: Path, tmp_path: Path
     ctrl_data = _chats(tmp_path / "plain_data.jsonl", "cloud")
     student = _plain_peft_student(base_dir, data, tmp_path / "student", seed=1)
     control = _plain_peft_student(base_dir, ctrl_data, tmp_path / "control", seed=2)
-    vec = sl.teacher_vector(sl.load_model(base_dir), sl.traits.as_trait("owl"), layers=[1, 2])
+    vec = sl.teacher_vector(sl.load_model(base_dir), as_trait("owl"), layers=[1, 2])
     vec.save(tmp_path / "steer.safetensors")
     out = tmp_path / "audit"
     argv = ["audit", "--base", str(base_dir), "--student", str(student), "--data", str(data)]
@@ -217,7 +218,7 @@ def test_finetuned_teacher_files_are_recorded(base_dir: Path, tmp_path: Path) ->
         teacher_model=str(teacher_dir),
         teacher_system="You love owls.",
     )
-    teacher = make_teacher(cfg, sl.traits.as_trait("owl"))
+    teacher = make_teacher(cfg, as_trait("owl"))
     assert teacher.kind == "finetuned"
     recs = input_records(cfg, tmp_path / "out", sl.load_model(base_dir), teacher, lambda _: None)
     names = {s["name"] for s in sl.lineage.read_record(recs["teacher"]).subjects}
