@@ -3,11 +3,10 @@ the command's options) and :class:`AuditError`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from steerlens.core.results import Record
-from steerlens.pipeline.context import option
+from steerlens.pipeline.context import option, required
 
 __all__ = ["AuditConfig", "AuditError"]
 
@@ -16,19 +15,19 @@ class AuditError(ValueError):
     """Artifacts that cannot be audited together (a student of another base, no samples …)."""
 
 
-def _req(help: str, **meta: Any) -> Any:
-    return field(metadata={"help": help, **meta})
-
-
 @dataclass(kw_only=True)
 class AuditConfig(Record):
     """An audit of a distillation pipeline: the base model, the teacher, the student (and an
     optional control student), the training data and the trait. Analysis settings default to
     the owl experiment's, so pointing the audit at a demo folder repeats its numbers."""
 
-    base: str = _req("base model: embedded name, HF id or local folder (teacher and student base)")
-    student: str = _req("student: a model/adapter folder or a folder of checkpoint-N", exists="dir")
-    data: str = _req(
+    base: str = required(
+        "base model: embedded name, HF id or local folder (teacher and student base)"
+    )
+    student: str = required(
+        "student: a model/adapter folder or a folder of checkpoint-N", exists="dir"
+    )
+    data: str = required(
         "training data JSONL: chats {messages: [...]} or {prompt|user, response|completion}",
         exists="file",
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from steerlens.cli.settings import Invocation, _o, _req
+from steerlens.cli.settings import Invocation
+from steerlens.pipeline.context import option, required
 
 __all__ = [
     "LineageKeygenOptions",
@@ -20,7 +21,7 @@ __all__ = [
 
 
 def _dir(help: str) -> Any:
-    return _req(help, positional=True)
+    return required(help, positional=True)
 
 
 @dataclass(kw_only=True)
@@ -31,19 +32,19 @@ class LineageShowOptions:
 @dataclass(kw_only=True)
 class LineageVerifyOptions:
     dir: str = _dir("run folder (or one record file)")
-    key: str | None = _o(
+    key: str | None = option(
         None,
         "PEM public key every record must be signed by (none: all records signed by one key, "
         "or all unsigned)",
         exists="file",
     )
-    out: str | None = _o(None, "results JSON of the check")
+    out: str | None = option(None, "results JSON of the check")
 
 
 @dataclass(kw_only=True)
 class LineageSignOptions:
     dir: str = _dir("run folder whose records are signed (or one record file)")
-    key: str = _req("ed25519 PEM private key (steerlens lineage keygen)", exists="file")
+    key: str = required("ed25519 PEM private key (steerlens lineage keygen)", exists="file")
 
 
 @dataclass(kw_only=True)

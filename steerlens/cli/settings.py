@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from steerlens.core.validation import check_config
 from steerlens.directions.extract import extract_vector
 from steerlens.inputs.traits import as_trait
 from steerlens.loading.models import EMBEDDED_NAME
+from steerlens.pipeline.context import option, required
 from steerlens.track import track_checkpoints
 
 T = TypeVar("T")
@@ -33,14 +34,6 @@ def default_of(fn: Callable[..., Any], name: str) -> Any:
     return default
 
 
-def _o(default: Any, help: str, **meta: Any) -> Any:
-    return field(default=default, metadata={"help": help, **meta})
-
-
-def _req(help: str, **meta: Any) -> Any:
-    return field(metadata={"help": help, **meta})
-
-
 LAYERS_HELP = "all | 15 | 6,12,18 | 10-20"
 
 
@@ -51,96 +44,98 @@ LAYERS_HELP = "all | 15 | 6,12,18 | 10-20"
 class ModelOptions:
     """The model every command but ``report`` loads, and the seed."""
 
-    model: str = _o(EMBEDDED_NAME, "embedded name, HF id, local folder, .gguf or PEFT adapter")
-    device: str = _o("auto", "auto (GPU if present), cpu, cuda, cuda:1 …")
-    dtype: str = _o(
+    model: str = option(EMBEDDED_NAME, "embedded name, HF id, local folder, .gguf or PEFT adapter")
+    device: str = option("auto", "auto (GPU if present), cpu, cuda, cuda:1 …")
+    dtype: str = option(
         "auto",
         "auto (bfloat16 where the hardware multiplies it natively, else float32) | float32 | "
         "bfloat16 | autocast | float16",
         choices=PRECISION_CHOICES,
     )
-    seed: int = _o(0, "seed for every random choice")
+    seed: int = option(0, "seed for every random choice")
 
 
 @dataclass(kw_only=True)
 class SeedOption:
-    seed: int = _o(0, "seed for every random choice")
+    seed: int = option(0, "seed for every random choice")
 
 
 @dataclass(kw_only=True)
 class ExtractOptions:
-    trait: str | None = _o(None, "trait name or YAML (teacher vector: trait vs neutral prompt)")
-    pos: str | None = _o(
+    trait: str | None = option(None, "trait name or YAML (teacher vector: trait vs neutral prompt)")
+    pos: str | None = option(
         None, "file of positive prompts (.txt lines, .json, .jsonl)", exists="file"
     )
-    neg: str | None = _o(None, "file of negative prompts, paired with --pos", exists="file")
-    contrast: str | None = _o(
+    neg: str | None = option(None, "file of negative prompts, paired with --pos", exists="file")
+    contrast: str | None = option(
         None,
         "contrast file instead of --pos/--neg: CAA A/B JSON, persona_vectors trait JSON, or "
         "JSONL of {pos, neg} pairs (format detected from the content)",
         exists="file",
     )
-    layers: str = _o("all", LAYERS_HELP)
-    method: str = _o(default_of(extract_vector, "method"), "", choices=("mean", "pca", "probe"))
-    position: str = _o(
+    layers: str = option("all", LAYERS_HELP)
+    method: str = option(default_of(extract_vector, "method"), "", choices=("mean", "pca", "probe"))
+    position: str = option(
         default_of(extract_vector, "position"), "", choices=("last", "prompt", "all")
     )
-    batch_size: int = _o(default_of(extract_vector, "batch_size"), "prompts per forward pass")
-    out: str = _req("output .safetensors", output="file")
+    batch_size: int = option(default_of(extract_vector, "batch_size"), "prompts per forward pass")
+    out: str = required("output .safetensors", output="file")
 
 
 @dataclass(kw_only=True)
 class CarryOptions:
-    vector: str = _req(".safetensors from `steerlens extract`", exists="file")
-    trait: str = _o("owl", "trait whose behavior is tested")
-    layers: str = _o("all", "layers of the grid (all: a spread of the vector's layers)")
-    alphas: tuple[float, ...] = _o(tuple(default_of(carry_test, "alphas")), "the α grid")
-    n_random: int = _o(default_of(carry_test, "n_random"), "random directions per cell (null)")
-    out: str | None = _o(None, "results JSON", output="file")
-    html: str | None = _o(None, "report HTML", output="file")
+    vector: str = required(".safetensors from `steerlens extract`", exists="file")
+    trait: str = option("owl", "trait whose behavior is tested")
+    layers: str = option("all", "layers of the grid (all: a spread of the vector's layers)")
+    alphas: tuple[float, ...] = option(tuple(default_of(carry_test, "alphas")), "the α grid")
+    n_random: int = option(default_of(carry_test, "n_random"), "random directions per cell (null)")
+    out: str | None = option(None, "results JSON", output="file")
+    html: str | None = option(None, "report HTML", output="file")
 
 
 @dataclass(kw_only=True)
 class TrackOptions:
-    checkpoints: str = _req("folder of checkpoint-N (full or PEFT adapters)", exists="dir")
-    control: str | None = _o(None, "control series folder", exists="dir")
-    vector: str = _req(".safetensors teacher vector", exists="file")
-    trait: str = _o("owl", "trait whose probe prompts are used")
-    prompts: str | None = _o(None, "probe prompt file instead of the trait's", exists="file")
-    layers: str = _o("all", LAYERS_HELP)
-    cache_dir: str | None = _o(None, "per-checkpoint cache (resume)")
-    n_null: int = _o(default_of(track_checkpoints, "n_null"), "random directions of the null")
-    n_boot: int = _o(default_of(track_checkpoints, "n_boot"), "bootstrap resamples")
-    correction: str = _o(
+    checkpoints: str = required("folder of checkpoint-N (full or PEFT adapters)", exists="dir")
+    control: str | None = option(None, "control series folder", exists="dir")
+    vector: str = required(".safetensors teacher vector", exists="file")
+    trait: str = option("owl", "trait whose probe prompts are used")
+    prompts: str | None = option(None, "probe prompt file instead of the trait's", exists="file")
+    layers: str = option("all", LAYERS_HELP)
+    cache_dir: str | None = option(None, "per-checkpoint cache (resume)")
+    n_null: int = option(default_of(track_checkpoints, "n_null"), "random directions of the null")
+    n_boot: int = option(default_of(track_checkpoints, "n_boot"), "bootstrap resamples")
+    correction: str = option(
         default_of(track_checkpoints, "correction"), "multiple-testing", choices=("holm", "bh")
     )
-    out: str | None = _o(None, "results JSON", output="file")
-    html: str | None = _o(None, "report HTML", output="file")
+    out: str | None = option(None, "results JSON", output="file")
+    html: str | None = option(None, "report HTML", output="file")
 
 
 @dataclass(kw_only=True)
 class ScreenOptions:
-    vector: str = _req(".safetensors steering vector", exists="file")
-    data: str = _req("JSONL of {user, response[, system]}", exists="file")
-    control_data: str | None = _o(None, "JSONL to compare with (permutation test)", exists="file")
-    top: int = _o(10, "samples listed")
-    out: str | None = _o(None, "results JSON", output="file")
-    html: str | None = _o(None, "report HTML", output="file")
+    vector: str = required(".safetensors steering vector", exists="file")
+    data: str = required("JSONL of {user, response[, system]}", exists="file")
+    control_data: str | None = option(
+        None, "JSONL to compare with (permutation test)", exists="file"
+    )
+    top: int = option(10, "samples listed")
+    out: str | None = option(None, "results JSON", output="file")
+    html: str | None = option(None, "report HTML", output="file")
 
 
 @dataclass(kw_only=True)
 class DistillOptions:
-    trait: str = _o("owl", "trait of the teacher")
-    benign: bool = _o(False, "use the neutral system prompt (control student)")
-    n: int = _o(48, "number prompts to generate")
-    overwrite: bool = _o(False, "replace an existing series in --out")
-    engine: str = _o(
+    trait: str = option("owl", "trait of the teacher")
+    benign: bool = option(False, "use the neutral system prompt (control student)")
+    n: int = option(48, "number prompts to generate")
+    overwrite: bool = option(False, "replace an existing series in --out")
+    engine: str = option(
         "reference",
         "training engine: reference (steerlens' loop, the CPU default) | trl (TRL / "
         "transformers Trainer; needs the trl extra)",
         choices=("reference", "trl"),
     )
-    out: str = _req("output folder", output="dir")
+    out: str = required("output folder", output="dir")
 
 
 DISTILL_HELP = {
@@ -163,15 +158,17 @@ DISTILL_HELP = {
 
 @dataclass(kw_only=True)
 class ReportOptions:
-    results: str = _req("results JSON", exists="file")
-    out: str | None = _o(None, "HTML path (default: report.html beside the results)", output="file")
+    results: str = required("results JSON", exists="file")
+    out: str | None = option(
+        None, "HTML path (default: report.html beside the results)", output="file"
+    )
 
 
 @dataclass(kw_only=True)
 class ExperimentOptions:
-    quick: bool = _o(False, "the experiment's smoke-test size")
-    out: str | None = _o(None, "output folder", output="dir")
-    overwrite: bool = _o(
+    quick: bool = option(False, "the experiment's smoke-test size")
+    out: str | None = option(None, "output folder", output="dir")
+    overwrite: bool = option(
         False,
         "replace a finished run made with other settings in --out (its files are deleted "
         "first); without it such a folder is refused",

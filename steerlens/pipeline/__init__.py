@@ -13,6 +13,7 @@ from steerlens.pipeline.context import (
     finish_run,
     open_context,
     option,
+    required,
 )
 from steerlens.pipeline.controls import (
     REPLICATE_SEED_STRIDE,
@@ -75,6 +76,7 @@ __all__ = [
     "option",
     "prompt_teacher_records",
     "recorder",
+    "required",
     "run_lineage",
     "screen_stage",
     "series_key",

@@ -20,13 +20,26 @@ from steerlens.core.common import sha256_bytes, write_json
 from steerlens.pipeline.records import recorder
 from steerlens.pipeline.stage import StageClock
 
-__all__ = ["RunContext", "config_json", "config_key", "finish_run", "open_context", "option"]
+__all__ = [
+    "RunContext",
+    "config_json",
+    "config_key",
+    "finish_run",
+    "open_context",
+    "option",
+    "required",
+]
 
 
 def option(default: Any, help: str, **meta: Any) -> Any:
     """A config field and its command-line help (``metadata["help"]``, plus ``choices`` …): the
     CLI derives ``--name`` from it."""
     return field(default=default, metadata={"help": help, **meta})
+
+
+def required(help: str, **meta: Any) -> Any:
+    """A config field with no default (a required ``--name`` on the command line)."""
+    return field(metadata={"help": help, **meta})
 
 
 def config_json(cfg: Any) -> dict[str, Any]:
