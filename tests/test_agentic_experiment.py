@@ -3,7 +3,7 @@ distillation data, and the registry/CLI entries."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,16 +14,6 @@ from steerlens.experiments import get, names
 from steerlens.experiments.agentic import AgenticApiConfig, AgenticBashConfig
 from steerlens.report import render_report
 from steerlens.report.shape import shape_problems
-from steerlens.testing import tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    lm = tiny_model("llama", seed=3, n_layers=2, d=32)  # the smallest that has a LoRA layer
-    d = tmp_path_factory.mktemp("tiny") / "model"
-    lm.model.save_pretrained(d)
-    lm.tokenizer.save_pretrained(d)
-    return d
 
 
 def test_registered_with_their_settings() -> None:
@@ -49,23 +39,8 @@ def test_chat_examples_train_only_on_actions(tiny) -> None:  # type: ignore[no-u
 
 
 @pytest.mark.parametrize("setting", ["api", "bash"])
-def test_quick_run_end_to_end(setting: str, tiny_dir: Path, tmp_path: Path) -> None:
-    exp = get(f"agentic-{setting}")
-    cfg = exp.make_config(
-        quick=True,
-        model=str(tiny_dir),
-        carry_layers=(1,),
-        n_eval=1,
-        n_eval_seeds=2,
-        n_pref=2,
-        n_train=3,
-        max_steps=1,
-        batch_size=8,
-        screen_max=2,
-        n_null=50,
-        n_boot=50,
-    )
-    res = exp.execute(cfg, tmp_path / setting, progress=False, log=lambda s: None)
+def test_quick_run_end_to_end(setting: str, agentic_run: Any) -> None:
+    cfg, res, out = agentic_run(setting)
     a = res["agentic"]
     assert set(a["models"]) == {"base", "teacher", "control"}
     steps = [ck["step"] for ck in a["series"]["teacher"]]
@@ -80,7 +55,7 @@ def test_quick_run_end_to_end(setting: str, tiny_dir: Path, tmp_path: Path) -> N
         assert a["kept_with_keyword"][role] == 0
     from steerlens.agents import FilterResult
 
-    kept = FilterResult.load(tmp_path / setting / "data" / "teacher_filter.json")
+    kept = FilterResult.load(out / "data" / "teacher_filter.json")
     kws = get_setting(setting).filter_keywords
     assert tuple(a["filter_keywords"]) == kws == kept.keywords
     assert not any(find_keywords(t, kws) for t in kept.kept)

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from steerlens.core.common import read_json
-from steerlens.experiments import get
 from steerlens.experiments.agentic_records import (
     AgenticMetrics,
     AgenticSummary,
@@ -21,7 +20,6 @@ from steerlens.experiments.agentic_records import (
 from steerlens.experiments.agentic_verdict import agentic_verdict
 from steerlens.measures.stats import wilson
 from steerlens.report.agentic import agentic_answer
-from steerlens.testing import tiny_model
 
 
 def _plain(d: Any) -> str:
@@ -30,29 +28,9 @@ def _plain(d: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A quick agentic-api run on the tiny model (the sizes of test_agentic_experiment)."""
-    lm = tiny_model("llama", seed=3, n_layers=2, d=32)
-    tmp = tmp_path_factory.mktemp("i27agentic")
-    lm.model.save_pretrained(tmp / "model")
-    lm.tokenizer.save_pretrained(tmp / "model")
-    exp = get("agentic-api")
-    cfg = exp.make_config(
-        quick=True,
-        model=str(tmp / "model"),
-        carry_layers=(1,),
-        n_eval=1,
-        n_eval_seeds=2,
-        n_pref=2,
-        n_train=3,
-        max_steps=1,
-        batch_size=8,
-        screen_max=2,
-        n_null=50,
-        n_boot=50,
-    )
-    exp.execute(cfg, tmp / "run", progress=False, log=lambda s: None)
-    return tmp / "run"
+def run_dir(agentic_run: Any) -> Path:
+    """The quick agentic-api run test_agentic_experiment checks end to end (conftest)."""
+    return agentic_run("api")[2]
 
 
 def test_results_json_round_trips_through_the_records(run_dir: Path) -> None:
